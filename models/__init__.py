@@ -1,0 +1,1 @@
+"""Exported models that ship with refinery (see MODEL_CARD.md)."""

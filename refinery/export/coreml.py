@@ -1,0 +1,98 @@
+"""PyTorch module -> Core ML ML Program package (.mlpackage).
+
+Conversion runs anywhere coremltools installs; predictions run only on macOS, so the
+check on other systems is structural (inputs, outputs, shapes, metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from refinery.atomic import atomic_path
+from refinery.errors import ParityError
+from refinery.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class CoreMLCheck:
+    """What was checked of a converted package."""
+
+    inputs: list[str]
+    outputs: list[str]
+    batch_range: tuple[int, int]
+    predicted: bool  # False where Core ML cannot run (not macOS)
+    reason: str = ""
+
+
+def can_predict() -> bool:
+    return platform.system() == "Darwin"
+
+
+def export_coreml(model: nn.Module, spec: ModelSpec, out: Path, max_batch: int = MAX_BATCH) -> None:
+    """Convert `model` to an ML Program package at `out` with a batch range 1..max_batch."""
+    import coremltools as ct
+
+    h, w = spec.input_size
+    example = torch.rand(1, 3, h, w) * 255
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and coremltools version notices
+        traced = torch.jit.trace(model.eval(), example)
+        mlmodel = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name=spec.input_name, dtype=np.float32,
+                                  shape=(ct.RangeDim(1, max_batch, default=1), 3, h, w))],
+            outputs=[ct.TensorType(name=spec.output_name, dtype=np.float32)],
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.macOS13,
+            compute_precision=ct.precision.FLOAT32,  # parity first; fp16 is a later trade
+        )
+    mlmodel.short_description = f"refinery embedding model {spec.name} ({spec.output_dim}-d)"
+    for key, value in spec.to_metadata().items():
+        mlmodel.user_defined_metadata[key] = value
+    with atomic_path(Path(out)) as tmp:
+        mlmodel.save(str(tmp))
+    log.info("wrote %s", out)
+
+
+def check_coreml(path: Path, spec: ModelSpec) -> CoreMLCheck:
+    """Read the package back and check its interface against `spec` (structure only)."""
+    import coremltools as ct
+
+    desc = ct.utils.load_spec(str(path)).description
+    inputs = [i.name for i in desc.input]
+    outputs = [o.name for o in desc.output]
+    problems = []
+    if inputs != [spec.input_name]:
+        problems.append(f"inputs {inputs}, expected [{spec.input_name!r}]")
+    if outputs != [spec.output_name]:
+        problems.append(f"outputs {outputs}, expected [{spec.output_name!r}]")
+    arr = desc.input[0].type.multiArrayType
+    shape = [(r.lowerBound, r.upperBound) for r in arr.shapeRange.sizeRanges]
+    h, w = spec.input_size
+    if shape[1:] != [(3, 3), (h, h), (w, w)]:
+        problems.append(f"input shape ranges {shape}, expected (batch, 3, {h}, {w})")
+    if problems:
+        raise ParityError(f"{path}: Core ML package does not match the spec: " + "; ".join(problems))
+    reason = "" if can_predict() else "Core ML predictions run only on macOS; checked structure only"
+    return CoreMLCheck(inputs, outputs, shape[0], predicted=False, reason=reason)
+
+
+def predict_coreml(path: Path, spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
+    """Run the package on `batch` (macOS only)."""
+    import coremltools as ct
+
+    mlmodel = ct.models.MLModel(str(path))
+    out = mlmodel.predict({spec.input_name: batch.astype(np.float32)})
+    return np.asarray(out[spec.output_name], dtype=np.float32)

@@ -1,0 +1,81 @@
+"""Reading image files and turning them into model input, as a person sees them."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from refinery.errors import UnreadableImage
+from refinery.spec import ModelSpec
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+# Pillow refuses images above this many pixels (decompression bombs); 178 Mpx is ~2x its default.
+MAX_PIXELS = 178_956_970
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def list_images(root: Path) -> list[Path]:
+    """All image files under `root`, recursively, sorted, hidden folders skipped."""
+    root = Path(root)
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode `path` into an RGB image, rotated as its EXIF orientation says.
+
+    Raises:
+        UnreadableImage: the file is missing, not an image, truncated or too large.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                return im.convert("RGB")
+    except FileNotFoundError:
+        raise UnreadableImage(path, "no such file") from None
+    except PermissionError:
+        raise UnreadableImage(path, "permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(path, "not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(path, f"too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImage(path, f"cannot decode: {e}") from None
+
+
+def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """One image as a float32 CHW array, prepared as `spec` says."""
+    h, w = spec.input_size
+    resized = image.resize((w, h), _RESAMPLE[spec.interpolation])
+    pixels = np.asarray(resized, dtype=np.float32)
+    if spec.color == "BGR":
+        pixels = pixels[..., ::-1]
+    if not spec.identity_normalisation:
+        pixels = (pixels * spec.scale - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def load_input(path: Path, spec: ModelSpec) -> np.ndarray:
+    """Decode `path` and prepare it as model input."""
+    return to_input(load_rgb(path), spec)
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of `items`, `size` at a time."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,64 @@
+"""Embedding a folder of images into one .npz file (`paths`, `vectors`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from refinery.atomic import atomic_path
+from refinery.errors import UnreadableImage
+from refinery.images import batches, list_images, load_input
+from refinery.runner.session import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedResult:
+    """Vectors for the images that could be read, and the reason for each that could not."""
+
+    paths: list[str]
+    vectors: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def embed_folder(root: Path, embedder: Embedder,
+                 progress: Callable[[int], None] | None = None) -> EmbedResult:
+    """Embed every image under `root`; unreadable files are logged and skipped.
+
+    Paths in the result are relative to `root`, in sorted order.
+    """
+    root = Path(root)
+    files = list_images(root)
+    paths: list[str] = []
+    chunks: list[np.ndarray] = []
+    errors: dict[str, str] = {}
+    for group in batches(files, embedder.batch_size):
+        inputs = []
+        for path in group:
+            rel = path.relative_to(root).as_posix()
+            try:
+                inputs.append(load_input(path, embedder.spec))
+                paths.append(rel)
+            except UnreadableImage as e:
+                log.error("%s", e)
+                errors[rel] = e.reason
+        if inputs:
+            chunks.append(embedder.embed(np.stack(inputs)))
+        if progress:
+            progress(len(group))
+    dim = embedder.spec.output_dim
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+    return EmbedResult(paths, vectors.astype(np.float32), errors)
+
+
+def save_npz(result: EmbedResult, out: Path) -> None:
+    """Write `paths` and `vectors` to `out` (.npz) atomically."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, paths=np.array(result.paths, dtype=str), vectors=result.vectors)

@@ -1,0 +1,122 @@
+"""The runner: one onnxruntime session that turns images into embedding vectors."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from refinery.errors import ModelError
+from refinery.runner.providers import ProviderList, resolve_providers
+from refinery.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+def default_model_path() -> Path:
+    """The ONNX model that ships with refinery (models/default.onnx)."""
+    return Path(str(resources.files("refinery.models").joinpath("default.onnx")))
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """`default` means the shipped model; anything else is a path to an .onnx file."""
+    path = default_model_path() if str(model) == DEFAULT_MODEL else Path(model)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file; give --model PATH.onnx or 'default'")
+    return path
+
+
+def read_spec(model_path: Path, metadata: dict[str, str] | None = None) -> ModelSpec:
+    """The model's spec: from the ONNX metadata, else from the JSON sidecar beside it."""
+    if metadata and "input_size" in metadata:
+        return ModelSpec.from_metadata(metadata)
+    sidecar = Path(model_path).with_suffix(".json")
+    if sidecar.is_file():
+        return ModelSpec.load(sidecar)
+    raise ModelError(f"{model_path}: no refinery model spec in its metadata and no {sidecar.name} "
+                     "beside it; export it with `refinery export-model`")
+
+
+class Embedder:
+    """An onnxruntime session around one exported model.
+
+    Example:
+        >>> emb = Embedder("models/default.onnx", device="cpu")
+        >>> vectors = emb.embed(batch)   # float32 (N, output_dim), L2-normalised
+    """
+
+    def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto",
+                 providers: ProviderList | None = None, threads: int = 0,
+                 batch_size: int = 32):
+        import onnxruntime as ort
+
+        self.path = resolve_model_path(model)
+        self.batch_size = batch_size
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: onnxruntime's warnings are not ours to print
+        asked = providers if providers is not None else resolve_providers(device)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options,
+                providers=[name for name, _ in asked], provider_options=[opts for _, opts in asked])
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from e
+        self.spec = read_spec(self.path, self.session.get_modelmeta().custom_metadata_map)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        batch_dim = inputs[0].shape[0]
+        # CoreML wants static shapes; a model exported with a fixed batch needs it too.
+        self.static_batch = self.provider == "CoreMLExecutionProvider" or isinstance(batch_dim, int)
+        if isinstance(batch_dim, int):
+            self.batch_size = batch_dim
+        self._input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
+        log.info("model %s (%s, %s, %d-d) on %s", self.path.name, self.spec.name,
+                 self.spec.precision, self.spec.output_dim, self.provider)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that actually runs the model (the first one registered)."""
+        return self.session.get_providers()[0]
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output for a prepared (N, 3, H, W) batch, not normalised by refinery."""
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.output_dim), np.float32)
+        return np.concatenate([self._run_chunk(batch[i:i + self.batch_size])
+                               for i in range(0, len(batch), self.batch_size)])
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        if self.static_batch and n < self.batch_size:
+            pad = np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        feed = {self.input_name: chunk.astype(self._input_dtype, copy=False)}
+        out = self.session.run([self.output_name], feed)[0]
+        return np.asarray(out[:n], dtype=np.float32)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings for a prepared (N, 3, H, W) batch."""
+        out = self.run(batch)
+        if self.spec.normalized:
+            return out
+        return l2_normalize(out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": str(self.path), "provider": self.provider, "spec": self.spec.to_dict()}
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
