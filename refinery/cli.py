@@ -97,8 +97,6 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
 
     cfg = load_config(config_path).model.override(model=model, device=device, batch_size=batch_size)
     embedder = Embedder(cfg.path, device=cfg.device, batch_size=cfg.batch_size, threads=cfg.threads)
-    log.info("embedding with %s (%s, %d-d) on %s", embedder.path.name, embedder.spec.name,
-             embedder.spec.output_dim, embedder.provider)
     total = len(list_images(folder))
     with tqdm(total=total, unit="img", disable=ctx.obj["quiet"] or None, file=sys.stderr) as bar:
         result = embed_folder(folder, embedder, progress=bar.update)

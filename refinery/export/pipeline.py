@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refinery.errors import ParityError, UnreadableImage
+from refinery.errors import ModelError, ParityError, UnreadableImage
 from refinery.export import coreml as coreml_export
 from refinery.export import onnx as onnx_export
 from refinery.export.builders import Built
@@ -64,6 +64,8 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if "coreml" in opts.formats:
+        require_coremltools()
     arch = get_arch(opts.arch)
     checkpoint = opts.checkpoint or (Path(arch.default_checkpoint) if arch.default_checkpoint else None)
     step(f"loading {arch.name}")
@@ -96,6 +98,14 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
         result.coreml_note = export_coreml(built.model, spec, out.with_suffix(".mlpackage"),
                                            images, reference, result)
     return result
+
+
+def require_coremltools() -> None:
+    try:
+        import coremltools  # noqa: F401
+    except ImportError:
+        raise ModelError("--format coreml needs coremltools: pip install 'refinery[export]', "
+                         "or pass --format onnx") from None
 
 
 def parity_images(folder: Path | None, spec: ModelSpec, limit: int = PARITY_IMAGES) -> tuple[np.ndarray, str]:

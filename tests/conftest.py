@@ -1,0 +1,71 @@
+"""Shared fixtures: images drawn on the spot, random-init checkpoints, and the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def draw_picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A small picture with a background gradient and a few shapes, different per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.uniform(30, 220, 3)
+    ramp = np.linspace(0, 1, w)[None, :, None] * rng.uniform(-60, 60, 3)
+    pixels = np.clip(base + ramp + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    im = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(im)
+    for _ in range(4):
+        x0, y0 = rng.integers(0, w - 20), rng.integers(0, h - 20)
+        x1, y1 = x0 + rng.integers(10, w // 2), y0 + rng.integers(10, h // 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour)
+    return im
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight readable pictures (JPEG and PNG, one in a sub-folder)."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "sub").mkdir()
+    for i in range(8):
+        folder = root / "sub" if i == 7 else root
+        suffix = ".png" if i % 3 == 0 else ".jpg"
+        draw_picture(i).save(folder / f"pic_{i}{suffix}")
+    return root
+
+
+@pytest.fixture
+def messy_dir(tmp_path: Path) -> Path:
+    """Three good pictures and one file that only pretends to be a JPEG."""
+    for i in range(3):
+        draw_picture(100 + i).save(tmp_path / f"good_{i}.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fastreid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-init checkpoints in fastreid's on-disk format: old model-zoo and current layouts."""
+    pytest.importorskip("torch")
+    from refinery.export.fastreid import write_random_checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt")
+    return {layout: write_random_checkpoint(root / f"{layout}.pth", layout, seed=i)
+            for i, layout in enumerate(("legacy", "current"))}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `refinery` entry point in a fresh interpreter."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)

@@ -1,0 +1,85 @@
+"""The runtime CLI through its real entry point, and proof that it never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from conftest import REPO, run_cli
+
+
+def test_embed_writes_paths_and_vectors(image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.npz"
+    proc = run_cli("embed", str(image_dir), "--out", str(out), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "CPUExecutionProvider" in proc.stderr  # which provider ran is logged
+    data = np.load(out)
+    assert sorted(data["paths"]) == sorted(p.relative_to(image_dir).as_posix()
+                                           for p in image_dir.rglob("*.*"))
+    assert "sub/pic_7.jpg" in set(data["paths"])
+    assert data["vectors"].shape == (8, 1280) and data["vectors"].dtype == np.float32
+
+
+def test_embed_names_the_bad_file_and_goes_on(messy_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.npz"
+    proc = run_cli("embed", str(messy_dir), "--out", str(out))
+    assert proc.returncode == 3, proc.stderr  # finished, but a file could not be read
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "broken.jpg" in error_lines[0]
+    assert len(np.load(out)["paths"]) == 3
+
+
+def test_asking_for_cuda_without_it_fails_in_one_line(image_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli("embed", str(image_dir), "--out", str(tmp_path / "v.npz"), "--device", "cuda")
+    assert proc.returncode == 1
+    assert "refinery[gpu]" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "v.npz").exists()
+
+
+# Shadows the real torch: records any attempt (even one a try/except would swallow), then fails.
+TORCH_TRAP = '''print("TORCH_IMPORT_ATTEMPTED")\nraise ImportError("torch was imported by the runtime path")\n'''
+
+NO_TORCH_RUN = textwrap.dedent('''
+    import sys
+    from refinery.cli import main
+    try:
+        main({args!r}, standalone_mode=False)
+    finally:
+        leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print("TORCH_MODULES=" + ",".join(leaked))
+''')
+
+
+def test_runtime_never_imports_torch(image_dir: Path, tmp_path: Path) -> None:
+    """Run `refinery embed` with a trap shadowing torch, then list what entered sys.modules."""
+    trap = tmp_path / "trap"
+    (trap / "torch").mkdir(parents=True)
+    (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
+    args = ["embed", str(image_dir), "--out", str(tmp_path / "v.npz"), "--device", "cpu"]
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(args=args)],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_IMPORT_ATTEMPTED" not in proc.stdout
+    assert "TORCH_MODULES=\n" in proc.stdout
+    assert (tmp_path / "v.npz").is_file()
+
+
+def test_base_install_does_not_depend_on_torch() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"]).lower()
+    assert "torch" not in base and "coremltools" not in base and "onnx>" not in base
+    assert any(d.startswith("torch") for d in project["optional-dependencies"]["export"])
+
+
+def test_help_is_instant_and_lists_commands() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for command in ("embed", "export-model"):
+        assert command in proc.stdout
