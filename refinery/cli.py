@@ -156,8 +156,6 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
         int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
         trust_checkpoint=trust_checkpoint)
     result = export_model(opts, step=lambda s: log.info("%s ...", s))
-    if result.load_notes:
-        log.info("checkpoint: %s", result.load_notes)
     log.info("parity on %s", result.parity_source)
     for report in result.parity:
         click.echo(report.line())

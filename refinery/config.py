@@ -56,6 +56,7 @@ def load_config(path: Path | None = None) -> Config:
         known = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - known)
         if bad:
-            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(known))}")
         built[name] = cls(**values)
     return Config(**built)

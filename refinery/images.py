@@ -44,8 +44,7 @@ def load_rgb(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                return im.convert("RGB")
+                return ImageOps.exif_transpose(im).convert("RGB")
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except PermissionError:
@@ -66,7 +65,8 @@ def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
     if spec.color == "BGR":
         pixels = pixels[..., ::-1]
     if not spec.identity_normalisation:
-        pixels = (pixels * spec.scale - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+        mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+        pixels = ((pixels * np.float32(spec.scale) - mean) / std).astype(np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 

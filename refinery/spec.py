@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from refinery.atomic import write_text_atomic
 from refinery.errors import ModelError
 
 SPEC_VERSION = 1
+BATCH_DIM = "batch"  # the name exported models give their dynamic batch dimension
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,6 @@ class ModelSpec:
     opset: int = 0
     source: str = ""  # the checkpoint (or package) the weights came from
     sha256: str = ""  # of that source file
-    extra: dict[str, Any] = field(default_factory=dict)
     spec_version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:

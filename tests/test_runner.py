@@ -88,3 +88,14 @@ def test_truncated_jpeg_is_unreadable(tmp_path: Path) -> None:
     (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(UnreadableImage, match="cannot decode"):
         load_rgb(tmp_path / "half.jpg")
+
+
+def test_fixed_batch_pins_the_shape_and_pads(image_dir: Path) -> None:
+    """The CoreML path: batch dimension made static, short batches padded, same vectors."""
+    fixed = Embedder("default", device="cpu", batch_size=4, fixed_batch=True)
+    assert fixed.static_batch and fixed.session.get_inputs()[0].shape[0] == 4
+    batch = np.stack([load_input(p, fixed.spec) for p in list_images(image_dir)[:7]])
+    dynamic = Embedder("default", device="cpu", batch_size=4)
+    assert not dynamic.static_batch
+    np.testing.assert_allclose(fixed.embed(batch), dynamic.embed(batch), atol=1e-5)
+    assert fixed.embed(batch[:1]).shape == (1, 1280)

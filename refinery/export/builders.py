@@ -21,7 +21,6 @@ class Built:
     interpolation: str
     source: str
     sha256: str
-    notes: str = ""
 
 
 def build_fastreid(checkpoint: Path | None, stem_pool: Any = None, trust: bool = False, **_: Any) -> Built:
@@ -31,7 +30,7 @@ def build_fastreid(checkpoint: Path | None, stem_pool: Any = None, trust: bool =
         raise ValueError("fastreid-r50-ibn needs a checkpoint")
     model, report = fastreid.load_fastreid(Path(checkpoint), stem_pool=stem_pool, trust=trust)
     return Built(model, fastreid.INPUT_SIZE, fastreid.FEAT_DIM, "bicubic",
-                 source=Path(checkpoint).name, sha256=report.sha256, notes=report.summary())
+                 source=Path(checkpoint).name, sha256=report.sha256)
 
 
 def build_mobilenetv2(checkpoint: Path | None, **_: Any) -> Built:

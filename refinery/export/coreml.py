@@ -7,8 +7,11 @@ check on other systems is structural (inputs, outputs, shapes, metadata).
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +22,6 @@ from torch import nn
 from refinery.atomic import atomic_path
 from refinery.errors import ParityError
 from refinery.spec import ModelSpec
-
-log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 
@@ -36,18 +37,33 @@ class CoreMLCheck:
     reason: str = ""
 
 
+@contextmanager
+def quiet_coremltools() -> Iterator[None]:
+    """coremltools prints progress bars and import notices (no native runtime off macOS,
+    untested torch version) on stderr; keep them out of refinery's output. Errors still raise."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as devnull, redirect_stderr(devnull), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def can_predict() -> bool:
     return platform.system() == "Darwin"
 
 
 def export_coreml(model: nn.Module, spec: ModelSpec, out: Path, max_batch: int = MAX_BATCH) -> None:
     """Convert `model` to an ML Program package at `out` with a batch range 1..max_batch."""
-    import coremltools as ct
+    with quiet_coremltools():
+        import coremltools as ct
 
     h, w = spec.input_size
     example = torch.rand(1, 3, h, w) * 255
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and coremltools version notices
+    with torch.no_grad(), quiet_coremltools():
         traced = torch.jit.trace(model.eval(), example)
         mlmodel = ct.convert(
             traced,
@@ -63,7 +79,6 @@ def export_coreml(model: nn.Module, spec: ModelSpec, out: Path, max_batch: int =
         mlmodel.user_defined_metadata[key] = value
     with atomic_path(Path(out)) as tmp:
         mlmodel.save(str(tmp))
-    log.info("wrote %s", out)
 
 
 def check_coreml(path: Path, spec: ModelSpec) -> CoreMLCheck:

@@ -130,6 +130,9 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0: RGB 0..255 (N, 3, 224, 224) in, pooled 1280-d feature out."""
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, image_size: tuple[int, int] = INPUT_SIZE, num_classes: int = NUM_CLASSES):
         super().__init__()
         # Not persistent: they are constants of the preprocessing, not checkpoint tensors.

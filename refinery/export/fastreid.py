@@ -153,6 +153,9 @@ class EmbeddingHead(nn.Module):
 class FastReIDBoT(nn.Module):
     """fastreid Baseline (BoT) with ResNet50-IBN-a: RGB 0..255 in, 2048-d feature out."""
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, stem_pool: StemPool = "ceil", layers: tuple[int, ...] = (3, 4, 6, 3)):
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, -1, 1, 1))

@@ -48,6 +48,9 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Embedder(nn.Module):
     """MobileNetV2 features: RGB 0..255 (N, 3, 224, 224) in, (N, 1280) out."""
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         # Constants of the preprocessing, not checkpoint tensors: not persistent.

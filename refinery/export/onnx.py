@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import torch
 from torch import nn
 
 from refinery.atomic import atomic_path
-from refinery.spec import ModelSpec
-
-log = logging.getLogger(__name__)
+from refinery.spec import BATCH_DIM, ModelSpec
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -35,14 +32,13 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out: Path, opset: int = DEFAU
         torch.onnx.export(
             model, (example,), str(tmp),
             input_names=[spec.input_name], output_names=[spec.output_name],
-            dynamic_axes={spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}},
+            dynamic_axes={spec.input_name: {0: BATCH_DIM}, spec.output_name: {0: BATCH_DIM}},
             opset_version=opset, do_constant_folding=True, dynamo=False)
         proto = onnx.load(str(tmp))
         spec = spec.replace(opset=opset)
         set_metadata(proto, spec)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
-    log.info("wrote %s (opset %d)", out, opset)
     return spec
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "coreml")
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
-PARITY_IMAGES = 16  # images used for parity when a folder is given (the first, sorted)
+PARITY_IMAGES = 64  # images used for parity when a folder is given (the first, sorted)
 MIN_INT8_COSINE = 0.98  # mean cosine to fp32 below which an INT8 model is refused
 
 
@@ -51,7 +51,6 @@ class ExportResult:
     parity: list[ParityReport] = field(default_factory=list)
     int8: QuantReport | None = None
     coreml_note: str = ""
-    load_notes: str = ""
     parity_source: str = ""
 
 
@@ -73,7 +72,7 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     spec = ModelSpec(name=arch.name, input_name=INPUT_NAME, input_size=built.input_size,
                      output_name=OUTPUT_NAME, output_dim=built.output_dim, normalized=False,
                      interpolation=built.interpolation, source=built.source, sha256=built.sha256)
-    result = ExportResult(spec=spec, load_notes=built.notes)
+    result = ExportResult(spec=spec)
     images, result.parity_source = parity_images(opts.images, spec)
     reference = torch_outputs(built.model, images)
     out = Path(opts.out)
@@ -102,7 +101,8 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
 
 def require_coremltools() -> None:
     try:
-        import coremltools  # noqa: F401
+        with coreml_export.quiet_coremltools():
+            import coremltools  # noqa: F401
     except ImportError:
         raise ModelError("--format coreml needs coremltools: pip install 'refinery[export]', "
                          "or pass --format onnx") from None
@@ -120,7 +120,7 @@ def parity_images(folder: Path | None, spec: ModelSpec, limit: int = PARITY_IMAG
 
 def load_folder(folder: Path, spec: ModelSpec, limit: int) -> np.ndarray:
     """Up to `limit` readable images of `folder`, prepared as model input."""
-    arrays = []
+    arrays: list[np.ndarray] = []
     for path in list_images(folder):
         if len(arrays) >= limit:
             break

@@ -16,8 +16,6 @@ from refinery.atomic import atomic_path
 from refinery.export.parity import row_cosine
 from refinery.spec import ModelSpec
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class QuantReport:
@@ -81,7 +79,6 @@ def quantize_int8(fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.
         proto = onnx.load(str(tmp))
         set_metadata(proto, spec)
         onnx.save(proto, str(tmp))
-    log.info("wrote %s (int8, %d calibration images)", out, len(calibration))
     return spec
 
 
@@ -110,7 +107,7 @@ def topk_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
         return np.argsort(-sim, axis=1)[:, :k]
 
     na, nb = neighbours(a), neighbours(b)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
 
 
 def timed_run(model: Path, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, float]:

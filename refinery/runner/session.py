@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from refinery.errors import ModelError
 from refinery.runner.providers import ProviderList, resolve_providers
-from refinery.spec import ModelSpec
+from refinery.spec import BATCH_DIM, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,22 @@ class Embedder:
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto",
                  providers: ProviderList | None = None, threads: int = 0,
-                 batch_size: int = 32):
+                 batch_size: int = 32, fixed_batch: bool | None = None):
         import onnxruntime as ort
 
         self.path = resolve_model_path(model)
         self.batch_size = batch_size
+        asked = providers if providers is not None else resolve_providers(device)
+        # CoreML takes only nodes with static input shapes (RequireStaticInputShapes), so the
+        # symbolic batch dimension is pinned to batch_size and short batches are padded.
+        if fixed_batch is None:
+            fixed_batch = asked[0][0] == "CoreMLExecutionProvider"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # errors only: onnxruntime's warnings are not ours to print
-        asked = providers if providers is not None else resolve_providers(device)
+        if fixed_batch:
+            options.add_free_dimension_override_by_name(BATCH_DIM, batch_size)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options,
@@ -72,9 +79,8 @@ class Embedder:
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         batch_dim = inputs[0].shape[0]
-        # CoreML wants static shapes; a model exported with a fixed batch needs it too.
-        self.static_batch = self.provider == "CoreMLExecutionProvider" or isinstance(batch_dim, int)
-        if isinstance(batch_dim, int):
+        self.static_batch = isinstance(batch_dim, int)  # pinned above, or exported so
+        if self.static_batch:
             self.batch_size = batch_dim
         self._input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
         log.info("model %s (%s, %s, %d-d) on %s", self.path.name, self.spec.name,
