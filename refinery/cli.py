@@ -38,7 +38,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--model, --device, --batch-size: shared by every command that embeds."""
+    """--config, --set, --model, --device, --batch-size: shared by every command that embeds."""
+    func = click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
+                        help="Override one setting, e.g. --set semantic.threshold=0.96 (repeatable).")(func)
+    func = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        default=None, help="A refinery TOML config (default: configs/refinery.toml).")(func)
     func = click.option("--batch-size", type=click.IntRange(1), default=None,
                         help="Images per model call (config: model.batch_size).")(func)
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default=None,
@@ -73,32 +77,49 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"quiet": quiet}
 
 
+def settings(config_path: Path | None, assignments: tuple[str, ...], model: str | None,
+             device: str | None, batch_size: int | None) -> Any:
+    """The config file, then --set overrides, then the named flags."""
+    import dataclasses
+
+    from refinery.config import apply_overrides, load_config
+
+    cfg = apply_overrides(load_config(config_path), list(assignments))
+    return dataclasses.replace(cfg, model=cfg.model.override(model=model, device=device, batch_size=batch_size))
+
+
+def make_embedder(cfg: Any) -> Any:
+    from refinery.runner.session import Embedder
+
+    m = cfg.model
+    return Embedder(m.path, device=m.device, batch_size=m.batch_size, threads=m.threads)
+
+
+def progress_bar(ctx: click.Context, label: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="img", disable=ctx.obj["quiet"] or None,
+                file=sys.stderr, leave=False)
+
+
 @main.command("embed")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .npz with arrays `paths` (relative to FOLDER) and `vectors` (float32).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="A refinery TOML config (default: the shipped configs/refinery.toml).")
 @model_options
 @click.pass_context
 @handle_errors
-def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | None,
+def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | None, assignments: tuple[str, ...],
               model: str | None, device: str | None, batch_size: int | None) -> None:
     """Embed every image under FOLDER with the runner (onnxruntime, no torch).
 
     Example: refinery embed photos/ --out vectors.npz
     """
-    from tqdm import tqdm
-
-    from refinery.config import load_config
     from refinery.images import list_images
     from refinery.runner.embed import embed_folder, save_npz
-    from refinery.runner.session import Embedder
 
-    cfg = load_config(config_path).model.override(model=model, device=device, batch_size=batch_size)
-    embedder = Embedder(cfg.path, device=cfg.device, batch_size=cfg.batch_size, threads=cfg.threads)
-    total = len(list_images(folder))
-    with tqdm(total=total, unit="img", disable=ctx.obj["quiet"] or None, file=sys.stderr) as bar:
+    embedder = make_embedder(settings(config_path, assignments, model, device, batch_size))
+    with progress_bar(ctx, "embedding", len(list_images(folder))) as bar:
         result = embed_folder(folder, embedder, progress=bar.update)
     save_npz(result, out)
     log.info("wrote %s: %d vectors of %d-d; %d files unreadable",
@@ -165,3 +186,112 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
         click.echo(result.coreml_note)
     for path in result.files:
         click.echo(f"wrote {path}")
+
+
+@main.command("dedup")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON report: a summary and one entry per file.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the per-file decisions as CSV.")
+@click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).")
+@click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the kept files here (relative paths kept).")
+@model_options
+@click.pass_context
+@handle_errors
+def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: Path | None,
+              move_rejects_to: Path | None, copy_keepers_to: Path | None, config_path: Path | None,
+              assignments: tuple[str, ...], model: str | None, device: str | None, batch_size: int | None) -> None:
+    """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
+
+    A dry run unless --move-rejects-to or --copy-keepers-to is given; nothing is deleted.
+
+    Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
+    """
+    from refinery import actions
+    from refinery.pipeline import run_dedup
+    from refinery.report import write_csv, write_json
+
+    cfg = settings(config_path, assignments, model, device, batch_size)
+    embedder = make_embedder(cfg)
+    bars: list[Any] = []
+
+    def progress(label: str, total: int) -> Callable[[int], None]:
+        bars.append(progress_bar(ctx, label, total))
+        return bars[-1].update
+
+    try:
+        result = run_dedup(folder, cfg, embedder, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if report:
+        write_json(result, report)
+    if csv_path:
+        write_csv(result, csv_path)
+    click.echo(summary_table(result))
+    removed = [f.path for f in result.files if f.decision == "remove"]
+    kept = [f.path for f in result.files if f.decision == "keep"]
+    if move_rejects_to:
+        with progress_bar(ctx, "moving", len(removed)) as bar:
+            done = actions.move_out(folder, removed, move_rejects_to, bar.update)
+        click.echo(f"moved {done.done} files to {move_rejects_to} (undo: refinery undo {move_rejects_to})")
+    if copy_keepers_to:
+        with progress_bar(ctx, "copying", len(kept)) as bar:
+            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update)
+        click.echo(f"copied {done.done} files to {copy_keepers_to}")
+    if not (move_rejects_to or copy_keepers_to):
+        click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
+    if any(f.decision == "error" for f in result.files):
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+def summary_table(result: Any) -> str:
+    """Files per stage kept/removed, time per stage, images/s end to end."""
+    s = result.stages
+    lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
+    lines.append(f"{'read':10s} {len(result.files):7d} {'':7s} {'':8s} {s['features'].seconds:8.1f}")
+    lines.append(f"{'embed':10s} {'':7s} {'':7s} {'':8s} {s['embed'].seconds:8.1f}")
+    for name in ("quality", "exact", "near", "semantic"):
+        st = s[name]
+        lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
+    summary = result.summary()
+    lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
+                 f"{summary['error']} unreadable; {summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
+                 f"({result.model} on {result.provider})")
+    return "\n".join(lines)
+
+
+@main.command("undo")
+@click.argument("dest", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+@handle_errors
+def undo_cmd(ctx: click.Context, dest: Path) -> None:
+    """Put back every file a dedup run moved to DEST (reads DEST/.refinery/journal.jsonl).
+
+    Example: refinery undo rejects/
+    """
+    from refinery import actions
+
+    with progress_bar(ctx, "restoring", 0) as bar:
+        done = actions.undo(dest, bar.update)
+    click.echo(f"restored {done.done} files; {done.skipped} needed nothing or could not be restored")
+
+
+@main.command("config")
+@click.option("--show", is_flag=True, help="Print the settings in effect (defaults, or --config FILE).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
+@handle_errors
+def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...]) -> None:
+    """Show refinery's settings as TOML.
+
+    Example: refinery config --show > my.toml
+    """
+    from refinery.config import apply_overrides, default_config_path, load_config, to_toml
+
+    cfg = apply_overrides(load_config(config_path), list(assignments))
+    click.echo(f"# {config_path or default_config_path()}")
+    click.echo(to_toml(cfg))

@@ -31,8 +31,49 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    # Variance of the Laplacian (gray, longer side 512 px) below which a picture has no
+    # edges left. Low on purpose: smooth but sharp scenes (sky, walls) score low too; blurred
+    # copies of a picture are removed by the keep rule of the duplicate stages anyway.
+    min_sharpness: float = 1.5
+    min_brightness: float = 22.0  # mean gray level below which a frame is too dark to use
+    max_brightness: float = 222.0  # mean gray level above which it is burnt out
+
+
+@dataclass(frozen=True)
+class NearConfig:
+    # Candidates: close in both hashes (Hamming distance of 64 bits)...
+    max_phash: int = 8
+    max_dhash: int = 10
+    # ...confirmed by the 16x16 gray thumbnails: on fixed-camera data different objects on
+    # one background come within a few hash bits, but their thumbnails differ.
+    min_correlation: float = 0.99
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    threshold: float = 0.955  # cosine similarity of embeddings above which two pictures are one
+
+
+@dataclass(frozen=True)
+class KeepConfig:
+    # Keepers must be at least this sharp (Laplacian variance) when a group offers one that is.
+    min_sharpness: float = 10.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workers: int = 0  # decoding threads; 0 = one per core
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    near: NearConfig = field(default_factory=NearConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    keep: KeepConfig = field(default_factory=KeepConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 def default_config_path() -> Path:
@@ -46,7 +87,7 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from e
-    sections = {"model": ModelConfig}
+    sections = {f.name: f.default_factory for f in dataclasses.fields(Config)}
     unknown = sorted(set(data) - sections.keys())
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")
@@ -60,3 +101,39 @@ def load_config(path: Path | None = None) -> Config:
                               f"known: {', '.join(sorted(known))}")
         built[name] = cls(**values)
     return Config(**built)
+
+
+def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
+    """`section.key=value` overrides (values in TOML syntax; bare words are strings)."""
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. semantic.threshold=0.92")
+        current = getattr(cfg, section, None)
+        if current is None or not hasattr(current, name):
+            raise ConfigError(f"--set {text!r}: no setting {key.strip()!r}; see `refinery config --show`")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        old = getattr(current, name)
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(old):
+            raise ConfigError(f"--set {text!r}: {key.strip()} takes a {type(old).__name__}")
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
+    return cfg
+
+
+def to_toml(cfg: Config) -> str:
+    """The settings as TOML text, every key written out."""
+    lines = []
+    for section in dataclasses.fields(cfg):
+        lines.append(f"[{section.name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            text = ("true" if value else "false") if isinstance(value, bool) else (
+                f'"{value}"' if isinstance(value, str) else repr(value))
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)

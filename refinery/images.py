@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,22 +40,34 @@ def load_rgb(path: Path) -> Image.Image:
     Raises:
         UnreadableImage: the file is missing, not an image, truncated or too large.
     """
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return ImageOps.exif_transpose(im).convert("RGB")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except PermissionError:
         raise UnreadableImage(path, "permission denied") from None
+    except OSError as e:
+        raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
+    return decode_rgb(data, path)
+
+
+def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:
+    """Decode image bytes into RGB as a person sees them (EXIF orientation applied).
+
+    Animated formats give their first frame. `name` only labels errors.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return ImageOps.exif_transpose(im).convert("RGB")
     except Image.UnidentifiedImageError:
-        raise UnreadableImage(path, "not an image Pillow can read") from None
+        raise UnreadableImage(name, "not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UnreadableImage(path, f"too large to decode safely ({e})") from None
+        raise UnreadableImage(name, f"too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise UnreadableImage(path, f"cannot decode: {e}") from None
+        raise UnreadableImage(name, f"cannot decode: {e}") from None
 
 
 def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:

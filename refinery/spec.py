@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refinery.atomic import write_text_atomic
 from refinery.errors import ModelError
+from refinery.fileio import write_text_atomic
 
 SPEC_VERSION = 1
 BATCH_DIM = "batch"  # the name exported models give their dynamic batch dimension

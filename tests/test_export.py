@@ -121,9 +121,9 @@ def test_shipped_default_model_is_the_packaged_mobilenetv2(image_dir: Path) -> N
     """models/default.onnx gives the same features as MobileNetV2 with the package's weights."""
     import torch
 
-    from refinery.export.checkpoints import file_sha256
     from refinery.export.mobilenetv2 import load_mobilenetv2, package_checkpoint
     from refinery.export.pipeline import load_folder
+    from refinery.fileio import file_sha256
 
     embedder = Embedder(default_model_path(), device="cpu")
     assert embedder.spec.sha256 == file_sha256(package_checkpoint())

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from refinery.export.checkpoints import file_sha256
+from refinery.fileio import file_sha256
 
 
 @dataclass

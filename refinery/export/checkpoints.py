@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from refinery.errors import CheckpointMismatch, CheckpointNotFound
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_tensors(path: Path, trust: bool = False, missing_hint: str = "") -> dict[str, torch.Tensor]:

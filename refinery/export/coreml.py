@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from refinery.atomic import atomic_path
 from refinery.errors import ParityError
+from refinery.fileio import atomic_path
 from refinery.spec import ModelSpec
 
 MAX_BATCH = 64

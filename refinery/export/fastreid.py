@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from refinery.export.checkpoints import check_keys, file_sha256, read_tensors
+from refinery.export.checkpoints import check_keys, read_tensors
+from refinery.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -172,7 +172,7 @@ def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from refinery.atomic import atomic_path
+    from refinery.fileio import atomic_path
 
     path = onnx_path.with_suffix(".fp16.onnx")
     fp16_spec = spec.replace(precision="fp16")

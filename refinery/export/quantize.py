@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery.atomic import atomic_path
 from refinery.export.parity import row_cosine
+from refinery.fileio import atomic_path
 from refinery.spec import ModelSpec
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery.atomic import atomic_path
 from refinery.errors import UnreadableImage
+from refinery.fileio import atomic_path
 from refinery.images import batches, list_images, load_input
 from refinery.runner.session import Embedder
 

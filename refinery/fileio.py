@@ -1,7 +1,8 @@
-"""Write files so that a crash never leaves one half-written: temp name, then rename."""
+"""File helpers: writes that a crash never leaves half-done (temp name, then rename), hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -41,3 +42,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     write_bytes_atomic(path, text.encode())
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,136 @@
+"""Per-file features, all from one read and one decode of each file.
+
+The bytes are read once: SHA-256 comes from them, and the decode works on them. From the
+decoded picture come a small gray copy (quality scores, edge density, perceptual hashes)
+and, for pictures that pass the quality stage, the model input. Stages only read these
+records; they never open a file again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from refinery.errors import UnreadableImage
+from refinery.images import decode_rgb, to_input
+from refinery.spec import ModelSpec
+
+WORK_SIZE = 512  # quality and edges are measured with the longer side scaled to this many pixels
+THUMB = 16  # side of the gray thumbnail kept per picture
+MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
+
+
+@dataclass
+class Features:
+    """What refinery knows about one readable image file."""
+
+    path: str  # relative to the scanned folder, with forward slashes
+    bytes: int
+    sha256: str
+    width: int
+    height: int
+    sharpness: float  # variance of the Laplacian of the gray picture at WORK_SIZE
+    brightness: float  # mean gray level, 0..255
+    edge_density: float  # share of Canny edge pixels at WORK_SIZE: detail, e.g. a readable plate
+    dhash: int  # 64-bit gradient-sign hash
+    phash: int  # 64-bit DCT hash
+    thumb: bytes = b""  # THUMB x THUMB gray thumbnail, uint8: confirms near-exact copies
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def scores(self) -> dict[str, float]:
+        return {"sharpness": round(self.sharpness, 2), "brightness": round(self.brightness, 2),
+                "edge_density": round(self.edge_density, 5)}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["thumb"] = self.thumb.hex()
+        return d
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, or UnreadableImage with the reason."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise UnreadableImage(path, "empty file")
+        if size > MAX_FILE_BYTES:
+            raise UnreadableImage(path, f"file of {size} bytes is larger than {MAX_FILE_BYTES}")
+        return path.read_bytes()
+    except PermissionError:
+        raise UnreadableImage(path, "permission denied") from None
+    except OSError as e:
+        raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
+
+
+def gray_work(image: Image.Image) -> np.ndarray:
+    """The picture as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
+    gray = np.asarray(image.convert("L"))
+    h, w = gray.shape
+    scale = WORK_SIZE / max(h, w)
+    if scale < 1:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def dhash(gray: np.ndarray) -> int:
+    """Difference hash: signs of horizontal gradients on a 9x8 thumbnail, 64 bits."""
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return _pack(small[:, 1:] > small[:, :-1])
+
+
+def phash(gray: np.ndarray) -> int:
+    """Perceptual hash: signs of the 8x8 lowest DCT frequencies (DC left out of the median)
+    of a 32x32 thumbnail against their median, 64 bits."""
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8]
+    return _pack(low > np.median(low.flat[1:]))
+
+
+def thumb_correlation(a: bytes, b: bytes) -> float:
+    """Pearson correlation of two gray thumbnails: ~1 for the same picture (even re-encoded,
+    resized, recoloured or blurred), lower once an object differs."""
+    x = np.frombuffer(a, np.uint8).astype(np.float32)
+    y = np.frombuffer(b, np.uint8).astype(np.float32)
+    x -= x.mean()
+    y -= y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum()) / den if den > 0 else float(np.array_equal(a, b))
+
+
+def _pack(bits: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
+
+
+def measure(rel: str, data: bytes, sha256: str, image: Image.Image) -> Features:
+    """Every feature of a picture decoded from `data`."""
+    gray = gray_work(image)
+    edges = cv2.Canny(gray, 100, 200)
+    return Features(
+        path=rel, bytes=len(data), sha256=sha256,
+        width=image.width, height=image.height,
+        sharpness=float(cv2.Laplacian(gray, cv2.CV_64F).var()),
+        brightness=float(gray.mean()),
+        edge_density=float(np.count_nonzero(edges)) / edges.size,
+        dhash=dhash(gray), phash=phash(gray),
+        thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes())
+
+
+def extract(path: Path, rel: str) -> tuple[Features, Image.Image]:
+    """Read and decode `path` once; return its features and the decoded picture."""
+    data = read_bytes(path)
+    image = decode_rgb(data, path)
+    return measure(rel, data, hashlib.sha256(data).hexdigest(), image), image
+
+
+def model_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
+    """The decoded picture as model input (same decode as the features)."""
+    return to_input(image, spec)

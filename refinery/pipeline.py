@@ -1,0 +1,284 @@
+"""The dedup funnel: scan, one pass of features (+ embeddings), then quality -> exact ->
+near -> semantic, each stage seeing only what the one before kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from refinery import exact, hashing, quality, semantic
+from refinery.config import Config
+from refinery.errors import UnreadableImage
+from refinery.features import Features, measure, model_input, read_bytes, thumb_correlation
+from refinery.groups import choose_keeper, star_groups
+from refinery.images import decode_rgb
+from refinery.runner.session import Embedder
+from refinery.scan import find_images
+
+log = logging.getLogger(__name__)
+
+STAGES = ("quality", "exact", "near", "semantic")
+Progress = Callable[[str, int], Callable[[int], None]]  # (stage label, total) -> advance(n)
+
+
+@dataclass
+class FileDecision:
+    """One line of the report: what happened to one file, and why."""
+
+    path: str
+    decision: str  # keep | remove | error
+    stage: str | None = None  # the stage that removed it
+    reason: str = ""
+    group: int | None = None  # duplicate group id (shared with its keeper), or None
+    kept_as: str | None = None  # the keeper this file is a duplicate of
+    scores: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageStats:
+    name: str
+    seen: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def kept(self) -> int:
+        return self.seen - self.removed
+
+
+@dataclass
+class DedupResult:
+    root: Path
+    files: list[FileDecision]
+    stages: dict[str, StageStats]
+    seconds: float
+    provider: str
+    model: str
+    chain_splits: int = 0
+
+    def summary(self) -> dict:
+        counts = {d: sum(f.decision == d for f in self.files) for d in ("keep", "remove", "error")}
+        return {
+            "root": str(self.root), "files": len(self.files), **counts,
+            "removed_by_stage": {s: self.stages[s].removed for s in STAGES},
+            "seconds_by_stage": {k: round(v.seconds, 3) for k, v in self.stages.items()},
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(len(self.files) / self.seconds, 1) if self.seconds else None,
+            "model": self.model, "provider": self.provider,
+            "semantic_chain_splits": self.chain_splits,
+        }
+
+
+@dataclass
+class _Scanned:
+    """What the feature pass knows of one file."""
+
+    rel: str
+    features: Features | None = None
+    error: str = ""
+    copy_of: str | None = None  # sha256 already claimed by another file: not decoded again
+    quality_reason: str | None = None
+    vector_row: int = -1
+
+
+def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None) -> DedupResult:
+    """Decide keep/remove for every image under `root`; touches no file."""
+    start = time.perf_counter()
+    root = Path(root)
+    paths = find_images(root)
+    stages = {name: StageStats(name) for name in ("features", "embed", *STAGES)}
+    scanned, vectors = _feature_pass(root, paths, cfg, embedder, stages, progress)
+    decisions, splits = _decide(scanned, vectors, cfg, stages)
+    return DedupResult(root, decisions, stages, time.perf_counter() - start,
+                       embedder.provider, embedder.path.name, chain_splits=splits)
+
+
+def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder,
+                  stages: dict[str, StageStats], progress: Progress | None) -> tuple[list[_Scanned], np.ndarray]:
+    """Read, hash, decode, measure and embed every file once, decoding on worker threads
+    while the main thread runs the model on full batches."""
+    claimed: set[str] = set()
+    lock = threading.Lock()
+
+    def work(path: Path) -> tuple[_Scanned, np.ndarray | None]:
+        rel = path.relative_to(root).as_posix()
+        item = _Scanned(rel)
+        try:
+            data = read_bytes(path)
+            sha = hashlib.sha256(data).hexdigest()
+            with lock:
+                if sha in claimed:  # an exact copy: costs a hash, not a decode
+                    item.copy_of = sha
+                    return item, None
+                claimed.add(sha)
+            image = decode_rgb(data, path)
+            item.features = measure(rel, data, sha, image)
+        except UnreadableImage as e:
+            item.error = e.reason
+            return item, None
+        item.quality_reason = quality.judge(item.features, cfg.quality)
+        if item.quality_reason:
+            return item, None
+        return item, model_input(image, embedder.spec)
+
+    advance = progress("reading", len(paths)) if progress else (lambda n: None)
+    scanned: list[_Scanned] = []
+    rows: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        t = time.perf_counter()
+        rows.append(embedder.embed(np.stack(batch)))
+        stages["embed"].seconds += time.perf_counter() - t
+        batch.clear()
+
+    t0 = time.perf_counter()
+    window = max(64, 4 * embedder.batch_size)  # bounds the decoded pictures held in memory
+    with ThreadPoolExecutor(max_workers=cfg.run.workers or None) as pool:
+        for start in range(0, len(paths), window):
+            for item, tensor in pool.map(work, paths[start:start + window]):
+                if item.error:
+                    log.error("%s: %s", root / item.rel, item.error)
+                if tensor is not None:
+                    item.vector_row = sum(len(r) for r in rows) + len(batch)
+                    batch.append(tensor)
+                    if len(batch) == embedder.batch_size:
+                        flush()
+                scanned.append(item)
+                advance(1)
+        if batch:
+            flush()
+    stages["features"].seconds = time.perf_counter() - t0 - stages["embed"].seconds
+    _resolve_copies(scanned)
+    dim = embedder.spec.output_dim
+    vectors = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
+    return scanned, vectors
+
+
+def _resolve_copies(scanned: list[_Scanned]) -> None:
+    """Files whose bytes were already claimed take the claimer's features under their own name."""
+    by_sha = {s.features.sha256: s for s in scanned if s.features}
+    for s in scanned:
+        if s.copy_of is None:
+            continue
+        original = by_sha.get(s.copy_of)
+        if original is None:
+            s.error = "identical bytes to a file that could not be decoded"
+            continue
+        s.features = dataclasses.replace(original.features, path=s.rel)
+        s.quality_reason = original.quality_reason
+        s.vector_row = original.vector_row
+
+
+def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
+            stages: dict[str, StageStats]) -> tuple[list[FileDecision], int]:
+    decisions = [FileDecision(s.rel, "error", reason=s.error) if s.error
+                 else FileDecision(s.rel, "keep", scores=s.features.scores()) for s in scanned]
+    features: list = [s.features for s in scanned]
+    min_sharp = cfg.keep.min_sharpness
+    alive = [i for i, s in enumerate(scanned) if not s.error]
+    parent: dict[int, int] = {}  # removed file -> the file it is a duplicate of
+
+    def remove(i: int, stage: str, reason: str, keeper: int | None = None, **scores: float) -> None:
+        d = decisions[i]
+        d.decision, d.stage, d.reason = "remove", stage, reason
+        d.scores.update(scores)
+        stages[stage].removed += 1
+        if keeper is not None:
+            parent[i] = keeper
+
+    # 1. quality
+    stages["quality"].seen = len(alive)
+    for i in alive:
+        if scanned[i].quality_reason:
+            remove(i, "quality", scanned[i].quality_reason)
+    alive = [i for i in alive if decisions[i].decision == "keep"]
+
+    # 2a. exact copies
+    t = time.perf_counter()
+    stages["exact"].seen = len(alive)
+    for group in exact.exact_groups(alive, features):
+        keeper = choose_keeper(group, features, min_sharp)
+        for i in group:
+            if i != keeper:
+                remove(i, "exact", "identical bytes (SHA-256)", keeper)
+    alive = [i for i in alive if decisions[i].decision == "keep"]
+    stages["exact"].seconds = time.perf_counter() - t
+
+    def vector(i: int) -> np.ndarray:
+        return vectors[scanned[i].vector_row]
+
+    def cosine(i: int, j: int) -> float:
+        return float(vector(i) @ vector(j))
+
+    def choose(members: list[int]) -> int:
+        return choose_keeper(members, features, min_sharp)
+
+    # 2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails
+    t = time.perf_counter()
+    stages["near"].seen = len(alive)
+    near = cfg.near
+
+    def hash_distances(i: int, j: int) -> tuple[int, int]:
+        fi, fj = features[i], features[j]
+        return (bin(fi.phash ^ fj.phash).count("1"), bin(fi.dhash ^ fj.dhash).count("1"))
+
+    def near_copy(i: int, keeper: int) -> bool:
+        dp, dd = hash_distances(i, keeper)
+        return (dp <= near.max_phash and dd <= near.max_dhash
+                and thumb_correlation(features[i].thumb, features[keeper].thumb) >= near.min_correlation)
+
+    groups, splits = star_groups(len(features), hashing.near_pairs(alive, features, near), choose, near_copy)
+    for g in groups:
+        for i in g.subjects:
+            dp, dd = hash_distances(i, g.keeper)
+            corr = round(thumb_correlation(features[i].thumb, features[g.keeper].thumb), 4)
+            remove(i, "near", f"same picture as {features[g.keeper].path} (pHash {dp}, dHash {dd} bits, "
+                   f"thumbnail correlation {corr})", g.keeper, phash_distance=dp, dhash_distance=dd,
+                   thumb_correlation=corr)
+    alive = [i for i in alive if decisions[i].decision == "keep"]
+    stages["near"].seconds = time.perf_counter() - t
+
+    # 3. semantic duplicates
+    t = time.perf_counter()
+    stages["semantic"].seen = len(alive)
+    threshold = cfg.semantic.threshold
+    rows = vectors[[scanned[i].vector_row for i in alive]] if alive else vectors[:0]
+    pairs = [(alive[a], alive[b]) for a, b, _ in semantic.similar_pairs(rows, threshold)]
+    groups, chain_splits = star_groups(len(features), pairs, choose,
+                                       lambda i, keeper: cosine(i, keeper) >= threshold)
+    for g in groups:
+        for i in g.subjects:
+            cos = round(cosine(i, g.keeper), 4)
+            remove(i, "semantic", f"looks like {features[g.keeper].path} (cosine {cos})", g.keeper, cosine=cos)
+    stages["semantic"].seconds = time.perf_counter() - t
+    splits += chain_splits
+
+    _assign_groups(decisions, parent)
+    return decisions, splits
+
+
+def _assign_groups(decisions: list[FileDecision], parent: dict[int, int]) -> None:
+    """Follow each removed file to its final keeper; number the groups by keeper path."""
+    def root_of(i: int) -> int:
+        while i in parent:
+            i = parent[i]
+        return i
+
+    members: dict[int, list[int]] = {}
+    for i in parent:
+        members.setdefault(root_of(i), []).append(i)
+    for gid, keeper in enumerate(sorted(members, key=lambda k: decisions[k].path), start=1):
+        decisions[keeper].group = gid
+        for i in members[keeper]:
+            decisions[i].group = gid
+            decisions[i].kept_as = decisions[keeper].path

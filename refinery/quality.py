@@ -1,0 +1,17 @@
+"""Stage 1, quality: too blurred, too dark, burnt out. A millisecond a picture; no network."""
+
+from __future__ import annotations
+
+from refinery.config import QualityConfig
+from refinery.features import Features
+
+
+def judge(f: Features, cfg: QualityConfig) -> str | None:
+    """Why `f` fails the quality stage, or None if it passes."""
+    if f.brightness < cfg.min_brightness:
+        return f"too dark: mean gray {f.brightness:.1f} < {cfg.min_brightness}"
+    if f.brightness > cfg.max_brightness:
+        return f"burnt out: mean gray {f.brightness:.1f} > {cfg.max_brightness}"
+    if f.sharpness < cfg.min_sharpness:
+        return f"blurred: Laplacian variance {f.sharpness:.2f} < {cfg.min_sharpness}"
+    return None
