@@ -75,8 +75,12 @@ class Journal:
         return 1 + max((e.get("id", 0) for e in self.entries()), default=0)
 
     def append(self, entry: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        with open(self.path, "ab+") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")  # the last line was cut short by a crash: start a fresh one
+            f.write((json.dumps(entry) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
 

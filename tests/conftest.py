@@ -69,3 +69,44 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+def next_frame(im: Image.Image, dx: int = 3, dy: int = 2) -> Image.Image:
+    """The same scene a moment later: shifted a few pixels, a little brighter."""
+    from PIL import ImageEnhance
+
+    out = Image.new("RGB", im.size)
+    out.paste(im.crop((dx, dy, im.width, im.height)), (0, 0))
+    return ImageEnhance.Brightness(out).enhance(1.05)
+
+
+@pytest.fixture
+def dup_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A folder with one of each case the funnel handles; returns (folder, expected stage by file).
+
+    Expected stage None means "keep"; "pair" marks c.jpg and its next frame, of which the
+    keep rule keeps the more detailed one.
+    """
+    from PIL import ImageFilter
+
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    size = (320, 240)
+    a, b, c, d = (draw_picture(s, size) for s in (0, 4, 5, 6))
+    a.save(root / "a.jpg", quality=92)
+    (root / "sub" / "a_copy.jpg").write_bytes((root / "a.jpg").read_bytes())
+    b.save(root / "b.png")
+    b.resize((192, 144)).save(root / "b_small.jpg", quality=85)
+    b.save(root / "b_low.jpg", quality=30)
+    c.save(root / "c.jpg", quality=92)
+    next_frame(c).save(root / "c_next.jpg", quality=92)
+    d.save(root / "d.jpg", quality=92)
+    Image.eval(d, lambda v: int(v * 0.05)).save(root / "d_dark.jpg")
+    Image.blend(d, Image.new("RGB", size, "white"), 0.92).save(root / "d_bright.jpg")
+    d.filter(ImageFilter.GaussianBlur(8)).save(root / "d_blur.jpg")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    expected = {"a.jpg": None, "sub/a_copy.jpg": "exact", "b.png": None, "b_small.jpg": "near",
+                "b_low.jpg": "near", "c.jpg": "pair", "c_next.jpg": "pair", "d.jpg": None,
+                "d_dark.jpg": "quality", "d_bright.jpg": "quality", "d_blur.jpg": "quality|near",
+                "broken.jpg": "error"}
+    return root, expected

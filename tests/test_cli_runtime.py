@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tomllib
 
 from conftest import REPO, run_cli
@@ -56,19 +57,21 @@ NO_TORCH_RUN = textwrap.dedent('''
 ''')
 
 
-def test_runtime_never_imports_torch(image_dir: Path, tmp_path: Path) -> None:
-    """Run `refinery embed` with a trap shadowing torch, then list what entered sys.modules."""
+@pytest.mark.parametrize("command", ["embed", "dedup"])
+def test_runtime_never_imports_torch(command: str, image_dir: Path, tmp_path: Path) -> None:
+    """Run the runtime commands with a trap shadowing torch, then list what entered sys.modules."""
     trap = tmp_path / "trap"
     (trap / "torch").mkdir(parents=True)
     (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
-    args = ["embed", str(image_dir), "--out", str(tmp_path / "v.npz"), "--device", "cpu"]
+    out = tmp_path / ("v.npz" if command == "embed" else "r.json")
+    args = [command, str(image_dir), "--out" if command == "embed" else "--report", str(out), "--device", "cpu"]
     proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(args=args)],
                           capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "TORCH_IMPORT_ATTEMPTED" not in proc.stdout
     assert "TORCH_MODULES=\n" in proc.stdout
-    assert (tmp_path / "v.npz").is_file()
+    assert out.is_file()
 
 
 def test_base_install_does_not_depend_on_torch() -> None:
@@ -81,5 +84,5 @@ def test_base_install_does_not_depend_on_torch() -> None:
 def test_help_is_instant_and_lists_commands() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
-    for command in ("embed", "export-model"):
+    for command in ("embed", "export-model", "dedup", "undo", "config"):
         assert command in proc.stdout

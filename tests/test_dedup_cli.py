@@ -1,0 +1,112 @@
+"""`refinery dedup`, `undo` and `config` through the real entry point on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from conftest import run_cli
+
+REPORT_KEYS = {"path", "decision", "stage", "reason", "group", "kept_as", "scores"}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    root, expected = dup_folder
+    before = tree_hashes(root)
+    report, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
+    proc = run_cli("dedup", str(root), "--report", str(report), "--csv", str(csv_path), "--device", "cpu")
+    assert proc.returncode == 3, proc.stderr  # finished, one file unreadable
+    assert tree_hashes(root) == before
+    assert "dry run" in proc.stdout and "images/s" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+
+    data = json.loads(report.read_text())
+    files = {f["path"]: f for f in data["files"]}
+    assert set(files) == set(expected)
+    for f in data["files"]:
+        assert set(f) == REPORT_KEYS
+        assert f["decision"] in ("keep", "remove", "error")
+    for path, stage in expected.items():
+        f = files[path]
+        if stage == "pair":
+            continue
+        if stage is None:
+            assert f["decision"] == "keep", f
+        elif stage == "error":
+            assert f["decision"] == "error" and f["reason"]
+        else:
+            assert f["decision"] == "remove" and f["stage"] in stage.split("|"), f
+            assert f["reason"]
+    assert files["sub/a_copy.jpg"]["kept_as"] == "a.jpg"
+    assert files["b_small.jpg"]["kept_as"] == files["b_low.jpg"]["kept_as"] == "b.png"  # largest, lossless
+    kept, removed = sorted((files["c.jpg"], files["c_next.jpg"]), key=lambda f: f["decision"])
+    assert (kept["decision"], removed["decision"], removed["stage"]) == ("keep", "remove", "semantic")
+    assert removed["kept_as"] == kept["path"] and removed["group"] == kept["group"] is not None
+    assert "cosine" in removed["scores"]
+    assert kept["scores"]["edge_density"] >= removed["scores"]["edge_density"]  # the keep rule
+    assert data["summary"]["removed_by_stage"]["quality"] >= 2
+    assert csv_path.read_text().splitlines()[0] == "path,decision,stage,reason,group,kept_as,scores"
+
+
+def test_move_then_undo_restores_every_byte(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    root, expected = dup_folder
+    before = tree_hashes(root)
+    dest = tmp_path / "rejects"
+    proc = run_cli("dedup", str(root), "--move-rejects-to", str(dest), "--device", "cpu")
+    assert proc.returncode == 3, proc.stderr
+    removed = {p for p, s in expected.items() if s not in (None, "error", "pair")}
+    pair = {"c.jpg", "c_next.jpg"}
+    assert len(pair & set(tree_hashes(root))) == 1  # one of the pair moved out
+    removed |= pair - set(tree_hashes(root))
+    assert set(tree_hashes(root)) == set(before) - removed
+    assert {p for p in tree_hashes(dest) if not p.startswith(".refinery/")} == removed
+    journal = [json.loads(line) for line in (dest / ".refinery" / "journal.jsonl").read_text().splitlines()]
+    assert sum(e["op"] == "move" for e in journal) == sum(e["op"] == "done" for e in journal) == len(removed)
+
+    proc = run_cli("undo", str(dest))
+    assert proc.returncode == 0, proc.stderr
+    assert tree_hashes(root) == before
+    again = run_cli("undo", str(dest))  # undo of an undo does nothing
+    assert again.returncode == 0 and "restored 0 files" in again.stdout
+    assert tree_hashes(root) == before
+
+
+def test_copy_keepers(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    root, expected = dup_folder
+    out = tmp_path / "clean"
+    proc = run_cli("dedup", str(root), "--copy-keepers-to", str(out), "--device", "cpu")
+    assert proc.returncode == 3, proc.stderr
+    assert set(tree_hashes(out)) - {"c.jpg", "c_next.jpg"} == {p for p, s in expected.items() if s is None}
+    assert len({"c.jpg", "c_next.jpg"} & set(tree_hashes(out))) == 1
+    assert (root / "sub" / "a_copy.jpg").exists()  # the source is untouched
+
+
+def test_moving_into_the_scanned_folder_is_refused(dup_folder: tuple[Path, dict]) -> None:
+    root, _ = dup_folder
+    before = tree_hashes(root)
+    proc = run_cli("dedup", str(root), "--move-rejects-to", str(root / "rejects"), "--device", "cpu")
+    assert proc.returncode == 1 and "outside the scanned folder" in proc.stderr
+    assert tree_hashes(root) == before
+
+
+def test_set_overrides_and_config_show() -> None:
+    proc = run_cli("config", "--show", "--set", "semantic.threshold=0.5")
+    assert proc.returncode == 0
+    assert "threshold = 0.5" in proc.stdout and "[quality]" in proc.stdout
+    bad = run_cli("config", "--show", "--set", "semantic.thresold=0.5")
+    assert bad.returncode == 1 and "no setting 'semantic.thresold'" in bad.stderr
+
+
+def test_a_strict_threshold_keeps_the_next_frame(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = dup_folder
+    report = tmp_path / "r.json"
+    run_cli("dedup", str(root), "--report", str(report), "--device", "cpu", "--set", "semantic.threshold=0.999")
+    files = {f["path"]: f for f in json.loads(report.read_text())["files"]}
+    assert files["c_next.jpg"]["decision"] == files["c.jpg"]["decision"] == "keep"

@@ -1,0 +1,127 @@
+"""Each funnel stage on its own: features, quality, exact, near, semantic, keep, grouping."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from conftest import draw_picture
+from refinery.config import Config, NearConfig, QualityConfig
+from refinery.exact import exact_groups
+from refinery.features import Features, extract, thumb_correlation
+from refinery.groups import choose_keeper, components, star_groups
+from refinery.hashing import near_pairs
+from refinery.quality import judge
+from refinery.scan import find_images
+from refinery.semantic import similar_pairs
+
+
+def features(path: str = "x.jpg", **kw: object) -> Features:
+    base = dict(path=path, bytes=1000, sha256="0" * 64, width=640, height=480, sharpness=100.0,
+                brightness=120.0, edge_density=0.05, dhash=0, phash=0, thumb=b"")
+    base.update(kw)
+    return Features(**base)  # type: ignore[arg-type]
+
+
+def save(im: Image.Image, path: Path, **kw: object) -> Path:
+    im.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"brightness": 10.0}, "too dark"), ({"brightness": 240.0}, "burnt out"),
+    ({"sharpness": 0.5}, "blurred"), ({}, None)])
+def test_quality_reasons_name_the_score(kw: dict, word: str | None) -> None:
+    reason = judge(features(**kw), QualityConfig())
+    assert (reason is None) if word is None else (word in reason)
+
+
+def test_quality_scores_from_real_pictures(tmp_path: Path) -> None:
+    sharp = draw_picture(1, (320, 240))
+    f_sharp, _ = extract(save(sharp, tmp_path / "s.png"), "s.png")
+    f_blur, _ = extract(save(sharp.filter(ImageFilter.GaussianBlur(10)), tmp_path / "b.png"), "b.png")
+    f_dark, _ = extract(save(Image.eval(sharp, lambda v: v // 20), tmp_path / "d.png"), "d.png")
+    assert f_blur.sharpness < f_sharp.sharpness / 10
+    assert f_blur.edge_density < f_sharp.edge_density
+    assert judge(f_dark, QualityConfig()) and judge(f_sharp, QualityConfig()) is None
+
+
+def test_hashes_and_thumbnails_survive_resizing_and_reencoding(tmp_path: Path) -> None:
+    im = draw_picture(2, (320, 240))
+    a, _ = extract(save(im, tmp_path / "a.png"), "a.png")
+    b, _ = extract(save(im.resize((160, 120)), tmp_path / "b.jpg", quality=40), "b.jpg")
+    c, _ = extract(save(draw_picture(3, (320, 240)), tmp_path / "c.png"), "c.png")
+    assert bin(a.phash ^ b.phash).count("1") <= 4 and bin(a.dhash ^ b.dhash).count("1") <= 6
+    assert thumb_correlation(a.thumb, b.thumb) > 0.99
+    assert thumb_correlation(a.thumb, c.thumb) < 0.9
+    assert a.sha256 != b.sha256 and (a.width, b.width) == (320, 160)
+
+
+def test_exact_groups_by_sha() -> None:
+    fs = [features(sha256="a" * 64), features(sha256="b" * 64), features(sha256="a" * 64)]
+    assert exact_groups([0, 1, 2], fs) == [[0, 2]]
+    assert exact_groups([0, 1], fs) == []
+
+
+def test_near_pairs_radius_is_inclusive_in_both_hashes() -> None:
+    cfg = NearConfig(max_phash=2, max_dhash=1)
+    fs = [features(phash=0, dhash=0), features(phash=0b11, dhash=0b1),  # 2 and 1 bits away: in
+          features(phash=0b111, dhash=0), features(phash=0, dhash=0b11)]  # 3 bits / 2 bits: out
+    pairs = set(near_pairs([0, 1, 2, 3], fs, cfg))
+    assert (0, 1) in pairs and (0, 2) not in pairs and (0, 3) not in pairs
+    assert pairs == {(0, 1), (1, 2), (1, 3)}  # 1 is within reach of every other one
+
+
+def test_similar_pairs_uses_the_threshold() -> None:
+    v = np.array([[1, 0, 0], [0.96, 0.28, 0], [0, 1, 0]], dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = similar_pairs(v, 0.95)
+    assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
+    assert pairs[0][2] == pytest.approx(0.96, abs=1e-4)
+
+
+def test_star_groups_cut_chains() -> None:
+    # 0~1 and 1~2, but 0 and 2 are unlike: with keeper 0, 2 must not go as 0's duplicate.
+    close = {(0, 1), (1, 2)}
+    groups, splits = star_groups(3, [(0, 1), (1, 2)], choose=min,
+                                 close=lambda a, b: (min(a, b), max(a, b)) in close)
+    assert [(g.keeper, g.subjects) for g in groups] == [(0, [1])]
+    assert splits == 1  # 2 was released; alone, it is kept
+
+
+def test_components() -> None:
+    assert components(6, [(0, 1), (1, 2), (4, 5)]) == [[0, 1, 2], [4, 5]]
+
+
+def test_keep_rule_prefers_sharp_then_large_then_detailed_then_name() -> None:
+    fs = [features("b.jpg", edge_density=0.09, sharpness=5.0),  # most detail but blurred
+          features("c.jpg", edge_density=0.05),
+          features("a.jpg", edge_density=0.07, width=320, height=240),  # downsized copy
+          features("d.jpg", edge_density=0.06)]
+    assert choose_keeper([0, 1, 2, 3], fs, min_sharpness=10.0) == 3
+    assert choose_keeper([1, 3], fs, 10.0) == 3
+    assert choose_keeper([1, 1], fs, 10.0) == 1
+    twins = [features("z.jpg"), features("y.jpg")]
+    assert choose_keeper([0, 1], twins, 10.0) == 1  # ties go to the first name
+
+
+def test_scan_finds_images_by_content(tmp_path: Path) -> None:
+    draw_picture(0).save(tmp_path / "photo.dat", format="PNG")  # image with an odd name
+    draw_picture(1).save(tmp_path / "b.JPG")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / ".hidden").mkdir()
+    draw_picture(2).save(tmp_path / ".hidden" / "c.png")
+    os.symlink(tmp_path / "b.JPG", tmp_path / "link.jpg")
+    assert [p.name for p in find_images(tmp_path)] == ["b.JPG", "photo.dat"]
+
+
+def test_default_config_file_matches_the_dataclasses() -> None:
+    from refinery.config import load_config
+
+    assert load_config() == Config()
+    assert dataclasses.asdict(Config())["semantic"]["threshold"] > 0.9
