@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,9 @@ class NearConfig:
 @dataclass(frozen=True)
 class SemanticConfig:
     threshold: float = 0.955  # cosine similarity of embeddings above which two pictures are one
+    # Remove a picture only if it is itself similar to its group's keeper, not merely chained
+    # to it through other pictures (A~B~C with A and C unlike).
+    chain_guard: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from e
-    sections = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+    sections: dict[str, Any] = typing.get_type_hints(Config)
     unknown = sorted(set(data) - sections.keys())
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(sections)}")

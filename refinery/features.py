@@ -30,7 +30,7 @@ class Features:
     """What refinery knows about one readable image file."""
 
     path: str  # relative to the scanned folder, with forward slashes
-    bytes: int
+    file_size: int  # bytes
     sha256: str
     width: int
     height: int
@@ -115,7 +115,7 @@ def measure(rel: str, data: bytes, sha256: str, image: Image.Image) -> Features:
     gray = gray_work(image)
     edges = cv2.Canny(gray, 100, 200)
     return Features(
-        path=rel, bytes=len(data), sha256=sha256,
+        path=rel, file_size=len(data), sha256=sha256,
         width=image.width, height=image.height,
         sharpness=float(cv2.Laplacian(gray, cv2.CV_64F).var()),
         brightness=float(gray.mean()),

@@ -24,7 +24,7 @@ def components(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
 def keep_rank(f: Features, min_sharpness: float) -> tuple:
     """Sort key of the keep rule, best first: sharp enough, then most pixels (the original,
     not a downsized copy), then most detail (Canny edge density), then larger file, then name."""
-    return (f.sharpness < min_sharpness, -f.pixels, -f.edge_density, -f.bytes, f.path)
+    return (f.sharpness < min_sharpness, -f.pixels, -f.edge_density, -f.file_size, f.path)
 
 
 def choose_keeper(members: Sequence[int], features: Sequence[Features], min_sharpness: float) -> int:

@@ -63,7 +63,7 @@ class DedupResult:
     seconds: float
     provider: str
     model: str
-    chain_splits: int = 0
+    chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
 
     def summary(self) -> dict:
         counts = {d: sum(f.decision == d for f in self.files) for d in ("keep", "remove", "error")}
@@ -74,7 +74,7 @@ class DedupResult:
             "seconds": round(self.seconds, 3),
             "images_per_s": round(len(self.files) / self.seconds, 1) if self.seconds else None,
             "model": self.model, "provider": self.provider,
-            "semantic_chain_splits": self.chain_splits,
+            "chain_splits": self.chain_splits,
         }
 
 
@@ -174,16 +174,16 @@ def _resolve_copies(scanned: list[_Scanned]) -> None:
         if original is None:
             s.error = "identical bytes to a file that could not be decoded"
             continue
-        s.features = dataclasses.replace(original.features, path=s.rel)
+        s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
         s.quality_reason = original.quality_reason
         s.vector_row = original.vector_row
 
 
 def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
-            stages: dict[str, StageStats]) -> tuple[list[FileDecision], int]:
+            stages: dict[str, StageStats]) -> tuple[list[FileDecision], dict[str, int]]:
+    features: list[Features] = [s.features for s in scanned]  # type: ignore[misc]  # None only on error
     decisions = [FileDecision(s.rel, "error", reason=s.error) if s.error
-                 else FileDecision(s.rel, "keep", scores=s.features.scores()) for s in scanned]
-    features: list = [s.features for s in scanned]
+                 else FileDecision(s.rel, "keep", scores=f.scores()) for s, f in zip(scanned, features, strict=True)]
     min_sharp = cfg.keep.min_sharpness
     alive = [i for i, s in enumerate(scanned) if not s.error]
     parent: dict[int, int] = {}  # removed file -> the file it is a duplicate of
@@ -199,8 +199,9 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     # 1. quality
     stages["quality"].seen = len(alive)
     for i in alive:
-        if scanned[i].quality_reason:
-            remove(i, "quality", scanned[i].quality_reason)
+        reason = scanned[i].quality_reason
+        if reason:
+            remove(i, "quality", reason)
     alive = [i for i in alive if decisions[i].decision == "keep"]
 
     # 2a. exact copies
@@ -237,7 +238,9 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
         return (dp <= near.max_phash and dd <= near.max_dhash
                 and thumb_correlation(features[i].thumb, features[keeper].thumb) >= near.min_correlation)
 
-    groups, splits = star_groups(len(features), hashing.near_pairs(alive, features, near), choose, near_copy)
+    splits: dict[str, int] = {}
+    groups, splits["near"] = star_groups(len(features), hashing.near_pairs(alive, features, near), choose,
+                                         near_copy)
     for g in groups:
         for i in g.subjects:
             dp, dd = hash_distances(i, g.keeper)
@@ -254,14 +257,14 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     threshold = cfg.semantic.threshold
     rows = vectors[[scanned[i].vector_row for i in alive]] if alive else vectors[:0]
     pairs = [(alive[a], alive[b]) for a, b, _ in semantic.similar_pairs(rows, threshold)]
-    groups, chain_splits = star_groups(len(features), pairs, choose,
-                                       lambda i, keeper: cosine(i, keeper) >= threshold)
+    guard = cfg.semantic.chain_guard
+    groups, splits["semantic"] = star_groups(
+        len(features), pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
     for g in groups:
         for i in g.subjects:
             cos = round(cosine(i, g.keeper), 4)
             remove(i, "semantic", f"looks like {features[g.keeper].path} (cosine {cos})", g.keeper, cosine=cos)
     stages["semantic"].seconds = time.perf_counter() - t
-    splits += chain_splits
 
     _assign_groups(decisions, parent)
     return decisions, splits

@@ -22,7 +22,7 @@ from refinery.semantic import similar_pairs
 
 
 def features(path: str = "x.jpg", **kw: object) -> Features:
-    base = dict(path=path, bytes=1000, sha256="0" * 64, width=640, height=480, sharpness=100.0,
+    base = dict(path=path, file_size=1000, sha256="0" * 64, width=640, height=480, sharpness=100.0,
                 brightness=120.0, edge_density=0.05, dhash=0, phash=0, thumb=b"")
     base.update(kw)
     return Features(**base)  # type: ignore[arg-type]
