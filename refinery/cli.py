@@ -115,11 +115,11 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
 
     Example: refinery embed photos/ --out vectors.npz
     """
-    from refinery.images import list_images
     from refinery.runner.embed import embed_folder, save_npz
+    from refinery.scan import find_images
 
     embedder = make_embedder(settings(config_path, assignments, model, device, batch_size))
-    with progress_bar(ctx, "embedding", len(list_images(folder))) as bar:
+    with progress_bar(ctx, "embedding", len(find_images(folder))) as bar:
         result = embed_folder(folder, embedder, progress=bar.update)
     save_npz(result, out)
     log.info("wrote %s: %d vectors of %d-d; %d files unreadable",

@@ -16,13 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from refinery.errors import UnreadableImage
-from refinery.images import decode_rgb, to_input
+from refinery.images import decode_rgb, read_bytes, to_input
 from refinery.spec import ModelSpec
 
 WORK_SIZE = 512  # quality and edges are measured with the longer side scaled to this many pixels
 THUMB = 16  # side of the gray thumbnail kept per picture
-MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
 
 
 @dataclass
@@ -53,21 +51,6 @@ class Features:
         d = asdict(self)
         d["thumb"] = self.thumb.hex()
         return d
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, or UnreadableImage with the reason."""
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            raise UnreadableImage(path, "empty file")
-        if size > MAX_FILE_BYTES:
-            raise UnreadableImage(path, f"file of {size} bytes is larger than {MAX_FILE_BYTES}")
-        return path.read_bytes()
-    except PermissionError:
-        raise UnreadableImage(path, "permission denied") from None
-    except OSError as e:
-        raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
 
 
 def gray_work(image: Image.Image) -> np.ndarray:

@@ -13,42 +13,37 @@ from PIL import Image, ImageOps
 from refinery.errors import UnreadableImage
 from refinery.spec import ModelSpec
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-
 # Pillow refuses images above this many pixels (decompression bombs); 178 Mpx is ~2x its default.
 MAX_PIXELS = 178_956_970
+MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
-def list_images(root: Path) -> list[Path]:
-    """All image files under `root`, recursively, sorted, hidden folders skipped."""
-    root = Path(root)
-    found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(path)
-    return sorted(found)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    """Decode `path` into an RGB image, rotated as its EXIF orientation says.
-
-    Raises:
-        UnreadableImage: the file is missing, not an image, truncated or too large.
-    """
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, or UnreadableImage with the reason."""
     try:
-        data = Path(path).read_bytes()
+        size = path.stat().st_size
+        if size == 0:
+            raise UnreadableImage(path, "empty file")
+        if size > MAX_FILE_BYTES:
+            raise UnreadableImage(path, f"file of {size} bytes is larger than {MAX_FILE_BYTES}")
+        return path.read_bytes()
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except PermissionError:
         raise UnreadableImage(path, "permission denied") from None
     except OSError as e:
         raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
-    return decode_rgb(data, path)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode `path` into an RGB image, rotated as its EXIF orientation says.
+
+    Raises:
+        UnreadableImage: the file is missing, empty, not an image, truncated or too large.
+    """
+    return decode_rgb(read_bytes(Path(path)), path)
 
 
 def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:

@@ -18,9 +18,9 @@ import numpy as np
 from refinery import exact, hashing, quality, semantic
 from refinery.config import Config
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input, read_bytes, thumb_correlation
+from refinery.features import Features, measure, model_input, thumb_correlation
 from refinery.groups import choose_keeper, star_groups
-from refinery.images import decode_rgb
+from refinery.images import decode_rgb, read_bytes
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
 

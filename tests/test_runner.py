@@ -10,9 +10,10 @@ from PIL import Image
 
 from conftest import draw_picture
 from refinery.errors import ModelError, UnreadableImage
-from refinery.images import list_images, load_input, load_rgb
+from refinery.images import load_input, load_rgb
 from refinery.runner import Embedder, default_model_path
 from refinery.runner.embed import embed_folder, save_npz
+from refinery.scan import find_images
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_vectors_are_unit_length_and_tell_pictures_apart(embedder: Embedder, tmp
 
 
 def test_batches_larger_and_smaller_than_batch_size_agree(embedder: Embedder, image_dir: Path) -> None:
-    batch = np.stack([load_input(p, embedder.spec) for p in list_images(image_dir)])
+    batch = np.stack([load_input(p, embedder.spec) for p in find_images(image_dir)])
     whole = embedder.embed(batch)  # 8 images: two calls of 4
     one_by_one = np.concatenate([embedder.embed(batch[i:i + 1]) for i in range(len(batch))])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
@@ -73,7 +74,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content, reason", [
-    (b"", "not an image"), (b"\x89PNG\r\n\x1a\nrandom", "not an image")])
+    (b"", "empty file"), (b"\x89PNG\r\n\x1a\nrandom", "not an image")])
 def test_unreadable_images_name_the_file_and_reason(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "bad.png"
     path.write_bytes(content)
@@ -94,7 +95,7 @@ def test_fixed_batch_pins_the_shape_and_pads(image_dir: Path) -> None:
     """The CoreML path: batch dimension made static, short batches padded, same vectors."""
     fixed = Embedder("default", device="cpu", batch_size=4, fixed_batch=True)
     assert fixed.static_batch and fixed.session.get_inputs()[0].shape[0] == 4
-    batch = np.stack([load_input(p, fixed.spec) for p in list_images(image_dir)[:7]])
+    batch = np.stack([load_input(p, fixed.spec) for p in find_images(image_dir)[:7]])
     dynamic = Embedder("default", device="cpu", batch_size=4)
     assert not dynamic.static_batch
     np.testing.assert_allclose(fixed.embed(batch), dynamic.embed(batch), atol=1e-5)

@@ -17,7 +17,8 @@ from refinery.export.builders import Built
 from refinery.export.parity import FP16, FP32, ParityReport, Tolerance, check_parity
 from refinery.export.quantize import QuantReport, compare_int8, quantize_int8
 from refinery.export.registry import get_arch
-from refinery.images import list_images, load_input
+from refinery.images import load_input
+from refinery.scan import find_images
 from refinery.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def parity_images(folder: Path | None, spec: ModelSpec, limit: int = PARITY_IMAG
 def load_folder(folder: Path, spec: ModelSpec, limit: int) -> np.ndarray:
     """Up to `limit` readable images of `folder`, prepared as model input."""
     arrays: list[np.ndarray] = []
-    for path in list_images(folder):
+    for path in find_images(folder):
         if len(arrays) >= limit:
             break
         try:

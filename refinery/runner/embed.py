@@ -11,8 +11,9 @@ import numpy as np
 
 from refinery.errors import UnreadableImage
 from refinery.fileio import atomic_path
-from refinery.images import batches, list_images, load_input
+from refinery.images import batches, load_input
 from refinery.runner.session import Embedder
+from refinery.scan import find_images
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def embed_folder(root: Path, embedder: Embedder,
     Paths in the result are relative to `root`, in sorted order.
     """
     root = Path(root)
-    files = list_images(root)
+    files = find_images(root)
     paths: list[str] = []
     chunks: list[np.ndarray] = []
     errors: dict[str, str] = {}
