@@ -19,10 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from refinery.features import extract, model_input
-from refinery.groups import hamming
 from refinery.runner import Embedder
 
 PCTS = (0, 1, 5, 50, 95, 99, 100)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit differences between matching uint64 hashes."""
+    x = np.bitwise_xor(a, b)
+    return np.unpackbits(x.view(np.uint8).reshape(len(x), 8), axis=1).sum(axis=1)
 
 
 def pct(values: np.ndarray) -> str:

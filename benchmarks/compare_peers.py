@@ -13,7 +13,6 @@ files it removed from a different picture (a wrong merge) and how many groups it
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,22 +20,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from corpus import SHARED, ensure_corpus, load_scorer
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "bench"
-
-
-def load_scorer(shared: Path):  # noqa: ANN201 - a module
-    spec = importlib.util.spec_from_file_location("score", shared / "score.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def ensure_corpus(corpus: Path, n: int, seed: int, shared: Path) -> dict:
-    if not (corpus / "truth.json").exists():
-        subprocess.run([sys.executable, str(shared / "make_corpus.py"), str(corpus), "--n", str(n),
-                        "--seed", str(seed)], check=True)
-    return json.loads((corpus / "truth.json").read_text())["files"]
 
 
 def run_refinery(images: Path, report: Path) -> tuple[list[str], float, dict]:

@@ -43,7 +43,7 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class NearConfig:
-    # Candidates: close in both hashes (Hamming distance of 64 bits)...
+    # Candidates: close in either hash (Hamming distance of 64 bits)...
     max_phash: int = 8
     max_dhash: int = 10
     # ...confirmed by the 16x16 gray thumbnails: on fixed-camera data different objects on

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from refinery.images import decode_rgb, read_bytes, to_input
+from refinery.images import JPEG_QUANTISER, decode_rgb, read_bytes, to_input
 from refinery.spec import ModelSpec
 
 WORK_SIZE = 512  # quality and edges are measured with the longer side scaled to this many pixels
@@ -38,6 +38,7 @@ class Features:
     dhash: int  # 64-bit gradient-sign hash
     phash: int  # 64-bit DCT hash
     thumb: bytes = b""  # THUMB x THUMB gray thumbnail, uint8: confirms near-exact copies
+    compression: float = 0.0  # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless or unknown
 
     @property
     def pixels(self) -> int:
@@ -104,7 +105,8 @@ def measure(rel: str, data: bytes, sha256: str, image: Image.Image) -> Features:
         brightness=float(gray.mean()),
         edge_density=float(np.count_nonzero(edges)) / edges.size,
         dhash=dhash(gray), phash=phash(gray),
-        thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes())
+        thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes(),
+        compression=float(image.info.get(JPEG_QUANTISER, 0.0)))
 
 
 def extract(path: Path, rel: str) -> tuple[Features, Image.Image]:

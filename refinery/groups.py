@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from refinery.features import Features
 
 
@@ -22,20 +20,16 @@ def components(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
 
 
 def keep_rank(f: Features, min_sharpness: float) -> tuple:
-    """Sort key of the keep rule, best first: sharp enough, then most pixels (the original,
-    not a downsized copy), then most detail (Canny edge density), then larger file, then name."""
-    return (f.sharpness < min_sharpness, -f.pixels, -f.edge_density, -f.file_size, f.path)
+    """Sort key of the keep rule, best first: sharp enough; most pixels (the original, not a
+    downsized copy); least lossy encoding (a re-encoded JPEG's block edges must not pass for
+    detail); most detail (Canny edge density); larger file; name."""
+    return (f.sharpness < min_sharpness, -f.pixels, f.compression, -f.edge_density, -f.file_size, f.path)
 
 
 def choose_keeper(members: Sequence[int], features: Sequence[Features], min_sharpness: float) -> int:
     """The member the keep rule prefers; deterministic."""
     return min(members, key=lambda i: keep_rank(features[i], min_sharpness))
 
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bit differences between matching uint64 hashes."""
-    x = np.bitwise_xor(a, b)
-    return np.unpackbits(x.view(np.uint8).reshape(len(x), 8), axis=1).sum(axis=1)
 
 
 @dataclass

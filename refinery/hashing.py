@@ -1,6 +1,8 @@
-"""Stage 2b, near-exact copies: the same picture resized, re-encoded or converted, found by
-perceptual hashes. A pair must be close in both dHash and pHash: on fixed-camera data two
-different objects on the same background often share one hash but rarely both."""
+"""Stage 2b, near-exact copies: the same picture resized, re-encoded, converted, recoloured
+or blurred. Perceptual hashes propose candidates: pairs within the pHash or the dHash
+threshold, found with FAISS binary indexes (no all-pairs loop). The hashes alone are not
+trusted: on fixed-camera data different objects on one background come within a few bits;
+the pipeline confirms each candidate with the pictures' thumbnails."""
 
 from __future__ import annotations
 
@@ -10,28 +12,30 @@ import numpy as np
 
 from refinery.config import NearConfig
 from refinery.features import Features
-from refinery.groups import hamming
 
 
-def hash_array(values: Sequence[int]) -> np.ndarray:
-    return np.array(values, dtype=np.uint64)
+def hash_codes(values: Sequence[int]) -> np.ndarray:
+    """64-bit hashes as (N, 8) uint8 rows, most significant byte first, for FAISS."""
+    return np.array(values, dtype=np.uint64).byteswap().view(np.uint8).reshape(-1, 8)
+
+
+def within(codes: np.ndarray, radius: int) -> set[tuple[int, int]]:
+    """Row pairs (i < j) at Hamming distance <= radius."""
+    import faiss
+
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    lims, _, found = index.range_search(codes, radius + 1)  # FAISS's radius is exclusive
+    rows = np.repeat(np.arange(len(codes)), np.diff(lims).astype(np.int64))
+    keep = rows < found  # each pair once, no self pairs
+    return set(zip(rows[keep].tolist(), found[keep].tolist(), strict=True))
 
 
 def near_pairs(indices: Sequence[int], features: Sequence[Features], cfg: NearConfig) -> list[tuple[int, int]]:
-    """Pairs of `indices` within both Hamming thresholds, found with a FAISS binary index."""
-    import faiss
-
+    """Candidate pairs of `indices`: within max_phash in pHash or within max_dhash in dHash."""
     if len(indices) < 2:
         return []
-    idx = np.asarray(indices)
-    ph = hash_array([features[i].phash for i in indices])
-    dh = hash_array([features[i].dhash for i in indices])
-    codes = ph.byteswap().view(np.uint8).reshape(-1, 8)  # big-endian bytes: bit order kept
-    index = faiss.IndexBinaryFlat(64)
-    index.add(codes)
-    lims, _, found = index.range_search(codes, cfg.max_phash + 1)  # radius is exclusive
-    rows = np.repeat(np.arange(len(idx)), np.diff(lims).astype(np.int64))
-    keep = rows < found  # each pair once, no self pairs
-    a, b = rows[keep], found[keep]
-    close = hamming(dh[a], dh[b]) <= cfg.max_dhash
-    return [(int(idx[i]), int(idx[j])) for i, j in zip(a[close], b[close], strict=True)]
+    ph = hash_codes([features[i].phash for i in indices])
+    dh = hash_codes([features[i].dhash for i in indices])
+    pairs = within(ph, cfg.max_phash) | within(dh, cfg.max_dhash)
+    return sorted((indices[a], indices[b]) for a, b in pairs)

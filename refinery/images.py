@@ -16,6 +16,7 @@ from refinery.spec import ModelSpec
 # Pillow refuses images above this many pixels (decompression bombs); 178 Mpx is ~2x its default.
 MAX_PIXELS = 178_956_970
 MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
+JPEG_QUANTISER = "refinery_jpeg_quantiser"  # image.info key: mean luminance quantiser of a JPEG
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -56,7 +57,11 @@ def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                return ImageOps.exif_transpose(im).convert("RGB")
+                tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
+                rgb = ImageOps.exif_transpose(im).convert("RGB")
+                if tables:
+                    rgb.info[JPEG_QUANTISER] = float(np.mean(tables[min(tables)]))
+                return rgb
     except Image.UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

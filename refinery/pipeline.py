@@ -235,7 +235,7 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
 
     def near_copy(i: int, keeper: int) -> bool:
         dp, dd = hash_distances(i, keeper)
-        return (dp <= near.max_phash and dd <= near.max_dhash
+        return ((dp <= near.max_phash or dd <= near.max_dhash)
                 and thumb_correlation(features[i].thumb, features[keeper].thumb) >= near.min_correlation)
 
     splits: dict[str, int] = {}
