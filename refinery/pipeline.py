@@ -8,9 +8,11 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +144,27 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         batch.clear()
 
     t0 = time.perf_counter()
-    window = max(64, 4 * embedder.batch_size)  # bounds the decoded pictures held in memory
+    # Decoding runs ahead on the pool while this thread runs the model; at most `ahead`
+    # decoded pictures wait in memory.
+    ahead = max(64, 4 * embedder.batch_size)
     with ThreadPoolExecutor(max_workers=cfg.run.workers or None) as pool:
-        for start in range(0, len(paths), window):
-            for item, tensor in pool.map(work, paths[start:start + window]):
-                if item.error:
-                    log.error("%s: %s", root / item.rel, item.error)
-                if tensor is not None:
-                    item.vector_row = sum(len(r) for r in rows) + len(batch)
-                    batch.append(tensor)
-                    if len(batch) == embedder.batch_size:
-                        flush()
-                scanned.append(item)
-                advance(1)
+        pending: deque[Future] = deque()
+        todo = iter(paths)
+        for path in islice(todo, ahead):
+            pending.append(pool.submit(work, path))
+        while pending:
+            item, tensor = pending.popleft().result()
+            for path in islice(todo, 1):
+                pending.append(pool.submit(work, path))
+            if item.error:
+                log.error("%s: %s", root / item.rel, item.error)
+            if tensor is not None:
+                item.vector_row = sum(len(r) for r in rows) + len(batch)
+                batch.append(tensor)
+                if len(batch) == embedder.batch_size:
+                    flush()
+            scanned.append(item)
+            advance(1)
         if batch:
             flush()
     stages["features"].seconds = time.perf_counter() - t0 - stages["embed"].seconds
