@@ -58,7 +58,7 @@ def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # No context manager: closing would drop the decoded pixels, and a BytesIO needs no closing.
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
             tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
             # Each step below copies every pixel; skip the ones with nothing to do.
             if im.getexif().get(ORIENTATION, 1) != 1:

@@ -137,6 +137,8 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
     rows: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
+    queued = 0  # pictures sent to the model so far: the row of the next one
+
     def flush() -> None:
         t = time.perf_counter()
         rows.append(embedder.embed(np.stack(batch)))
@@ -159,7 +161,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
             if item.error:
                 log.error("%s: %s", root / item.rel, item.error)
             if tensor is not None:
-                item.vector_row = sum(len(r) for r in rows) + len(batch)
+                item.vector_row, queued = queued, queued + 1
                 batch.append(tensor)
                 if len(batch) == embedder.batch_size:
                     flush()
@@ -168,13 +170,13 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         if batch:
             flush()
     stages["features"].seconds = time.perf_counter() - t0 - stages["embed"].seconds
-    _resolve_copies(scanned)
+    _resolve_copies(scanned, root)
     dim = embedder.spec.output_dim
     vectors = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
     return scanned, vectors
 
 
-def _resolve_copies(scanned: list[_Scanned]) -> None:
+def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
     """Files whose bytes were already claimed take the claimer's features under their own name."""
     by_sha = {s.features.sha256: s for s in scanned if s.features}
     for s in scanned:
@@ -183,6 +185,7 @@ def _resolve_copies(scanned: list[_Scanned]) -> None:
         original = by_sha.get(s.copy_of)
         if original is None:
             s.error = "identical bytes to a file that could not be decoded"
+            log.error("%s: %s", root / s.rel, s.error)
             continue
         s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
         s.quality_reason = original.quality_reason
