@@ -198,11 +198,12 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
               help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).")
 @click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the kept files here (relative paths kept).")
+@click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
 @model_options
 @click.pass_context
 @handle_errors
 def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: Path | None,
-              move_rejects_to: Path | None, copy_keepers_to: Path | None, config_path: Path | None,
+              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, config_path: Path | None,
               assignments: tuple[str, ...], model: str | None, device: str | None, batch_size: int | None) -> None:
     """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
 
@@ -211,11 +212,15 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
     Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
     """
     from refinery import actions
+    from refinery.config import apply_overrides
     from refinery.pipeline import run_dedup
     from refinery.report import write_csv, write_json
 
     cfg = settings(config_path, assignments, model, device, batch_size)
+    if no_cache:
+        cfg = apply_overrides(cfg, ["run.cache=false"])
     embedder = make_embedder(cfg)
+    cache = open_cache(cfg, embedder, folder)
     bars: list[Any] = []
 
     def progress(label: str, total: int) -> Callable[[int], None]:
@@ -223,10 +228,12 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
         return bars[-1].update
 
     try:
-        result = run_dedup(folder, cfg, embedder, progress)
+        result = run_dedup(folder, cfg, embedder, progress, cache)
     finally:
         for bar in bars:
             bar.close()
+        if cache:
+            cache.close()
     if report:
         write_json(result, report)
     if csv_path:
@@ -248,6 +255,17 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
         ctx.exit(EXIT_FILE_ERRORS)
 
 
+def open_cache(cfg: Any, embedder: Any, folder: Path) -> Any:
+    """The feature cache for this model and folder, or None when switched off."""
+    if not cfg.run.cache:
+        return None
+    from refinery.cache import FeatureCache, default_cache_dir
+    from refinery.fileio import file_sha256
+
+    return FeatureCache(Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
+                        file_sha256(embedder.path), folder)
+
+
 def summary_table(result: Any) -> str:
     """Files per stage kept/removed, time per stage, images/s end to end."""
     s = result.stages
@@ -260,7 +278,7 @@ def summary_table(result: Any) -> str:
     summary = result.summary()
     lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
                  f"{summary['error']} unreadable; {summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
-                 f"({result.model} on {result.provider})")
+                 f"({result.model} on {result.provider}; {result.cached} from the cache)")
     return "\n".join(lines)
 
 

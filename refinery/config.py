@@ -68,6 +68,8 @@ class KeepConfig:
 @dataclass(frozen=True)
 class RunConfig:
     workers: int = 0  # decoding threads; 0 = one per core
+    cache: bool = True  # keep per-file features and vectors between runs
+    cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery import exact, hashing, quality, semantic
+from refinery.cache import FeatureCache
 from refinery.config import Config
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, thumb_correlation
@@ -66,6 +67,7 @@ class DedupResult:
     provider: str
     model: str
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
+    cached: int = 0  # files taken from the cache, not read again
 
     def summary(self) -> dict:
         counts = {d: sum(f.decision == d for f in self.files) for d in ("keep", "remove", "error")}
@@ -77,6 +79,7 @@ class DedupResult:
             "images_per_s": round(len(self.files) / self.seconds, 1) if self.seconds else None,
             "model": self.model, "provider": self.provider,
             "chain_splits": self.chain_splits,
+            "cached": self.cached,
         }
 
 
@@ -89,31 +92,48 @@ class _Scanned:
     error: str = ""
     copy_of: str | None = None  # sha256 already claimed by another file: not decoded again
     quality_reason: str | None = None
+    vector: np.ndarray | None = None
     vector_row: int = -1
+    stat: tuple[int, int] | None = None  # (size, mtime_ns): the cache key
+    cached: bool = False
 
 
-def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None) -> DedupResult:
-    """Decide keep/remove for every image under `root`; touches no file."""
+def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
+              cache: FeatureCache | None = None) -> DedupResult:
+    """Decide keep/remove for every image under `root`; touches no file there.
+
+    With a `cache`, files unchanged since an earlier run (same path, size and mtime) are
+    neither read nor embedded again.
+    """
     start = time.perf_counter()
     root = Path(root)
     paths = find_images(root)
     stages = {name: StageStats(name) for name in ("features", "embed", *STAGES)}
-    scanned, vectors = _feature_pass(root, paths, cfg, embedder, stages, progress)
+    scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
+    vectors = _stack_vectors(scanned, embedder.spec.output_dim)
     decisions, splits = _decide(scanned, vectors, cfg, stages)
-    return DedupResult(root, decisions, stages, time.perf_counter() - start,
-                       embedder.provider, embedder.path.name, chain_splits=splits)
+    result = DedupResult(root, decisions, stages, time.perf_counter() - start,
+                         embedder.provider, embedder.path.name, chain_splits=splits)
+    result.cached = sum(s.cached for s in scanned)
+    return result
 
 
-def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder,
-                  stages: dict[str, StageStats], progress: Progress | None) -> tuple[list[_Scanned], np.ndarray]:
-    """Read, hash, decode, measure and embed every file once, decoding on worker threads
-    while the main thread runs the model on full batches."""
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None
+
+
+def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
+                  progress: Progress | None, cache: FeatureCache | None) -> list[_Scanned]:
+    """Read, hash, decode, measure and embed every file once (or take it from the cache),
+    decoding on worker threads while this thread runs the model on full batches."""
     claimed: set[str] = set()
     lock = threading.Lock()
 
-    def work(path: Path) -> tuple[_Scanned, np.ndarray | None]:
-        rel = path.relative_to(root).as_posix()
-        item = _Scanned(rel)
+    def work(path: Path, item: _Scanned) -> tuple[_Scanned, np.ndarray | None]:
         try:
             data = read_bytes(path)
             sha = hashlib.sha256(data).hexdigest()
@@ -123,7 +143,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
                     return item, None
                 claimed.add(sha)
             image = decode_rgb(data, path)
-            item.features = measure(rel, data, sha, image)
+            item.features = measure(item.rel, data, sha, image)
         except UnreadableImage as e:
             item.error = e.reason
             return item, None
@@ -132,48 +152,88 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
             return item, None
         return item, model_input(image, embedder.spec)
 
+    def from_cache(item: _Scanned) -> bool:
+        """Fill `item` from the cache if the file is unchanged and nothing is missing."""
+        hit = cache.get(item.rel, *item.stat) if cache and item.stat else None
+        if hit is None:
+            return False
+        features, vector = hit
+        reason = quality.judge(features, cfg.quality)
+        if reason is None and vector is None:  # passes now, was never embedded: compute it
+            return False
+        item.features, item.quality_reason, item.vector, item.cached = features, reason, vector, True
+        with lock:
+            claimed.add(features.sha256)
+        return True
+
+    def submit(path: Path) -> Future:
+        item = _Scanned(path.relative_to(root).as_posix(), stat=_stat(path))
+        if from_cache(item):
+            done: Future = Future()
+            done.set_result((item, None))
+            return done
+        return pool.submit(work, path, item)
+
     advance = progress("reading", len(paths)) if progress else (lambda n: None)
     scanned: list[_Scanned] = []
-    rows: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
+    batch: list[tuple[_Scanned, np.ndarray]] = []
 
-    queued = 0  # pictures sent to the model so far: the row of the next one
+    def remember(item: _Scanned) -> None:
+        if cache and item.stat and item.features and not item.cached:
+            cache.put(item.rel, *item.stat, item.features, item.vector)
 
     def flush() -> None:
         t = time.perf_counter()
-        rows.append(embedder.embed(np.stack(batch)))
+        out = embedder.embed(np.stack([tensor for _, tensor in batch]))
         stages["embed"].seconds += time.perf_counter() - t
+        for (item, _), vector in zip(batch, out, strict=True):
+            item.vector = vector
+            remember(item)
         batch.clear()
+        if cache:
+            cache.commit()
 
     t0 = time.perf_counter()
     # Decoding runs ahead on the pool while this thread runs the model; at most `ahead`
     # decoded pictures wait in memory.
     ahead = max(64, 4 * embedder.batch_size)
     with ThreadPoolExecutor(max_workers=cfg.run.workers or None) as pool:
-        pending: deque[Future] = deque()
         todo = iter(paths)
-        for path in islice(todo, ahead):
-            pending.append(pool.submit(work, path))
+        pending: deque[Future] = deque(submit(path) for path in islice(todo, ahead))
         while pending:
             item, tensor = pending.popleft().result()
             for path in islice(todo, 1):
-                pending.append(pool.submit(work, path))
+                pending.append(submit(path))
             if item.error:
                 log.error("%s: %s", root / item.rel, item.error)
             if tensor is not None:
-                item.vector_row, queued = queued, queued + 1
-                batch.append(tensor)
+                batch.append((item, tensor))
                 if len(batch) == embedder.batch_size:
                     flush()
+            elif not item.copy_of:
+                remember(item)
             scanned.append(item)
             advance(1)
         if batch:
             flush()
     stages["features"].seconds = time.perf_counter() - t0 - stages["embed"].seconds
     _resolve_copies(scanned, root)
-    dim = embedder.spec.output_dim
-    vectors = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
-    return scanned, vectors
+    if cache:
+        for item in scanned:
+            if item.copy_of and item.features:
+                remember(item)
+        cache.commit()
+    return scanned
+
+
+def _stack_vectors(scanned: list[_Scanned], dim: int) -> np.ndarray:
+    """All vectors as one matrix; each item learns its row."""
+    rows: list[np.ndarray] = []
+    for item in scanned:
+        if item.vector is not None:
+            item.vector_row = len(rows)
+            rows.append(item.vector)
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
 def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
@@ -189,7 +249,7 @@ def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
             continue
         s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
         s.quality_reason = original.quality_reason
-        s.vector_row = original.vector_row
+        s.vector = original.vector
 
 
 def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,

@@ -31,6 +31,14 @@ def draw_picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     return im
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Caches (features, CoreML) go to a temporary folder, for this process and the CLI runs."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight readable pictures (JPEG and PNG, one in a sub-folder)."""

@@ -110,3 +110,14 @@ def test_a_strict_threshold_keeps_the_next_frame(dup_folder: tuple[Path, dict], 
     run_cli("dedup", str(root), "--report", str(report), "--device", "cpu", "--set", "semantic.threshold=0.999")
     files = {f["path"]: f for f in json.loads(report.read_text())["files"]}
     assert files["c_next.jpg"]["decision"] == files["c.jpg"]["decision"] == "keep"
+
+
+def test_second_run_uses_the_cache_unless_told_not_to(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = dup_folder
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = run_cli("dedup", str(root), "--device", "cpu", env=env)
+    second = run_cli("dedup", str(root), "--device", "cpu", env=env)
+    off = run_cli("dedup", str(root), "--device", "cpu", "--no-cache", env=env)
+    assert "0 from the cache" in first.stdout
+    assert "11 from the cache" in second.stdout  # every readable file
+    assert "0 from the cache" in off.stdout

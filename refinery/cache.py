@@ -1,0 +1,68 @@
+"""Per-file results kept between runs: features and embedding, keyed by path, size and mtime.
+
+A second run on an unchanged folder reads them instead of decoding and embedding again; a
+changed file (other size or mtime) misses and is computed anew. One SQLite file per model
+(vectors depend on it), in the user's cache folder, never in the scanned folder (a dry run
+touches nothing there). SQLite commits atomically, so a killed run leaves a usable cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from refinery.features import Features
+
+SCHEMA_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "refinery" / "features"
+
+
+class FeatureCache:
+    """A table of (folder, path, size, mtime) -> features, vector, for one model."""
+
+    def __init__(self, cache_dir: Path, model_sha256: str, root: Path):
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.path = cache_dir / f"{model_sha256[:16]}-v{SCHEMA_VERSION}.sqlite"
+        self.folder = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("""CREATE TABLE IF NOT EXISTS files (
+            folder TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, features TEXT, vector BLOB,
+            PRIMARY KEY (folder, path))""")
+        self.pending: list[tuple] = []
+
+    def get(self, rel: str, size: int, mtime_ns: int) -> tuple[Features, np.ndarray | None] | None:
+        row = self.db.execute("SELECT size, mtime_ns, features, vector FROM files WHERE folder=? AND path=?",
+                              (self.folder, rel)).fetchone()
+        if row is None or row[0] != size or row[1] != mtime_ns:
+            return None
+        data = json.loads(row[2])
+        data["thumb"] = bytes.fromhex(data["thumb"])
+        vector = np.frombuffer(row[3], dtype=np.float32).copy() if row[3] is not None else None
+        return Features(**data), vector
+
+    def put(self, rel: str, size: int, mtime_ns: int, features: Features, vector: np.ndarray | None) -> None:
+        blob = None if vector is None else np.asarray(vector, np.float32).tobytes()
+        self.pending.append((self.folder, rel, size, mtime_ns, json.dumps(features.to_dict()), blob))
+
+    def commit(self) -> None:
+        """Write what was put since the last commit, in one transaction."""
+        if self.pending:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", self.pending)
+            self.pending.clear()
+
+    def close(self) -> None:
+        self.commit()
+        self.db.close()
+
