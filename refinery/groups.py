@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from refinery.features import Features
 
 
-def components(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
-    """Connected components of the graph on 0..n-1 with `pairs` as edges (size > 1 only),
-    each sorted, listed by their smallest member."""
+def components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of the graph with `pairs` as edges, each sorted, listed by their
+    smallest member (nodes without an edge are in none)."""
     import networkx as nx
 
     graph = nx.Graph()
@@ -40,7 +40,7 @@ class StarGroup:
     subjects: list[int] = field(default_factory=list)
 
 
-def star_groups(n: int, pairs: list[tuple[int, int]], choose: Callable[[list[int]], int],
+def star_groups(pairs: list[tuple[int, int]], choose: Callable[[list[int]], int],
                 close: Callable[[int, int], bool]) -> tuple[list[StarGroup], int]:
     """Components of the pair graph, each cut into stars around a keeper.
 
@@ -51,9 +51,9 @@ def star_groups(n: int, pairs: list[tuple[int, int]], choose: Callable[[list[int
     """
     groups: list[StarGroup] = []
     splits = 0
-    pending = components(n, pairs)
+    pending = _split(pairs)
     while pending:
-        members = pending.pop()
+        members, edges = pending.pop()
         keeper = choose(members)
         subjects = [m for m in members if m != keeper and close(m, keeper)]
         rest = set(members) - set(subjects) - {keeper}
@@ -61,5 +61,16 @@ def star_groups(n: int, pairs: list[tuple[int, int]], choose: Callable[[list[int
             groups.append(StarGroup(keeper, subjects))
         if rest:
             splits += 1
-            pending += components(n, [(a, b) for a, b in pairs if a in rest and b in rest])
+            pending += _split([(a, b) for a, b in edges if a in rest and b in rest])
     return sorted(groups, key=lambda g: g.keeper), splits
+
+
+def _split(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Connected components with the edges inside each, so a later cut looks at those only."""
+    groups = components(pairs)
+    where = {node: k for k, group in enumerate(groups) for node in group}
+    edges: list[list[tuple[int, int]]] = [[] for _ in groups]
+    for a, b in pairs:
+        if a != b:
+            edges[where[a]].append((a, b))
+    return list(zip(groups, edges, strict=True))

@@ -312,7 +312,7 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
                 and thumb_correlation(features[i].thumb, features[keeper].thumb) >= near.min_correlation)
 
     splits: dict[str, int] = {}
-    groups, splits["near"] = star_groups(len(features), hashing.near_pairs(alive, features, near), choose,
+    groups, splits["near"] = star_groups(hashing.near_pairs(alive, features, near), choose,
                                          near_copy)
     for g in groups:
         for i in g.subjects:
@@ -332,7 +332,7 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     pairs = [(alive[a], alive[b]) for a, b, _ in semantic.similar_pairs(rows, threshold)]
     guard = cfg.semantic.chain_guard
     groups, splits["semantic"] = star_groups(
-        len(features), pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
+        pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
     for g in groups:
         for i in g.subjects:
             cos = round(cosine(i, g.keeper), 4)

@@ -91,14 +91,14 @@ def test_similar_pairs_uses_the_threshold() -> None:
 def test_star_groups_cut_chains() -> None:
     # 0~1 and 1~2, but 0 and 2 are unlike: with keeper 0, 2 must not go as 0's duplicate.
     close = {(0, 1), (1, 2)}
-    groups, splits = star_groups(3, [(0, 1), (1, 2)], choose=min,
+    groups, splits = star_groups([(0, 1), (1, 2)], choose=min,
                                  close=lambda a, b: (min(a, b), max(a, b)) in close)
     assert [(g.keeper, g.subjects) for g in groups] == [(0, [1])]
     assert splits == 1  # 2 was released; alone, it is kept
 
 
 def test_components() -> None:
-    assert components(6, [(0, 1), (1, 2), (4, 5)]) == [[0, 1, 2], [4, 5]]
+    assert components([(0, 1), (1, 2), (4, 5)]) == [[0, 1, 2], [4, 5]]
 
 
 def test_keep_rule_prefers_sharp_then_large_then_detailed_then_name() -> None:
