@@ -86,15 +86,22 @@ def phash(gray: np.ndarray) -> int:
     return _pack(low > np.median(low.flat[1:]))
 
 
+def normalized_thumb(thumb: bytes) -> np.ndarray:
+    """A thumbnail as a zero-mean, unit-length vector: the dot product of two is their
+    Pearson correlation."""
+    x = np.frombuffer(thumb, np.uint8).astype(np.float64)
+    x -= x.mean()
+    norm = np.linalg.norm(x)
+    return x / norm if norm > 0 else x
+
+
 def thumb_correlation(a: bytes, b: bytes) -> float:
     """Pearson correlation of two gray thumbnails: ~1 for the same picture (even re-encoded,
-    resized, recoloured or blurred), lower once an object differs."""
-    x = np.frombuffer(a, np.uint8).astype(np.float32)
-    y = np.frombuffer(b, np.uint8).astype(np.float32)
-    x -= x.mean()
-    y -= y.mean()
-    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum()) / den if den > 0 else float(np.array_equal(a, b))
+    resized, recoloured or blurred), lower once an object differs. Flat thumbnails: 1 if equal."""
+    x, y = normalized_thumb(a), normalized_thumb(b)
+    if not x.any() or not y.any():
+        return float(a == b)
+    return float(x @ y)
 
 
 def _pack(bits: np.ndarray) -> int:

@@ -10,13 +10,32 @@ from refinery.features import Features
 
 def components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     """Connected components of the graph with `pairs` as edges, each sorted, listed by their
-    smallest member (nodes without an edge are in none)."""
-    import networkx as nx
+    smallest member (nodes without an edge are in none).
 
-    graph = nx.Graph()
-    graph.add_edges_from((int(a), int(b)) for a, b in pairs if a != b)
-    groups = [sorted(c) for c in nx.connected_components(graph) if len(c) > 1]
-    return sorted(groups, key=lambda g: g[0])
+    A union-find: networkx did the same but cost 0.24 s to import, a sixth of a cached run.
+    """
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in pairs:
+        if a == b:
+            continue
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for node in parent:
+        groups.setdefault(find(node), []).append(node)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
 def keep_rank(f: Features, min_sharpness: float) -> tuple:

@@ -21,7 +21,7 @@ from refinery import exact, hashing, quality, semantic
 from refinery.cache import FeatureCache
 from refinery.config import Config
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input, thumb_correlation
+from refinery.features import Features, measure, model_input, normalized_thumb
 from refinery.groups import choose_keeper, star_groups
 from refinery.images import decode_rgb, read_bytes
 from refinery.runner.session import Embedder
@@ -306,10 +306,19 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
         fi, fj = features[i], features[j]
         return (bin(fi.phash ^ fj.phash).count("1"), bin(fi.dhash ^ fj.dhash).count("1"))
 
+    thumbs: dict[int, np.ndarray] = {}
+
+    def correlation(i: int, j: int) -> float:
+        for k in (i, j):
+            if k not in thumbs:
+                thumbs[k] = normalized_thumb(features[k].thumb)
+        if not thumbs[i].any() or not thumbs[j].any():  # flat pictures: equal or not
+            return float(features[i].thumb == features[j].thumb)
+        return float(thumbs[i] @ thumbs[j])
+
     def near_copy(i: int, keeper: int) -> bool:
         dp, dd = hash_distances(i, keeper)
-        return ((dp <= near.max_phash or dd <= near.max_dhash)
-                and thumb_correlation(features[i].thumb, features[keeper].thumb) >= near.min_correlation)
+        return (dp <= near.max_phash or dd <= near.max_dhash) and correlation(i, keeper) >= near.min_correlation
 
     splits: dict[str, int] = {}
     groups, splits["near"] = star_groups(hashing.near_pairs(alive, features, near), choose,
@@ -317,7 +326,7 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     for g in groups:
         for i in g.subjects:
             dp, dd = hash_distances(i, g.keeper)
-            corr = round(thumb_correlation(features[i].thumb, features[g.keeper].thumb), 4)
+            corr = round(correlation(i, g.keeper), 4)
             remove(i, "near", f"same picture as {features[g.keeper].path} (pHash {dp}, dHash {dd} bits, "
                    f"thumbnail correlation {corr})", g.keeper, phash_distance=dp, dhash_distance=dd,
                    thumb_correlation=corr)
