@@ -33,8 +33,7 @@ class CoreMLCheck:
     inputs: list[str]
     outputs: list[str]
     batch_range: tuple[int, int]
-    predicted: bool  # False where Core ML cannot run (not macOS)
-    reason: str = ""
+    reason: str = ""  # why predictions were not checked here, if they were not
 
 
 @contextmanager
@@ -101,7 +100,7 @@ def check_coreml(path: Path, spec: ModelSpec) -> CoreMLCheck:
     if problems:
         raise ParityError(f"{path}: Core ML package does not match the spec: " + "; ".join(problems))
     reason = "" if can_predict() else "Core ML predictions run only on macOS; checked structure only"
-    return CoreMLCheck(inputs, outputs, shape[0], predicted=False, reason=reason)
+    return CoreMLCheck(inputs, outputs, shape[0], reason=reason)
 
 
 def predict_coreml(path: Path, spec: ModelSpec, batch: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ cosine) and the max difference relative to the largest reference value.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,9 +42,6 @@ class ParityReport:
         return (f"{self.label}: {self.images} images, max abs diff {self.max_abs_diff:.3g}, "
                 f"max rel diff {self.max_rel_diff:.3g}, min cosine {self.min_cosine:.6f}, "
                 f"min centred cosine {self.min_centered_cosine:.6f}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,6 @@ class QuantReport:
                 f"min {self.min_cosine:.4f}, top-{self.topk} neighbour agreement "
                 f"{self.topk_agreement:.3f}; speed {self.fp32_images_per_s:.1f} -> "
                 f"{self.int8_images_per_s:.1f} images/s on CPU")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Batches:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -117,9 +116,6 @@ class Embedder:
         if self.spec.normalized:
             return out
         return l2_normalize(out)
-
-    def describe(self) -> dict[str, Any]:
-        return {"model": str(self.path), "provider": self.provider, "spec": self.spec.to_dict()}
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
