@@ -233,6 +233,7 @@ def _stack_vectors(scanned: list[_Scanned], dim: int) -> np.ndarray:
         if item.vector is not None:
             item.vector_row = len(rows)
             rows.append(item.vector)
+            item.vector = None  # the matrix holds it now: let the per-batch arrays go
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
