@@ -102,6 +102,25 @@ def progress_bar(ctx: click.Context, label: str, total: int) -> Any:
                 file=sys.stderr, leave=False)
 
 
+class ProgressBars:
+    """A progress reporter for the library (label, total) -> advance; closes its bars on exit."""
+
+    def __init__(self, ctx: click.Context):
+        self.ctx = ctx
+        self.bars: list[Any] = []
+
+    def __call__(self, label: str, total: int) -> Callable[[int], None]:
+        self.bars.append(progress_bar(self.ctx, label, total))
+        return self.bars[-1].update
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
 @main.command("embed")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -116,11 +135,10 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
     Example: refinery embed photos/ --out vectors.npz
     """
     from refinery.runner.embed import embed_folder, save_npz
-    from refinery.scan import find_images
 
     embedder = make_embedder(settings(config_path, assignments, model, device, batch_size))
-    with progress_bar(ctx, "embedding", len(find_images(folder))) as bar:
-        result = embed_folder(folder, embedder, progress=bar.update)
+    with ProgressBars(ctx) as bars:
+        result = embed_folder(folder, embedder, progress=bars)
     save_npz(result, out)
     log.info("wrote %s: %d vectors of %d-d; %d files unreadable",
              out, len(result.paths), result.vectors.shape[1], len(result.errors))
@@ -221,17 +239,10 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
         cfg = apply_overrides(cfg, ["run.cache=false"])
     embedder = make_embedder(cfg)
     cache = open_cache(cfg, embedder, folder)
-    bars: list[Any] = []
-
-    def progress(label: str, total: int) -> Callable[[int], None]:
-        bars.append(progress_bar(ctx, label, total))
-        return bars[-1].update
-
     try:
-        result = run_dedup(folder, cfg, embedder, progress, cache)
+        with ProgressBars(ctx) as bars:
+            result = run_dedup(folder, cfg, embedder, bars, cache)
     finally:
-        for bar in bars:
-            bar.close()
         if cache:
             cache.close()
     if report:

@@ -98,9 +98,13 @@ def normalized_thumb(thumb: bytes) -> np.ndarray:
 def thumb_correlation(a: bytes, b: bytes) -> float:
     """Pearson correlation of two gray thumbnails: ~1 for the same picture (even re-encoded,
     resized, recoloured or blurred), lower once an object differs. Flat thumbnails: 1 if equal."""
-    x, y = normalized_thumb(a), normalized_thumb(b)
-    if not x.any() or not y.any():
-        return float(a == b)
+    return normalized_correlation(normalized_thumb(a), normalized_thumb(b), a == b)
+
+
+def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> float:
+    """thumb_correlation from thumbnails already passed through normalized_thumb."""
+    if not x.any() or not y.any():  # a flat thumbnail has no shape to correlate: equal or not
+        return float(same_bytes)
     return float(x @ y)
 
 

@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -21,16 +20,16 @@ from refinery import exact, hashing, quality, semantic
 from refinery.cache import FeatureCache
 from refinery.config import Config
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input, normalized_thumb
+from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumb
 from refinery.groups import choose_keeper, star_groups
 from refinery.images import decode_rgb, read_bytes
+from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
 
 log = logging.getLogger(__name__)
 
 STAGES = ("quality", "exact", "near", "semantic")
-Progress = Callable[[str, int], Callable[[int], None]]  # (stage label, total) -> advance(n)
 
 
 @dataclass
@@ -112,10 +111,8 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
     scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
     vectors = _stack_vectors(scanned, embedder.spec.output_dim)
     decisions, splits = _decide(scanned, vectors, cfg, stages)
-    result = DedupResult(root, decisions, stages, time.perf_counter() - start,
-                         embedder.provider, embedder.path.name, chain_splits=splits)
-    result.cached = sum(s.cached for s in scanned)
-    return result
+    return DedupResult(root, decisions, stages, time.perf_counter() - start, embedder.provider,
+                       embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned))
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -313,9 +310,7 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
         for k in (i, j):
             if k not in thumbs:
                 thumbs[k] = normalized_thumb(features[k].thumb)
-        if not thumbs[i].any() or not thumbs[j].any():  # flat pictures: equal or not
-            return float(features[i].thumb == features[j].thumb)
-        return float(thumbs[i] @ thumbs[j])
+        return normalized_correlation(thumbs[i], thumbs[j], features[i].thumb == features[j].thumb)
 
     def near_copy(i: int, keeper: int) -> bool:
         dp, dd = hash_distances(i, keeper)

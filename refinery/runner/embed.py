@@ -17,6 +17,9 @@ from refinery.scan import find_images
 
 log = logging.getLogger(__name__)
 
+# A progress reporter: called with (label, total) once, returns a function advanced by n.
+Progress = Callable[[str, int], Callable[[int], None]]
+
 
 @dataclass
 class EmbedResult:
@@ -27,14 +30,14 @@ class EmbedResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def embed_folder(root: Path, embedder: Embedder,
-                 progress: Callable[[int], None] | None = None) -> EmbedResult:
+def embed_folder(root: Path, embedder: Embedder, progress: Progress | None = None) -> EmbedResult:
     """Embed every image under `root`; unreadable files are logged and skipped.
 
     Paths in the result are relative to `root`, in sorted order.
     """
     root = Path(root)
     files = find_images(root)
+    advance = progress("embedding", len(files)) if progress else (lambda n: None)
     paths: list[str] = []
     chunks: list[np.ndarray] = []
     errors: dict[str, str] = {}
@@ -50,8 +53,7 @@ def embed_folder(root: Path, embedder: Embedder,
                 errors[rel] = e.reason
         if inputs:
             chunks.append(embedder.embed(np.stack(inputs)))
-        if progress:
-            progress(len(group))
+        advance(len(group))
     dim = embedder.spec.output_dim
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     return EmbedResult(paths, vectors.astype(np.float32), errors)
