@@ -16,7 +16,7 @@ PINNED = Path(__file__).parent / "data" / "pinned_decisions.json"
 
 
 def make_folder(root: Path) -> None:
-    """Twelve pictures and their copies: exact, resized, re-encoded, next frame, dark, blurred."""
+    """Sixteen pictures and their copies: exact, resized, re-encoded, next frame, dark, blurred."""
     from PIL import Image, ImageFilter
 
     from conftest import draw_picture, next_frame
@@ -38,6 +38,19 @@ def make_folder(root: Path) -> None:
             im.filter(ImageFilter.GaussianBlur(6)).save(root / f"p{seed}_blur.png")
         else:
             im.save(root / f"p{seed}_q20.jpg", quality=20)
+    # Camera-sized JPEGs: the decoder reduces these before the stages see them.
+    for seed in range(40, 44):
+        im = draw_picture(seed, (1024, 768))
+        im.save(root / f"big{seed}.jpg", quality=90)
+        kind = seed % 4
+        if kind == 0:
+            im.resize((512, 384)).save(root / f"big{seed}_small.jpg", quality=85)
+        elif kind == 1:
+            next_frame(im).save(root / f"big{seed}_next.jpg", quality=90)
+        elif kind == 2:
+            im.filter(ImageFilter.GaussianBlur(8)).save(root / f"big{seed}_blur.jpg", quality=90)
+        else:
+            im.save(root / f"big{seed}.png")
 
 
 def decisions(root: Path, report: Path) -> dict[str, list]:
