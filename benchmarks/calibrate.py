@@ -44,7 +44,7 @@ def main() -> None:
     embedder = Embedder(args.model, device="cpu")
     feats, inputs = [], []
     for name in names:
-        f, image = extract(args.corpus / "images" / name, name)
+        f, image = extract(args.corpus / "images" / name, name, embedder.spec)
         feats.append(f)
         inputs.append(model_input(image, embedder.spec))
     vectors = embedder.embed(np.stack(inputs))

@@ -43,7 +43,7 @@ REFERENCE_IMAGES_PER_S = 42.0  # spec.md: 116,298 images in ~46 minutes on a Mac
 
 def _prepare(path: str, spec: ModelSpec) -> int:
     """Everything the feature pass does for one file, bar the model."""
-    _, image = extract(Path(path), Path(path).name)
+    _, image = extract(Path(path), Path(path).name, spec)
     return int(model_input(image, spec).size > 0)
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery.features import Features
+from refinery.features import FEATURES_VERSION, Features
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the table's layout
 
 
 def default_cache_dir() -> Path:
@@ -32,7 +32,8 @@ class FeatureCache:
     def __init__(self, cache_dir: Path, model_sha256: str, root: Path):
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self.path = cache_dir / f"{model_sha256[:16]}-v{SCHEMA_VERSION}.sqlite"
+        # Features computed another way (an older refinery) live in another file, never mixed in.
+        self.path = cache_dir / f"{model_sha256[:16]}-v{SCHEMA_VERSION}-f{FEATURES_VERSION}.sqlite"
         self.folder = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
         self.db = sqlite3.connect(self.path)
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -33,10 +33,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    # Variance of the Laplacian (gray, longer side 512 px) below which a picture has no
+    # Variance of the Laplacian (gray, longer side 320 px) below which a picture has no
     # edges left. Low on purpose: smooth but sharp scenes (sky, walls) score low too; blurred
     # copies of a picture are removed by the keep rule of the duplicate stages anyway.
-    min_sharpness: float = 1.5
+    min_sharpness: float = 3.0
     min_brightness: float = 22.0  # mean gray level below which a frame is too dark to use
     max_brightness: float = 222.0  # mean gray level above which it is burnt out
 
@@ -62,7 +62,7 @@ class SemanticConfig:
 @dataclass(frozen=True)
 class KeepConfig:
     # Keepers must be at least this sharp (Laplacian variance) when a group offers one that is.
-    min_sharpness: float = 10.0
+    min_sharpness: float = 20.0
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from refinery.images import JPEG_QUANTISER, decode_rgb, read_bytes, to_input
+from refinery.images import WORK_SIZE, Decoded, decode_for_stages, read_bytes, to_input
 from refinery.spec import ModelSpec
 
-WORK_SIZE = 512  # quality and edges are measured with the longer side scaled to this many pixels
 THUMB = 16  # side of the gray thumbnail kept per picture
+# Bump when a feature is computed differently (decode size, WORK_SIZE, a formula): cached
+# features of another version are not reused.
+FEATURES_VERSION = 2
 
 
 @dataclass
@@ -112,26 +114,27 @@ def _pack(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 
 
-def measure(rel: str, data: bytes, sha256: str, image: Image.Image) -> Features:
+def measure(rel: str, data: bytes, sha256: str, decoded: Decoded) -> Features:
     """Every feature of a picture decoded from `data`."""
-    gray = gray_work(image)
+    gray = gray_work(decoded.image)
     edges = cv2.Canny(gray, 100, 200)
     return Features(
         path=rel, file_size=len(data), sha256=sha256,
-        width=image.width, height=image.height,
+        width=decoded.width, height=decoded.height,
         sharpness=laplacian_variance(gray),
         brightness=float(gray.mean()),
         edge_density=float(np.count_nonzero(edges)) / edges.size,
         dhash=dhash(gray), phash=phash(gray),
         thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes(),
-        compression=float(image.info.get(JPEG_QUANTISER, 0.0)))
+        compression=decoded.quantiser)
 
 
-def extract(path: Path, rel: str) -> tuple[Features, Image.Image]:
-    """Read and decode `path` once; return its features and the decoded picture."""
+def extract(path: Path, rel: str, spec: ModelSpec) -> tuple[Features, Image.Image]:
+    """Read and decode `path` once; return its features and the picture as decoded for the
+    stages and `spec`'s model."""
     data = read_bytes(path)
-    image = decode_rgb(data, path)
-    return measure(rel, data, hashlib.sha256(data).hexdigest(), image), image
+    decoded = decode_for_stages(data, path, spec)
+    return measure(rel, data, hashlib.sha256(data).hexdigest(), decoded), decoded.image
 
 
 def model_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:

@@ -22,7 +22,7 @@ from refinery.config import Config
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumb
 from refinery.groups import choose_keeper, star_groups
-from refinery.images import decode_rgb, read_bytes
+from refinery.images import decode_for_stages, read_bytes
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
@@ -139,15 +139,15 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
                     item.copy_of = sha
                     return item, None
                 claimed.add(sha)
-            image = decode_rgb(data, path)
-            item.features = measure(item.rel, data, sha, image)
+            decoded = decode_for_stages(data, path, embedder.spec)
+            item.features = measure(item.rel, data, sha, decoded)
         except UnreadableImage as e:
             item.error = e.reason
             return item, None
         item.quality_reason = quality.judge(item.features, cfg.quality)
         if item.quality_reason:
             return item, None
-        return item, model_input(image, embedder.spec)
+        return item, model_input(decoded.image, embedder.spec)
 
     def from_cache(item: _Scanned) -> bool:
         """Fill `item` from the cache if the file is unchanged and nothing is missing."""

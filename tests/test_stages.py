@@ -19,6 +19,9 @@ from refinery.hashing import near_pairs
 from refinery.quality import judge
 from refinery.scan import find_images
 from refinery.semantic import similar_pairs
+from refinery.spec import ModelSpec
+
+SPEC = ModelSpec.load(Path(__file__).parent.parent / "models" / "default.json")
 
 
 def features(path: str = "x.jpg", **kw: object) -> Features:
@@ -43,9 +46,9 @@ def test_quality_reasons_name_the_score(kw: dict, word: str | None) -> None:
 
 def test_quality_scores_from_real_pictures(tmp_path: Path) -> None:
     sharp = draw_picture(1, (320, 240))
-    f_sharp, _ = extract(save(sharp, tmp_path / "s.png"), "s.png")
-    f_blur, _ = extract(save(sharp.filter(ImageFilter.GaussianBlur(10)), tmp_path / "b.png"), "b.png")
-    f_dark, _ = extract(save(Image.eval(sharp, lambda v: v // 20), tmp_path / "d.png"), "d.png")
+    f_sharp, _ = extract(save(sharp, tmp_path / "s.png"), "s.png", SPEC)
+    f_blur, _ = extract(save(sharp.filter(ImageFilter.GaussianBlur(10)), tmp_path / "b.png"), "b.png", SPEC)
+    f_dark, _ = extract(save(Image.eval(sharp, lambda v: v // 20), tmp_path / "d.png"), "d.png", SPEC)
     assert f_blur.sharpness < f_sharp.sharpness / 10
     assert f_blur.edge_density < f_sharp.edge_density
     assert judge(f_dark, QualityConfig()) and judge(f_sharp, QualityConfig()) is None
@@ -53,9 +56,9 @@ def test_quality_scores_from_real_pictures(tmp_path: Path) -> None:
 
 def test_hashes_and_thumbnails_survive_resizing_and_reencoding(tmp_path: Path) -> None:
     im = draw_picture(2, (320, 240))
-    a, _ = extract(save(im, tmp_path / "a.png"), "a.png")
-    b, _ = extract(save(im.resize((160, 120)), tmp_path / "b.jpg", quality=40), "b.jpg")
-    c, _ = extract(save(draw_picture(3, (320, 240)), tmp_path / "c.png"), "c.png")
+    a, _ = extract(save(im, tmp_path / "a.png"), "a.png", SPEC)
+    b, _ = extract(save(im.resize((160, 120)), tmp_path / "b.jpg", quality=40), "b.jpg", SPEC)
+    c, _ = extract(save(draw_picture(3, (320, 240)), tmp_path / "c.png"), "c.png", SPEC)
     assert bin(a.phash ^ b.phash).count("1") <= 4 and bin(a.dhash ^ b.dhash).count("1") <= 6
     assert thumb_correlation(a.thumb, b.thumb) > 0.99
     assert thumb_correlation(a.thumb, c.thumb) < 0.9
