@@ -9,6 +9,8 @@ records; they never open a file again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +56,18 @@ class Features:
         d = asdict(self)
         d["thumb"] = self.thumb.hex()
         return d
+
+
+@contextmanager
+def opencv_single_threaded() -> Iterator[None]:
+    """OpenCV without its own thread pool for the block: refinery's workers already keep every
+    core busy with one picture each, and OpenCV's threads would only fight them."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def gray_work(image: Image.Image) -> np.ndarray:

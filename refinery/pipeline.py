@@ -8,21 +8,20 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from refinery import exact, hashing, quality, semantic
+from refinery import features as feats
 from refinery.cache import FeatureCache
 from refinery.config import Config
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumb
 from refinery.groups import choose_keeper, star_groups
 from refinery.images import decode_for_stages, read_bytes
+from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
@@ -67,6 +66,7 @@ class DedupResult:
     model: str
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
     cached: int = 0  # files taken from the cache, not read again
+    workers: int = 1  # threads that read and embedded
 
     def summary(self) -> dict:
         counts = {d: sum(f.decision == d for f in self.files) for d in ("keep", "remove", "error")}
@@ -79,6 +79,7 @@ class DedupResult:
             "model": self.model, "provider": self.provider,
             "chain_splits": self.chain_splits,
             "cached": self.cached,
+            "workers": self.workers,
         }
 
 
@@ -107,12 +108,16 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
     start = time.perf_counter()
     root = Path(root)
     paths = find_images(root)
-    stages = {name: StageStats(name) for name in ("features", "embed", *STAGES)}
-    scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
+    # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
+    # time spent on each inside it (they overlap on several threads).
+    stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
+    with feats.opencv_single_threaded():
+        scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
     vectors = _stack_vectors(scanned, embedder.spec.output_dim)
     decisions, splits = _decide(scanned, vectors, cfg, stages)
     return DedupResult(root, decisions, stages, time.perf_counter() - start, embedder.provider,
-                       embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned))
+                       embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
+                       workers=cfg.run.workers or cpu_count())
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -125,29 +130,43 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
                   progress: Progress | None, cache: FeatureCache | None) -> list[_Scanned]:
-    """Read, hash, decode, measure and embed every file once (or take it from the cache),
-    decoding on worker threads while this thread runs the model on full batches."""
-    claimed: set[str] = set()
+    """Read, hash, decode, measure and embed every file once (or take it from the cache).
+
+    Files go to worker threads in chunks of one model batch; each worker decodes its chunk
+    and runs the model on it. On the CPU each run uses one core (see make_embedder), so the
+    cores are never handed work across threads and decoding never waits for the model.
+    """
+    claimed: set[str] = set()  # sha256 of every file decoded (or cached) so far
     lock = threading.Lock()
 
-    def work(path: Path, item: _Scanned) -> tuple[_Scanned, np.ndarray | None]:
+    def prepare(path: Path, item: _Scanned) -> np.ndarray | None:
+        """Fill `item`'s features; return its model input, or None if it needs no vector."""
         try:
             data = read_bytes(path)
             sha = hashlib.sha256(data).hexdigest()
             with lock:
                 if sha in claimed:  # an exact copy: costs a hash, not a decode
                     item.copy_of = sha
-                    return item, None
+                    return None
                 claimed.add(sha)
             decoded = decode_for_stages(data, path, embedder.spec)
             item.features = measure(item.rel, data, sha, decoded)
         except UnreadableImage as e:
             item.error = e.reason
-            return item, None
+            return None
         item.quality_reason = quality.judge(item.features, cfg.quality)
-        if item.quality_reason:
-            return item, None
-        return item, model_input(decoded.image, embedder.spec)
+        return None if item.quality_reason else model_input(decoded.image, embedder.spec)
+
+    def run_chunk(chunk: list[tuple[Path, _Scanned]]) -> tuple[list[_Scanned], float, float]:
+        """Features and vectors for one chunk; (items, seconds decoding, seconds in the model)."""
+        t0 = time.perf_counter()
+        ready = [(item, tensor) for path, item in chunk if (tensor := prepare(path, item)) is not None]
+        t1 = time.perf_counter()
+        if ready:
+            vectors = embedder.embed(np.stack([tensor for _, tensor in ready]))
+            for (item, _), vector in zip(ready, vectors, strict=True):
+                item.vector = vector
+        return [item for _, item in chunk], t1 - t0, time.perf_counter() - t1
 
     def from_cache(item: _Scanned) -> bool:
         """Fill `item` from the cache if the file is unchanged and nothing is missing."""
@@ -159,61 +178,32 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         if reason is None and vector is None:  # passes now, was never embedded: compute it
             return False
         item.features, item.quality_reason, item.vector, item.cached = features, reason, vector, True
-        with lock:
-            claimed.add(features.sha256)
+        claimed.add(features.sha256)
         return True
-
-    def submit(path: Path) -> Future:
-        item = _Scanned(path.relative_to(root).as_posix(), stat=_stat(path))
-        if from_cache(item):
-            done: Future = Future()
-            done.set_result((item, None))
-            return done
-        return pool.submit(work, path, item)
-
-    advance = progress("reading", len(paths)) if progress else (lambda n: None)
-    scanned: list[_Scanned] = []
-    batch: list[tuple[_Scanned, np.ndarray]] = []
 
     def remember(item: _Scanned) -> None:
         if cache and item.stat and item.features and not item.cached:
             cache.put(item.rel, *item.stat, item.features, item.vector)
 
-    def flush() -> None:
-        t = time.perf_counter()
-        out = embedder.embed(np.stack([tensor for _, tensor in batch]))
-        stages["embed"].seconds += time.perf_counter() - t
-        for (item, _), vector in zip(batch, out, strict=True):
-            item.vector = vector
-            remember(item)
-        batch.clear()
-        if cache:
-            cache.commit()
-
-    t0 = time.perf_counter()
-    # Decoding runs ahead on the pool while this thread runs the model; at most `ahead`
-    # decoded pictures wait in memory.
-    ahead = max(64, 4 * embedder.batch_size)
-    with ThreadPoolExecutor(max_workers=cfg.run.workers or None) as pool:
-        todo = iter(paths)
-        pending: deque[Future] = deque(submit(path) for path in islice(todo, ahead))
-        while pending:
-            item, tensor = pending.popleft().result()
-            for path in islice(todo, 1):
-                pending.append(submit(path))
+    advance = progress("reading", len(paths)) if progress else (lambda n: None)
+    scanned = [_Scanned(path.relative_to(root).as_posix(), stat=_stat(path)) for path in paths]
+    todo = [(path, item) for path, item in zip(paths, scanned, strict=True) if not from_cache(item)]
+    advance(len(paths) - len(todo))
+    workers = cfg.run.workers or cpu_count()
+    chunks = [todo[i:i + embedder.batch_size] for i in range(0, len(todo), embedder.batch_size)]
+    t = time.perf_counter()
+    for items, decoding, embedding in ordered_map(run_chunk, chunks, workers, ahead=2 * workers):
+        stages["features"].seconds += decoding
+        stages["embed"].seconds += embedding
+        for item in items:
             if item.error:
                 log.error("%s: %s", root / item.rel, item.error)
-            if tensor is not None:
-                batch.append((item, tensor))
-                if len(batch) == embedder.batch_size:
-                    flush()
-            elif not item.copy_of:
+            if not item.copy_of:  # a copy is remembered once it has its original's features
                 remember(item)
-            scanned.append(item)
-            advance(1)
-        if batch:
-            flush()
-    stages["features"].seconds = time.perf_counter() - t0 - stages["embed"].seconds
+        if cache:
+            cache.commit()
+        advance(len(items))
+    stages["pass"].seconds = time.perf_counter() - t
     _resolve_copies(scanned, root)
     if cache:
         for item in scanned:

@@ -12,6 +12,7 @@ import numpy as np
 from refinery.errors import UnreadableImage
 from refinery.fileio import atomic_path
 from refinery.images import batches, load_input
+from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
 
@@ -30,33 +31,42 @@ class EmbedResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def embed_folder(root: Path, embedder: Embedder, progress: Progress | None = None) -> EmbedResult:
+def embed_folder(root: Path, embedder: Embedder, progress: Progress | None = None, workers: int = 0) -> EmbedResult:
     """Embed every image under `root`; unreadable files are logged and skipped.
 
-    Paths in the result are relative to `root`, in sorted order.
+    Paths in the result are relative to `root`, in sorted order. Batches are decoded and
+    embedded on `workers` threads (0 = one per core).
     """
     root = Path(root)
     files = find_images(root)
     advance = progress("embedding", len(files)) if progress else (lambda n: None)
-    paths: list[str] = []
-    chunks: list[np.ndarray] = []
-    errors: dict[str, str] = {}
-    for group in batches(files, embedder.batch_size):
-        inputs = []
-        for path in group:
+
+    def embed_chunk(chunk: list[Path]) -> tuple[list[str], np.ndarray | None, dict[str, str]]:
+        rels, inputs, errors = [], [], {}
+        for path in chunk:
             rel = path.relative_to(root).as_posix()
             try:
                 inputs.append(load_input(path, embedder.spec))
-                paths.append(rel)
+                rels.append(rel)
             except UnreadableImage as e:
-                log.error("%s", e)
                 errors[rel] = e.reason
-        if inputs:
-            chunks.append(embedder.embed(np.stack(inputs)))
-        advance(len(group))
-    dim = embedder.spec.output_dim
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return EmbedResult(paths, vectors.astype(np.float32), errors)
+        return rels, (embedder.embed(np.stack(inputs)) if inputs else None), errors
+
+    workers = workers or cpu_count()
+    result = EmbedResult([], np.zeros((0, embedder.spec.output_dim), np.float32))
+    chunks: list[np.ndarray] = []
+    for rels, vectors, errors in ordered_map(embed_chunk, list(batches(files, embedder.batch_size)),
+                                             workers, ahead=2 * workers):
+        for rel, reason in errors.items():
+            log.error("%s: %s", root / rel, reason)
+        result.paths += rels
+        result.errors.update(errors)
+        if vectors is not None:
+            chunks.append(vectors)
+        advance(len(rels) + len(errors))
+    if chunks:
+        result.vectors = np.concatenate(chunks).astype(np.float32)
+    return result
 
 
 def save_npz(result: EmbedResult, out: Path) -> None:

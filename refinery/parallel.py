@@ -1,0 +1,39 @@
+"""Work spread over threads, results in order: the shape of every pass over a folder."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (a container's limit, not the host's core count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:
+    """`fn` over `items` on `workers` threads, yielding results in the order of `items`.
+
+    At most `ahead` items are in flight, which bounds memory on any size of input. If the
+    consumer stops (an error, Ctrl-C), work not yet started is cancelled.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        todo = iter(items)
+        pending: deque[Future[R]] = deque(pool.submit(fn, x) for x in islice(todo, max(1, ahead)))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, x) for x in islice(todo, 1))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
