@@ -89,16 +89,12 @@ def settings(config_path: Path | None, assignments: tuple[str, ...], model: str 
 
 
 def make_embedder(cfg: Any) -> Any:
-    from refinery.runner.providers import resolve_providers
     from refinery.runner.session import Embedder
 
     m = cfg.model
-    threads = m.threads
-    if not threads and resolve_providers(m.device)[0][0] == "CPUExecutionProvider":
-        # Every decode worker runs the model on its own batches, one core each: faster on
-        # shared cores than one run spread over all of them (measured in benchmarks/speed.py).
-        threads = 1
-    return Embedder(m.path, device=m.device, batch_size=m.batch_size, threads=threads)
+    # Every worker runs the model on its own batches with one thread: on shared CPU cores that
+    # beats one run spread over all of them (benchmarks/speed.py), and it suits GPUs as well.
+    return Embedder(m.path, device=m.device, batch_size=m.batch_size, threads=m.threads or 1)
 
 
 def progress_bar(ctx: click.Context, label: str, total: int) -> Any:
@@ -286,6 +282,8 @@ def open_cache(cfg: Any, embedder: Any, folder: Path) -> Any:
 
 def summary_table(result: Any) -> str:
     """Files per stage kept/removed, time per stage, images/s end to end."""
+    from refinery.pipeline import NOT_LOADED
+
     s = result.stages
     lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
     lines.append(f"{'read+embed':10s} {len(result.files):7d} {'':7s} {'':8s} {s['pass'].seconds:8.1f}")
@@ -293,11 +291,13 @@ def summary_table(result: Any) -> str:
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
     summary = result.summary()
+    where = "not loaded" if result.provider == NOT_LOADED else f"on {result.provider}"
     lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
                  f"{summary['error']} unreadable; {summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
-                 f"({result.model} on {result.provider}; {result.cached} from the cache)")
-    lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
-                 f"{s['embed'].seconds:.1f} s in the model (thread time)")
+                 f"({result.model} {where}; {result.cached} from the cache)")
+    if result.cached < len(result.files):
+        lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
+                     f"{s['embed'].seconds:.1f} s in the model (thread time)")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ class ModelConfig:
     path: str = "default"  # "default" = models/default.onnx, else a path to an .onnx file
     device: str = "auto"  # auto | cpu | cuda | coreml
     batch_size: int = 32
-    threads: int = 0  # onnxruntime intra-op threads; 0 = one per core
+    threads: int = 0  # onnxruntime threads per model run; 0 = 1 (each worker runs its own batches)
 
     def override(self, **flags: Any) -> ModelConfig:
         """A copy with every flag that was given (not None) put over the file's value."""
@@ -67,7 +67,7 @@ class KeepConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    workers: int = 0  # decoding threads; 0 = one per core
+    workers: int = 0  # threads that decode and run the model, a batch each; 0 = one per core
     cache: bool = True  # keep per-file features and vectors between runs
     cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
 

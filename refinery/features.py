@@ -102,23 +102,26 @@ def phash(gray: np.ndarray) -> int:
     return _pack(low > np.median(low.flat[1:]))
 
 
-def normalized_thumb(thumb: bytes) -> np.ndarray:
-    """A thumbnail as a zero-mean, unit-length vector: the dot product of two is their
-    Pearson correlation."""
-    x = np.frombuffer(thumb, np.uint8).astype(np.float64)
-    x -= x.mean()
-    norm = np.linalg.norm(x)
-    return x / norm if norm > 0 else x
+def normalized_thumbs(thumbs: list[bytes]) -> np.ndarray:
+    """Gray thumbnails as zero-mean, unit-length rows: the dot product of two rows is their
+    Pearson correlation. A flat thumbnail gives a zero row."""
+    if not thumbs:
+        return np.zeros((0, THUMB * THUMB))
+    x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 def thumb_correlation(a: bytes, b: bytes) -> float:
     """Pearson correlation of two gray thumbnails: ~1 for the same picture (even re-encoded,
     resized, recoloured or blurred), lower once an object differs. Flat thumbnails: 1 if equal."""
-    return normalized_correlation(normalized_thumb(a), normalized_thumb(b), a == b)
+    x, y = normalized_thumbs([a, b])
+    return normalized_correlation(x, y, a == b)
 
 
 def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> float:
-    """thumb_correlation from thumbnails already passed through normalized_thumb."""
+    """thumb_correlation from rows of normalized_thumbs."""
     if not x.any() or not y.any():  # a flat thumbnail has no shape to correlate: equal or not
         return float(same_bytes)
     return float(x @ y)

@@ -18,7 +18,7 @@ from refinery import features as feats
 from refinery.cache import FeatureCache
 from refinery.config import Config
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumb
+from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumbs
 from refinery.groups import choose_keeper, star_groups
 from refinery.images import decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map
@@ -29,6 +29,7 @@ from refinery.scan import find_images
 log = logging.getLogger(__name__)
 
 STAGES = ("quality", "exact", "near", "semantic")
+NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
 
 @dataclass
@@ -115,7 +116,8 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
         scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
     vectors = _stack_vectors(scanned, embedder.spec.output_dim)
     decisions, splits = _decide(scanned, vectors, cfg, stages)
-    return DedupResult(root, decisions, stages, time.perf_counter() - start, embedder.provider,
+    provider = embedder.provider if embedder.loaded else NOT_LOADED
+    return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
                        workers=cfg.run.workers or cpu_count())
 
@@ -189,6 +191,8 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
     scanned = [_Scanned(path.relative_to(root).as_posix(), stat=_stat(path)) for path in paths]
     todo = [(path, item) for path, item in zip(paths, scanned, strict=True) if not from_cache(item)]
     advance(len(paths) - len(todo))
+    if todo:
+        embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
     workers = cfg.run.workers or cpu_count()
     chunks = [todo[i:i + embedder.batch_size] for i in range(0, len(todo), embedder.batch_size)]
     t = time.perf_counter()
@@ -292,23 +296,24 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
 
     def hash_distances(i: int, j: int) -> tuple[int, int]:
         fi, fj = features[i], features[j]
-        return (bin(fi.phash ^ fj.phash).count("1"), bin(fi.dhash ^ fj.dhash).count("1"))
+        return (fi.phash ^ fj.phash).bit_count(), (fi.dhash ^ fj.dhash).bit_count()
 
-    thumbs: dict[int, np.ndarray] = {}
+    candidates = hashing.near_pairs(alive, features, near)
+    nodes = sorted({k for pair in candidates for k in pair})
+    thumbs = dict(zip(nodes, normalized_thumbs([features[k].thumb for k in nodes]), strict=True))
 
     def correlation(i: int, j: int) -> float:
-        for k in (i, j):
-            if k not in thumbs:
-                thumbs[k] = normalized_thumb(features[k].thumb)
         return normalized_correlation(thumbs[i], thumbs[j], features[i].thumb == features[j].thumb)
 
     def near_copy(i: int, keeper: int) -> bool:
         dp, dd = hash_distances(i, keeper)
         return (dp <= near.max_phash or dd <= near.max_dhash) and correlation(i, keeper) >= near.min_correlation
 
+    # Group only confirmed pairs: a rejected candidate (another object on the same background)
+    # must not join two groups. A keeper still removes only members confirmed against itself.
+    confirmed = [(i, j) for i, j in candidates if correlation(i, j) >= near.min_correlation]
     splits: dict[str, int] = {}
-    groups, splits["near"] = star_groups(hashing.near_pairs(alive, features, near), choose,
-                                         near_copy)
+    groups, splits["near"] = star_groups(confirmed, choose, near_copy)
     for g in groups:
         for i in g.subjects:
             dp, dd = hash_distances(i, g.keeper)

@@ -34,24 +34,29 @@ def sniff(head: bytes) -> str | None:
 def find_images(root: Path) -> list[Path]:
     """Every file under `root` that is an image by content or by suffix, sorted.
 
-    Hidden files and folders are skipped; symbolic links are not followed.
+    Hidden files and folders are skipped; symbolic links are not followed. Directory
+    entries carry their type, so a folder of plain files costs no stat call per file.
     """
-    root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
+    found: list[Path] = []
+    folders = [Path(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.is_symlink():
                 continue
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            if path.suffix.lower() in IMAGE_SUFFIXES or _looks_like_image(path):
-                found.append(path)
+            if entry.is_dir():
+                folders.append(folder / entry.name)
+            elif entry.is_file() and (os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
+                                      or _looks_like_image(entry.path)):
+                found.append(folder / entry.name)
     return sorted(found)
 
 
-def _looks_like_image(path: Path) -> bool:
+def _looks_like_image(path: str) -> bool:
     try:
         with open(path, "rb") as f:
             return sniff(f.read(16)) is not None

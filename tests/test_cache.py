@@ -62,3 +62,13 @@ def test_another_folder_does_not_share_entries(dup_folder: tuple[Path, dict], em
     other.mkdir()
     (other / "a.jpg").write_bytes((root / "a.jpg").read_bytes())
     assert run(other, embedder, tmp_path / "cache").cached == 0
+
+
+def test_features_of_another_version_are_not_reused(dup_folder: tuple[Path, dict], embedder: Embedder,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = dup_folder
+    run(root, embedder, tmp_path / "cache")
+    import refinery.cache
+
+    monkeypatch.setattr(refinery.cache, "FEATURES_VERSION", refinery.cache.FEATURES_VERSION + 1)
+    assert run(root, embedder, tmp_path / "cache").cached == 0

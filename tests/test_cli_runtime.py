@@ -86,3 +86,23 @@ def test_help_is_instant_and_lists_commands() -> None:
     assert proc.returncode == 0
     for command in ("embed", "export-model", "dedup", "undo", "config"):
         assert command in proc.stdout
+
+
+def test_fully_cached_run_never_loads_the_model(image_dir: Path, tmp_path: Path) -> None:
+    """A second dedup of an unchanged folder takes every vector from the cache: no session,
+    not even an onnxruntime import (a fifth of a warm run's time)."""
+    args = ["dedup", str(image_dir), "--report", str(tmp_path / "r.json"), "--device", "cpu"]
+    script = textwrap.dedent(f'''
+        import sys
+        from refinery.cli import main
+        try:
+            main({args!r}, standalone_mode=False)
+        finally:
+            print("ORT_LOADED=" + str("onnxruntime" in sys.modules))
+    ''')
+    env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env)
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env)
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert "ORT_LOADED=True" in first.stdout
+    assert "ORT_LOADED=False" in second.stdout and "8 from the cache" in second.stdout

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +46,10 @@ def read_spec(model_path: Path, metadata: dict[str, str] | None = None) -> Model
 class Embedder:
     """An onnxruntime session around one exported model.
 
+    The session opens on first use (or `load()`): a run that finds every vector in the cache
+    never imports onnxruntime. The spec comes from the JSON sidecar when there is one, else
+    from the model's metadata; when both exist they must agree.
+
     Example:
         >>> emb = Embedder("models/default.onnx", device="cpu")
         >>> vectors = emb.embed(batch)   # float32 (N, output_dim), L2-normalised
@@ -52,38 +58,72 @@ class Embedder:
     def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto",
                  providers: ProviderList | None = None, threads: int = 0,
                  batch_size: int = 32, fixed_batch: bool | None = None):
-        import onnxruntime as ort
-
         self.path = resolve_model_path(model)
         self.batch_size = batch_size
-        asked = providers if providers is not None else resolve_providers(device)
+        self._device, self._asked, self._threads, self._fixed_batch = device, providers, threads, fixed_batch
+        self._session: Any = None
+        self._lock = threading.Lock()
+        sidecar = self.path.with_suffix(".json")
+        self.spec = ModelSpec.load(sidecar) if sidecar.is_file() else self.load().spec
+        self.input_name, self.output_name = self.spec.input_name, self.spec.output_name
+
+    def load(self) -> Embedder:
+        """Open the onnxruntime session now (once; later calls do nothing)."""
+        with self._lock:
+            if self._session is None:
+                self._open()
+        return self
+
+    def _open(self) -> None:
+        import onnxruntime as ort
+
+        asked = self._asked if self._asked is not None else resolve_providers(self._device)
         # CoreML takes only nodes with static input shapes (RequireStaticInputShapes), so the
         # symbolic batch dimension is pinned to batch_size and short batches are padded.
+        fixed_batch = self._fixed_batch
         if fixed_batch is None:
             fixed_batch = asked[0][0] == "CoreMLExecutionProvider"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self._threads
         options.log_severity_level = 3  # errors only: onnxruntime's warnings are not ours to print
         if fixed_batch:
-            options.add_free_dimension_override_by_name(BATCH_DIM, batch_size)
+            options.add_free_dimension_override_by_name(BATCH_DIM, self.batch_size)
         try:
-            self.session = ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(self.path), sess_options=options,
                 providers=[name for name, _ in asked], provider_options=[opts for _, opts in asked])
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from e
-        self.spec = read_spec(self.path, self.session.get_modelmeta().custom_metadata_map)
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
+        metadata = session.get_modelmeta().custom_metadata_map
+        spec = read_spec(self.path, metadata)
+        if hasattr(self, "spec") and spec != self.spec:
+            raise ModelError(f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe "
+                             "different models; export it again with `refinery export-model`")
+        self.spec = spec
+        inputs = session.get_inputs()
         batch_dim = inputs[0].shape[0]
-        self.static_batch = isinstance(batch_dim, int)  # pinned above, or exported so
-        if self.static_batch:
+        self._static_batch = isinstance(batch_dim, int)  # pinned above, or exported so
+        if self._static_batch:
             self.batch_size = batch_dim
         self._input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
-        log.info("model %s (%s, %s, %d-d) on %s", self.path.name, self.spec.name,
-                 self.spec.precision, self.spec.output_dim, self.provider)
+        self._session = session
+        log.info("model %s (%s, %s, %d-d) on %s", self.path.name, spec.name, spec.precision,
+                 spec.output_dim, session.get_providers()[0])
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime InferenceSession (opened if it was not yet)."""
+        return self.load()._session
+
+    @property
+    def static_batch(self) -> bool:
+        """Does the session take exactly batch_size images per run (short batches padded)?"""
+        return bool(self.load()._static_batch)
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
 
     @property
     def provider(self) -> str:
@@ -102,12 +142,13 @@ class Embedder:
                                for i in range(0, len(batch), self.batch_size)])
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        session = self.session
         n = len(chunk)
         if self.static_batch and n < self.batch_size:
             pad = np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         feed = {self.input_name: chunk.astype(self._input_dtype, copy=False)}
-        out = self.session.run([self.output_name], feed)[0]
+        out = session.run([self.output_name], feed)[0]
         return np.asarray(out[:n], dtype=np.float32)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
