@@ -27,7 +27,7 @@ THUMB = 16  # side of the gray thumbnail kept per picture
 FEATURES_VERSION = 2
 
 
-@dataclass
+@dataclass(slots=True)  # slots: no per-object dict, a third less memory per file
 class Features:
     """What refinery knows about one readable image file."""
 

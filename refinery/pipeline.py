@@ -25,6 +25,7 @@ from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import find_images
+from refinery.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ STAGES = ("quality", "exact", "near", "semantic")
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
 
-@dataclass
+@dataclass(slots=True)
 class FileDecision:
     """One line of the report: what happened to one file, and why."""
 
@@ -84,7 +85,7 @@ class DedupResult:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Scanned:
     """What the feature pass knows of one file."""
 
@@ -93,8 +94,8 @@ class _Scanned:
     error: str = ""
     copy_of: str | None = None  # sha256 already claimed by another file: not decoded again
     quality_reason: str | None = None
-    vector: np.ndarray | None = None
-    vector_row: int = -1
+    vector: np.ndarray | None = None  # float32, only until it is written to the run's VectorStore
+    vector_row: int = -1  # its row in the VectorStore
     stat: tuple[int, int] | None = None  # (size, mtime_ns): the cache key
     cached: bool = False
 
@@ -112,14 +113,22 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
-    with feats.opencv_single_threaded():
-        scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache)
-    vectors = _stack_vectors(scanned, embedder.spec.output_dim)
-    decisions, splits = _decide(scanned, vectors, cfg, stages)
+    with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
+        with feats.opencv_single_threaded():
+            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store)
+        del paths  # from here on, memory per file is what the stages need
+        decisions, splits = _decide(scanned, store, cfg, stages)
     provider = embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
                        workers=cfg.run.workers or cpu_count())
+
+
+def scratch_dir(cfg: Config) -> Path:
+    """Where a run keeps its temporary files (the vectors): beside the cache, on disk."""
+    from refinery.cache import default_cache_dir
+
+    return Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir().parent
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -131,7 +140,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
-                  progress: Progress | None, cache: FeatureCache | None) -> list[_Scanned]:
+                  progress: Progress | None, cache: FeatureCache | None, store: VectorStore) -> list[_Scanned]:
     """Read, hash, decode, measure and embed every file once (or take it from the cache).
 
     Files go to worker threads in chunks of one model batch; each worker decodes its chunk
@@ -187,9 +196,18 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         if cache and item.stat and item.features and not item.cached:
             cache.put(item.rel, *item.stat, item.features, item.vector)
 
+    def store_vectors(items: list[_Scanned]) -> None:
+        """Move the items' vectors to the store: memory keeps only their row numbers."""
+        with_vectors = [item for item in items if item.vector is not None]
+        if with_vectors:
+            rows = store.append(np.stack([item.vector for item in with_vectors]))  # type: ignore[misc]
+            for item, row in zip(with_vectors, rows, strict=True):
+                item.vector_row, item.vector = row, None
+
     advance = progress("reading", len(paths)) if progress else (lambda n: None)
     scanned = [_Scanned(path.relative_to(root).as_posix(), stat=_stat(path)) for path in paths]
     todo = [(path, item) for path, item in zip(paths, scanned, strict=True) if not from_cache(item)]
+    store_vectors([item for item in scanned if item.cached])
     advance(len(paths) - len(todo))
     if todo:
         embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
@@ -204,6 +222,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
                 log.error("%s: %s", root / item.rel, item.error)
             if not item.copy_of:  # a copy is remembered once it has its original's features
                 remember(item)
+        store_vectors(items)
         if cache:
             cache.commit()
         advance(len(items))
@@ -212,20 +231,11 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
     if cache:
         for item in scanned:
             if item.copy_of and item.features:
+                item.vector = store.rows([item.vector_row])[0] if item.vector_row >= 0 else None
                 remember(item)
+                item.vector = None
         cache.commit()
     return scanned
-
-
-def _stack_vectors(scanned: list[_Scanned], dim: int) -> np.ndarray:
-    """All vectors as one matrix; each item learns its row."""
-    rows: list[np.ndarray] = []
-    for item in scanned:
-        if item.vector is not None:
-            item.vector_row = len(rows)
-            rows.append(item.vector)
-            item.vector = None  # the matrix holds it now: let the per-batch arrays go
-    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
 def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
@@ -241,10 +251,10 @@ def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
             continue
         s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
         s.quality_reason = original.quality_reason
-        s.vector = original.vector
+        s.vector_row = original.vector_row
 
 
-def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
+def _decide(scanned: list[_Scanned], store: VectorStore, cfg: Config,
             stages: dict[str, StageStats]) -> tuple[list[FileDecision], dict[str, int]]:
     features: list[Features] = [s.features for s in scanned]  # type: ignore[misc]  # None only on error
     decisions = [FileDecision(s.rel, "error", reason=s.error) if s.error
@@ -280,11 +290,9 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     alive = [i for i in alive if decisions[i].decision == "keep"]
     stages["exact"].seconds = time.perf_counter() - t
 
-    def vector(i: int) -> np.ndarray:
-        return vectors[scanned[i].vector_row]
-
     def cosine(i: int, j: int) -> float:
-        return float(vector(i) @ vector(j))
+        a, b = store.rows([scanned[i].vector_row, scanned[j].vector_row])
+        return float(a @ b)
 
     def choose(members: list[int]) -> int:
         return choose_keeper(members, features, min_sharp)
@@ -328,8 +336,9 @@ def _decide(scanned: list[_Scanned], vectors: np.ndarray, cfg: Config,
     t = time.perf_counter()
     stages["semantic"].seen = len(alive)
     threshold = cfg.semantic.threshold
-    rows = vectors[[scanned[i].vector_row for i in alive]] if alive else vectors[:0]
-    pairs = [(alive[a], alive[b]) for a, b, _ in semantic.similar_pairs(rows, threshold)]
+    rows = np.array([scanned[i].vector_row for i in alive], np.int64)
+    found = semantic.similar_pairs(lambda start, stop: store.rows(rows[start:stop]), threshold, count=len(rows))
+    pairs = [(alive[a], alive[b]) for a, b, _ in found]
     guard = cfg.semantic.chain_guard
     groups, splits["semantic"] = star_groups(
         pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
