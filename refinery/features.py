@@ -106,8 +106,8 @@ def normalized_thumbs(thumbs: list[bytes]) -> np.ndarray:
     """Gray thumbnails as zero-mean, unit-length rows: the dot product of two rows is their
     Pearson correlation. A flat thumbnail gives a zero row."""
     if not thumbs:
-        return np.zeros((0, THUMB * THUMB))
-    x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float64)
+        return np.zeros((0, THUMB * THUMB), np.float32)
+    x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float32)
     x -= x.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)

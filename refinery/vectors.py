@@ -51,13 +51,12 @@ class VectorStore:
         starts = np.flatnonzero(np.diff(ordered, prepend=ordered[0] - 2) > 1)  # gaps start a new read
         for a, b in zip(starts, [*starts[1:], len(ordered)], strict=True):
             first, n = int(ordered[a]), int(ordered[b - 1] - ordered[a] + 1)
-            block = self._read(first, n)
-            out[order[a:b]] = block[ordered[a:b] - first]
+            out[order[a:b]] = self._read(first, n)[ordered[a:b] - first]  # float16 -> float32 here
         return out
 
     def _read(self, first: int, n: int) -> np.ndarray:
         data = os.pread(self._file.fileno(), n * self._row_bytes, first * self._row_bytes)
-        return np.frombuffer(data, STORE_DTYPE).reshape(n, self.dim).astype(np.float32)
+        return np.frombuffer(data, STORE_DTYPE).reshape(n, self.dim)
 
     def close(self) -> None:
         self._file.close()

@@ -20,6 +20,7 @@ from refinery.quality import judge
 from refinery.scan import find_images
 from refinery.semantic import similar_pairs
 from refinery.spec import ModelSpec
+from refinery.vectors import VectorStore
 
 SPEC = ModelSpec.load(Path(__file__).parent.parent / "models" / "default.json")
 
@@ -89,6 +90,21 @@ def test_similar_pairs_uses_the_threshold() -> None:
     pairs = similar_pairs(v, 0.95)
     assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
     assert pairs[0][2] == pytest.approx(0.96, abs=1e-4)
+
+
+def test_blocked_search_on_disk_finds_what_one_search_in_memory_finds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1000, 64)).astype(np.float32)
+    v[500:] = v[:500] + 0.05 * rng.normal(size=(500, 64))  # 500 close pairs, across blocks
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    with VectorStore(64, tmp_path) as store:
+        store.append(v[:300])
+        assert store.append(v[300:]) == range(300, 1000)
+        shuffled = rng.permutation(1000)
+        np.testing.assert_array_equal(store.rows(shuffled), v[shuffled].astype(np.float16).astype(np.float32))
+        in_memory = similar_pairs(v.astype(np.float16).astype(np.float32), 0.9)
+        blocked = similar_pairs(lambda a, b: store.rows(np.arange(a, min(b, 1000))), 0.9, count=1000, block=128)
+    assert len(in_memory) >= 500 and blocked == in_memory
 
 
 def test_star_groups_cut_chains() -> None:
