@@ -53,11 +53,6 @@ def load_rgb(path: Path) -> Image.Image:
     return decode(read_bytes(Path(path)), path).image
 
 
-def decode_rgb(data: bytes, name: object = "<bytes>") -> Image.Image:
-    """Decode image bytes into a full-size RGB image as a person sees it."""
-    return decode(data, name).image
-
-
 @dataclass
 class Decoded:
     """A decoded picture, possibly reduced while decoding, and facts about the full one."""

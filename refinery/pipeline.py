@@ -20,7 +20,7 @@ from refinery.config import Config
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumbs
 from refinery.groups import choose_keeper, star_groups
-from refinery.images import decode_for_stages, read_bytes
+from refinery.images import batches, decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
@@ -113,15 +113,16 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
+    workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
         with feats.opencv_single_threaded():
-            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store)
+            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store, workers)
         del paths  # from here on, memory per file is what the stages need
         decisions, splits = _decide(scanned, store, cfg, stages)
     provider = embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
-                       workers=cfg.run.workers or cpu_count())
+                       workers=workers)
 
 
 def scratch_dir(cfg: Config) -> Path:
@@ -140,7 +141,8 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
-                  progress: Progress | None, cache: FeatureCache | None, store: VectorStore) -> list[_Scanned]:
+                  progress: Progress | None, cache: FeatureCache | None, store: VectorStore,
+                  workers: int) -> list[_Scanned]:
     """Read, hash, decode, measure and embed every file once (or take it from the cache).
 
     Files go to worker threads in chunks of one model batch; each worker decodes its chunk
@@ -211,9 +213,8 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
     advance(len(paths) - len(todo))
     if todo:
         embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
-    workers = cfg.run.workers or cpu_count()
-    chunks = [todo[i:i + embedder.batch_size] for i in range(0, len(todo), embedder.batch_size)]
     t = time.perf_counter()
+    chunks = batches(todo, embedder.batch_size)
     for items, decoding, embedding in ordered_map(run_chunk, chunks, workers, ahead=2 * workers):
         stages["features"].seconds += decoding
         stages["embed"].seconds += embedding

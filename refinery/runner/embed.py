@@ -52,10 +52,12 @@ def embed_folder(root: Path, embedder: Embedder, progress: Progress | None = Non
                 errors[rel] = e.reason
         return rels, (embedder.embed(np.stack(inputs)) if inputs else None), errors
 
+    if files:
+        embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
     workers = workers or cpu_count()
     result = EmbedResult([], np.zeros((0, embedder.spec.output_dim), np.float32))
     chunks: list[np.ndarray] = []
-    for rels, vectors, errors in ordered_map(embed_chunk, list(batches(files, embedder.batch_size)),
+    for rels, vectors, errors in ordered_map(embed_chunk, batches(files, embedder.batch_size),
                                              workers, ahead=2 * workers):
         for rel, reason in errors.items():
             log.error("%s: %s", root / rel, reason)
