@@ -18,7 +18,7 @@ import numpy as np
 
 from refinery.features import FEATURES_VERSION, Features
 
-SCHEMA_VERSION = 1  # the table's layout
+SCHEMA_VERSION = 2  # the table's layout (2: paths as bytes, so any file name fits)
 
 
 def default_cache_dir() -> Path:
@@ -38,13 +38,13 @@ class FeatureCache:
         self.db = sqlite3.connect(self.path)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("""CREATE TABLE IF NOT EXISTS files (
-            folder TEXT, path TEXT, size INTEGER, mtime_ns INTEGER, features TEXT, vector BLOB,
+            folder TEXT, path BLOB, size INTEGER, mtime_ns INTEGER, features TEXT, vector BLOB,
             PRIMARY KEY (folder, path))""")
         self.pending: list[tuple] = []
 
     def get(self, rel: str, size: int, mtime_ns: int) -> tuple[Features, np.ndarray | None] | None:
         row = self.db.execute("SELECT size, mtime_ns, features, vector FROM files WHERE folder=? AND path=?",
-                              (self.folder, rel)).fetchone()
+                              (self.folder, os.fsencode(rel))).fetchone()
         if row is None or row[0] != size or row[1] != mtime_ns:
             return None
         data = json.loads(row[2])
@@ -54,7 +54,7 @@ class FeatureCache:
 
     def put(self, rel: str, size: int, mtime_ns: int, features: Features, vector: np.ndarray | None) -> None:
         blob = None if vector is None else np.asarray(vector, np.float32).tobytes()
-        self.pending.append((self.folder, rel, size, mtime_ns, json.dumps(features.to_dict()), blob))
+        self.pending.append((self.folder, os.fsencode(rel), size, mtime_ns, json.dumps(features.to_dict()), blob))
 
     def commit(self) -> None:
         """Write what was put since the last commit, in one transaction."""

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,10 @@ from refinery.errors import RefineryError
 log = logging.getLogger("refinery")
 
 # Exit codes: 0 success, 1 refinery error (bad model, parity failure, ...), 2 usage error,
-# 3 finished but some input files could not be read (each named in the log).
+# 3 finished but some input files could not be read or moved (each named on an error line),
+# 130 stopped by Ctrl-C or SIGTERM (the report covers what was done; the journal is whole).
 EXIT_FILE_ERRORS = 3
+EXIT_INTERRUPTED = 130
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,6 +55,27 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--model", "model", default=None,
                         help="An exported .onnx model, or 'default' for the one that ships.")(func)
     return func
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) or SIGTERM sets; the library checks it between batches and
+    between files, so a run stops with its report, cache and journal whole. A second Ctrl-C
+    quits at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("stopping after the work under way (Ctrl-C again to quit at once)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _ClickHandler(logging.Handler):
@@ -220,19 +246,21 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
 @click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the kept files here (relative paths kept).")
 @click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).")
 @model_options
 @click.pass_context
 @handle_errors
 def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: Path | None,
-              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, config_path: Path | None,
-              assignments: tuple[str, ...], model: str | None, device: str | None, batch_size: int | None) -> None:
+              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, follow_symlinks: bool,
+              config_path: Path | None, assignments: tuple[str, ...], model: str | None, device: str | None,
+              batch_size: int | None) -> None:
     """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
 
     A dry run unless --move-rejects-to or --copy-keepers-to is given; nothing is deleted.
 
     Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
     """
-    from refinery import actions
     from refinery.config import apply_overrides
     from refinery.pipeline import run_dedup
     from refinery.report import write_csv, write_json
@@ -240,33 +268,55 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
     cfg = settings(config_path, assignments, model, device, batch_size)
     if no_cache:
         cfg = apply_overrides(cfg, ["run.cache=false"])
+    if follow_symlinks:
+        cfg = apply_overrides(cfg, ["run.follow_symlinks=true"])
     embedder = make_embedder(cfg)
-    cache = open_cache(cfg, embedder, folder)
-    try:
-        with ProgressBars(ctx) as bars:
-            result = run_dedup(folder, cfg, embedder, bars, cache)
-    finally:
-        if cache:
-            cache.close()
-    if report:
-        write_json(result, report)
-    if csv_path:
-        write_csv(result, csv_path)
-    click.echo(summary_table(result))
-    removed = [f.path for f in result.files if f.decision == "remove"]
-    kept = [f.path for f in result.files if f.decision == "keep"]
-    if move_rejects_to:
-        with progress_bar(ctx, "moving", len(removed)) as bar:
-            done = actions.move_out(folder, removed, move_rejects_to, bar.update)
-        click.echo(f"moved {done.done} files to {move_rejects_to} (undo: refinery undo {move_rejects_to})")
-    if copy_keepers_to:
-        with progress_bar(ctx, "copying", len(kept)) as bar:
-            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update)
-        click.echo(f"copied {done.done} files to {copy_keepers_to}")
+    with stop_on_signal() as stop:
+        cache = open_cache(cfg, embedder, folder)
+        try:
+            with ProgressBars(ctx) as bars:
+                result = run_dedup(folder, cfg, embedder, bars, cache, stop)
+        finally:
+            if cache:
+                cache.close()
+        if report:
+            write_json(result, report)
+        if csv_path:
+            write_csv(result, csv_path)
+        click.echo(summary_table(result))
+        if stop.is_set():
+            click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
+            ctx.exit(EXIT_INTERRUPTED)
+        failed = act_on(ctx, result, folder, move_rejects_to, copy_keepers_to, stop)
+        if stop.is_set():
+            click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
+            ctx.exit(EXIT_INTERRUPTED)
+    if failed or any(f.decision == "error" for f in result.files):
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+def act_on(ctx: click.Context, result: Any, folder: Path, move_rejects_to: Path | None,
+           copy_keepers_to: Path | None, stop: threading.Event) -> int:
+    """Move the removed files or copy the kept ones, as asked; how many could not be moved."""
+    from refinery import actions
+
     if not (move_rejects_to or copy_keepers_to):
         click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
-    if any(f.decision == "error" for f in result.files):
-        ctx.exit(EXIT_FILE_ERRORS)
+        return 0
+    removed = [f.path for f in result.files if f.decision == "remove"]
+    kept = [f.path for f in result.files if f.decision == "keep"]
+    failed = 0
+    if move_rejects_to:
+        with progress_bar(ctx, "moving", len(removed)) as bar:
+            done = actions.move_out(folder, removed, move_rejects_to, bar.update, stop)
+        failed = done.failed
+        click.echo(f"moved {done.done} of {len(removed)} files to {move_rejects_to} "
+                   f"(undo: refinery undo {move_rejects_to})")
+    if copy_keepers_to and not stop.is_set():
+        with progress_bar(ctx, "copying", len(kept)) as bar:
+            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop)
+        click.echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}")
+    return failed
 
 
 def open_cache(cfg: Any, embedder: Any, folder: Path) -> Any:
@@ -293,7 +343,8 @@ def summary_table(result: Any) -> str:
     summary = result.summary()
     where = "not loaded" if result.provider == NOT_LOADED else f"on {result.provider}"
     lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
-                 f"{summary['error']} unreadable; {summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
+                 f"{summary['error']} unreadable, {summary['skip']} skipped; "
+                 f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
                  f"({result.model} {where}; {result.cached} from the cache)")
     if result.cached < len(result.files):
         lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
@@ -312,9 +363,11 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
     """
     from refinery import actions
 
-    with progress_bar(ctx, "restoring", 0) as bar:
-        done = actions.undo(dest, bar.update)
-    click.echo(f"restored {done.done} files; {done.skipped} needed nothing or could not be restored")
+    with stop_on_signal() as stop, progress_bar(ctx, "restoring", 0) as bar:
+        done = actions.undo(dest, bar.update, stop)
+    click.echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
+    if stop.is_set():
+        ctx.exit(EXIT_INTERRUPTED)
 
 
 @main.command("config")

@@ -39,6 +39,7 @@ class QualityConfig:
     min_sharpness: float = 3.0
     min_brightness: float = 22.0  # mean gray level below which a frame is too dark to use
     max_brightness: float = 222.0  # mean gray level above which it is burnt out
+    min_side: int = 32  # pixels; a smaller picture (an icon, a tracking pixel) is no photo to keep
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class RunConfig:
     workers: int = 0  # threads that decode and run the model, a batch each; 0 = one per core
     cache: bool = True  # keep per-file features and vectors between runs
     cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
+    follow_symlinks: bool = False  # judge links to files and folders outside the folder too
 
 
 @dataclass(frozen=True)

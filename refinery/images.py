@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import io
-import warnings
+import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from refinery.errors import UnreadableImage
 from refinery.spec import ModelSpec
 
-# Pillow refuses images above this many pixels (decompression bombs); 178 Mpx is ~2x its default.
-MAX_PIXELS = 178_956_970
-MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse to read larger files into memory
+# Memory bounds, whatever a folder holds. A file's header is read before anything else: a
+# picture that declares more than MAX_PIXELS (a decompression bomb, or a gigapixel scan) is
+# refused without decoding a pixel. Decodes of more than BIG_PIXELS (after JPEG DCT scaling)
+# take turns, one at a time: at ~5 bytes a pixel while decoding (Pillow keeps RGB as 4, a
+# palette picture is converted once), the pixels in memory stay below
+# MAX_PIXELS * 5 = 600 MB for the one big picture plus BIG_PIXELS * 5 = 80 MB per worker.
+MAX_PIXELS = 120_000_000  # a 12000 x 9000 photo (108 Mpx) is decoded; a 30000 x 30000 PNG is not
+BIG_PIXELS = 16_000_000
+MAX_FILE_BYTES = 256 * 1024 * 1024  # refuse to read larger files into memory
 ORIENTATION = 0x0112  # the EXIF tag
+# How to turn the stored pixels into the picture a person sees, by EXIF orientation.
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+              7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 TRANSPOSED = {5, 6, 7, 8}  # orientations that swap width and height
+# Transparent pixels are judged over mid-gray: a cut-out's empty areas make it neither
+# "too dark" nor "burnt out".
+BACKDROP = (128, 128, 128)
 # The stages measure pictures with the longer side scaled to this many pixels: enough for
 # blur, exposure, edges and hashes, and half of a 640 px JPEG, which the decoder gives at a
 # quarter of the cost of a full decode.
 WORK_SIZE = 320
+
+# refinery checks the declared size itself (decode), before Pillow allocates anything.
+Image.MAX_IMAGE_PIXELS = None
+_big_decode = threading.Semaphore(1)
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -64,7 +82,8 @@ class Decoded:
 
 
 def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: int = 0) -> Decoded:
-    """Decode image bytes into RGB as a person sees it (EXIF orientation applied).
+    """Decode image bytes into RGB as a person sees it: EXIF orientation applied, transparent
+    areas over mid-gray, 16-bit pictures scaled to 8 bits.
 
     With `min_long`/`min_short`, the picture comes reduced by the largest power of two (up to
     8) that keeps its longer side at least `min_long` and its shorter side at least
@@ -72,36 +91,59 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
     work at half size), other formats are box-filtered after decoding. Animated formats
     give their first frame. `name` only labels errors.
     """
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # No context manager: closing would drop the decoded pixels, and a BytesIO needs no closing.
-            im: Image.Image = Image.open(io.BytesIO(data))
-            width, height = im.size
-            tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
-            factor = reduction(width, height, min_long, min_short)
-            if factor > 1 and im.format == "JPEG":
-                im.draft(im.mode, (width // factor, height // factor))
-                factor = 1
-            orientation = im.getexif().get(ORIENTATION, 1)
-            if orientation in TRANSPOSED:
-                width, height = height, width
-            # Each step below copies every pixel; skip the ones with nothing to do.
-            if orientation != 1:
-                im = ImageOps.exif_transpose(im)
-            rgb = im.convert("RGB") if im.mode != "RGB" else im
-            rgb.load()
+        # No context manager: closing would drop the decoded pixels, and a BytesIO needs no closing.
+        im: Image.Image = Image.open(io.BytesIO(data))
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise UnreadableImage(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), "
+                                        f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded")
+        tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
+        factor = reduction(width, height, min_long, min_short)
+        if factor > 1 and im.format == "JPEG":
+            im.draft(im.mode, (width // factor, height // factor))
+            factor = 1
+        big = im.width * im.height > BIG_PIXELS
+        with _big_decode if big else nullcontext():
+            orientation = im.getexif().get(ORIENTATION, 1)  # a PNG's EXIF may follow its pixels: loads
+            im.load()
+            im = _eight_bit(im)
             if factor > 1:
-                rgb = rgb.reduce(factor)
-            quantiser = float(np.mean(tables[min(tables)])) if tables else 0.0
-            return Decoded(rgb, width, height, quantiser)
+                im = im.reduce(factor)
+        if orientation in TRANSPOSED:
+            width, height = height, width
+        if orientation in _TRANSPOSE:
+            im = im.transpose(_TRANSPOSE[orientation])
+        quantiser = float(np.mean(tables[min(tables)])) if tables else 0.0
+        return Decoded(_flatten(im), width, height, quantiser)
     except Image.UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UnreadableImage(name, f"too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImage(name, f"cannot decode: {e}") from None
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """`im` in a mode that box-reduces and converts to RGB without losing what a person sees:
+    16-bit gray scaled (not clipped) to 8 bits, palettes expanded (with their transparency)."""
+    if im.mode.startswith("I"):  # I;16 and friends, and 32-bit integer: taken as 16-bit samples
+        return Image.fromarray((np.clip(np.asarray(im), 0, 65535) >> 8).astype(np.uint8))
+    if im.mode == "F":
+        return Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8))
+    if im.mode in ("P", "PA"):
+        return im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    if im.mode == "1":
+        return im.convert("L")
+    return im
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    """RGB; transparent pixels over BACKDROP."""
+    if "A" in im.mode or "a" in im.mode:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", im.size, BACKDROP)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB") if im.mode != "RGB" else im
 
 
 def reduction(width: int, height: int, min_long: int, min_short: int) -> int:

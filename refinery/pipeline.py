@@ -8,6 +8,7 @@ import hashlib
 import logging
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +25,14 @@ from refinery.images import batches, decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
-from refinery.scan import find_images
+from refinery.scan import Skipped, scan
 from refinery.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
 STAGES = ("quality", "exact", "near", "semantic")
+DECISIONS = ("keep", "remove", "error", "skip")
+NOT_REACHED = "not reached: the run was interrupted"
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
 
@@ -69,9 +72,10 @@ class DedupResult:
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
     cached: int = 0  # files taken from the cache, not read again
     workers: int = 1  # threads that read and embedded
+    interrupted: bool = False  # stopped early (Ctrl-C): files not reached are `skip`ped
 
     def summary(self) -> dict:
-        counts = {d: sum(f.decision == d for f in self.files) for d in ("keep", "remove", "error")}
+        counts = {d: sum(f.decision == d for f in self.files) for d in DECISIONS}
         return {
             "root": str(self.root), "files": len(self.files), **counts,
             "removed_by_stage": {s: self.stages[s].removed for s in STAGES},
@@ -82,6 +86,7 @@ class DedupResult:
             "chain_splits": self.chain_splits,
             "cached": self.cached,
             "workers": self.workers,
+            "interrupted": self.interrupted,
         }
 
 
@@ -98,31 +103,43 @@ class _Scanned:
     vector_row: int = -1  # its row in the VectorStore
     stat: tuple[int, int] | None = None  # (size, mtime_ns): the cache key
     cached: bool = False
+    done: bool = False  # its work came back (from the cache or a worker)
+    skip: str = ""  # why it was not judged
 
 
 def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
-              cache: FeatureCache | None = None) -> DedupResult:
+              cache: FeatureCache | None = None, stop: threading.Event | None = None) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
 
     With a `cache`, files unchanged since an earlier run (same path, size and mtime) are
-    neither read nor embedded again.
+    neither read nor embedded again. When `stop` is set the reading ends after the batches
+    under way; the files read so far are judged among themselves, the rest are `skip`ped.
     """
     start = time.perf_counter()
     root = Path(root)
-    paths = find_images(root)
+    found = scan(root, cfg.run.follow_symlinks)
+    paths = found.files
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
         with feats.opencv_single_threaded():
-            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store, workers)
+            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store, workers, stop)
         del paths  # from here on, memory per file is what the stages need
         decisions, splits = _decide(scanned, store, cfg, stages)
+    decisions = sorted(decisions + [_skipped(root, s) for s in found.skipped], key=lambda d: d.path)
     provider = embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
-                       workers=workers)
+                       workers=workers, interrupted=any(s.skip == NOT_REACHED for s in scanned))
+
+
+def _skipped(root: Path, entry: Skipped) -> FileDecision:
+    """The report line of an entry the scan left out (a link, a hidden folder, a broken link)."""
+    if entry.decision == "error":
+        log.error("%s: %s", root / entry.path, entry.reason)
+    return FileDecision(entry.path, entry.decision, reason=entry.reason)
 
 
 def scratch_dir(cfg: Config) -> Path:
@@ -142,7 +159,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
                   progress: Progress | None, cache: FeatureCache | None, store: VectorStore,
-                  workers: int) -> list[_Scanned]:
+                  workers: int, stop: threading.Event | None) -> list[_Scanned]:
     """Read, hash, decode, measure and embed every file once (or take it from the cache).
 
     Files go to worker threads in chunks of one model batch; each worker decodes its chunk
@@ -190,7 +207,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         reason = quality.judge(features, cfg.quality)
         if reason is None and vector is None:  # passes now, was never embedded: compute it
             return False
-        item.features, item.quality_reason, item.vector, item.cached = features, reason, vector, True
+        item.features, item.quality_reason, item.vector, item.cached, item.done = features, reason, vector, True, True
         claimed.add(features.sha256)
         return True
 
@@ -215,19 +232,25 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
     t = time.perf_counter()
     chunks = batches(todo, embedder.batch_size)
-    for items, decoding, embedding in ordered_map(run_chunk, chunks, workers, ahead=2 * workers):
-        stages["features"].seconds += decoding
-        stages["embed"].seconds += embedding
-        for item in items:
-            if item.error:
-                log.error("%s: %s", root / item.rel, item.error)
-            if not item.copy_of:  # a copy is remembered once it has its original's features
-                remember(item)
-        store_vectors(items)
-        if cache:
-            cache.commit()
-        advance(len(items))
+    # Leaving early (stop) waits for the batches under way and drops them.
+    with closing(ordered_map(run_chunk, chunks, workers, ahead=2 * workers)) as results:
+        for items, decoding, embedding in results:
+            stages["features"].seconds += decoding
+            stages["embed"].seconds += embedding
+            for item in items:
+                item.done = True
+                if item.error:
+                    log.error("%s: %s", root / item.rel, item.error)
+                if not item.copy_of:  # a copy is remembered once it has its original's features
+                    remember(item)
+            store_vectors(items)
+            if cache:
+                cache.commit()
+            advance(len(items))
+            if stop is not None and stop.is_set():
+                break
     stages["pass"].seconds = time.perf_counter() - t
+    _mark_unreached(scanned)
     _resolve_copies(scanned, root)
     if cache:
         for item in scanned:
@@ -237,6 +260,16 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
                 item.vector = None
         cache.commit()
     return scanned
+
+
+def _mark_unreached(scanned: list[_Scanned]) -> None:
+    """After an interruption: files whose work never came back are not reached (whatever a
+    worker had half-filled in), and neither are copies of them."""
+    have = {s.features.sha256 for s in scanned if s.done and s.features}
+    for s in scanned:
+        if not s.done or (s.copy_of and s.copy_of not in have):
+            s.features, s.vector, s.copy_of, s.quality_reason, s.error = None, None, None, None, ""
+            s.skip = NOT_REACHED
 
 
 def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
@@ -259,9 +292,10 @@ def _decide(scanned: list[_Scanned], store: VectorStore, cfg: Config,
             stages: dict[str, StageStats]) -> tuple[list[FileDecision], dict[str, int]]:
     features: list[Features] = [s.features for s in scanned]  # type: ignore[misc]  # None only on error
     decisions = [FileDecision(s.rel, "error", reason=s.error) if s.error
+                 else FileDecision(s.rel, "skip", reason=s.skip) if s.skip
                  else FileDecision(s.rel, "keep", scores=f.scores()) for s, f in zip(scanned, features, strict=True)]
     min_sharp = cfg.keep.min_sharpness
-    alive = [i for i, s in enumerate(scanned) if not s.error]
+    alive = [i for i, s in enumerate(scanned) if not (s.error or s.skip)]
     parent: dict[int, int] = {}  # removed file -> the file it is a duplicate of
 
     def remove(i: int, stage: str, reason: str, keeper: int | None = None, **scores: float) -> None:

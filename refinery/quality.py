@@ -8,6 +8,8 @@ from refinery.features import Features
 
 def judge(f: Features, cfg: QualityConfig) -> str | None:
     """Why `f` fails the quality stage, or None if it passes."""
+    if min(f.width, f.height) < cfg.min_side:
+        return f"too small: {f.width}x{f.height} px, a side under {cfg.min_side}"
     if f.brightness < cfg.min_brightness:
         return f"too dark: mean gray {f.brightness:.1f} < {cfg.min_brightness}"
     if f.brightness > cfg.max_brightness:

@@ -24,7 +24,8 @@ def write_json(result: DedupResult, path: Path) -> None:
 
 
 def write_csv(result: DedupResult, path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+    # surrogateescape: a file name that is not UTF-8 is written back as the bytes it has on disk.
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(FIELDS)
         for f in result.files:

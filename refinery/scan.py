@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 # Leading bytes of each format refinery reads: JPEG, PNG, GIF, BMP, TIFF (both byte orders),
@@ -31,29 +33,116 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def find_images(root: Path) -> list[Path]:
-    """Every file under `root` that is an image by content or by suffix, sorted.
+@dataclass(frozen=True)
+class Skipped:
+    """An entry that is not judged, and why: a report line of its own."""
 
-    Hidden files and folders are skipped; symbolic links are not followed. Directory
-    entries carry their type, so a folder of plain files costs no stat call per file.
+    path: str  # relative to the scanned folder, forward slashes
+    decision: str  # "skip" (on purpose) or "error" (a broken link)
+    reason: str
+
+
+@dataclass
+class Scan:
+    files: list[Path]  # to judge, sorted
+    skipped: list[Skipped]
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image file under `root` that `scan` would judge, sorted."""
+    return scan(root).files
+
+
+def scan(root: Path, follow_symlinks: bool = False) -> Scan:
+    """Every file under `root` that is an image by content or by suffix, and what was left out.
+
+    Hidden files and folders are not entered (one `skip` line each). A symbolic link to a
+    file inside `root` is judged once, under the target's own name; a link out of `root` is
+    judged only with `follow_symlinks`, and a broken link (dangling, a loop) is an error.
+    Directory entries carry their type, so a folder of plain files costs no stat call per file.
     """
-    found: list[Path] = []
-    folders = [Path(root)]
+    root = Path(root)
+    real_root = Path(os.path.realpath(root))
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    entered = {real_root}
+    folders = [root]
     while folders:
         folder = folders.pop()
         try:
             entries = list(os.scandir(folder))
-        except OSError:
+        except OSError as e:
+            if folder != root:
+                skipped.append(Skipped(_rel(folder, root), "error", f"cannot list folder: {e.strerror or e}"))
             continue
         for entry in entries:
-            if entry.name.startswith(".") or entry.is_symlink():
-                continue
-            if entry.is_dir():
-                folders.append(folder / entry.name)
-            elif entry.is_file() and (os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES
-                                      or _looks_like_image(entry.path)):
-                found.append(folder / entry.name)
-    return sorted(found)
+            path = folder / entry.name
+            if entry.name.startswith("."):
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir or _has_image_suffix(entry.name):
+                    kind = "folder" if is_dir else "file"
+                    skipped.append(Skipped(_rel(path, root), "skip", f"hidden {kind}, not read"))
+            elif entry.is_symlink():
+                target = _follow(path, root, real_root, follow_symlinks, entered, skipped)
+                if target == "folder":
+                    folders.append(path)
+                elif target == "file":
+                    files.append(path)
+            elif entry.is_dir():
+                folders.append(path)
+            elif entry.is_file() and _is_image(entry.path, entry.name):
+                files.append(path)
+    return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))
+
+
+def _follow(path: Path, root: Path, real_root: Path, follow: bool, entered: set[Path],
+            skipped: list[Skipped]) -> str | None:
+    """What to do with the symbolic link `path`: "file" (judge it), "folder" (enter it) or
+    None (a `skip` or `error` line has been added, or it is no image)."""
+    rel = _rel(path, root)
+    try:
+        target = Path(os.path.realpath(path, strict=True))
+        is_dir = target.is_dir()
+    except OSError as e:
+        if _has_image_suffix(path.name):
+            why = ("a symbolic link loop" if e.errno == errno.ELOOP
+                   else f"broken symbolic link: its target {os.readlink(path)} does not exist"
+                   if e.errno == errno.ENOENT else f"broken symbolic link: {e.strerror or e}")
+            skipped.append(Skipped(rel, "error", why))
+        return None
+    if not is_dir and not _is_image(str(target), path.name):
+        return None
+    kind = "folder" if is_dir else "file"
+    inside = target == real_root or real_root in target.parents
+    if inside and not is_dir and not any(part.startswith(".") for part in target.relative_to(real_root).parts):
+        skipped.append(Skipped(rel, "skip", f"symbolic link to {target.relative_to(real_root).as_posix()}, "
+                                            "which is judged under its own name"))
+        return None
+    if inside:
+        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} inside the folder; not followed"))
+        return None
+    if not follow:
+        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} outside the folder ({target}); "
+                                            "not followed (--follow-symlinks judges it)"))
+        return None
+    if is_dir:
+        if target in entered:
+            skipped.append(Skipped(rel, "skip", f"symbolic link to a folder already read ({target})"))
+            return None
+        entered.add(target)
+    return kind
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _has_image_suffix(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _is_image(path: str, name: str) -> bool:
+    return _has_image_suffix(name) or _looks_like_image(path)
 
 
 def _looks_like_image(path: str) -> bool:
