@@ -298,7 +298,7 @@ def undo(dest: Path, advance: Callable[[int], None] = lambda n: None,
         src, dst = Path(entry["src"]), Path(entry["dst"])
         problem = _undo_problem(src, dst, entry)
         if problem:
-            log.warning("%s: cannot put back to %s (%s); left where it is", dst, src, problem)
+            log.error("%s: cannot put back to %s: %s; left where it is", dst, src, problem)
             result.skipped += 1
         else:
             try:
@@ -306,7 +306,7 @@ def undo(dest: Path, advance: Callable[[int], None] = lambda n: None,
                 journal.append({"op": "undone", "id": entry["id"]})
                 result.done += 1
             except OSError as e:
-                log.warning("%s: cannot put back to %s (%s); left where it is", dst, src, e)
+                log.error("%s: cannot put back to %s: %s; left where it is", dst, src, e.strerror or e)
                 result.skipped += 1
         advance(1)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from refinery.features import FEATURES_VERSION, Features
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # the table's layout (2: paths as bytes, so any file name fits)
 
@@ -34,13 +37,30 @@ class FeatureCache:
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Features computed another way (an older refinery) live in another file, never mixed in.
         self.path = cache_dir / f"{model_sha256[:16]}-v{SCHEMA_VERSION}-f{FEATURES_VERSION}.sqlite"
-        self.folder = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-        self.db = sqlite3.connect(self.path)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("""CREATE TABLE IF NOT EXISTS files (
-            folder TEXT, path BLOB, size INTEGER, mtime_ns INTEGER, features TEXT, vector BLOB,
-            PRIMARY KEY (folder, path))""")
+        self.folder = hashlib.sha256(os.fsencode(Path(root).resolve())).hexdigest()[:16]
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as e:  # not a database (a disk fault, a stray write): start afresh
+            aside = self.path.with_name(self.path.name + ".damaged")
+            log.warning("%s: damaged cache (%s); moved aside to %s, starting a new one", self.path, e, aside.name)
+            os.replace(self.path, aside)
+            for extra in ("-wal", "-shm"):
+                Path(f"{self.path}{extra}").unlink(missing_ok=True)
+            self.db = self._open()
         self.pending: list[tuple] = []
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("""CREATE TABLE IF NOT EXISTS files (
+                folder TEXT, path BLOB, size INTEGER, mtime_ns INTEGER, features TEXT, vector BLOB,
+                PRIMARY KEY (folder, path))""")
+            db.execute("SELECT count(*) FROM files WHERE folder = ''").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get(self, rel: str, size: int, mtime_ns: int) -> tuple[Features, np.ndarray | None] | None:
         row = self.db.execute("SELECT size, mtime_ns, features, vector FROM files WHERE folder=? AND path=?",

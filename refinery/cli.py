@@ -30,7 +30,7 @@ EXIT_INTERRUPTED = 130
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn RefineryError into click's one-line error (exit code 1)."""
+    """Turn RefineryError into click's one-line error (exit code 1), Ctrl-C into exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,6 +38,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except RefineryError as e:
             raise click.ClickException(str(e)) from e
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
 
@@ -345,7 +348,8 @@ def summary_table(result: Any) -> str:
     lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
                  f"{summary['error']} unreadable, {summary['skip']} skipped; "
                  f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
-                 f"({result.model} {where}; {result.cached} from the cache)")
+                 f"({result.model} {where}; {result.cached} from the cache; "
+                 f"peak memory {summary['peak_memory_mb']} MB)")
     if result.cached < len(result.files):
         lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
                      f"{s['embed'].seconds:.1f} s in the model (thread time)")
@@ -368,6 +372,8 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
     click.echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)
+    if done.skipped:
+        ctx.exit(EXIT_FILE_ERRORS)
 
 
 @main.command("config")

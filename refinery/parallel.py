@@ -1,4 +1,5 @@
-"""Work spread over threads, results in order: the shape of every pass over a folder."""
+"""Work spread over threads, results in order: the shape of every pass over a folder; and what
+the machine gives it (cores, memory used)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,26 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def peak_memory_mb() -> float:
+    """The most memory this process has held in RAM so far (peak RSS), in MB.
+
+    On Linux from /proc (VmHWM: since this program started, not counting what a parent held
+    when it forked it, which getrusage's ru_maxrss does count); elsewhere from getrusage.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB elsewhere
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int) -> Iterator[R]:

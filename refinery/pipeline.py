@@ -22,7 +22,7 @@ from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumbs
 from refinery.groups import choose_keeper, star_groups
 from refinery.images import batches, decode_for_stages, read_bytes
-from refinery.parallel import cpu_count, ordered_map
+from refinery.parallel import cpu_count, ordered_map, peak_memory_mb
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import Skipped, scan
@@ -73,6 +73,7 @@ class DedupResult:
     cached: int = 0  # files taken from the cache, not read again
     workers: int = 1  # threads that read and embedded
     interrupted: bool = False  # stopped early (Ctrl-C): files not reached are `skip`ped
+    peak_memory_mb: float = 0.0  # of the process, at the end of the run
 
     def summary(self) -> dict:
         counts = {d: sum(f.decision == d for f in self.files) for d in DECISIONS}
@@ -87,6 +88,7 @@ class DedupResult:
             "cached": self.cached,
             "workers": self.workers,
             "interrupted": self.interrupted,
+            "peak_memory_mb": round(self.peak_memory_mb),
         }
 
 
@@ -132,7 +134,8 @@ def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | 
     provider = embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
-                       workers=workers, interrupted=any(s.skip == NOT_REACHED for s in scanned))
+                       workers=workers, interrupted=any(s.skip == NOT_REACHED for s in scanned),
+                       peak_memory_mb=peak_memory_mb())
 
 
 def _skipped(root: Path, entry: Skipped) -> FileDecision:

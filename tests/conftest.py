@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -118,3 +119,20 @@ def dup_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
                 "d_dark.jpg": "quality", "d_bright.jpg": "quality", "d_blur.jpg": "quality|near",
                 "broken.jpg": "error"}
     return root, expected
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under `root`, hidden ones too: files by SHA-256, links by their text."""
+    entries: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                entries[rel] = ("link", os.readlink(path))
+            elif path.is_file():
+                try:
+                    entries[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+                except PermissionError:  # not root: the locked file
+                    entries[rel] = ("locked", path.stat().st_size)
+    return entries

@@ -121,3 +121,22 @@ def test_second_run_uses_the_cache_unless_told_not_to(dup_folder: tuple[Path, di
     assert "0 from the cache" in first.stdout
     assert "11 from the cache" in second.stdout  # every readable file
     assert "0 from the cache" in off.stdout
+
+
+def test_undo_reports_files_moved_or_changed_by_hand_and_restores_the_rest(dup_folder: tuple[Path, dict],
+                                                                          tmp_path: Path) -> None:
+    root, _ = dup_folder
+    before = tree_hashes(root)
+    dest = tmp_path / "rejects"
+    assert run_cli("dedup", str(root), "--move-rejects-to", str(dest), "--device", "cpu").returncode == 3
+    (dest / "d_dark.jpg").rename(tmp_path / "kept_by_hand.jpg")  # the user took one out
+    (dest / "d_bright.jpg").write_bytes(b"edited")  # and overwrote another
+    proc = run_cli("undo", str(dest))
+    assert proc.returncode == 3
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert any("d_dark.jpg" in e and "no longer there" in e for e in errors)
+    assert any("d_bright.jpg" in e and "changed since it was moved" in e for e in errors)
+    after = tree_hashes(root)
+    assert {p: h for p, h in before.items() if p not in ("d_dark.jpg", "d_bright.jpg")} == after
+    assert (dest / "d_bright.jpg").read_bytes() == b"edited"  # left where it is
