@@ -70,7 +70,7 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
     while folders:
         folder = folders.pop()
         try:
-            entries = list(os.scandir(folder))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)  # the same choices every run
         except OSError as e:
             if folder != root:
                 skipped.append(Skipped(_rel(folder, root), "error", f"cannot list folder: {e.strerror or e}"))

@@ -17,7 +17,7 @@ from refinery.features import Features, extract, thumb_correlation
 from refinery.groups import choose_keeper, components, star_groups
 from refinery.hashing import near_pairs
 from refinery.quality import judge
-from refinery.scan import find_images
+from refinery.scan import find_images, scan
 from refinery.semantic import similar_pairs
 from refinery.spec import ModelSpec
 from refinery.vectors import VectorStore
@@ -140,6 +140,26 @@ def test_scan_finds_images_by_content(tmp_path: Path) -> None:
     draw_picture(2).save(tmp_path / ".hidden" / "c.png")
     os.symlink(tmp_path / "b.JPG", tmp_path / "link.jpg")
     assert [p.name for p in find_images(tmp_path)] == ["b.JPG", "photo.dat"]
+
+
+def test_scan_enters_folders_out_of_the_tree_only_when_asked_and_only_once(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    draw_picture(0).save(root / "a.jpg")
+    draw_picture(1).save(outside / "b.jpg")
+    (outside / "again").symlink_to(outside, target_is_directory=True)  # a loop through a folder link
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    (root / "out_too").symlink_to(outside, target_is_directory=True)
+
+    plain = scan(root)
+    assert [p.relative_to(root).as_posix() for p in plain.files] == ["a.jpg"]
+    assert {s.path: s.decision for s in plain.skipped} == {"out": "skip", "out_too": "skip"}
+
+    followed = scan(root, follow_symlinks=True)
+    assert [p.relative_to(root).as_posix() for p in followed.files] == ["a.jpg", "out/b.jpg"]
+    reasons = {s.path: s.reason for s in followed.skipped}
+    assert set(reasons) == {"out/again", "out_too"} and all("already read" in r for r in reasons.values())
 
 
 def test_default_config_file_matches_the_dataclasses() -> None:
