@@ -32,11 +32,13 @@ def default_cache_dir() -> Path:
 class FeatureCache:
     """A table of (folder, path, size, mtime) -> features, vector, for one model."""
 
-    def __init__(self, cache_dir: Path, model_sha256: str, root: Path):
+    def __init__(self, cache_dir: Path, model_sha256: str, root: Path, variant: str = ""):
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Features computed another way (an older refinery) live in another file, never mixed in.
-        self.path = cache_dir / f"{model_sha256[:16]}-v{SCHEMA_VERSION}-f{FEATURES_VERSION}.sqlite"
+        # `variant`: vectors of another part of each picture (the face) live in a file of their own.
+        tag = f"{model_sha256[:16]}-{variant}" if variant else model_sha256[:16]
+        self.path = cache_dir / f"{tag}-v{SCHEMA_VERSION}-f{FEATURES_VERSION}.sqlite"
         self.folder = hashlib.sha256(os.fsencode(Path(root).resolve())).hexdigest()[:16]
         try:
             self.db = self._open()

@@ -8,11 +8,13 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from refinery import exact, hashing, quality, semantic
 from refinery import features as feats
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 STAGES = ("quality", "exact", "near", "semantic")
 DECISIONS = ("keep", "remove", "error", "skip")
 NOT_REACHED = "not reached: the run was interrupted"
+# Cuts the part to embed out of a picture, or says why there is none: (image, "") or (None, why).
+Crop = Callable[[Image.Image], tuple[Image.Image | None, str]]
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
 
@@ -145,6 +149,34 @@ def _skipped(root: Path, entry: Skipped) -> FileDecision:
     return FileDecision(entry.path, entry.decision, reason=entry.reason)
 
 
+@dataclass
+class FolderVectors:
+    """An embedding for every readable picture under a folder (retrieval's view of it)."""
+
+    paths: list[str]  # relative to the folder, one per row
+    vectors: np.ndarray  # float32, L2-normalised rows
+    left_out: list[tuple[str, str]]  # (path, why): unreadable, no face, a link, a hidden folder
+    cached: int  # files taken from the cache
+
+
+def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
+                        cache: FeatureCache | None = None, crop: Crop | None = None) -> FolderVectors:
+    """Embed every readable picture under `root` (quality failures too), through the same
+    read-once pass and feature cache as dedup: what dedup embedded is not embedded again."""
+    found = scan(Path(root), cfg.run.follow_symlinks)
+    stages = {name: StageStats(name) for name in ("pass", "features", "embed")}
+    workers = cfg.run.workers or cpu_count()
+    with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store, feats.opencv_single_threaded():
+        scanned = _feature_pass(Path(root), found.files, cfg, embedder, stages, progress, cache, store, workers,
+                                None, embed_all=True, crop=crop)
+        kept = [s for s in scanned if s.vector_row >= 0 and not (s.error or s.skip)]
+        vectors = (store.rows([s.vector_row for s in kept]) if kept
+                   else np.zeros((0, embedder.spec.output_dim), np.float32))
+    left_out = [(s.rel, s.error or s.skip) for s in scanned if s.error or s.skip]
+    left_out += [(s.path, s.reason) for s in found.skipped]
+    return FolderVectors([s.rel for s in kept], vectors, sorted(left_out), sum(s.cached for s in scanned))
+
+
 def scratch_dir(cfg: Config) -> Path:
     """Where a run keeps its temporary files (the vectors): beside the cache, on disk."""
     from refinery.cache import default_cache_dir
@@ -162,8 +194,13 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
                   progress: Progress | None, cache: FeatureCache | None, store: VectorStore,
-                  workers: int, stop: threading.Event | None) -> list[_Scanned]:
+                  workers: int, stop: threading.Event | None, embed_all: bool = False,
+                  crop: Crop | None = None) -> list[_Scanned]:
     """Read, hash, decode, measure and embed every file once (or take it from the cache).
+
+    Dedup embeds only the pictures that pass the quality stage; retrieval (`embed_all`)
+    embeds every readable one. `crop` cuts the part to embed out of each picture (a face), or
+    says there is none (the file is then `skip`ped with the reason).
 
     Files go to worker threads in chunks of one model batch; each worker decodes its chunk
     and runs the model on it. On the CPU each run uses one core (see make_embedder), so the
@@ -188,7 +225,16 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
             item.error = e.reason
             return None
         item.quality_reason = quality.judge(item.features, cfg.quality)
-        return None if item.quality_reason else model_input(decoded.image, embedder.spec)
+        if item.quality_reason and not embed_all:
+            return None
+        image = decoded.image
+        if crop is not None:
+            part, why_not = crop(image)
+            if part is None:
+                item.skip = why_not
+                return None
+            image = part
+        return model_input(image, embedder.spec)
 
     def run_chunk(chunk: list[tuple[Path, _Scanned]]) -> tuple[list[_Scanned], float, float]:
         """Features and vectors for one chunk; (items, seconds decoding, seconds in the model)."""
@@ -208,7 +254,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
             return False
         features, vector = hit
         reason = quality.judge(features, cfg.quality)
-        if reason is None and vector is None:  # passes now, was never embedded: compute it
+        if vector is None and (reason is None or embed_all):  # needs a vector it never got: compute it
             return False
         item.features, item.quality_reason, item.vector, item.cached, item.done = features, reason, vector, True, True
         claimed.add(features.sha256)
@@ -289,6 +335,7 @@ def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
         s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
         s.quality_reason = original.quality_reason
         s.vector_row = original.vector_row
+        s.skip = original.skip  # no face in the original: none in its copy
 
 
 def _decide(scanned: list[_Scanned], store: VectorStore, cfg: Config,

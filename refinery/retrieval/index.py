@@ -1,0 +1,282 @@
+"""A folder's pictures, ready to be searched by image: `refinery index` writes it, `search`,
+`eval` and `serve` read it.
+
+On disk an index is a folder, written under a temporary name and renamed:
+
+    index.json       paths (relative to the indexed folder), their size and mtime, the model
+                     (path, SHA-256), faces or not, the FAISS index kind, files left out and why
+    embedding.faiss  the embeddings: exact inner product (flat) up to `exact_up_to` pictures,
+                     HNSW beyond (benchmarks/README.md, "Retrieval index", has the recall)
+    pixels.npy       PIXEL_SIZE x PIXEL_SIZE RGB thumbnails, uint8, for the pixel baselines
+    sift.npz         SIFT descriptors and keypoints per picture, for the SIFT baseline
+
+Building again over the same folder is incremental: embeddings come from the feature cache,
+thumbnails and SIFT of files whose size and mtime did not change from the old index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+from PIL import Image
+
+from refinery.config import Config
+from refinery.errors import RefineryError, UnreadableImage
+from refinery.fileio import atomic_path, file_sha256
+from refinery.images import decode_for_stages, read_bytes, to_input
+from refinery.parallel import cpu_count, ordered_map
+from refinery.pipeline import embed_every_picture
+from refinery.retrieval import faces as face_finder
+from refinery.retrieval.methods import (
+    DISTANCES,
+    PIXEL_METHODS,
+    SiftFeatures,
+    SiftGallery,
+    pixel_scores,
+    pixel_vector,
+    sift_features,
+)
+from refinery.runner.session import Embedder, l2_normalize
+
+INDEX_VERSION = 1
+METRICS = ("cosine", "l2")
+EXACT_UP_TO = 50_000  # pictures; beyond, HNSW (see benchmarks/README.md, "Retrieval index")
+HNSW_M = 32
+HNSW_EF_SEARCH = 128
+
+
+class NoFace(RefineryError):
+    """A query picture in which --faces found no face."""
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    path: str
+
+
+@dataclass
+class Query:
+    """What every method needs of one query picture."""
+
+    name: str
+    vector: np.ndarray  # L2-normalised embedding
+    pixels: np.ndarray
+    sift: SiftFeatures | None
+
+
+@dataclass
+class Gallery:
+    """The searchable side: one row per picture in every array."""
+
+    paths: list[str]
+    vectors: np.ndarray
+    pixels: np.ndarray
+    sift: list[SiftFeatures] | None = None
+    index: faiss.Index | None = None
+    _sift_gallery: SiftGallery | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = make_faiss_index(self.vectors)
+
+    def methods(self) -> list[str]:
+        return ["embedding", *PIXEL_METHODS] + (["sift"] if self.sift is not None else [])
+
+    def scores(self, query: Query, method: str, metric: str = "cosine", k: int | None = None) -> tuple[np.ndarray,
+                                                                                                           np.ndarray]:
+        """(gallery rows best first, their scores); the k best, or the whole gallery."""
+        n = len(self.paths)
+        k = n if k is None else min(k, n)
+        if method == "embedding":
+            if metric not in METRICS:
+                raise RefineryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+            sims, rows = self.index.search(query.vector[None, :].astype(np.float32), k)  # type: ignore[union-attr]
+            keep = rows[0] >= 0
+            rows, sims = rows[0][keep], sims[0][keep]
+            # Unit vectors: squared L2 distance is 2 - 2 cos, so the order is the same, the scale is not.
+            return rows, (sims if metric == "cosine" else 2 - 2 * sims)
+        if method == "sift":
+            if self.sift is None or query.sift is None:
+                raise RefineryError("this index has no SIFT features; build it with `refinery index --sift`")
+            if self._sift_gallery is None:
+                self._sift_gallery = SiftGallery(self.sift)
+            order, scores = self._sift_gallery.rank(query.sift)
+            return order[:k], scores[:k]
+        if method not in PIXEL_METHODS:
+            raise RefineryError(f"unknown method {method!r}; choose one of {', '.join(self.methods())}")
+        scores = pixel_scores(method, query.pixels, self.pixels)
+        order = np.argsort(scores if method in DISTANCES else -scores, kind="stable")[:k]
+        return order, scores[order]
+
+
+def make_faiss_index(vectors: np.ndarray, exact_up_to: int = EXACT_UP_TO) -> faiss.Index:
+    """Exact inner product for up to `exact_up_to` rows, HNSW beyond."""
+    dim = vectors.shape[1]
+    index: faiss.Index
+    if len(vectors) <= exact_up_to:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        index = hnsw
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, np.float32))
+    return index
+
+
+def face_crop(faces: bool) -> Callable | None:
+    return face_finder.largest_face if faces else None
+
+
+class QueryMaker:
+    """Turns picture bytes into a Query the way the index was built (same model, same crop)."""
+
+    def __init__(self, embedder: Embedder, faces: bool, with_sift: bool):
+        self.embedder, self.faces, self.with_sift = embedder, faces, with_sift
+
+    def picture(self, data: bytes, name: str) -> Image.Image:
+        """The decoded picture (the face in it, with --faces), as every method sees it."""
+        image = decode_for_stages(data, name, self.embedder.spec).image
+        if self.faces:
+            face, why = face_finder.largest_face(image)
+            if face is None:
+                raise NoFace(f"{name}: {why}")
+            image = face
+        return image
+
+    def __call__(self, data: bytes, name: str) -> Query:
+        image = self.picture(data, name)
+        vector = self.embedder.embed(to_input(image, self.embedder.spec)[None])[0]
+        return Query(name, vector, pixel_vector(image), sift_features(image) if self.with_sift else None)
+
+
+@dataclass
+class RetrievalIndex:
+    """A Gallery with where it came from: the folder, the model, the files and their stats."""
+
+    root: Path
+    gallery: Gallery
+    meta: dict
+    embedder: Embedder
+
+    @property
+    def paths(self) -> list[str]:
+        return self.gallery.paths
+
+    @property
+    def query_maker(self) -> QueryMaker:
+        return QueryMaker(self.embedder, self.meta["faces"], self.gallery.sift is not None)
+
+    def search(self, data: bytes, name: str, k: int = 10, method: str = "embedding",
+               metric: str = "cosine") -> list[Hit]:
+        """The k pictures most like the query bytes, best first."""
+        query = self.query_maker(data, name)
+        rows, scores = self.gallery.scores(query, method, metric, k)
+        return [Hit(rank, round(float(score), 6), self.paths[row])
+                for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
+
+    def save(self, out: Path) -> None:
+        with atomic_path(Path(out)) as tmp:
+            tmp.mkdir()
+            faiss.write_index(self.gallery.index, str(tmp / "embedding.faiss"))  # type: ignore[arg-type]
+            np.save(tmp / "pixels.npy", self.gallery.pixels)
+            if self.gallery.sift is not None:
+                save_sift(tmp / "sift.npz", self.gallery.sift)
+            (tmp / "index.json").write_text(json.dumps(self.meta, indent=1))
+
+    @classmethod
+    def load(cls, path: Path, device: str = "auto") -> RetrievalIndex:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "index.json").read_text())
+        except (OSError, ValueError) as e:
+            raise RefineryError(f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out "
+                                f"{path}`") from None
+        if meta.get("version") != INDEX_VERSION:
+            raise RefineryError(f"{path}: index version {meta.get('version')}, this refinery reads "
+                                f"{INDEX_VERSION}; build it again with `refinery index`")
+        model = Path(meta["model"]["path"])
+        if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
+            raise RefineryError(f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
+                                "which is not there any more; build the index again")
+        index = faiss.read_index(str(path / "embedding.faiss"))
+        if isinstance(index, faiss.IndexHNSWFlat):
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+        sift = load_sift(path / "sift.npz") if (path / "sift.npz").exists() else None
+        paths = [f[0] for f in meta["files"]]
+        gallery = Gallery(paths, np.zeros((0, index.d), np.float32), np.load(path / "pixels.npy"), sift, index)
+        return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device))
+
+
+def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = None, progress: object = None,
+                faces: bool = False, with_sift: bool = False, previous: RetrievalIndex | None = None,
+                exact_up_to: int = EXACT_UP_TO) -> RetrievalIndex:
+    """Embed every readable picture under `root` and make it searchable by every method."""
+    root = Path(root)
+    folder = embed_every_picture(root, cfg, embedder, progress, cache, face_crop(faces))  # type: ignore[arg-type]
+    maker = QueryMaker(embedder, faces, with_sift)
+    stats = [_stat(root / p) for p in folder.paths]
+    reusable = _reusable(previous, with_sift)
+
+    def extras(item: tuple[str, tuple[int, int]]) -> tuple[np.ndarray, SiftFeatures | None] | str:
+        rel, stat = item
+        if (rel, *stat) in reusable:
+            return reusable[(rel, *stat)]
+        try:
+            image = maker.picture(read_bytes(root / rel), rel)
+        except (UnreadableImage, NoFace) as e:  # changed since it was embedded
+            return str(e)
+        return pixel_vector(image), sift_features(image) if with_sift else None
+
+    done = list(ordered_map(extras, zip(folder.paths, stats, strict=True), cpu_count(), ahead=4 * cpu_count()))
+    ok = [i for i, d in enumerate(done) if not isinstance(d, str)]
+    left_out = folder.left_out + [(folder.paths[i], d) for i, d in enumerate(done) if isinstance(d, str)]
+    vectors = l2_normalize(folder.vectors[ok]) if ok else folder.vectors
+    pixels = np.stack([done[i][0] for i in ok]) if ok else np.zeros((0, 3 * 32 * 32), np.uint8)  # type: ignore[index]
+    sift = [done[i][1] for i in ok] if with_sift else None  # type: ignore[index]
+    index = make_faiss_index(vectors, exact_up_to)
+    meta = {
+        "version": INDEX_VERSION, "root": str(root.resolve()),
+        "model": {"path": str(embedder.path.resolve()), "sha256": file_sha256(embedder.path),
+                  "name": embedder.path.name, "dim": int(vectors.shape[1])},
+        "faces": faces, "kind": "flat" if isinstance(index, faiss.IndexFlatIP) else "hnsw",
+        "files": [[folder.paths[i], *stats[i]] for i in ok], "left_out": sorted(left_out),
+        "cached": folder.cached,
+    }
+    gallery = Gallery([folder.paths[i] for i in ok], vectors, pixels, sift, index)  # type: ignore[arg-type]
+    return RetrievalIndex(root, gallery, meta, embedder)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _reusable(previous: RetrievalIndex | None, with_sift: bool) -> dict[tuple, tuple]:
+    """Thumbnails (and SIFT) of the previous index, by (path, size, mtime)."""
+    if previous is None or (with_sift and previous.gallery.sift is None):
+        return {}
+    sift = previous.gallery.sift
+    return {tuple(f): (previous.gallery.pixels[i], sift[i] if (with_sift and sift) else None)
+            for i, f in enumerate(previous.meta["files"])}
+
+
+def save_sift(path: Path, features: list[SiftFeatures]) -> None:
+    counts = np.array([len(f.descriptors) for f in features], np.int64)
+    np.savez(path, counts=counts, descriptors=np.concatenate([f.descriptors for f in features]),
+             points=np.concatenate([f.points for f in features]))
+
+
+def load_sift(path: Path) -> list[SiftFeatures]:
+    data = np.load(path)
+    bounds = np.concatenate([[0], np.cumsum(data["counts"])])
+    return [SiftFeatures(data["descriptors"][a:b], data["points"][a:b])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

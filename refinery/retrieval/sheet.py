@@ -1,0 +1,52 @@
+"""A contact sheet: each query beside its results, as one self-contained HTML file (the
+thumbnails are inlined, so it can be mailed or opened anywhere)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from refinery.errors import UnreadableImage
+from refinery.fileio import write_text_atomic
+from refinery.images import decode, read_bytes
+
+THUMB = 160
+
+_STYLE = """body{font-family:sans-serif;margin:1em;background:#fafafa}
+.row{display:flex;gap:8px;margin-bottom:1.5em;align-items:flex-start}
+figure{margin:0;width:170px;font-size:12px;word-break:break-all}
+figure img{display:block;max-width:160px;max-height:160px}
+.query{border-right:3px solid #333;padding-right:8px}"""
+
+
+def thumbnail(path: Path) -> str:
+    """A data: URI of a small JPEG of the picture, or "" if it cannot be read."""
+    try:
+        image = decode(read_bytes(path), path, min_long=THUMB).image
+    except UnreadableImage:
+        return ""
+    image.thumbnail((THUMB, THUMB), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def _figure(path: Path, caption: str, css: str = "") -> str:
+    return (f'<figure class="{css}"><img src="{thumbnail(path)}" alt="{html.escape(path.name)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def write_sheet(out: Path, root: Path, answers: list[tuple[Path, list]]) -> None:
+    """`answers`: (query file, its hits) per query; hit paths are relative to `root`."""
+    rows = []
+    for query, hits in answers:
+        cells = [_figure(query, f"query: {query.name}", "query")]
+        cells += [_figure(root / h.path, f"{h.rank}. {h.score:.4f} {h.path}") for h in hits]
+        rows.append(f'<div class="row">{"".join(cells)}</div>')
+    page = (f"<!doctype html><meta charset=utf-8><title>refinery search</title><style>{_STYLE}</style>"
+            f"<h1>refinery search</h1>{''.join(rows)}")
+    write_text_atomic(out, page)
