@@ -50,28 +50,39 @@ NO_TORCH_RUN = textwrap.dedent('''
     import sys
     from refinery.cli import main
     try:
-        main({args!r}, standalone_mode=False)
+        for args in {runs!r}:
+            main(args, standalone_mode=False)
     finally:
         leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         print("TORCH_MODULES=" + ",".join(leaked))
 ''')
 
 
-@pytest.mark.parametrize("command", ["embed", "dedup"])
+@pytest.mark.parametrize("command", ["embed", "dedup", "index+search+eval"])
 def test_runtime_never_imports_torch(command: str, image_dir: Path, tmp_path: Path) -> None:
     """Run the runtime commands with a trap shadowing torch, then list what entered sys.modules."""
     trap = tmp_path / "trap"
     (trap / "torch").mkdir(parents=True)
     (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
-    out = tmp_path / ("v.npz" if command == "embed" else "r.json")
-    args = [command, str(image_dir), "--out" if command == "embed" else "--report", str(out), "--device", "cpu"]
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(args=args)],
+    out = tmp_path / "out"
+    classes = tmp_path / "classes"  # two classes of four pictures, for eval
+    for i, picture in enumerate(sorted(image_dir.rglob("*.*"))):
+        (classes / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (classes / "ab"[i % 2] / picture.name).write_bytes(picture.read_bytes())
+    runs = {"embed": [["embed", str(image_dir), "--out", str(out), "--device", "cpu"]],
+            "dedup": [["dedup", str(image_dir), "--report", str(out), "--device", "cpu"]],
+            "index+search+eval": [["index", str(image_dir), "--out", str(out), "--sift", "--device", "cpu"],
+                                  ["search", str(out), str(image_dir / "pic_1.jpg"), "--method", "sift",
+                                   "--html", str(tmp_path / "sheet.html")],
+                                  ["search", str(out), str(image_dir / "pic_1.jpg"), "--device", "cpu"],
+                                  ["eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu"]]}
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(runs=runs[command])],
                           capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "TORCH_IMPORT_ATTEMPTED" not in proc.stdout
     assert "TORCH_MODULES=\n" in proc.stdout
-    assert out.is_file()
+    assert out.exists()
 
 
 def test_base_install_does_not_depend_on_torch() -> None:
