@@ -523,3 +523,14 @@ def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...
     cfg = apply_overrides(load_config(config_path), list(assignments))
     click.echo(f"# {config_path or default_config_path()}")
     click.echo(to_toml(cfg))
+
+
+def _register_serve() -> None:
+    """`refinery serve` lives in refinery/serve.py (light to import: fastapi and uvicorn load
+    only when it runs)."""
+    from refinery.serve import serve_command
+
+    main.add_command(serve_command, "serve")
+
+
+_register_serve()

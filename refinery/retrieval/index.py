@@ -95,6 +95,8 @@ class Gallery:
         """(gallery rows best first, their scores); the k best, or the whole gallery."""
         n = len(self.paths)
         k = n if k is None else min(k, n)
+        if k == 0:  # an empty gallery (FAISS refuses to look for 0 neighbours)
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
         if method == "embedding":
             if metric not in METRICS:
                 raise RefineryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")

@@ -1,0 +1,517 @@
+"""`refinery serve`: a small web page to try image retrieval on one or more indexes.
+
+The page (plain HTML and a little JavaScript, no external assets, so it works offline) lets
+one choose an index (one per model), a method and k, upload a picture - or take one with a
+phone's camera - and see the best matches as thumbnails with rank, score and path.
+
+    GET  /                        the page
+    POST /api/search              multipart: file, index, method, k, metric -> JSON
+    GET  /image/{index}/{row}     a JPEG thumbnail of the picture at that row of that index
+
+Security rules, and why:
+- Pictures are addressed by (index, row), never by a path from the request, and a row's
+  path must resolve inside its index's folder: nothing else on the machine can be read.
+- Uploads are read in chunks and refused (413) as soon as they pass the limit; they stay
+  in memory and are never written to disk (Starlette's own form parser spools large files
+  to a temporary file, so the multipart body is parsed here).
+- Bound to 127.0.0.1 by default, and then only Host headers naming this machine are
+  answered, so a web page in the user's browser cannot reach the index by DNS rebinding.
+
+fastapi, uvicorn and python-multipart are the [serve] extra: they are imported inside the
+functions that need them, so `refinery --help` neither needs nor loads them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import ipaddress
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from refinery.errors import RefineryError, UnreadableImage
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+
+    from refinery.retrieval.index import Hit, RetrievalIndex
+
+MB = 1024 * 1024
+MAX_UPLOAD_BYTES = 20 * MB  # a phone camera's JPEG is 2-8 MB; a RAW file is not a query
+THUMB = 256  # longest side of the thumbnails, in pixels
+MAX_K = 100
+# Uploads held in memory at once: with the search itself one at a time, a few are enough to
+# keep the page responsive, and memory stays under this many times the upload limit.
+UPLOADS_AT_ONCE = 4
+# The multipart body around the picture: boundaries, part headers and the four small fields.
+FORM_OVERHEAD = 16 * 1024
+MAX_FIELD_BYTES = 256
+MAX_PARTS = 8
+# After a 413, the rest of the body is read and dropped (up to this much, for up to this
+# long) before answering: a client that sends the whole body before reading the answer
+# (urllib, requests) would otherwise see a reset connection, not the 413.
+DRAIN_BYTES = 256 * MB
+DRAIN_SECONDS = 30
+NEEDS_EXTRA = "serve needs the [serve] extra: pip install 'refinery[serve]'"
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
+FIELDS = {"index": "0", "method": "embedding", "k": "10", "metric": "cosine"}
+
+
+class BadUpload(RefineryError):
+    """A search request the server will not run; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def too_large(limit: int) -> BadUpload:
+    return BadUpload(f"the picture is larger than the upload limit of {limit / MB:g} MB", 413)
+
+
+@dataclass
+class Upload:
+    """One search request, parsed in memory."""
+
+    name: str
+    data: bytes
+    fields: dict[str, str]
+
+
+@dataclass
+class Served:
+    """An index as the app serves it: its pictures' rows by path, for the result URLs."""
+
+    index: RetrievalIndex
+    rows: dict[str, int]
+    label: str
+
+    @classmethod
+    def of(cls, index: RetrievalIndex) -> Served:
+        label = f"{index.meta['model']['name']} - {index.root.name} ({len(index.paths)} pictures)"
+        return cls(index, {path: row for row, path in enumerate(index.paths)}, label)
+
+
+@dataclass
+class _FormReader:
+    """python-multipart callbacks that keep every part in memory, within the limits."""
+
+    limit: int
+    parts: list[tuple[dict[bytes, bytes], bytearray]] = field(default_factory=list)
+    _header: tuple[bytes, bytes] = (b"", b"")
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self._begin, "on_header_field": self._name, "on_header_value": self._value,
+                "on_header_end": self._header_end, "on_part_data": self._data}
+
+    def _begin(self) -> None:
+        if len(self.parts) == MAX_PARTS:
+            raise BadUpload(f"more than {MAX_PARTS} form fields")
+        self.parts.append(({}, bytearray()))
+
+    def _name(self, data: bytes, start: int, end: int) -> None:
+        self._header = (self._header[0] + data[start:end], self._header[1])
+
+    def _value(self, data: bytes, start: int, end: int) -> None:
+        self._header = (self._header[0], self._header[1] + data[start:end])
+
+    def _header_end(self) -> None:
+        headers, _ = self.parts[-1]
+        headers[self._header[0].lower()] = self._header[1]
+        self._header = (b"", b"")
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        _, body = self.parts[-1]
+        body += data[start:end]
+        if len(body) > self.limit:
+            raise too_large(self.limit)
+
+    def upload(self) -> Upload:
+        from python_multipart.multipart import parse_options_header
+
+        name, data, fields = "", b"", {}
+        for headers, body in self.parts:
+            _, options = parse_options_header(headers.get(b"content-disposition", b""))
+            key = options.get(b"name", b"").decode("utf-8", "replace")
+            if b"filename" in options:
+                if key != "file" or data:
+                    raise BadUpload("send exactly one picture, as the form field 'file'")
+                name, data = options[b"filename"].decode("utf-8", "replace")[-200:], bytes(body)
+            elif key in FIELDS:
+                if len(body) > MAX_FIELD_BYTES:
+                    raise BadUpload(f"the form field {key!r} is longer than {MAX_FIELD_BYTES} bytes")
+                fields[key] = body.decode("utf-8", "replace").strip()
+        if not data:
+            raise BadUpload("no picture in the request (form field 'file')")
+        return Upload(name or "upload", data, fields)
+
+
+async def read_upload(request: Request, limit: int) -> Upload:
+    """The picture and fields of a multipart request, read in chunks and refused as soon as
+    the picture (or the whole body) is larger than it may be."""
+    from python_multipart import MultipartParser
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import parse_options_header
+
+    kind, options = parse_options_header(request.headers.get("content-type", ""))
+    if kind != b"multipart/form-data" or not options.get(b"boundary"):
+        raise BadUpload("send the picture as multipart/form-data")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise too_large(limit)  # refused before parsing or keeping a byte of it
+    reader = _FormReader(limit)
+    parser = MultipartParser(options[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
+    read = 0
+    try:
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > limit + FORM_OVERHEAD:
+                raise too_large(limit)
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as e:
+        raise BadUpload(f"not a well-formed multipart form: {e}") from None
+    return reader.upload()
+
+
+async def drain(request: Request, limit: int) -> None:
+    """Read and drop what is left of a refused body, within DRAIN_BYTES and DRAIN_SECONDS.
+
+    Nothing to read when the client asked `Expect: 100-continue` and its declared length
+    was refused: it has not sent the body, and will not.
+    """
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and (int(declared) > DRAIN_BYTES or (
+            int(declared) > limit + FORM_OVERHEAD and request.headers.get("expect", "").lower() == "100-continue")):
+        return
+
+    async def read_rest() -> None:
+        read = 0
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > DRAIN_BYTES:
+                return
+
+    try:
+        await asyncio.wait_for(read_rest(), DRAIN_SECONDS)
+    except (asyncio.TimeoutError, ClientDisconnect):
+        pass
+
+
+def choose(upload: Upload, served: list[Served]) -> tuple[int, str, int, str]:
+    """(index number, method, k, metric) from the form, or BadUpload saying what is wrong."""
+    fields = {**FIELDS, **upload.fields}
+    try:
+        number, k = int(fields["index"]), int(fields["k"])
+    except ValueError:
+        raise BadUpload("index and k must be whole numbers") from None
+    if not 0 <= number < len(served):
+        raise BadUpload(f"no index number {number}; there are {len(served)}")
+    if not 1 <= k <= MAX_K:
+        raise BadUpload(f"k must be between 1 and {MAX_K}")
+    methods = served[number].index.gallery.methods()
+    if fields["method"] not in methods:
+        raise BadUpload(f"unknown method {fields['method']!r}; this index has {', '.join(methods)}")
+    if fields["metric"] not in ("cosine", "l2"):
+        raise BadUpload("metric must be cosine or l2")
+    return number, fields["method"], k, fields["metric"]
+
+
+def thumbnail_jpeg(root: Path, rel: str) -> bytes:
+    """A JPEG of the picture at `root/rel`, longest side THUMB; only inside `root`.
+
+    Raises:
+        UnreadableImage: the file is gone, unreadable, or (a link, an edited index.json)
+            outside `root`.
+    """
+    from PIL import Image
+
+    from refinery.images import decode, read_bytes
+
+    base = root.resolve()
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base):
+        raise UnreadableImage(rel, "outside the indexed folder")
+    image = decode(read_bytes(path), rel, min_long=THUMB).image
+    image.thumbnail((THUMB, THUMB), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The web app over `indexes` (one per model). `allowed_hosts`: the Host names answered
+    (default: this machine's loopback names; ["*"] for any)."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+
+    from refinery.retrieval.index import NoFace
+
+    served = [Served.of(index) for index in indexes]
+    page = render_page(served, max_upload_bytes)
+    # One search at a time: the embedder's session and the SIFT gallery open lazily, and a
+    # page for trying things out gains nothing from searching in parallel.
+    search_lock = threading.Lock()
+    uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
+
+    async def index_page(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
+
+    def search_one(number: int, upload: Upload, method: str, k: int, metric: str) -> list[Hit]:
+        if not served[number].index.paths:
+            return []  # FAISS refuses to search for 0 neighbours, which is all an empty index has
+        with search_lock:
+            return served[number].index.search(upload.data, upload.name, k, method, metric)
+
+    async def search(request: Request) -> Response:
+        try:
+            async with uploads:
+                upload = await read_upload(request, max_upload_bytes)
+                number, method, k, metric = choose(upload, served)
+                hits = await run_in_threadpool(search_one, number, upload, method, k, metric)
+        except BadUpload as e:
+            if e.status == 413:  # outside `uploads`: dropping the rest of a body holds no memory
+                await drain(request, max_upload_bytes)
+            return JSONResponse({"detail": str(e)}, e.status, headers={"Connection": "close"})
+        except UnreadableImage as e:
+            return JSONResponse({"detail": e.reason}, 400)
+        except NoFace as e:
+            return JSONResponse({"detail": str(e)}, 400)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening
+        rows = served[number].rows
+        return JSONResponse({
+            "query": upload.name, "index": number, "model": served[number].index.meta["model"]["name"],
+            "method": method, "metric": metric,
+            "results": [{"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"}
+                        for h in hits]})
+
+    def image(request: Request) -> Response:
+        number, row = request.path_params["index_no"], request.path_params["row"]
+        if not (number < len(served) and row < len(served[number].index.paths)):
+            raise HTTPException(404, "no such picture")
+        index = served[number].index
+        try:
+            jpeg = thumbnail_jpeg(index.root, index.paths[row])
+        except UnreadableImage as e:
+            raise HTTPException(404, f"picture {row} cannot be shown: {e.reason}") from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    # No /docs: Swagger UI comes from a CDN, and this page is the documentation.
+    app = FastAPI(title="refinery serve", docs_url=None, redoc_url=None, openapi_url=None)
+    # Plain Starlette routes: FastAPI would resolve these functions' annotations, which are
+    # strings here (`from __future__ import annotations`) naming imports local to this
+    # function; and the form is parsed by hand anyway. `:int` matches digits only, so a
+    # row like `-1` or `../x` matches no route: 404.
+    app.add_route("/", index_page, methods=["GET"])
+    app.add_route("/api/search", search, methods=["POST"])
+    app.add_route("/image/{index_no:int}/{row:int}", image, methods=["GET"])
+    app.middleware("http")(security_headers)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
+    return app
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1em;background:#fafafa;color:#222}
+form{display:flex;flex-wrap:wrap;gap:.6em 1.2em;align-items:end;margin-bottom:1em}
+label{display:flex;flex-direction:column;font-size:13px;gap:2px}
+input[type=number]{width:5em}
+button{font-size:16px;padding:.3em 1.2em}
+#status{min-height:1.4em;color:#555}#status.error{color:#b00}
+#grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:180px;font-size:12px;word-break:break-all}
+figure img{display:block;max-width:180px;max-height:180px}
+figure.query{border-right:3px solid #333;padding-right:10px}
+.score{color:#555}"""
+
+_SCRIPT = """"use strict";
+const form = document.getElementById("search");
+const grid = document.getElementById("grid");
+const status = document.getElementById("status");
+const fields = form.elements;
+let preview = null;
+
+function say(text, error) {
+  status.textContent = text;
+  status.className = error ? "error" : "";
+}
+
+function fillMethods() {
+  const methods = fields.index.selectedOptions[0].dataset.methods.split(",");
+  const was = fields.method.value;
+  fields.method.replaceChildren(...methods.map(m => new Option(m, m, false, m === was)));
+  fields.metric.disabled = fields.method.value !== "embedding";
+}
+
+function figure(src, lines, css) {
+  const fig = document.createElement("figure");
+  fig.className = css;
+  const img = document.createElement("img");
+  img.src = src;
+  img.alt = lines[lines.length - 1][1];
+  const caption = document.createElement("figcaption");
+  for (const [cls, text] of lines) {
+    const span = document.createElement("div");
+    span.className = cls;
+    span.textContent = text;
+    caption.append(span);
+  }
+  fig.append(img, caption);
+  return fig;
+}
+
+fields.index.addEventListener("change", fillMethods);
+fields.method.addEventListener("change", fillMethods);
+fillMethods();
+
+form.addEventListener("submit", async event => {
+  event.preventDefault();
+  const file = fields.file.files[0];
+  if (!file) { say("Choose or take a picture first.", true); return; }
+  const limit = Number(form.dataset.maxBytes);
+  if (file.size > limit) {
+    say("The picture is larger than the upload limit of " + (limit / 1048576) + " MB.", true);
+    return;
+  }
+  say("Searching…");
+  fields.go.disabled = true;
+  try {
+    const response = await fetch("/api/search", {method: "POST", body: new FormData(form)});
+    let body;
+    try { body = await response.json(); } catch { body = {detail: response.status + " " + response.statusText}; }
+    if (!response.ok) {
+      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      say("Search failed: " + detail, true);
+      return;
+    }
+    if (preview) URL.revokeObjectURL(preview);
+    preview = URL.createObjectURL(file);
+    const figures = [figure(preview, [["label", "query"], ["path", body.query]], "query")];
+    for (const hit of body.results) {
+      figures.push(figure(hit.url, [["rank", "#" + hit.rank], ["score", hit.score.toFixed(4)],
+                                    ["path", hit.path]], "hit"));
+    }
+    grid.replaceChildren(...figures);
+    say(body.results.length + " results from " + body.model + ", " + body.method + ".");
+  } catch (error) {
+    say("Search failed: " + error, true);
+  } finally {
+    fields.go.disabled = false;
+  }
+});
+"""
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# The page runs only its own inline script and style (by hash), talks only to this server,
+# shows only this server's images, the query picture (a blob: URL) and no favicon (data:,),
+# and is not framed.
+CSP = (f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
+       "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def render_page(served: list[Served], max_upload_bytes: int) -> str:
+    """The search page; every name from an index is HTML-escaped."""
+    options = "".join(
+        f'<option value="{i}" data-methods="{html.escape(",".join(s.index.gallery.methods()))}">'
+        f"{html.escape(s.label)}</option>" for i, s in enumerate(served))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><title>refinery search</title><style>{_STYLE}</style></head>
+<body><h1>refinery search</h1>
+<form id="search" data-max-bytes="{max_upload_bytes}">
+<label>Picture<input type="file" name="file" accept="image/*" capture="environment" required></label>
+<label>Model (index)<select name="index">{options}</select></label>
+<label>Method<select name="method"></select></label>
+<label>Metric<select name="metric"><option value="cosine">cosine (higher is closer)</option>
+<option value="l2">squared L2 (lower is closer)</option></select></label>
+<label>k<input type="number" name="k" value="10" min="1" max="{MAX_K}"></label>
+<button name="go" type="submit">Search</button>
+</form>
+<div id="status" role="status" aria-live="polite"></div>
+<div id="grid"></div>
+<script>{_SCRIPT}</script>
+</body></html>
+"""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hosts_to_answer(host: str) -> list[str]:
+    """The Host header names to answer when listening on `host`: on IPv4 loopback, this
+    machine's names only (a page rebound to 127.0.0.1 by DNS sends its own name); elsewhere
+    any, as the names people use to reach the machine cannot be known here."""
+    # IPv6 loopback would deserve it too, but Starlette's TrustedHostMiddleware cuts the Host
+    # "[::1]:8000" at its first ":".
+    if is_loopback(host) and ":" not in host:
+        return sorted({*LOOPBACK_HOSTS, host})
+    return ["*"]
+
+
+@click.command("serve")
+@click.argument("index_paths", metavar="INDEX...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. 0.0.0.0 lets other machines (a phone) in, with no password.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
+@click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=MAX_UPLOAD_BYTES / MB,
+              show_default=True, help="Largest picture accepted, in MB (2^20 bytes).")
+def serve_command(index_paths: tuple[Path, ...], host: str, port: int, device: str, max_upload_mb: float) -> None:
+    """A small web page to try search on INDEX (one per model): upload a picture or use a
+    phone's camera, see the best matches.
+
+    Example: refinery serve photos.index --port 8000, then open http://127.0.0.1:8000
+    """
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise click.ClickException(NEEDS_EXTRA) from None
+    from refinery.retrieval.index import RetrievalIndex
+
+    try:
+        indexes = [RetrievalIndex.load(path, device=device) for path in index_paths]
+        for index in indexes:
+            index.embedder.load()  # an unavailable device fails here, not at the first search
+    except RefineryError as e:
+        raise click.ClickException(str(e)) from e
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}: anyone who can reach this machine can search these "
+                   "indexes and see their pictures' thumbnails", err=True)
+    app = create_app(indexes, int(max_upload_mb * MB), allowed_hosts=hosts_to_answer(host))
+    uvicorn.run(app, host=host, port=port, server_header=False)

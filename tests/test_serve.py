@@ -1,0 +1,341 @@
+"""`refinery serve`: the real server in a subprocess, asked over HTTP (urllib, http.client)
+and driven in a real headless Chromium (selenium)."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, draw_picture
+from refinery.errors import UnreadableImage
+
+pytest.importorskip("fastapi", reason="serve needs the [serve] extra")
+pytest.importorskip("uvicorn", reason="serve needs the [serve] extra")
+pytest.importorskip("python_multipart", reason="serve needs the [serve] extra")
+
+PICTURES = 12
+QUERY = "pic_5.jpg"  # the query is a copy of it, from outside the indexed folder
+LIMIT_MB = 1
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    pid: int
+    log: Path
+    paths: list[str]  # the index's pictures, by row
+    query: Path
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PICTURES distinct small JPEGs, one in a sub-folder, and the query: a copy of QUERY kept
+    outside the folder, so that the index holds it once and it must come first."""
+    root = tmp_path_factory.mktemp("serve") / "pictures"
+    (root / "sub").mkdir(parents=True)
+    for i in range(PICTURES):
+        draw_picture(i).save(root / ("sub" if i == PICTURES - 1 else "") / f"pic_{i}.jpg", quality=90)
+    (root.parent / "query.jpg").write_bytes((root / QUERY).read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def index_dirs(pictures: Path) -> list[Path]:
+    """The pictures' index, and a second one of an empty folder (the page serves several)."""
+    from refinery.config import Config
+    from refinery.retrieval.index import build_index
+    from refinery.runner.session import Embedder
+
+    embedder = Embedder("default", device="cpu", threads=1)
+    (pictures.parent / "empty").mkdir()
+    outs = []
+    for folder in (pictures, pictures.parent / "empty"):
+        outs.append(folder.parent / f"{folder.name}.index")
+        build_index(folder, Config(), embedder, with_sift=False).save(outs[-1])
+    return outs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fetch(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return Reply(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+def raw_get(port: int, path: str, host: str | None = None) -> Reply:
+    """GET `path` exactly as written: http.client does not remove dot segments, as a browser would."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Host": host} if host else {})
+        r = conn.getresponse()
+        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def search(server: Server, data: bytes, filename: str = "query.jpg", **fields: str) -> Reply:
+    """POST /api/search as a browser's FormData would: the file and the fields, multipart."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                    for k, v in fields.items())
+    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return fetch(server.url + "/api/search", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+@pytest.fixture(scope="module")
+def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
+    """`refinery serve` on a free port, in its own process; stopped when the module is done."""
+    from refinery.retrieval.index import RetrievalIndex
+
+    port, log = free_port(), pictures.parent / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "refinery", "serve", *map(str, index_dirs), "--port", str(port),
+                                 "--device", "cpu", "--max-upload-mb", str(LIMIT_MB)], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server stopped (exit code {proc.returncode}):\n{log.read_text()}")
+            try:
+                if fetch(url + "/").status == 200:
+                    break
+            except OSError:  # not listening yet
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not answer within 60 s:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield Server(url, port, proc.pid, log, RetrievalIndex.load(index_dirs[0], device="cpu").paths,
+                     pictures.parent / "query.jpg")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_page_is_served_whole_with_no_outside_assets(server: Server) -> None:
+    reply = fetch(server.url + "/")
+    page = reply.body.decode()
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/html")
+    assert '<input type="file" name="file" accept="image/*" capture="environment"' in page
+    assert "://" not in page  # no CDN, no external script, style, font or image: it works offline
+    assert "default-src 'none'" in reply.headers["content-security-policy"]
+    assert reply.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("method", ["embedding", "pixel-cosine"])
+def test_a_picture_of_the_index_comes_first_with_its_thumbnail(server: Server, method: str) -> None:
+    reply = search(server, server.query.read_bytes(), "camera shot.jpg", index="0", method=method, k="4",
+                   metric="cosine")
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    assert answer["query"] == "camera shot.jpg" and answer["model"] == "default.onnx" and answer["method"] == method
+    results = answer["results"]
+    assert [r["rank"] for r in results] == [1, 2, 3, 4]
+    assert set(results[0]) == {"rank", "score", "path", "url"}
+    assert results[0]["path"] == QUERY and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    for r in results:  # each URL names the row of its path, and serves a thumbnail of it
+        assert r["url"] == f"/image/0/{server.paths.index(r['path'])}"
+    thumb = fetch(server.url + results[0]["url"])
+    assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(thumb.body)) as im:
+        assert im.format == "JPEG" and max(im.size) <= 256
+
+
+def test_a_picture_in_a_sub_folder_has_a_thumbnail(server: Server) -> None:
+    reply = fetch(f"{server.url}/image/0/{server.paths.index(f'sub/pic_{PICTURES - 1}.jpg')}")
+    assert reply.status == 200 and reply.body[:3] == b"\xff\xd8\xff"
+
+
+def test_an_empty_index_answers_with_no_results(server: Server) -> None:
+    reply = search(server, server.query.read_bytes(), index="1")
+    assert reply.status == 200 and reply.json()["results"] == []
+    assert raw_get(server.port, "/image/1/0").status == 404
+
+
+def test_an_upload_over_the_limit_gets_413_and_a_clear_message(server: Server) -> None:
+    reply = search(server, os.urandom(LIMIT_MB * 1024 * 1024 + 200_000))
+    assert reply.status == 413
+    assert reply.json()["detail"] == f"the picture is larger than the upload limit of {LIMIT_MB} MB"
+    assert search(server, server.query.read_bytes()).status == 200  # and the server goes on
+
+
+@pytest.mark.parametrize(("data", "fields", "detail"), [
+    (b"not a picture at all", {}, "not an image Pillow can read"),
+    (b"\xff\xd8\xff\xe0 a broken JPEG", {}, "cannot decode"),
+    (None, {"method": "magic"}, "unknown method 'magic'; this index has embedding, pixel-l1"),
+    (None, {"k": "0"}, "k must be between 1 and 100"),
+    (None, {"index": "3"}, "no index number 3; there are 2"),
+    (None, {"metric": "manhattan"}, "metric must be cosine or l2"),
+])
+def test_a_bad_request_gets_400_and_a_one_line_reason(server: Server, data: bytes | None, fields: dict[str, str],
+                                                      detail: str) -> None:
+    reply = search(server, server.query.read_bytes() if data is None else data, **fields)
+    assert reply.status == 400
+    assert reply.json()["detail"].startswith(detail) and "\n" not in reply.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "/image/0/../../etc/passwd", "/image/0/%2e%2e/%2e%2e/etc/passwd", "/image/%2e%2e/0", "/image/0/999999",
+    "/image/5/0", "/image/0/-1", "/image/0/1/../../../../../../etc/passwd", "/../../../../etc/passwd",
+    "/image/0/pic_5.jpg", "/image/0/%2fetc%2fpasswd",
+])
+def test_nothing_outside_the_index_can_be_read(server: Server, path: str) -> None:
+    reply = raw_get(server.port, path)
+    assert reply.status in (404, 422), reply.body
+    assert reply.headers["content-type"] == "application/json" and b"root:" not in reply.body
+
+
+def test_a_path_that_leaves_the_folder_is_never_shown(tmp_path: Path) -> None:
+    """An edited index.json, or a link in the folder to a picture elsewhere."""
+    from refinery.serve import thumbnail_jpeg
+
+    root = tmp_path / "root"
+    root.mkdir()
+    draw_picture(1).save(tmp_path / "elsewhere.jpg")
+    (root / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    for rel in ("../elsewhere.jpg", "link.jpg", str(tmp_path / "elsewhere.jpg")):
+        with pytest.raises(UnreadableImage, match="outside the indexed folder"):
+            thumbnail_jpeg(root, rel)
+
+
+def test_it_listens_on_loopback_only_and_answers_only_local_names(server: Server) -> None:
+    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in server.log.read_text()
+    if sys.platform.startswith("linux"):  # all of 127/8 is this machine; the server is on .1 only
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.2", server.port), 5):
+            pass
+    # A page whose name was rebound to 127.0.0.1 (DNS rebinding) sends its own name.
+    assert raw_get(server.port, "/", host="attacker.example").status == 400
+    assert raw_get(server.port, "/", host=f"localhost:{server.port}").status == 200
+
+
+def test_the_server_never_loads_torch(server: Server) -> None:
+    maps = Path(f"/proc/{server.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc (Linux) to see the server's loaded libraries")
+    assert search(server, server.query.read_bytes()).status == 200
+    loaded = maps.read_text()
+    assert "onnxruntime" in loaded and "torch" not in loaded
+
+
+def test_importing_serve_loads_no_web_framework() -> None:
+    """`refinery --help` imports serve_command: it must stay instant, and work without the extra."""
+    code = ("import sys, refinery.serve; heavy = {'fastapi', 'uvicorn', 'starlette', 'asyncio', 'faiss', "
+            "'onnxruntime', 'torch'} & set(sys.modules); assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_folder_that_is_not_an_index_fails_with_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "refinery", "serve", str(tmp_path), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: ") and "not a refinery index" in proc.stderr
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium, driven through its chromedriver."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.skip(f"no {' or '.join(missing)}: install Debian's chromium and chromium-driver "
+                    "(tests/run.sh does, when it runs as root)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    # Root in a container: no sandbox; /dev/shm may be tiny; there is no GPU to use.
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_a_person_searches_in_a_browser(server: Server, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server.url + "/")
+    find = driver.find_element
+    methods = [o.text for o in find(By.NAME, "method").find_elements(By.TAG_NAME, "option")]
+    assert methods == ["embedding", "pixel-l1", "pixel-l2", "pixel-cosine", "pixel-pearson"]
+    find(By.NAME, "k").clear()
+    find(By.NAME, "k").send_keys("3")
+    find(By.NAME, "file").send_keys(str(server.query))
+    find(By.NAME, "go").click()
+    wait = WebDriverWait(driver, 30)
+    hits = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#grid figure.hit"))
+    assert len(hits) == 3
+    assert hits[0].find_element(By.CLASS_NAME, "path").text == QUERY
+    assert hits[0].find_element(By.CLASS_NAME, "rank").text == "#1"
+    assert find(By.CSS_SELECTOR, "#grid figure.query .path").text == "query.jpg"
+    # Every thumbnail, and the query shown from the browser's own copy, really loaded.
+    wait.until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+    shot = tmp_path / "serve.png"
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 0
+
+    big = tmp_path / "big.jpg"  # refused by the page itself, before any upload
+    big.write_bytes(os.urandom(LIMIT_MB * 1024 * 1024 + 1))
+    find(By.NAME, "file").send_keys(str(big))
+    find(By.NAME, "go").click()
+    assert "larger than the upload limit of 1 MB" in find(By.ID, "status").text
+    problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not problems  # no script error, no Content-Security-Policy violation, no failed load
+
+
+@pytest.mark.parametrize(("host", "names"), [
+    ("127.0.0.1", ["127.0.0.1", "localhost"]), ("localhost", ["127.0.0.1", "localhost"]),
+    ("127.0.0.2", ["127.0.0.1", "127.0.0.2", "localhost"]), ("0.0.0.0", ["*"]), ("192.168.1.5", ["*"]),
+])
+def test_on_loopback_only_this_machines_names_are_answered(host: str, names: list[str]) -> None:
+    from refinery.serve import hosts_to_answer
+
+    assert hosts_to_answer(host) == names
