@@ -58,6 +58,10 @@ class SemanticConfig:
     # Remove a picture only if it is itself similar to its group's keeper, not merely chained
     # to it through other pictures (A~B~C with A and C unlike).
     chain_guard: bool = True
+    # Up to this many pictures the pair search is exact (quadratic); beyond, an IVF index
+    # probes `nprobe` lists per picture (benchmarks/README.md, "Semantic stage at scale").
+    exact_up_to: int = 100_000
+    nprobe: int = 8
 
 
 @dataclass(frozen=True)

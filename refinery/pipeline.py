@@ -422,7 +422,8 @@ def _decide(scanned: list[_Scanned], store: VectorStore, cfg: Config,
     stages["semantic"].seen = len(alive)
     threshold = cfg.semantic.threshold
     rows = np.array([scanned[i].vector_row for i in alive], np.int64)
-    found = semantic.similar_pairs(lambda start, stop: store.rows(rows[start:stop]), threshold, count=len(rows))
+    found = semantic.similar_pairs(lambda start, stop: store.rows(rows[start:stop]), threshold, count=len(rows),
+                                   exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
     pairs = [(alive[a], alive[b]) for a, b, _ in found]
     guard = cfg.semantic.chain_guard
     groups, splits["semantic"] = star_groups(

@@ -167,3 +167,18 @@ def test_default_config_file_matches_the_dataclasses() -> None:
 
     assert load_config() == Config()
     assert dataclasses.asdict(Config())["semantic"]["threshold"] > 0.9
+
+
+def test_approximate_pairs_find_what_the_exact_search_finds() -> None:
+    """Clusters of near copies among far pictures: the IVF search finds >= 99% of the exact
+    pairs, and nothing the exact search would not (beyond float16 rounding)."""
+    rng = np.random.default_rng(0)
+    seeds = rng.normal(size=(400, 64)).astype(np.float32)
+    copies = np.repeat(seeds, 8, axis=0) + rng.normal(0, 0.02, (3200, 64)).astype(np.float32)
+    v = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+    exact = {(i, j) for i, j, _ in similar_pairs(v, 0.95)}
+    loose = {(i, j) for i, j, _ in similar_pairs(v, 0.948)}
+    approx = {(i, j) for i, j, _ in similar_pairs(v, 0.95, exact_up_to=1000, nprobe=8, block=512)}
+    assert len(exact) > 5000
+    assert len(approx & exact) / len(exact) >= 0.99
+    assert approx <= loose
