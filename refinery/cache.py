@@ -69,10 +69,8 @@ class FeatureCache:
                               (self.folder, os.fsencode(rel))).fetchone()
         if row is None or row[0] != size or row[1] != mtime_ns:
             return None
-        data = json.loads(row[2])
-        data["thumb"] = bytes.fromhex(data["thumb"])
         vector = np.frombuffer(row[3], dtype=np.float32).copy() if row[3] is not None else None
-        return Features(**data), vector
+        return Features.from_dict(json.loads(row[2])), vector
 
     def put(self, rel: str, size: int, mtime_ns: int, features: Features, vector: np.ndarray | None) -> None:
         blob = None if vector is None else np.asarray(vector, np.float32).tobytes()

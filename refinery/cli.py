@@ -239,7 +239,7 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
 
 
 @main.command("dedup")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON report: a summary and one entry per file.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -251,13 +251,16 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
 @click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
 @click.option("--follow-symlinks", is_flag=True,
               help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Where reading and embedding run: threads here, or Ray (RAY_ADDRESS, else a local instance; "
+                   "FOLDER may then be a URI). Config: run.engine.")
 @model_options
 @click.pass_context
 @handle_errors
-def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: Path | None,
+def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None,
               move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, follow_symlinks: bool,
-              config_path: Path | None, assignments: tuple[str, ...], model: str | None, device: str | None,
-              batch_size: int | None) -> None:
+              engine: str | None, config_path: Path | None, assignments: tuple[str, ...], model: str | None,
+              device: str | None, batch_size: int | None) -> None:
     """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
 
     A dry run unless --move-rejects-to or --copy-keepers-to is given; nothing is deleted.
@@ -273,12 +276,15 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
         cfg = apply_overrides(cfg, ["run.cache=false"])
     if follow_symlinks:
         cfg = apply_overrides(cfg, ["run.follow_symlinks=true"])
+    if engine:
+        cfg = apply_overrides(cfg, [f"run.engine={engine}"])
+    root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     embedder = make_embedder(cfg)
     with stop_on_signal() as stop:
-        cache = open_cache(cfg, embedder, folder)
+        cache = open_cache(cfg, embedder, Path(folder)) if cfg.run.engine == "local" else None
         try:
             with ProgressBars(ctx) as bars:
-                result = run_dedup(folder, cfg, embedder, bars, cache, stop)
+                result = run_dedup(root, cfg, embedder, bars, cache, stop)
         finally:
             if cache:
                 cache.close()
@@ -290,12 +296,25 @@ def dedup_cmd(ctx: click.Context, folder: Path, report: Path | None, csv_path: P
         if stop.is_set():
             click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
-        failed = act_on(ctx, result, folder, move_rejects_to, copy_keepers_to, stop)
+        failed = act_on(ctx, result, Path(folder), move_rejects_to, copy_keepers_to, stop)
         if stop.is_set():
             click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
     if failed or any(f.decision == "error" for f in result.files):
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
+    """FOLDER as run_dedup takes it: a local folder, or (Ray engine, no moves) a URI."""
+    if "://" in folder:
+        if engine != "ray":
+            raise click.UsageError(f"{folder} is a URI: only --engine ray reads those")
+        if acting:
+            raise click.UsageError("moving or copying files needs a local FOLDER")
+        return folder
+    if not Path(folder).is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    return Path(folder)
 
 
 def act_on(ctx: click.Context, result: Any, folder: Path, move_rejects_to: Path | None,
@@ -350,7 +369,7 @@ def summary_table(result: Any) -> str:
                  f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
                  f"({result.model} {where}; {result.cached} from the cache; "
                  f"peak memory {summary['peak_memory_mb']} MB)")
-    if result.cached < len(result.files):
+    if result.cached < len(result.files) and result.provider != "ray":
         lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
                      f"{s['embed'].seconds:.1f} s in the model (thread time)")
     return "\n".join(lines)

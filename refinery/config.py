@@ -76,6 +76,7 @@ class RunConfig:
     cache: bool = True  # keep per-file features and vectors between runs
     cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
     follow_symlinks: bool = False  # judge links to files and folders outside the folder too
+    engine: str = "local"  # "local" (threads on this machine) or "ray" (a Ray cluster; extra [ray])
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,11 @@ class Features:
         d["thumb"] = self.thumb.hex()
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Features:
+        """The inverse of to_dict."""
+        return cls(**{**data, "thumb": bytes.fromhex(data["thumb"])})
+
 
 @contextmanager
 def opencv_single_threaded() -> Iterator[None]:

@@ -27,7 +27,7 @@ from refinery.images import batches, decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map, peak_memory_mb
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
-from refinery.scan import Skipped, scan
+from refinery.scan import Scan, Skipped, scan
 from refinery.vectors import VectorStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class StageStats:
 
 @dataclass
 class DedupResult:
-    root: Path
+    root: Path | str  # a str when it is a URI (the Ray engine)
     files: list[FileDecision]
     stages: dict[str, StageStats]
     seconds: float
@@ -113,33 +113,72 @@ class _Scanned:
     skip: str = ""  # why it was not judged
 
 
-def run_dedup(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
+def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None,
               cache: FeatureCache | None = None, stop: threading.Event | None = None) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
 
     With a `cache`, files unchanged since an earlier run (same path, size and mtime) are
     neither read nor embedded again. When `stop` is set the reading ends after the batches
     under way; the files read so far are judged among themselves, the rest are `skip`ped.
+    With `cfg.run.engine` "ray" the reading and embedding run on a Ray cluster (ray_engine);
+    `root` may then be any URI Ray Data reads.
     """
     start = time.perf_counter()
-    root = Path(root)
-    found = scan(root, cfg.run.follow_symlinks)
+    uri = isinstance(root, str) and "://" in root
+    root = root if uri else Path(root)
+    found = Scan([], []) if uri else scan(Path(root), cfg.run.follow_symlinks)
     paths = found.files
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
-        with feats.opencv_single_threaded():
-            scanned = _feature_pass(root, paths, cfg, embedder, stages, progress, cache, store, workers, stop)
+        if cfg.run.engine == "ray":
+            scanned = _ray_pass(root, None if uri else paths, cfg, embedder, stages, progress, store)
+        else:
+            with feats.opencv_single_threaded():
+                scanned = _feature_pass(Path(root), paths, cfg, embedder, stages, progress, cache, store, workers,
+                                        stop)
         del paths  # from here on, memory per file is what the stages need
         decisions, splits = _decide(scanned, store, cfg, stages)
-    decisions = sorted(decisions + [_skipped(root, s) for s in found.skipped], key=lambda d: d.path)
-    provider = embedder.provider if embedder.loaded else NOT_LOADED
+    decisions = sorted(decisions + [_skipped(Path(root), s) for s in found.skipped], key=lambda d: d.path)
+    provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
                        workers=workers, interrupted=any(s.skip == NOT_REACHED for s in scanned),
                        peak_memory_mb=peak_memory_mb())
+
+
+def _ray_pass(root: Path | str, paths: list[Path] | None, cfg: Config, embedder: Embedder,
+              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore) -> list[_Scanned]:
+    """The feature pass on Ray: the same records as _feature_pass, every file computed
+    (no cache, no exact-copy shortcut: actors share nothing)."""
+    from refinery import ray_engine
+
+    t = time.perf_counter()
+    rels = None if paths is None else [p.relative_to(root).as_posix() for p in paths]
+    advance = progress("reading (ray)", len(rels) if rels is not None else 0) if progress else (lambda n: None)
+    scanned = []
+    for record in ray_engine.feature_records(root, rels, cfg, embedder.path, advance):
+        features, vector, error = ray_engine.to_features(record)
+        item = _Scanned(record["path"], features=features, error=error, vector=vector, done=True)
+        if error:
+            log.error("%s/%s: %s", root, item.rel, error)
+        elif features is not None:
+            item.quality_reason = quality.judge(features, cfg.quality)
+        scanned.append(item)
+    _store_vectors(scanned, store)
+    stages["pass"].seconds = time.perf_counter() - t
+    return scanned
+
+
+def _store_vectors(items: list[_Scanned], store: VectorStore) -> None:
+    """Move the items' vectors to the store: memory keeps only their row numbers."""
+    with_vectors = [item for item in items if item.vector is not None]
+    if with_vectors:
+        rows = store.append(np.stack([item.vector for item in with_vectors]))  # type: ignore[misc]
+        for item, row in zip(with_vectors, rows, strict=True):
+            item.vector_row, item.vector = row, None
 
 
 def _skipped(root: Path, entry: Skipped) -> FileDecision:
@@ -264,18 +303,10 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
         if cache and item.stat and item.features and not item.cached:
             cache.put(item.rel, *item.stat, item.features, item.vector)
 
-    def store_vectors(items: list[_Scanned]) -> None:
-        """Move the items' vectors to the store: memory keeps only their row numbers."""
-        with_vectors = [item for item in items if item.vector is not None]
-        if with_vectors:
-            rows = store.append(np.stack([item.vector for item in with_vectors]))  # type: ignore[misc]
-            for item, row in zip(with_vectors, rows, strict=True):
-                item.vector_row, item.vector = row, None
-
     advance = progress("reading", len(paths)) if progress else (lambda n: None)
     scanned = [_Scanned(path.relative_to(root).as_posix(), stat=_stat(path)) for path in paths]
     todo = [(path, item) for path, item in zip(paths, scanned, strict=True) if not from_cache(item)]
-    store_vectors([item for item in scanned if item.cached])
+    _store_vectors([item for item in scanned if item.cached], store)
     advance(len(paths) - len(todo))
     if todo:
         embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
@@ -292,7 +323,7 @@ def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder
                     log.error("%s: %s", root / item.rel, item.error)
                 if not item.copy_of:  # a copy is remembered once it has its original's features
                     remember(item)
-            store_vectors(items)
+            _store_vectors(items, store)
             if cache:
                 cache.commit()
             advance(len(items))
