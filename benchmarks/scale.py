@@ -37,15 +37,18 @@ THRESHOLD = Config().semantic.threshold
 EXACT_LIMIT = 100_000  # rows above which the exact search is not run (it takes 100+ s at 100k)
 
 
-def grow(seed: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    extra = size - len(seed)
-    if extra <= 0:
-        return seed[:size].copy()
-    base = seed[rng.integers(0, len(seed), extra)]
-    near = rng.random(extra) < 0.2
-    scale = np.where(near, 0.15, 1.5)[:, None] / np.sqrt(seed.shape[1])
-    noise = rng.normal(0, 1, base.shape).astype(np.float32) * scale.astype(np.float32)
-    return np.concatenate([seed, l2_normalize(base + noise)]).astype(np.float32)
+def grow(seed: np.ndarray, size: int, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:
+    """`size` unit rows: the seed, then near copies (a fifth) and far variations of seed rows,
+    made a chunk at a time (a million 1280-d rows are 5 GB; their temporaries would be 20)."""
+    out = np.empty((max(size, len(seed)), seed.shape[1]), np.float32)
+    out[:len(seed)] = seed
+    for start in range(len(seed), size, chunk):
+        n = min(chunk, size - start)
+        base = seed[rng.integers(0, len(seed), n)]
+        scale = np.where(rng.random(n) < 0.2, 0.15, 1.5)[:, None] / np.sqrt(seed.shape[1])
+        base += rng.normal(0, 1, base.shape).astype(np.float32) * scale.astype(np.float32)
+        out[start:start + n] = l2_normalize(base)
+    return out[:size]
 
 
 def sampled_recall(vectors: np.ndarray, pairs: set[tuple[int, int]], rng: np.random.Generator,
