@@ -45,14 +45,20 @@ _big_decode = threading.Semaphore(1)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
+def size_problem(size: int) -> str | None:
+    """Why a file of `size` bytes is not read, or None."""
+    if size == 0:
+        return "empty file"
+    if size > MAX_FILE_BYTES:
+        return f"file of {size} bytes is larger than {MAX_FILE_BYTES}"
+    return None
+
+
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, or UnreadableImage with the reason."""
     try:
-        size = path.stat().st_size
-        if size == 0:
-            raise UnreadableImage(path, "empty file")
-        if size > MAX_FILE_BYTES:
-            raise UnreadableImage(path, f"file of {size} bytes is larger than {MAX_FILE_BYTES}")
+        if problem := size_problem(path.stat().st_size):
+            raise UnreadableImage(path, problem)
         return path.read_bytes()
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None

@@ -3,7 +3,6 @@ near -> semantic, each stage seeing only what the one before kept."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import threading
@@ -19,38 +18,27 @@ from PIL import Image
 from refinery import exact, hashing, quality, semantic
 from refinery import features as feats
 from refinery.cache import FeatureCache
-from refinery.config import Config
+from refinery.config import Config, QualityConfig
+from refinery.decisions import ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input, normalized_correlation, normalized_thumbs
+from refinery.features import Features, measure, model_input, thumb_correlation
 from refinery.groups import choose_keeper, star_groups
-from refinery.images import batches, decode_for_stages, read_bytes
+from refinery.images import decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map, peak_memory_mb
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
-from refinery.scan import Scan, Skipped, scan
+from refinery.scan import Skipped, scan
+from refinery.spec import ModelSpec
+from refinery.table import FeatureTable
 from refinery.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
-STAGES = ("quality", "exact", "near", "semantic")
-DECISIONS = ("keep", "remove", "error", "skip")
 NOT_REACHED = "not reached: the run was interrupted"
 # Cuts the part to embed out of a picture, or says why there is none: (image, "") or (None, why).
 Crop = Callable[[Image.Image], tuple[Image.Image | None, str]]
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
-
-
-@dataclass(slots=True)
-class FileDecision:
-    """One line of the report: what happened to one file, and why."""
-
-    path: str
-    decision: str  # keep | remove | error
-    stage: str | None = None  # the stage that removed it
-    reason: str = ""
-    group: int | None = None  # duplicate group id (shared with its keeper), or None
-    kept_as: str | None = None  # the keeper this file is a duplicate of
-    scores: dict = field(default_factory=dict)
+CACHE_VECTORS_PER_WRITE = 1024  # cached vectors gathered before one write to the run's VectorStore
 
 
 @dataclass
@@ -68,7 +56,7 @@ class StageStats:
 @dataclass
 class DedupResult:
     root: Path | str  # a str when it is a URI (the Ray engine)
-    files: list[FileDecision]
+    files: Decisions  # a report line per file, in path order
     stages: dict[str, StageStats]
     seconds: float
     provider: str
@@ -80,7 +68,7 @@ class DedupResult:
     peak_memory_mb: float = 0.0  # of the process, at the end of the run
 
     def summary(self) -> dict:
-        counts = {d: sum(f.decision == d for f in self.files) for d in DECISIONS}
+        counts = self.files.counts()
         return {
             "root": str(self.root), "files": len(self.files), **counts,
             "removed_by_stage": {s: self.stages[s].removed for s in STAGES},
@@ -96,21 +84,43 @@ class DedupResult:
         }
 
 
-@dataclass(slots=True)
-class _Scanned:
-    """What the feature pass knows of one file."""
+class _Run:
+    """What a run knows of every file, by row (row i is paths[i]): the feature table, the
+    decisions, and the pass's bookkeeping - columns, not an object per file."""
 
-    rel: str
+    def __init__(self, paths: list[str]):
+        n = len(paths)
+        self.table = FeatureTable(paths)
+        self.decisions = Decisions(self.table)
+        self.vector_row = np.full(n, -1, np.int64)  # its row in the run's VectorStore
+        self.done = np.zeros(n, bool)  # its work came back (from the cache or a worker)
+        self.cached = np.zeros(n, bool)
+        self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns): the cache key; -1 if stat failed
+        self.quality: dict[int, str] = {}  # why a row fails the quality stage
+        self.copy_of: dict[int, bytes] = {}  # row -> SHA-256 of bytes another row claimed first
+
+    def error(self, row: int, reason: str) -> None:
+        self.decisions.mark(row, ERROR, reason)
+
+    def skip(self, row: int, reason: str) -> None:
+        self.decisions.mark(row, SKIP, reason)
+
+    def judged(self) -> np.ndarray:
+        """Rows with features and no error or skip: the ones the stages judge."""
+        return np.flatnonzero(self.table.filled & (self.decisions.code == KEEP))
+
+
+@dataclass(slots=True)
+class _Picture:
+    """What a worker found for one file of its chunk (the main thread files it in the run)."""
+
+    row: int
     features: Features | None = None
     error: str = ""
-    copy_of: str | None = None  # sha256 already claimed by another file: not decoded again
+    copy_of: bytes | None = None  # SHA-256 already claimed by another file: not decoded
     quality_reason: str | None = None
-    vector: np.ndarray | None = None  # float32, only until it is written to the run's VectorStore
-    vector_row: int = -1  # its row in the VectorStore
-    stat: tuple[int, int] | None = None  # (size, mtime_ns): the cache key
-    cached: bool = False
-    done: bool = False  # its work came back (from the cache or a worker)
-    skip: str = ""  # why it was not judged
+    skip: str = ""  # why it is not judged (no face)
+    vector: np.ndarray | None = None
 
 
 def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None,
@@ -126,66 +136,103 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     start = time.perf_counter()
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
-    found = Scan([], []) if uri else scan(Path(root), cfg.run.follow_symlinks)
-    paths = found.files
+    files, skipped = _list(root, cfg)
+    run = _Run(files + [entry.path for entry in skipped])
+    for row, entry in enumerate(skipped, start=len(files)):
+        if entry.decision == "error":
+            log.error("%s: %s", Path(root) / entry.path, entry.reason)
+        run.decisions.mark(row, ERROR if entry.decision == "error" else SKIP, entry.reason)
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
         if cfg.run.engine == "ray":
-            scanned = _ray_pass(root, None if uri else paths, cfg, embedder, stages, progress, store)
+            _ray_pass(root, run, len(files), cfg, embedder, stages, progress, store)
         else:
             with feats.opencv_single_threaded():
-                scanned = _feature_pass(Path(root), paths, cfg, embedder, stages, progress, cache, store, workers,
-                                        stop)
-        del paths  # from here on, memory per file is what the stages need
-        decisions, splits = _decide(scanned, store, cfg, stages)
-    decisions = sorted(decisions + [_skipped(Path(root), s) for s in found.skipped], key=lambda d: d.path)
+                _feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
+                              workers, stop)
+        splits = _decide(run, store, cfg, stages)
     provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
-    return DedupResult(root, decisions, stages, time.perf_counter() - start, provider,
-                       embedder.path.name, chain_splits=splits, cached=sum(s.cached for s in scanned),
-                       workers=workers, interrupted=any(s.skip == NOT_REACHED for s in scanned),
+    return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
+                       embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
+                       workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
                        peak_memory_mb=peak_memory_mb())
 
 
-def _ray_pass(root: Path | str, paths: list[Path] | None, cfg: Config, embedder: Embedder,
-              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore) -> list[_Scanned]:
-    """The feature pass on Ray: the same records as _feature_pass, every file computed
+def _list(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
+    """The files to judge (relative paths) and the entries the scan left out."""
+    if isinstance(root, str):  # a URI: the Ray engine lists it
+        from refinery import ray_engine
+
+        return ray_engine.list_files(root), []
+    found = scan(root, cfg.run.follow_symlinks)
+    return [path.relative_to(root).as_posix() for path in found.files], found.skipped
+
+
+def _ray_pass(root: Path | str, run: _Run, count: int, cfg: Config, embedder: Embedder,
+              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore) -> None:
+    """The feature pass on Ray: the same columns as _feature_pass, every file computed
     (no cache, no exact-copy shortcut: actors share nothing)."""
     from refinery import ray_engine
 
     t = time.perf_counter()
-    rels = None if paths is None else [p.relative_to(root).as_posix() for p in paths]
-    advance = progress("reading (ray)", len(rels) if rels is not None else 0) if progress else (lambda n: None)
-    scanned = []
-    for record in ray_engine.feature_records(root, rels, cfg, embedder.path, advance):
+    paths = run.table.paths[:count]
+    rows = {rel: row for row, rel in enumerate(paths)}
+    advance = progress("reading (ray)", count) if progress else (lambda n: None)
+    vectors = _VectorWriter(run, store)
+    for record in ray_engine.feature_records(root, paths, cfg, embedder.path):
         features, vector, error = ray_engine.to_features(record)
-        item = _Scanned(record["path"], features=features, error=error, vector=vector, done=True)
-        if error:
-            log.error("%s/%s: %s", root, item.rel, error)
-        elif features is not None:
-            item.quality_reason = quality.judge(features, cfg.quality)
-        scanned.append(item)
-    _store_vectors(scanned, store)
+        pic = _Picture(rows[record["path"]], features=features, error=error, vector=vector)
+        if features is not None:
+            pic.quality_reason = quality.judge(features, cfg.quality)
+        _file(run, pic, root)
+        vectors.add(pic.row, vector)
+        advance(1)
+    vectors.flush()
+    _mark_unreached(run, count)
     stages["pass"].seconds = time.perf_counter() - t
-    return scanned
 
 
-def _store_vectors(items: list[_Scanned], store: VectorStore) -> None:
-    """Move the items' vectors to the store: memory keeps only their row numbers."""
-    with_vectors = [item for item in items if item.vector is not None]
-    if with_vectors:
-        rows = store.append(np.stack([item.vector for item in with_vectors]))  # type: ignore[misc]
-        for item, row in zip(with_vectors, rows, strict=True):
-            item.vector_row, item.vector = row, None
+class _VectorWriter:
+    """Vectors gathered into blocks, then written to the run's VectorStore: memory keeps
+    only their row numbers."""
+
+    def __init__(self, run: _Run, store: VectorStore):
+        self.run, self.store = run, store
+        self.rows: list[int] = []
+        self.vectors: list[np.ndarray] = []
+
+    def add(self, row: int, vector: np.ndarray | None) -> None:
+        if vector is not None:
+            self.rows.append(row)
+            self.vectors.append(vector)
+            if len(self.rows) >= CACHE_VECTORS_PER_WRITE:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.run.vector_row[self.rows] = np.asarray(self.store.append(np.stack(self.vectors)))
+            self.rows, self.vectors = [], []
 
 
-def _skipped(root: Path, entry: Skipped) -> FileDecision:
-    """The report line of an entry the scan left out (a link, a hidden folder, a broken link)."""
-    if entry.decision == "error":
-        log.error("%s: %s", root / entry.path, entry.reason)
-    return FileDecision(entry.path, entry.decision, reason=entry.reason)
+def _file(run: _Run, pic: _Picture, root: Path | str) -> None:
+    """Put a worker's findings on one file into the run's columns (not its vector)."""
+    row = pic.row
+    run.done[row] = True
+    if pic.error:
+        run.error(row, pic.error)
+        log.error("%s/%s: %s", root, run.table.paths[row], pic.error)
+    elif pic.copy_of is not None:
+        run.copy_of[row] = pic.copy_of
+        return
+    if pic.features is not None:
+        run.table.put(row, pic.features)
+    if pic.quality_reason:
+        run.quality[row] = pic.quality_reason
+    if pic.skip:
+        run.skip(row, pic.skip)
 
 
 @dataclass
@@ -202,18 +249,18 @@ def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: P
                         cache: FeatureCache | None = None, crop: Crop | None = None) -> FolderVectors:
     """Embed every readable picture under `root` (quality failures too), through the same
     read-once pass and feature cache as dedup: what dedup embedded is not embedded again."""
-    found = scan(Path(root), cfg.run.follow_symlinks)
+    files, skipped = _list(Path(root), cfg)
+    run = _Run(files)
     stages = {name: StageStats(name) for name in ("pass", "features", "embed")}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store, feats.opencv_single_threaded():
-        scanned = _feature_pass(Path(root), found.files, cfg, embedder, stages, progress, cache, store, workers,
-                                None, embed_all=True, crop=crop)
-        kept = [s for s in scanned if s.vector_row >= 0 and not (s.error or s.skip)]
-        vectors = (store.rows([s.vector_row for s in kept]) if kept
-                   else np.zeros((0, embedder.spec.output_dim), np.float32))
-    left_out = [(s.rel, s.error or s.skip) for s in scanned if s.error or s.skip]
-    left_out += [(s.path, s.reason) for s in found.skipped]
-    return FolderVectors([s.rel for s in kept], vectors, sorted(left_out), sum(s.cached for s in scanned))
+        _feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store, workers,
+                      None, embed_all=True, crop=crop)
+        kept = np.flatnonzero((run.vector_row >= 0) & (run.decisions.code == KEEP))
+        vectors = store.rows(run.vector_row[kept])
+    left_out = [(files[row], run.decisions.reason[row]) for row in np.flatnonzero(run.decisions.code != KEEP).tolist()]
+    left_out += [(entry.path, entry.reason) for entry in skipped]
+    return FolderVectors([files[row] for row in kept], vectors, sorted(left_out), int(run.cached.sum()))
 
 
 def scratch_dir(cfg: Config) -> Path:
@@ -223,264 +270,280 @@ def scratch_dir(cfg: Config) -> Path:
     return Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir().parent
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
+def _stat(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
         return st.st_size, st.st_mtime_ns
     except OSError:
-        return None
+        return -1, -1
 
 
-def _feature_pass(root: Path, paths: list[Path], cfg: Config, embedder: Embedder, stages: dict[str, StageStats],
-                  progress: Progress | None, cache: FeatureCache | None, store: VectorStore,
-                  workers: int, stop: threading.Event | None, embed_all: bool = False,
-                  crop: Crop | None = None) -> list[_Scanned]:
-    """Read, hash, decode, measure and embed every file once (or take it from the cache).
+def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, spec: ModelSpec,
+                        quality_cfg: QualityConfig, embed_all: bool = False,
+                        crop: Crop | None = None) -> tuple[Features, str | None, np.ndarray | None, str]:
+    """Decode `data` once: (features, quality reason, model input or None, why it was not
+    embedded). Dedup embeds only the pictures that pass the quality stage, retrieval
+    (`embed_all`) every readable one; `crop` cuts out the part to embed, or says there is none.
+    Shared by the local workers and the Ray actors, so both engines judge alike."""
+    decoded = decode_for_stages(data, source, spec)
+    features = measure(rel, data, sha256, decoded)
+    reason = quality.judge(features, quality_cfg)
+    if reason and not embed_all:
+        return features, reason, None, ""
+    image = decoded.image
+    if crop is not None:
+        part, why_not = crop(image)
+        if part is None:
+            return features, reason, None, why_not
+        image = part
+    return features, reason, model_input(image, spec), ""
 
-    Dedup embeds only the pictures that pass the quality stage; retrieval (`embed_all`)
-    embeds every readable one. `crop` cuts the part to embed out of each picture (a face), or
-    says there is none (the file is then `skip`ped with the reason).
+
+def _feature_pass(root: Path, run: _Run, count: int, cfg: Config, embedder: Embedder,
+                  stages: dict[str, StageStats], progress: Progress | None, cache: FeatureCache | None,
+                  store: VectorStore, workers: int, stop: threading.Event | None, embed_all: bool = False,
+                  crop: Crop | None = None) -> None:
+    """Read, hash, decode, measure and embed the first `count` rows of `run` once each (or
+    take them from the cache).
 
     Files go to worker threads in chunks of one model batch; each worker decodes its chunk
     and runs the model on it. On the CPU each run uses one core (see make_embedder), so the
     cores are never handed work across threads and decoding never waits for the model.
     """
-    claimed: set[str] = set()  # sha256 of every file decoded (or cached) so far
+    paths = run.table.paths
+    claimed: set[bytes] = set()  # SHA-256 of every file decoded (or cached) so far
     lock = threading.Lock()
 
-    def prepare(path: Path, item: _Scanned) -> np.ndarray | None:
-        """Fill `item`'s features; return its model input, or None if it needs no vector."""
+    def prepare(pic: _Picture) -> np.ndarray | None:
+        """Fill `pic`'s findings; return its model input, or None if it needs no vector."""
+        path = root / paths[pic.row]
         try:
             data = read_bytes(path)
-            sha = hashlib.sha256(data).hexdigest()
+            digest = hashlib.sha256(data).digest()
             with lock:
-                if sha in claimed:  # an exact copy: costs a hash, not a decode
-                    item.copy_of = sha
+                if digest in claimed:  # an exact copy: costs a hash, not a decode
+                    pic.copy_of = digest
                     return None
-                claimed.add(sha)
-            decoded = decode_for_stages(data, path, embedder.spec)
-            item.features = measure(item.rel, data, sha, decoded)
+                claimed.add(digest)
+            pic.features, pic.quality_reason, tensor, pic.skip = measure_and_prepare(
+                paths[pic.row], data, digest.hex(), path, embedder.spec, cfg.quality, embed_all, crop)
         except UnreadableImage as e:
-            item.error = e.reason
+            pic.error = e.reason
             return None
-        item.quality_reason = quality.judge(item.features, cfg.quality)
-        if item.quality_reason and not embed_all:
-            return None
-        image = decoded.image
-        if crop is not None:
-            part, why_not = crop(image)
-            if part is None:
-                item.skip = why_not
-                return None
-            image = part
-        return model_input(image, embedder.spec)
+        return tensor
 
-    def run_chunk(chunk: list[tuple[Path, _Scanned]]) -> tuple[list[_Scanned], float, float]:
-        """Features and vectors for one chunk; (items, seconds decoding, seconds in the model)."""
+    def run_chunk(chunk: np.ndarray) -> tuple[list[_Picture], float, float]:
+        """Findings and vectors for one chunk of rows; (them, seconds decoding, seconds in the model)."""
         t0 = time.perf_counter()
-        ready = [(item, tensor) for path, item in chunk if (tensor := prepare(path, item)) is not None]
+        pictures = [_Picture(int(row)) for row in chunk]
+        ready = [(pic, tensor) for pic in pictures if (tensor := prepare(pic)) is not None]
         t1 = time.perf_counter()
         if ready:
             vectors = embedder.embed(np.stack([tensor for _, tensor in ready]))
-            for (item, _), vector in zip(ready, vectors, strict=True):
-                item.vector = vector
-        return [item for _, item in chunk], t1 - t0, time.perf_counter() - t1
+            for (pic, _), vector in zip(ready, vectors, strict=True):
+                pic.vector = vector
+        return pictures, t1 - t0, time.perf_counter() - t1
 
-    def from_cache(item: _Scanned) -> bool:
-        """Fill `item` from the cache if the file is unchanged and nothing is missing."""
-        hit = cache.get(item.rel, *item.stat) if cache and item.stat else None
+    def from_cache(row: int, vectors: _VectorWriter) -> bool:
+        """Fill `row` from the cache if the file is unchanged and nothing is missing."""
+        run.stat[row] = _stat(root / paths[row])
+        size, mtime = run.stat[row].tolist()
+        hit = cache.get(paths[row], size, mtime) if cache and size >= 0 else None
         if hit is None:
             return False
         features, vector = hit
         reason = quality.judge(features, cfg.quality)
         if vector is None and (reason is None or embed_all):  # needs a vector it never got: compute it
             return False
-        item.features, item.quality_reason, item.vector, item.cached, item.done = features, reason, vector, True, True
-        claimed.add(features.sha256)
+        run.table.put(row, features)
+        if reason:
+            run.quality[row] = reason
+        run.cached[row] = run.done[row] = True
+        vectors.add(row, vector)
+        claimed.add(bytes.fromhex(features.sha256))
         return True
 
-    def remember(item: _Scanned) -> None:
-        if cache and item.stat and item.features and not item.cached:
-            cache.put(item.rel, *item.stat, item.features, item.vector)
+    def remember(row: int, vector: np.ndarray | None) -> None:
+        if cache and run.stat[row, 0] >= 0 and run.table.filled[row] and not run.cached[row]:
+            size, mtime = run.stat[row].tolist()
+            cache.put(paths[row], size, mtime, run.table[row], vector)
 
-    advance = progress("reading", len(paths)) if progress else (lambda n: None)
-    scanned = [_Scanned(path.relative_to(root).as_posix(), stat=_stat(path)) for path in paths]
-    todo = [(path, item) for path, item in zip(paths, scanned, strict=True) if not from_cache(item)]
-    _store_vectors([item for item in scanned if item.cached], store)
-    advance(len(paths) - len(todo))
-    if todo:
+    advance = progress("reading", count) if progress else (lambda n: None)
+    vectors = _VectorWriter(run, store)
+    todo = np.array([row for row in range(count) if not from_cache(row, vectors)], np.int64)
+    vectors.flush()
+    advance(count - len(todo))
+    if len(todo):
         embedder.load()  # fail on a bad model before any work; settles a model's fixed batch size
     t = time.perf_counter()
-    chunks = batches(todo, embedder.batch_size)
+    chunks = np.array_split(todo, range(embedder.batch_size, len(todo), embedder.batch_size))
     # Leaving early (stop) waits for the batches under way and drops them.
-    with closing(ordered_map(run_chunk, chunks, workers, ahead=2 * workers)) as results:
-        for items, decoding, embedding in results:
+    with closing(ordered_map(run_chunk, chunks if len(todo) else [], workers, ahead=2 * workers)) as results:
+        for pictures, decoding, embedding in results:
             stages["features"].seconds += decoding
             stages["embed"].seconds += embedding
-            for item in items:
-                item.done = True
-                if item.error:
-                    log.error("%s: %s", root / item.rel, item.error)
-                if not item.copy_of:  # a copy is remembered once it has its original's features
-                    remember(item)
-            _store_vectors(items, store)
+            for pic in pictures:
+                _file(run, pic, root)
+                remember(pic.row, pic.vector)  # a copy is remembered once it has its original's features
+                vectors.add(pic.row, pic.vector)
+            vectors.flush()
             if cache:
                 cache.commit()
-            advance(len(items))
+            advance(len(pictures))
             if stop is not None and stop.is_set():
                 break
     stages["pass"].seconds = time.perf_counter() - t
-    _mark_unreached(scanned)
-    _resolve_copies(scanned, root)
+    _mark_unreached(run, count)
+    for row in _resolve_copies(run, root):
+        remember(row, store.rows([run.vector_row[row]])[0] if run.vector_row[row] >= 0 else None)
     if cache:
-        for item in scanned:
-            if item.copy_of and item.features:
-                item.vector = store.rows([item.vector_row])[0] if item.vector_row >= 0 else None
-                remember(item)
-                item.vector = None
         cache.commit()
-    return scanned
 
 
-def _mark_unreached(scanned: list[_Scanned]) -> None:
-    """After an interruption: files whose work never came back are not reached (whatever a
-    worker had half-filled in), and neither are copies of them."""
-    have = {s.features.sha256 for s in scanned if s.done and s.features}
-    for s in scanned:
-        if not s.done or (s.copy_of and s.copy_of not in have):
-            s.features, s.vector, s.copy_of, s.quality_reason, s.error = None, None, None, None, ""
-            s.skip = NOT_REACHED
+def _mark_unreached(run: _Run, count: int) -> None:
+    """After an interruption: files whose work never came back are not reached, and neither
+    are copies of files not reached."""
+    for row in np.flatnonzero(~run.done[:count]).tolist():
+        run.skip(row, NOT_REACHED)
+    if run.copy_of:
+        have = set(run.table.digests(np.flatnonzero(run.table.filled)).tolist())
+        for copy, digest in list(run.copy_of.items()):
+            if digest not in have:
+                del run.copy_of[copy]
+                run.skip(copy, NOT_REACHED)
 
 
-def _resolve_copies(scanned: list[_Scanned], root: Path) -> None:
-    """Files whose bytes were already claimed take the claimer's features under their own name."""
-    by_sha = {s.features.sha256: s for s in scanned if s.features}
-    for s in scanned:
-        if s.copy_of is None:
+def _resolve_copies(run: _Run, root: Path) -> list[int]:
+    """Files whose bytes were already claimed take the claimer's features under their own
+    name; returns the rows that got them."""
+    if not run.copy_of:
+        return []
+    filled = np.flatnonzero(run.table.filled)
+    original = dict(zip(run.table.digests(filled).tolist(), filled.tolist(), strict=True))
+    resolved = []
+    for row, digest in sorted(run.copy_of.items()):
+        source = original.get(digest)
+        if source is None:
+            run.error(row, "identical bytes to a file that could not be decoded")
+            log.error("%s: %s", root / run.table.paths[row], run.decisions.reason[row])
             continue
-        original = by_sha.get(s.copy_of)
-        if original is None:
-            s.error = "identical bytes to a file that could not be decoded"
-            log.error("%s: %s", root / s.rel, s.error)
-            continue
-        s.features = dataclasses.replace(original.features, path=s.rel)  # type: ignore[type-var]
-        s.quality_reason = original.quality_reason
-        s.vector_row = original.vector_row
-        s.skip = original.skip  # no face in the original: none in its copy
+        run.table.copy_row(row, source)
+        run.vector_row[row] = run.vector_row[source]
+        if source in run.quality:
+            run.quality[row] = run.quality[source]
+        if run.decisions.code[source] == SKIP:  # no face in the original: none in its copy
+            run.skip(row, run.decisions.reason[source])
+        resolved.append(row)
+    run.copy_of.clear()
+    return resolved
 
-
-def _decide(scanned: list[_Scanned], store: VectorStore, cfg: Config,
-            stages: dict[str, StageStats]) -> tuple[list[FileDecision], dict[str, int]]:
-    features: list[Features] = [s.features for s in scanned]  # type: ignore[misc]  # None only on error
-    decisions = [FileDecision(s.rel, "error", reason=s.error) if s.error
-                 else FileDecision(s.rel, "skip", reason=s.skip) if s.skip
-                 else FileDecision(s.rel, "keep", scores=f.scores()) for s, f in zip(scanned, features, strict=True)]
+def _decide(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats]) -> dict[str, int]:
+    """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
+    only what the one before kept. Marks the removals in run.decisions; returns the chains
+    each grouping stage cut."""
+    table, decisions = run.table, run.decisions
     min_sharp = cfg.keep.min_sharpness
-    alive = [i for i, s in enumerate(scanned) if not (s.error or s.skip)]
-    parent: dict[int, int] = {}  # removed file -> the file it is a duplicate of
 
-    def remove(i: int, stage: str, reason: str, keeper: int | None = None, **scores: float) -> None:
-        d = decisions[i]
-        d.decision, d.stage, d.reason = "remove", stage, reason
-        d.scores.update(scores)
-        stages[stage].removed += 1
-        if keeper is not None:
-            parent[i] = keeper
+    def choose(members: list[int]) -> int:
+        return choose_keeper(members, table, min_sharp)  # builds a Features record per member only
+
+    def alive() -> np.ndarray:
+        return run.judged()
 
     # 1. quality
-    stages["quality"].seen = len(alive)
-    for i in alive:
-        reason = scanned[i].quality_reason
-        if reason:
-            remove(i, "quality", reason)
-    alive = [i for i in alive if decisions[i].decision == "keep"]
+    stages["quality"].seen = len(alive())
+    for row, reason in run.quality.items():
+        if decisions.code[row] == KEEP:
+            decisions.remove(row, "quality", reason)
+    stages["quality"].removed = len(decisions.rows(REMOVE))
 
     # 2a. exact copies
     t = time.perf_counter()
-    stages["exact"].seen = len(alive)
-    for group in exact.exact_groups(alive, features):
-        keeper = choose_keeper(group, features, min_sharp)
-        for i in group:
-            if i != keeper:
-                remove(i, "exact", "identical bytes (SHA-256)", keeper)
-    alive = [i for i in alive if decisions[i].decision == "keep"]
+    rows = alive()
+    stages["exact"].seen = len(rows)
+    for group in exact.exact_groups(table.digests(rows)):
+        members = rows[group].tolist()
+        keeper = choose(members)
+        for row in members:
+            if row != keeper:
+                decisions.remove(row, "exact", "identical bytes (SHA-256)", keeper)
+                stages["exact"].removed += 1
     stages["exact"].seconds = time.perf_counter() - t
 
-    def cosine(i: int, j: int) -> float:
-        a, b = store.rows([scanned[i].vector_row, scanned[j].vector_row])
-        return float(a @ b)
+    splits = {"near": _near_stage(run, cfg, stages, choose),
+              "semantic": _semantic_stage(run, store, cfg, stages, choose)}
+    decisions.assign_groups()
+    return splits
 
-    def choose(members: list[int]) -> int:
-        return choose_keeper(members, features, min_sharp)
 
-    # 2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails
+def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int]) -> int:
+    """2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails."""
     t = time.perf_counter()
-    stages["near"].seen = len(alive)
-    near = cfg.near
+    table, near = run.table, cfg.near
+    rows = run.judged()
+    stages["near"].seen = len(rows)
+    phash, dhash = table.columns["phash"], table.columns["dhash"]
+    found = _TEMP_near(phash[rows], dhash[rows], table.thumb[rows], near)
+    confirmed = [(int(rows[a]), int(rows[b])) for a, b in found]
 
     def hash_distances(i: int, j: int) -> tuple[int, int]:
-        fi, fj = features[i], features[j]
-        return (fi.phash ^ fj.phash).bit_count(), (fi.dhash ^ fj.dhash).bit_count()
-
-    candidates = hashing.near_pairs(alive, features, near)
-    nodes = sorted({k for pair in candidates for k in pair})
-    thumbs = dict(zip(nodes, normalized_thumbs([features[k].thumb for k in nodes]), strict=True))
+        return (int(phash[i] ^ phash[j]).bit_count(), int(dhash[i] ^ dhash[j]).bit_count())
 
     def correlation(i: int, j: int) -> float:
-        return normalized_correlation(thumbs[i], thumbs[j], features[i].thumb == features[j].thumb)
+        return thumb_correlation(table.thumb[i].tobytes(), table.thumb[j].tobytes())
 
     def near_copy(i: int, keeper: int) -> bool:
         dp, dd = hash_distances(i, keeper)
         return (dp <= near.max_phash or dd <= near.max_dhash) and correlation(i, keeper) >= near.min_correlation
 
-    # Group only confirmed pairs: a rejected candidate (another object on the same background)
-    # must not join two groups. A keeper still removes only members confirmed against itself.
-    confirmed = [(i, j) for i, j in candidates if correlation(i, j) >= near.min_correlation]
-    splits: dict[str, int] = {}
-    groups, splits["near"] = star_groups(confirmed, choose, near_copy)
+    # Only confirmed pairs are grouped: a rejected candidate (another object on the same
+    # background) must not join two groups. A keeper still removes only members confirmed
+    # against itself.
+    groups, splits = star_groups(confirmed, choose, near_copy)
     for g in groups:
         for i in g.subjects:
             dp, dd = hash_distances(i, g.keeper)
             corr = round(correlation(i, g.keeper), 4)
-            remove(i, "near", f"same picture as {features[g.keeper].path} (pHash {dp}, dHash {dd} bits, "
-                   f"thumbnail correlation {corr})", g.keeper, phash_distance=dp, dhash_distance=dd,
-                   thumb_correlation=corr)
-    alive = [i for i in alive if decisions[i].decision == "keep"]
+            run.decisions.remove(i, "near", f"same picture as {table.paths[g.keeper]} (pHash {dp}, dHash {dd} "
+                                 f"bits, thumbnail correlation {corr})", g.keeper, phash_distance=dp,
+                                 dhash_distance=dd, thumb_correlation=corr)
+            stages["near"].removed += 1
     stages["near"].seconds = time.perf_counter() - t
+    return splits
 
-    # 3. semantic duplicates
+
+def _semantic_stage(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
+                    choose: Callable[[list[int]], int]) -> int:
+    """3. semantic duplicates: embeddings close in cosine, grouped around a keeper."""
     t = time.perf_counter()
-    stages["semantic"].seen = len(alive)
+    rows = run.judged()
+    stages["semantic"].seen = len(rows)
     threshold = cfg.semantic.threshold
-    rows = np.array([scanned[i].vector_row for i in alive], np.int64)
-    found = semantic.similar_pairs(lambda start, stop: store.rows(rows[start:stop]), threshold, count=len(rows),
-                                   exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
-    pairs = [(alive[a], alive[b]) for a, b, _ in found]
+    vector_rows = run.vector_row[rows]
+    found = semantic.similar_pairs(lambda start, stop: store.rows(vector_rows[start:stop]), threshold,
+                                   count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
+    pairs = [(int(rows[a]), int(rows[b])) for a, b, _ in found]
+
+    def cosine(i: int, j: int) -> float:
+        a, b = store.rows([run.vector_row[i], run.vector_row[j]])
+        return float(a @ b)
+
     guard = cfg.semantic.chain_guard
-    groups, splits["semantic"] = star_groups(
-        pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
+    groups, splits = star_groups(pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
     for g in groups:
         for i in g.subjects:
             cos = round(cosine(i, g.keeper), 4)
-            remove(i, "semantic", f"looks like {features[g.keeper].path} (cosine {cos})", g.keeper, cosine=cos)
+            run.decisions.remove(i, "semantic", f"looks like {run.table.paths[g.keeper]} (cosine {cos})", g.keeper,
+                                 cosine=cos)
+            stages["semantic"].removed += 1
     stages["semantic"].seconds = time.perf_counter() - t
-
-    _assign_groups(decisions, parent)
-    return decisions, splits
+    return splits
 
 
-def _assign_groups(decisions: list[FileDecision], parent: dict[int, int]) -> None:
-    """Follow each removed file to its final keeper; number the groups by keeper path."""
-    def root_of(i: int) -> int:
-        while i in parent:
-            i = parent[i]
-        return i
-
-    members: dict[int, list[int]] = {}
-    for i in parent:
-        members.setdefault(root_of(i), []).append(i)
-    for gid, keeper in enumerate(sorted(members, key=lambda k: decisions[k].path), start=1):
-        decisions[keeper].group = gid
-        for i in members[keeper]:
-            decisions[i].group = gid
-            decisions[i].kept_as = decisions[keeper].path
+def _TEMP_near(ph, dh, thumbs, cfg):  # until hashing.near_pairs lands
+    if len(ph) < 2:
+        return []
+    pairs = hashing.within(hashing.hash_codes(ph.tolist()), cfg.max_phash) | hashing.within(
+        hashing.hash_codes(dh.tolist()), cfg.max_dhash)
+    return sorted((a, b) for a, b in pairs
+                  if thumb_correlation(thumbs[a].tobytes(), thumbs[b].tobytes()) >= cfg.min_correlation)

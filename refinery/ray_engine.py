@@ -20,17 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refinery import quality
 from refinery.config import Config, QualityConfig
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.features import Features, measure
-from refinery.images import MAX_FILE_BYTES, decode_for_stages, read_bytes, to_input
+from refinery.features import Features
+from refinery.images import read_bytes, size_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,34 +66,48 @@ class Featurizer:
         return out
 
     def prepare(self, rel: str, data: bytes | None) -> tuple[Features | None, np.ndarray | None, str]:
-        """(features, model input or None, error) of one file."""
+        """(features, model input or None, error) of one file: what a local worker does."""
+        from refinery.pipeline import measure_and_prepare
+
         try:
             if data is None:
                 data = read_bytes(Path(self.root) / rel)
-            elif len(data) == 0:
-                raise UnreadableImage(rel, "empty file")
-            elif len(data) > MAX_FILE_BYTES:
-                raise UnreadableImage(rel, f"file of {len(data)} bytes is larger than {MAX_FILE_BYTES}")
-            sha = hashlib.sha256(data).hexdigest()
-            decoded = decode_for_stages(data, rel, self.embedder.spec)
-            features = measure(rel, data, sha, decoded)
+            elif problem := size_problem(len(data)):
+                raise UnreadableImage(rel, problem)
+            features, _, tensor, _ = measure_and_prepare(rel, data, hashlib.sha256(data).hexdigest(), rel,
+                                                         self.embedder.spec, self.quality)
         except UnreadableImage as e:
             return None, None, e.reason
-        if quality.judge(features, self.quality):
-            return features, None, ""
-        return features, to_input(decoded.image, self.embedder.spec), ""
+        return features, tensor, ""
 
 
 def is_local(root: str | Path) -> bool:
     return "://" not in str(root)
 
 
-def feature_records(root: str | Path, rel_paths: list[str] | None, cfg: Config, model: Path,
-                    advance: Callable[[int], None] = lambda n: None) -> list[dict[str, Any]]:
-    """Per-file records {path, features, vector, error} from Ray, in the order of the files.
+def list_files(uri: str) -> list[str]:
+    """The pictures under a URI Ray Data can read (s3://, gs://, ...), relative and sorted:
+    files with an image suffix, hidden files and folders left out (as the local scan does;
+    reading a remote file's first bytes to sniff its type would cost a request per file)."""
+    import pyarrow.fs as pafs
 
-    `rel_paths`: the files of a local folder (refinery's scan); None for a URI, whose files
-    Ray Data lists and reads.
+    from refinery.scan import IMAGE_SUFFIXES
+
+    try:
+        fs, base = pafs.FileSystem.from_uri(uri)
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    except (OSError, ValueError) as e:
+        raise RefineryError(f"{uri}: cannot list it ({e})") from None
+    rels = (_relative(info.path, base) for info in infos if info.type == pafs.FileType.File)
+    return sorted(rel for rel in rels if Path(rel).suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in rel.split("/")))
+
+
+def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, model: Path) -> Iterator[dict[str, Any]]:
+    """Per-file records {path, features, vector, error} from Ray, as they come back (in no
+    particular order): the driver files each one by its path and keeps none.
+
+    A local folder's files are read by the actors themselves; a URI's by Ray Data.
     """
     try:
         import ray
@@ -109,24 +122,22 @@ def feature_records(root: str | Path, rel_paths: list[str] | None, cfg: Config, 
     gpus = int(ray.cluster_resources().get("GPU", 0))
     device = "cuda" if gpus and cfg.model.device in ("auto", "cuda") else ("cpu" if gpus else cfg.model.device)
     actors = max(1, gpus) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if not rel_paths:
+        return
     dataset: ray.data.Dataset
-    if rel_paths is not None:
+    if is_local(root):
         # Blocks of about one batch: a block goes to one actor, so one big block would use one.
         blocks = max(1, min(len(rel_paths) // ROWS_PER_BATCH, 16 * actors))
         dataset = ray.data.from_items([{"path": rel} for rel in rel_paths], override_num_blocks=blocks)
     else:
-        dataset = ray.data.read_binary_files(str(root), include_paths=True).map(
-            lambda row: {"path": _relative(row["path"], str(root)), "bytes": row["bytes"]})
+        base = str(root).rstrip("/")
+        dataset = ray.data.read_binary_files([f"{base}/{rel}" for rel in rel_paths], include_paths=True).map(
+            lambda row: {"path": _relative(row["path"], base), "bytes": row["bytes"]})
     records = dataset.map_batches(
         Featurizer, fn_constructor_args=(str(model), device, cfg.quality, str(root)),
         batch_size=ROWS_PER_BATCH, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else 0,
         batch_format="numpy")
-    out: list[dict[str, Any]] = []
-    for row in records.iter_rows():
-        out.append(row)
-        advance(1)
-    order = {rel: k for k, rel in enumerate(rel_paths)} if rel_paths is not None else None
-    return sorted(out, key=lambda r: order[r["path"]] if order else r["path"])
+    yield from records.iter_rows()
 
 
 def _relative(path: str, root: str) -> str:

@@ -64,7 +64,7 @@ class Embedder:
         self._session: Any = None
         self._lock = threading.Lock()
         sidecar = self.path.with_suffix(".json")
-        self.spec = ModelSpec.load(sidecar) if sidecar.is_file() else self.load().spec
+        self.spec: ModelSpec = ModelSpec.load(sidecar) if sidecar.is_file() else self.load().spec
         self.input_name, self.output_name = self.spec.input_name, self.spec.output_name
 
     def load(self) -> Embedder:

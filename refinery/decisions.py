@@ -1,0 +1,111 @@
+"""What a dedup run decided for each file, kept in columns and read as report lines.
+
+The report has a line per file; a million lines as objects would cost more than the
+grouping itself, so the decisions live in arrays (a code per file, a keeper row per
+removed file) and each FileDecision is built when it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refinery.table import FeatureTable
+
+STAGES = ("quality", "exact", "near", "semantic")
+DECISIONS = ("keep", "remove", "error", "skip")
+KEEP, REMOVE, ERROR, SKIP = range(len(DECISIONS))
+
+
+@dataclass(slots=True)
+class FileDecision:
+    """One line of the report: what happened to one file, and why."""
+
+    path: str
+    decision: str  # keep | remove | error | skip
+    stage: str | None = None  # the stage that removed it
+    reason: str = ""
+    group: int | None = None  # duplicate group id (shared with its keeper), or None
+    kept_as: str | None = None  # the keeper this file is a duplicate of
+    scores: dict = field(default_factory=dict)
+
+
+class Decisions(Sequence[FileDecision]):
+    """The decision on every row of `table`, listed in path order.
+
+    Every row starts as `keep`; the pass marks errors and skips, the stages removals.
+    """
+
+    def __init__(self, table: FeatureTable):
+        n = len(table)
+        self.table = table
+        self.code = np.full(n, KEEP, np.int8)
+        self.stage = np.full(n, -1, np.int8)  # index into STAGES of the stage that removed it
+        self.keeper = np.full(n, -1, np.int64)  # the row a removed file is a duplicate of
+        self.group = np.zeros(n, np.int32)  # 0: in no group
+        self.reason: dict[int, str] = {}  # only rows that have one
+        self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
+        self._order: np.ndarray | None = None
+
+    def mark(self, row: int, code: int, reason: str) -> None:
+        """An error or a skip."""
+        self.code[row], self.reason[row] = code, reason
+
+    def remove(self, row: int, stage: str, reason: str, keeper: int | None = None, **scores: float) -> None:
+        self.code[row], self.stage[row], self.reason[row] = REMOVE, STAGES.index(stage), reason
+        if keeper is not None:
+            self.keeper[row] = keeper
+        if scores:
+            self.extra_scores[row] = scores
+
+    def rows(self, code: int) -> np.ndarray:
+        return np.flatnonzero(self.code == code)
+
+    def counts(self) -> dict[str, int]:
+        found = np.bincount(self.code, minlength=len(DECISIONS))
+        return {name: int(found[k]) for k, name in enumerate(DECISIONS)}
+
+    def assign_groups(self) -> None:
+        """Follow each removed file to its final keeper (a keeper can itself have been
+        removed by a later stage); number the groups by the keeper's path."""
+        removed = np.flatnonzero(self.keeper >= 0)
+        final = self.keeper[removed]
+        while (later := self.keeper[final] >= 0).any():
+            final = np.where(later, self.keeper[final], final)
+        self.keeper[removed] = final
+        paths = self.table.paths
+        for gid, keeper in enumerate(sorted(set(final.tolist()), key=paths.__getitem__), start=1):
+            self.group[keeper] = gid
+        self.group[removed] = self.group[final]
+
+    def line(self, row: int) -> FileDecision:
+        """The report line of `row`."""
+        code = int(self.code[row])
+        scores = self.table.scores(row) if code in (KEEP, REMOVE) and self.table.filled[row] else {}
+        scores.update(self.extra_scores.get(row, {}))
+        keeper = int(self.keeper[row])
+        return FileDecision(
+            self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]] if self.stage[row] >= 0 else None,
+            self.reason.get(row, ""), int(self.group[row]) or None,
+            self.table.paths[keeper] if keeper >= 0 else None, scores)
+
+    def order(self) -> np.ndarray:
+        """Rows sorted by path (the report's order)."""
+        if self._order is None:
+            paths = self.table.paths
+            self._order = np.array(sorted(range(len(paths)), key=paths.__getitem__), np.int64)
+        return self._order
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self.line(int(row)) for row in self.order()[k]]
+        return self.line(int(self.order()[k]))
+
+    def __iter__(self) -> Iterator[FileDecision]:
+        for row in self.order():
+            yield self.line(int(row))
