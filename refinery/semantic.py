@@ -78,14 +78,17 @@ def approximate_pairs(read: RowReader, count: int, threshold: float, nprobe: int
     for start in range(0, count, block):
         index.add(read(start, min(count, start + block)))
     index.nprobe = nprobe
-    found: dict[tuple[int, int], float] = {}
+    keys, sims = [], []
     for start in range(0, count, block):
-        lims, sims, cols = index.range_search(read(start, min(count, start + block)), threshold)
+        lims, found_sims, cols = index.range_search(read(start, min(count, start + block)), threshold)
         rows = np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64)) + start
-        for i, j, sim in zip(rows.tolist(), cols.tolist(), sims.tolist(), strict=True):
-            if i != j:
-                found[(min(i, j), max(i, j))] = sim
-    return sorted((i, j, sim) for (i, j), sim in found.items())
+        other = rows != cols
+        rows, cols = rows[other], cols[other]
+        keys.append(np.minimum(rows, cols) * count + np.maximum(rows, cols))  # one key per pair, either side
+        sims.append(found_sims[other])
+    key, first = np.unique(np.concatenate(keys), return_index=True)  # sorted by (i, j)
+    sim = np.concatenate(sims)[first]
+    return list(zip((key // count).tolist(), (key % count).tolist(), sim.tolist(), strict=True))
 
 
 def _spread_sample(read: RowReader, count: int, size: int, block: int) -> np.ndarray:

@@ -12,7 +12,6 @@ from PIL import Image, ImageFilter
 
 from conftest import draw_picture
 from refinery.config import Config, NearConfig, QualityConfig
-from refinery.exact import exact_groups
 from refinery.features import Features, extract, thumb_correlation
 from refinery.groups import choose_keeper, components, star_groups
 from refinery.hashing import near_pairs
@@ -64,12 +63,6 @@ def test_hashes_and_thumbnails_survive_resizing_and_reencoding(tmp_path: Path) -
     assert thumb_correlation(a.thumb, b.thumb) > 0.99
     assert thumb_correlation(a.thumb, c.thumb) < 0.9
     assert a.sha256 != b.sha256 and (a.width, b.width) == (320, 160)
-
-
-def test_exact_groups_by_sha() -> None:
-    fs = [features(sha256="a" * 64), features(sha256="b" * 64), features(sha256="a" * 64)]
-    assert exact_groups([0, 1, 2], fs) == [[0, 2]]
-    assert exact_groups([0, 1], fs) == []
 
 
 def test_near_pairs_radius_is_inclusive_in_either_hash() -> None:
