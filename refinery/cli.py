@@ -281,7 +281,7 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     embedder = make_embedder(cfg)
     with stop_on_signal() as stop:
-        cache = open_cache(cfg, embedder, Path(folder)) if cfg.run.engine == "local" else None
+        cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:
             with ProgressBars(ctx) as bars:
                 result = run_dedup(root, cfg, embedder, bars, cache, stop)

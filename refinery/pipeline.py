@@ -148,7 +148,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
         if cfg.run.engine == "ray":
-            _ray_pass(root, run, len(files), cfg, embedder, stages, progress, store)
+            _ray_pass(root, run, len(files), cfg, embedder, stages, progress, store, cache)
         else:
             with feats.opencv_single_threaded():
                 _feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
@@ -172,25 +172,33 @@ def _list(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
 
 
 def _ray_pass(root: Path | str, run: _Run, count: int, cfg: Config, embedder: Embedder,
-              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore) -> None:
-    """The feature pass on Ray: the same columns as _feature_pass, every file computed
-    (no cache, no exact-copy shortcut: actors share nothing)."""
+              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore,
+              cache: FeatureCache | None) -> None:
+    """The feature pass on Ray: the same columns as _feature_pass. Files the cache has are
+    not sent; every other file is computed (no exact-copy shortcut: actors share nothing)."""
     from refinery import ray_engine
 
     t = time.perf_counter()
-    paths = run.table.paths[:count]
-    rows = {rel: row for row, rel in enumerate(paths)}
+    paths = run.table.paths
     advance = progress("reading (ray)", count) if progress else (lambda n: None)
     vectors = _VectorWriter(run, store)
-    for record in ray_engine.feature_records(root, paths, cfg, embedder.path):
+    link = _CacheLink(cache if isinstance(root, Path) else None, run, Path(root), cfg, embed_all=False)
+    todo = [row for row in range(count) if not link.fill(row, vectors, set())]
+    advance(count - len(todo))
+    rows = {paths[row]: row for row in todo}
+    for k, record in enumerate(ray_engine.feature_records(root, [paths[row] for row in todo], cfg, embedder.path)):
         features, vector, error = ray_engine.to_features(record)
         pic = _Picture(rows[record["path"]], features=features, error=error, vector=vector)
         if features is not None:
             pic.quality_reason = quality.judge(features, cfg.quality)
         _file(run, pic, root)
+        link.remember(pic.row, vector)
         vectors.add(pic.row, vector)
         advance(1)
+        if k % CACHE_VECTORS_PER_WRITE == 0:
+            link.commit()
     vectors.flush()
+    link.commit()
     _mark_unreached(run, count)
     stages["pass"].seconds = time.perf_counter() - t
 
@@ -344,33 +352,10 @@ def _feature_pass(root: Path, run: _Run, count: int, cfg: Config, embedder: Embe
                 pic.vector = vector
         return pictures, t1 - t0, time.perf_counter() - t1
 
-    def from_cache(row: int, vectors: _VectorWriter) -> bool:
-        """Fill `row` from the cache if the file is unchanged and nothing is missing."""
-        run.stat[row] = _stat(root / paths[row])
-        size, mtime = run.stat[row].tolist()
-        hit = cache.get(paths[row], size, mtime) if cache and size >= 0 else None
-        if hit is None:
-            return False
-        features, vector = hit
-        reason = quality.judge(features, cfg.quality)
-        if vector is None and (reason is None or embed_all):  # needs a vector it never got: compute it
-            return False
-        run.table.put(row, features)
-        if reason:
-            run.quality[row] = reason
-        run.cached[row] = run.done[row] = True
-        vectors.add(row, vector)
-        claimed.add(bytes.fromhex(features.sha256))
-        return True
-
-    def remember(row: int, vector: np.ndarray | None) -> None:
-        if cache and run.stat[row, 0] >= 0 and run.table.filled[row] and not run.cached[row]:
-            size, mtime = run.stat[row].tolist()
-            cache.put(paths[row], size, mtime, run.table[row], vector)
-
     advance = progress("reading", count) if progress else (lambda n: None)
     vectors = _VectorWriter(run, store)
-    todo = np.array([row for row in range(count) if not from_cache(row, vectors)], np.int64)
+    link = _CacheLink(cache, run, root, cfg, embed_all)
+    todo = np.array([row for row in range(count) if not link.fill(row, vectors, claimed)], np.int64)
     vectors.flush()
     advance(count - len(todo))
     if len(todo):
@@ -384,20 +369,56 @@ def _feature_pass(root: Path, run: _Run, count: int, cfg: Config, embedder: Embe
             stages["embed"].seconds += embedding
             for pic in pictures:
                 _file(run, pic, root)
-                remember(pic.row, pic.vector)  # a copy is remembered once it has its original's features
+                link.remember(pic.row, pic.vector)  # a copy is remembered once it has its original's features
                 vectors.add(pic.row, pic.vector)
             vectors.flush()
-            if cache:
-                cache.commit()
+            link.commit()
             advance(len(pictures))
             if stop is not None and stop.is_set():
                 break
     stages["pass"].seconds = time.perf_counter() - t
     _mark_unreached(run, count)
     for row in _resolve_copies(run, root):
-        remember(row, store.rows([run.vector_row[row]])[0] if run.vector_row[row] >= 0 else None)
-    if cache:
-        cache.commit()
+        link.remember(row, store.rows([run.vector_row[row]])[0] if run.vector_row[row] >= 0 else None)
+    link.commit()
+
+
+class _CacheLink:
+    """The feature cache as a pass sees it: rows filled from it, new rows written to it.
+    Without a cache it fills nothing and keeps nothing."""
+
+    def __init__(self, cache: FeatureCache | None, run: _Run, root: Path, cfg: Config, embed_all: bool):
+        self.cache, self.run, self.root, self.cfg, self.embed_all = cache, run, root, cfg, embed_all
+
+    def fill(self, row: int, vectors: _VectorWriter, claimed: set[bytes]) -> bool:
+        """Fill `row` from the cache if its file is unchanged and nothing is missing."""
+        run, path = self.run, self.run.table.paths[row]
+        run.stat[row] = _stat(self.root / path)
+        size, mtime = run.stat[row].tolist()
+        hit = self.cache.get(path, size, mtime) if self.cache and size >= 0 else None
+        if hit is None:
+            return False
+        features, vector = hit
+        reason = quality.judge(features, self.cfg.quality)
+        if vector is None and (reason is None or self.embed_all):  # needs a vector it never got: compute it
+            return False
+        run.table.put(row, features)
+        if reason:
+            run.quality[row] = reason
+        run.cached[row] = run.done[row] = True
+        vectors.add(row, vector)
+        claimed.add(bytes.fromhex(features.sha256))
+        return True
+
+    def remember(self, row: int, vector: np.ndarray | None) -> None:
+        run = self.run
+        if self.cache and run.stat[row, 0] >= 0 and run.table.filled[row] and not run.cached[row]:
+            size, mtime = run.stat[row].tolist()
+            self.cache.put(run.table.paths[row], size, mtime, run.table[row], vector)
+
+    def commit(self) -> None:
+        if self.cache:
+            self.cache.commit()
 
 
 def _mark_unreached(run: _Run, count: int) -> None:

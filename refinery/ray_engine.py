@@ -4,7 +4,9 @@ Ray Data spreads the files over actors; each actor holds one onnxruntime session
 for its batch what a local worker does: read, SHA-256, decode, measure, judge quality, embed
 what passes. The records come back to the driver in the order of the files, as the same
 per-file features and vectors the local engine makes, and the grouping stages run there as
-today - so the decisions are the local engine's (tests/test_ray.py checks it).
+today - so the decisions are the local engine's (tests/test_ray.py checks it). The driver
+keeps the feature cache for a local folder: files it has are not sent to the cluster, and
+what comes back is written to it.
 
 `ray.init()` starts a Ray instance on this machine, or joins the cluster RAY_ADDRESS names.
 On a cluster with GPUs each actor takes one and runs the CUDA provider.
@@ -114,6 +116,8 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
         import ray.data
     except ImportError as e:
         raise RefineryError("--engine ray needs the [ray] extra: pip install 'refinery[ray]'") from e
+    if not rel_paths:  # all from the cache: no cluster needed
+        return
     if not ray.is_initialized():
         ray.init(logging_level=logging.WARNING, log_to_driver=False)
     context = ray.data.DataContext.get_current()
@@ -122,8 +126,6 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
     gpus = int(ray.cluster_resources().get("GPU", 0))
     device = "cuda" if gpus and cfg.model.device in ("auto", "cuda") else ("cpu" if gpus else cfg.model.device)
     actors = max(1, gpus) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
-    if not rel_paths:
-        return
     dataset: ray.data.Dataset
     if is_local(root):
         # Blocks of about one batch: a block goes to one actor, so one big block would use one.
@@ -131,7 +133,10 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
         dataset = ray.data.from_items([{"path": rel} for rel in rel_paths], override_num_blocks=blocks)
     else:
         base = str(root).rstrip("/")
-        dataset = ray.data.read_binary_files([f"{base}/{rel}" for rel in rel_paths], include_paths=True).map(
+        # Reading is I/O: its tasks take no CPU of their own, else actors holding every CPU
+        # would leave none to read with and the job would wait forever.
+        dataset = ray.data.read_binary_files([f"{base}/{rel}" for rel in rel_paths], include_paths=True,
+                                             ray_remote_args={"num_cpus": 0}).map(
             lambda row: {"path": _relative(row["path"], base), "bytes": row["bytes"]})
     records = dataset.map_batches(
         Featurizer, fn_constructor_args=(str(model), device, cfg.quality, str(root)),
