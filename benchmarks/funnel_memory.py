@@ -15,6 +15,9 @@ VectorStore on disk as in a real run; the stages then run exactly as in `run_ded
 Prints, per size: the bytes a file costs in the run's columns (counted: arrays and path strings), the process's memory
 (VmRSS) with the columns filled, its peak (VmHWM) after the stages, and seconds per stage.
 `--columns-only N` fills N rows and reports their memory without running the stages.
+`--near` instead times the near stage's pair search both ways on each grown run - hash
+candidates + thumbnail confirmation (exact) and the thumbnail IVF search (approximate) - and
+the share of the exact pairs the approximate search finds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import hashlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ from refinery.parallel import peak_memory_mb
 from refinery.runner.session import Embedder, l2_normalize
 from refinery.vectors import VectorStore
 
+EXACT_NEAR_LIMIT = 300_000  # the exact hash search takes 15 minutes at a million
 CHUNK = 5_000  # rows grown at a time: the benchmark's own temporaries stay ~50 MB
 
 
@@ -106,17 +111,46 @@ def grow(seed: pipeline._Run, seed_rows: np.ndarray, seed_vectors: np.ndarray, s
     return run
 
 
+def recall(pairs: set, exact: set | None) -> str:
+    return "(exact not run)" if exact is None else f"{len(pairs & exact) / max(1, len(exact)):.4f}"
+
+
+def near_both_ways(run: pipeline._Run, cfg: Config) -> None:
+    from refinery import hashing
+
+    t, c = run.table, cfg.near
+    args = (t.columns["phash"], t.columns["dhash"], t.thumb)
+    found = {}
+    ways = [("exact", replace(c, exact_up_to=len(t)))] if len(t) <= EXACT_NEAR_LIMIT else []
+    for name, near in [*ways, ("IVF", replace(c, exact_up_to=0))]:
+        start = time.perf_counter()
+        pairs = hashing.near_pairs(*args, near)
+        found[name] = {tuple(p) for p in pairs.tolist()}
+        print(f"| {len(t):,} | {name}{'' if name == 'exact' else f' nprobe={near.nprobe}'} | "
+              f"{time.perf_counter() - start:.1f} | {len(pairs):,} | "
+              f"{recall(found[name], found.get('exact'))} | {peak_memory_mb():.0f} |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--columns-only", type=int, default=0)
+    ap.add_argument("--near", action="store_true")
     args = ap.parse_args()
     cfg, embedder = Config(), Embedder("default", threads=1)
     rng = np.random.default_rng(0)
     with VectorStore(embedder.spec.output_dim, pipeline.scratch_dir(cfg)) as seed_store:
         seed, seed_rows, seed_vectors = seed_run(args.folder, cfg, embedder, seed_store)
     print(f"seed: {len(seed_rows)} real pictures of {args.folder}; start: RSS {rss_mb():.0f} MB", flush=True)
+    if args.near:
+        print("| pictures | near pair search | seconds | pairs | recall vs exact | peak MB |")
+        print("|---:|---|---:|---:|---:|---:|")
+        for size in [int(s) for s in args.sizes.split(",") if s]:
+            with VectorStore(embedder.spec.output_dim, pipeline.scratch_dir(cfg)) as store:
+                near_both_ways(grow(seed, seed_rows, seed_vectors, size, store, rng), cfg)
+        return
     print("| pictures | columns B/file | RSS with columns MB | peak after stages MB | quality s | exact s | "
           "near s | semantic s | removed (by stage) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -50,6 +50,10 @@ class NearConfig:
     # ...confirmed by the 16x16 gray thumbnails: on fixed-camera data different objects on
     # one background come within a few hash bits, but their thumbnails differ.
     min_correlation: float = 0.99
+    # Up to this many pictures the hashes propose candidates (exact, quadratic); beyond, the
+    # thumbnails are searched in an IVF index probing `nprobe` lists (benchmarks/README.md).
+    exact_up_to: int = 100_000
+    nprobe: int = 8
 
 
 @dataclass(frozen=True)

@@ -107,12 +107,15 @@ def phash(gray: np.ndarray) -> int:
     return _pack(low > np.median(low.flat[1:]))
 
 
-def normalized_thumbs(thumbs: list[bytes]) -> np.ndarray:
-    """Gray thumbnails as zero-mean, unit-length rows: the dot product of two rows is their
-    Pearson correlation. A flat thumbnail gives a zero row."""
-    if not thumbs:
+def normalized_thumbs(thumbs: list[bytes] | np.ndarray) -> np.ndarray:
+    """Gray thumbnails (bytes, or uint8 rows) as zero-mean, unit-length rows: the dot product
+    of two rows is their Pearson correlation. A flat thumbnail gives a zero row."""
+    if len(thumbs) == 0:
         return np.zeros((0, THUMB * THUMB), np.float32)
-    x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float32)
+    if isinstance(thumbs, np.ndarray):
+        x = thumbs.reshape(len(thumbs), -1).astype(np.float32)
+    else:
+        x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float32)
     x -= x.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)

@@ -504,8 +504,8 @@ def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: C
     rows = run.judged()
     stages["near"].seen = len(rows)
     phash, dhash = table.columns["phash"], table.columns["dhash"]
-    found = _TEMP_near(phash[rows], dhash[rows], table.thumb[rows], near)
-    confirmed = [(int(rows[a]), int(rows[b])) for a, b in found]
+    found = hashing.near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
+    confirmed = [(a, b) for a, b in rows[found].tolist()]
 
     def hash_distances(i: int, j: int) -> tuple[int, int]:
         return (int(phash[i] ^ phash[j]).bit_count(), int(dhash[i] ^ dhash[j]).bit_count())
@@ -560,11 +560,3 @@ def _semantic_stage(run: _Run, store: VectorStore, cfg: Config, stages: dict[str
     stages["semantic"].seconds = time.perf_counter() - t
     return splits
 
-
-def _TEMP_near(ph, dh, thumbs, cfg):  # until hashing.near_pairs lands
-    if len(ph) < 2:
-        return []
-    pairs = hashing.within(hashing.hash_codes(ph.tolist()), cfg.max_phash) | hashing.within(
-        hashing.hash_codes(dh.tolist()), cfg.max_dhash)
-    return sorted((a, b) for a, b in pairs
-                  if thumb_correlation(thumbs[a].tobytes(), thumbs[b].tobytes()) >= cfg.min_correlation)

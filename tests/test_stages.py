@@ -65,16 +65,47 @@ def test_hashes_and_thumbnails_survive_resizing_and_reencoding(tmp_path: Path) -
     assert a.sha256 != b.sha256 and (a.width, b.width) == (320, 160)
 
 
+def hashes(*values: int) -> np.ndarray:
+    return np.array(values, np.uint64)
+
+
 def test_near_pairs_radius_is_inclusive_in_either_hash() -> None:
     cfg = NearConfig(max_phash=2, max_dhash=1)
     far = 0xFFFF_FFFF_0000_0000
-    fs = [features(phash=0, dhash=0),
-          features(phash=0b11, dhash=far),  # pHash 2 bits away: a candidate
-          features(phash=far, dhash=0b1),  # dHash 1 bit away: a candidate
-          features(phash=0b111, dhash=0b11 | far)]  # 3 bits / far: not near 0
-    pairs = set(near_pairs([0, 1, 2, 3], fs, cfg))
-    assert {(0, 1), (0, 2)} <= pairs and (0, 3) not in pairs
-    assert (1, 3) in pairs  # pHash 0b11 vs 0b111: 1 bit
+    thumbs = np.tile(np.arange(256, dtype=np.uint8), (4, 1))  # all alike: only the hashes decide
+    pairs = near_pairs(hashes(0, 0b11, far, 0b111),  # 0-1: pHash 2 bits; 1-3: 1 bit; 0-3: 3 bits
+                       hashes(0, far, 0b1, 0b11 | far), thumbs, cfg)  # 0-2: dHash 1 bit
+    assert {tuple(p) for p in pairs.tolist()} == {(0, 1), (0, 2), (1, 3)}
+
+
+def test_near_pairs_need_the_thumbnails_to_agree() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, 256).astype(np.uint8)
+    thumbs = np.stack([base, np.clip(base.astype(int) + 2, 0, 255).astype(np.uint8),  # same picture
+                       rng.integers(0, 256, 256).astype(np.uint8),  # another object, same hashes
+                       np.full(256, 7, np.uint8), np.full(256, 7, np.uint8), np.full(256, 9, np.uint8)])
+    pairs = near_pairs(np.zeros(6, np.uint64), np.zeros(6, np.uint64), thumbs, NearConfig())
+    assert pairs.tolist() == [[0, 1], [3, 4]]  # flat thumbnails: only equal ones
+
+
+def test_near_pairs_beyond_exact_up_to_are_the_same_pairs() -> None:
+    """The IVF search over thumbnails finds what the hash search + confirmation finds:
+    groups of near copies among pictures with close hashes but other thumbnails."""
+    rng = np.random.default_rng(1)
+    n_groups = 120
+    base = rng.integers(0, 256, (n_groups, 256))
+    copies = [np.clip(base + rng.integers(-3, 4, base.shape), 0, 255) for _ in range(3)]
+    impostors = np.clip(base // 2 + rng.integers(0, 128, base.shape), 0, 255)  # same hashes, other picture
+    flat = np.full((4, 256), 5)
+    thumbs = np.concatenate([base, *copies, impostors, flat]).astype(np.uint8)
+    group_hash = rng.integers(0, 2**63, n_groups, dtype=np.int64).astype(np.uint64)
+    ph = np.concatenate([group_hash] * 5 + [np.zeros(4, np.uint64)])
+    ph[n_groups:4 * n_groups] ^= np.uint64(1) << rng.integers(0, 64, 3 * n_groups).astype(np.uint64)
+    dh = rng.integers(0, 2**63, len(ph), dtype=np.int64).astype(np.uint64)
+    exact = near_pairs(ph, dh, thumbs, NearConfig())
+    approx = near_pairs(ph, dh, thumbs, NearConfig(exact_up_to=0, nprobe=4))
+    assert len(exact) == n_groups * 6 + 6  # each group of 4: 6 pairs; 4 equal flat thumbnails: 6
+    assert exact.tolist() == approx.tolist()
 
 
 def test_similar_pairs_uses_the_threshold() -> None:
