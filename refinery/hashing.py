@@ -81,13 +81,12 @@ def _thumbs_correlate(pairs: np.ndarray, thumbs: np.ndarray, threshold: float, b
 def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.ndarray:
     """Pairs whose thumbnails correlate above `threshold`, from an IVF index of the
     normalised thumbnails; flat thumbnails (zero rows, never found by it) pair by equal bytes."""
-    from refinery.semantic import approximate_pairs
+    from refinery.semantic import approximate_pair_array
 
     def read(start: int, stop: int) -> np.ndarray:
         return normalized_thumbs(thumbs[start:stop])
 
-    found = approximate_pairs(read, len(thumbs), threshold, nprobe)
-    pairs = np.array([(i, j) for i, j, _ in found], np.int64).reshape(-1, 2)
+    pairs, _ = approximate_pair_array(read, len(thumbs), threshold, nprobe)
     flat = np.flatnonzero(thumbs.min(axis=1) == thumbs.max(axis=1))
     same: dict[bytes, list[int]] = {}
     for row in flat.tolist():
