@@ -84,6 +84,26 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """`refinery train`: fine-tuning an embedding with a triplet loss (extra [train])."""
+
+    arch: str = "mobilenetv2"  # mobilenetv2 (ImageNet weights), resnet50 (random init), fastreid-r50-ibn
+    dim: int = 128  # embedding size: pool -> linear -> ReLU -> linear(dim) -> L2 norm
+    hidden: int = 512  # width of the head's hidden layer
+    input_size: int = 128  # square model input, pixels (small: CPU-sized runs)
+    frozen_stages: int = -1  # leading backbone stages left as they are; -1 = the arch's default
+    epochs: int = 8
+    identities_per_batch: int = 8  # P of a P x K batch
+    pictures_per_identity: int = 4  # K of a P x K batch
+    mining: str = "batch-hard"  # "batch-hard" (hardest positive and negative in the batch) or "random"
+    margin: float = 0.2  # of the triplet loss, in Euclidean distance of unit vectors (0..2)
+    learning_rate: float = 3e-4  # Adam
+    erasing: float = 0.5  # probability of random erasing per picture
+    test_share: float = 0.2  # share of identities held out for the before/after evaluation
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -91,6 +111,7 @@ class Config:
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def default_config_path() -> Path:

@@ -11,7 +11,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch 2.13.0 first: a bare `torch` requirement can pull a multi-GB CUDA build on Linux.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[export,serve,ray,test]"
+.venv/bin/python -m pip install -q -e ".[export,train,serve,ray,test]"
 # Upstream fastreid, only as the oracle the loader is checked against. Its metadata pins
 # torch 1.13, so it goes in without dependencies; the modeling code runs on current torch.
 .venv/bin/python -m pip install -q --no-deps -r tests/oracle-requirements.txt

@@ -92,10 +92,11 @@ class Bottleneck(nn.Module):
 
 
 class ResNetIBN(nn.Module):
-    """ResNet-50 with IBN-a in layer1-3, as fastreid's build_resnet_backbone(WITH_IBN=True)."""
+    """ResNet-50 with IBN-a in layer1-3, as fastreid's build_resnet_backbone(WITH_IBN=True);
+    with `ibn` False a plain ResNet-50 (refinery train's resnet50)."""
 
     def __init__(self, last_stride: int = 1, stem_pool: StemPool = "ceil",
-                 layers: tuple[int, ...] = (3, 4, 6, 3)):
+                 layers: tuple[int, ...] = (3, 4, 6, 3), ibn: bool = True):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -105,9 +106,9 @@ class ResNetIBN(nn.Module):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         else:
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(64, layers[0], 1, with_ibn=True)
-        self.layer2 = self._make_layer(128, layers[1], 2, with_ibn=True)
-        self.layer3 = self._make_layer(256, layers[2], 2, with_ibn=True)
+        self.layer1 = self._make_layer(64, layers[0], 1, with_ibn=ibn)
+        self.layer2 = self._make_layer(128, layers[1], 2, with_ibn=ibn)
+        self.layer3 = self._make_layer(256, layers[2], 2, with_ibn=ibn)
         self.layer4 = self._make_layer(512, layers[3], last_stride, with_ibn=False)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, with_ibn: bool) -> nn.Sequential:

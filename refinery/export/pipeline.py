@@ -70,9 +70,7 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     checkpoint = opts.checkpoint or (Path(arch.default_checkpoint) if arch.default_checkpoint else None)
     step(f"loading {arch.name}")
     built: Built = arch.build(checkpoint, stem_pool=opts.stem_pool, trust=opts.trust_checkpoint)
-    spec = ModelSpec(name=arch.name, input_name=INPUT_NAME, input_size=built.input_size,
-                     output_name=OUTPUT_NAME, output_dim=built.output_dim, normalized=False,
-                     interpolation=built.interpolation, source=built.source, sha256=built.sha256)
+    spec = spec_of(arch.name, built)
     result = ExportResult(spec=spec)
     images, result.parity_source = parity_images(opts.images, spec)
     reference = torch_outputs(built.model, images)
@@ -81,11 +79,7 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     if "onnx" in opts.formats or opts.fp16 or opts.int8_calibration:
         step("exporting ONNX")
         onnx_path = out.with_suffix(".onnx")
-        spec = onnx_export.export_onnx(built.model, spec, onnx_path, opts.opset)
-        result.spec = spec
-        result.parity.append(check_onnx(onnx_path, spec, images, reference, "onnx fp32", FP32))
-        spec.save(onnx_path.with_suffix(".json"))
-        result.files += [onnx_path, onnx_path.with_suffix(".json")]
+        spec = write_onnx(built.model, spec, onnx_path, opts.opset, images, reference, result)
         if opts.fp16:
             step("converting to fp16")
             result.parity.append(export_fp16(onnx_path, spec, images, reference, result))
@@ -98,6 +92,28 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
         result.coreml_note = export_coreml(built.model, spec, out.with_suffix(".mlpackage"),
                                            images, reference, result)
     return result
+
+
+def spec_of(name: str, built: Built, normalized: bool = False) -> ModelSpec:
+    """The runner's contract for `built`: RGB 0..255 in, its features out."""
+    return ModelSpec(name=name, input_name=INPUT_NAME, input_size=built.input_size,
+                     output_name=OUTPUT_NAME, output_dim=built.output_dim, normalized=normalized,
+                     interpolation=built.interpolation, source=built.source, sha256=built.sha256)
+
+
+def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: int, images: np.ndarray,
+               reference: np.ndarray, result: ExportResult) -> ModelSpec:
+    """PATH.onnx with its metadata and PATH.json beside it, after proving onnxruntime gives
+    what PyTorch gives on `images`; shared by export-model and train."""
+    spec = onnx_export.export_onnx(model, spec, onnx_path, opset)
+    result.spec = spec
+    # A sidecar of an earlier export would contradict the new model's metadata: the check
+    # below reads the metadata alone, and the new sidecar is written once it has passed.
+    onnx_path.with_suffix(".json").unlink(missing_ok=True)
+    result.parity.append(check_onnx(onnx_path, spec, images, reference, "onnx fp32", FP32))
+    spec.save(onnx_path.with_suffix(".json"))
+    result.files += [onnx_path, onnx_path.with_suffix(".json")]
+    return spec
 
 
 def require_coremltools() -> None:
