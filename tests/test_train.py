@@ -109,3 +109,30 @@ def test_too_few_identities_is_a_one_line_error(tmp_path: Path) -> None:
         draw_picture(j, (32, 32)).save(folder / "only" / f"{j}.png")
     proc = run_cli("train", str(folder), "--out", str(tmp_path / "run"))
     assert proc.returncode == 1 and "training needs at least 2" in proc.stderr
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2", "resnet50", "fastreid-r50-ibn"])
+def test_each_backbone_gives_a_unit_embedding_with_its_early_stages_frozen(arch: str, tmp_path: Path) -> None:
+    from refinery.export.fastreid import write_random_checkpoint
+    from refinery.train.model import EmbeddingNet, build_backbone, freeze
+
+    checkpoint = None
+    if arch == "fastreid-r50-ibn":
+        checkpoint = tmp_path / "r50ibn.pth"
+        write_random_checkpoint(checkpoint)
+    backbone = build_backbone(arch, checkpoint)
+    model = EmbeddingNet(backbone, dim=8, hidden=16).eval()
+    frozen = freeze(backbone, backbone.frozen_default)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64) * 255)
+    assert out.shape == (2, 8) and torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert frozen and all(not p.requires_grad for m in frozen for p in m.parameters())
+    assert any(p.requires_grad for p in backbone.stages[-1].parameters())
+
+
+def test_faces_crops_first_and_names_pictures_without_one(tmp_path: Path) -> None:
+    folder = identity_folder(tmp_path / "ids", identities=2, per_identity=2)  # shapes: no faces in them
+    proc = run_cli("train", str(folder), "--out", str(tmp_path / "run"), "--faces", "--no-eval")
+    assert proc.returncode == 1
+    assert "id_0/0.png: no face found, left out" in proc.stderr
+    assert "no readable pictures" in proc.stderr

@@ -88,7 +88,8 @@ def load_pictures(ids: Identities, names: list[str], side: int,
             images.append(np.asarray(image.resize((side, side), Image.Resampling.BILINEAR)))
             labels.append(label)
     if not images:
-        raise RefineryError(f"{ids.root}: no readable pictures in {len(names)} identities")
+        hint = "; with --faces, only pictures where a face is found count" if crop else ""
+        raise RefineryError(f"{ids.root}: no readable pictures in {len(names)} identities{hint}")
     return np.stack(images), np.array(labels, np.int64)
 
 
