@@ -70,6 +70,10 @@ def train(folder: Path, out: Path, cfg: TrainConfig, checkpoint: Path | None = N
     if resume and state_path.exists():
         first_epoch, losses = _load_state(state_path, model, optimizer, cfg, train_ids)
         log.info("resuming after epoch %d of %d", first_epoch, cfg.epochs)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    _optimizer_to(optimizer, device)
+    log.info("training on %s", device)
 
     for epoch in range(first_epoch, cfg.epochs):
         epoch_rng = np.random.default_rng([cfg.seed, epoch])  # the same batches whether resumed or not
@@ -77,6 +81,7 @@ def train(folder: Path, out: Path, cfg: TrainConfig, checkpoint: Path | None = N
         _save_state(state_path, model, optimizer, cfg, train_ids, epoch + 1, losses)
         log.info("epoch %d/%d: mean loss %.4f", epoch + 1, cfg.epochs, losses[-1])
 
+    model.cpu()  # exported and checked on the CPU, like every model the runner loads
     result = TrainResult(out, out / "model.onnx", out / "start.onnx", train_ids, test_ids, losses)
     source = f"refinery train {cfg.arch} on {Path(folder).name} ({len(train_ids)} identities, {cfg.epochs} epochs)"
     _export(model, result.model, cfg, source, file_sha256(state_path), cfg.dim, normalized=True)
@@ -93,15 +98,16 @@ def _epoch(model: EmbeddingNet, frozen: list[torch.nn.Module], optimizer: torch.
     advance = progress(f"epoch {epoch + 1}/{cfg.epochs}", len(batches)) if progress else (lambda loss: None)
     model.train()
     keep_frozen_eval(frozen)
+    device = next(model.parameters()).device
     total = 0.0
     for rows in batches:
-        x = augment(pictures[rows], cfg.input_size, cfg.erasing, rng)
-        y = torch.from_numpy(labels[rows])
+        x = augment(pictures[rows], cfg.input_size, cfg.erasing, rng).to(device)
+        y = torch.from_numpy(labels[rows]).to(device)
         embeddings = model(x)
         if cfg.mining == "batch-hard":
             loss = batch_hard_loss(embeddings, y, cfg.margin)
         elif cfg.mining == "random":
-            t = torch.from_numpy(data.random_triplets(labels[rows], rng))
+            t = torch.from_numpy(data.random_triplets(labels[rows], rng)).to(device)
             loss = triplet_loss(embeddings[t[:, 0]], embeddings[t[:, 1]], embeddings[t[:, 2]], cfg.margin)
         else:
             raise RefineryError(f"train.mining = {cfg.mining!r}: choose batch-hard or random")
@@ -136,6 +142,14 @@ def augment(pictures: np.ndarray, size: int, erasing: float, rng: np.random.Gene
             top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
             out[i, :, top:top + h, left:left + w] = torch.from_numpy(rng.uniform(0, 255, (3, h, w)).astype(np.float32))
     return out
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Adam's moments of a resumed run, loaded on the CPU, onto the training device."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device)
 
 
 def _save_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
