@@ -1,323 +1,639 @@
 """Acting on decisions: move rejects out, or copy keepers out. Never delete, never overwrite.
 
-Every move is journaled in DEST/.refinery/journal.jsonl, flushed to disk before the file
-moves, so `refinery undo DEST` can put everything back even after a crash:
+Before a file moves (or is copied) it is checked to be what the run judged: the same size,
+modification time and SHA-256 as when it was read, and, for a duplicate, its keeper still
+there and unchanged too; otherwise it stays where it is, with an error line saying why.
 
-    {"op": "move", "id": N, "src": ABS, "dst": ABS, "sha256": ..., "bytes": ...}   before the move
-    {"op": "done", "id": N}                                                       after it
-    {"op": "cancelled", "id": N}      a crash came before the file moved; found by the next run
-    {"op": "undone", "id": N}                                                     after undo
-
-A move of a symbolic link moves the link (its text is journaled as "link"), never its target.
-A name already taken at the destination is never overwritten: the file gets a suffix,
-`name.1.jpg`, `name.2.jpg`, ...
+Every move is journaled first (refinery/journal.py) under DEST's lock, so `refinery undo
+DEST` can put everything back even after a crash; undo moves a file only from inside DEST
+(no link on the way) to inside the folder its run scanned, only if its bytes are those
+journaled. Nothing is written through a link someone could have planted: DEST's folders are
+opened one by one without following links, and copies go to new files with random names.
+A move of a symbolic link moves the link, never its target. A name already taken at the
+destination is never overwritten: the file gets a suffix, `name.1.jpg`, `name.2.jpg`, ...
 """
 
 from __future__ import annotations
 
 import errno
-import json
+import hashlib
 import logging
 import os
-import shutil
+import stat
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from refinery.errors import RefineryError
-from refinery.fileio import file_sha256
+from refinery.fileio import (
+    DEVICE_ERRORS,
+    TEMP_SUFFIX,
+    UnsafePath,
+    create_exclusive,
+    fd_sha256,
+    free_name_at,
+    is_regular,
+    open_folder,
+)
+from refinery.journal import STATE, Journal, Move
 
 log = logging.getLogger(__name__)
 
-JOURNAL = Path(".refinery") / "journal.jsonl"
+SCRATCH = "tmp"  # in DEST/.refinery: partial copies across filesystems, written only under the lock
+
+
+class DeviceFull(RefineryError):
+    """The destination cannot take more (full, over quota, read-only): the run stops."""
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A file as the run judged it; what must still hold before refinery acts on it."""
+
+    size: int
+    mtime_ns: int
+    sha256: str  # hex
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One file to act on: where it is (relative to the scanned folder), what was judged of
+    it, and for a duplicate the keeper that stays in its place."""
+
+    rel: str
+    judged: Judged
+    keeper: str | None = None
+    keeper_judged: Judged | None = None
 
 
 @dataclass
 class ActionResult:
     done: int = 0
     skipped: int = 0  # nothing to do (already there, or gone), each logged
-    failed: int = 0  # could not be moved (each logged as an error); left where it was
+    failed: int = 0  # could not be moved or was not what was judged (each logged as an error); left where it was
 
 
-def free_name(path: Path) -> Path:
-    """`path` if nothing is there, else the first `stem.N.suffix` that is free."""
-    candidate, n = path, 0
-    while candidate.exists() or candidate.is_symlink():
-        n += 1
-        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
-    return candidate
+def check_destination(root: Path, dest: Path, flag: str) -> None:
+    """Refuse a destination that is the scanned folder, lies inside it, or holds it."""
+    real_root, real_dest = Path(os.path.realpath(root)), Path(os.path.realpath(dest))
+    if real_dest == real_root or real_root in real_dest.parents:
+        raise RefineryError(f"{flag} {dest} is inside the scanned folder {root}; choose a folder outside it")
+    if real_dest in real_root.parents:
+        raise RefineryError(f"{flag} {dest} holds the scanned folder {root}; choose a folder outside it")
 
 
-def _inside(path: Path, folder: Path) -> bool:
+# ---------------------------------------------------------------------------------------
+# Checking a file against what was judged
+
+
+class _Checker:
+    """Checks files against what the run judged of them; a keeper verified once is re-checked
+    by its status alone (a changed keeper changes its size or modification time)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.keepers: dict[str, tuple[int, int, int, int]] = {}
+
+    def keeper_problem(self, item: Planned) -> str:
+        if item.keeper is None or item.keeper_judged is None:
+            return ""
+        path = self.root / item.keeper
+        try:
+            st = os.stat(path)
+        except OSError:
+            return f"its keeper {item.keeper} is gone"
+        seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self.keepers.get(item.keeper) == seen:
+            return ""
+        why = _file_problem(path, item.keeper_judged)
+        if why:
+            return f"its keeper {item.keeper} {why}"
+        self.keepers[item.keeper] = seen
+        return ""
+
+
+def _file_problem(path: Path, judged: Judged) -> str:
+    """'' if the file at `path` (through a link) is what was judged, else what differs."""
     try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-class Journal:
-    """Append-only JSON lines, each flushed and fsynced before the caller goes on."""
-
-    def __init__(self, dest: Path):
-        self.path = Path(dest) / JOURNAL
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def entries(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash: the move never started
-                log.warning("%s: skipping a damaged journal line", self.path)
-        return out
-
-    def next_id(self) -> int:
-        return 1 + max((e.get("id", 0) for e in self.entries()), default=0)
-
-    def moves(self) -> dict[int, dict]:
-        """Every journaled move by id, its "dst" where it really went, its last "op" as "state"."""
-        moves: dict[int, dict] = {}
-        for e in self.entries():
-            if e.get("op") == "move":
-                moves[e["id"]] = {**e, "state": "move"}
-            elif e.get("id") in moves:
-                if e.get("op") == "renamed":
-                    moves[e["id"]]["dst"] = e["dst"]
-                else:
-                    moves[e["id"]]["state"] = e.get("op")
-        return moves
-
-    def unfinished(self) -> list[dict]:
-        """Moves journaled but never marked done or cancelled: a run was stopped during them."""
-        return [m for m in self.moves().values() if m["state"] == "move"]
-
-    def pending(self) -> list[dict]:
-        """Moves done and not yet undone, newest first."""
-        return sorted((m for m in self.moves().values() if m["state"] == "done"), key=lambda m: -m["id"])
-
-    def append(self, entry: dict) -> None:
-        with open(self.path, "ab+") as f:
-            if f.seek(0, os.SEEK_END) > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")  # the last line was cut short by a crash: start a fresh one
-            f.write((json.dumps(entry) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def move_file(src: Path, dst: Path) -> None:
-    """Move without overwriting (FileExistsError if `dst` is taken); a symbolic link moves as a
-    link. Across filesystems: copy, flush to disk, verify, and only then remove the source."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "is gone"
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
     try:
-        os.link(src, dst, follow_symlinks=False)  # atomic, and fails if dst is taken
+        return _content_problem(fd, judged)
+    finally:
+        os.close(fd)
+
+
+def _content_problem(fd: int, judged: Judged) -> str:
+    st = os.fstat(fd)
+    if not is_regular(st):
+        return "is no longer a regular file"
+    if (st.st_size, st.st_mtime_ns) != (judged.size, judged.mtime_ns):
+        return "changed since it was judged (size or modification time)"
+    if fd_sha256(fd) != judged.sha256:
+        return "changed since it was judged (its bytes)"
+    return ""
+
+
+# ---------------------------------------------------------------------------------------
+# Moving one entry between two folders
+
+
+@dataclass
+class _Entry:
+    """One directory entry to move: its folder (a descriptor) and its name."""
+
+    folder: int
+    name: str
+
+
+def _transfer(src: _Entry, dst: _Entry, scratch: int | None, is_link: bool, pinned: os.stat_result | None,
+              expect_sha: str | None) -> None:
+    """Move `src` to `dst` (whose name must be free), never overwriting. A link moves as a link.
+
+    `pinned` is the status of the file that was checked: the move goes through only if that
+    very file (same inode, size and modification time) reaches `dst`, and the source name is
+    removed only while it still names that file. Across filesystems the file is copied into
+    `scratch`, flushed, compared with `expect_sha`, linked into place, and only then is the
+    source removed.
+    """
+    try:
+        os.link(src.name, dst.name, src_dir_fd=src.folder, dst_dir_fd=dst.folder, follow_symlinks=False)
+        linked = True
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
             raise
-        _copy_verified(src, dst)
+        _copy_across(src, dst, scratch, is_link, expect_sha)
+        linked = False
+    if pinned is None:
+        os.unlink(src.name, dir_fd=src.folder)
+        return
     try:
-        os.unlink(src)
-    except OSError:
-        os.unlink(dst)  # the source cannot go (a read-only folder): take the new name back
+        if linked and not _same(os.lstat(dst.name, dir_fd=dst.folder), pinned):
+            raise _Changed("was replaced while it was being moved")
+        now = os.lstat(src.name, dir_fd=src.folder)
+        if (now.st_dev, now.st_ino) != (pinned.st_dev, pinned.st_ino):
+            # Another file took the name after the checked one reached `dst`: that one is
+            # not refinery's to move, and the checked one has moved.
+            log.warning("%s: a new file took its name while it was being moved; the new one stays", src.name)
+            return
+        if not _same(now, pinned):
+            raise _Changed("was written to while it was being moved")
+        os.unlink(src.name, dir_fd=src.folder)
+    except BaseException:
+        os.unlink(dst.name, dir_fd=dst.folder)  # our new name only: the checked file is still at the source
         raise
 
 
-def _copy_verified(src: Path, dst: Path) -> None:
-    """Copy `src` to a temporary name beside `dst`, make sure it is on disk and equal, then
-    give it its name (without overwriting)."""
-    tmp = dst.with_name(f".{dst.name}.refinery-tmp")
-    tmp.unlink(missing_ok=True)  # left by a run that was killed while copying
-    if src.is_symlink():
-        target = os.readlink(src)
-        os.symlink(target, tmp)
-        same = os.readlink(tmp) == target
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    """One file, unchanged: same inode, size and modification time."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+class _Changed(OSError):
+    """The file changed between its check and its move."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _copy_across(src: _Entry, dst: _Entry, scratch: int | None, is_link: bool, expect_sha: str | None) -> None:
+    """Copy to a new file in `scratch` (or beside `dst` when that is on another filesystem, or
+    None), make sure it is on disk and equal, then link it to its name in `dst` (failing if
+    taken). The scratch copy is always removed."""
+    if scratch is None or os.fstat(scratch).st_dev != os.fstat(dst.folder).st_dev:
+        scratch = dst.folder
+    if is_link:
+        target = os.readlink(src.name, dir_fd=src.folder)
+        while True:
+            tmp = f".link.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+            try:
+                os.symlink(target, tmp, dir_fd=scratch)
+                break
+            except FileExistsError:
+                continue
     else:
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        same = file_sha256(tmp) == file_sha256(src)
-    try:
-        if not same:
-            raise OSError(f"the copy of {src} at {dst} does not match the original; source kept")
-        os.link(tmp, dst, follow_symlinks=False)  # fails if dst was taken meanwhile
-    finally:
-        os.unlink(tmp)
-
-
-def place(src: Path, dst: Path) -> Path:
-    """Move `src` to `dst`, or to the first free `dst.N.suffix` if that is taken (even if it
-    is taken between looking and moving); the path it went to."""
-    while True:
-        target = free_name(dst)
+        fd_in = os.open(src.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=src.folder)
         try:
-            move_file(src, target)
-            return target
+            st = os.fstat(fd_in)
+            fd_out, tmp = create_exclusive(scratch, src.name, stat.S_IMODE(st.st_mode) | 0o200)
+            try:
+                digest = _copy_fd(fd_in, fd_out)
+                os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(fd_out)
+            except BaseException:
+                os.close(fd_out)
+                os.unlink(tmp, dir_fd=scratch)
+                raise
+            os.close(fd_out)
+        finally:
+            os.close(fd_in)
+    try:
+        if not is_link and expect_sha is not None and digest != expect_sha:
+            raise _Changed("changed while it was being copied")
+        os.link(tmp, dst.name, src_dir_fd=scratch, dst_dir_fd=dst.folder, follow_symlinks=False)
+    finally:
+        os.unlink(tmp, dir_fd=scratch)
+
+
+def _copy_fd(fd_in: int, fd_out: int) -> str:
+    """Copy all of `fd_in` to `fd_out`; the SHA-256 of what was copied."""
+    h = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd_in, 1 << 20, offset):
+        h.update(block)
+        view = memoryview(block)
+        while view:
+            view = view[os.write(fd_out, view):]
+        offset += len(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# move_out, recover, undo, copy_out
+
+
+def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks: bool = False,
+             advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
+    """Move root/REL to DEST/REL for each planned file that is still what was judged,
+    journaling each move first. Stops between two files when `stop` is set.
+
+    Raises DeviceFull (after the files moved so far are journaled) when DEST cannot take more,
+    JournalError when the journal cannot be written.
+    """
+    root = Path(root)
+    recover(journal)
+    journal.start_run(root, follow_symlinks)
+    result = ActionResult()
+    checker = _Checker(root)
+    with _Folders(journal.dest) as folders:
+        for item in plan:
+            if stop is not None and stop.is_set():
+                break
+            ok = _move_one(root, item, journal, folders, checker)
+            result.done += ok
+            result.failed += not ok
+            advance(1)
+    return result
+
+
+def _move_one(root: Path, item: Planned, journal: Journal, folders: _Folders, checker: _Checker) -> bool:
+    """Move one planned file; False (with an error line) if it stays where it is."""
+    src_path = root / item.rel
+    head, _, name = item.rel.rpartition("/")
+    try:
+        src_folder = os.open(src_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        log.error("%s: cannot move it: its folder cannot be opened (%s); left where it is", src_path, e.strerror or e)
+        return False
+    try:
+        return _move_checked(src_path, _Entry(src_folder, name), item, journal, folders, checker)
+    finally:
+        os.close(src_folder)
+
+
+def _move_checked(src_path: Path, src: _Entry, item: Planned, journal: Journal, folders: _Folders,
+                  checker: _Checker) -> bool:
+    try:
+        lst = os.lstat(src.name, dir_fd=src.folder)
+    except FileNotFoundError:
+        log.error("%s: gone before it could be moved; nothing to do", src_path)
+        return False
+    is_link = stat.S_ISLNK(lst.st_mode)
+    if is_link:  # a followed link: its target's bytes were judged, the link itself moves
+        why, pinned = _file_problem(src_path, item.judged), None
+    else:
+        why, pinned = _checked_in_place(src, item.judged)
+    why = f"it {why}" if why else checker.keeper_problem(item)
+    if why:
+        log.error("%s: not moved: %s; left where it is", src_path, why)
+        return False
+    try:
+        dst_folder = folders.get(item.rel.split("/")[:-1])
+        dst_name = free_name_at(dst_folder, src.name)
+    except (OSError, UnsafePath) as e:
+        log.error("%s: cannot move it into %s: %s; left where it is", src_path, journal.dest, _reason(e))
+        return _device_check(e, journal)
+    dst_rel = "/".join([*item.rel.split("/")[:-1], dst_name])
+    move_id = journal.new_id()
+    fingerprint = {"link": os.readlink(src.name, dir_fd=src.folder)} if is_link else {
+        "sha256": item.judged.sha256, "bytes": item.judged.size}
+    journal.append({"op": "move", "run": journal.run_id, "id": move_id, "src": item.rel, "dst": dst_rel,
+                    **fingerprint})
+    try:
+        went = _place(src, dst_folder, dst_name, folders.scratch, is_link, pinned, item.judged.sha256)
+    except OSError as e:
+        journal.append({"op": "cancelled", "run": journal.run_id, "id": move_id})
+        log.error("%s: not moved to %s: %s; left where it is", src_path, journal.dest / dst_rel, _reason(e))
+        return _device_check(e, journal)
+    if went != dst_name:
+        journal.append({"op": "renamed", "run": journal.run_id, "id": move_id,
+                        "dst": "/".join([*item.rel.split("/")[:-1], went])})
+    journal.append({"op": "done", "run": journal.run_id, "id": move_id})
+    return True
+
+
+def _checked_in_place(src: _Entry, judged: Judged) -> tuple[str, os.stat_result | None]:
+    """('', its status) if the regular file `src` is what was judged, else (what differs,
+    None). Opened without following a link, so the file checked is the one that moves."""
+    try:
+        fd = os.open(src.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=src.folder)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}", None
+    try:
+        why = _content_problem(fd, judged)
+        return why, None if why else os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(src: _Entry, dst_folder: int, name: str, scratch: int, is_link: bool,
+           pinned: os.stat_result | None, expect_sha: str | None) -> str:
+    """Move `src` to `name` in `dst_folder`, or to the first free `name.N` if that is taken
+    (even if taken between looking and moving); the name it went to."""
+    while True:
+        try:
+            _transfer(src, _Entry(dst_folder, name), scratch, is_link, pinned, expect_sha)
+            return name
         except FileExistsError:
-            continue
+            name = free_name_at(dst_folder, name)
 
 
-def fingerprint(path: Path) -> dict:
-    """What undo checks before putting a file back: its bytes' hash, or a link's text."""
-    if path.is_symlink():
-        return {"link": os.readlink(path)}
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+def _reason(e: BaseException) -> str:
+    if isinstance(e, _Changed):
+        return f"it {e.why}"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return str(e)
 
 
-def unchanged(path: Path, entry: dict) -> bool:
-    """Whether `path` is still what the journal `entry` says was moved."""
-    if "link" in entry:
-        return path.is_symlink() and os.readlink(path) == entry["link"]
-    return not path.is_symlink() and file_sha256(path) == entry.get("sha256")
+def _device_check(e: BaseException, journal: Journal) -> bool:
+    """Stop the run when the destination as a whole cannot take more; else go on (False)."""
+    if isinstance(e, OSError) and e.errno in DEVICE_ERRORS:
+        raise DeviceFull(f"{journal.dest}: {e.strerror}; stopped moving (the journal is whole: "
+                         f"`refinery undo {journal.dest}` puts back what moved)")
+    return False
 
 
-def absolute(path: Path) -> Path:
-    """An absolute path to `path` itself: its folder resolved, a final symbolic link not followed."""
-    return Path(path).parent.resolve() / Path(path).name
+class _Folders:
+    """Descriptors of DEST's folders (made as needed, never through a link), and its scratch
+    folder for copies across filesystems."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.open: dict[tuple[str, ...], int] = {}
+        self._root = open_folder(dest, [])
+        self._scratch: int | None = None
+
+    @property
+    def scratch(self) -> int:
+        if self._scratch is None:
+            self._scratch = open_folder(self._root, [STATE, SCRATCH], create=True)
+        return self._scratch
+
+    def get(self, parts: list[str]) -> int:
+        key = tuple(parts)
+        if key not in self.open:
+            if len(self.open) > 256:  # a deep tree: do not hold a descriptor per folder
+                for fd in self.open.values():
+                    os.close(fd)
+                self.open.clear()
+            self.open[key] = open_folder(self._root, parts, create=True)
+        return self.open[key]
+
+    def __enter__(self) -> _Folders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in [*self.open.values(), self._root, *([self._scratch] if self._scratch is not None else [])]:
+            os.close(fd)
 
 
 def recover(journal: Journal) -> int:
-    """Settle the moves a killed run left unfinished; how many there were.
+    """Settle the moves a killed run left unfinished, and clear its partial copies; how many
+    moves there were.
 
-    Killed after the journal line, before the move: the source is still in place
-    ("cancelled"). Killed after the hard link (or a verified copy across filesystems), before
-    the source was unlinked: finish the move. Killed after the move, before "done": mark it done.
+    Recovery rolls back, never forward, and never removes a file from the scanned folder:
+    killed after the journal line, before the move, the source is in place ("cancelled");
+    killed after the hard link, before the source was removed, the new name in DEST is
+    taken back (the same file keeps its name in the folder: "cancelled"); killed after a
+    copy across filesystems reached its name, both stay (the copy is equal; "cancelled");
+    killed after the move, before "done", it is marked done.
     """
+    _clear_scratch(journal)
+    state = journal.read()
     settled = 0
-    for entry in journal.unfinished():
-        src, dst = Path(entry["src"]), Path(entry["dst"])
-        if _same_file(src, dst) or (_exists(src) and _exists(dst) and unchanged(dst, entry)
-                                    and unchanged(src, entry)):
-            os.unlink(src)
-            journal.append({"op": "done", "id": entry["id"]})
-        elif _exists(dst) and not _exists(src):
-            journal.append({"op": "done", "id": entry["id"]})
-        else:
-            journal.append({"op": "cancelled", "id": entry["id"]})
+    for move in state.unfinished():
+        outcome = _settle(move, journal.dest)
+        journal.append({"op": outcome, "run": move.run, "id": move.id})
         settled += 1
     if settled:
         log.warning("%s: settled %d moves a stopped run left unfinished", journal.path, settled)
     return settled
 
 
-def _exists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether `a` and `b` are two names of one file (a symbolic link counts as itself)."""
+def _settle(move: Move, dest: Path) -> str:
     try:
-        sa, sb = os.lstat(a), os.lstat(b)
+        with _opened(move, dest, create=False) as (src, dst):
+            src_st, dst_st = _lstat(src), _lstat(dst)
+            if _one_entry(src, dst) or dst_st is None:
+                return "cancelled"
+            if src_st is None:
+                return "done" if _matches(dst, move.fingerprint) else "cancelled"
+            if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
+                os.unlink(dst.name, dir_fd=dst.folder)  # one file, two names: the one in DEST goes
+            elif _matches(dst, move.fingerprint):
+                log.warning("%s: a stopped run left this copy of %s, which stays where it was",
+                            dest / move.dst, move.root / move.src)
+    except (OSError, UnsafePath):
+        pass
+    return "cancelled"
+
+
+def _clear_scratch(journal: Journal) -> None:
+    """Partial copies a killed run left in DEST/.refinery/tmp (only refinery writes there)."""
+    try:
+        scratch = open_folder(journal.dest, [STATE, SCRATCH])
+    except (OSError, UnsafePath):
+        return
+    try:
+        for name in os.listdir(scratch):
+            if name.endswith(TEMP_SUFFIX):
+                try:
+                    if not stat.S_ISDIR(os.lstat(name, dir_fd=scratch).st_mode):
+                        os.unlink(name, dir_fd=scratch)
+                except OSError:
+                    pass
+    finally:
+        os.close(scratch)
+
+
+@contextmanager
+def _opened(move: Move, dest: Path, create: bool) -> Iterator[tuple[_Entry, _Entry]]:
+    """(the entry in the scanned folder, the entry in DEST) of a move. DEST's side is reached
+    without following links; the scanned side only as its run did."""
+    src_parts, dst_parts = move.src.split("/"), move.dst.split("/")
+    fds: list[int] = []
+    try:
+        fds.append(open_folder(move.root, src_parts[:-1], create=create, follow=move.follow_symlinks))
+        fds.append(open_folder(dest, dst_parts[:-1]))
+        yield _Entry(fds[0], src_parts[-1]), _Entry(fds[1], dst_parts[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _one_entry(a: _Entry, b: _Entry) -> bool:
+    """Whether two entries are one: the same name in the same folder (reached two ways)."""
+    fa, fb = os.fstat(a.folder), os.fstat(b.folder)
+    return a.name == b.name and (fa.st_dev, fa.st_ino) == (fb.st_dev, fb.st_ino)
+
+
+def _lstat(entry: _Entry) -> os.stat_result | None:
+    try:
+        return os.lstat(entry.name, dir_fd=entry.folder)
+    except FileNotFoundError:
+        return None
+
+
+def _matches(entry: _Entry, fingerprint: dict) -> bool:
+    """Whether the entry is what the journal says was moved (a link's text, or a file's bytes)."""
+    if "link" in fingerprint:
+        try:
+            return os.readlink(entry.name, dir_fd=entry.folder) == fingerprint["link"]
+        except OSError:
+            return False
+    try:
+        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=entry.folder)
     except OSError:
         return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+    try:
+        st = os.fstat(fd)
+        return is_regular(st) and st.st_size == fingerprint["bytes"] and fd_sha256(fd) == fingerprint["sha256"]
+    finally:
+        os.close(fd)
 
 
-def move_out(root: Path, rel_paths: list[str], dest: Path,
-             advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
-    """Move root/REL to dest/REL for each path, journaling each move first. Stops between two
-    files when `stop` is set."""
-    root, dest = Path(root), Path(dest)
-    if _inside(dest, root):
-        raise RefineryError(f"{dest} is inside {root}; choose a destination outside the scanned folder")
-    journal = Journal(dest)
+def undo(journal: Journal, advance: Callable[[int], None] = lambda n: None,
+         stop: threading.Event | None = None) -> ActionResult:
+    """Put back every file the journal says was moved and not yet put back, newest first.
+
+    A file that is no longer in DEST, or whose bytes changed there, or whose original path is
+    taken again, is reported and left where it is; the rest go on. Raises DeviceFull when
+    the scanned folder's disk cannot take more.
+    """
     recover(journal)
-    next_id = journal.next_id()
     result = ActionResult()
-    for rel in rel_paths:
+    for move in journal.read().pending():
         if stop is not None and stop.is_set():
             break
-        src = root / rel
-        if not _exists(src):
-            log.warning("%s: gone before it could be moved; skipped", src)
+        problem = _put_back(move, journal.dest)
+        if problem:
+            log.error("%s: cannot put back to %s: %s; left where it is", journal.dest / move.dst,
+                      move.root / move.src, problem)
             result.skipped += 1
         else:
-            dst = free_name(dest / rel)
-            journal.append({"op": "move", "id": next_id, "src": str(absolute(src)), "dst": str(absolute(dst)),
-                            **fingerprint(src)})
-            try:
-                went = place(src, dst)
-            except OSError as e:
-                log.error("%s: cannot move to %s: %s; left where it is", src, dst, e.strerror or e)
-                journal.append({"op": "cancelled", "id": next_id})
+            journal.append({"op": "undone", "run": move.run, "id": move.id})
+            result.done += 1
+        advance(1)
+    return result
+
+
+def _put_back(move: Move, dest: Path) -> str:
+    """Move one file back; '' if it went, else why not."""
+    if not move.root.is_dir():
+        return f"the folder {move.root} that its run scanned is not there"
+    try:
+        with _opened(move, dest, create=True) as (src, dst):
+            if _lstat(dst) is None:
+                return "it is no longer there; was it moved by hand?"
+            if _lstat(src) is not None:
+                return "the original path is taken again"
+            if _one_entry(src, dst) or not _matches(dst, move.fingerprint):
+                return "it changed since it was moved"
+            is_link = "link" in move.fingerprint
+            pinned = None if is_link else os.lstat(dst.name, dir_fd=dst.folder)
+            # Across filesystems the copy is made beside its target, in the scanned folder.
+            _transfer(dst, src, None, is_link, pinned, move.fingerprint.get("sha256"))
+    except FileNotFoundError:
+        return "it is no longer there; was it moved by hand?"
+    except FileExistsError:
+        return "the original path is taken again"
+    except UnsafePath as e:
+        return str(e)
+    except OSError as e:
+        if e.errno in DEVICE_ERRORS:
+            raise DeviceFull(f"{move.root}: {e.strerror}; stopped putting back (run undo again when there "
+                             "is room)") from None
+        return _reason(e)
+    return ""
+
+
+def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int], None] = lambda n: None,
+             stop: threading.Event | None = None) -> ActionResult:
+    """Copy root/REL to dest/REL for each planned file that is still what was judged (never
+    over an existing file; the bytes copied are the bytes judged). Stops between two files
+    when `stop` is set; raises DeviceFull when DEST cannot take more."""
+    root, dest = Path(root), Path(dest)
+    result = ActionResult()
+    dest.mkdir(parents=True, exist_ok=True)
+    with _Folders(dest) as folders:
+        for item in plan:
+            if stop is not None and stop.is_set():
+                break
+            why = _copy_one(root, item, folders)
+            if why:
+                log.error("%s: not copied: %s", root / item.rel, why)
                 result.failed += 1
             else:
-                if went != dst:  # taken between the journal line and the move
-                    journal.append({"op": "renamed", "id": next_id, "dst": str(absolute(went))})
-                journal.append({"op": "done", "id": next_id})
                 result.done += 1
-            next_id += 1
-        advance(1)
+            advance(1)
     return result
 
 
-def copy_out(root: Path, rel_paths: list[str], dest: Path,
-             advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
-    """Copy root/REL to dest/REL (never over an existing file). Stops between two files when
-    `stop` is set."""
-    root, dest = Path(root), Path(dest)
-    result = ActionResult()
-    for rel in rel_paths:
-        if stop is not None and stop.is_set():
-            break
-        dst = free_name(dest / rel)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.refinery-tmp")
-        shutil.copy2(root / rel, tmp)
-        while True:
+def _copy_one(root: Path, item: Planned, folders: _Folders) -> str:
+    """Copy one file; '' if it was copied, else why not."""
+    path = root / item.rel
+    try:
+        fd_in = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "it is gone"
+    except OSError as e:
+        return f"it cannot be read: {e.strerror or e}"
+    try:
+        st = os.fstat(fd_in)
+        if not is_regular(st) or (st.st_size, st.st_mtime_ns) != (item.judged.size, item.judged.mtime_ns):
+            return "it changed since it was judged (size or modification time)"
+        parts = item.rel.split("/")
+        folder = folders.get(parts[:-1])
+        fd_out, tmp = create_exclusive(folder, parts[-1], stat.S_IMODE(st.st_mode) | 0o200)
+        try:
             try:
-                os.link(tmp, dst)  # never over a file that appeared meanwhile
-                break
-            except FileExistsError:
-                dst = free_name(dst)
-        os.unlink(tmp)
-        result.done += 1
-        advance(1)
-    return result
-
-
-def undo(dest: Path, advance: Callable[[int], None] = lambda n: None,
-         stop: threading.Event | None = None) -> ActionResult:
-    """Put back every file the journal in `dest` says was moved and not yet put back.
-
-    A file that is no longer in `dest`, or whose bytes changed there, or whose original path
-    is taken again, is reported and left where it is; the rest go on.
-    """
-    journal = Journal(dest)
-    if not journal.path.exists():
-        raise RefineryError(f"{dest}: no refinery journal ({JOURNAL}); nothing was moved there")
-    recover(journal)
-    result = ActionResult()
-    for entry in journal.pending():
-        if stop is not None and stop.is_set():
-            break
-        src, dst = Path(entry["src"]), Path(entry["dst"])
-        problem = _undo_problem(src, dst, entry)
-        if problem:
-            log.error("%s: cannot put back to %s: %s; left where it is", dst, src, problem)
-            result.skipped += 1
-        else:
-            try:
-                move_file(dst, src)
-                journal.append({"op": "undone", "id": entry["id"]})
-                result.done += 1
-            except OSError as e:
-                log.error("%s: cannot put back to %s: %s; left where it is", dst, src, e.strerror or e)
-                result.skipped += 1
-        advance(1)
-    return result
-
-
-def _undo_problem(src: Path, dst: Path, entry: dict) -> str:
-    """Why the file journaled in `entry` cannot go back, or "" if it can."""
-    if not _exists(dst):
-        return "it is no longer there; was it moved by hand?"
-    if _exists(src):
-        return "the original path is taken again"
-    if not unchanged(dst, entry):
-        return "it changed since it was moved"
-    return ""
+                digest = _copy_fd(fd_in, fd_out)
+                os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(fd_out)
+            finally:
+                os.close(fd_out)
+            if digest != item.judged.sha256:
+                return "it changed since it was judged (its bytes)"
+            name = parts[-1]
+            while True:
+                try:
+                    os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+                    return ""
+                except FileExistsError:
+                    name = free_name_at(folder, name)
+        finally:
+            os.unlink(tmp, dir_fd=folder)
+    except (OSError, UnsafePath) as e:
+        if isinstance(e, OSError) and e.errno in DEVICE_ERRORS:
+            raise DeviceFull(f"{folders.dest}: {e.strerror}; stopped copying (nothing half-written is left)") from None
+        return _reason(e)
+    finally:
+        os.close(fd_in)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from refinery import __version__
-from refinery.errors import RefineryError
+from refinery.errors import ConfigError, RefineryError
 
 log = logging.getLogger("refinery")
 
@@ -29,13 +29,22 @@ EXIT_FILE_ERRORS = 3
 EXIT_INTERRUPTED = 130
 
 
+class SettingError(click.ClickException):
+    """A bad setting (config file or --set): a usage error, exit code 2, one line."""
+
+    exit_code = 2
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn RefineryError into click's one-line error (exit code 1), Ctrl-C into exit code 130."""
+    """Turn RefineryError into click's one-line error (exit code 1; 2 for a bad setting),
+    Ctrl-C into exit code 130."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except ConfigError as e:
+            raise SettingError(str(e)) from e
         except RefineryError as e:
             raise click.ClickException(str(e)) from e
         except KeyboardInterrupt:
@@ -279,8 +288,11 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     if engine:
         cfg = apply_overrides(cfg, [f"run.engine={engine}"])
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
+    # Everything that can be checked before a long run is checked now: where the results
+    # go, and that the destination is free (its lock is held until the moves are done).
+    preflight(root, report, csv_path, move_rejects_to, copy_keepers_to)
     embedder = make_embedder(cfg)
-    with stop_on_signal() as stop:
+    with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:
             with ProgressBars(ctx) as bars:
@@ -296,12 +308,41 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
         if stop.is_set():
             click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
-        failed = act_on(ctx, result, Path(folder), move_rejects_to, copy_keepers_to, stop)
+        failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop)
         if stop.is_set():
             click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
     if failed or any(f.decision == "error" for f in result.files):
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def preflight(root: Path | str, report: Path | None, csv_path: Path | None, move_rejects_to: Path | None,
+              copy_keepers_to: Path | None) -> None:
+    """Refuse now, in one line, what would fail or do harm after the whole scan."""
+    from refinery.actions import check_destination
+    from refinery.fileio import check_writable, check_writable_folder
+
+    for path in (report, csv_path):
+        if path is not None:
+            check_writable(path)
+    for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
+        if dest is not None and isinstance(root, Path):
+            check_destination(root, dest, flag)
+    if copy_keepers_to is not None:
+        check_writable_folder(copy_keepers_to)
+
+
+@contextmanager
+def destination_journal(dest: Path | None) -> Iterator[Any]:
+    """The journal of --move-rejects-to, its lock held for the whole run (None for no moves)."""
+    if dest is None:
+        yield None
+        return
+    from refinery.journal import open_journal
+
+    with open_journal(dest, create=True) as journal:
+        journal.read()  # a journal that cannot be trusted is refused now, not after the scan
+        yield journal
 
 
 def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
@@ -317,28 +358,34 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
     return Path(folder)
 
 
-def act_on(ctx: click.Context, result: Any, folder: Path, move_rejects_to: Path | None,
-           copy_keepers_to: Path | None, stop: threading.Event) -> int:
-    """Move the removed files or copy the kept ones, as asked; how many could not be moved."""
+def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
+           stop: threading.Event) -> int:
+    """Move the removed files or copy the kept ones, as asked; how many could not be."""
     from refinery import actions
 
-    if not (move_rejects_to or copy_keepers_to):
+    if journal is None and copy_keepers_to is None:
         click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
         return 0
-    removed = [f.path for f in result.files if f.decision == "remove"]
-    kept = [f.path for f in result.files if f.decision == "keep"]
+    folder = Path(result.root)
     failed = 0
-    if move_rejects_to:
+    if journal is not None:
+        removed = result.planned("remove")
         with progress_bar(ctx, "moving", len(removed)) as bar:
-            done = actions.move_out(folder, removed, move_rejects_to, bar.update, stop)
-        failed = done.failed
-        click.echo(f"moved {done.done} of {len(removed)} files to {move_rejects_to} "
-                   f"(undo: refinery undo {move_rejects_to})")
+            done = actions.move_out(folder, removed, journal, cfg.run.follow_symlinks, bar.update, stop)
+        failed += done.failed
+        click.echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
+                   f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
     if copy_keepers_to and not stop.is_set():
+        kept = result.planned("keep")
         with progress_bar(ctx, "copying", len(kept)) as bar:
             done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop)
-        click.echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}")
+        failed += done.failed
+        click.echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
     return failed
+
+
+def left_in_place(failed: int) -> str:
+    return f"; {failed} left where they are (each named on an error line)" if failed else ""
 
 
 def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
@@ -385,9 +432,11 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
     Example: refinery undo rejects/
     """
     from refinery import actions
+    from refinery.journal import open_journal
 
-    with stop_on_signal() as stop, progress_bar(ctx, "restoring", 0) as bar:
-        done = actions.undo(dest, bar.update, stop)
+    with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
+            progress_bar(ctx, "restoring", 0) as bar:
+        done = actions.undo(journal, bar.update, stop)
     click.echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)
@@ -411,9 +460,10 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
 
     Example: refinery index photos/ --out photos.index
     """
-    from refinery.retrieval.index import RetrievalIndex, build_index
+    from refinery.retrieval.index import RetrievalIndex, build_index, check_index_folder
 
     cfg = settings(config_path, assignments, model, device, batch_size)
+    check_index_folder(out)  # before the work: an OUT that is not an index is never written into
     embedder = make_embedder(cfg)
     previous = None
     if (out / "index.json").exists():

@@ -1,10 +1,20 @@
-"""refinery's settings: a TOML file (configs/refinery.toml holds the defaults), then flags."""
+"""refinery's settings: a TOML file (configs/refinery.toml holds the defaults), then flags.
+
+The dataclasses below are also the schema: each key's type is its annotation, and its allowed
+range or choices sit in the field's metadata (`between`, `at_least`, `one_of`). `check` tests
+one value against that; `validate` tests a whole Config, rules between keys included.
+load_config, apply_overrides and ModelConfig.override all go through them, so a bad value is
+a one-line ConfigError before any work starts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import sys
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,17 +28,40 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def between(default: Any, low: float, high: float, doc: str = "", *, open_low: bool = False,
+            open_high: bool = False) -> Any:
+    """A field whose value must lie in [low, high] (open at an end where told)."""
+    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low,
+                                            "open_high": open_high, "doc": doc})
+
+
+def at_least(default: Any, low: float, doc: str = "") -> Any:
+    """A field whose value must be `low` or more."""
+    return field(default=default, metadata={"low": low, "doc": doc})
+
+
+def one_of(default: str, *choices: str, doc: str = "") -> Any:
+    """A field whose value must be one of `choices`."""
+    return field(default=default, metadata={"choices": choices, "doc": doc})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = "default"  # "default" = models/default.onnx, else a path to an .onnx file
-    device: str = "auto"  # auto | cpu | cuda | coreml
-    batch_size: int = 8  # per worker; 8 keeps onnxruntime's activations small and runs as fast as 32
-    threads: int = 0  # onnxruntime threads per model run; 0 = 1 (each worker runs its own batches)
+    device: str = one_of("auto", "auto", "cpu", "cuda", "coreml", doc="onnxruntime execution provider")
+    # Per worker; 8 keeps onnxruntime's activations small and runs as fast as 32. Above 1024 one
+    # batch of 224 px pictures alone takes gigabytes.
+    batch_size: int = between(8, 1, 1024, "images per model call")
+    threads: int = at_least(0, 0, "onnxruntime threads per model run; 0 = 1")
 
     def override(self, **flags: Any) -> ModelConfig:
-        """A copy with every flag that was given (not None) put over the file's value."""
+        """A copy with every flag that was given (not None) put over the file's value, checked."""
         changes = {("path" if k == "model" else k): v for k, v in flags.items() if v is not None}
-        return dataclasses.replace(self, **changes)
+        schema = {name: (kind, meta) for name, kind, meta in _keys(ModelConfig)}
+        unknown = sorted(changes.keys() - schema.keys())
+        if unknown:
+            raise ConfigError(f"no model setting(s) {', '.join(unknown)}; known: {', '.join(schema)}")
+        return dataclasses.replace(self, **{k: check("model", k, v, *schema[k]) for k, v in changes.items()})
 
 
 @dataclass(frozen=True)
@@ -36,71 +69,85 @@ class QualityConfig:
     # Variance of the Laplacian (gray, longer side 320 px) below which a picture has no
     # edges left. Low on purpose: smooth but sharp scenes (sky, walls) score low too; blurred
     # copies of a picture are removed by the keep rule of the duplicate stages anyway.
-    min_sharpness: float = 3.0
-    min_brightness: float = 22.0  # mean gray level below which a frame is too dark to use
-    max_brightness: float = 222.0  # mean gray level above which it is burnt out
-    min_side: int = 32  # pixels; a smaller picture (an icon, a tracking pixel) is no photo to keep
+    min_sharpness: float = at_least(3.0, 0, "variance of the Laplacian; 0 = keep every picture")
+    # Mean gray levels of 8-bit pictures, so 0..255; min_brightness < max_brightness (validate).
+    min_brightness: float = between(22.0, 0, 255, "mean gray level below which a frame is too dark")
+    max_brightness: float = between(222.0, 0, 255, "mean gray level above which a frame is burnt out")
+    min_side: int = at_least(32, 1, "pixels; a picture with a shorter side is no photo to keep")
 
 
 @dataclass(frozen=True)
 class NearConfig:
-    # Candidates: close in either hash (Hamming distance of 64 bits)...
-    max_phash: int = 8
-    max_dhash: int = 10
+    # Candidates: close in either hash (Hamming distance of 64 bits, hence 0..64)...
+    max_phash: int = between(8, 0, 64, "Hamming distance of the 64-bit pHash")
+    max_dhash: int = between(10, 0, 64, "Hamming distance of the 64-bit dHash")
     # ...confirmed by the 16x16 gray thumbnails: on fixed-camera data different objects on
-    # one background come within a few hash bits, but their thumbnails differ.
-    min_correlation: float = 0.99
+    # one background come within a few hash bits, but their thumbnails differ. A correlation
+    # below 0 would match inverted pictures, never a copy.
+    min_correlation: float = between(0.99, 0, 1, "correlation of 16x16 gray thumbnails")
     # Up to this many pictures the hashes propose candidates (exact, quadratic); beyond, the
     # thumbnails are searched in an IVF index probing `nprobe` lists (benchmarks/README.md).
-    exact_up_to: int = 100_000
-    nprobe: int = 8
+    exact_up_to: int = at_least(100_000, 0, "pictures searched exactly; 0 = always the IVF index")
+    nprobe: int = at_least(8, 1, "IVF lists searched per picture")
 
 
 @dataclass(frozen=True)
 class SemanticConfig:
-    threshold: float = 0.955  # cosine similarity of embeddings above which two pictures are one
+    # Below 0.5 the cosine of unrelated pictures passes for every embedding model refinery
+    # ships or trains: a threshold there merges almost the whole folder into one group.
+    threshold: float = between(0.955, 0.5, 1.0, "cosine similarity above which two pictures are one")
     # Remove a picture only if it is itself similar to its group's keeper, not merely chained
     # to it through other pictures (A~B~C with A and C unlike).
     chain_guard: bool = True
     # Up to this many pictures the pair search is exact (quadratic); beyond, an IVF index
     # probes `nprobe` lists per picture (benchmarks/README.md, "Semantic stage at scale").
-    exact_up_to: int = 100_000
-    nprobe: int = 8
+    exact_up_to: int = at_least(100_000, 0, "pictures searched exactly; 0 = always the IVF index")
+    nprobe: int = at_least(8, 1, "IVF lists searched per picture")
 
 
 @dataclass(frozen=True)
 class KeepConfig:
     # Keepers must be at least this sharp (Laplacian variance) when a group offers one that is.
-    min_sharpness: float = 20.0
+    min_sharpness: float = at_least(20.0, 0, "variance of the Laplacian a keeper should reach")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    workers: int = 0  # threads that decode and run the model, a batch each; 0 = one per core
+    # Threads that decode and run the model, a batch each; 0 = one per core. Over 1024 is a
+    # typo, not a machine: each thread holds a model session and a batch of pictures.
+    workers: int = between(0, 0, 1024, "threads; 0 = one per core")
     cache: bool = True  # keep per-file features and vectors between runs
     cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
+    # where a run keeps its temporary files (the vectors, float16); "" = the system's temp folder ($TMPDIR)
+    scratch_dir: str = ""
     follow_symlinks: bool = False  # judge links to files and folders outside the folder too
-    engine: str = "local"  # "local" (threads on this machine) or "ray" (a Ray cluster; extra [ray])
+    engine: str = one_of("local", "local", "ray", doc="local threads or a Ray cluster (extra [ray])")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """`refinery train`: fine-tuning an embedding with a triplet loss (extra [train])."""
 
-    arch: str = "mobilenetv2"  # mobilenetv2 (ImageNet weights), resnet50 (random init), fastreid-r50-ibn
-    dim: int = 128  # embedding size: pool -> linear -> ReLU -> linear(dim) -> L2 norm
-    hidden: int = 512  # width of the head's hidden layer
-    input_size: int = 128  # square model input, pixels (small: CPU-sized runs)
-    frozen_stages: int = -1  # leading backbone stages left as they are; -1 = the arch's default
-    epochs: int = 8
-    identities_per_batch: int = 8  # P of a P x K batch
-    pictures_per_identity: int = 4  # K of a P x K batch
-    mining: str = "batch-hard"  # "batch-hard" (hardest positive and negative in the batch) or "random"
-    margin: float = 0.2  # of the triplet loss, in Euclidean distance of unit vectors (0..2)
-    learning_rate: float = 3e-4  # Adam
-    erasing: float = 0.5  # probability of random erasing per picture
-    test_share: float = 0.2  # share of identities held out for the before/after evaluation
-    seed: int = 0
+    arch: str = one_of("mobilenetv2", "mobilenetv2", "resnet50", "fastreid-r50-ibn", doc="backbone")
+    dim: int = at_least(128, 1, "embedding size: pool -> linear -> ReLU -> linear(dim) -> L2 norm")
+    hidden: int = at_least(512, 1, "width of the head's hidden layer")
+    # Square model input in pixels (small: CPU-sized runs); the backbones downsample by 32.
+    input_size: int = at_least(128, 32, "square model input, pixels")
+    frozen_stages: int = at_least(-1, -1, "leading backbone stages left as they are; -1 = the arch's default")
+    epochs: int = at_least(8, 1, "passes over the training identities")
+    # A triplet needs two pictures of one identity and one of another: P >= 2 and K >= 2.
+    identities_per_batch: int = at_least(8, 2, "P of a P x K batch")
+    pictures_per_identity: int = at_least(4, 2, "K of a P x K batch")
+    mining: str = one_of("batch-hard", "batch-hard", "random", doc="hardest triplets in the batch, or random ones")
+    # Unit vectors are at most 2 apart, so a larger margin can never be met.
+    margin: float = between(0.2, 0, 2, "of the triplet loss, in Euclidean distance of unit vectors",
+                            open_low=True)
+    learning_rate: float = between(3e-4, 0, 1, "Adam's step size", open_low=True)
+    erasing: float = between(0.5, 0, 1, "probability of random erasing per picture")
+    # Both sides need identities: the training and the before/after evaluation.
+    test_share: float = between(0.2, 0, 1, "share of identities held out for the before/after evaluation",
+                                open_low=True, open_high=True)
+    seed: int = at_least(0, 0, "random seed; numpy's generators take no negative one")
 
 
 @dataclass(frozen=True)
@@ -114,12 +161,108 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def toml_value(value: Any) -> str:
+    """A value as TOML writes it: true, 0.5, "text"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # TOML basic strings escape as JSON does
+    return repr(value)
+
+
+def _keys(cls: type) -> list[tuple[str, type, Mapping[str, Any]]]:
+    """(name, type, metadata) of every key of a section."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name], f.metadata) for f in dataclasses.fields(cls)]
+
+
+_KINDS = {bool: "true or false", int: "a whole number (int)", float: "a number", str: "a string (in quotes)"}
+
+
+def _allowed(meta: Mapping[str, Any]) -> str:
+    """What a key's range or choices allow, in words ("" if anything of its type goes)."""
+    if "choices" in meta:
+        return "one of " + ", ".join(toml_value(c) for c in meta["choices"])
+    if "high" in meta:
+        low, high = meta["low"], meta["high"]
+        if not (meta["open_low"] or meta["open_high"]):
+            return f"between {low} and {high}"
+        return (f"{'more than' if meta['open_low'] else 'at least'} {low} and "
+                f"{'less than' if meta['open_high'] else 'at most'} {high}")
+    if "low" in meta:
+        return f"{meta['low']} or more"
+    return ""
+
+
+def _in_range(value: Any, meta: Mapping[str, Any]) -> bool:
+    if "choices" in meta:
+        return value in meta["choices"]
+    if "low" in meta and not (value > meta["low"] if meta.get("open_low") else value >= meta["low"]):
+        return False
+    if "high" in meta and not (value < meta["high"] if meta.get("open_high") else value <= meta["high"]):
+        return False
+    return True
+
+
+def check(section: str, key: str, value: Any, kind: type, meta: Mapping[str, Any]) -> Any:
+    """`value` as key `section.key` takes it (an int becomes a float where a float goes).
+
+    Raises ConfigError, naming the key, the value and what is allowed, if the type is wrong
+    (a bool is no number, a number no bool) or the value is out of range.
+    """
+    doc = f" ({meta['doc']})" if meta.get("doc") else ""
+    allowed = _allowed(meta)
+
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"{section}.{key} = {toml_value(value)}: must be {what}{doc}")
+
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            converted: Any = float(value)
+        except OverflowError:
+            converted = math.inf
+    else:
+        converted = value
+    if kind not in _KINDS:  # pragma: no cover - a schema mistake, not a user's
+        raise TypeError(f"{section}.{key}: no check for type {kind!r}")
+    fits = isinstance(converted, kind) and not (kind is not bool and isinstance(converted, bool))
+    if kind is float and fits:
+        fits = math.isfinite(converted)
+    if not fits:
+        kind_text = "a finite number" if kind is float else _KINDS[kind]
+        raise fail(allowed if "choices" in meta else ", ".join(filter(None, (kind_text, allowed))))
+    if not _in_range(converted, meta):
+        raise fail(allowed)
+    return converted
+
+
+def _check_rules(cfg: Config) -> None:
+    """The rules between keys."""
+    q = cfg.quality
+    if not q.min_brightness < q.max_brightness:
+        raise ConfigError(f"quality.min_brightness = {q.min_brightness!r}: must be less than quality.max_brightness "
+                          f"({q.max_brightness!r}), or every frame is too dark or burnt out")
+
+
+def validate(cfg: Config) -> Config:
+    """`cfg` with every key checked against its schema and the rules between keys (ConfigError if not)."""
+    sections = {}
+    for section in dataclasses.fields(cfg):
+        current = getattr(cfg, section.name)
+        sections[section.name] = dataclasses.replace(
+            current, **{name: check(section.name, name, getattr(current, name), kind, meta)
+                        for name, kind, meta in _keys(type(current))})
+    checked = Config(**sections)
+    _check_rules(checked)
+    return checked
+
+
 def default_config_path() -> Path:
     return Path(str(resources.files("refinery.configs").joinpath("refinery.toml")))
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Read a TOML config; keys it leaves out keep their defaults; unknown keys are errors."""
+    """Read a TOML config and validate it; keys it leaves out keep their defaults; unknown keys are errors."""
     path = Path(path) if path else default_config_path()
     try:
         data = tomllib.loads(path.read_text())
@@ -132,36 +275,38 @@ def load_config(path: Path | None = None) -> Config:
     built = {}
     for name, cls in sections.items():
         values = data.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: {name} must be a section ([{name}]), not a value")
         known = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - known)
         if bad:
             raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; "
                               f"known: {', '.join(sorted(known))}")
         built[name] = cls(**values)
-    return Config(**built)
+    try:
+        return validate(Config(**built))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
-    """`section.key=value` overrides (values in TOML syntax; bare words are strings)."""
+    """`section.key=value` overrides (values in TOML syntax; bare words are strings), validated."""
     for text in assignments:
         key, sep, raw = text.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. semantic.threshold=0.92")
-        current = getattr(cfg, section, None)
-        if current is None or not hasattr(current, name):
+        current = getattr(cfg, section) if section in {f.name for f in dataclasses.fields(cfg)} else None
+        schema = {k: (kind, meta) for k, kind, meta in _keys(type(current))} if current is not None else {}
+        if name not in schema:
             raise ConfigError(f"--set {text!r}: no setting {key.strip()!r}; see `refinery config --show`")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        old = getattr(current, name)
-        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(old):
-            raise ConfigError(f"--set {text!r}: {key.strip()} takes a {type(old).__name__}")
+        value = check(section, name, value, *schema[name])
         cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
-    return cfg
+    return validate(cfg)
 
 
 def to_toml(cfg: Config) -> str:
@@ -170,8 +315,6 @@ def to_toml(cfg: Config) -> str:
     for section in dataclasses.fields(cfg):
         lines.append(f"[{section.name}]")
         for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            text = ("true" if value else "false") if isinstance(value, bool) else (
-                f'"{value}"' if isinstance(value, str) else repr(value))
-            lines.append(f"{key} = {text}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)

@@ -1,24 +1,53 @@
-"""File helpers: writes that a crash never leaves half-done (temp name, then rename), hashes."""
+"""File helpers: writes that a crash never leaves half-done (temp name, then rename), hashes,
+and folder walks that never go through a symbolic link someone may have planted.
+
+The rules every write of refinery's follows:
+- a new file is created under a random name that nothing else has (O_CREAT | O_EXCL |
+  O_NOFOLLOW), written, flushed, and only then given its name;
+- a name is given with link(2), which fails if the name is taken, unless the caller owns
+  the name (its own report, its own index file) and asked to replace it;
+- inside a destination folder, every folder on the way is opened without following links,
+  so a planted link cannot send a write outside it.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from refinery.errors import RefineryError
+
+# Errors that say the destination as a whole cannot take more: going on file by file would
+# only print the same line again, so a run stops at the first one.
+DEVICE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+TEMP_SUFFIX = ".refinery-tmp"
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafePath(RefineryError):
+    """A folder on the way to a destination is a symbolic link (or not a folder at all)."""
+
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, replace_folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
-    Works for files and for directories (a Core ML .mlpackage is a directory).
+    Works for files and for directories (a Core ML .mlpackage is a directory). An existing
+    folder at `path` is replaced only with `replace_folder` (the caller has checked that it
+    is its own output); otherwise it is an error, and nothing is removed.
     On error the temporary is removed and `path` is left as it was.
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not replace_folder:
+        raise RefineryError(f"{path} is a folder; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp = tmp_dir / path.name
@@ -26,8 +55,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         if path.is_dir() and not path.is_symlink():
             # os.replace cannot put a directory over a non-empty one: move the old aside first.
-            old = tmp_dir / (path.name + ".old")
-            os.replace(path, old)
+            os.replace(path, tmp_dir / (path.name + ".old"))
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -44,10 +72,119 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
+def check_writable(path: Path) -> None:
+    """Fail now, with one line, if a file cannot be written at `path` later (before a long run).
+
+    Creates and removes a file of its own in the folder `path` would go to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RefineryError(f"{path} is a folder; give the name of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RefineryError(f"{path}: cannot write there: {e.strerror or e}") from None
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Fail now, with one line, if files cannot be created in `folder` (made if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".refinery-probe.", suffix=TEMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RefineryError(f"{folder}: cannot write there: {e.strerror or e}") from None
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return fd_sha256(f.fileno())
+
+
+def fd_sha256(fd: int) -> str:
+    """SHA-256 of everything an open file holds, read from its start (the offset is not moved)."""
+    h = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        h.update(block)
+        offset += len(block)
     return h.hexdigest()
+
+
+def open_folder(base: Path | int, parts: list[str] | tuple[str, ...], create: bool = False,
+                follow: bool = False) -> int:
+    """A descriptor of the folder base/parts[0]/parts[1]/..., opened one step at a time.
+
+    `base` (a path, or a descriptor that stays the caller's) is taken as it is; below it no
+    step may be a symbolic link unless `follow`. With `create`, missing folders are made.
+    Raises UnsafePath for a link or a non-folder on the way, FileNotFoundError for a missing
+    step without `create`, other OSErrors as they come. The caller closes the result.
+    """
+    fd = os.open(base, _OPEN_FOLDER) if not isinstance(base, int) else os.dup(base)
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    try:
+        for k, part in enumerate(parts):
+            if create:
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                step = os.open(part, _OPEN_FOLDER | nofollow, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    where = "/".join(parts[:k + 1])
+                    raise UnsafePath(f"{where} is a symbolic link or not a folder; refinery goes only "
+                                     "through real folders there") from None
+                raise
+            os.close(fd)
+            fd = step
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def create_exclusive(folder_fd: int, name: str, mode: int = 0o600) -> tuple[int, str]:
+    """A new, empty file under a random name made from `name`, in the folder `folder_fd`:
+    (its descriptor, open for writing, and its name). Never opens anything that was there."""
+    stem = name[:120]  # room for the random part within the 255 bytes of a name
+    while True:
+        tmp = f".{stem}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                         mode, dir_fd=folder_fd)
+            return fd, tmp
+        except FileExistsError:
+            continue
+
+
+def exists_at(folder_fd: int, name: str) -> bool:
+    """Whether anything (a file, a folder, a link, broken or not) has `name` in the folder."""
+    try:
+        os.lstat(name, dir_fd=folder_fd)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def free_name_at(folder_fd: int, name: str) -> str:
+    """`name` if nothing has it in the folder, else the first free `stem.N.suffix`."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:  # no suffix (or a name like ".x")
+        stem, dot, suffix = name, "", ""
+    candidate, n = name, 0
+    while exists_at(folder_fd, candidate):
+        n += 1
+        candidate = f"{stem}.{n}{dot}{suffix}"
+    return candidate
+
+
+def is_regular(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)

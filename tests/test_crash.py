@@ -73,22 +73,31 @@ def cached_rows(env: dict[str, str]) -> int:
 
 
 def journal_ops(dest: Path) -> list[dict]:
+    """The journal's whole lines (a line being written, without its newline yet, is left out)."""
     path = dest / ".refinery" / "journal.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
 def assert_journal_consistent(ops: list[dict]) -> None:
-    """Every line whole; every settle refers to an earlier move; ids unique; at most one move
-    (the one under way when the process died) left unsettled."""
-    moves: dict[int, str] = {}
+    """Every line whole; every move after its run's header; every settle refers to an earlier
+    move; ids unique in a run; at most one move (the one under way when the process died)
+    left unsettled."""
+    runs: set[str] = set()
+    moves: dict[tuple[str, int], str] = {}
     for op in ops:
+        if op["op"] == "run":
+            assert op["run"] not in runs
+            runs.add(op["run"])
+            continue
+        key = (op["run"], op["id"])
+        assert op["run"] in runs
         if op["op"] == "move":
-            assert op["id"] not in moves and {"src", "dst", "sha256"} <= set(op)
-            moves[op["id"]] = "move"
+            assert key not in moves and {"src", "dst", "sha256"} <= set(op)
+            moves[key] = "move"
         else:
-            assert op["op"] in ("done", "cancelled", "undone", "renamed") and op["id"] in moves
+            assert op["op"] in ("done", "cancelled", "undone", "renamed") and key in moves
             if op["op"] != "renamed":
-                moves[op["id"]] = op["op"]
+                moves[key] = op["op"]
     assert sum(state == "move" for state in moves.values()) <= 1
 
 

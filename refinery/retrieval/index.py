@@ -1,14 +1,20 @@
 """A folder's pictures, ready to be searched by image: `refinery index` writes it, `search`,
 `eval` and `serve` read it.
 
-On disk an index is a folder, written under a temporary name and renamed:
+On disk an index is a folder of these files (and only these are ever written or removed
+there: a folder that holds anything else and no index is refused):
 
     index.json       paths (relative to the indexed folder), their size and mtime, the model
-                     (path, SHA-256), faces or not, the FAISS index kind, files left out and why
+                     (path, SHA-256), faces or not, the FAISS index kind, files left out and
+                     why, and the size and SHA-256 of each file below (checked when read)
     embedding.faiss  the embeddings: exact inner product (flat) up to `exact_up_to` pictures,
                      HNSW beyond (benchmarks/README.md, "Retrieval index", has the recall)
     pixels.npy       PIXEL_SIZE x PIXEL_SIZE RGB thumbnails, uint8, for the pixel baselines
     sift.npz         SIFT descriptors and keypoints per picture, for the SIFT baseline
+
+Each file is written under a new random name, flushed, and renamed over its old version;
+index.json goes last, so a crash leaves either the old index or one that its own
+index.json marks as damaged (its files' hashes disagree), never a mix that loads.
 
 Building again over the same folder is incremental: embeddings come from the feature cache,
 thumbnails and SIFT of files whose size and mtime did not change from the old index.
@@ -16,6 +22,8 @@ thumbnails and SIFT of files whose size and mtime did not change from the old in
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Callable
@@ -28,7 +36,7 @@ from PIL import Image
 
 from refinery.config import Config
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.fileio import atomic_path, file_sha256
+from refinery.fileio import create_exclusive, file_sha256
 from refinery.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
 from refinery.pipeline import embed_every_picture
@@ -44,7 +52,8 @@ from refinery.retrieval.methods import (
 )
 from refinery.runner.session import Embedder, l2_normalize
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
+INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
 METRICS = ("cosine", "l2")
 EXACT_UP_TO = 50_000  # pictures; beyond, HNSW (see benchmarks/README.md, "Retrieval index")
 HNSW_M = 32
@@ -186,13 +195,39 @@ class RetrievalIndex:
                 for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
 
     def save(self, out: Path) -> None:
-        with atomic_path(Path(out)) as tmp:
-            tmp.mkdir()
-            faiss.write_index(self.gallery.index, str(tmp / "embedding.faiss"))  # type: ignore[arg-type]
-            np.save(tmp / "pixels.npy", self.gallery.pixels)
+        """Write the index into `out`, a new or empty folder or an index to replace, file by file."""
+        out = Path(out)
+        old = check_index_folder(out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self._save_parts(out, old)
+        except OSError as e:  # nothing half-written is left: new files are removed, old ones kept
+            raise RefineryError(f"{out}: cannot write the index: {e.strerror or e}") from None
+
+    def _save_parts(self, out: Path, old: set[str]) -> None:
+        folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            writers: dict[str, Callable[[_HashingWriter], None]] = {
+                "embedding.faiss": lambda f: faiss.write_index(self.gallery.index, faiss.PyCallbackIOWriter(f.write)),
+                "pixels.npy": lambda f: np.save(f, self.gallery.pixels),  # type: ignore[arg-type]
+            }
             if self.gallery.sift is not None:
-                save_sift(tmp / "sift.npz", self.gallery.sift)
-            (tmp / "index.json").write_text(json.dumps(self.meta, indent=1))
+                writers["sift.npz"] = lambda f: f.write(sift_bytes(self.gallery.sift))  # type: ignore[arg-type]
+            written = {name: _write_new(folder, name, write) for name, write in writers.items()}
+            meta = {**self.meta, "parts": {name: part for name, (_, part) in written.items()}}
+            index_json = _write_new(folder, "index.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            try:
+                for name, (tmp, _) in [*written.items(), ("index.json", index_json)]:
+                    os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                for tmp, _ in [*written.values(), index_json]:
+                    _unlink_quietly(folder, tmp)
+                raise
+            # A part the old index had and this one has not (sift.npz) goes with the old index.
+            for name in old - written.keys():
+                _unlink_quietly(folder, name)
+        finally:
+            os.close(folder)
 
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> RetrievalIndex:
@@ -202,9 +237,11 @@ class RetrievalIndex:
         except (OSError, ValueError) as e:
             raise RefineryError(f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out "
                                 f"{path}`") from None
-        if meta.get("version") != INDEX_VERSION:
-            raise RefineryError(f"{path}: index version {meta.get('version')}, this refinery reads "
+        if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
+            version = meta.get("version") if isinstance(meta, dict) else None
+            raise RefineryError(f"{path}: index version {version}, this refinery reads "
                                 f"{INDEX_VERSION}; build it again with `refinery index`")
+        _check_parts(path, meta)
         model = Path(meta["model"]["path"])
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
             raise RefineryError(f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
@@ -212,7 +249,7 @@ class RetrievalIndex:
         index = faiss.read_index(str(path / "embedding.faiss"))
         if isinstance(index, faiss.IndexHNSWFlat):
             index.hnsw.efSearch = HNSW_EF_SEARCH
-        sift = load_sift(path / "sift.npz") if (path / "sift.npz").exists() else None
+        sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
         paths = [f[0] for f in meta["files"]]
         gallery = Gallery(paths, np.zeros((0, index.d), np.float32), np.load(path / "pixels.npy"), sift, index)
         return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device))
@@ -271,10 +308,108 @@ def _reusable(previous: RetrievalIndex | None, with_sift: bool) -> dict[tuple, t
             for i, f in enumerate(previous.meta["files"])}
 
 
-def save_sift(path: Path, features: list[SiftFeatures]) -> None:
+def sift_bytes(features: list[SiftFeatures]) -> bytes:
+    """SIFT features as the bytes of an .npz file."""
     counts = np.array([len(f.descriptors) for f in features], np.int64)
-    np.savez(path, counts=counts, descriptors=np.concatenate([f.descriptors for f in features]),
+    out = io.BytesIO()
+    np.savez(out, counts=counts, descriptors=np.concatenate([f.descriptors for f in features]),
              points=np.concatenate([f.points for f in features]))
+    return out.getvalue()
+
+
+def check_index_folder(out: Path) -> set[str]:
+    """Refuse an `out` that refinery must not write into: anything but a new or empty folder,
+    or a refinery index. Returns the parts the index there has (empty for a new folder)."""
+    out = Path(out)
+    if not out.exists():
+        if out.is_symlink():
+            raise RefineryError(f"{out} is a broken symbolic link; give a folder for the index")
+        return set()
+    if not out.is_dir():
+        raise RefineryError(f"{out} is a file, not a folder; give a new or empty folder, or an index, for --out")
+    names = set(os.listdir(out))
+    if not names:
+        return set()
+    meta = _index_json(out)
+    if meta is None:
+        raise RefineryError(f"{out} already holds files and is not a refinery index (no index.json of refinery's); "
+                            "refinery writes an index only into a new or empty folder, or over an index it made: "
+                            "choose another --out")
+    parts = meta.get("parts")
+    listed = set(parts) & set(INDEX_FILES) if isinstance(parts, dict) else set(INDEX_FILES)  # version 1: all of them
+    return listed & names
+
+
+def _index_json(folder: Path) -> dict | None:
+    """The index.json of a folder if it is one refinery wrote (a regular file, a JSON object
+    with an index's keys), else None."""
+    path = folder / "index.json"
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if isinstance(meta, dict) and isinstance(meta.get("version"), int) and {"files", "model", "root"} <= meta.keys():
+        return meta
+    return None
+
+
+def _check_parts(path: Path, meta: dict) -> None:
+    """Every file index.json lists is there with the size and SHA-256 it lists."""
+    parts = meta.get("parts")
+    if not isinstance(parts, dict) or not {"embedding.faiss", "pixels.npy"} <= parts.keys() or \
+            not set(parts) <= set(INDEX_FILES):
+        raise RefineryError(f"{path}: index.json does not list the index's files; build it again with `refinery index`")
+    for name, part in parts.items():
+        try:
+            size, digest = (path / name).stat().st_size, file_sha256(path / name)
+        except OSError as e:
+            raise RefineryError(f"{path}: damaged index: {name}: {e.strerror or e}; build it again with "
+                                "`refinery index`") from None
+        if not isinstance(part, dict) or [size, digest] != [part.get("bytes"), part.get("sha256")]:
+            raise RefineryError(f"{path}: damaged index: {name} is not the file index.json lists (a crash while "
+                                "writing, or an edit); build it again with `refinery index`")
+
+
+class _HashingWriter:
+    """A write-only file over a descriptor that hashes what goes through it."""
+
+    def __init__(self, fd: int):
+        self.fd, self.sha256, self.bytes = fd, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        self.sha256.update(view)
+        self.bytes += len(view)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], None]) -> tuple[str, dict]:
+    """Write a new file under a random name in `folder`; (that name, its size and SHA-256)."""
+    fd, tmp = create_exclusive(folder, name, 0o644)
+    try:
+        writer = _HashingWriter(fd)
+        write(writer)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(folder, tmp)
+        raise
+    os.close(fd)
+    return tmp, {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
+
+
+def _unlink_quietly(folder: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
 
 
 def load_sift(path: Path) -> list[SiftFeatures]:
