@@ -17,9 +17,10 @@ from PIL import Image
 
 from refinery import exact, hashing, quality, semantic
 from refinery import features as feats
+from refinery.actions import Judged, Planned
 from refinery.cache import FeatureCache
 from refinery.config import Config, QualityConfig
-from refinery.decisions import ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
+from refinery.decisions import DECISIONS, ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, thumb_correlation
 from refinery.groups import choose_keeper, star_groups
@@ -66,6 +67,23 @@ class DedupResult:
     workers: int = 1  # threads that read and embedded
     interrupted: bool = False  # stopped early (Ctrl-C): files not reached are `skip`ped
     peak_memory_mb: float = 0.0  # of the process, at the end of the run
+    file_stat: np.ndarray | None = None  # (size, mtime_ns) of each row when it was read; -1 if unknown
+
+    def planned(self, decision: str) -> list[Planned]:
+        """The files with `decision` ("remove" or "keep"), in path order, each with what was
+        judged of it (and of its keeper): what must still hold before a file is moved or copied."""
+        code = DECISIONS.index(decision)
+        table, keeper = self.files.table, self.files.keeper
+        stat = self.file_stat if self.file_stat is not None else np.full((len(self.files), 2), -1, np.int64)
+
+        def judged(row: int) -> Judged:
+            size, mtime = stat[row].tolist()
+            return Judged(size, mtime, table.sha256[row].tobytes().hex())
+
+        rows = [int(row) for row in self.files.order() if self.files.code[row] == code and table.filled[row]]
+        return [Planned(table.paths[row], judged(row),
+                        table.paths[keeper[row]] if keeper[row] >= 0 else None,
+                        judged(int(keeper[row])) if keeper[row] >= 0 else None) for row in rows]
 
     def summary(self) -> dict:
         counts = self.files.counts()
@@ -158,7 +176,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
                        workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
-                       peak_memory_mb=peak_memory_mb())
+                       peak_memory_mb=peak_memory_mb(), file_stat=run.stat)
 
 
 def _list(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
@@ -272,10 +290,11 @@ def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: P
 
 
 def scratch_dir(cfg: Config) -> Path:
-    """Where a run keeps its temporary files (the vectors): beside the cache, on disk."""
-    from refinery.cache import default_cache_dir
+    """Where a run keeps its temporary files (the vectors): run.scratch_dir, else the system's
+    temporary folder; never the cache folder, which may be unwritable or switched off."""
+    import tempfile
 
-    return Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir().parent
+    return Path(getattr(cfg.run, "scratch_dir", "") or tempfile.gettempdir())
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +47,44 @@ class ModelSpec:
     spec_version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        """Check every field's type and value, so a garbage spec fails here, not in a run."""
+        for key in ("name", "input_name", "output_name"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ModelError(f"{key} must be a non-empty string, not {getattr(self, key)!r}")
+        for key in ("source", "sha256"):
+            if not isinstance(getattr(self, key), str):
+                raise ModelError(f"{key} must be a string, not {getattr(self, key)!r}")
+        size = _numbers(self.input_size, 2, "input_size", whole=True)
+        if min(size) <= 0:
+            raise ModelError(f"input_size must be two positive whole numbers (H, W), not {self.input_size!r}")
+        if not _is_int(self.output_dim) or self.output_dim <= 0:
+            raise ModelError(f"output_dim must be a positive whole number, not {self.output_dim!r}")
+        if not isinstance(self.normalized, bool):
+            raise ModelError(f"normalized must be true or false, not {self.normalized!r}")
+        if not _is_number(self.scale) or not self.scale > 0:
+            raise ModelError(f"scale must be a positive number, not {self.scale!r}")
+        mean = _numbers(self.mean, 3, "mean")
+        std = _numbers(self.std, 3, "std")
+        if 0 in std:
+            raise ModelError(f"std must have no zero, not {self.std!r}")
+        for key in ("opset", "spec_version"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
+                raise ModelError(f"{key} must be a whole number >= 0, not {getattr(self, key)!r}")
         if self.layout != "NCHW":
             raise ModelError(f"unsupported layout {self.layout!r}; refinery feeds NCHW")
         if self.color not in ("RGB", "BGR"):
             raise ModelError(f"unsupported colour order {self.color!r}; expected RGB or BGR")
         if self.interpolation not in ("bicubic", "bilinear"):
             raise ModelError(f"unsupported interpolation {self.interpolation!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ModelError(f"unsupported input dtype {self.dtype!r}; expected float32 or float16")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ModelError(f"unsupported precision {self.precision!r}; expected fp32, fp16 or int8")
+        # Lists (from JSON) become tuples, numpy scalars plain numbers: specs compare equal.
+        object.__setattr__(self, "input_size", tuple(int(v) for v in size))
+        object.__setattr__(self, "output_dim", int(self.output_dim))
+        object.__setattr__(self, "mean", tuple(float(v) for v in mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in std))
 
     @property
     def identity_normalisation(self) -> bool:
@@ -77,7 +111,7 @@ class ModelSpec:
             raise ModelError(f"model spec lacks {', '.join(missing)}")
         kw = {k: v for k, v in d.items() if k in known}
         for key in ("input_size", "mean", "std"):
-            if key in kw:
+            if isinstance(kw.get(key), list):  # anything else: __post_init__ says what is wrong
                 kw[key] = tuple(kw[key])
         return cls(**kw)
 
@@ -100,8 +134,34 @@ class ModelSpec:
 
     @classmethod
     def load(cls, path: Path) -> ModelSpec:
+        """The spec in the JSON file `path`; any fault is a ModelError that names the file."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise ModelError(f"{path}: cannot read model spec: {e}") from e
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: not a model spec (a JSON object was expected)")
+        try:
+            return cls.from_dict(data)
+        except ModelError as e:
+            raise ModelError(f"{path}: {e}") from e
+        except (TypeError, ValueError) as e:  # e.g. input_size 5: not a list
+            raise ModelError(f"{path}: bad model spec: {e}") from e
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: object, n: int, key: str, whole: bool = False) -> tuple:
+    """`value` as a tuple of `n` finite numbers (whole ones if `whole`), or a ModelError."""
+    kind = "whole numbers" if whole else "numbers"
+    ok = _is_int if whole else _is_number
+    if not isinstance(value, (tuple, list)) or len(value) != n or not all(ok(v) for v in value):
+        raise ModelError(f"{key} must be {n} {kind}, not {value!r}")
+    return tuple(value)
 

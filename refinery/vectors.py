@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refinery.errors import RefineryError
+
 STORE_DTYPE = np.float16
 
 
@@ -23,10 +25,15 @@ class VectorStore:
         self.dim = dim
         self.count = 0
         self._row_bytes = dim * np.dtype(STORE_DTYPE).itemsize
-        if folder is not None:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        # An unnamed file: gone when closed, or when the process dies.
-        self._file = tempfile.TemporaryFile(dir=folder, prefix="refinery-vectors-")
+        # An unnamed file (O_TMPFILE, or a random name made with O_EXCL and unlinked at once):
+        # no other process can guess it, and it is gone when closed or when the process dies.
+        try:
+            if folder is not None:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            self._file = tempfile.TemporaryFile(dir=folder, prefix="refinery-vectors-")
+        except OSError as e:
+            raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
+                                f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
 
     def append(self, vectors: np.ndarray) -> range:
         """Store `vectors` (N, dim); returns their row numbers."""

@@ -100,3 +100,79 @@ def test_fixed_batch_pins_the_shape_and_pads(image_dir: Path) -> None:
     assert not dynamic.static_batch
     np.testing.assert_allclose(fixed.embed(batch), dynamic.embed(batch), atol=1e-5)
     assert fixed.embed(batch[:1]).shape == (1, 1280)
+
+
+def model_with_sidecar(tmp_path: Path, metadata: bool = True, **changes: object) -> Path:
+    """A copy of the shipped model (its metadata stripped unless `metadata`) with x.json beside it,
+    the shipped spec with `changes`."""
+    import json
+    import shutil
+
+    path = tmp_path / "x.onnx"
+    if metadata:
+        shutil.copyfile(default_model_path(), path)
+    else:
+        onnx = pytest.importorskip("onnx")
+        proto = onnx.load(str(default_model_path()))
+        del proto.metadata_props[:]
+        onnx.save(proto, str(path))
+    spec = json.loads(default_model_path().with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**spec, **changes}))
+    return path
+
+
+@pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "sidecar-only"])
+@pytest.mark.parametrize("changes, says", [
+    ({"input_size": [256, 128]}, "x.json says input 256x128, but the graph takes 224x224"),
+    ({"output_dim": 512}, "x.json says output 512-d, but the graph gives 1280-d"),
+    ({"input_name": "pixels"}, "x.json says input 'pixels', but the graph's inputs are 'images'"),
+])
+def test_a_sidecar_that_disagrees_with_the_graph_is_a_model_error(tmp_path: Path, metadata: bool,
+                                                                  changes: dict, says: str) -> None:
+    path = model_with_sidecar(tmp_path, metadata, **changes)
+    embedder = Embedder(path, device="cpu")
+    with pytest.raises(ModelError) as info:
+        embedder.load()
+    message = str(info.value)
+    assert message.startswith(f"{path}: {says}") and "\n" not in message
+    assert message.endswith("export it again with `refinery export-model` (or delete the stale x.json)")
+
+
+def test_a_sidecar_that_agrees_with_the_graph_loads(tmp_path: Path) -> None:
+    embedder = Embedder(model_with_sidecar(tmp_path, metadata=False), device="cpu").load()
+    assert embedder.spec.input_size == (224, 224) and embedder.spec.output_dim == 1280
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"input_size": "abc"}, "input_size"),
+    ({"input_size": [224]}, "input_size"),
+    ({"input_size": [224, -1]}, "input_size"),
+    ({"input_size": [224.5, 224]}, "input_size"),
+    ({"input_size": 5}, "input_size"),
+    ({"output_dim": "1280"}, "output_dim"),
+    ({"output_dim": 0}, "output_dim"),
+    ({"output_dim": True}, "output_dim"),
+    ({"mean": [0, 0]}, "mean"),
+    ({"std": [1, 0, 1]}, "std"),
+    ({"std": ["a", 1, 1]}, "std"),
+    ({"scale": None}, "scale"),
+    ({"normalized": "no"}, "normalized"),
+    ({"name": ""}, "name"),
+    ({"input_name": 3}, "input_name"),
+    ({"precision": "fp8"}, "precision"),
+    ({"opset": "18"}, "opset"),
+])
+def test_a_garbage_sidecar_is_a_model_error_naming_the_file(tmp_path: Path, changes: dict, key: str) -> None:
+    path = model_with_sidecar(tmp_path, **changes)
+    with pytest.raises(ModelError, match=key) as info:
+        Embedder(path, device="cpu")
+    assert str(info.value).startswith(f"{path.with_suffix('.json')}: ")
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "not json", '{"name": "m"}'])
+def test_a_sidecar_that_is_no_spec_is_a_model_error(tmp_path: Path, content: str) -> None:
+    path = model_with_sidecar(tmp_path)
+    path.with_suffix(".json").write_text(content)
+    with pytest.raises(ModelError) as info:
+        Embedder(path, device="cpu")
+    assert str(info.value).startswith(f"{path.with_suffix('.json')}: ")

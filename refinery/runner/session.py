@@ -35,7 +35,11 @@ def resolve_model_path(model: str | Path) -> Path:
 def read_spec(model_path: Path, metadata: dict[str, str] | None = None) -> ModelSpec:
     """The model's spec: from the ONNX metadata, else from the JSON sidecar beside it."""
     if metadata and "input_size" in metadata:
-        return ModelSpec.from_metadata(metadata)
+        try:
+            return ModelSpec.from_metadata(metadata)
+        except (ModelError, TypeError, ValueError) as e:
+            raise ModelError(f"{model_path}: bad model spec in its metadata: {e}; export it again with "
+                             "`refinery export-model`") from e
     sidecar = Path(model_path).with_suffix(".json")
     if sidecar.is_file():
         return ModelSpec.load(sidecar)
@@ -96,7 +100,14 @@ class Embedder:
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from e
         metadata = session.get_modelmeta().custom_metadata_map
+        sidecar = self.path.with_suffix(".json")
+        in_metadata = bool(metadata) and "input_size" in metadata
+        if hasattr(self, "spec"):  # read from the sidecar, the likelier stale one: checked against the graph first
+            check_graph(self.path, self.spec, session, f"{sidecar.name} says",
+                        f" (or delete the stale {sidecar.name})")
         spec = read_spec(self.path, metadata)
+        if in_metadata or not hasattr(self, "spec"):
+            check_graph(self.path, spec, session, "its metadata says" if in_metadata else f"{sidecar.name} says", "")
         if hasattr(self, "spec") and spec != self.spec:
             raise ModelError(f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe "
                              "different models; export it again with `refinery export-model`")
@@ -157,6 +168,39 @@ class Embedder:
         if self.spec.normalized:
             return out
         return l2_normalize(out)
+
+
+def check_graph(model_path: Path, spec: ModelSpec, session: Any, says: str, hint: str) -> None:
+    """A ModelError unless the graph takes what `spec` says it takes and gives what it says it
+    gives: input and output names, input (N, 3, H, W) and output width, where the graph fixes them."""
+    fix = f"; export it again with `refinery export-model`{hint}"
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if spec.input_name not in inputs:
+        raise ModelError(f"{model_path}: {says} input {spec.input_name!r}, but the graph's inputs are "
+                         f"{', '.join(map(repr, inputs))}{fix}")
+    if spec.output_name not in outputs:
+        raise ModelError(f"{model_path}: {says} output {spec.output_name!r}, but the graph's outputs are "
+                         f"{', '.join(map(repr, outputs))}{fix}")
+    shape = list(inputs[spec.input_name].shape or [])
+    if len(shape) != 4:
+        raise ModelError(f"{model_path}: the graph's input {spec.input_name!r} has shape {shape}, "
+                         f"not (N, 3, H, W){fix}")
+    if _static(shape[1]) and shape[1] != 3:
+        raise ModelError(f"{model_path}: the graph takes {shape[1]} colour channels, refinery feeds 3{fix}")
+    h, w = spec.input_size
+    if (_static(shape[2]) and shape[2] != h) or (_static(shape[3]) and shape[3] != w):
+        raise ModelError(f"{model_path}: {says} input {h}x{w}, but the graph takes "
+                         f"{shape[2]}x{shape[3]}{fix}")
+    out_shape = list(outputs[spec.output_name].shape or [])
+    if out_shape and _static(out_shape[-1]) and out_shape[-1] != spec.output_dim:
+        raise ModelError(f"{model_path}: {says} output {spec.output_dim}-d, but the graph gives "
+                         f"{out_shape[-1]}-d{fix}")
+
+
+def _static(dim: object) -> bool:
+    """A dimension the graph fixes (onnxruntime gives a name or None for the others)."""
+    return isinstance(dim, int) and dim > 0
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
