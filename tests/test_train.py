@@ -136,3 +136,21 @@ def test_faces_crops_first_and_names_pictures_without_one(tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert "id_0/0.png: no face found, left out" in proc.stderr
     assert "no readable pictures" in proc.stderr
+
+
+def test_only_what_refinery_put_into_heldout_is_taken_away(tmp_path: Path) -> None:
+    from refinery.errors import RefineryError
+    from refinery.train.loop import HELDOUT_LIST, _clear_heldout
+
+    heldout = tmp_path / "heldout"
+    (heldout / "anna").mkdir(parents=True)
+    (heldout / "anna" / "1.jpg").write_bytes(b"linked by refinery")
+    (heldout / "anna" / "notes.txt").write_text("the user's")
+    with pytest.raises(RefineryError, match="was not made by refinery train"):
+        _clear_heldout(heldout)  # no list: not refinery's folder
+    assert (heldout / "anna" / "1.jpg").exists()
+    (heldout / HELDOUT_LIST).write_text('["anna/1.jpg", "../../victim.txt"]')
+    (tmp_path / "victim.txt").write_text("precious")
+    _clear_heldout(heldout)
+    assert not (heldout / "anna" / "1.jpg").exists() and (heldout / "anna" / "notes.txt").exists()
+    assert (tmp_path / "victim.txt").read_text() == "precious"

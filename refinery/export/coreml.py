@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refinery.errors import ParityError
+from refinery.errors import ModelError, ParityError
 from refinery.fileio import atomic_path
 from refinery.spec import ModelSpec
 
@@ -76,7 +76,12 @@ def export_coreml(model: nn.Module, spec: ModelSpec, out: Path, max_batch: int =
     mlmodel.short_description = f"refinery embedding model {spec.name} ({spec.output_dim}-d)"
     for key, value in spec.to_metadata().items():
         mlmodel.user_defined_metadata[key] = value
-    with atomic_path(Path(out)) as tmp:
+    out = Path(out)
+    # An earlier export is replaced; any other folder of that name is not ours to remove.
+    earlier = out.is_dir() and (out / "Manifest.json").is_file()
+    if out.exists() and not earlier:
+        raise ModelError(f"{out} exists and is not a Core ML package; choose another --out")
+    with atomic_path(out, replace_folder=earlier) as tmp:
         mlmodel.save(str(tmp))
 
 

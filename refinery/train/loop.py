@@ -4,6 +4,7 @@ the export through export-model's code, and the before/after table on held-out i
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from refinery.errors import RefineryError
 from refinery.export.builders import Built
 from refinery.export.onnx import DEFAULT_OPSET
 from refinery.export.pipeline import ExportResult, parity_images, spec_of, torch_outputs, write_onnx
-from refinery.fileio import atomic_path, file_sha256
+from refinery.fileio import atomic_path, file_sha256, write_text_atomic
 from refinery.train import data
 from refinery.train.loss import batch_hard_loss, triplet_loss
 from refinery.train.model import EmbeddingNet, PooledBackbone, build_backbone, freeze, keep_frozen_eval
@@ -188,19 +189,50 @@ def _before_after(ids: data.Identities, test_ids: list[str], result: TrainResult
     from refinery.retrieval.evaluate import evaluate, table
 
     heldout = result.out / "heldout"
-    shutil.rmtree(heldout, ignore_errors=True)
+    _clear_heldout(heldout)
+    placed = []
     for name in test_ids:
         for rel in ids.pictures[name]:
             target = heldout / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(ids.root / rel, target)
+            except FileExistsError:
+                raise RefineryError(f"{target} is in the way (not put there by refinery); move it, or "
+                                    "choose another --out") from None
             except OSError:  # another filesystem
                 shutil.copy2(ids.root / rel, target)
+            placed.append(rel)
+    write_text_atomic(heldout / HELDOUT_LIST, json.dumps(placed))
     cfg = dataclasses.replace(Config(), run=dataclasses.replace(Config().run, cache=False))
     scores = evaluate(heldout, cfg, [str(result.start), str(result.model)], ["embedding"], k=5, faces=faces,
                       device="cpu")
     return table(scores, 5)
+
+
+HELDOUT_LIST = ".refinery-heldout.json"  # the pictures refinery put into OUT/heldout
+
+
+def _clear_heldout(heldout: Path) -> None:
+    """Take away what an earlier run put into OUT/heldout (the files its list names), and
+    nothing else: a folder of that name that refinery did not make is refused."""
+    if not heldout.exists():
+        return
+    listing = heldout / HELDOUT_LIST
+    try:
+        placed = json.loads(listing.read_text()) if listing.is_file() and not listing.is_symlink() else None
+    except (OSError, ValueError):
+        placed = None
+    if not isinstance(placed, list) or not all(isinstance(rel, str) for rel in placed):
+        raise RefineryError(f"{heldout} exists and was not made by refinery train; move it, or choose another --out")
+    for rel in placed:
+        path = heldout / rel
+        if ".." not in Path(rel).parts and not Path(rel).is_absolute() and path.is_file() and not path.is_symlink():
+            path.unlink()
+    listing.unlink()
+    for folder in sorted((p for p in heldout.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _face_crop() -> data.Crop:
