@@ -323,8 +323,11 @@ def preflight(root: Path | str, report: Path | None, csv_path: Path | None, move
     from refinery.fileio import check_writable, check_writable_folder
 
     for path in (report, csv_path):
-        if path is not None:
-            check_writable(path)
+        if path is None:
+            continue
+        if isinstance(root, Path) and path.exists() and path.resolve().is_relative_to(root.resolve()):
+            raise RefineryError(f"{path} is a file in the folder being judged; write the report elsewhere")
+        check_writable(path)
     for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
         if dest is not None and isinstance(root, Path):
             check_destination(root, dest, flag)

@@ -14,6 +14,12 @@ Security rules, and why:
 - Uploads are read in chunks and refused (413) as soon as they pass the limit; they stay
   in memory and are never written to disk (Starlette's own form parser spools large files
   to a temporary file, so the multipart body is parsed here).
+- A slow or stalled client costs its own request only: nothing that other requests wait on
+  (a lock, a count of uploads in flight) is held while a body is read. A body must keep
+  coming (no byte for UPLOAD_IDLE_SECONDS: 408) and end in time (UPLOAD_SECONDS: 408), and
+  memory is bounded by a byte budget shared by all requests, taken as bytes arrive: one that
+  would pass it is refused at once (503), never queued, and a stalled client holds only the
+  bytes it sent. The search lock is held around the search alone.
 - Bound to 127.0.0.1 by default, and then only Host headers naming this machine are
   answered, so a web page in the user's browser cannot reach the index by DNS rebinding.
 
@@ -29,6 +35,7 @@ import html
 import io
 import ipaddress
 import threading
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +45,8 @@ import click
 from refinery.errors import RefineryError, UnreadableImage
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from fastapi import FastAPI, Request
 
     from refinery.retrieval.index import Hit, RetrievalIndex
@@ -46,9 +55,17 @@ MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 20 * MB  # a phone camera's JPEG is 2-8 MB; a RAW file is not a query
 THUMB = 256  # longest side of the thumbnails, in pixels
 MAX_K = 100
-# Uploads held in memory at once: with the search itself one at a time, a few are enough to
-# keep the page responsive, and memory stays under this many times the upload limit.
+# Request bodies in memory, all requests together, are kept under this many of the largest
+# (the byte budget): with the search itself one at a time, a few are enough to keep the page
+# responsive. A budget of bytes, not a count of uploads: a count is a queue, and four clients
+# that stop sending would hold it, and every search behind it, for as long as they liked.
 UPLOADS_AT_ONCE = 4
+# A body that stops coming for this long is refused (408): a phone on a weak network still
+# sends something every few seconds, and this is how long a stalled client holds its bytes.
+UPLOAD_IDLE_SECONDS = 10
+# The whole body must come within this long (408), so a trickle of a byte every few seconds
+# cannot hold its bytes of the budget forever: 20 MB over a 2 Mbit/s uplink takes 80 s.
+UPLOAD_SECONDS = 120
 # The multipart body around the picture: boundaries, part headers and the four small fields.
 FORM_OVERHEAD = 16 * 1024
 MAX_FIELD_BYTES = 256
@@ -64,15 +81,59 @@ FIELDS = {"index": "0", "method": "embedding", "k": "10", "metric": "cosine"}
 
 
 class BadUpload(RefineryError):
-    """A search request the server will not run; `status` is its HTTP status."""
+    """A search request the server will not run; `status` is its HTTP status. `unread`: refused
+    on its headers alone, before a byte of the body was asked for."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, unread: bool = False):
         super().__init__(message)
         self.status = status
+        self.unread = unread
 
 
-def too_large(limit: int) -> BadUpload:
-    return BadUpload(f"the picture is larger than the upload limit of {limit / MB:g} MB", 413)
+def too_large(limit: int, unread: bool = False) -> BadUpload:
+    return BadUpload(f"the picture is larger than the upload limit of {limit / MB:g} MB", 413, unread)
+
+
+def busy(unread: bool = False) -> BadUpload:
+    return BadUpload("the server is busy with other uploads; try again", 503, unread)
+
+
+@dataclass
+class ByteBudget:
+    """Bytes of request bodies that all requests together may hold in memory.
+
+    Not a queue: a request that would pass `total` is refused at once (BadUpload 503), so no
+    request ever waits on another one's client. Used from the event loop only (never from the
+    thread pool), so it needs no lock.
+    """
+
+    total: int
+    held: int = 0
+
+    def claim(self) -> Claim:
+        return Claim(self)
+
+
+@dataclass
+class Claim:
+    """One request's share of a ByteBudget, taken as its body arrives; `release` returns it."""
+
+    budget: ByteBudget
+    held: int = 0
+
+    def fits(self, size: int) -> bool:
+        return self.budget.held + size <= self.budget.total
+
+    def take(self, size: int) -> None:
+        if not self.fits(size):
+            raise busy()
+        self.budget.held += size
+        self.held += size
+
+    def release(self) -> None:
+        """Give back all this request holds; again is harmless."""
+        self.budget.held -= self.held
+        self.held = 0
 
 
 @dataclass
@@ -152,9 +213,33 @@ class _FormReader:
         return Upload(name or "upload", data, fields)
 
 
-async def read_upload(request: Request, limit: int) -> Upload:
-    """The picture and fields of a multipart request, read in chunks and refused as soon as
-    the picture (or the whole body) is larger than it may be."""
+async def body_chunks(stream: AsyncIterator[bytes], idle_seconds: float, seconds: float) -> AsyncIterator[bytes]:
+    """What is left of a request's body (`stream`: its `request.stream()`), chunk by chunk as
+    it arrives; BadUpload (408) when no byte comes for `idle_seconds`, or this takes longer
+    than `seconds`. `stream` is left open: a refused body's drain goes on where the form's
+    reader stopped (a second `request.stream()` would fail once the last chunk was read)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        left = end - loop.time()
+        try:
+            # anext(..., None): no StopAsyncIteration crosses wait_for's task.
+            chunk = await asyncio.wait_for(anext(stream, None), max(0.0, min(idle_seconds, left)))
+        except asyncio.TimeoutError:
+            if left <= idle_seconds:
+                raise BadUpload(f"the upload took longer than {seconds:g} s", 408) from None
+            raise BadUpload(f"the upload stalled: no data for {idle_seconds:g} s", 408) from None
+        if chunk is None:
+            return
+        yield chunk
+
+
+async def read_upload(request: Request, body: AsyncIterator[bytes], limit: int, claim: Claim) -> Upload:
+    """The picture and fields of a multipart request, read from `body` (its body_chunks) and
+    refused as soon as the picture (or the whole body) is larger than it may be (413), would
+    pass the byte budget (503), or stops coming (408); the bytes read are taken from `claim`."""
     from python_multipart import MultipartParser
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import parse_options_header
@@ -164,47 +249,49 @@ async def read_upload(request: Request, limit: int) -> Upload:
         raise BadUpload("send the picture as multipart/form-data")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
-        raise too_large(limit)  # refused before parsing or keeping a byte of it
+        raise too_large(limit, unread=True)  # refused before keeping a byte of it
+    if declared.isdigit() and not claim.fits(int(declared)):
+        # Refused before the client sends it. Not reserved: a client that declares a length and
+        # then stalls holds no more than it sent. A chunked body is checked as it arrives.
+        raise busy(unread=True)
     reader = _FormReader(limit)
     parser = MultipartParser(options[b"boundary"], reader.callbacks())  # type: ignore[arg-type]
     read = 0
     try:
-        async for chunk in request.stream():
-            read += len(chunk)
-            if read > limit + FORM_OVERHEAD:
-                raise too_large(limit)
-            parser.write(chunk)
+        async with aclosing(body) as chunks:
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > limit + FORM_OVERHEAD:
+                    raise too_large(limit)
+                claim.take(len(chunk))  # what the parser keeps of it
+                parser.write(chunk)
         parser.finalize()
     except FormParserError as e:
         raise BadUpload(f"not a well-formed multipart form: {e}") from None
     return reader.upload()
 
 
-async def drain(request: Request, limit: int) -> None:
-    """Read and drop what is left of a refused body, within DRAIN_BYTES and DRAIN_SECONDS.
+async def drain(request: Request, refused: BadUpload, rest: AsyncIterator[bytes]) -> None:
+    """Read and drop what is left of a refused body (`rest`: its body_chunks, within
+    DRAIN_SECONDS), up to DRAIN_BYTES. It holds no memory, so no share of the budget.
 
-    Nothing to read when the client asked `Expect: 100-continue` and its declared length
-    was refused: it has not sent the body, and will not.
+    Nothing to read when the client asked `Expect: 100-continue` and was refused on its
+    headers: it has not sent the body, and will not.
     """
-    import asyncio
-
     from starlette.requests import ClientDisconnect
 
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and (int(declared) > DRAIN_BYTES or (
-            int(declared) > limit + FORM_OVERHEAD and request.headers.get("expect", "").lower() == "100-continue")):
+    if (declared.isdigit() and int(declared) > DRAIN_BYTES) or (
+            refused.unread and request.headers.get("expect", "").lower() == "100-continue"):
         return
-
-    async def read_rest() -> None:
-        read = 0
-        async for chunk in request.stream():
-            read += len(chunk)
-            if read > DRAIN_BYTES:
-                return
-
+    read = 0
     try:
-        await asyncio.wait_for(read_rest(), DRAIN_SECONDS)
-    except (asyncio.TimeoutError, ClientDisconnect):
+        async with aclosing(rest) as chunks:
+            async for chunk in chunks:
+                read += len(chunk)
+                if read > DRAIN_BYTES:
+                    return
+    except (BadUpload, ClientDisconnect):
         pass
 
 
@@ -250,11 +337,11 @@ def thumbnail_jpeg(root: Path, rel: str) -> bytes:
 
 
 def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, *, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS,
+               upload_seconds: float = UPLOAD_SECONDS) -> FastAPI:
     """The web app over `indexes` (one per model). `allowed_hosts`: the Host names answered
-    (default: this machine's loopback names; ["*"] for any)."""
-    import asyncio
-
+    (default: this machine's loopback names; ["*"] for any). `upload_idle_seconds`,
+    `upload_seconds`: how long a body may stop coming, and take in all, before a 408."""
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -269,7 +356,7 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     # One search at a time: the embedder's session and the SIFT gallery open lazily, and a
     # page for trying things out gains nothing from searching in parallel.
     search_lock = threading.Lock()
-    uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
+    budget = ByteBudget(UPLOADS_AT_ONCE * (max_upload_bytes + FORM_OVERHEAD))
 
     async def index_page(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
@@ -281,14 +368,18 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
             return served[number].index.search(upload.data, upload.name, k, method, metric)
 
     async def search(request: Request) -> Response:
+        # The body is read holding nothing other requests wait on: only its own bytes of the
+        # budget, given back when the request ends (its picture is no longer held).
+        claim, stream = budget.claim(), request.stream()
         try:
-            async with uploads:
-                upload = await read_upload(request, max_upload_bytes)
-                number, method, k, metric = choose(upload, served)
-                hits = await run_in_threadpool(search_one, number, upload, method, k, metric)
+            upload = await read_upload(request, body_chunks(stream, upload_idle_seconds, upload_seconds),
+                                       max_upload_bytes, claim)
+            number, method, k, metric = choose(upload, served)
+            hits = await run_in_threadpool(search_one, number, upload, method, k, metric)
         except BadUpload as e:
-            if e.status == 413:  # outside `uploads`: dropping the rest of a body holds no memory
-                await drain(request, max_upload_bytes)
+            claim.release()  # before draining: dropping the rest of a body holds no memory
+            if e.status in (413, 503):  # 408: the client is not sending, nothing to drain
+                await drain(request, e, body_chunks(stream, upload_idle_seconds, DRAIN_SECONDS))
             return JSONResponse({"detail": str(e)}, e.status, headers={"Connection": "close"})
         except UnreadableImage as e:
             return JSONResponse({"detail": e.reason}, 400)
@@ -296,6 +387,9 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
             return JSONResponse({"detail": str(e)}, 400)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening
+        finally:
+            claim.release()
+            await stream.aclose()
         rows = served[number].rows
         return JSONResponse({
             "query": upload.name, "index": number, "model": served[number].index.meta["model"]["name"],

@@ -467,6 +467,14 @@ def test_an_unwritable_report_path_is_refused_before_the_scan(photos: Path, tmp_
     assert "images/s" not in proc.stdout
 
 
+@pytest.mark.parametrize("flag", ["--report", "--csv"])
+def test_a_report_never_overwrites_a_file_of_the_judged_folder(photos: Path, flag: str) -> None:
+    before = snapshot(photos)
+    proc = run_cli("dedup", str(photos), flag, str(photos / "a.jpg"), *CPU)
+    assert proc.returncode == 1 and "in the folder being judged" in one_error_line(proc)
+    assert snapshot(photos) == before
+
+
 @pytest.mark.parametrize("setting", ["--set=semantic.threshold=-1", "--set=model.batch_size=0",
                                      "--set=run.workers=two"])
 def test_a_bad_setting_is_a_usage_error_before_any_work(photos: Path, setting: str) -> None:

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,20 @@ pytest.importorskip("python_multipart", reason="serve needs the [serve] extra")
 PICTURES = 12
 QUERY = "pic_5.jpg"  # the query is a copy of it, from outside the indexed folder
 LIMIT_MB = 1
+# `strict_server`: create_app with short timeouts and a small limit, so that its byte budget
+# (UPLOADS_AT_ONCE x (limit + FORM_OVERHEAD) = 4 x 80 KiB) fills with a few uploads.
+IDLE_S, DEADLINE_S = 2, 5
+SMALL_LIMIT = 64 * 1024
+STRICT_SERVER = """
+import sys, uvicorn
+from refinery.retrieval.index import RetrievalIndex
+from refinery.serve import create_app
+index_dir, limit, idle, seconds, port = sys.argv[1:]
+index = RetrievalIndex.load(index_dir, device="cpu")
+index.embedder.load()
+app = create_app([index], int(limit), upload_idle_seconds=float(idle), upload_seconds=float(seconds))
+uvicorn.run(app, host="127.0.0.1", port=int(port), server_header=False)
+"""
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -110,26 +126,27 @@ def raw_get(port: int, path: str, host: str | None = None) -> Reply:
         conn.close()
 
 
-def search(server: Server, data: bytes, filename: str = "query.jpg", **fields: str) -> Reply:
-    """POST /api/search as a browser's FormData would: the file and the fields, multipart."""
+def form(data: bytes, filename: str = "query.jpg", **fields: str) -> tuple[bytes, str]:
+    """A search's body as a browser's FormData would send it, and its Content-Type."""
     boundary = uuid.uuid4().hex
     body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
                     for k, v in fields.items())
     body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
              "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return fetch(server.url + "/api/search", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.fixture(scope="module")
-def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
-    """`refinery serve` on a free port, in its own process; stopped when the module is done."""
-    from refinery.retrieval.index import RetrievalIndex
+def search(server: Server, data: bytes, filename: str = "query.jpg", **fields: str) -> Reply:
+    """POST /api/search as a browser's FormData would: the file and the fields, multipart."""
+    body, kind = form(data, filename, **fields)
+    return fetch(server.url + "/api/search", body, {"Content-Type": kind})
 
-    port, log = free_port(), pictures.parent / "server.log"
+
+@contextmanager
+def running(argv: list[str], port: int, log: Path, paths: list[str], query: Path) -> Iterator[Server]:
+    """The server `argv` starts, in its own process, once it answers on `port`; stopped after."""
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "refinery", "serve", *map(str, index_dirs), "--port", str(port),
-                                 "--device", "cpu", "--max-upload-mb", str(LIMIT_MB)], stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -143,8 +160,7 @@ def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"the server did not answer within 60 s:\n{log.read_text()}")
                 time.sleep(0.1)
-        yield Server(url, port, proc.pid, log, RetrievalIndex.load(index_dirs[0], device="cpu").paths,
-                     pictures.parent / "query.jpg")
+        yield Server(url, port, proc.pid, log, paths, query)
     finally:
         proc.terminate()
         try:
@@ -152,6 +168,60 @@ def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
+    """`refinery serve` on a free port, in its own process; stopped when the module is done."""
+    from refinery.retrieval.index import RetrievalIndex
+
+    port = free_port()
+    argv = [sys.executable, "-m", "refinery", "serve", *map(str, index_dirs), "--port", str(port), "--device", "cpu",
+            "--max-upload-mb", str(LIMIT_MB)]
+    with running(argv, port, pictures.parent / "server.log", RetrievalIndex.load(index_dirs[0], device="cpu").paths,
+                 pictures.parent / "query.jpg") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def strict_server(index_dirs: list[Path], pictures: Path, server: Server) -> Iterator[Server]:
+    """create_app on the pictures' index with SMALL_LIMIT, IDLE_S and DEADLINE_S, under uvicorn in
+    its own process."""
+    port = free_port()
+    argv = [sys.executable, "-c", STRICT_SERVER, str(index_dirs[0]), str(SMALL_LIMIT), str(IDLE_S), str(DEADLINE_S),
+            str(port)]
+    with running(argv, port, pictures.parent / "strict.log", server.paths, server.query) as strict:
+        yield strict
+
+
+def stall(server: Server, body: bytes, kind: str, sent: int) -> socket.socket:
+    """A client that sends a search's headers and the first `sent` bytes of its body, then
+    nothing, and keeps the connection open."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: {kind}\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
+    return sock
+
+
+def answer(sock: socket.socket) -> Reply:
+    """The answer the server sends on `sock` (within the socket's timeout); the socket is closed."""
+    try:
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        sock.close()
+
+
+def post_chunked(server: Server, body: bytes, kind: str) -> Reply:
+    """POST /api/search with no Content-Length: the body in chunks (Transfer-Encoding: chunked)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/api/search", body=iter([body[:10_000], body[10_000:]]), headers={"Content-Type": kind})
+        r = conn.getresponse()
+        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
 
 
 def test_the_page_is_served_whole_with_no_outside_assets(server: Server) -> None:
@@ -200,6 +270,71 @@ def test_an_upload_over_the_limit_gets_413_and_a_clear_message(server: Server) -
     assert reply.status == 413
     assert reply.json()["detail"] == f"the picture is larger than the upload limit of {LIMIT_MB} MB"
     assert search(server, server.query.read_bytes()).status == 200  # and the server goes on
+
+
+def test_stalled_uploads_hold_up_no_other_search(strict_server: Server) -> None:
+    """Six clients send a search's headers and half its body, then nothing, their connections
+    open: another search is answered while they still wait, and each of them gets a 408 once
+    no byte came for IDLE_S."""
+    server, data = strict_server, strict_server.query.read_bytes()
+    assert search(server, data).status == 200  # the first search may be slower
+    body, kind = form(data)
+    stalled = [stall(server, body, kind, len(body) // 2) for _ in range(6)]
+    try:
+        sent = time.monotonic()
+        time.sleep(0.2)  # they are being read
+        reply = search(server, data)
+        took = time.monotonic() - sent
+        assert reply.status == 200, reply.body
+        assert not select.select(stalled, [], [], 0)[0], f"the search took {took:.1f} s: it waited for a stalled one"
+        for sock in stalled:
+            refused = answer(sock)
+            assert refused.status == 408 and refused.json()["detail"] == f"the upload stalled: no data for {IDLE_S} s"
+        assert IDLE_S * 0.9 < time.monotonic() - sent < 30
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_an_upload_that_only_trickles_in_gets_408_at_the_deadline(strict_server: Server) -> None:
+    """A byte every 0.5 s keeps the idle timeout away, not the deadline for the whole body."""
+    body, kind = form(strict_server.query.read_bytes())
+    sock = stall(strict_server, body, kind, 100)
+    start = time.monotonic()
+    for byte in range(100, len(body) - 1):  # never the last one: the body is never whole
+        if select.select([sock], [], [], 0.5)[0] or time.monotonic() - start > 30:
+            break  # answered
+        sock.sendall(body[byte:byte + 1])
+    reply = answer(sock)
+    assert reply.status == 408 and reply.json()["detail"] == f"the upload took longer than {DEADLINE_S} s"
+    assert DEADLINE_S * 0.9 < time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared-length", "chunked"])
+def test_uploads_past_the_byte_budget_get_503_at_once(strict_server: Server, chunked: bool) -> None:
+    """Five stalled uploads that sent 60 KiB each hold 300 of the 320 KiB budget: a 40 KB search
+    is refused at once - on its headers when it declares its length, as it passes the budget
+    when it is sent chunked - and searches work again once the stalled ones are gone."""
+    server = strict_server
+    body, kind = form(os.urandom(62 * 1024))
+    stalled = [stall(server, body, kind, 60 * 1024) for _ in range(5)]
+    try:
+        probe, probe_kind = form(os.urandom(40_000))
+        start = time.monotonic()
+        while True:  # until the server has read what the stalled ones sent
+            reply = post_chunked(server, probe, probe_kind) if chunked else fetch(
+                server.url + "/api/search", probe, {"Content-Type": probe_kind})
+            if reply.status == 503 or time.monotonic() - start > IDLE_S / 2:
+                break
+            time.sleep(0.05)
+        assert reply.status == 503, reply.body
+        assert reply.json()["detail"] == "the server is busy with other uploads; try again"
+        assert time.monotonic() - start < IDLE_S  # not queued behind the stalled ones
+        assert [answer(sock).status for sock in stalled] == [408] * 5
+        assert search(server, server.query.read_bytes()).status == 200  # their bytes were given back
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 @pytest.mark.parametrize(("data", "fields", "detail"), [
