@@ -115,14 +115,23 @@ class _Checker:
         return ""
 
 
+def _open_source(path: Path | str, folder: int | None = None, follow: bool = True) -> tuple[int | None, str]:
+    """(a read-only descriptor, '') of a file to check or copy, or (None, why it cannot be
+    opened). Never blocks on a FIFO put in a file's place."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        return os.open(path, flags, dir_fd=folder), ""
+    except FileNotFoundError:
+        return None, "is gone"
+    except OSError as e:
+        return None, f"cannot be read: {e.strerror or e}"
+
+
 def _file_problem(path: Path, judged: Judged) -> str:
     """'' if the file at `path` (through a link) is what was judged, else what differs."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return "is gone"
-    except OSError as e:
-        return f"cannot be read: {e.strerror or e}"
+    fd, why = _open_source(path)
+    if fd is None:
+        return why
     try:
         return _content_problem(fd, judged)
     finally:
@@ -342,10 +351,9 @@ def _move_checked(src_path: Path, src: _Entry, item: Planned, journal: Journal, 
 def _checked_in_place(src: _Entry, judged: Judged) -> tuple[str, os.stat_result | None]:
     """('', its status) if the regular file `src` is what was judged, else (what differs,
     None). Opened without following a link, so the file checked is the one that moves."""
-    try:
-        fd = os.open(src.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=src.folder)
-    except OSError as e:
-        return f"cannot be read: {e.strerror or e}", None
+    fd, why = _open_source(src.name, src.folder, follow=False)
+    if fd is None:
+        return why, None
     try:
         why = _content_problem(fd, judged)
         return why, None if why else os.fstat(fd)
@@ -599,13 +607,9 @@ def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int
 
 def _copy_one(root: Path, item: Planned, folders: _Folders) -> str:
     """Copy one file; '' if it was copied, else why not."""
-    path = root / item.rel
-    try:
-        fd_in = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return "it is gone"
-    except OSError as e:
-        return f"it cannot be read: {e.strerror or e}"
+    fd_in, why = _open_source(root / item.rel)
+    if fd_in is None:
+        return f"it {why}"
     try:
         st = os.fstat(fd_in)
         if not is_regular(st) or (st.st_size, st.st_mtime_ns) != (item.judged.size, item.judged.mtime_ns):
