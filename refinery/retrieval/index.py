@@ -242,6 +242,7 @@ class RetrievalIndex:
             raise RefineryError(f"{path}: index version {version}, this refinery reads "
                                 f"{INDEX_VERSION}; build it again with `refinery index`")
         _check_parts(path, meta)
+        _check_meta(path, meta)
         model = Path(meta["model"]["path"])
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
             raise RefineryError(f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
@@ -251,7 +252,11 @@ class RetrievalIndex:
             index.hnsw.efSearch = HNSW_EF_SEARCH
         sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
         paths = [f[0] for f in meta["files"]]
-        gallery = Gallery(paths, np.zeros((0, index.d), np.float32), np.load(path / "pixels.npy"), sift, index)
+        pixels = np.load(path / "pixels.npy")
+        if not (index.ntotal == len(pixels) == len(paths) and (sift is None or len(sift) == len(paths))):
+            raise RefineryError(f"{path}: damaged index: its files hold different numbers of pictures; build it "
+                                "again with `refinery index`")
+        gallery = Gallery(paths, np.zeros((0, index.d), np.float32), pixels, sift, index)
         return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device))
 
 
@@ -370,6 +375,17 @@ def _check_parts(path: Path, meta: dict) -> None:
         if not isinstance(part, dict) or [size, digest] != [part.get("bytes"), part.get("sha256")]:
             raise RefineryError(f"{path}: damaged index: {name} is not the file index.json lists (a crash while "
                                 "writing, or an edit); build it again with `refinery index`")
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """index.json's fields have the types refinery wrote (it is read back, not trusted)."""
+    model, files = meta.get("model"), meta.get("files")
+    ok = (isinstance(model, dict) and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
+          and isinstance(files, list) and all(isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
+                                              and all(isinstance(x, int) for x in f[1:]) for f in files)
+          and isinstance(meta.get("root"), str) and isinstance(meta.get("faces"), bool))
+    if not ok:
+        raise RefineryError(f"{path}: index.json is malformed; build the index again with `refinery index`")
 
 
 class _HashingWriter:
