@@ -53,7 +53,7 @@ class FeatureCache:
     After a fault (`disabled` says which) get finds nothing and put and commit keep nothing.
     """
 
-    def __init__(self, cache_dir: Path, model_sha256: str, root: Path, variant: str = ""):
+    def __init__(self, cache_dir: Path, model_sha256: str, root: Path, variant: str = "", vector_dim: int = 0):
         cache_dir = Path(cache_dir)
         # Features computed another way (an older refinery) live in another file, never mixed in.
         # `variant`: vectors of another part of each picture (the face) live in a file of their own.
@@ -63,7 +63,8 @@ class FeatureCache:
         self.pending: list[tuple] = []
         self.db: sqlite3.Connection | None = None
         self.disabled: str | None = None  # why the cache is off for this run, or None
-        self._vector_bytes = 0  # the width of this model's vectors, once one was seen
+        # The width of this model's vectors: given (the model's output_dim), or the first one seen.
+        self._vector_bytes = 4 * vector_dim
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:

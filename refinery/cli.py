@@ -399,7 +399,7 @@ def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
     from refinery.fileio import file_sha256
 
     return FeatureCache(Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
-                        file_sha256(embedder.path), folder, variant)
+                        file_sha256(embedder.path), folder, variant, embedder.spec.output_dim)
 
 
 def summary_table(result: Any) -> str:

@@ -171,6 +171,18 @@ def test_vectors_of_another_width_are_damage(tmp_path: Path, caplog: pytest.LogC
     assert "bad row for c.jpg: vector of 4 floats, others have 8" in warning
 
 
+def test_the_first_vector_read_is_checked_against_the_model_width(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cache = FeatureCache(tmp_path / "cache", "model-hash", tmp_path)
+    cache.put(REL, SIZE, MTIME, features(), np.zeros(4, np.float32))  # a row of another model's width
+    cache.close()
+    cache = FeatureCache(tmp_path / "cache", "model-hash", tmp_path, vector_dim=8)
+    assert cache.get(REL, SIZE, MTIME) is None
+    cache.close()
+    [warning] = cache_warnings(caplog)
+    assert "vector of 4 floats, others have 8" in warning
+
+
 def test_a_file_that_is_not_a_database_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = filled_cache(tmp_path / "cache", tmp_path)
     path.write_bytes(b"\x00garbage" * 1000)

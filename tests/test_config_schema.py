@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
+from conftest import run_cli
 from refinery.config import Config, apply_overrides, load_config, to_toml, validate
 from refinery.errors import ConfigError
 
