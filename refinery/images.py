@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -55,11 +57,16 @@ def size_problem(size: int) -> str | None:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The file's bytes, or UnreadableImage with the reason."""
+    """The file's bytes, or UnreadableImage with the reason. Opened without blocking, so a
+    FIFO or a device put in a picture's place is refused instead of hanging the run."""
     try:
-        if problem := size_problem(path.stat().st_size):
-            raise UnreadableImage(path, problem)
-        return path.read_bytes()
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UnreadableImage(path, "not a regular file")
+            if problem := size_problem(st.st_size):
+                raise UnreadableImage(path, problem)
+            return f.read()
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except PermissionError:

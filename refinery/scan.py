@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +147,8 @@ def _is_image(path: str, name: str) -> bool:
 
 
 def _looks_like_image(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return sniff(f.read(16)) is not None
+    try:  # without blocking: a FIFO behind a followed link must not hang the scan
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            return stat.S_ISREG(os.fstat(f.fileno()).st_mode) and sniff(f.read(16)) is not None
     except OSError:
         return False

@@ -517,3 +517,11 @@ def test_a_destination_that_is_inside_or_holds_the_folder_is_refused(photos: Pat
     proc = run_cli("dedup", str(photos), action, str(dest), *CPU)
     assert proc.returncode == 1 and "choose a folder outside it" in one_error_line(proc)
     assert snapshot(photos.parent) == before
+
+
+def test_a_fifo_in_a_pictures_place_is_an_error_not_a_hang(photos: Path, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (photos / "link.jpg").symlink_to(tmp_path / "pipe.jpg")  # judged with --follow-symlinks: read, not waited on
+    proc = run_cli("dedup", str(photos), "--follow-symlinks", *CPU, timeout=120)
+    assert proc.returncode == 3
+    assert "link.jpg: not a regular file" in one_error_line(proc)
