@@ -412,6 +412,9 @@ def summary_table(result: Any) -> str:
     for name in ("quality", "exact", "near", "semantic"):
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
+    if result.scenes:
+        lines.append(f"scenes: {result.scenes} fixed-camera views; {result.scene_frames} frames judged by what stands "
+                     f"in front of their background ({s['scenes'].seconds:.1f} s)")
     summary = result.summary()
     where = "not loaded" if result.provider == NOT_LOADED else f"on {result.provider}"
     lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "

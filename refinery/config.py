@@ -112,6 +112,37 @@ class KeepConfig:
 
 
 @dataclass(frozen=True)
+class ScenesConfig:
+    """Whole frames from fixed cameras (refinery/scenes.py): frames of one view are compared by
+    what stands in front of their scene's background, not by whole-picture statistics."""
+
+    # auto: a scene is at least min_frames pictures of one size that show one view; frames:
+    # any two or more such pictures are a scene; crops: no scenes, every pair by the picture test.
+    mode: str = one_of("auto", "auto", "frames", "crops", doc="how pictures of one fixed view are found")
+    # A fixed camera gives hundreds of frames; a view of a dozen crops on one background window
+    # (the labelled crop corpora have views of 10-18) is judged as pictures.
+    min_frames: int = at_least(20, 2, "pictures of one view that make a scene (mode auto)")
+    # Mean absolute difference of 8x8 gray thumbnails, each divided by its mean level (exposure
+    # aside), at or below which two pictures show one view: frames of one camera stay under
+    # 0.051 however busy (synthetic sequences, seed 0), another camera's are 0.158 or more.
+    view_difference: float = between(0.05, 0.0, 1.0, "thumbnail difference at which a picture joins a view")
+    sample: int = at_least(64, 3, "frames per scene its background (a per-pixel median) is learnt from")
+    # A pixel is in front of the background when it differs from it by more than noise times
+    # the pixel's own temporal noise (median absolute deviation over the sample) plus floor.
+    noise: float = between(3.0, 0.5, 20.0, "times a pixel's own noise that make it foreground")
+    floor: float = between(5.0, 0.0, 64.0, "gray levels always allowed as noise")
+    # Foreground regions smaller than this share of the frame are noise (320x180: 17 pixels; an
+    # object 3% of the frame wide is about 100).
+    min_area: float = between(0.0003, 0.0, 0.1, "share of the frame below which a foreground region is noise")
+    # Two frames are one when each region of their foregrounds overlaps itself by this much
+    # (intersection over union): an object moved by 0.15 of its size keeps ~0.7, by half ~0.33.
+    min_overlap: float = between(0.55, 0.0, 1.0, "foreground overlap (IoU) of every region for two frames to be one")
+    # A frame more than this share in front of its background is no view of it (a crop that
+    # happens to repeat): the picture test judges it.
+    max_foreground: float = between(0.5, 0.0, 1.0, "share of foreground above which the picture test judges")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     # Threads that decode and run the model, a batch each; 0 = one per core. Over 1024 is a
     # typo, not a machine: each thread holds a model session and a batch of pictures.
@@ -157,6 +188,7 @@ class Config:
     near: NearConfig = field(default_factory=NearConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     keep: KeepConfig = field(default_factory=KeepConfig)
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
     run: RunConfig = field(default_factory=RunConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -30,6 +30,10 @@ class FileDecision:
     group: int | None = None  # duplicate group id (shared with its keeper), or None
     kept_as: str | None = None  # the keeper this file is a duplicate of
     scores: dict = field(default_factory=dict)
+    # which test found it a duplicate of its keeper: "picture" (the whole picture: bytes,
+    # hashes and thumbnails, or embeddings) or "scene" (frames of one fixed camera, by what
+    # stands in front of the background); None for keepers and other removals
+    test: str | None = None
 
 
 class Decisions(Sequence[FileDecision]):
@@ -47,6 +51,7 @@ class Decisions(Sequence[FileDecision]):
         self.group = np.zeros(n, np.int32)  # 0: in no group
         self.reason: dict[int, str] = {}  # only rows that have one
         self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
+        self.test: dict[int, str] = {}  # "picture" or "scene": which test made a duplicate of it
         self._order: np.ndarray | None = None
 
     def mark(self, row: int, code: int, reason: str) -> None:
@@ -89,7 +94,7 @@ class Decisions(Sequence[FileDecision]):
         return FileDecision(
             self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]] if self.stage[row] >= 0 else None,
             self.reason.get(row, ""), int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None, scores)
+            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row))
 
     def order(self) -> np.ndarray:
         """Rows sorted by path (the report's order)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -93,3 +94,31 @@ def _split(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[tuple[int
         if a != b:
             edges[where[a]].append((a, b))
     return list(zip(groups, edges, strict=True))
+
+
+def cover_groups(edges: list[tuple[int, int]], rank: Callable[[int], tuple]) -> list[tuple[int, list[int]]]:
+    """Stars that cover a graph whose edges say "the same": the node with the most neighbours
+    left (the most typical; ties go to the best `rank`, which sorts best first) keeps, its
+    neighbours go, and so on until no node has a neighbour left. Every removed node is the
+    same as its own keeper: no chain A~B~C ever removes C for A."""
+    neighbours: dict[int, set[int]] = {}
+    for a, b in edges:
+        if a != b:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+    heap = [(-len(near), rank(node), node) for node, near in neighbours.items()]
+    heapq.heapify(heap)
+    gone: set[int] = set()
+    groups: list[tuple[int, list[int]]] = []
+    while heap:
+        degree, key, node = heapq.heappop(heap)
+        if node in gone:
+            continue
+        left = neighbours[node] - gone
+        if len(left) != -degree:  # its count went down since it was pushed: queue it again
+            if left:
+                heapq.heappush(heap, (-len(left), key, node))
+            continue
+        gone |= left | {node}
+        groups.append((node, sorted(left)))
+    return sorted(groups)

@@ -19,16 +19,18 @@ from refinery import exact, hashing, quality, semantic
 from refinery import features as feats
 from refinery.actions import Judged, Planned
 from refinery.cache import FeatureCache
-from refinery.config import Config, QualityConfig
+from refinery.config import Config, NearConfig, QualityConfig
 from refinery.decisions import DECISIONS, ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, thumb_correlation
-from refinery.groups import choose_keeper, star_groups
+from refinery.groups import choose_keeper, cover_groups, keep_rank, star_groups
 from refinery.images import decode_for_stages, read_bytes
 from refinery.parallel import cpu_count, ordered_map, peak_memory_mb
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
 from refinery.scan import Skipped, scan
+from refinery.scenes import Scenes
+from refinery.scenes import analyse as analyse_scenes
 from refinery.spec import ModelSpec
 from refinery.table import FeatureTable
 from refinery.vectors import VectorStore
@@ -68,6 +70,8 @@ class DedupResult:
     interrupted: bool = False  # stopped early (Ctrl-C): files not reached are `skip`ped
     peak_memory_mb: float = 0.0  # of the process, at the end of the run
     file_stat: np.ndarray | None = None  # (size, mtime_ns) of each row when it was read; -1 if unknown
+    scenes: int = 0  # fixed-camera views found (refinery/scenes.py)
+    scene_frames: int = 0  # frames judged by what stands in front of their scene's background
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
@@ -98,6 +102,7 @@ class DedupResult:
             "cached": self.cached,
             "workers": self.workers,
             "interrupted": self.interrupted,
+            "scenes": {"found": self.scenes, "frames": self.scene_frames},
             "peak_memory_mb": round(self.peak_memory_mb),
         }
 
@@ -162,7 +167,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
         run.decisions.mark(row, ERROR if entry.decision == "error" else SKIP, entry.reason)
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
-    stages = {name: StageStats(name) for name in ("pass", "features", "embed", *STAGES)}
+    stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store:
         if cfg.run.engine == "ray":
@@ -171,12 +176,14 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
             with feats.opencv_single_threaded():
                 _feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
                               workers, stop)
-        splits = _decide(run, store, cfg, stages)
+        splits, scenes = _decide(run, store, cfg, stages,
+                                 lambda rows: _scenes(root, run.table, rows, cfg, stages, progress, workers))
     provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
                        workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
-                       peak_memory_mb=peak_memory_mb(), file_stat=run.stat)
+                       peak_memory_mb=peak_memory_mb(), file_stat=run.stat, scenes=scenes.count,
+                       scene_frames=len(scenes.frames))
 
 
 def _list(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
@@ -477,21 +484,36 @@ def _resolve_copies(run: _Run, root: Path) -> list[int]:
     run.copy_of.clear()
     return resolved
 
-def _decide(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats]) -> dict[str, int]:
+def _scenes(root: Path | str, table: FeatureTable, rows: np.ndarray, cfg: Config, stages: dict[str, StageStats],
+            progress: Progress | None, workers: int) -> Scenes:
+    """The scenes among `rows` (what the near stage will judge), and their frames' foregrounds."""
+    t = time.perf_counter()
+    if isinstance(root, str):
+        if cfg.scenes.mode != "crops":
+            log.warning("frames of fixed cameras are judged as whole pictures in a URI folder (the scene test "
+                        "reads files here)")
+        return Scenes.none(len(table), cfg.scenes)
+    with feats.opencv_single_threaded():
+        found = analyse_scenes(Path(root), table, rows, cfg.scenes, progress, workers)
+    stages["scenes"].seen = len(found.frames)
+    stages["scenes"].seconds = time.perf_counter() - t
+    return found
+
+
+def _decide(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
+            find_scenes: Callable[[np.ndarray], Scenes]) -> tuple[dict[str, int], Scenes]:
     """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
-    only what the one before kept. Marks the removals in run.decisions; returns the chains
-    each grouping stage cut."""
+    only what the one before kept; frames of one scene (found among what reaches the near
+    stage) are grouped by the scene test last. Marks the removals in run.decisions; returns
+    the chains each grouping stage cut."""
     table, decisions = run.table, run.decisions
     min_sharp = cfg.keep.min_sharpness
 
     def choose(members: list[int]) -> int:
         return choose_keeper(members, table, min_sharp)  # builds a Features record per member only
 
-    def alive() -> np.ndarray:
-        return run.judged()
-
-    # 1. quality
-    stages["quality"].seen = len(alive())
+    # 1. quality: decided in the pass, marked here
+    stages["quality"].seen = len(run.judged())
     for row, reason in run.quality.items():
         if decisions.code[row] == KEEP:
             decisions.remove(row, "quality", reason)
@@ -499,7 +521,7 @@ def _decide(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageS
 
     # 2a. exact copies
     t = time.perf_counter()
-    rows = alive()
+    rows = run.judged()
     stages["exact"].seen = len(rows)
     for group in exact.exact_groups(table.digests(rows)):
         members = rows[group].tolist()
@@ -510,13 +532,34 @@ def _decide(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageS
                 stages["exact"].removed += 1
     stages["exact"].seconds = time.perf_counter() - t
 
-    splits = {"near": _near_stage(run, cfg, stages, choose),
-              "semantic": _semantic_stage(run, store, cfg, stages, choose)}
+    scenes = find_scenes(run.judged())
+    frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene
+    splits = {"near": _near_stage(run, cfg, stages, choose, scenes, frame_pairs),
+              "semantic": _semantic_stage(run, store, cfg, stages, choose, scenes, frame_pairs)}
+    _frame_stage(run, cfg, stages, scenes, frame_pairs)
+    # The frame stage removes under both stage names after both ran: what each saw, in order.
+    stages["semantic"].seen = stages["near"].seen - stages["near"].removed
+    first_keeper = decisions.keeper.copy()
     decisions.assign_groups()
-    return splits
+    _explain(run, store, cfg, scenes, first_keeper)
+    return splits, scenes
 
 
-def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int]) -> int:
+def _picture_pairs(pairs: list[tuple[int, int]], scenes: Scenes, frame_pairs: list[tuple[int, int]]
+                   ) -> list[tuple[int, int]]:
+    """The pairs the picture test judges; pairs inside one scene go to `frame_pairs`, pairs
+    of two scenes nowhere (two cameras never show one picture)."""
+    out = []
+    for a, b in pairs:
+        if scenes.judged_by_scene(a, b):
+            frame_pairs.append((a, b))
+        elif not scenes.apart(a, b):
+            out.append((a, b))
+    return out
+
+
+def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int],
+                scenes: Scenes, frame_pairs: list[tuple[int, int]]) -> int:
     """2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails."""
     t = time.perf_counter()
     table, near = run.table, cfg.near
@@ -524,17 +567,12 @@ def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: C
     stages["near"].seen = len(rows)
     phash, dhash = table.columns["phash"], table.columns["dhash"]
     found = hashing.near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
-    confirmed = [(a, b) for a, b in rows[found].tolist()]
-
-    def hash_distances(i: int, j: int) -> tuple[int, int]:
-        return (int(phash[i] ^ phash[j]).bit_count(), int(dhash[i] ^ dhash[j]).bit_count())
-
-    def correlation(i: int, j: int) -> float:
-        return thumb_correlation(table.thumb[i].tobytes(), table.thumb[j].tobytes())
+    confirmed = _picture_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs)
+    evidence = _Evidence(table, None, near)
 
     def near_copy(i: int, keeper: int) -> bool:
-        dp, dd = hash_distances(i, keeper)
-        return (dp <= near.max_phash or dd <= near.max_dhash) and correlation(i, keeper) >= near.min_correlation
+        # A frame of a scene goes only as a copy of a frame of its scene (the frame stage).
+        return scenes.of(i) < 0 and evidence.near_copy(i, keeper)
 
     # Only confirmed pairs are grouped: a rejected candidate (another object on the same
     # background) must not join two groups. A keeper still removes only members confirmed
@@ -542,18 +580,14 @@ def _near_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], choose: C
     groups, splits = star_groups(confirmed, choose, near_copy)
     for g in groups:
         for i in g.subjects:
-            dp, dd = hash_distances(i, g.keeper)
-            corr = round(correlation(i, g.keeper), 4)
-            run.decisions.remove(i, "near", f"same picture as {table.paths[g.keeper]} (pHash {dp}, dHash {dd} "
-                                 f"bits, thumbnail correlation {corr})", g.keeper, phash_distance=dp,
-                                 dhash_distance=dd, thumb_correlation=corr)
+            run.decisions.remove(i, "near", "", g.keeper)
             stages["near"].removed += 1
     stages["near"].seconds = time.perf_counter() - t
     return splits
 
 
 def _semantic_stage(run: _Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
-                    choose: Callable[[list[int]], int]) -> int:
+                    choose: Callable[[list[int]], int], scenes: Scenes, frame_pairs: list[tuple[int, int]]) -> int:
     """3. semantic duplicates: embeddings close in cosine, grouped around a keeper."""
     t = time.perf_counter()
     rows = run.judged()
@@ -562,20 +596,105 @@ def _semantic_stage(run: _Run, store: VectorStore, cfg: Config, stages: dict[str
     vector_rows = run.vector_row[rows]
     found = semantic.similar_pairs(lambda start, stop: store.rows(vector_rows[start:stop]), threshold,
                                    count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
-    pairs = [(int(rows[a]), int(rows[b])) for a, b, _ in found]
+    pairs = _picture_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
+    evidence = _Evidence(run.table, store, cfg.near, run.vector_row)
 
-    def cosine(i: int, j: int) -> float:
-        a, b = store.rows([run.vector_row[i], run.vector_row[j]])
-        return float(a @ b)
+    def close(i: int, keeper: int) -> bool:
+        if scenes.of(i) >= 0:
+            return False  # a frame of a scene goes only as a copy of a frame of its scene
+        return not cfg.semantic.chain_guard or evidence.cosine(i, keeper) >= threshold
 
-    guard = cfg.semantic.chain_guard
-    groups, splits = star_groups(pairs, choose, lambda i, keeper: not guard or cosine(i, keeper) >= threshold)
+    groups, splits = star_groups(pairs, choose, close)
     for g in groups:
         for i in g.subjects:
-            cos = round(cosine(i, g.keeper), 4)
-            run.decisions.remove(i, "semantic", f"looks like {run.table.paths[g.keeper]} (cosine {cos})", g.keeper,
-                                 cosine=cos)
+            run.decisions.remove(i, "semantic", "", g.keeper)
             stages["semantic"].removed += 1
     stages["semantic"].seconds = time.perf_counter() - t
     return splits
 
+
+def _frame_stage(run: _Run, cfg: Config, stages: dict[str, StageStats], scenes: Scenes,
+                 frame_pairs: list[tuple[int, int]]) -> None:
+    """Frames of one scene, proposed by either stage, judged by the scene test: each group is
+    its most typical frame (the one most others are the same as) and the frames that are the
+    same as it. Counted under the stage whose picture test would have found the pair too."""
+    t = time.perf_counter()
+    alive = run.decisions.code == KEEP
+    edges = sorted({(min(a, b), max(a, b)) for a, b in frame_pairs if alive[a] and alive[b]})
+    same = [(a, b) for a, b in edges if scenes.same(a, b)]
+    table, min_sharp = run.table, cfg.keep.min_sharpness
+    evidence = _Evidence(table, None, cfg.near)
+
+    def rank(row: int) -> tuple:
+        return keep_rank(table[row], min_sharp)
+
+    for keeper, subjects in cover_groups(same, rank):
+        for i in subjects:
+            stage = "near" if evidence.near_copy(i, keeper) else "semantic"
+            run.decisions.remove(i, stage, "", keeper)
+            run.decisions.test[i] = "scene"
+            stages[stage].removed += 1
+    stages["scenes"].seconds += time.perf_counter() - t
+
+
+class _Evidence:
+    """What the stages measure between two pictures, from the run's columns."""
+
+    def __init__(self, table: FeatureTable, store: VectorStore | None, near: NearConfig,
+                 vector_row: np.ndarray | None = None):
+        self.table, self.store, self.near, self.vector_row = table, store, near, vector_row
+
+    def hash_distances(self, i: int, j: int) -> tuple[int, int]:
+        c = self.table.columns
+        return (int(c["phash"][i] ^ c["phash"][j]).bit_count(), int(c["dhash"][i] ^ c["dhash"][j]).bit_count())
+
+    def correlation(self, i: int, j: int) -> float:
+        return thumb_correlation(self.table.thumb[i].tobytes(), self.table.thumb[j].tobytes())
+
+    def near_copy(self, i: int, keeper: int) -> bool:
+        dp, dd = self.hash_distances(i, keeper)
+        return (dp <= self.near.max_phash or dd <= self.near.max_dhash) and \
+            self.correlation(i, keeper) >= self.near.min_correlation
+
+    def cosine(self, i: int, j: int) -> float | None:
+        if self.store is None or self.vector_row is None or self.vector_row[i] < 0 or self.vector_row[j] < 0:
+            return None
+        a, b = self.store.rows([self.vector_row[i], self.vector_row[j]])
+        return float(a @ b)
+
+
+def _explain(run: _Run, store: VectorStore, cfg: Config, scenes: Scenes, first_keeper: np.ndarray) -> None:
+    """Each removed duplicate's reason and scores, measured against its final keeper (the
+    file that stays), not against a partner that was itself removed later."""
+    decisions, table = run.decisions, run.table
+    evidence = _Evidence(table, store, cfg.near, run.vector_row)
+    paths = table.paths
+    for row in np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist():
+        keeper = int(decisions.keeper[row])
+        stage = STAGES[decisions.stage[row]]
+        through = f"; through {paths[first_keeper[row]]}" if first_keeper[row] != keeper else ""
+        if table.sha256[row].tobytes() == table.sha256[keeper].tobytes():
+            decisions.reason[row] = f"identical bytes to {paths[keeper]} (SHA-256)"
+            decisions.extra_scores.pop(row, None)
+            decisions.test[row] = "picture"
+            continue
+        if scenes.judged_by_scene(row, keeper):
+            iou = round(scenes.overlap(row, keeper), 4)
+            decisions.reason[row] = (f"the same frame as {paths[keeper]}: the same things at the same places "
+                                     f"(foreground overlap {iou}){through}")
+            decisions.extra_scores[row] = {"foreground_overlap": iou}
+            decisions.test[row] = "scene"
+            continue
+        dp, dd = evidence.hash_distances(row, keeper)
+        corr = round(evidence.correlation(row, keeper), 4)
+        cos = evidence.cosine(row, keeper)
+        scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
+        if cos is not None:
+            scores["cosine"] = round(cos, 4)
+        if stage == "semantic" and cos is not None:
+            text = f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
+        else:
+            text = f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
+        decisions.reason[row] = text + through
+        decisions.extra_scores[row] = scores
+        decisions.test[row] = "picture"

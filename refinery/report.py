@@ -1,5 +1,6 @@
 """The dedup report: JSON (summary + one entry per file) and CSV. Other tools read these;
-the schema is stable: path, decision, stage, reason, group, kept_as, scores."""
+the schema is stable: path, decision, stage, reason, group, kept_as, scores, test (added
+last, so readers of the earlier columns are unaffected)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from refinery.fileio import atomic_path
 from refinery.pipeline import DedupResult
 
-FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores")
+FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
 
 
 def write_json(result: DedupResult, path: Path) -> None:
@@ -30,4 +31,5 @@ def write_csv(result: DedupResult, path: Path) -> None:
         writer.writerow(FIELDS)
         for f in result.files:
             writer.writerow([f.path, f.decision, f.stage or "", f.reason,
-                             "" if f.group is None else f.group, f.kept_as or "", json.dumps(f.scores)])
+                             "" if f.group is None else f.group, f.kept_as or "", json.dumps(f.scores),
+                             f.test or ""])

@@ -1,0 +1,361 @@
+"""Whole frames from fixed cameras: judge what stands in front of the background.
+
+A fixed camera's frames share a background that never changes; what differs between them
+is small things that come, stop and go. Two such frames are one picture only when the same
+things stand at nearly the same places. Whole-picture statistics cannot tell: two frames
+with different people on one square have near-equal hashes, 16x16 thumbnails (median
+correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
+
+1. Scenes. Pictures of one size whose 8x8 gray thumbnails, each divided by its mean level
+   (exposure aside), differ by at most `view_difference` on average show one view (leader
+   clustering in path order, one size at a time, then views merged by their medians); a
+   view with `min_frames` pictures or more is a scene. A handful of near-identical crops
+   never makes one.
+2. Background. Each scene's background is the per-pixel median of up to `sample` of its
+   frames, decoded in gray at the stages' size (longer side 320: an object 3% of the frame
+   wide is ~10 pixels), each divided by its own gain first (auto-exposure drift); each
+   pixel's noise is its temporal median absolute deviation over those frames, so waving
+   leaves, JPEG edges and sensor noise set their own threshold.
+3. Foreground. A frame's pixels that differ from the background (after its gain) by more
+   than `noise` times their own noise plus `floor` gray levels, cleaned (opened, closed),
+   in regions of at least `min_area` of the frame.
+4. The test. Two frames of one scene are one picture when one of the stages proposed them
+   (the picture test found them alike) and every region of their combined
+   foreground overlaps itself (intersection over union) by `min_overlap`: an object moved by
+   0.15 of its size keeps ~0.7, one moved by half its size ~0.33, one that came or went 0.
+   Frames of two different scenes are never one picture, and a frame is never removed as a
+   copy of a picture outside its scene. A frame whose foreground covers more than
+   `max_foreground` of it is no view of the scene (a crop that happens to repeat): the
+   picture test judges it.
+5. The keeper of a group of frames is its most typical frame - the one whose foreground
+   overlaps the others' most - not the busiest.
+
+Why not a background subtractor run over time (MOG2 and the like)? A folder gives no frame
+order, and a median over a sample needs none.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from refinery.config import ScenesConfig
+from refinery.errors import UnreadableImage
+from refinery.features import gray_work
+from refinery.images import WORK_SIZE, decode, read_bytes
+from refinery.parallel import cpu_count, ordered_map
+from refinery.table import FeatureTable
+
+log = logging.getLogger(__name__)
+
+LEADER_BLOCK = 1024  # pictures matched against the scenes found so far at once
+CLEAN = np.ones((3, 3), np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One connected region of a frame's foreground: its top-left corner, its mask and area."""
+
+    y0: int
+    x0: int
+    mask: np.ndarray  # bool, the bounding box of the region
+    area: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What stands in front of its scene's background."""
+
+    regions: tuple[Region, ...]
+    foreground: float  # share of the frame
+
+
+def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.ndarray:
+    """A scene number for every row of `table` (-1: in none), for the pictures in `rows`."""
+    scene = np.full(len(table), -1, np.int32)
+    if cfg.mode == "crops" or len(rows) == 0:
+        return scene
+    min_frames = 2 if cfg.mode == "frames" else cfg.min_frames
+    sizes = np.stack([table.columns["width"][rows], table.columns["height"][rows]], axis=1)
+    next_id = 0
+    for size in np.unique(sizes, axis=0):
+        members = rows[(sizes == size).all(axis=1)]
+        if len(members) < min_frames:
+            continue
+        views = _views(table.thumb[members], cfg.view_difference)
+        for view in range(views.max() + 1):
+            found = members[views == view]
+            if len(found) >= min_frames:
+                scene[found] = next_id
+                next_id += 1
+    return scene
+
+
+def _views(thumbs: np.ndarray, match: float) -> np.ndarray:
+    """Which view each 16x16 thumbnail shows. Leader clustering first: busy frames of one
+    camera can fall apart into several views; so the views of three or more pictures are
+    then merged when their medians (the background, objects voted out) match, and every
+    picture goes to the merged view whose median it matches best."""
+    small = _small_thumbs(thumbs)
+    first = _leaders(small, match)
+    big = [v for v in range(first.max() + 1) if np.count_nonzero(first == v) >= 3]
+    if not big:
+        return first
+    medians = _small_thumbs(np.stack([np.median(thumbs[first == v], axis=0) for v in big]))
+    merged = _leaders(medians, match)
+    scenes = _small_thumbs(np.stack([np.median(thumbs[np.isin(first, np.array(big)[merged == m])], axis=0)
+                                     for m in range(merged.max() + 1)]))
+    best, difference = _nearest(small, scenes)
+    return np.where(difference <= match, best, len(scenes) + first)
+
+
+def _small_thumbs(thumbs: np.ndarray) -> np.ndarray:
+    """16x16 gray thumbnails as 8x8, each divided by its mean level: two frames of one view
+    under another exposure come out equal but for what moved."""
+    small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4)).reshape(-1, 64)
+    return small / np.maximum(small.mean(axis=1, keepdims=True), 1.0)
+
+
+def _nearest(rows: np.ndarray, centres: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the nearest centre and its mean absolute difference to it."""
+    best = np.zeros(len(rows), np.int64)
+    difference = np.zeros(len(rows), np.float32)
+    for start in range(0, len(rows), block):
+        d = np.abs(rows[start:start + block, None, :] - centres[None, :, :]).mean(axis=2)
+        best[start:start + block] = d.argmin(axis=1)
+        difference[start:start + block] = d.min(axis=1)
+    return best, difference
+
+
+def _leaders(rows: np.ndarray, match: float) -> np.ndarray:
+    """Leader clustering: each row joins the first group whose first row differs from it by
+    `match` or less (mean absolute difference), or starts a new one; blocks of rows are
+    matched against the groups found so far at once."""
+    label = np.full(len(rows), -1, np.int64)
+    leaders: list[int] = []
+    for start in range(0, len(rows), LEADER_BLOCK):
+        block = np.arange(start, min(start + LEADER_BLOCK, len(rows)))
+        if leaders:
+            best, difference = _nearest(rows[block], rows[leaders], block=256)
+            hit = difference <= match
+            label[block[hit]] = best[hit]
+        for row in block[label[block] < 0]:  # new groups, one at a time (they may match each other)
+            if leaders:
+                difference = np.abs(rows[leaders] - rows[row]).mean(axis=1)
+                if difference.min() <= match:
+                    label[row] = int(difference.argmin())
+                    continue
+            label[row] = len(leaders)
+            leaders.append(int(row))
+    return label
+
+
+def gray_frame(path: Path) -> np.ndarray:
+    """A picture in gray at the stages' size, as float32 (UnreadableImage if it cannot be)."""
+    return gray_work(decode(read_bytes(path), path, min_long=WORK_SIZE).image).astype(np.float32)
+
+
+def _smooth(gray: np.ndarray) -> np.ndarray:
+    return cv2.blur(gray, (3, 3))
+
+
+@dataclass
+class Background:
+    """A scene's background, and each pixel's own noise."""
+
+    median: np.ndarray
+    threshold: np.ndarray  # per pixel, in gray levels
+    lit: np.ndarray  # pixels bright enough to measure a frame's gain on
+
+    @classmethod
+    def learn(cls, frames: Sequence[np.ndarray], cfg: ScenesConfig) -> Background:
+        stack = np.stack([_smooth(f) for f in frames])
+        first = _median(stack[:: max(1, len(stack) // 16)])  # the reference the gains are measured on
+        lit = first > 10
+        gains = np.array([_gain(f, first, lit) for f in stack], np.float32)
+        stack /= gains[:, None, None]
+        median = _median(stack)
+        noise = _median(np.abs(stack - median)) * 1.4826
+        return cls(median, cfg.noise * noise + cfg.floor, median > 10)
+
+    def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
+        """What of `gray` stands in front of this background."""
+        smooth = _smooth(gray)
+        mask = (np.abs(smooth / _gain(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
+        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        smallest = max(1, int(round(cfg.min_area * mask.size)))
+        regions = []
+        for k in range(1, count):
+            x, y, w, h, area = stats[k]
+            if area >= smallest:
+                regions.append(Region(int(y), int(x), labels[y:y + h, x:x + w] == k, int(area)))
+        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size)
+
+
+def _median(stack: np.ndarray) -> np.ndarray:
+    """The per-pixel median of a stack of frames (the upper middle for an even count):
+    np.partition finds it seven times faster than np.median, which also averages two."""
+    middle = len(stack) // 2
+    return np.partition(stack, middle, axis=0)[middle]
+
+
+def _gain(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray) -> float:
+    """How much brighter `frame` is than `reference`, by the median ratio (objects aside)."""
+    if not lit.any():
+        return 1.0
+    gain = float(np.median(frame[lit][::7] / reference[lit][::7]))  # a seventh of the pixels is plenty
+    return gain if gain > 0.05 else 1.0
+
+
+def overlap(a: Frame, b: Frame) -> float:
+    """The smallest intersection over union of any region of the two frames' foregrounds
+    (regions that touch in either frame are one region); 1.0 when neither has any."""
+    na = len(a.regions)
+    parent = list(range(na + len(b.regions)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    shared: list[tuple[int, int]] = []  # (a region, pixels in common)
+    for ia, ra in enumerate(a.regions):
+        ha, wa = ra.mask.shape
+        for ib, rb in enumerate(b.regions):
+            hb, wb = rb.mask.shape
+            y0, y1 = max(ra.y0, rb.y0), min(ra.y0 + ha, rb.y0 + hb)
+            x0, x1 = max(ra.x0, rb.x0), min(ra.x0 + wa, rb.x0 + wb)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            common = np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
+                                      & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0])
+            if common:
+                parent[find(ia)] = find(na + ib)
+                shared.append((ia, common))
+    area: dict[int, int] = {}
+    inter: dict[int, int] = {}
+    for k, region in enumerate((*a.regions, *b.regions)):
+        root = find(k)
+        area[root] = area.get(root, 0) + region.area
+    for ia, common in shared:
+        root = find(ia)
+        inter[root] = inter.get(root, 0) + common
+    return min((inter.get(root, 0) / (total - inter.get(root, 0)) for root, total in area.items()), default=1.0)
+
+
+class Scenes:
+    """Scene numbers and foregrounds of a run's pictures, and the test between two of them.
+
+    Built by `analyse`; `Scenes.none(n)` has no scenes (every pair goes to the picture test).
+    """
+
+    def __init__(self, scene: np.ndarray, frames: dict[int, Frame], cfg: ScenesConfig):
+        self.scene, self.frames, self.cfg = scene, frames, cfg
+        self._overlaps: dict[tuple[int, int], float] = {}
+
+    @classmethod
+    def none(cls, n: int, cfg: ScenesConfig) -> Scenes:
+        return cls(np.full(n, -1, np.int32), {}, cfg)
+
+    def of(self, row: int) -> int:
+        """The scene of `row` whose test judges it, or -1 (the picture test does)."""
+        return int(self.scene[row]) if row in self.frames else -1
+
+    def judged_by_scene(self, i: int, j: int) -> bool:
+        """Both frames of one scene: the scene test decides."""
+        s = self.of(i)
+        return s >= 0 and s == self.of(j)
+
+    def apart(self, i: int, j: int) -> bool:
+        """Frames of two different scenes: never one picture."""
+        si, sj = self.of(i), self.of(j)
+        return si >= 0 and sj >= 0 and si != sj
+
+    def overlap(self, i: int, j: int) -> float:
+        key = (i, j) if i < j else (j, i)
+        if key not in self._overlaps:
+            a, b = self.frames[i], self.frames[j]
+            self._overlaps[key] = overlap(a, b) if a.regions or b.regions else 1.0
+        return self._overlaps[key]
+
+    def same(self, i: int, j: int) -> bool:
+        return self.overlap(i, j) >= self.cfg.min_overlap
+
+    def typical(self, members: Sequence[int], rank: Callable[[int], tuple]) -> int:
+        """The member whose foreground overlaps the others' most (ties: the keep rule's `rank`).
+        Over 200 members, each is scored against 200 of them spread over the group."""
+        others = list(members)[:: max(1, len(members) // 200)]
+        return max(members, key=lambda m: (sum(self.overlap(m, o) for o in others if o != m), _negate(rank(m))))
+
+    @property
+    def count(self) -> int:
+        return len({int(self.scene[row]) for row in self.frames})
+
+
+def _negate(rank: tuple) -> tuple:
+    """A key under which max() picks what min() on `rank` picks (rank sorts best first)."""
+    return tuple(_Reversed(x) for x in rank)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reversed:
+    value: object
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return other.value < self.value  # type: ignore[operator]
+
+
+def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig,
+            progress: Callable[[str, int], Callable[[int], None]] | None = None,
+            workers: int = 0) -> Scenes:
+    """Find the scenes among `rows` and what stands in front of each of their frames.
+
+    Each frame is decoded once more (in gray, at the stages' size): twice for the frames a
+    background is learnt from. A file that cannot be read now leaves its scene and goes to
+    the picture test.
+    """
+    scene = find_scenes(table, rows, cfg)
+    in_scene = np.flatnonzero(scene >= 0)
+    if not len(in_scene):
+        return Scenes(scene, {}, cfg)
+    workers = workers or cpu_count()
+    advance = progress("scenes", len(in_scene)) if progress else (lambda n: None)
+    frames: dict[int, Frame] = {}
+    for number in np.unique(scene[in_scene]).tolist():
+        members = np.flatnonzero(scene == number)
+        sample = members[:: max(1, len(members) // cfg.sample)][:cfg.sample].tolist()
+        read = dict(zip(sample, ordered_map(lambda r: _read(root, table, r), sample, workers, 2 * workers),
+                        strict=True))
+        grays = [g for g in read.values() if g is not None]
+        if len(grays) < 3 or len({g.shape for g in grays}) > 1:
+            continue
+        background = Background.learn(grays, cfg)
+
+        def judge(row: int, background: Background = background, read: dict = read) -> tuple[int, Frame | None]:
+            gray = read.pop(row) if row in read else _read(root, table, row)
+            if gray is None or gray.shape != background.median.shape:
+                return row, None
+            return row, background.frame(gray, cfg)
+
+        for row, frame in ordered_map(judge, members.tolist(), workers, ahead=4 * workers):
+            if frame is not None and frame.foreground <= cfg.max_foreground:
+                frames[row] = frame
+            advance(1)
+    log.debug("%d scenes, %d frames judged by what stands in front of them", len(np.unique(scene[in_scene])),
+              len(frames))
+    return Scenes(scene, frames, cfg)
+
+
+def _read(root: Path, table: FeatureTable, row: int) -> np.ndarray | None:
+    try:
+        return gray_frame(root / table.paths[row])
+    except UnreadableImage as e:
+        log.debug("%s: %s; judged as a picture", table.paths[row], e.reason)
+        return None

@@ -1,0 +1,187 @@
+"""Whole frames from fixed cameras: frames of one scene are compared by what stands in front
+of its background. Scenes are drawn here: a textured background, small objects, fresh sensor
+noise, exposure drift and JPEG encoding on every frame."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import draw_picture, run_cli
+from refinery.config import ScenesConfig, load_config
+from refinery.scenes import analyse
+from refinery.table import FeatureTable
+
+W, H = 480, 270
+
+
+@dataclass(frozen=True)
+class Thing:
+    """An object in a frame: a track number, its centre, its size (longest side), its colour."""
+
+    track: int
+    x: float
+    y: float
+    size: int
+    colour: tuple[int, int, int]
+
+
+def background(seed: int) -> np.ndarray:
+    return np.asarray(draw_picture(seed, (W, H)), np.float32)
+
+
+def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float = 1.0) -> bytes:
+    """One JPEG frame: the background, the things (ellipses 1.5 times as tall as wide), a
+    brightness, fresh noise."""
+    im = Image.fromarray(bg.astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for t in things:
+        w, h = t.size / 1.5, t.size
+        draw.ellipse([t.x - w / 2, t.y - h / 2, t.x + w / 2, t.y + h / 2], fill=t.colour)
+    pixels = np.asarray(im, np.float32) * light + rng.normal(0, 2.0, (H, W, 3))
+    out = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing]] | None = None,
+                 light: dict[str, float] | None = None) -> dict[str, list[Thing]]:
+    """`frames` frames of one camera with people passing (their truth by name), plus `extra`
+    frames as given; file names in random order, as a folder gives them."""
+    rng = np.random.default_rng(seed)
+    bg = background(seed)
+    parked = Thing(0, 60, 200, 40, (200, 40, 40))
+    truth: dict[str, list[Thing]] = {}
+    for t in range(frames):
+        things = [parked]
+        for track, (start, speed, y, size) in enumerate(((0, 6, 120, 24), (frames // 3, -9, 180, 30)), start=1):
+            x = (20 + speed * (t - start)) if speed > 0 else (W - 20 + speed * (t - start))
+            if t >= start and 15 < x < W - 15:
+                things.append(Thing(track, x, y, size, (30 * track, 200, 90)))
+        truth[f"{seed}_{rng.integers(1 << 40):012x}.jpg"] = things
+    truth.update(extra or {})
+    root.mkdir(parents=True, exist_ok=True)
+    for name, things in truth.items():
+        (root / name).write_bytes(frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02)))))
+    return truth
+
+
+def judged(root: Path, names: list[str], cfg: ScenesConfig):  # noqa: ANN201 - a Scenes
+    """The scene analysis of the files `names` under `root`, as the dedup run does it."""
+    from refinery.features import extract
+    from refinery.runner.session import Embedder
+
+    spec = Embedder("default", device="cpu").spec
+    table = FeatureTable(names)
+    for row, name in enumerate(names):
+        table.put(row, extract(root / name, name, spec)[0])
+    return analyse(root, table, np.arange(len(names)), cfg)
+
+
+PERSON = Thing(9, 200, 100, 22, (20, 20, 220))  # 22 px wide in a 480 px frame: under 5%
+
+
+def standing(seed: int, count: int = 4) -> dict[str, list[Thing]]:
+    """`count` frames of a person standing still: the same frame, `count` times."""
+    return {f"{seed}_still_{k}.jpg": [Thing(0, 60, 200, 40, (200, 40, 40)), PERSON] for k in range(count)}
+
+
+def test_an_object_3_percent_wide_moved_by_twice_its_width_is_another_frame(tmp_path: Path) -> None:
+    width = 0.03 * W * 1.5  # the ellipse is 2/3 as wide as its size: 3% of the frame wide
+    a = Thing(9, 200, 100, int(width), (20, 20, 220))
+    b = Thing(9, 200 + 2 * (width / 1.5), 100, int(width), (20, 20, 220))
+    scene_folder(tmp_path, 1, 30, {"a.jpg": [a], "b.jpg": [b]})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    scenes = judged(tmp_path, names, ScenesConfig())
+    ia, ib = names.index("a.jpg"), names.index("b.jpg")
+    assert scenes.judged_by_scene(ia, ib)
+    assert not scenes.same(ia, ib) and scenes.overlap(ia, ib) < 0.1
+
+
+def test_the_same_things_under_fresh_noise_and_5_percent_more_light_are_one_frame(tmp_path: Path) -> None:
+    scene_folder(tmp_path, 2, 30, {"a.jpg": [PERSON], "b.jpg": [PERSON]}, light={"a.jpg": 1.0, "b.jpg": 1.05})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    scenes = judged(tmp_path, names, ScenesConfig())
+    ia, ib = names.index("a.jpg"), names.index("b.jpg")
+    assert scenes.judged_by_scene(ia, ib) and scenes.same(ia, ib)
+    assert scenes.overlap(ia, ib) > 0.7
+
+
+def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> None:
+    scene_folder(tmp_path, 3, 8)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert judged(tmp_path, names, ScenesConfig()).count == 0  # 8 pictures: judged as pictures
+    assert judged(tmp_path, names, ScenesConfig(mode="frames")).count == 1
+    assert judged(tmp_path, names, ScenesConfig(mode="crops", min_frames=2)).count == 0
+
+
+def removed_and_report(root: Path, tmp_path: Path, *args: str) -> tuple[set[str], list[dict]]:
+    report = tmp_path / "report.json"
+    proc = run_cli("dedup", str(root), "--report", str(report), "--device", "cpu", *args)
+    assert proc.returncode == 0, proc.stderr
+    files = json.loads(report.read_text())["files"]
+    return {f["path"] for f in files if f["decision"] == "remove"}, files
+
+
+def same_things(a: list[Thing], b: list[Thing], tolerance: float) -> bool:
+    """The shared scorer's rule (../shared/bench/score_sequences.py, `relation`): the same
+    objects, each moved by at most `tolerance` of its size."""
+    if len(a) != len(b):
+        return False
+    where = {t.track: t for t in b}
+    return all(t.track in where and max(abs(t.x - where[t.track].x), abs(t.y - where[t.track].y)) <= tolerance * t.size
+               for t in a)
+
+
+def test_two_cameras_never_share_a_group(tmp_path: Path) -> None:
+    """Two cameras, each a scene; even with a semantic threshold that makes their frames
+    alike, no group holds frames of both."""
+    root = tmp_path / "frames"
+    camera = {**{name: 1 for name in scene_folder(root, 4, 24, standing(4))},
+              **{name: 2 for name in scene_folder(root, 5, 24, standing(5))}}
+    _, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.5")
+    groups: dict[int, set[int]] = {}
+    for f in files:
+        if f["group"] is not None:
+            groups.setdefault(f["group"], set()).add(camera[f["path"]])
+    assert groups and all(len(cameras) == 1 for cameras in groups.values())
+
+
+def test_a_sequence_is_thinned_and_loses_no_frame(tmp_path: Path) -> None:
+    """End to end through the CLI: frames where the people stand the same are removed, and
+    every removed frame is still shown by a kept one (each object within half its size),
+    the shared scorer's rule for a lost frame."""
+    root = tmp_path / "frames"
+    truth = scene_folder(root, 6, 40, standing(6, 6))
+    removed, files = removed_and_report(root, tmp_path)
+    kept = [name for name in truth if name not in removed]
+    lost = [name for name in removed if not any(same_things(truth[name], truth[k], 0.5) for k in kept)]
+    assert lost == []
+    assert len(set(standing(6, 6)) & removed) == 5  # thinned
+    by_scene = [f for f in files if f["decision"] == "remove" and f["test"] == "scene"]
+    assert by_scene and all("the same things at the same places" in f["reason"] for f in by_scene)
+    assert all(f["kept_as"] not in removed for f in files if f["decision"] == "remove")
+
+
+def test_mode_crops_judges_frames_as_pictures(tmp_path: Path) -> None:
+    root = tmp_path / "frames"
+    scene_folder(root, 7, 24)
+    _, files = removed_and_report(root, tmp_path, "--set", "scenes.mode=crops")
+    assert all(f["test"] in (None, "picture") for f in files)
+    assert load_config().scenes.mode == "auto"
+
+
+@pytest.mark.parametrize("mode", ["auto", "frames"])
+def test_a_frame_is_never_removed_as_a_copy_of_another_cameras_frame(tmp_path: Path, mode: str) -> None:
+    root = tmp_path / "frames"
+    scene_folder(root, 8, 24, standing(8))
+    scene_folder(root, 9, 24, standing(9))
+    _, files = removed_and_report(root, tmp_path, "--set", f"scenes.mode={mode}", "--set", "semantic.threshold=0.5")
+    seed = {f["path"]: f["path"].split("_")[0] for f in files}
+    assert all(seed[f["path"]] == seed[f["kept_as"]] for f in files if f["kept_as"])
