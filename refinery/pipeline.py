@@ -691,7 +691,8 @@ def _explain(run: _Run, store: VectorStore, cfg: Config, scenes: Scenes, first_k
         scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
         if cos is not None:
             scores["cosine"] = round(cos, 4)
-        if stage == "semantic" and cos is not None:
+        # Worded by what holds against the keeper: a near copy of it, or alike in its embedding.
+        if cos is not None and (stage == "semantic" or not evidence.near_copy(row, keeper)):
             text = f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
         else:
             text = f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"

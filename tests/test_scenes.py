@@ -185,3 +185,24 @@ def test_a_frame_is_never_removed_as_a_copy_of_another_cameras_frame(tmp_path: P
     _, files = removed_and_report(root, tmp_path, "--set", f"scenes.mode={mode}", "--set", "semantic.threshold=0.5")
     seed = {f["path"]: f["path"].split("_")[0] for f in files}
     assert all(seed[f["path"]] == seed[f["kept_as"]] for f in files if f["kept_as"])
+
+
+def test_a_reason_names_the_file_that_stays_and_the_evidence_against_it(tmp_path: Path) -> None:
+    """A byte copy of a picture that is itself removed as a duplicate of a third one: its
+    reason names the third (its keeper) with what was measured against it, not "identical
+    bytes" (those are the removed partner's)."""
+    from conftest import next_frame
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    x = draw_picture(11, (320, 240))
+    x.save(root / "x.jpg", quality=92)
+    (root / "x_copy.jpg").write_bytes((root / "x.jpg").read_bytes())
+    next_frame(x).resize((400, 300)).save(root / "y.jpg", quality=92)  # larger: the keep rule keeps it
+    _, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.9")
+    line = {f["path"]: f for f in files}
+    assert line["x.jpg"]["kept_as"] == line["x_copy.jpg"]["kept_as"] == "y.jpg"
+    copy = line["x_copy.jpg"]
+    assert copy["stage"] == "exact" and "identical bytes" not in copy["reason"]
+    assert copy["reason"].startswith("looks like y.jpg (cosine") and copy["reason"].endswith("; through x.jpg")
+    assert copy["scores"]["cosine"] >= 0.9 and copy["test"] == "picture"

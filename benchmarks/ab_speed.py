@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Two builds of refinery, end to end on the same folder, in one run: is a change slower?
+
+    git worktree add /tmp/refinery-before <commit>
+    python benchmarks/ab_speed.py FOLDER [FOLDER ...] --baseline /tmp/refinery-before [--runs 3]
+
+Runs `refinery dedup FOLDER --no-cache --report R` (a dry run: reads, embeds and judges every
+file) with this checkout and with the baseline checkout, interleaved run by run so that both
+see the same machine, and prints the CPU, the median seconds and images/s of each, and the
+ratio. Each build runs with its own code and its own configs/refinery.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def one_run(checkout: Path, folder: Path) -> tuple[float, int]:
+    """(seconds, files) of one cold dry run of the build in `checkout`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        env = {**os.environ, "PYTHONPATH": str(checkout), "XDG_CACHE_HOME": tmp}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(folder), "--no-cache", "--report",
+                        str(report), "--config", str(checkout / "configs" / "refinery.toml")],
+                       check=True, stdout=subprocess.DEVNULL, env=env, cwd=checkout)
+        seconds = time.perf_counter() - start
+        return seconds, len(json.loads(report.read_text())["files"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--baseline", type=Path, required=True, help="a checkout of the build to compare with")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+    builds = {"baseline": args.baseline.resolve(), "this": HERE}
+    for folder in args.folders:
+        seconds: dict[str, list[float]] = {name: [] for name in builds}
+        files = 0
+        for _ in range(args.runs):
+            for name, checkout in builds.items():
+                took, files = one_run(checkout, folder)
+                seconds[name].append(took)
+        medians = {name: statistics.median(times) for name, times in seconds.items()}
+        print(f"{folder} ({files} files, median of {args.runs} cold runs each, interleaved)")
+        for name, median in medians.items():
+            print(f"  {name:9s} {median:7.1f} s  {files / median:6.1f} images/s   runs: "
+                  + ", ".join(f"{t:.1f}" for t in seconds[name]))
+        print(f"  this / baseline images/s: {medians['baseline'] / medians['this']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
