@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,17 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from corpus import cpu_name
+
 HERE = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def one_run(checkout: Path, folder: Path) -> tuple[float, int]:

@@ -25,7 +25,6 @@ tool's whole process, start-up included.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -33,9 +32,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 
-from corpus import SHARED, ensure_corpus, load_scorer
+from corpus import SHARED, ensure_corpus, load_scorer, load_sequence_scorer
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("imagededup", "cleanvision", "fastdup")  # benchmarks/peers.py TOOLS
@@ -88,15 +86,6 @@ def stage_damage(report: dict, truth: dict) -> dict[str, tuple[int, int]]:
             lost[f["stage"]] += 1
             lost_groups.add(group)
     return {s: (wrong[s], lost[s]) for s in ("quality", "exact", "near", "semantic")}
-
-
-def load_sequence_scorer(shared: Path = SHARED) -> ModuleType:
-    """../shared/bench/score_sequences.py as a module."""
-    spec = importlib.util.spec_from_file_location("score_sequences", shared / "score_sequences.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ensure_sequences(corpus: Path, seed: int, shared: Path = SHARED) -> None:

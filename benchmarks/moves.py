@@ -17,29 +17,18 @@ Prints the CPU, files/s and MB/s of each, and the ratio of each to the rename fl
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from corpus import ensure_corpus
+from corpus import cpu_name, ensure_corpus
 
 from refinery.actions import move_out, undo
 from refinery.config import load_config
 from refinery.journal import open_journal
 from refinery.pipeline import run_dedup
 from refinery.runner.session import Embedder
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

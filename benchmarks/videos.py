@@ -32,7 +32,6 @@ For tree.avi two more checks, read from the labels and report.json:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -43,21 +42,12 @@ from pathlib import Path
 from types import ModuleType
 
 import cv2
-from corpus import SHARED
+from corpus import load_sequence_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = Path(__file__).resolve().parent / "data" / "video_labels.json"
 VIDEO_DIRS = [Path("/usr/share/doc/opencv-doc/examples/data"),
               Path("/tmp/ocv/x/usr/share/doc/opencv-doc/examples/data")]
-
-
-def load_sequence_scorer(shared: Path = SHARED) -> ModuleType:
-    """../shared/bench/score_sequences.py as a module."""
-    spec = importlib.util.spec_from_file_location("score_sequences", shared / "score_sequences.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def find_video(file: str, videos_dir: Path | None) -> Path:
