@@ -123,8 +123,9 @@ class ScenesConfig:
     # (the labelled crop corpora have views of 10-18) is judged as pictures.
     min_frames: int = at_least(20, 2, "pictures of one view that make a scene (mode auto)")
     # Mean absolute difference of 8x8 gray thumbnails, each divided by its mean level (exposure
-    # aside), at or below which two pictures show one view: frames of one camera stay under
-    # 0.051 however busy (synthetic sequences, seed 0), another camera's are 0.158 or more.
+    # aside), at or below which two pictures show one view (their mean levels must also be within
+    # 25%): frames of one camera stay under 0.051 however busy (synthetic sequences, seeds 0
+    # and 1), another camera's are 0.158 or more unless its level differs.
     view_difference: float = between(0.05, 0.0, 1.0, "thumbnail difference at which a picture joins a view")
     sample: int = at_least(64, 3, "frames per scene its background (a per-pixel median) is learnt from")
     # A pixel is in front of the background when it differs from it by more than noise times
@@ -137,6 +138,11 @@ class ScenesConfig:
     # Two frames are one when each region of their foregrounds overlaps itself by this much
     # (intersection over union): an object moved by 0.15 of its size keeps ~0.7, by half ~0.33.
     min_overlap: float = between(0.55, 0.0, 1.0, "foreground overlap (IoU) of every region for two frames to be one")
+    # Crops on one background window can make a view: there, what stands in front is one big
+    # object. A view whose frames' largest foreground region spans more than this share of the
+    # frame's width or height in a quarter of them is crops, not a camera (labelled sequences
+    # and vtest.avi: 0.27 at most; a view of 20 crops: 0.52): the picture test judges it.
+    max_extent: float = between(0.4, 0.0, 1.0, "span of the largest foreground region that makes a view crops")
     # A frame more than this share in front of its background is no view of it (a crop that
     # happens to repeat): the picture test judges it.
     max_foreground: float = between(0.5, 0.0, 1.0, "share of foreground above which the picture test judges")

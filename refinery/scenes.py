@@ -7,7 +7,8 @@ with different people on one square have near-equal hashes, 16x16 thumbnails (me
 correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
 
 1. Scenes. Pictures of one size whose 8x8 gray thumbnails, each divided by its mean level
-   (exposure aside), differ by at most `view_difference` on average show one view (leader
+   (exposure aside), differ by at most `view_difference` on average, and whose mean levels
+   are within 25% (two flat walls of other colours are other views), show one view (leader
    clustering in path order, one size at a time, then views merged by their medians); a
    view with `min_frames` pictures or more is a scene. A handful of near-identical crops
    never makes one.
@@ -25,8 +26,10 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    0.15 of its size keeps ~0.7, one moved by half its size ~0.33, one that came or went 0.
    Frames of two different scenes are never one picture, and a frame is never removed as a
    copy of a picture outside its scene. A frame whose foreground covers more than
-   `max_foreground` of it is no view of the scene (a crop that happens to repeat): the
-   picture test judges it.
+   `max_foreground` of it is no view of the scene (a crop that happens to repeat), and a
+   view whose largest foreground regions span more than `max_extent` of the frame in a
+   quarter of its frames is crops on one background window, not a camera: the picture test
+   judges those.
 5. The keeper of a group of frames is its most typical frame - the one whose foreground
    overlaps the others' most - not the busiest.
 
@@ -73,6 +76,7 @@ class Frame:
 
     regions: tuple[Region, ...]
     foreground: float  # share of the frame
+    extent: float  # the largest region's span, as a share of the frame's width or height
 
 
 def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.ndarray:
@@ -96,62 +100,94 @@ def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.
     return scene
 
 
+LEVEL = np.log(1.25)  # the mean gray levels of one view's frames differ by less (auto-exposure: 8%)
+
+
+@dataclass(frozen=True)
+class _Looks:
+    """8x8 thumbnails over their mean level (shape) and that level (log), row by row."""
+
+    shape: np.ndarray
+    level: np.ndarray
+
+    @classmethod
+    def of(cls, thumbs: np.ndarray) -> _Looks:
+        small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4)).reshape(-1, 64)
+        mean = np.maximum(small.mean(axis=1, keepdims=True), 1.0)
+        return cls(small / mean, np.log(mean[:, 0]))
+
+    def __getitem__(self, rows: np.ndarray | list[int]) -> _Looks:
+        return _Looks(self.shape[rows], self.level[rows])
+
+    def __len__(self) -> int:
+        return len(self.level)
+
+
 def _views(thumbs: np.ndarray, match: float) -> np.ndarray:
     """Which view each 16x16 thumbnail shows. Leader clustering first: busy frames of one
     camera can fall apart into several views; so the views of three or more pictures are
     then merged when their medians (the background, objects voted out) match, and every
     picture goes to the merged view whose median it matches best."""
-    small = _small_thumbs(thumbs)
-    first = _leaders(small, match)
+    looks = _Looks.of(thumbs)
+    first = _leaders(looks, match)
     big = [v for v in range(first.max() + 1) if np.count_nonzero(first == v) >= 3]
     if not big:
         return first
-    medians = _small_thumbs(np.stack([np.median(thumbs[first == v], axis=0) for v in big]))
+    medians = _Looks.of(np.stack([np.median(thumbs[first == v], axis=0) for v in big]))
     merged = _leaders(medians, match)
-    scenes = _small_thumbs(np.stack([np.median(thumbs[np.isin(first, np.array(big)[merged == m])], axis=0)
-                                     for m in range(merged.max() + 1)]))
-    best, difference = _nearest(small, scenes)
-    return np.where(difference <= match, best, len(scenes) + first)
+    scenes = _Looks.of(np.stack([np.median(thumbs[np.isin(first, np.array(big)[merged == m])], axis=0)
+                                 for m in range(merged.max() + 1)]))
+    best, distance = _nearest(looks, scenes)
+    return np.where(distance <= match, best, len(scenes) + first)
 
 
-def _small_thumbs(thumbs: np.ndarray) -> np.ndarray:
-    """16x16 gray thumbnails as 8x8, each divided by its mean level: two frames of one view
-    under another exposure come out equal but for what moved."""
-    small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4)).reshape(-1, 64)
-    return small / np.maximum(small.mean(axis=1, keepdims=True), 1.0)
+def _distances(a: _Looks, b: _Looks) -> np.ndarray:
+    """Mean absolute difference of the shapes of every row of `a` to every row of `b`;
+    infinite where their levels differ by more than a view's exposure can."""
+    out = np.empty((len(a), len(b)), np.float32)
+    for start in range(0, len(b), 256):  # (rows x 256 x 64) floats at a time
+        out[:, start:start + 256] = np.abs(a.shape[:, None, :] - b.shape[None, start:start + 256, :]).mean(axis=2)
+    out[np.abs(a.level[:, None] - b.level[None, :]) > LEVEL] = np.inf
+    return out
 
 
-def _nearest(rows: np.ndarray, centres: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the nearest centre and its mean absolute difference to it."""
+def _nearest(rows: _Looks, centres: _Looks, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the nearest centre and its distance to it."""
     best = np.zeros(len(rows), np.int64)
-    difference = np.zeros(len(rows), np.float32)
+    distance = np.zeros(len(rows), np.float32)
     for start in range(0, len(rows), block):
-        d = np.abs(rows[start:start + block, None, :] - centres[None, :, :]).mean(axis=2)
-        best[start:start + block] = d.argmin(axis=1)
-        difference[start:start + block] = d.min(axis=1)
-    return best, difference
+        d = _distances(rows[np.arange(start, min(start + block, len(rows)))], centres)
+        best[start:start + block], distance[start:start + block] = d.argmin(axis=1), d.min(axis=1)
+    return best, distance
 
 
-def _leaders(rows: np.ndarray, match: float) -> np.ndarray:
-    """Leader clustering: each row joins the first group whose first row differs from it by
-    `match` or less (mean absolute difference), or starts a new one; blocks of rows are
-    matched against the groups found so far at once."""
+def _leaders(rows: _Looks, match: float) -> np.ndarray:
+    """Leader clustering: each row joins the first group whose first row is within `match`,
+    or starts a new one. Rows go in order of their level, so a block of them is compared with
+    the groups of nearby levels only (the others cannot match); its new groups are made in
+    order from the block's own distances."""
     label = np.full(len(rows), -1, np.int64)
+    order = np.argsort(rows.level, kind="stable")
     leaders: list[int] = []
+    levels: list[float] = []  # of the leaders, in increasing order
     for start in range(0, len(rows), LEADER_BLOCK):
-        block = np.arange(start, min(start + LEADER_BLOCK, len(rows)))
-        if leaders:
-            best, difference = _nearest(rows[block], rows[leaders], block=256)
-            hit = difference <= match
-            label[block[hit]] = best[hit]
-        for row in block[label[block] < 0]:  # new groups, one at a time (they may match each other)
-            if leaders:
-                difference = np.abs(rows[leaders] - rows[row]).mean(axis=1)
-                if difference.min() <= match:
-                    label[row] = int(difference.argmin())
-                    continue
-            label[row] = len(leaders)
-            leaders.append(int(row))
+        block = order[start:start + LEADER_BLOCK]
+        first = int(np.searchsorted(levels, rows.level[block].min() - LEVEL))
+        if first < len(leaders):
+            best, distance = _nearest(rows[block], rows[leaders[first:]])
+            hit = distance <= match
+            label[block[hit]] = best[hit] + first
+        new = block[label[block] < 0]
+        if len(new):
+            inside = _distances(rows[new], rows[new]) <= match
+            chosen: list[int] = []  # positions in `new` that lead a group
+            for k in range(len(new)):
+                joined = [c for c in chosen if inside[k, c]]
+                label[new[k]] = len(leaders) + (chosen.index(joined[0]) if joined else len(chosen))
+                if not joined:
+                    chosen.append(k)
+            leaders += [int(new[c]) for c in chosen]
+            levels += [float(rows.level[new[c]]) for c in chosen]
     return label
 
 
@@ -195,7 +231,9 @@ class Background:
             x, y, w, h, area = stats[k]
             if area >= smallest:
                 regions.append(Region(int(y), int(x), labels[y:y + h, x:x + w] == k, int(area)))
-        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size)
+        height, width = mask.shape
+        extent = max((max(r.mask.shape[0] / height, r.mask.shape[1] / width) for r in regions), default=0.0)
+        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent)
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
@@ -344,10 +382,13 @@ def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig
                 return row, None
             return row, background.frame(gray, cfg)
 
+        judged: dict[int, Frame] = {}
         for row, frame in ordered_map(judge, members.tolist(), workers, ahead=4 * workers):
             if frame is not None and frame.foreground <= cfg.max_foreground:
-                frames[row] = frame
+                judged[row] = frame
             advance(1)
+        if judged and np.percentile([f.extent for f in judged.values()], 75) <= cfg.max_extent:
+            frames.update(judged)  # else: big objects in front of a shared window are crops
     log.debug("%d scenes, %d frames judged by what stands in front of them", len(np.unique(scene[in_scene])),
               len(frames))
     return Scenes(scene, frames, cfg)
