@@ -7,7 +7,7 @@
 Runs `refinery dedup FOLDER --no-cache --report R` (a dry run: reads, embeds and judges every
 file) with this checkout and with the baseline checkout, interleaved run by run so that both
 see the same machine, and prints the CPU, the median seconds and images/s of each, and the
-ratio. Each build runs with its own code and its own configs/refinery.toml.
+ratio. Each build runs with its own code, default settings and shipped model.
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ from corpus import cpu_name
 HERE = Path(__file__).resolve().parent.parent
 
 
+def shipped(checkout: Path, name: str) -> Path:
+    """A file that ships with a build: inside the package now, at the top in older builds."""
+    inside = checkout / "refinery" / name
+    return inside if inside.exists() else checkout / name
+
+
 def one_run(checkout: Path, folder: Path) -> tuple[float, int]:
     """(seconds, files) of one cold dry run of the build in `checkout`."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +40,8 @@ def one_run(checkout: Path, folder: Path) -> tuple[float, int]:
         env = {**os.environ, "PYTHONPATH": str(checkout), "XDG_CACHE_HOME": tmp}
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(folder), "--no-cache", "--report",
-                        str(report), "--config", str(checkout / "configs" / "refinery.toml")],
+                        str(report), "--config", str(shipped(checkout, "configs/refinery.toml")),
+                        "--model", str(shipped(checkout, "models/default.onnx"))],
                        check=True, stdout=subprocess.DEVNULL, env=env, cwd=checkout)
         seconds = time.perf_counter() - start
         return seconds, len(json.loads(report.read_text())["files"])

@@ -59,7 +59,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
                         help="Override one setting, e.g. --set semantic.threshold=0.96 (repeatable).")(func)
     func = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                        default=None, help="A refinery TOML config (default: configs/refinery.toml).")(func)
+                        default=None, help="A refinery TOML config (default: `refinery config --show`).")(func)
     func = click.option("--batch-size", type=click.IntRange(1), default=None,
                         help="Images per model call (config: model.batch_size).")(func)
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default=None,

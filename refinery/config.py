@@ -1,4 +1,4 @@
-"""refinery's settings: a TOML file (configs/refinery.toml holds the defaults), then flags.
+"""refinery's settings: a TOML file (refinery/configs/refinery.toml holds the defaults), then flags.
 
 The dataclasses below are also the schema: each key's type is its annotation, and its allowed
 range or choices sit in the field's metadata (`between`, `at_least`, `one_of`). `check` tests
@@ -47,7 +47,7 @@ def one_of(default: str, *choices: str, doc: str = "") -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = "default"  # "default" = models/default.onnx, else a path to an .onnx file
+    path: str = "default"  # "default" = refinery/models/default.onnx, else a path to an .onnx file
     device: str = one_of("auto", "auto", "cpu", "cuda", "coreml", doc="onnxruntime execution provider")
     # Per worker; 8 keeps onnxruntime's activations small and runs as fast as 32. Above 1024 one
     # batch of 224 px pictures alone takes gigabytes.

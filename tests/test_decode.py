@@ -14,7 +14,7 @@ from refinery.features import extract, thumb_correlation
 from refinery.images import WORK_SIZE, decode, decode_for_stages, reduction
 from refinery.spec import ModelSpec
 
-SPEC = ModelSpec.load(Path(__file__).parent.parent / "models" / "default.json")  # 224x224 input
+SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "default.json")  # 224x224 input
 
 
 @pytest.mark.parametrize("size, min_long, min_short, factor", [

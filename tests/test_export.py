@@ -118,7 +118,7 @@ def test_every_packaged_arch_exports_with_parity(arch: str, image_dir: Path, tmp
 
 
 def test_shipped_default_model_is_the_packaged_mobilenetv2(image_dir: Path) -> None:
-    """models/default.onnx gives the same features as MobileNetV2 with the package's weights."""
+    """refinery/models/default.onnx gives the same features as MobileNetV2 with the package's weights."""
     import torch
 
     from refinery.export.mobilenetv2 import load_mobilenetv2, package_checkpoint

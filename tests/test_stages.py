@@ -21,7 +21,7 @@ from refinery.semantic import similar_pairs
 from refinery.spec import ModelSpec
 from refinery.vectors import VectorStore
 
-SPEC = ModelSpec.load(Path(__file__).parent.parent / "models" / "default.json")
+SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "default.json")
 
 
 def features(path: str = "x.jpg", **kw: object) -> Features:

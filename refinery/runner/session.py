@@ -20,7 +20,7 @@ DEFAULT_MODEL = "default"
 
 
 def default_model_path() -> Path:
-    """The ONNX model that ships with refinery (models/default.onnx)."""
+    """The ONNX model that ships with refinery (refinery/models/default.onnx)."""
     return Path(str(resources.files("refinery.models").joinpath("default.onnx")))
 
 
@@ -55,7 +55,7 @@ class Embedder:
     from the model's metadata; when both exist they must agree.
 
     Example:
-        >>> emb = Embedder("models/default.onnx", device="cpu")
+        >>> emb = Embedder("refinery/models/default.onnx", device="cpu")
         >>> vectors = emb.embed(batch)   # float32 (N, output_dim), L2-normalised
     """
 

@@ -1,0 +1,123 @@
+"""Every command of an installed refinery, run as a user runs it: `python tests/smoke.py`
+with the python of a venv where the wheel (and its [train,serve] extras) is installed, from
+outside the checkout so that only the installed package can be imported.
+
+It makes its own pictures, runs each command through the `refinery` executable beside that
+python, checks the exit code and what it must have written, and prints one line a command.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+REFINERY = str(Path(sys.executable).with_name("refinery"))
+
+
+def picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.uniform(30, 220, 3) + np.linspace(0, 1, w)[None, :, None] * rng.uniform(-60, 60, 3)
+    im = Image.fromarray(np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        draw.rectangle([x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
+                       fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return im
+
+
+def run(*args: str, expect: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([REFINERY, *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != expect:
+        sys.exit(f"smoke: `refinery {' '.join(args)}` exited {proc.returncode}, not {expect}:\n{proc.stderr[-2000:]}")
+    print(f"smoke: refinery {args[0]} ok", flush=True)
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def search_over_http(index: Path, query: Path) -> None:
+    """`refinery serve` starts, and answers one search."""
+    port = free_port()
+    server = subprocess.Popen([REFINERY, "serve", str(index), "--port", str(port), "--device", "cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n3\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + query.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/search", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    results = json.load(answer)["results"]
+                    break
+            except (ConnectionError, urllib.error.URLError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"smoke: refinery serve did not answer:\n{server.stderr.read().decode()[-2000:]}")
+                time.sleep(0.3)
+        if len(results) != 3:
+            sys.exit(f"smoke: refinery serve answered {results}")
+        print("smoke: refinery serve ok", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photos = work / "photos"
+        photos.mkdir()
+        for k in range(6):
+            picture(k).save(photos / f"p{k}.png")
+        (photos / "p0_copy.png").write_bytes((photos / "p0.png").read_bytes())
+        before = {p.name: p.read_bytes() for p in photos.iterdir()}
+
+        run("--version")
+        run("config", "--show")
+        run("dedup", str(photos), "--report", str(work / "r.json"), "--device", "cpu")
+        run("dedup", str(photos), "--move-rejects-to", str(work / "rejects"), "--device", "cpu")
+        if (work / "rejects" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
+            sys.exit("smoke: dedup did not move the copy")
+        run("undo", str(work / "rejects"))
+        if {p.name: p.read_bytes() for p in photos.iterdir()} != before:
+            sys.exit("smoke: undo did not restore the folder")
+        run("embed", str(photos), "--out", str(work / "v.npz"), "--device", "cpu")
+        run("index", str(photos), "--out", str(work / "index"), "--device", "cpu")
+        found = run("search", str(work / "index"), str(photos / "p3.png"), "-k", "1", "--device", "cpu")
+        if "p3.png" not in found.stdout:
+            sys.exit(f"smoke: search did not find the query itself:\n{found.stdout}")
+        classes = work / "classes"
+        for c in range(3):
+            (classes / f"c{c}").mkdir(parents=True)
+            for j in range(5):
+                picture(10 * c).rotate(3 * j).save(classes / f"c{c}" / f"{j}.png")
+        run("eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu")
+        run("export-model", "--list")
+        tiny = ["--set", "train.input_size=32", "--set", "train.dim=8", "--set", "train.hidden=16",
+                "--set", "train.identities_per_batch=2", "--set", "train.pictures_per_identity=2",
+                "--set", "train.test_share=0.34"]
+        run("train", str(classes), "--out", str(work / "run"), "--epochs", "1", "--no-eval", *tiny)
+        search_over_http(work / "index", photos / "p3.png")
+
+
+if __name__ == "__main__":
+    main()
