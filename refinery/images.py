@@ -17,6 +17,13 @@ from PIL import Image
 from refinery.errors import UnreadableImage
 from refinery.spec import ModelSpec
 
+try:  # HEIC/HEIF, what phones save: Pillow reads them through this plugin (AVIF it reads itself)
+    from pillow_heif import register_heif_opener
+except ImportError:  # pragma: no cover - a base install has it; without it they are `error` lines
+    pass
+else:
+    register_heif_opener()
+
 # Memory bounds, whatever a folder holds. A file's header is read before anything else: a
 # picture that declares more than MAX_PIXELS (a decompression bomb, or a gigapixel scan) is
 # refused without decoding a pixel. Decodes of more than BIG_PIXELS (after JPEG DCT scaling)

@@ -8,8 +8,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-# Leading bytes of each format refinery reads: JPEG, PNG, GIF, BMP, TIFF (both byte orders),
-# WebP (RIFF....WEBP).
+# Leading bytes of each format refinery reads: JPEG (and MPO, a camera's multi-picture JPEG),
+# PNG, GIF, BMP, TIFF (both byte orders), WebP (RIFF....WEBP), PNM (P1-P6), and the ISO media
+# formats (....ftypBRAND): HEIC/HEIF from phones (through pillow-heif) and AVIF.
 _SIGNATURES = (
     (b"\xff\xd8\xff", "jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -19,15 +20,23 @@ _SIGNATURES = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
 )
+_ISO_BRANDS = {b"heic": "heif", b"heix": "heif", b"hevc": "heif", b"heim": "heif", b"heis": "heif",
+               b"hevm": "heif", b"hevs": "heif", b"mif1": "heif", b"msf1": "heif", b"avif": "avif",
+               b"avis": "avif"}
 # Names worth a look even when their content is not recognised: so that a broken
 # photo.jpg is reported as an error instead of being silently skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo",
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".hif", ".avif"})
 
 
 def sniff(head: bytes) -> str | None:
     """The image format that these leading bytes announce, or None."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head[4:8] == b"ftyp" and head[8:12] in _ISO_BRANDS:
+        return _ISO_BRANDS[head[8:12]]
+    if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n":
+        return "pnm"
     for magic, fmt in _SIGNATURES:
         if head.startswith(magic):
             return fmt
