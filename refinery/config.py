@@ -343,7 +343,7 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
         except tomllib.TOMLDecodeError:
             value = raw.strip()
         value = check(section, name, value, *schema[name])
-        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(current, **{name: value})})  # type: ignore[arg-type,type-var]
     return validate(cfg)
 
 

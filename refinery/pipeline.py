@@ -602,7 +602,8 @@ def _semantic_stage(run: _Run, store: VectorStore, cfg: Config, stages: dict[str
     def close(i: int, keeper: int) -> bool:
         if scenes.of(i) >= 0:
             return False  # a frame of a scene goes only as a copy of a frame of its scene
-        return not cfg.semantic.chain_guard or evidence.cosine(i, keeper) >= threshold
+        cosine = evidence.cosine(i, keeper)
+        return not cfg.semantic.chain_guard or (cosine is not None and cosine >= threshold)
 
     groups, splits = star_groups(pairs, choose, close)
     for g in groups:

@@ -272,8 +272,8 @@ def overlap(a: Frame, b: Frame) -> float:
             x0, x1 = max(ra.x0, rb.x0), min(ra.x0 + wa, rb.x0 + wb)
             if y0 >= y1 or x0 >= x1:
                 continue
-            common = np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
-                                      & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0])
+            common = int(np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
+                                          & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]))
             if common:
                 parent[find(ia)] = find(na + ib)
                 shared.append((ia, common))

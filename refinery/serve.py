@@ -45,7 +45,7 @@ import click
 from refinery.errors import RefineryError, UnreadableImage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator
 
     from fastapi import FastAPI, Request
 
@@ -213,7 +213,7 @@ class _FormReader:
         return Upload(name or "upload", data, fields)
 
 
-async def body_chunks(stream: AsyncIterator[bytes], idle_seconds: float, seconds: float) -> AsyncIterator[bytes]:
+async def body_chunks(stream: AsyncIterator[bytes], idle_seconds: float, seconds: float) -> AsyncGenerator[bytes]:
     """What is left of a request's body (`stream`: its `request.stream()`), chunk by chunk as
     it arrives; BadUpload (408) when no byte comes for `idle_seconds`, or this takes longer
     than `seconds`. `stream` is left open: a refused body's drain goes on where the form's
@@ -236,7 +236,7 @@ async def body_chunks(stream: AsyncIterator[bytes], idle_seconds: float, seconds
         yield chunk
 
 
-async def read_upload(request: Request, body: AsyncIterator[bytes], limit: int, claim: Claim) -> Upload:
+async def read_upload(request: Request, body: AsyncGenerator[bytes], limit: int, claim: Claim) -> Upload:
     """The picture and fields of a multipart request, read from `body` (its body_chunks) and
     refused as soon as the picture (or the whole body) is larger than it may be (413), would
     pass the byte budget (503), or stops coming (408); the bytes read are taken from `claim`."""
@@ -271,7 +271,7 @@ async def read_upload(request: Request, body: AsyncIterator[bytes], limit: int, 
     return reader.upload()
 
 
-async def drain(request: Request, refused: BadUpload, rest: AsyncIterator[bytes]) -> None:
+async def drain(request: Request, refused: BadUpload, rest: AsyncGenerator[bytes]) -> None:
     """Read and drop what is left of a refused body (`rest`: its body_chunks, within
     DRAIN_SECONDS), up to DRAIN_BYTES. It holds no memory, so no share of the budget.
 

@@ -57,6 +57,9 @@ if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id 
     echo "could not install chromium: the browser test will be skipped" >&2
   fi
 fi
+# The code as written: lint (ruff) and types (mypy), both configured in pyproject.toml.
+.venv/bin/python -m ruff check refinery tests benchmarks
+.venv/bin/python -m mypy
 # PYTHONSAFEPATH: neither pytest nor the CLI runs it starts put the checkout on sys.path, so
 # `import refinery` is the installed wheel (Python 3.11+; 3.10 ignores it and tests the sources).
 export PYTHONSAFEPATH=1

@@ -207,12 +207,14 @@ class RetrievalIndex:
     def _save_parts(self, out: Path, old: set[str]) -> None:
         folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            writers: dict[str, Callable[[_HashingWriter], None]] = {
-                "embedding.faiss": lambda f: faiss.write_index(self.gallery.index, faiss.PyCallbackIOWriter(f.write)),
+            index, sift = self.gallery.index, self.gallery.sift
+            assert index is not None  # Gallery makes one
+            writers: dict[str, Callable[[_HashingWriter], object]] = {
+                "embedding.faiss": lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)),  # type: ignore[attr-defined]
                 "pixels.npy": lambda f: np.save(f, self.gallery.pixels),  # type: ignore[arg-type]
             }
-            if self.gallery.sift is not None:
-                writers["sift.npz"] = lambda f: f.write(sift_bytes(self.gallery.sift))  # type: ignore[arg-type]
+            if sift is not None:
+                writers["sift.npz"] = lambda f: f.write(sift_bytes(sift))
             written = {name: _write_new(folder, name, write) for name, write in writers.items()}
             meta = {**self.meta, "parts": {name: part for name, (_, part) in written.items()}}
             index_json = _write_new(folder, "index.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
@@ -272,8 +274,9 @@ def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = Non
 
     def extras(item: tuple[str, tuple[int, int]]) -> tuple[np.ndarray, SiftFeatures | None] | str:
         rel, stat = item
-        if (rel, *stat) in reusable:
-            return reusable[(rel, *stat)]
+        key = (rel, *stat)
+        if key in reusable:
+            return reusable[key]
         try:
             image = maker.picture(read_bytes(root / rel), rel)
         except (UnreadableImage, NoFace) as e:  # changed since it was embedded
@@ -406,7 +409,7 @@ class _HashingWriter:
         pass
 
 
-def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], None]) -> tuple[str, dict]:
+def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict]:
     """Write a new file under a random name in `folder`; (that name, its size and SHA-256)."""
     fd, tmp = create_exclusive(folder, name, 0o644)
     try:
