@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from refinery import pipeline
-from refinery.cache import FeatureCache, default_cache_dir
 from refinery.config import Config
-from refinery.fileio import file_sha256
+from refinery.dedup.vectors import VectorStore
+from refinery.io.cache import FeatureCache, default_cache_dir
+from refinery.io.fileio import file_sha256
 from refinery.parallel import peak_memory_mb
 from refinery.runner.session import Embedder, l2_normalize
-from refinery.vectors import VectorStore
 
 EXACT_NEAR_LIMIT = 300_000  # the exact hash search takes 15 minutes at a million
 CHUNK = 5_000  # rows grown at a time: the benchmark's own temporaries stay ~50 MB
@@ -118,7 +118,7 @@ def recall(pairs: set, exact: set | None) -> str:
 def sampled_recall(pairs: set, run: pipeline._Run, cfg: Config, rng: np.random.Generator, samples: int = 300) -> str:
     """Share of the confirmed partners of `samples` random rows (brute force against every
     row: hashes and thumbnail correlation) that `pairs` holds."""
-    from refinery import hashing
+    from refinery.dedup.stages import near as hashing
 
     t = run.table
     truth = set()
@@ -132,7 +132,7 @@ def sampled_recall(pairs: set, run: pipeline._Run, cfg: Config, rng: np.random.G
 
 
 def near_both_ways(run: pipeline._Run, cfg: Config, rng: np.random.Generator) -> None:
-    from refinery import hashing
+    from refinery.dedup.stages import near as hashing
 
     t, c = run.table, cfg.near
     args = (t.columns["phash"], t.columns["dhash"], t.thumb)

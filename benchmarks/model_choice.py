@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery.images import load_input
+from refinery.io.images import load_input
 from refinery.runner.session import Embedder
 
 ROLES_SAME = {"original", "near", "semantic"}

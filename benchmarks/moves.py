@@ -24,10 +24,10 @@ from pathlib import Path
 
 from corpus import cpu_name, ensure_corpus
 
-from refinery.actions import move_out, undo
 from refinery.config import load_config
-from refinery.journal import open_journal
-from refinery.pipeline import run_dedup
+from refinery.dedup.actions import move_out, undo
+from refinery.dedup.journal import open_journal
+from refinery.dedup.run import run_dedup
 from refinery.runner.session import Embedder
 
 

@@ -51,9 +51,9 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()
 
-    from refinery.cache import FeatureCache, default_cache_dir
-    from refinery.fileio import file_sha256
-    from refinery.pipeline import embed_every_picture
+    from refinery.dedup.run import embed_every_picture
+    from refinery.io.cache import FeatureCache, default_cache_dir
+    from refinery.io.fileio import file_sha256
 
     embedder = Embedder("default", threads=1)
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), args.folder)

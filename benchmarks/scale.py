@@ -28,9 +28,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from refinery import hashing, semantic
 from refinery.config import Config
-from refinery.groups import star_groups
+from refinery.dedup.groups import star_groups
+from refinery.dedup.stages import near as hashing
+from refinery.dedup.stages import semantic
 from refinery.runner.session import Embedder, l2_normalize
 
 THRESHOLD = Config().semantic.threshold
@@ -125,9 +126,9 @@ def main() -> None:
             hash_stage(size, rng)
     if not {"semantic", "graph"} & set(stages):
         return
-    from refinery.cache import FeatureCache, default_cache_dir
-    from refinery.fileio import file_sha256
-    from refinery.pipeline import embed_every_picture
+    from refinery.dedup.run import embed_every_picture
+    from refinery.io.cache import FeatureCache, default_cache_dir
+    from refinery.io.fileio import file_sha256
 
     embedder = Embedder("default", threads=1)
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), args.folder)

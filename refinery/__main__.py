@@ -1,3 +1,3 @@
-from refinery.cli import main
+from refinery.cli.main import main
 
 main()

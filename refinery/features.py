@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from refinery.images import WORK_SIZE, Decoded, decode_for_stages, read_bytes, to_input
+from refinery.io.images import WORK_SIZE, Decoded, decode_for_stages, read_bytes, to_input
 from refinery.spec import ModelSpec
 
 THUMB = 16  # side of the gray thumbnail kept per picture

@@ -323,7 +323,7 @@ def thumbnail_jpeg(root: Path, rel: str) -> bytes:
     """
     from PIL import Image
 
-    from refinery.images import decode, read_bytes
+    from refinery.io.images import decode, read_bytes
 
     base = root.resolve()
     path = (base / rel).resolve()

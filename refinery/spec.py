@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from refinery.errors import ModelError
-from refinery.fileio import write_text_atomic
+from refinery.io.fileio import write_text_atomic
 
 SPEC_VERSION = 1
 BATCH_DIM = "batch"  # the name exported models give their dynamic batch dimension

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from refinery.actions import Judged, Planned, copy_out, move_out, recover, undo
+from refinery.dedup.actions import Judged, Planned, copy_out, move_out, recover, undo
+from refinery.dedup.journal import JOURNAL, open_journal
 from refinery.errors import RefineryError
-from refinery.fileio import file_sha256
-from refinery.journal import JOURNAL, open_journal
+from refinery.io.fileio import file_sha256
 
 
 def make(root: Path, rel: str, data: bytes) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import draw_picture
-from refinery.cache import FeatureCache
 from refinery.config import Config
-from refinery.pipeline import run_dedup
+from refinery.dedup.run import run_dedup
+from refinery.io.cache import FeatureCache
 from refinery.runner import Embedder
 
 
@@ -68,7 +68,7 @@ def test_features_of_another_version_are_not_reused(dup_folder: tuple[Path, dict
                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = dup_folder
     run(root, embedder, tmp_path / "cache")
-    import refinery.cache
+    import refinery.io.cache
 
-    monkeypatch.setattr(refinery.cache, "FEATURES_VERSION", refinery.cache.FEATURES_VERSION + 1)
+    monkeypatch.setattr(refinery.io.cache, "FEATURES_VERSION", refinery.io.cache.FEATURES_VERSION + 1)
     assert run(root, embedder, tmp_path / "cache").cached == 0

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from refinery.cache import FeatureCache
 from refinery.features import THUMB, Features
+from refinery.io.cache import FeatureCache
 
 REL = "a/b.jpg"
 SIZE, MTIME = 1234, 5_000_000_000
@@ -36,7 +36,7 @@ def filled_cache(cache_dir: Path, folder: Path) -> Path:
 
 
 def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "refinery.cache" and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "refinery.io.cache" and r.levelname == "WARNING"]
 
 
 def test_a_good_row_reads_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -52,7 +52,7 @@ TORCH_TRAP = '''print("TORCH_IMPORT_ATTEMPTED")\nraise ImportError("torch was im
 
 NO_TORCH_RUN = textwrap.dedent('''
     import sys
-    from refinery.cli import main
+    from refinery.cli.main import main
     try:
         for args in {runs!r}:
             main(args, standalone_mode=False)
@@ -109,7 +109,7 @@ def test_fully_cached_run_never_loads_the_model(image_dir: Path, tmp_path: Path)
     args = ["dedup", str(image_dir), "--report", str(tmp_path / "r.json"), "--device", "cpu"]
     script = textwrap.dedent(f'''
         import sys
-        from refinery.cli import main
+        from refinery.cli.main import main
         try:
             main({args!r}, standalone_mode=False)
         finally:

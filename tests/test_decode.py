@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import draw_picture
 from refinery.features import extract, thumb_correlation
-from refinery.images import WORK_SIZE, decode, decode_for_stages, reduction
+from refinery.io.images import WORK_SIZE, decode, decode_for_stages, reduction
 from refinery.spec import ModelSpec
 
 SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "default.json")  # 224x224 input

@@ -123,7 +123,7 @@ def test_shipped_default_model_is_the_packaged_mobilenetv2(image_dir: Path) -> N
 
     from refinery.export.mobilenetv2 import load_mobilenetv2, package_checkpoint
     from refinery.export.pipeline import load_folder
-    from refinery.fileio import file_sha256
+    from refinery.io.fileio import file_sha256
 
     embedder = Embedder(default_model_path(), device="cpu")
     assert embedder.spec.sha256 == file_sha256(package_checkpoint())

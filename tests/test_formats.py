@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import refinery.images  # noqa: F401 - registers the HEIF plugin, which the fixture saves with
+import refinery.io.images  # noqa: F401 - registers the HEIF plugin, which the fixture saves with
 from conftest import draw_picture, run_cli
-from refinery.scan import scan
+from refinery.io.scan import scan
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import draw_picture
-from refinery.images import load_input
+from refinery.io.images import load_input
 from refinery.runner import Embedder
 
 GOLDEN = Path(__file__).parent / "data" / "golden_default.npz"

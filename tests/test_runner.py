@@ -10,10 +10,10 @@ from PIL import Image
 
 from conftest import draw_picture
 from refinery.errors import ModelError, UnreadableImage
-from refinery.images import load_input, load_rgb
+from refinery.io.images import load_input, load_rgb
+from refinery.io.scan import find_images
 from refinery.runner import Embedder, default_model_path
 from refinery.runner.embed import embed_folder, save_npz
-from refinery.scan import find_images
 
 
 @pytest.fixture(scope="module")

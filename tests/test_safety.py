@@ -22,10 +22,10 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, draw_picture, run_cli, snapshot
-from refinery.actions import undo
+from refinery.dedup.actions import undo
+from refinery.dedup.journal import open_journal
 from refinery.errors import RefineryError
-from refinery.fileio import file_sha256
-from refinery.journal import open_journal
+from refinery.io.fileio import file_sha256
 
 CPU = ("--device", "cpu")
 

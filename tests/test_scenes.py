@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 
 from conftest import draw_picture, run_cli
 from refinery.config import ScenesConfig, load_config
-from refinery.scenes import analyse
-from refinery.table import FeatureTable
+from refinery.dedup.stages.scenes import analyse
+from refinery.dedup.table import FeatureTable
 
 W, H = 480, 270
 

@@ -12,14 +12,14 @@ from PIL import Image, ImageFilter
 
 from conftest import draw_picture
 from refinery.config import Config, NearConfig, QualityConfig
+from refinery.dedup.groups import choose_keeper, components, star_groups
+from refinery.dedup.stages.near import near_pairs
+from refinery.dedup.stages.quality import judge
+from refinery.dedup.stages.semantic import similar_pairs
+from refinery.dedup.vectors import VectorStore
 from refinery.features import Features, extract, thumb_correlation
-from refinery.groups import choose_keeper, components, star_groups
-from refinery.hashing import near_pairs
-from refinery.quality import judge
-from refinery.scan import find_images, scan
-from refinery.semantic import similar_pairs
+from refinery.io.scan import find_images, scan
 from refinery.spec import ModelSpec
-from refinery.vectors import VectorStore
 
 SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "default.json")
 

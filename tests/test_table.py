@@ -7,10 +7,10 @@ import hashlib
 
 import numpy as np
 
-from refinery.decisions import ERROR, REMOVE, Decisions
-from refinery.exact import exact_groups
+from refinery.dedup.decisions import ERROR, REMOVE, Decisions
+from refinery.dedup.stages.exact import exact_groups
+from refinery.dedup.table import FeatureTable
 from refinery.features import THUMB, Features
-from refinery.table import FeatureTable
 
 
 def record(path: str, content: bytes, **kw: object) -> Features:

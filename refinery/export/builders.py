@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from refinery.fileio import file_sha256
+from refinery.io.fileio import file_sha256
 
 
 @dataclass

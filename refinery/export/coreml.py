@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from refinery.errors import ModelError, ParityError
-from refinery.fileio import atomic_path
+from refinery.io.fileio import atomic_path
 from refinery.spec import ModelSpec
 
 MAX_BATCH = 64

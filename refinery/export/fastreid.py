@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refinery.export.checkpoints import check_keys, read_tensors
-from refinery.fileio import file_sha256
+from refinery.io.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 

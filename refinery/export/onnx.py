@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from refinery.fileio import atomic_path
+from refinery.io.fileio import atomic_path
 from refinery.spec import BATCH_DIM, ModelSpec
 
 MIN_OPSET = 17

@@ -17,8 +17,8 @@ from refinery.export.builders import Built
 from refinery.export.parity import FP16, FP32, ParityReport, Tolerance, check_parity
 from refinery.export.quantize import QuantReport, compare_int8, quantize_int8
 from refinery.export.registry import get_arch
-from refinery.images import load_input
-from refinery.scan import find_images
+from refinery.io.images import load_input
+from refinery.io.scan import find_images
 from refinery.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from refinery.fileio import atomic_path
+    from refinery.io.fileio import atomic_path
 
     path = onnx_path.with_suffix(".fp16.onnx")
     fp16_spec = spec.replace(precision="fp16")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.export.parity import row_cosine
-from refinery.fileio import atomic_path
+from refinery.io.fileio import atomic_path
 from refinery.spec import ModelSpec
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from refinery.config import Config
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.images import read_bytes, to_input
+from refinery.io.images import read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
 from refinery.retrieval.index import Gallery, NoFace, Query, QueryMaker, build_index
 from refinery.retrieval.methods import PIXEL_METHODS, pixel_vector, sift_features

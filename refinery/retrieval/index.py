@@ -35,11 +35,11 @@ import numpy as np
 from PIL import Image
 
 from refinery.config import Config
+from refinery.dedup.run import embed_every_picture
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.fileio import create_exclusive, file_sha256
-from refinery.images import decode_for_stages, read_bytes, to_input
+from refinery.io.fileio import create_exclusive, file_sha256
+from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
-from refinery.pipeline import embed_every_picture
 from refinery.retrieval import faces as face_finder
 from refinery.retrieval.methods import (
     DISTANCES,

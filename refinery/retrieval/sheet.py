@@ -11,8 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from refinery.errors import UnreadableImage
-from refinery.fileio import write_text_atomic
-from refinery.images import decode, read_bytes
+from refinery.io.fileio import write_text_atomic
+from refinery.io.images import decode, read_bytes
 
 THUMB = 160
 

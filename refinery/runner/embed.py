@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from refinery.errors import UnreadableImage
-from refinery.fileio import atomic_path
-from refinery.images import batches, load_input
+from refinery.io.fileio import atomic_path
+from refinery.io.images import batches, load_input
+from refinery.io.scan import find_images
 from refinery.parallel import cpu_count, ordered_map
 from refinery.runner.session import Embedder
-from refinery.scan import find_images
 
 log = logging.getLogger(__name__)
 

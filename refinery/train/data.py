@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.images import load_rgb
-from refinery.scan import find_images
+from refinery.io.images import load_rgb
+from refinery.io.scan import find_images
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from refinery.errors import RefineryError
 from refinery.export.builders import Built
 from refinery.export.onnx import DEFAULT_OPSET
 from refinery.export.pipeline import ExportResult, parity_images, spec_of, torch_outputs, write_onnx
-from refinery.fileio import atomic_path, file_sha256, write_text_atomic
+from refinery.io.fileio import atomic_path, file_sha256, write_text_atomic
 from refinery.train import data
 from refinery.train.loss import batch_hard_loss, triplet_loss
 from refinery.train.model import EmbeddingNet, PooledBackbone, build_backbone, freeze, keep_frozen_eval

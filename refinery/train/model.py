@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refinery.errors import ModelError
-from refinery.fileio import file_sha256
+from refinery.io.fileio import file_sha256
 
 ARCHS = ("mobilenetv2", "resnet50", "fastreid-r50-ibn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

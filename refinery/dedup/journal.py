@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refinery.errors import RefineryError
-from refinery.fileio import UnsafePath, exists_at, is_regular, open_folder
+from refinery.io.fileio import UnsafePath, exists_at, is_regular, open_folder
 
 STATE = ".refinery"  # refinery's own folder inside DEST
 JOURNAL_NAME = "journal.jsonl"

@@ -81,7 +81,7 @@ def _thumbs_correlate(pairs: np.ndarray, thumbs: np.ndarray, threshold: float, b
 def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.ndarray:
     """Pairs whose thumbnails correlate above `threshold`, from an IVF index of the
     normalised thumbnails; flat thumbnails (zero rows, never found by it) pair by equal bytes."""
-    from refinery.semantic import approximate_pair_array
+    from refinery.dedup.stages.semantic import approximate_pair_array
 
     def read(start: int, stop: int) -> np.ndarray:
         return normalized_thumbs(thumbs[start:stop])

@@ -8,8 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-from refinery.fileio import atomic_path
-from refinery.pipeline import DedupResult
+from refinery.dedup.run import DedupResult
+from refinery.io.fileio import atomic_path
 
 FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
 

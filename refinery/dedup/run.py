@@ -15,25 +15,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from refinery import exact, hashing, quality, semantic
 from refinery import features as feats
-from refinery.actions import Judged, Planned
-from refinery.cache import FeatureCache
 from refinery.config import Config, NearConfig, QualityConfig
-from refinery.decisions import DECISIONS, ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
+from refinery.dedup.actions import Judged, Planned
+from refinery.dedup.decisions import DECISIONS, ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
+from refinery.dedup.groups import choose_keeper, cover_groups, keep_rank, star_groups
+from refinery.dedup.stages import exact, quality, semantic
+from refinery.dedup.stages import near as hashing
+from refinery.dedup.stages.scenes import Scenes
+from refinery.dedup.stages.scenes import analyse as analyse_scenes
+from refinery.dedup.table import FeatureTable
+from refinery.dedup.vectors import VectorStore
 from refinery.errors import UnreadableImage
 from refinery.features import Features, measure, model_input, thumb_correlation
-from refinery.groups import choose_keeper, cover_groups, keep_rank, star_groups
-from refinery.images import decode_for_stages, read_bytes
+from refinery.io.cache import FeatureCache
+from refinery.io.images import decode_for_stages, read_bytes
+from refinery.io.scan import Skipped, scan
 from refinery.parallel import cpu_count, ordered_map, peak_memory_mb
 from refinery.runner.embed import Progress
 from refinery.runner.session import Embedder
-from refinery.scan import Skipped, scan
-from refinery.scenes import Scenes
-from refinery.scenes import analyse as analyse_scenes
 from refinery.spec import ModelSpec
-from refinery.table import FeatureTable
-from refinery.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
 def _list(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
     """The files to judge (relative paths) and the entries the scan left out."""
     if isinstance(root, str):  # a URI: the Ray engine lists it
-        from refinery import ray_engine
+        from refinery.dedup.engines import ray as ray_engine
 
         return ray_engine.list_files(root), []
     found = scan(root, cfg.run.follow_symlinks)
@@ -201,7 +202,7 @@ def _ray_pass(root: Path | str, run: _Run, count: int, cfg: Config, embedder: Em
               cache: FeatureCache | None) -> None:
     """The feature pass on Ray: the same columns as _feature_pass. Files the cache has are
     not sent; every other file is computed (no exact-copy shortcut: actors share nothing)."""
-    from refinery import ray_engine
+    from refinery.dedup.engines import ray as ray_engine
 
     t = time.perf_counter()
     paths = run.table.paths

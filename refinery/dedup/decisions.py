@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refinery.table import FeatureTable
+from refinery.dedup.table import FeatureTable
 
 STAGES = ("quality", "exact", "near", "semantic")
 DECISIONS = ("keep", "remove", "error", "skip")

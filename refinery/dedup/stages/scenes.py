@@ -48,11 +48,11 @@ import cv2
 import numpy as np
 
 from refinery.config import ScenesConfig
+from refinery.dedup.table import FeatureTable
 from refinery.errors import UnreadableImage
 from refinery.features import gray_work
-from refinery.images import WORK_SIZE, decode, read_bytes
+from refinery.io.images import WORK_SIZE, decode, read_bytes
 from refinery.parallel import cpu_count, ordered_map
-from refinery.table import FeatureTable
 
 log = logging.getLogger(__name__)
 

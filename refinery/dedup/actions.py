@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from refinery.dedup.journal import STATE, Journal, Move
 from refinery.errors import RefineryError
-from refinery.fileio import (
+from refinery.io.fileio import (
     DEVICE_ERRORS,
     TEMP_SUFFIX,
     UnsafePath,
@@ -38,7 +39,6 @@ from refinery.fileio import (
     is_regular,
     open_folder,
 )
-from refinery.journal import STATE, Journal, Move
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 from refinery.config import Config, QualityConfig
 from refinery.errors import RefineryError, UnreadableImage
 from refinery.features import Features
-from refinery.images import read_bytes, size_problem
+from refinery.io.images import read_bytes, size_problem
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Featurizer:
 
     def prepare(self, rel: str, data: bytes | None) -> tuple[Features | None, np.ndarray | None, str]:
         """(features, model input or None, error) of one file: what a local worker does."""
-        from refinery.pipeline import measure_and_prepare
+        from refinery.dedup.run import measure_and_prepare
 
         try:
             if data is None:
@@ -93,7 +93,7 @@ def list_files(uri: str) -> list[str]:
     reading a remote file's first bytes to sniff its type would cost a request per file)."""
     import pyarrow.fs as pafs
 
-    from refinery.scan import IMAGE_SUFFIXES
+    from refinery.io.scan import IMAGE_SUFFIXES
 
     try:
         fs, base = pafs.FileSystem.from_uri(uri)

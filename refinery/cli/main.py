@@ -277,8 +277,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
     """
     from refinery.config import apply_overrides
-    from refinery.pipeline import run_dedup
-    from refinery.report import write_csv, write_json
+    from refinery.dedup.report import write_csv, write_json
+    from refinery.dedup.run import run_dedup
 
     cfg = settings(config_path, assignments, model, device, batch_size)
     if no_cache:
@@ -319,8 +319,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
 def preflight(root: Path | str, report: Path | None, csv_path: Path | None, move_rejects_to: Path | None,
               copy_keepers_to: Path | None) -> None:
     """Refuse now, in one line, what would fail or do harm after the whole scan."""
-    from refinery.actions import check_destination
-    from refinery.fileio import check_writable, check_writable_folder
+    from refinery.dedup.actions import check_destination
+    from refinery.io.fileio import check_writable, check_writable_folder
 
     for path in (report, csv_path):
         if path is None:
@@ -341,7 +341,7 @@ def destination_journal(dest: Path | None) -> Iterator[Any]:
     if dest is None:
         yield None
         return
-    from refinery.journal import open_journal
+    from refinery.dedup.journal import open_journal
 
     with open_journal(dest, create=True) as journal:
         journal.read()  # a journal that cannot be trusted is refused now, not after the scan
@@ -364,7 +364,7 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
 def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
            stop: threading.Event) -> int:
     """Move the removed files or copy the kept ones, as asked; how many could not be."""
-    from refinery import actions
+    from refinery.dedup import actions
 
     if journal is None and copy_keepers_to is None:
         click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
@@ -395,8 +395,8 @@ def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
     """The feature cache for this model and folder, or None when switched off."""
     if not cfg.run.cache:
         return None
-    from refinery.cache import FeatureCache, default_cache_dir
-    from refinery.fileio import file_sha256
+    from refinery.io.cache import FeatureCache, default_cache_dir
+    from refinery.io.fileio import file_sha256
 
     return FeatureCache(Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
                         file_sha256(embedder.path), folder, variant, embedder.spec.output_dim)
@@ -404,7 +404,7 @@ def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
 
 def summary_table(result: Any) -> str:
     """Files per stage kept/removed, time per stage, images/s end to end."""
-    from refinery.pipeline import NOT_LOADED
+    from refinery.dedup.run import NOT_LOADED
 
     s = result.stages
     lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
@@ -437,8 +437,8 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
 
     Example: refinery undo rejects/
     """
-    from refinery import actions
-    from refinery.journal import open_journal
+    from refinery.dedup import actions
+    from refinery.dedup.journal import open_journal
 
     with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
             progress_bar(ctx, "restoring", 0) as bar:
@@ -515,7 +515,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     import json
 
     from refinery.errors import UnreadableImage
-    from refinery.images import read_bytes
+    from refinery.io.images import read_bytes
     from refinery.retrieval.index import NoFace, RetrievalIndex
 
     index = RetrievalIndex.load(index_path, device=device)
@@ -569,7 +569,7 @@ def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None,
     """
     import json
 
-    from refinery.fileio import write_text_atomic
+    from refinery.io.fileio import write_text_atomic
     from refinery.retrieval.evaluate import evaluate, table
 
     cfg = settings(config_path, assignments, None, None, None)
