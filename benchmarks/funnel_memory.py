@@ -31,8 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from refinery import pipeline
 from refinery.config import Config
+from refinery.dedup import featurepass, state
+from refinery.dedup import run as dedup_run
+from refinery.dedup.decisions import STAGES
+from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache, default_cache_dir
 from refinery.io.fileio import file_sha256
@@ -48,7 +51,7 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def column_bytes(run: pipeline._Run) -> int:
+def column_bytes(run: state.Run) -> int:
     """What the run's per-file state takes: numpy columns, path strings and the list of them."""
     d = run.decisions
     arrays = (run.vector_row, run.done, run.cached, run.stat, d.code, d.stage, d.keeper, d.group)
@@ -58,23 +61,23 @@ def column_bytes(run: pipeline._Run) -> int:
 
 
 def seed_run(folder: Path, cfg: Config, embedder: Embedder,
-             store: VectorStore) -> tuple[pipeline._Run, np.ndarray, np.ndarray]:
+             store: VectorStore) -> tuple[state.Run, np.ndarray, np.ndarray]:
     """The folder's real rows: the run, the rows with a vector, and those vectors (float32)."""
-    files, _ = pipeline._list(folder, cfg)
-    run = pipeline._Run(files)
+    files, _ = featurepass.list_files(folder, cfg)
+    run = state.Run(files)
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), folder)
-    stages = {name: pipeline.StageStats(name) for name in ("pass", "features", "embed")}
-    pipeline._feature_pass(folder, run, len(files), cfg, embedder, stages, None, cache, store, 2, None,
+    stages = {name: state.StageStats(name) for name in ("pass", "features", "embed")}
+    featurepass.feature_pass(folder, run, len(files), cfg, embedder, stages, None, cache, store, 2, None,
                            embed_all=True)
     cache.close()
     ok = np.flatnonzero(run.table.filled & (run.vector_row >= 0))
     return run, ok, store.rows(run.vector_row[ok])
 
 
-def grow(seed: pipeline._Run, seed_rows: np.ndarray, seed_vectors: np.ndarray, size: int,
-         store: VectorStore, rng: np.random.Generator) -> pipeline._Run:
+def grow(seed: state.Run, seed_rows: np.ndarray, seed_vectors: np.ndarray, size: int,
+         store: VectorStore, rng: np.random.Generator) -> state.Run:
     """A run of `size` rows grown from the seed's (see the module's docstring)."""
-    run = pipeline._Run([f"{k // 1000:04d}/{k:07d}.jpg" for k in range(size)])
+    run = state.Run([f"{k // 1000:04d}/{k:07d}.jpg" for k in range(size)])
     src, dst = seed.table, run.table
     for start in range(0, size, CHUNK):
         rows = np.arange(start, min(size, start + CHUNK))
@@ -115,34 +118,34 @@ def recall(pairs: set, exact: set | None) -> str:
     return "(exact not run)" if exact is None else f"{len(pairs & exact) / max(1, len(exact)):.4f}"
 
 
-def sampled_recall(pairs: set, run: pipeline._Run, cfg: Config, rng: np.random.Generator, samples: int = 300) -> str:
+def sampled_recall(pairs: set, run: state.Run, cfg: Config, rng: np.random.Generator, samples: int = 300) -> str:
     """Share of the confirmed partners of `samples` random rows (brute force against every
     row: hashes and thumbnail correlation) that `pairs` holds."""
-    from refinery.dedup.stages import near as hashing
+    from refinery.dedup.stages import near
 
     t = run.table
     truth = set()
     for r in rng.choice(len(t), samples, replace=False).tolist():
         both = np.stack([np.full(len(t), r), np.arange(len(t))], axis=1)
         both = both[both[:, 1] != r]
-        ok = hashing._hashes_close(both, t.columns["phash"], t.columns["dhash"], cfg.near)
-        ok[ok] = hashing._thumbs_correlate(both[ok], t.thumb, cfg.near.min_correlation)
+        ok = near._hashes_close(both, t.columns["phash"], t.columns["dhash"], cfg.near)
+        ok[ok] = near._thumbs_correlate(both[ok], t.thumb, cfg.near.min_correlation)
         truth |= {(min(a, b), max(a, b)) for a, b in both[ok].tolist()}
     return f"{len(truth & pairs) / max(1, len(truth)):.4f} (sample of {samples} rows, {len(truth):,} pairs)"
 
 
-def near_both_ways(run: pipeline._Run, cfg: Config, rng: np.random.Generator) -> None:
-    from refinery.dedup.stages import near as hashing
+def near_both_ways(run: state.Run, cfg: Config, rng: np.random.Generator) -> None:
+    from refinery.dedup.stages import near
 
     t, c = run.table, cfg.near
     args = (t.columns["phash"], t.columns["dhash"], t.thumb)
     found = {}
     ways = [("exact", replace(c, exact_up_to=len(t)))] if len(t) <= EXACT_NEAR_LIMIT else []
-    for name, near in [*ways, ("IVF", replace(c, exact_up_to=0))]:
+    for name, settings in [*ways, ("IVF", replace(c, exact_up_to=0))]:
         start = time.perf_counter()
-        pairs = hashing.near_pairs(*args, near)
+        pairs = near.near_pairs(*args, settings)
         found[name] = {tuple(p) for p in pairs.tolist()}
-        print(f"| {len(t):,} | {name}{'' if name == 'exact' else f' nprobe={near.nprobe}'} | "
+        print(f"| {len(t):,} | {name}{'' if name == 'exact' else f' nprobe={settings.nprobe}'} | "
               f"{time.perf_counter() - start:.1f} | {len(pairs):,} | "
               f"{recall(found[name], found.get('exact')) if ways else sampled_recall(found[name], run, cfg, rng)} | "
               f"{peak_memory_mb():.0f} |",
@@ -158,14 +161,14 @@ def main() -> None:
     args = ap.parse_args()
     cfg, embedder = Config(), Embedder("default", threads=1)
     rng = np.random.default_rng(0)
-    with VectorStore(embedder.spec.output_dim, pipeline.scratch_dir(cfg)) as seed_store:
+    with VectorStore(embedder.spec.output_dim, featurepass.scratch_dir(cfg)) as seed_store:
         seed, seed_rows, seed_vectors = seed_run(args.folder, cfg, embedder, seed_store)
     print(f"seed: {len(seed_rows)} real pictures of {args.folder}; start: RSS {rss_mb():.0f} MB", flush=True)
     if args.near:
         print("| pictures | near pair search | seconds | pairs | recall vs exact | peak MB |")
         print("|---:|---|---:|---:|---:|---:|")
         for size in [int(s) for s in args.sizes.split(",") if s]:
-            with VectorStore(embedder.spec.output_dim, pipeline.scratch_dir(cfg)) as store:
+            with VectorStore(embedder.spec.output_dim, featurepass.scratch_dir(cfg)) as store:
                 near_both_ways(grow(seed, seed_rows, seed_vectors, size, store, rng), cfg, rng)
         return
     print("| pictures | columns B/file | RSS with columns MB | peak after stages MB | quality s | exact s | "
@@ -173,16 +176,17 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     for size in [*sizes, *([args.columns_only] if args.columns_only else [])]:
-        with VectorStore(embedder.spec.output_dim, pipeline.scratch_dir(cfg)) as store:
+        with VectorStore(embedder.spec.output_dim, featurepass.scratch_dir(cfg)) as store:
             run = grow(seed, seed_rows, seed_vectors, size, store, rng)
             columns = rss_mb()
             per_file = column_bytes(run) / size
             if size == args.columns_only and size not in sizes:
                 print(f"| {size:,} | {per_file:.0f} | {columns:.0f} | (stages not run) | | | | | |", flush=True)
                 continue
-            stages = {name: pipeline.StageStats(name) for name in pipeline.STAGES}
+            stages = {name: state.StageStats(name) for name in (*STAGES, "scenes")}
             start = time.perf_counter()
-            pipeline._decide(run, store, cfg, stages)
+            no_scenes = Scenes.none(len(run.table), cfg.scenes)  # grown rows are no frames to decode
+            dedup_run._decide(run, store, cfg, stages, lambda rows, found=no_scenes: found)
             seconds = {k: v.seconds for k, v in stages.items()}
             print(f"| {size:,} | {per_file:.0f} | {columns:.0f} | {peak_memory_mb():.0f} | "
                   f"{seconds['quality']:.1f} | {seconds['exact']:.1f} | {seconds['near']:.1f} | "

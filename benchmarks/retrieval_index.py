@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()
 
-    from refinery.dedup.run import embed_every_picture
+    from refinery.dedup.featurepass import embed_every_picture
     from refinery.io.cache import FeatureCache, default_cache_dir
     from refinery.io.fileio import file_sha256
 

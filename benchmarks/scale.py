@@ -28,10 +28,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from refinery import ann
 from refinery.config import Config
 from refinery.dedup.groups import star_groups
-from refinery.dedup.stages import near as hashing
-from refinery.dedup.stages import semantic
 from refinery.runner.session import Embedder, l2_normalize
 
 THRESHOLD = Config().semantic.threshold
@@ -70,13 +69,13 @@ def semantic_stage(vectors: np.ndarray, nprobes: list[int], rng: np.random.Gener
     exact: set[tuple[int, int]] | None = None
     if n <= EXACT_LIMIT:
         start = time.perf_counter()
-        exact = {(i, j) for i, j, _ in semantic.similar_pairs(vectors, THRESHOLD)}
+        exact = {(i, j) for i, j, _ in ann.similar_pairs(vectors, THRESHOLD)}
         print(f"| {n:,} | exact | | {time.perf_counter() - start:.1f} | {vectors.nbytes / 2**20:.0f} | "
               f"{len(exact):,} | 1 |", flush=True)
     best: list[tuple[int, int]] = []
     for nprobe in nprobes:
         start = time.perf_counter()
-        found = semantic.similar_pairs(vectors, THRESHOLD, exact_up_to=0, nprobe=nprobe)
+        found = ann.similar_pairs(vectors, THRESHOLD, exact_up_to=0, nprobe=nprobe)
         seconds = time.perf_counter() - start
         pairs = {(i, j) for i, j, _ in found}
         recall = len(pairs & exact) / max(1, len(exact)) if exact is not None else sampled_recall(vectors, pairs, rng)
@@ -103,10 +102,10 @@ def hash_stage(size: int, rng: np.random.Generator) -> None:
     for _ in range(3):  # a near copy differs in up to 3 bits
         flips |= np.uint64(1) << rng.integers(0, 64, size).astype(np.uint64)
     values = np.where(near, picks ^ flips, rng.integers(0, 2**63, size, dtype=np.int64).astype(np.uint64))
-    codes = hashing.hash_codes(values.tolist())
+    codes = ann.hash_codes(values.tolist())
     for radius in (8, 10):
         start = time.perf_counter()
-        pairs = hashing.within(codes, radius)
+        pairs = ann.within(codes, radius)
         print(f"hash: {size:,} codes, radius {radius}: {len(pairs):,} pairs in {time.perf_counter() - start:.1f} s",
               flush=True)
 
@@ -126,7 +125,7 @@ def main() -> None:
             hash_stage(size, rng)
     if not {"semantic", "graph"} & set(stages):
         return
-    from refinery.dedup.run import embed_every_picture
+    from refinery.dedup.featurepass import embed_every_picture
     from refinery.io.cache import FeatureCache, default_cache_dir
     from refinery.io.fileio import file_sha256
 

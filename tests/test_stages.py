@@ -11,11 +11,11 @@ import pytest
 from PIL import Image, ImageFilter
 
 from conftest import draw_picture
+from refinery.ann import similar_pairs
 from refinery.config import Config, NearConfig, QualityConfig
 from refinery.dedup.groups import choose_keeper, components, star_groups
 from refinery.dedup.stages.near import near_pairs
 from refinery.dedup.stages.quality import judge
-from refinery.dedup.stages.semantic import similar_pairs
 from refinery.dedup.vectors import VectorStore
 from refinery.features import Features, extract, thumb_correlation
 from refinery.io.scan import find_images, scan

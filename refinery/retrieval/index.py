@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from refinery.config import Config
-from refinery.dedup.run import embed_every_picture
+from refinery.dedup.featurepass import embed_every_picture
 from refinery.errors import RefineryError, UnreadableImage
 from refinery.io.fileio import create_exclusive, file_sha256
 from refinery.io.images import decode_for_stages, read_bytes, to_input

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,16 @@ from typing import Any
 import numpy as np
 
 from refinery.config import Config, QualityConfig
+from refinery.dedup.featurepass import CACHE_VECTORS_PER_WRITE, CacheLink, VectorWriter, file_findings, mark_unreached
+from refinery.dedup.stages import quality
+from refinery.dedup.state import Picture, Run, StageStats
+from refinery.dedup.vectors import VectorStore
 from refinery.errors import RefineryError, UnreadableImage
 from refinery.features import Features
+from refinery.io.cache import FeatureCache
 from refinery.io.images import read_bytes, size_problem
+from refinery.runner.embed import Progress
+from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,7 @@ class Featurizer:
 
     def prepare(self, rel: str, data: bytes | None) -> tuple[Features | None, np.ndarray | None, str]:
         """(features, model input or None, error) of one file: what a local worker does."""
-        from refinery.dedup.run import measure_and_prepare
+        from refinery.dedup.featurepass import measure_and_prepare
 
         try:
             if data is None:
@@ -156,3 +164,35 @@ def to_features(record: dict[str, Any]) -> tuple[Features | None, np.ndarray | N
     features = Features.from_dict(json.loads(record["features"])) if record["features"] else None
     vector = np.frombuffer(record["vector"], np.float32).copy() if record["vector"] else None
     return features, vector, record["error"]
+
+
+def ray_pass(root: Path | str, run: Run, count: int, cfg: Config, embedder: Embedder,
+              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore,
+              cache: FeatureCache | None) -> None:
+    """The feature pass on Ray: the same columns as feature_pass. Files the cache has are
+    not sent; every other file is computed (no exact-copy shortcut: actors share nothing)."""
+    t = time.perf_counter()
+    paths = run.table.paths
+    advance = progress("reading (ray)", count) if progress else (lambda n: None)
+    vectors = VectorWriter(run, store)
+    link = CacheLink(cache if isinstance(root, Path) else None, run, Path(root), cfg, embed_all=False)
+    todo = [row for row in range(count) if not link.fill(row, vectors, set())]
+    advance(count - len(todo))
+    rows = {paths[row]: row for row in todo}
+    for k, record in enumerate(feature_records(root, [paths[row] for row in todo], cfg, embedder.path)):
+        features, vector, error = to_features(record)
+        pic = Picture(rows[record["path"]], features=features, error=error, vector=vector)
+        if features is not None:
+            pic.quality_reason = quality.judge(features, cfg.quality)
+        file_findings(run, pic, root)
+        link.remember(pic.row, vector)
+        vectors.add(pic.row, vector)
+        advance(1)
+        if k % CACHE_VECTORS_PER_WRITE == 0:
+            link.commit()
+    vectors.flush()
+    link.commit()
+    mark_unreached(run, count)
+    stages["pass"].seconds = time.perf_counter() - t
+
+

@@ -7,37 +7,26 @@ hashes alone are not trusted.
 Up to `exact_up_to` pictures the hashes propose the candidates (FAISS binary range searches,
 exact but quadratic: 3 s at 100,000, 7.5 minutes a radius at 1,000,000) and the thumbnails
 confirm them. Beyond, the confirmation itself is the search: thumbnails as zero-mean unit
-rows in an IVF index (semantic.approximate_pairs), and the hashes checked on what it finds.
+rows in an IVF index (ann.approximate_pairs), and the hashes checked on what it finds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 
 import numpy as np
 
-from refinery.config import NearConfig
+from refinery import ann
+from refinery.config import Config, NearConfig
+from refinery.dedup.evidence import Evidence
+from refinery.dedup.groups import star_groups
+from refinery.dedup.stages.scenes import Scenes, split_pairs
+from refinery.dedup.state import Run, StageStats
 from refinery.features import normalized_thumbs
 
 # The IVF stores float16 codes: search a little below the threshold, then confirm in float32.
 SEARCH_SLACK = 0.002
-
-
-def hash_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
-    """64-bit hashes as (N, 8) uint8 rows, most significant byte first, for FAISS."""
-    return np.asarray(values, dtype=np.uint64).byteswap().view(np.uint8).reshape(-1, 8)
-
-
-def within(codes: np.ndarray, radius: int) -> np.ndarray:
-    """Row pairs (i < j) at Hamming distance <= radius, as an (K, 2) int64 array."""
-    import faiss
-
-    index = faiss.IndexBinaryFlat(64)
-    index.add(codes)
-    lims, _, found = index.range_search(codes, radius + 1)  # FAISS's radius is exclusive
-    rows = np.repeat(np.arange(len(codes)), np.diff(lims).astype(np.int64))
-    keep = rows < found  # each pair once, no self pairs
-    return np.stack([rows[keep], found[keep].astype(np.int64)], axis=1)
 
 
 def near_pairs(phash: np.ndarray, dhash: np.ndarray, thumbs: np.ndarray, cfg: NearConfig) -> np.ndarray:
@@ -47,8 +36,8 @@ def near_pairs(phash: np.ndarray, dhash: np.ndarray, thumbs: np.ndarray, cfg: Ne
     if len(phash) < 2:
         return np.zeros((0, 2), np.int64)
     if len(phash) <= cfg.exact_up_to:
-        candidates = np.concatenate([within(hash_codes(phash), cfg.max_phash),
-                                     within(hash_codes(dhash), cfg.max_dhash)])
+        candidates = np.concatenate([ann.within(ann.hash_codes(phash), cfg.max_phash),
+                                     ann.within(ann.hash_codes(dhash), cfg.max_dhash)])
     else:
         candidates = _correlated_pairs(thumbs, cfg.min_correlation - SEARCH_SLACK, cfg.nprobe)
     pairs = np.unique(candidates, axis=0)
@@ -81,15 +70,43 @@ def _thumbs_correlate(pairs: np.ndarray, thumbs: np.ndarray, threshold: float, b
 def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.ndarray:
     """Pairs whose thumbnails correlate above `threshold`, from an IVF index of the
     normalised thumbnails; flat thumbnails (zero rows, never found by it) pair by equal bytes."""
-    from refinery.dedup.stages.semantic import approximate_pair_array
-
     def read(start: int, stop: int) -> np.ndarray:
         return normalized_thumbs(thumbs[start:stop])
 
-    pairs, _ = approximate_pair_array(read, len(thumbs), threshold, nprobe)
+    pairs, _ = ann.approximate_pair_array(read, len(thumbs), threshold, nprobe)
     flat = np.flatnonzero(thumbs.min(axis=1) == thumbs.max(axis=1))
     same: dict[bytes, list[int]] = {}
     for row in flat.tolist():
         same.setdefault(thumbs[row].tobytes(), []).append(row)
     extra = [(a, b) for rows in same.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
     return np.concatenate([pairs, np.array(extra, np.int64).reshape(-1, 2)])
+
+
+def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int],
+                scenes: Scenes, frame_pairs: list[tuple[int, int]]) -> int:
+    """2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails."""
+    t = time.perf_counter()
+    table, near = run.table, cfg.near
+    rows = run.judged()
+    stages["near"].seen = len(rows)
+    phash, dhash = table.columns["phash"], table.columns["dhash"]
+    found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
+    confirmed = split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs)
+    evidence = Evidence(table, None, near)
+
+    def near_copy(i: int, keeper: int) -> bool:
+        # A frame of a scene goes only as a copy of a frame of its scene (the frame stage).
+        return scenes.of(i) < 0 and evidence.near_copy(i, keeper)
+
+    # Only confirmed pairs are grouped: a rejected candidate (another object on the same
+    # background) must not join two groups. A keeper still removes only members confirmed
+    # against itself.
+    groups, splits = star_groups(confirmed, choose, near_copy)
+    for g in groups:
+        for i in g.subjects:
+            run.decisions.remove(i, "near", "", g.keeper)
+            stages["near"].removed += 1
+    stages["near"].seconds = time.perf_counter() - t
+    return splits
+
+

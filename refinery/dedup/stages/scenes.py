@@ -400,3 +400,16 @@ def _read(root: Path, table: FeatureTable, row: int) -> np.ndarray | None:
     except UnreadableImage as e:
         log.debug("%s: %s; judged as a picture", table.paths[row], e.reason)
         return None
+
+
+def split_pairs(pairs: list[tuple[int, int]], scenes: Scenes, frame_pairs: list[tuple[int, int]]
+                   ) -> list[tuple[int, int]]:
+    """The pairs the picture test judges; pairs inside one scene go to `frame_pairs`, pairs
+    of two scenes nowhere (two cameras never show one picture)."""
+    out = []
+    for a, b in pairs:
+        if scenes.judged_by_scene(a, b):
+            frame_pairs.append((a, b))
+        elif not scenes.apart(a, b):
+            out.append((a, b))
+    return out

@@ -1,0 +1,85 @@
+"""What the stages measure between two pictures, and each removed file's reason, measured
+against its final keeper."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from refinery.config import Config, NearConfig
+from refinery.dedup.decisions import REMOVE, STAGES
+from refinery.dedup.stages.scenes import Scenes
+from refinery.dedup.state import Run
+from refinery.dedup.table import FeatureTable
+from refinery.dedup.vectors import VectorStore
+from refinery.features import thumb_correlation
+
+log = logging.getLogger(__name__)
+
+
+
+class Evidence:
+    """What the stages measure between two pictures, from the run's columns."""
+
+    def __init__(self, table: FeatureTable, store: VectorStore | None, near: NearConfig,
+                 vector_row: np.ndarray | None = None):
+        self.table, self.store, self.near, self.vector_row = table, store, near, vector_row
+
+    def hash_distances(self, i: int, j: int) -> tuple[int, int]:
+        c = self.table.columns
+        return (int(c["phash"][i] ^ c["phash"][j]).bit_count(), int(c["dhash"][i] ^ c["dhash"][j]).bit_count())
+
+    def correlation(self, i: int, j: int) -> float:
+        return thumb_correlation(self.table.thumb[i].tobytes(), self.table.thumb[j].tobytes())
+
+    def near_copy(self, i: int, keeper: int) -> bool:
+        dp, dd = self.hash_distances(i, keeper)
+        return (dp <= self.near.max_phash or dd <= self.near.max_dhash) and \
+            self.correlation(i, keeper) >= self.near.min_correlation
+
+    def cosine(self, i: int, j: int) -> float | None:
+        if self.store is None or self.vector_row is None or self.vector_row[i] < 0 or self.vector_row[j] < 0:
+            return None
+        a, b = self.store.rows([self.vector_row[i], self.vector_row[j]])
+        return float(a @ b)
+
+
+def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_keeper: np.ndarray) -> None:
+    """Each removed duplicate's reason and scores, measured against its final keeper (the
+    file that stays), not against a partner that was itself removed later."""
+    decisions, table = run.decisions, run.table
+    evidence = Evidence(table, store, cfg.near, run.vector_row)
+    paths = table.paths
+    for row in np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist():
+        keeper = int(decisions.keeper[row])
+        stage = STAGES[decisions.stage[row]]
+        through = f"; through {paths[first_keeper[row]]}" if first_keeper[row] != keeper else ""
+        if table.sha256[row].tobytes() == table.sha256[keeper].tobytes():
+            decisions.reason[row] = f"identical bytes to {paths[keeper]} (SHA-256)"
+            decisions.extra_scores.pop(row, None)
+            decisions.test[row] = "picture"
+            continue
+        if scenes.judged_by_scene(row, keeper):
+            iou = round(scenes.overlap(row, keeper), 4)
+            decisions.reason[row] = (f"the same frame as {paths[keeper]}: the same things at the same places "
+                                     f"(foreground overlap {iou}){through}")
+            decisions.extra_scores[row] = {"foreground_overlap": iou}
+            decisions.test[row] = "scene"
+            continue
+        dp, dd = evidence.hash_distances(row, keeper)
+        corr = round(evidence.correlation(row, keeper), 4)
+        cos = evidence.cosine(row, keeper)
+        scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
+        if cos is not None:
+            scores["cosine"] = round(cos, 4)
+        # Worded by what holds against the keeper: a near copy of it, or alike in its embedding.
+        if cos is not None and (stage == "semantic" or not evidence.near_copy(row, keeper)):
+            text = f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
+        else:
+            text = f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
+        decisions.reason[row] = text + through
+        decisions.extra_scores[row] = scores
+        decisions.test[row] = "picture"
+
+
