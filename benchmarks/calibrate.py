@@ -12,13 +12,15 @@ good where the hard negatives stop: every hard-negative pair under it is a lost 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from refinery.features import extract, model_input
+from refinery.features import measure
+from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.runner import Embedder
 
 PCTS = (0, 1, 5, 50, 95, 99, 100)
@@ -44,9 +46,11 @@ def main() -> None:
     embedder = Embedder(args.model, device="cpu")
     feats, inputs = [], []
     for name in names:
-        f, image = extract(args.corpus / "images" / name, name, embedder.spec)
+        data = read_bytes(args.corpus / "images" / name)
+        decoded = decode_for_stages(data, name, embedder.spec)
+        f, image = measure(name, data, hashlib.sha256(data).hexdigest(), decoded), decoded.image
         feats.append(f)
-        inputs.append(model_input(image, embedder.spec))
+        inputs.append(to_input(image, embedder.spec))
     vectors = embedder.embed(np.stack(inputs))
     role = [truth[n]["role"] for n in names]
     group = [truth[n]["group"] for n in names]

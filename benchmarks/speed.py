@@ -22,6 +22,7 @@ the per-stage seconds from its report, and the same as a markdown row for README
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -37,7 +38,8 @@ import numpy as np
 from corpus import ensure_corpus
 
 from refinery.config import load_config
-from refinery.features import extract, model_input
+from refinery.features import measure
+from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.runner.session import read_spec, resolve_model_path
 from refinery.spec import ModelSpec
 
@@ -46,8 +48,10 @@ REFERENCE_IMAGES_PER_S = 42.0  # spec.md: 116,298 images in ~46 minutes on a Mac
 
 def _prepare(path: str, spec: ModelSpec) -> int:
     """Everything the feature pass does for one file, bar the model."""
-    _, image = extract(Path(path), Path(path).name, spec)
-    return int(model_input(image, spec).size > 0)
+    data = read_bytes(Path(path))
+    decoded = decode_for_stages(data, path, spec)
+    measure(Path(path).name, data, hashlib.sha256(data).hexdigest(), decoded)
+    return int(to_input(decoded.image, spec).size > 0)
 
 
 def decode_limit(files: list[Path], model: str) -> float:

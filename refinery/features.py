@@ -8,18 +8,15 @@ records; they never open a file again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from refinery.io.images import WORK_SIZE, Decoded, decode_for_stages, read_bytes, to_input
-from refinery.spec import ModelSpec
+from refinery.io.images import WORK_SIZE, Decoded
 
 THUMB = 16  # side of the gray thumbnail kept per picture
 # Bump when a feature is computed differently (decode size, WORK_SIZE, a formula): cached
@@ -47,10 +44,6 @@ class Features:
     @property
     def pixels(self) -> int:
         return self.width * self.height
-
-    def scores(self) -> dict[str, float]:
-        return {"sharpness": round(self.sharpness, 2), "brightness": round(self.brightness, 2),
-                "edge_density": round(self.edge_density, 5)}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -154,14 +147,3 @@ def measure(rel: str, data: bytes, sha256: str, decoded: Decoded) -> Features:
         compression=decoded.quantiser)
 
 
-def extract(path: Path, rel: str, spec: ModelSpec) -> tuple[Features, Image.Image]:
-    """Read and decode `path` once; return its features and the picture as decoded for the
-    stages and `spec`'s model."""
-    data = read_bytes(path)
-    decoded = decode_for_stages(data, path, spec)
-    return measure(rel, data, hashlib.sha256(data).hexdigest(), decoded), decoded.image
-
-
-def model_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """The decoded picture as model input (same decode as the features)."""
-    return to_input(image, spec)

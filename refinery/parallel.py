@@ -11,6 +11,8 @@ from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
+# A progress reporter: called with (label, total) once, returns a function advanced by n.
+Progress = Callable[[str, int], Callable[[int], None]]
 R = TypeVar("R")
 
 

@@ -136,3 +136,13 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 except PermissionError:  # not root: the locked file
                     entries[rel] = ("locked", path.stat().st_size)
     return entries
+
+
+def extract(path: Path, rel: str, spec) -> tuple:  # noqa: ANN001 - a ModelSpec
+    """(features, picture) of one file, read and decoded as a dedup run does it."""
+    from refinery.features import measure
+    from refinery.io.images import decode_for_stages, read_bytes
+
+    data = read_bytes(path)
+    decoded = decode_for_stages(data, path, spec)
+    return measure(rel, data, hashlib.sha256(data).hexdigest(), decoded), decoded.image

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import draw_picture
-from refinery.features import extract, thumb_correlation
+from conftest import draw_picture, extract
+from refinery.features import thumb_correlation
 from refinery.io.images import WORK_SIZE, decode, decode_for_stages, reduction
 from refinery.spec import ModelSpec
 

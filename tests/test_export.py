@@ -72,11 +72,13 @@ def test_onnx_file_is_clean_with_dynamic_batch_and_metadata(fastreid_export: tup
 def test_runner_runs_the_export_for_any_batch(fastreid_export: tuple[Path, str], image_dir: Path) -> None:
     prefix, _ = fastreid_export
     embedder = Embedder(prefix.with_suffix(".onnx"), device="cpu", batch_size=3)
-    from refinery.runner.embed import embed_folder
+    from refinery.config import Config
+    from refinery.dedup.featurepass import embed_every_picture
+    from refinery.runner.session import l2_normalize
 
-    result = embed_folder(image_dir, embedder)
-    assert result.vectors.shape == (8, 2048)
-    np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, rtol=1e-5)
+    found = embed_every_picture(image_dir, Config(), embedder)
+    assert found.vectors.shape == (8, 2048)
+    np.testing.assert_allclose(np.linalg.norm(l2_normalize(found.vectors), axis=1), 1.0, rtol=1e-5)
 
 
 def test_int8_reports_accuracy_and_speed(fastreid_export: tuple[Path, str]) -> None:

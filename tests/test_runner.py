@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from conftest import draw_picture
+from refinery.config import Config
+from refinery.dedup.featurepass import embed_every_picture
 from refinery.errors import ModelError, UnreadableImage
 from refinery.io.images import load_input, load_rgb
 from refinery.io.scan import find_images
 from refinery.runner import Embedder, default_model_path
-from refinery.runner.embed import embed_folder, save_npz
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +50,11 @@ def test_batches_larger_and_smaller_than_batch_size_agree(embedder: Embedder, im
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
 
 
-def test_embed_folder_skips_unreadable_files(embedder: Embedder, messy_dir: Path, tmp_path: Path) -> None:
-    result = embed_folder(messy_dir, embedder)
-    assert result.paths == ["good_0.jpg", "good_1.jpg", "good_2.jpg"]
-    assert list(result.errors) == ["broken.jpg"]
-    out = tmp_path / "v.npz"
-    save_npz(result, out)
-    data = np.load(out)
-    assert list(data["paths"]) == result.paths
-    assert data["vectors"].shape == (3, 1280) and data["vectors"].dtype == np.float32
+def test_embedding_a_folder_leaves_out_unreadable_files(embedder: Embedder, messy_dir: Path) -> None:
+    found = embed_every_picture(messy_dir, Config(), embedder)
+    assert found.paths == ["good_0.jpg", "good_1.jpg", "good_2.jpg"]
+    assert [path for path, _ in found.left_out] == ["broken.jpg"] and found.errors == 1
+    assert found.vectors.shape == (3, 1280) and found.vectors.dtype == np.float32
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import draw_picture, run_cli
+from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
 from refinery.dedup.stages.scenes import analyse
 from refinery.dedup.table import FeatureTable
@@ -74,7 +74,6 @@ def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing
 
 def judged(root: Path, names: list[str], cfg: ScenesConfig):  # noqa: ANN201 - a Scenes
     """The scene analysis of the files `names` under `root`, as the dedup run does it."""
-    from refinery.features import extract
     from refinery.runner.session import Embedder
 
     spec = Embedder("default", device="cpu").spec

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import draw_picture
+from conftest import draw_picture, extract
 from refinery.ann import similar_pairs
 from refinery.config import Config, NearConfig, QualityConfig
 from refinery.dedup.groups import choose_keeper, components, star_groups
 from refinery.dedup.stages.near import near_pairs
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.vectors import VectorStore
-from refinery.features import Features, extract, thumb_correlation
+from refinery.features import Features, thumb_correlation
 from refinery.io.scan import find_images, scan
 from refinery.spec import ModelSpec
 

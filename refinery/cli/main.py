@@ -174,16 +174,26 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
 
     Example: refinery embed photos/ --out vectors.npz
     """
-    from refinery.runner.embed import embed_folder, save_npz
+    import numpy as np
+
+    from refinery.dedup.featurepass import embed_every_picture
+    from refinery.io.fileio import atomic_path
+    from refinery.runner.session import l2_normalize
 
     cfg = settings(config_path, assignments, model, device, batch_size)
-    embedder = make_embedder(cfg)
-    with ProgressBars(ctx) as bars:
-        result = embed_folder(folder, embedder, progress=bars, workers=cfg.run.workers)
-    save_npz(result, out)
-    log.info("wrote %s: %d vectors of %d-d; %d files unreadable",
-             out, len(result.paths), result.vectors.shape[1], len(result.errors))
-    if result.errors:
+    embedder = make_embedder(cfg).load()  # the device asked for, or one line saying why not
+    cache = open_cache(cfg, embedder, folder)
+    try:
+        with ProgressBars(ctx) as bars:
+            found = embed_every_picture(folder, cfg, embedder, bars, cache)
+    finally:
+        if cache:
+            cache.close()
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, paths=np.array(found.paths, dtype=str), vectors=l2_normalize(found.vectors).astype(np.float32))
+    log.info("wrote %s: %d vectors of %d-d; %d files unreadable", out, len(found.paths), found.vectors.shape[1],
+             found.errors)
+    if found.errors:
         ctx.exit(EXIT_FILE_ERRORS)
 
 

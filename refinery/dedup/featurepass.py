@@ -18,17 +18,16 @@ from PIL import Image
 
 from refinery import features as feats
 from refinery.config import Config, QualityConfig
-from refinery.dedup.decisions import KEEP, SKIP
+from refinery.dedup.decisions import ERROR, KEEP, SKIP
 from refinery.dedup.stages import quality
 from refinery.dedup.state import NOT_REACHED, Picture, Run, StageStats
 from refinery.dedup.vectors import VectorStore
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure, model_input
+from refinery.features import Features, measure
 from refinery.io.cache import FeatureCache
-from refinery.io.images import decode_for_stages, read_bytes
+from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.io.scan import Skipped, scan
-from refinery.parallel import cpu_count, ordered_map
-from refinery.runner.embed import Progress
+from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.runner.session import Embedder
 from refinery.spec import ModelSpec
 
@@ -94,9 +93,10 @@ class FolderVectors:
     """An embedding for every readable picture under a folder (retrieval's view of it)."""
 
     paths: list[str]  # relative to the folder, one per row
-    vectors: np.ndarray  # float32, L2-normalised rows
+    vectors: np.ndarray  # float32 rows as the model gave them (through float16: the run's store)
     left_out: list[tuple[str, str]]  # (path, why): unreadable, no face, a link, a hidden folder
     cached: int  # files taken from the cache
+    errors: int = 0  # of left_out, the files that could not be read (each logged as an error)
 
 
 def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
@@ -114,7 +114,11 @@ def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: P
         vectors = store.rows(run.vector_row[kept])
     left_out = [(files[row], run.decisions.reason[row]) for row in np.flatnonzero(run.decisions.code != KEEP).tolist()]
     left_out += [(entry.path, entry.reason) for entry in skipped]
-    return FolderVectors([files[row] for row in kept], vectors, sorted(left_out), int(run.cached.sum()))
+    for entry in skipped:
+        if entry.decision == "error":
+            log.error("%s: %s", Path(root) / entry.path, entry.reason)
+    errors = int(np.count_nonzero(run.decisions.code == ERROR)) + sum(e.decision == "error" for e in skipped)
+    return FolderVectors([files[row] for row in kept], vectors, sorted(left_out), int(run.cached.sum()), errors)
 
 
 def scratch_dir(cfg: Config) -> Path:
@@ -151,7 +155,7 @@ def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, 
         if part is None:
             return features, reason, None, why_not
         image = part
-    return features, reason, model_input(image, spec), ""
+    return features, reason, to_input(image, spec), ""
 
 
 def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedder,

@@ -27,8 +27,7 @@ from refinery.dedup.state import NOT_REACHED, Run, StageStats
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache
-from refinery.parallel import cpu_count, peak_memory_mb
-from refinery.runner.embed import Progress
+from refinery.parallel import Progress, cpu_count, peak_memory_mb
 from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)

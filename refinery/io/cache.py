@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.features import FEATURES_VERSION, THUMB, Features
+from refinery.io.fileio import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ class BadRow(ValueError):
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "refinery" / "features"
+    return cache_home() / "features"
 
 
 class FeatureCache:

@@ -101,6 +101,13 @@ def check_writable_folder(folder: Path) -> None:
         raise RefineryError(f"{folder}: cannot write there: {e.strerror or e}") from None
 
 
+def cache_home() -> Path:
+    """Where refinery keeps what it can always make again (features, compiled models):
+    $XDG_CACHE_HOME/refinery, else ~/.cache/refinery."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "refinery"
+
+
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     with open(path, "rb") as f:

@@ -34,6 +34,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
+from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import embed_every_picture
 from refinery.errors import RefineryError, UnreadableImage
@@ -55,9 +56,6 @@ from refinery.runner.session import Embedder, l2_normalize
 INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
 INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
 METRICS = ("cosine", "l2")
-EXACT_UP_TO = 50_000  # pictures; beyond, HNSW (see benchmarks/README.md, "Retrieval index")
-HNSW_M = 32
-HNSW_EF_SEARCH = 128
 
 
 class NoFace(RefineryError):
@@ -126,21 +124,6 @@ class Gallery:
         scores = pixel_scores(method, query.pixels, self.pixels)
         order = np.argsort(scores if method in DISTANCES else -scores, kind="stable")[:k]
         return order, scores[order]
-
-
-def make_faiss_index(vectors: np.ndarray, exact_up_to: int = EXACT_UP_TO) -> faiss.Index:
-    """Exact inner product for up to `exact_up_to` rows, HNSW beyond."""
-    dim = vectors.shape[1]
-    index: faiss.Index
-    if len(vectors) <= exact_up_to:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
-        index = hnsw
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, np.float32))
-    return index
 
 
 def face_crop(faces: bool) -> Callable | None:

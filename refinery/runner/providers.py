@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import Any
 
 from refinery.errors import ConfigError, ProviderUnavailable
+from refinery.io.fileio import cache_home
 
 DEVICES = ("auto", "cpu", "cuda", "coreml")
 
@@ -26,8 +26,7 @@ _PROVIDER = {
 
 def default_coreml_cache() -> Path:
     """Where the CoreML provider keeps compiled models between runs."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "refinery" / "coreml"
+    return cache_home() / "coreml"
 
 
 def coreml_options(cache_dir: Path | None = None) -> dict[str, Any]:

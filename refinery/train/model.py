@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from refinery.errors import ModelError
-from refinery.io.fileio import file_sha256
 
 ARCHS = ("mobilenetv2", "resnet50", "fastreid-r50-ibn")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,7 +122,3 @@ def keep_frozen_eval(frozen: list[nn.Module]) -> None:
     stages must not drift, so they go back to eval mode after it."""
     for module in frozen:
         module.eval()
-
-
-def checkpoint_sha256(path: Path) -> str:
-    return file_sha256(path)

@@ -38,7 +38,7 @@ from refinery.errors import RefineryError, UnreadableImage
 from refinery.features import Features
 from refinery.io.cache import FeatureCache
 from refinery.io.images import read_bytes, size_problem
-from refinery.runner.embed import Progress
+from refinery.parallel import Progress
 from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)
