@@ -38,12 +38,8 @@ log = logging.getLogger(__name__)
 Crop = Callable[[Image.Image], tuple[Image.Image | None, str]]
 CACHE_VECTORS_PER_WRITE = 1024  # cached vectors gathered before one write to the run's VectorStore
 
-def list_files(root: Path | str, cfg: Config) -> tuple[list[str], list[Skipped]]:
-    """The files to judge (relative paths) and the entries the scan left out."""
-    if isinstance(root, str):  # a URI: the Ray engine lists it
-        from refinery.dedup.engines import ray as ray_engine
-
-        return ray_engine.list_files(root), []
+def list_files(root: Path, cfg: Config) -> tuple[list[str], list[Skipped]]:
+    """The files to judge under a local folder (relative paths) and the entries the scan left out."""
     found = scan(root, cfg.run.follow_symlinks)
     return [path.relative_to(root).as_posix() for path in found.files], found.skipped
 

@@ -27,6 +27,7 @@ from refinery.dedup.state import NOT_REACHED, Run, StageStats
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache
+from refinery.io.scan import Skipped
 from refinery.parallel import Progress, cpu_count, peak_memory_mb
 from refinery.runner.session import Embedder
 
@@ -100,7 +101,13 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     start = time.perf_counter()
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
-    files, skipped = featurepass.list_files(root, cfg)
+    skipped: list[Skipped] = []
+    if isinstance(root, str):  # a URI: the Ray engine lists it
+        from refinery.dedup.engines import ray as ray_engine
+
+        files = ray_engine.list_files(root)
+    else:
+        files, skipped = featurepass.list_files(root, cfg)
     run = Run(files + [entry.path for entry in skipped])
     for row, entry in enumerate(skipped, start=len(files)):
         if entry.decision == "error":

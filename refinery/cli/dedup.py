@@ -1,0 +1,242 @@
+"""`refinery dedup`, `undo` and `config`: the funnel, its moves and its settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from refinery.cli.common import (
+    EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
+    ProgressBars,
+    handle_errors,
+    main,
+    make_embedder,
+    model_options,
+    open_cache,
+    progress_bar,
+    settings,
+    stop_on_signal,
+)
+from refinery.errors import RefineryError
+
+log = logging.getLogger("refinery")
+
+
+@main.command("dedup")
+@click.argument("folder")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON report: a summary and one entry per file.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the per-file decisions as CSV.")
+@click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).")
+@click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the kept files here (relative paths kept).")
+@click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Where reading and embedding run: threads here, or Ray (RAY_ADDRESS, else a local instance; "
+                   "FOLDER may then be a URI). Config: run.engine.")
+@model_options
+@click.pass_context
+@handle_errors
+def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None,
+              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, follow_symlinks: bool,
+              engine: str | None, config_path: Path | None, assignments: tuple[str, ...], model: str | None,
+              device: str | None, batch_size: int | None) -> None:
+    """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
+
+    A dry run unless --move-rejects-to or --copy-keepers-to is given; nothing is deleted.
+
+    Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
+    """
+    from refinery.config import apply_overrides
+    from refinery.dedup.report import write_csv, write_json
+    from refinery.dedup.run import run_dedup
+
+    cfg = settings(config_path, assignments, model, device, batch_size)
+    if no_cache:
+        cfg = apply_overrides(cfg, ["run.cache=false"])
+    if follow_symlinks:
+        cfg = apply_overrides(cfg, ["run.follow_symlinks=true"])
+    if engine:
+        cfg = apply_overrides(cfg, [f"run.engine={engine}"])
+    root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
+    # Everything that can be checked before a long run is checked now: where the results
+    # go, and that the destination is free (its lock is held until the moves are done).
+    preflight(root, report, csv_path, move_rejects_to, copy_keepers_to)
+    embedder = make_embedder(cfg)
+    with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
+        cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
+        try:
+            with ProgressBars(ctx) as bars:
+                result = run_dedup(root, cfg, embedder, bars, cache, stop)
+        finally:
+            if cache:
+                cache.close()
+        if report:
+            write_json(result, report)
+        if csv_path:
+            write_csv(result, csv_path)
+        click.echo(summary_table(result))
+        if stop.is_set():
+            click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
+            ctx.exit(EXIT_INTERRUPTED)
+        failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop)
+        if stop.is_set():
+            click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
+            ctx.exit(EXIT_INTERRUPTED)
+    if failed or any(f.decision == "error" for f in result.files):
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+def preflight(root: Path | str, report: Path | None, csv_path: Path | None, move_rejects_to: Path | None,
+              copy_keepers_to: Path | None) -> None:
+    """Refuse now, in one line, what would fail or do harm after the whole scan."""
+    from refinery.dedup.actions import check_destination
+    from refinery.io.fileio import check_writable, check_writable_folder
+
+    for path in (report, csv_path):
+        if path is None:
+            continue
+        if isinstance(root, Path) and path.exists() and path.resolve().is_relative_to(root.resolve()):
+            raise RefineryError(f"{path} is a file in the folder being judged; write the report elsewhere")
+        check_writable(path)
+    for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
+        if dest is not None and isinstance(root, Path):
+            check_destination(root, dest, flag)
+    if copy_keepers_to is not None:
+        check_writable_folder(copy_keepers_to)
+
+
+@contextmanager
+def destination_journal(dest: Path | None) -> Iterator[Any]:
+    """The journal of --move-rejects-to, its lock held for the whole run (None for no moves)."""
+    if dest is None:
+        yield None
+        return
+    from refinery.dedup.journal import open_journal
+
+    with open_journal(dest, create=True) as journal:
+        journal.read()  # a journal that cannot be trusted is refused now, not after the scan
+        yield journal
+
+
+def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
+    """FOLDER as run_dedup takes it: a local folder, or (Ray engine, no moves) a URI."""
+    if "://" in folder:
+        if engine != "ray":
+            raise click.UsageError(f"{folder} is a URI: only --engine ray reads those")
+        if acting:
+            raise click.UsageError("moving or copying files needs a local FOLDER")
+        return folder
+    if not Path(folder).is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    return Path(folder)
+
+
+def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
+           stop: threading.Event) -> int:
+    """Move the removed files or copy the kept ones, as asked; how many could not be."""
+    from refinery.dedup import actions
+
+    if journal is None and copy_keepers_to is None:
+        click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
+        return 0
+    folder = Path(result.root)
+    failed = 0
+    if journal is not None:
+        removed = result.planned("remove")
+        with progress_bar(ctx, "moving", len(removed)) as bar:
+            done = actions.move_out(folder, removed, journal, cfg.run.follow_symlinks, bar.update, stop)
+        failed += done.failed
+        click.echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
+                   f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
+    if copy_keepers_to and not stop.is_set():
+        kept = result.planned("keep")
+        with progress_bar(ctx, "copying", len(kept)) as bar:
+            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop)
+        failed += done.failed
+        click.echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
+    return failed
+
+
+def left_in_place(failed: int) -> str:
+    return f"; {failed} left where they are (each named on an error line)" if failed else ""
+
+
+def summary_table(result: Any) -> str:
+    """Files per stage kept/removed, time per stage, images/s end to end."""
+    from refinery.dedup.run import NOT_LOADED
+
+    s = result.stages
+    lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
+    lines.append(f"{'read+embed':10s} {len(result.files):7d} {'':7s} {'':8s} {s['pass'].seconds:8.1f}")
+    for name in ("quality", "exact", "near", "semantic"):
+        st = s[name]
+        lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
+    if result.scenes:
+        lines.append(f"scenes: {result.scenes} fixed-camera views; {result.scene_frames} frames judged by what stands "
+                     f"in front of their background ({s['scenes'].seconds:.1f} s)")
+    summary = result.summary()
+    where = "not loaded" if result.provider == NOT_LOADED else f"on {result.provider}"
+    lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
+                 f"{summary['error']} unreadable, {summary['skip']} skipped; "
+                 f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
+                 f"({result.model} {where}; {result.cached} from the cache; "
+                 f"peak memory {summary['peak_memory_mb']} MB)")
+    if result.cached < len(result.files) and result.provider != "ray":
+        lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
+                     f"{s['embed'].seconds:.1f} s in the model (thread time)")
+    return "\n".join(lines)
+
+
+@main.command("undo")
+@click.argument("dest", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+@handle_errors
+def undo_cmd(ctx: click.Context, dest: Path) -> None:
+    """Put back every file a dedup run moved to DEST (reads DEST/.refinery/journal.jsonl).
+
+    Example: refinery undo rejects/
+    """
+    from refinery.dedup import actions
+    from refinery.dedup.journal import open_journal
+
+    with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
+            progress_bar(ctx, "restoring", 0) as bar:
+        done = actions.undo(journal, bar.update, stop)
+    click.echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
+    if stop.is_set():
+        ctx.exit(EXIT_INTERRUPTED)
+    if done.skipped:
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+
+
+@main.command("config")
+@click.option("--show", is_flag=True, help="Print the settings in effect (defaults, or --config FILE).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
+@handle_errors
+def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...]) -> None:
+    """Show refinery's settings as TOML.
+
+    Example: refinery config --show > my.toml
+    """
+    from refinery.config import apply_overrides, default_config_path, load_config, to_toml
+
+    cfg = apply_overrides(load_config(config_path), list(assignments))
+    click.echo(f"# {config_path or default_config_path()}")
+    click.echo(to_toml(cfg))
+
+

@@ -1,0 +1,77 @@
+"""`refinery export-model`: a PyTorch checkpoint to ONNX and Core ML, once (extra [export])."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from refinery.cli.common import (
+    handle_errors,
+    main,
+)
+
+log = logging.getLogger("refinery")
+
+
+@main.command("export-model")
+@click.option("--arch", default="fastreid-r50-ibn", show_default=True,
+              help="Architecture to export; `refinery export-model --list` shows them.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint file (fastreid: default configs/vehicleid_bot_R50-ibn.pth; "
+                   "ImageNet archs: the weights inside their package).")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Output prefix: writes PREFIX.onnx, PREFIX.json, PREFIX.mlpackage. "
+                   "Default: models/<arch>.")
+@click.option("--format", "formats", default="onnx,coreml", show_default=True,
+              help="Comma-separated: onnx, coreml.")
+@click.option("--opset", type=click.IntRange(17), default=18, show_default=True, help="ONNX opset.")
+@click.option("--fp16", is_flag=True, help="Also write PREFIX.fp16.onnx (float16 weights).")
+@click.option("--int8", "int8_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Also write PREFIX.int8.onnx, static QDQ calibrated on images in this folder.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Real images to check parity on (default: synthetic pictures).")
+@click.option("--stem-pool", type=click.Choice(["pad", "ceil"]), default=None,
+              help="fastreid stem max-pool; default from the checkpoint's layout (old zoo: pad).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow full unpickling of a checkpoint that holds more than tensors.")
+@click.option("--list", "list_only", is_flag=True, help="List the architectures and exit.")
+@handle_errors
+def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, formats: str, opset: int,
+                     fp16: bool, int8_dir: Path | None, images: Path | None, stem_pool: str | None,
+                     trust_checkpoint: bool, list_only: bool) -> None:
+    """Export a PyTorch model to ONNX (and Core ML) once, and prove parity.
+
+    Example: refinery export-model --checkpoint configs/vehicleid_bot_R50-ibn.pth --out models/vehicleid
+    """
+    from refinery.export.registry import ARCHS, get_arch
+
+    if list_only:
+        for a in ARCHS.values():
+            click.echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
+        return
+    get_arch(arch)  # fail on an unknown name before importing torch
+    try:
+        from refinery.export.pipeline import ExportOptions, export_model
+    except ImportError as e:
+        raise click.ClickException(f"export needs PyTorch and friends ({e.name} is missing): "
+                                   "pip install 'refinery[export]'") from e
+
+    opts = ExportOptions(
+        arch=arch, out=out or Path("models") / arch, checkpoint=checkpoint,
+        formats=tuple(f.strip() for f in formats.split(",") if f.strip()), opset=opset, fp16=fp16,
+        int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
+        trust_checkpoint=trust_checkpoint)
+    result = export_model(opts, step=lambda s: log.info("%s ...", s))
+    log.info("parity on %s", result.parity_source)
+    for report in result.parity:
+        click.echo(report.line())
+    if result.int8:
+        click.echo(result.int8.line())
+    if result.coreml_note:
+        click.echo(result.coreml_note)
+    for path in result.files:
+        click.echo(f"wrote {path}")
+
+

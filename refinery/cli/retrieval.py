@@ -1,0 +1,195 @@
+"""`refinery embed`, `index`, `search` and `eval`: the embeddings of a folder, and search by image."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from refinery.cli.common import (
+    EXIT_FILE_ERRORS,
+    ProgressBars,
+    handle_errors,
+    main,
+    make_embedder,
+    model_options,
+    open_cache,
+    settings,
+)
+from refinery.errors import RefineryError
+
+log = logging.getLogger("refinery")
+
+
+@main.command("embed")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .npz with arrays `paths` (relative to FOLDER) and `vectors` (float32).")
+@model_options
+@click.pass_context
+@handle_errors
+def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | None, assignments: tuple[str, ...],
+              model: str | None, device: str | None, batch_size: int | None) -> None:
+    """Embed every image under FOLDER with the runner (onnxruntime, no torch).
+
+    Example: refinery embed photos/ --out vectors.npz
+    """
+    import numpy as np
+
+    from refinery.dedup.featurepass import embed_every_picture
+    from refinery.io.fileio import atomic_path
+    from refinery.runner.session import l2_normalize
+
+    cfg = settings(config_path, assignments, model, device, batch_size)
+    embedder = make_embedder(cfg).load()  # the device asked for, or one line saying why not
+    cache = open_cache(cfg, embedder, folder)
+    try:
+        with ProgressBars(ctx) as bars:
+            found = embed_every_picture(folder, cfg, embedder, bars, cache)
+    finally:
+        if cache:
+            cache.close()
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, paths=np.array(found.paths, dtype=str), vectors=l2_normalize(found.vectors).astype(np.float32))
+    log.info("wrote %s: %d vectors of %d-d; %d files unreadable", out, len(found.paths), found.vectors.shape[1],
+             found.errors)
+    if found.errors:
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+
+
+@main.command("index")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The index folder to write (built again in place, incrementally, if it exists).")
+@click.option("--faces", is_flag=True, help="Index the largest face of each picture (Haar cascade); "
+                                             "pictures without one are listed, not indexed.")
+@click.option("--sift", is_flag=True, help="Also keep SIFT features, for `refinery search --method sift`.")
+@model_options
+@click.pass_context
+@handle_errors
+def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bool, config_path: Path | None,
+              assignments: tuple[str, ...], model: str | None, device: str | None, batch_size: int | None) -> None:
+    """Make FOLDER searchable by image: embeddings (FAISS), thumbnails, optionally SIFT.
+
+    Example: refinery index photos/ --out photos.index
+    """
+    from refinery.retrieval.index import RetrievalIndex, build_index, check_index_folder
+
+    cfg = settings(config_path, assignments, model, device, batch_size)
+    check_index_folder(out)  # before the work: an OUT that is not an index is never written into
+    embedder = make_embedder(cfg)
+    previous = None
+    if (out / "index.json").exists():
+        try:
+            previous = RetrievalIndex.load(out, device="cpu")
+        except RefineryError as e:
+            log.info("not reusing %s: %s", out, e)
+    cache = open_cache(cfg, embedder, folder, "faces" if faces else "")
+    try:
+        with ProgressBars(ctx) as bars:
+            index = build_index(folder, cfg, embedder, cache, bars, faces=faces, with_sift=sift, previous=previous)
+    finally:
+        if cache:
+            cache.close()
+    index.save(out)
+    for rel, why in index.meta["left_out"]:
+        log.warning("%s: left out: %s", folder / rel, why)
+    click.echo(f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
+               f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
+               f"{len(index.meta['left_out'])} left out")
+
+
+@main.command("search")
+@click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("queries", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Results per query.")
+@click.option("--method", default="embedding", show_default=True,
+              help="embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, or sift (index built with --sift).")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True,
+              help="For embeddings: cosine similarity (higher is closer) or squared L2 distance (lower is).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: [{query, results: [{rank, score, path}]}].")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a contact sheet of each query and its results.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
+@click.pass_context
+@handle_errors
+def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], k: int, method: str, metric: str,
+               as_json: bool, html_out: Path | None, device: str) -> None:
+    """The pictures in INDEX most like each QUERY picture: rank, score, path.
+
+    Example: refinery search photos.index query.jpg -k 5
+    """
+    import json
+
+    from refinery.errors import UnreadableImage
+    from refinery.io.images import read_bytes
+    from refinery.retrieval.index import NoFace, RetrievalIndex
+
+    index = RetrievalIndex.load(index_path, device=device)
+    answers, failed = [], 0
+    for query in queries:
+        try:
+            hits = index.search(read_bytes(query), str(query), k, method, metric)
+        except (UnreadableImage, NoFace) as e:  # this query only: the others go on
+            log.error("%s", e)
+            failed += 1
+            continue
+        answers.append((query, hits))
+    if as_json:
+        click.echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
+                              indent=1))
+    else:
+        for query, hits in answers:
+            click.echo(f"query: {query}")
+            for h in hits:
+                click.echo(f"{h.rank:4d}  {h.score:9.4f}  {h.path}")
+    if html_out:
+        from refinery.retrieval.sheet import write_sheet
+
+        write_sheet(html_out, index.root, answers)
+        log.info("wrote %s", html_out)
+    if failed:
+        ctx.exit(EXIT_FILE_ERRORS)
+
+
+@main.command("eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--models", default="default", show_default=True,
+              help="Comma-separated embedding models to compare (each an .onnx path or 'default').")
+@click.option("--methods", default=None,
+              help="Comma-separated subset of: embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, sift "
+                   "(default: all).")
+@click.option("-k", type=click.IntRange(1), default=5, show_default=True, help="k of precision@k and recall@k.")
+@click.option("--faces", is_flag=True, help="Crop the largest face first, for queries and gallery.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='Write {"methods": {NAME: {top1, top5, precision_at_k, recall_at_k, map, queries_per_s}}}.')
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
+@click.pass_context
+@handle_errors
+def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None, k: int, faces: bool,
+             json_out: Path | None, device: str, config_path: Path | None, assignments: tuple[str, ...]) -> None:
+    """Retrieval quality of each method on FOLDER's class sub-folders (held-out queries).
+
+    Example: refinery eval /usr/share/tuxpaint/stamps --json eval.json
+    """
+    import json
+
+    from refinery.io.fileio import write_text_atomic
+    from refinery.retrieval.evaluate import evaluate, table
+
+    cfg = settings(config_path, assignments, None, None, None)
+    wanted = [m.strip() for m in methods.split(",")] if methods else None
+    with ProgressBars(ctx) as bars:
+        results = evaluate(folder, cfg, [m.strip() for m in models.split(",")], wanted, k, faces, device, bars,
+                           cache_for=lambda emb: open_cache(cfg, emb, folder, "faces" if faces else ""))
+    click.echo(table(results, k))
+    if json_out:
+        write_text_atomic(json_out, json.dumps({"k": k, "methods": {name: s.to_dict() for name, s in results.items()}},
+                                               indent=1))
+
+

@@ -1,0 +1,87 @@
+"""The package's shape holds: no import cycle between refinery's modules (imports inside
+functions counted too: they hide a cycle, they do not remove it), and torch only on the
+export and training side."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "refinery"
+TORCH_SIDE = ("refinery.export", "refinery.train")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Every refinery module `path` imports, wherever the import statement is."""
+    found: set[str] = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative imports
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
+    return {name for name in found if name in known}
+
+
+def test_no_import_cycles() -> None:
+    known = modules()
+    graph = {name: imports_of(path, set(known)) - {name} for name, path in known.items()}
+    # A package's __init__ that imports nothing does not make its modules depend on each other.
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_torch_only_on_the_export_and_training_side() -> None:
+    """No module outside export/ and train/ imports torch, and none imports those two at its
+    top (the CLI's export and train commands load them when they run; tests/test_cli_runtime.py
+    proves in a subprocess that the runtime commands never load torch)."""
+    for name, path in modules().items():
+        if name.startswith(TORCH_SIDE):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            for imported in _names(node):
+                assert imported != "torch" and not imported.startswith("torch."), f"{name} imports torch"
+        for node in tree.body:
+            for imported in _names(node):
+                assert not imported.startswith(TORCH_SIDE), f"{name} imports {imported} at its top"
+
+
+def _names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return []
