@@ -525,3 +525,12 @@ def test_a_fifo_in_a_pictures_place_is_an_error_not_a_hang(photos: Path, tmp_pat
     proc = run_cli("dedup", str(photos), "--follow-symlinks", *CPU, timeout=120)
     assert proc.returncode == 3
     assert "link.jpg: not a regular file" in one_error_line(proc)
+
+
+def test_a_fifo_named_like_a_picture_is_reported(photos: Path, tmp_path: Path) -> None:
+    os.mkfifo(photos / "camera.jpg")
+    report = tmp_path / "r.json"
+    proc = run_cli("dedup", str(photos), "--report", str(report), *CPU, timeout=120)
+    assert proc.returncode == 3 and "camera.jpg: not a regular file" in one_error_line(proc)
+    assert {"path": "camera.jpg", "decision": "error"}.items() <= next(
+        f for f in json.loads(report.read_text())["files"] if f["path"] == "camera.jpg").items()

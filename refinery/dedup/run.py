@@ -17,10 +17,10 @@ from refinery import features as feats
 from refinery.config import Config
 from refinery.dedup import featurepass
 from refinery.dedup.actions import Judged, Planned
-from refinery.dedup.decisions import DECISIONS, ERROR, KEEP, REMOVE, SKIP, STAGES, Decisions
+from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.groups import choose_keeper
-from refinery.dedup.stages import exact, frames, near, semantic
+from refinery.dedup.stages import exact, frames, near, quality, semantic
 from refinery.dedup.stages import scenes as scene_test
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import NOT_REACHED, Run, StageStats
@@ -168,25 +168,8 @@ def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageSt
     def choose(members: list[int]) -> int:
         return choose_keeper(members, table, min_sharp)  # builds a Features record per member only
 
-    # 1. quality: decided in the pass, marked here
-    stages["quality"].seen = len(run.judged())
-    for row, reason in run.quality.items():
-        if decisions.code[row] == KEEP:
-            decisions.remove(row, "quality", reason)
-    stages["quality"].removed = len(decisions.rows(REMOVE))
-
-    # 2a. exact copies
-    t = time.perf_counter()
-    rows = run.judged()
-    stages["exact"].seen = len(rows)
-    for group in exact.exact_groups(table.digests(rows)):
-        members = rows[group].tolist()
-        keeper = choose(members)
-        for row in members:
-            if row != keeper:
-                decisions.remove(row, "exact", "identical bytes (SHA-256)", keeper)
-                stages["exact"].removed += 1
-    stages["exact"].seconds = time.perf_counter() - t
+    quality.run_quality(run, stages)
+    exact.run_exact(run, stages, choose)
 
     scenes = find_scenes(run.judged())
     frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene

@@ -100,8 +100,11 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
                     files.append(path)
             elif entry.is_dir():
                 folders.append(path)
-            elif entry.is_file() and _is_image(entry.path, entry.name):
-                files.append(path)
+            elif entry.is_file():
+                if _is_image(entry.path, entry.name):
+                    files.append(path)
+            elif _has_image_suffix(entry.name):  # a FIFO, socket or device named like a picture
+                skipped.append(Skipped(_rel(path, root), "error", "not a regular file"))
     return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))
 
 

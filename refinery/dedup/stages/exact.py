@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
+
+from refinery.dedup.state import Run, StageStats
 
 
 def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
@@ -15,3 +20,18 @@ def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
     bounds = np.cumsum(counts)[:-1]
     groups = [g for g in np.split(order, bounds) if len(g) > 1]
     return sorted(groups, key=lambda g: int(g[0]))
+
+
+def run_exact(run: Run, stages: dict[str, StageStats], choose: Callable[[list[int]], int]) -> None:
+    """Stage 2a: files with identical bytes; the keep rule's choice stays."""
+    t = time.perf_counter()
+    rows = run.judged()
+    stages["exact"].seen = len(rows)
+    for group in exact_groups(run.table.digests(rows)):
+        members = rows[group].tolist()
+        keeper = choose(members)
+        for row in members:
+            if row != keeper:
+                run.decisions.remove(row, "exact", "identical bytes (SHA-256)", keeper)
+                stages["exact"].removed += 1
+    stages["exact"].seconds = time.perf_counter() - t

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from refinery.config import QualityConfig
+from refinery.dedup.decisions import KEEP, REMOVE
+from refinery.dedup.state import Run, StageStats
 from refinery.features import Features
 
 
@@ -17,3 +19,14 @@ def judge(f: Features, cfg: QualityConfig) -> str | None:
     if f.sharpness < cfg.min_sharpness:
         return f"blurred: Laplacian variance {f.sharpness:.2f} < {cfg.min_sharpness}"
     return None
+
+
+def run_quality(run: Run, stages: dict[str, StageStats]) -> None:
+    """Stage 1: mark what the pass judged too blurred, dark, bright or small (judged there,
+    from the one decode of each file)."""
+    decisions = run.decisions
+    stages["quality"].seen = len(run.judged())
+    for row, reason in run.quality.items():
+        if decisions.code[row] == KEEP:
+            decisions.remove(row, "quality", reason)
+    stages["quality"].removed = len(decisions.rows(REMOVE))
