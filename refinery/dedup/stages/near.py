@@ -22,7 +22,7 @@ from refinery.config import Config, NearConfig
 from refinery.dedup.evidence import Evidence
 from refinery.dedup.groups import star_groups
 from refinery.dedup.stages.scenes import Scenes, split_pairs
-from refinery.dedup.state import Run, StageStats
+from refinery.dedup.state import Run, StageStats, remove_stars
 from refinery.features import normalized_thumbs
 
 # The IVF stores float16 codes: search a little below the threshold, then confirm in float32.
@@ -102,10 +102,7 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     # background) must not join two groups. A keeper still removes only members confirmed
     # against itself.
     groups, splits = star_groups(confirmed, choose, near_copy)
-    for g in groups:
-        for i in g.subjects:
-            run.decisions.remove(i, "near", "", g.keeper)
-            stages["near"].removed += 1
+    remove_stars(run, groups, "near", stages)
     stages["near"].seconds = time.perf_counter() - t
     return splits
 

@@ -15,7 +15,7 @@ from refinery.config import Config
 from refinery.dedup.evidence import Evidence
 from refinery.dedup.groups import star_groups
 from refinery.dedup.stages.scenes import Scenes, split_pairs
-from refinery.dedup.state import Run, StageStats
+from refinery.dedup.state import Run, StageStats, remove_stars
 from refinery.dedup.vectors import VectorStore
 
 
@@ -39,10 +39,7 @@ def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, St
         return not cfg.semantic.chain_guard or (cosine is not None and cosine >= threshold)
 
     groups, splits = star_groups(pairs, choose, close)
-    for g in groups:
-        for i in g.subjects:
-            run.decisions.remove(i, "semantic", "", g.keeper)
-            stages["semantic"].removed += 1
+    remove_stars(run, groups, "semantic", stages)
     stages["semantic"].seconds = time.perf_counter() - t
     return splits
 
