@@ -143,13 +143,31 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
     return Path(folder)
 
 
+def dry_run_summary(result: Any, examples: int = 4) -> str:
+    """What a dry run would do, a few removals as examples (one of each stage first), and how
+    to see them all and act on them."""
+    removed = [f for f in result.files if f.decision == "remove"]
+    lines = ["dry run: nothing was moved."]
+    if removed:
+        shown: list[Any] = []
+        for stage in ("semantic", "near", "exact", "quality"):  # the riskier kinds first
+            shown += [f for f in removed if f.stage == stage][:1]
+        shown += [f for f in removed if f not in shown][:max(0, examples - len(shown))]
+        lines.append(f"{len(removed)} files would be removed, for example:")
+        lines += [f"  {f.path}: {f.reason}" for f in shown[:examples]]
+        lines.append("see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
+                     "review.html`);")
+    lines.append("act with --move-rejects-to DEST (undo: refinery undo DEST) or --copy-keepers-to DEST")
+    return "\n".join(lines)
+
+
 def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
            stop: threading.Event) -> int:
     """Move the removed files or copy the kept ones, as asked; how many could not be."""
     from refinery.dedup import actions
 
     if journal is None and copy_keepers_to is None:
-        click.echo("dry run: nothing was moved (use --move-rejects-to DEST or --copy-keepers-to DEST)")
+        click.echo(dry_run_summary(result))
         return 0
     folder = Path(result.root)
     failed = 0

@@ -34,6 +34,9 @@ class FileDecision:
     # hashes and thumbnails, or embeddings) or "scene" (frames of one fixed camera, by what
     # stands in front of the background); None for keepers and other removals
     test: str | None = None
+    # the file as it was judged: {"bytes", "mtime_ns", "sha256"}; what `refinery apply` checks
+    # before it acts on the line (None for errors and skips)
+    file: dict | None = None
 
 
 class Decisions(Sequence[FileDecision]):
@@ -52,6 +55,7 @@ class Decisions(Sequence[FileDecision]):
         self.reason: dict[int, str] = {}  # only rows that have one
         self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
         self.test: dict[int, str] = {}  # "picture" or "scene": which test made a duplicate of it
+        self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns) of each file when it was read
         self._order: np.ndarray | None = None
 
     def mark(self, row: int, code: int, reason: str) -> None:
@@ -94,7 +98,15 @@ class Decisions(Sequence[FileDecision]):
         return FileDecision(
             self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]] if self.stage[row] >= 0 else None,
             self.reason.get(row, ""), int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row))
+            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.judged(row))
+
+    def judged(self, row: int) -> dict | None:
+        """What was judged of the file at `row`: its size, modification time and SHA-256."""
+        code = int(self.code[row])
+        size, mtime = self.stat[row].tolist()
+        if code not in (KEEP, REMOVE) or not self.table.filled[row] or size < 0:
+            return None
+        return {"bytes": size, "mtime_ns": mtime, "sha256": self.table.sha256[row].tobytes().hex()}
 
     def order(self) -> np.ndarray:
         """Rows sorted by path (the report's order)."""

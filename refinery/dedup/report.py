@@ -1,6 +1,6 @@
 """The dedup report: JSON (summary + one entry per file) and CSV. Other tools read these;
-the schema is stable: path, decision, stage, reason, group, kept_as, scores, test (added
-last, so readers of the earlier columns are unaffected)."""
+the schema is stable: path, decision, stage, reason, group, kept_as, scores, test, file (new
+fields are added last, so readers of the earlier columns are unaffected)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from refinery.dedup.run import DedupResult
 from refinery.io.fileio import atomic_path
 
-FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
+FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file")
 
 
 def write_json(result: DedupResult, path: Path) -> None:
@@ -32,4 +32,4 @@ def write_csv(result: DedupResult, path: Path) -> None:
         for f in result.files:
             writer.writerow([f.path, f.decision, f.stage or "", f.reason,
                              "" if f.group is None else f.group, f.kept_as or "", json.dumps(f.scores),
-                             f.test or ""])
+                             f.test or "", json.dumps(f.file) if f.file else ""])

@@ -49,25 +49,18 @@ class DedupResult:
     workers: int = 1  # threads that read and embedded
     interrupted: bool = False  # stopped early (Ctrl-C): files not reached are `skip`ped
     peak_memory_mb: float = 0.0  # of the process, at the end of the run
-    file_stat: np.ndarray | None = None  # (size, mtime_ns) of each row when it was read; -1 if unknown
-    scenes: int = 0  # fixed-camera views found (refinery/scenes.py)
+    scenes: int = 0  # fixed-camera views found (refinery/dedup/stages/scenes.py)
     scene_frames: int = 0  # frames judged by what stands in front of their scene's background
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
         judged of it (and of its keeper): what must still hold before a file is moved or copied."""
-        code = DECISIONS.index(decision)
-        table, keeper = self.files.table, self.files.keeper
-        stat = self.file_stat if self.file_stat is not None else np.full((len(self.files), 2), -1, np.int64)
-
-        def judged(row: int) -> Judged:
-            size, mtime = stat[row].tolist()
-            return Judged(size, mtime, table.sha256[row].tobytes().hex())
-
-        rows = [int(row) for row in self.files.order() if self.files.code[row] == code and table.filled[row]]
-        return [Planned(table.paths[row], judged(row),
-                        table.paths[keeper[row]] if keeper[row] >= 0 else None,
-                        judged(int(keeper[row])) if keeper[row] >= 0 else None) for row in rows]
+        files = self.files
+        code, paths, keeper = DECISIONS.index(decision), files.table.paths, files.keeper
+        rows = [int(row) for row in files.order() if files.code[row] == code and files.table.filled[row]]
+        return [Planned(paths[row], judged(files.judged(row)),
+                        paths[keeper[row]] if keeper[row] >= 0 else None,
+                        judged(files.judged(int(keeper[row]))) if keeper[row] >= 0 else None) for row in rows]
 
     def summary(self) -> dict:
         counts = self.files.counts()
@@ -132,7 +125,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
                        workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
-                       peak_memory_mb=peak_memory_mb(), file_stat=run.stat, scenes=scenes.count,
+                       peak_memory_mb=peak_memory_mb(), scenes=scenes.count,
                        scene_frames=len(scenes.frames))
 
 
@@ -184,3 +177,6 @@ def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageSt
     return splits, scenes
 
 
+def judged(file: dict | None) -> Judged:
+    """A report line's `file` as what the actions check (unknown: nothing can match it)."""
+    return Judged(file["bytes"], file["mtime_ns"], file["sha256"]) if file else Judged(-1, -1, "")

@@ -41,7 +41,7 @@ class Run:
         self.vector_row = np.full(n, -1, np.int64)  # its row in the run's VectorStore
         self.done = np.zeros(n, bool)  # its work came back (from the cache or a worker)
         self.cached = np.zeros(n, bool)
-        self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns): the cache key; -1 if stat failed
+        self.stat = self.decisions.stat  # (size, mtime_ns): the cache key, and what was judged; -1 if unknown
         self.quality: dict[int, str] = {}  # why a row fails the quality stage
         self.copy_of: dict[int, bytes] = {}  # row -> SHA-256 of bytes another row claimed first
 
