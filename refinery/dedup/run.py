@@ -65,7 +65,8 @@ class DedupResult:
     def summary(self) -> dict:
         counts = self.files.counts()
         return {
-            "root": str(self.root), "files": len(self.files), **counts,
+            "root": self.root if isinstance(self.root, str) else str(Path(self.root).resolve()),
+            "files": len(self.files), **counts,
             "removed_by_stage": {s: self.stages[s].removed for s in STAGES},
             "seconds_by_stage": {k: round(v.seconds, 3) for k, v in self.stages.items()},
             "seconds": round(self.seconds, 3),

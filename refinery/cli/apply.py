@@ -1,0 +1,71 @@
+"""`refinery apply DECISIONS`: act on what a review decided, with dedup's checks, journal and undo."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, handle_errors, main, stop_on_signal
+from refinery.cli.dedup import act_on, destination_journal, preflight
+from refinery.config import Config
+
+log = logging.getLogger("refinery")
+
+
+@dataclass
+class _Reviewed:
+    """A decisions file as `act_on` takes a dedup result: a root and the files to act on."""
+
+    root: Path
+    decisions: object  # refinery.review.decisions.Decisions
+    refused: int = 0
+
+    def planned(self, decision: str) -> list:
+        planned, refused = self.decisions.plan(decision)  # type: ignore[attr-defined]
+        for path, why in refused:
+            log.error("%s: not acted on: %s", self.root / path, why)
+        self.refused += len(refused)
+        return planned
+
+
+@main.command("apply")
+@click.argument("decisions_path", metavar="DECISIONS", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Move the files decided `remove` here (journaled; `refinery undo DEST` puts them back).")
+@click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the files decided `keep` here.")
+@click.pass_context
+@handle_errors
+def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | None,
+              copy_keepers_to: Path | None) -> None:
+    """Act on a decisions file (saved from the review page) or a dedup report.
+
+    Every file is checked to be what was judged before it moves or is copied; a removed
+    duplicate whose keeper is not kept is left. Without --move-rejects-to or
+    --copy-keepers-to, says what it would do.
+
+    Example: refinery apply decisions.json --move-rejects-to rejects/
+    """
+    from refinery.errors import RefineryError
+    from refinery.review.decisions import load
+
+    decisions = load(decisions_path)
+    if not decisions.root.is_dir():
+        raise RefineryError(f"{decisions_path}: its folder {decisions.root} is not there")
+    preflight(decisions.root, None, None, move_rejects_to, copy_keepers_to)
+    reviewed = _Reviewed(decisions.root, decisions)
+    with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
+        if journal is None and copy_keepers_to is None:
+            removed, refused = decisions.plan("remove")
+            click.echo(f"{len(removed)} files would be moved, {len(refused)} left as they are; act with "
+                       "--move-rejects-to DEST or --copy-keepers-to DEST")
+            return
+        failed = act_on(ctx, reviewed, Config(), journal, copy_keepers_to, stop)
+        if stop.is_set():
+            click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
+            ctx.exit(EXIT_INTERRUPTED)
+    if failed or reviewed.refused:
+        ctx.exit(EXIT_FILE_ERRORS)

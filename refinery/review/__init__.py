@@ -1,0 +1,1 @@
+"""Reviewing a dedup run: the page, and the decisions a review leaves."""

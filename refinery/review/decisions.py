@@ -1,0 +1,133 @@
+"""A decisions file: what to keep and what to remove, as a review left it.
+
+Version 1, JSON (written by the review page's "Save decisions"; docs/review.md):
+
+    {"refinery_decisions": 1,
+     "root": "/absolute/folder/the/run/judged",
+     "files": [{"path": "sub/a.jpg",            relative to root
+                "decision": "keep" | "remove",
+                "kept_as": "b.jpg" | null,       the file that stays in its place (a duplicate)
+                "file": {"bytes": N, "mtime_ns": N, "sha256": HEX} | null}, ...]}   as judged
+
+A dedup report (`--report`) is read the same way: its summary's root, its keep and remove
+lines. Nothing read here is trusted beyond what is checked: every line's types, paths that
+stay below the root, and a removed duplicate's keeper kept in the same file; the files
+themselves are checked against `file` again before anything moves (refinery/dedup/actions.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from refinery.dedup.actions import Judged, Planned
+from refinery.errors import RefineryError
+
+VERSION = 1
+DECIDED = ("keep", "remove")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    path: str
+    decision: str  # keep | remove
+    kept_as: str | None
+    file: Judged | None  # what was judged of it; None: nothing (it cannot be acted on)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    root: Path
+    files: list[Decision]
+
+    def plan(self, decision: str) -> tuple[list[Planned], list[tuple[str, str]]]:
+        """The files with `decision` as the actions take them, and (path, why) for those that
+        cannot be acted on: nothing judged of them, or a keeper the file does not keep."""
+        kept = {d.path: d for d in self.files if d.decision == "keep"}
+        planned, refused = [], []
+        for d in self.files:
+            if d.decision != decision:
+                continue
+            keeper = kept.get(d.kept_as) if d.kept_as else None
+            if d.file is None:
+                refused.append((d.path, "nothing was judged of it (an error line?)"))
+            elif d.kept_as and (keeper is None or keeper.file is None):
+                refused.append((d.path, f"its keeper {d.kept_as} is not kept in the decisions; left, so the "
+                                        "picture is not lost"))
+            else:
+                planned.append(Planned(d.path, d.file, d.kept_as, keeper.file if keeper else None))
+        return planned, refused
+
+
+def load(path: Path) -> Decisions:
+    """A decisions file (or a dedup report), checked line by line; RefineryError naming the
+    file, the line and what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RefineryError(f"{path}: cannot read a decisions file: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise RefineryError(f"{path}: not a decisions file nor a dedup report (no list of files)")
+    if "refinery_decisions" in data:
+        if data["refinery_decisions"] != VERSION:
+            raise RefineryError(f"{path}: decisions version {data['refinery_decisions']!r}; this refinery reads "
+                                f"{VERSION}")
+        root = data.get("root")
+    else:
+        summary = data.get("summary")
+        root = summary.get("root") if isinstance(summary, dict) else None
+    if not isinstance(root, str) or not Path(root).is_absolute():
+        raise RefineryError(f"{path}: no absolute root folder in it")
+    files = []
+    seen: set[str] = set()
+    for number, line in enumerate(data["files"], start=1):
+        try:
+            decision = _line(line)
+        except KeyError as e:
+            raise RefineryError(f"{path}: file entry {number}: lacks {e}") from None
+        except (TypeError, ValueError) as e:
+            raise RefineryError(f"{path}: file entry {number}: {e}") from None
+        if decision is None:
+            continue
+        if decision.path in seen:
+            raise RefineryError(f"{path}: file entry {number}: {decision.path} is listed twice")
+        seen.add(decision.path)
+        files.append(decision)
+    return Decisions(Path(root), files)
+
+
+def _line(line: object) -> Decision | None:
+    if not isinstance(line, dict):
+        raise TypeError("not a JSON object")
+    decision = line["decision"]
+    if decision in ("error", "skip"):  # a report's lines for files no stage judged
+        return None
+    if decision not in DECIDED:
+        raise ValueError(f"decision {decision!r} is not keep or remove")
+    kept_as = line.get("kept_as")
+    if kept_as is not None:
+        kept_as = _relative(kept_as)
+    return Decision(_relative(line["path"]), decision, kept_as, _judged(line.get("file")))
+
+
+def _relative(value: object) -> str:
+    if not isinstance(value, str) or not value or "\x00" in value or any(
+            part in ("", ".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r} is not a plain path below the root")
+    return value
+
+
+def _judged(file: object) -> Judged | None:
+    if file is None:
+        return None
+    if not isinstance(file, dict):
+        raise TypeError("file must be an object")
+    size, mtime, sha = file.get("bytes"), file.get("mtime_ns"), file.get("sha256")
+    if not (isinstance(size, int) and isinstance(mtime, int) and not isinstance(size, bool)
+            and isinstance(sha, str) and _SHA256.fullmatch(sha) and size >= 0):
+        raise ValueError("file must hold bytes, mtime_ns and a sha256")
+    return Judged(size, mtime, sha)
