@@ -35,6 +35,8 @@ log = logging.getLogger("refinery")
               help="Write the JSON report: a summary and one entry per file.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the per-file decisions as CSV.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the review page: every decision as pictures, to flip and save (`refinery review`).")
 @click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).")
 @click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -48,7 +50,7 @@ log = logging.getLogger("refinery")
 @model_options
 @click.pass_context
 @handle_errors
-def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None,
+def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None, html_path: Path | None,
               move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, follow_symlinks: bool,
               engine: str | None, config_path: Path | None, assignments: tuple[str, ...], model: str | None,
               device: str | None, batch_size: int | None) -> None:
@@ -73,6 +75,10 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
     preflight(root, report, csv_path, move_rejects_to, copy_keepers_to)
+    if html_path:
+        if not isinstance(root, Path):
+            raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
+        preflight(root, html_path, None, None, None)
     embedder = make_embedder(cfg)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
@@ -90,7 +96,15 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
         if stop.is_set():
             click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
-        failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop)
+        if html_path:  # before anything moves: the page shows the files where they are
+            from refinery.cli.review import review_written
+            from refinery.dedup.report import report_dict
+            from refinery.review.page import write_review
+
+            with ProgressBars(ctx) as bars:
+                stats = write_review(report_dict(result), html_path, progress=bars)
+            click.echo(review_written(html_path, stats))
+        failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop, reviewed=html_path is not None)
         if stop.is_set():
             click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
@@ -143,7 +157,7 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
     return Path(folder)
 
 
-def dry_run_summary(result: Any, examples: int = 4) -> str:
+def dry_run_summary(result: Any, examples: int = 4, reviewed: bool = False) -> str:
     """What a dry run would do, a few removals as examples (one of each stage first), and how
     to see them all and act on them."""
     removed = [f for f in result.files if f.decision == "remove"]
@@ -155,19 +169,20 @@ def dry_run_summary(result: Any, examples: int = 4) -> str:
         shown += [f for f in removed if f not in shown][:max(0, examples - len(shown))]
         lines.append(f"{len(removed)} files would be removed, for example:")
         lines += [f"  {f.path}: {f.reason}" for f in shown[:examples]]
-        lines.append("see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
-                     "review.html`);")
+        if not reviewed:
+            lines.append("see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
+                         "review.html`);")
     lines.append("act with --move-rejects-to DEST (undo: refinery undo DEST) or --copy-keepers-to DEST")
     return "\n".join(lines)
 
 
 def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
-           stop: threading.Event) -> int:
+           stop: threading.Event, reviewed: bool = False) -> int:
     """Move the removed files or copy the kept ones, as asked; how many could not be."""
     from refinery.dedup import actions
 
     if journal is None and copy_keepers_to is None:
-        click.echo(dry_run_summary(result))
+        click.echo(dry_run_summary(result, reviewed=reviewed))
         return 0
     folder = Path(result.root)
     failed = 0

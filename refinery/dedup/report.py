@@ -33,3 +33,8 @@ def write_csv(result: DedupResult, path: Path) -> None:
             writer.writerow([f.path, f.decision, f.stage or "", f.reason,
                              "" if f.group is None else f.group, f.kept_as or "", json.dumps(f.scores),
                              f.test or "", json.dumps(f.file) if f.file else ""])
+
+
+def report_dict(result: DedupResult) -> dict:
+    """What write_json writes, as a dict (for the review page, without a file in between)."""
+    return {"summary": result.summary(), "files": [{key: getattr(f, key) for key in FIELDS} for f in result.files]}

@@ -1,0 +1,40 @@
+"""`refinery review REPORT --html PAGE`: a dedup report as a page to check and flip decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from refinery.cli.common import ProgressBars, handle_errors, main
+from refinery.errors import RefineryError
+
+
+@main.command("review")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the review page here: one HTML file that opens from disk.")
+@click.pass_context
+@handle_errors
+def review_cmd(ctx: click.Context, report: Path, html_path: Path) -> None:
+    """Show a dedup report as one HTML page: every group, keeper beside duplicates, riskiest
+    first; flip decisions there and save them as decisions.json for `refinery apply`.
+
+    Example: refinery review report.json --html review.html
+    """
+    from refinery.io.fileio import check_writable
+    from refinery.review.page import load_report, write_review
+
+    if html_path.resolve() == report.resolve():
+        raise RefineryError(f"{html_path} is the report itself; write the page elsewhere")
+    check_writable(html_path)
+    data = load_report(report)
+    with ProgressBars(ctx) as bars:
+        stats = write_review(data, html_path, progress=bars)
+    click.echo(review_written(html_path, stats))
+
+
+def review_written(path: Path, stats: Any) -> str:
+    """The line that says a review page was written (dedup --html prints it too)."""
+    return f"wrote {path} ({stats.groups} groups, {stats.bytes / 1e6:.1f} MB)"
