@@ -89,16 +89,14 @@ def next_frame(im: Image.Image, dx: int = 3, dy: int = 2) -> Image.Image:
     return ImageEnhance.Brightness(out).enhance(1.05)
 
 
-@pytest.fixture
-def dup_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A folder with one of each case the funnel handles; returns (folder, expected stage by file).
+def draw_dup_folder(root: Path) -> dict[str, str | None]:
+    """One of each case the funnel handles, drawn into `root`; the expected stage by file.
 
     Expected stage None means "keep"; "pair" marks c.jpg and its next frame, of which the
     keep rule keeps the more detailed one.
     """
     from PIL import ImageFilter
 
-    root = tmp_path / "photos"
     (root / "sub").mkdir(parents=True)
     size = (320, 240)
     a, b, c, d = (draw_picture(s, size) for s in (0, 4, 5, 6))
@@ -114,11 +112,18 @@ def dup_folder(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     Image.blend(d, Image.new("RGB", size, "white"), 0.92).save(root / "d_bright.jpg")
     d.filter(ImageFilter.GaussianBlur(8)).save(root / "d_blur.jpg")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    expected = {"a.jpg": None, "sub/a_copy.jpg": "exact", "b.png": None, "b_small.jpg": "near",
-                "b_low.jpg": "near", "c.jpg": "pair", "c_next.jpg": "pair", "d.jpg": None,
-                "d_dark.jpg": "quality", "d_bright.jpg": "quality", "d_blur.jpg": "quality|near",
-                "broken.jpg": "error"}
-    return root, expected
+    return {"a.jpg": None, "sub/a_copy.jpg": "exact", "b.png": None, "b_small.jpg": "near",
+            "b_low.jpg": "near", "c.jpg": "pair", "c_next.jpg": "pair", "d.jpg": None,
+            "d_dark.jpg": "quality", "d_bright.jpg": "quality", "d_blur.jpg": "quality|near",
+            "broken.jpg": "error"}
+
+
+@pytest.fixture
+def dup_folder(tmp_path: Path) -> tuple[Path, dict[str, str | None]]:
+    """A folder with one of each case the funnel handles (draw_dup_folder); returns (folder,
+    expected stage by file)."""
+    root = tmp_path / "photos"
+    return root, draw_dup_folder(root)
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import draw_picture, next_frame, run_cli, snapshot
+from conftest import draw_dup_folder, draw_picture, next_frame, run_cli, snapshot
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 DATA = re.compile(r'<script type="application/json" id="data">(.*?)</script>', re.S)
@@ -36,20 +36,10 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Reviewed:
     file and a picture of its own, judged once by `dedup --report R --html H`."""
     base = tmp_path_factory.mktemp("review")
     root = base / "photos"
-    (root / "sub").mkdir(parents=True)
-    size = (320, 240)
-    a, b, c, d, e = (draw_picture(s, size) for s in (0, 4, 5, 6, 7))
-    a.save(root / "a.jpg", quality=92)
-    (root / "sub" / "a_copy.jpg").write_bytes((root / "a.jpg").read_bytes())
-    b.save(root / "b.png")
-    b.resize((192, 144)).save(root / "b_small.jpg", quality=85)
-    b.save(root / "b_low.jpg", quality=30)
-    c.save(root / "c.jpg", quality=92)
-    next_frame(c).save(root / "c_next.jpg", quality=92)
-    d.save(root / "d.jpg", quality=92)
-    Image.eval(d, lambda v: int(v * 0.05)).save(root / "d_dark.jpg")
-    e.save(root / "e.jpg", quality=92)
-    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    draw_dup_folder(root)
+    for name in ("d_bright.jpg", "d_blur.jpg"):  # one quality reject is enough here
+        (root / name).unlink()
+    draw_picture(7, (320, 240)).save(root / "e.jpg", quality=92)  # a picture of its own
     report, html = base / "r.json", base / "review.html"
     proc = run_cli("dedup", str(root), "--report", str(report), "--html", str(html), "--device", "cpu")
     assert proc.returncode == 3, proc.stderr  # finished; broken.jpg could not be read
