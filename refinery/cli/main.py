@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from refinery.cli import apply, dedup, export, retrieval, review, serve, train  # noqa: F401 - each registers its commands
+from refinery.cli import apply, dedup, export, frames, retrieval, review, serve, train  # noqa: F401 - each registers its commands
 from refinery.cli.common import main
 
 __all__ = ["main"]

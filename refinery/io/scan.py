@@ -23,6 +23,9 @@ _SIGNATURES = (
 _ISO_BRANDS = {b"heic": "heif", b"heix": "heif", b"hevc": "heif", b"heim": "heif", b"heis": "heif",
                b"hevm": "heif", b"hevs": "heif", b"mif1": "heif", b"msf1": "heif", b"avif": "avif",
                b"avis": "avif"}
+# Videos are not pictures: a dedup run names them (`refinery frames` thins them).
+VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".ts", ".mts", ".3gp"})
 # Names worth a look even when their content is not recognised: so that a broken
 # photo.jpg is reported as an error instead of being silently skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo",
@@ -103,6 +106,8 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
             elif entry.is_file():
                 if _is_image(entry.path, entry.name):
                     files.append(path)
+                elif os.path.splitext(entry.name)[1].lower() in VIDEO_SUFFIXES:
+                    skipped.append(Skipped(_rel(path, root), "skip", "a video: use `refinery frames`"))
             elif _has_image_suffix(entry.name):  # a FIFO, socket or device named like a picture
                 skipped.append(Skipped(_rel(path, root), "error", "not a regular file"))
     return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from refinery.config import QualityConfig
 from refinery.dedup.decisions import KEEP, REMOVE
 from refinery.dedup.state import Run, StageStats
-from refinery.features import Features
 
 
-def judge(f: Features, cfg: QualityConfig) -> str | None:
+class Measured(Protocol):
+    """What the quality stage looks at (a picture's Features; a video frame's measures)."""
+
+    width: int
+    height: int
+    brightness: float
+    sharpness: float
+
+
+def judge(f: Measured, cfg: QualityConfig) -> str | None:
     """Why `f` fails the quality stage, or None if it passes."""
     if min(f.width, f.height) < cfg.min_side:
         return f"too small: {f.width}x{f.height} px, a side under {cfg.min_side}"
