@@ -44,6 +44,10 @@ from refinery.io.fileio import create_exclusive
 
 log = logging.getLogger(__name__)
 
+# FFmpeg's own messages ("[mjpeg @ 0x...] overread 8") would interleave with refinery's one
+# line per bad video: quiet unless the user asked for them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 LEARN_FROM = 32  # sampled frames a video's background is first learnt from
 RELEARN_EVERY = 256  # sampled frames between two learnings of the background
 LOOK_BACK = 32  # kept frames a new frame is compared with

@@ -1,0 +1,99 @@
+"""`refinery frames`: videos written by the tests (OpenCV's VideoWriter: MJPG in AVI, mp4v in
+MP4) from known scenes, thinned while they are read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_scenes import PERSON, Thing, background
+
+from conftest import run_cli
+
+W, H, FPS = 480, 270, 10.0
+
+
+def frame_pixels(bg: np.ndarray, things: list[Thing], rng: np.random.Generator) -> np.ndarray:
+    """One BGR frame: the background, the things as ellipses, fresh noise."""
+    image = bg.copy()
+    for t in things:
+        cv2.ellipse(image, (int(t.x), int(t.y)), (int(t.size / 3), int(t.size / 2)), 0, 0, 360, t.colour, -1)
+    return np.clip(image + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)[..., ::-1].copy()
+
+
+def scenes(standing: int = 20, walking: int = 14) -> list[list[Thing]]:
+    """A person standing still for `standing` frames, then walking by twice their width a
+    frame (14 frames cross the picture)."""
+    parked = Thing(0, 60, 200, 40, (200, 40, 40))
+    walk = [[parked, Thing(9, 40 + 30 * k, 100, 22, (20, 20, 220))] for k in range(walking)]
+    return [[parked, PERSON]] * standing + walk
+
+
+def write_video(path: Path, frames: list[list[Thing]], fourcc: str) -> Path:
+    rng = np.random.default_rng(1)
+    bg = background(21)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (W, H))
+    assert writer.isOpened()
+    for things in frames:
+        writer.write(frame_pixels(bg, things, rng))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize(("fourcc", "suffix"), [("MJPG", ".avi"), ("mp4v", ".mp4")])
+def test_the_frames_to_keep_are_written_with_their_times(tmp_path: Path, fourcc: str, suffix: str) -> None:
+    video = write_video(tmp_path / f"cam{suffix}", scenes(), fourcc)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    proc = run_cli("frames", str(video), "--out", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["videos"][0]
+    written = {w["frame"]: w for w in data["written"]}
+    assert sum(1 for f in written if f < 20) == 1  # the person standing: one frame kept
+    assert all(f in written for f in range(20, 34))  # walking by twice their width: every frame
+    for w in data["written"]:
+        assert w["name"] == f"cam_t{w['frame'] / FPS:010.3f}.jpg" and (out / w["name"]).is_file()
+    assert sorted(p.name for p in out.iterdir()) == sorted(w["name"] for w in data["written"])
+    span = data["skipped"][0]
+    assert span["frames"] == 19 and span["kept_as"] in {w["name"] for w in data["written"]}
+    assert span["start"] < span["end"] <= 1.9
+
+
+def test_bad_videos_are_one_line_each_and_the_rest_goes_on(tmp_path: Path) -> None:
+    good = write_video(tmp_path / "good.avi", scenes(5, 5), "MJPG")
+    truncated = tmp_path / "truncated.avi"
+    data = write_video(tmp_path / "long.avi", scenes(20, 20), "MJPG").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "empty.avi").write_bytes(b"")
+    proc = run_cli("frames", str(truncated), str(tmp_path / "notes.mp4"), str(tmp_path / "empty.avi"), str(good),
+                   "--out", str(tmp_path / "out"))
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert any("notes.mp4" in e for e in errors) and any("empty.avi" in e for e in errors)
+    assert any("truncated.avi" in e for e in errors)
+    assert any(p.name.startswith("good_t") for p in (tmp_path / "out").iterdir())
+
+
+def test_a_frame_already_in_out_is_never_overwritten(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "cam.avi", scenes(3, 0), "MJPG")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cam_t000000.000.jpg").write_bytes(b"someone else's")
+    proc = run_cli("frames", str(video), "--out", str(out))
+    assert proc.returncode == 0 and "not overwritten" in proc.stderr
+    assert (out / "cam_t000000.000.jpg").read_bytes() == b"someone else's"
+
+
+def test_dedup_names_a_video_and_leaves_it(tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_video(folder / "cam.mp4", scenes(3, 0), "mp4v")
+    report = tmp_path / "r.json"
+    proc = run_cli("dedup", str(folder), "--report", str(report), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    [line] = json.loads(report.read_text())["files"]
+    assert line["path"] == "cam.mp4" and line["decision"] == "skip" and "refinery frames" in line["reason"]
