@@ -40,6 +40,7 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
     from refinery.cli.common import settings
     from refinery.frames import thin_video
     from refinery.io.fileio import check_writable, check_writable_folder, write_text_atomic
+    from refinery.parallel import peak_memory_mb
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
@@ -58,7 +59,8 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
                 log.error("%s: %s", video, result.error)
                 failed += 1
             click.echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
-                       f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps)")
+                       f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
+                       f"peak memory {peak_memory_mb():.0f} MB)")
     if report:
         write_text_atomic(report, json.dumps({"out": str(out.resolve()), "videos": [r.to_dict() for r in results]},
                                              indent=1))
