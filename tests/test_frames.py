@@ -97,3 +97,34 @@ def test_dedup_names_a_video_and_leaves_it(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     [line] = json.loads(report.read_text())["files"]
     assert line["path"] == "cam.mp4" and line["decision"] == "skip" and "refinery frames" in line["reason"]
+
+
+def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    walk = scenes(0, 14)
+    video = write_video(tmp_path / "long.avi", [walk[k % 14] for k in range(1500)], "MJPG")
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "refinery", "frames", str(video), "--out", str(out), "--report",
+                             str(report)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    data = json.loads(report.read_text())["videos"][0]
+    assert data["interrupted"] and 0 < data["frames"] < 1500
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == sorted(w["name"] for w in data["written"])
+    for p in files:
+        Image.open(p).load()  # whole: every one decodes
