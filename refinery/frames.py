@@ -6,19 +6,21 @@ time (`STEM_t000123.400.jpg`). Each sampled frame goes through the dedup funnel'
 far as a stream allows:
 
 - quality: blurred, too dark, burnt out (the quality stage's thresholds);
-- the scene test (refinery/dedup/stages/scenes.py): the video's background is learnt from
-  its first sampled frames (a per-pixel median, each frame over its gain, with each pixel's
-  own noise) and learnt again from a spread of recent frames as the video goes on (the light
-  changes over an hour); a frame is skipped when it shows the same things at the same places
-  as one of the last kept frames (every region of their foregrounds overlapping by
-  `scenes.min_overlap`) and its 16x16 thumbnail correlates with that frame's as the near
-  stage asks (`near.min_correlation`); else it is kept.
+- the scene test (refinery/dedup/stages/scenes.py): frames are decided a window at a time,
+  on a background learnt afresh for each window (a per-pixel median, each frame over its
+  gain, with each pixel's own noise) from a spread of the last WINDOW frames: people who
+  stop for a few seconds are voted out, and the light may change over an hour. A frame is
+  skipped when it shows the same things at the same places as a kept frame (every region of
+  their foregrounds overlapping by `scenes.min_overlap`) and its 16x16 thumbnail correlates
+  with that frame's as the near stage asks (`near.min_correlation`); else it is kept.
 
-Memory stays bounded whatever the length: the frames a background is learnt from, the last
-kept frames' foregrounds, and a window of WINDOW frames decided together. Online decisions
-only look back: a window's frames are compared with the last LOOK_BACK kept frames, so a
-scene that comes back after many other kept frames is kept again (batch dedup would remove
-it), and a kept frame is never replaced by a more typical frame of a later window.
+Memory stays bounded whatever the length: a window of WINDOW frames (as the JPEGs they would
+be written as, and in gray at the stages' size), the grays a background is learnt from, and
+the last kept frames' foregrounds. Online decisions only look back: a window's frames are
+compared with the last LOOK_BACK kept frames, so a scene that comes back after many other
+kept frames is kept again (batch dedup would remove it), and a kept frame is never replaced
+by a more typical frame of a later window. A group still going on at a window's end waits
+for the next window, so that a window's end does not split it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +44,7 @@ from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, overlap
 from refinery.features import THUMB, gray_work, laplacian_variance, normalized_thumbs
 from refinery.io.fileio import create_exclusive
+from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,20 @@ log = logging.getLogger(__name__)
 # line per bad video: quiet unless the user asked for them.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-LEARN_FROM = 32  # sampled frames a video's background is first learnt from
-RELEARN_EVERY = 256  # sampled frames between two learnings of the background
-LOOK_BACK = 32  # kept frames a new frame is compared with
 # Frames decided together, as dedup decides a folder (each group keeps its most typical
-# frame), held as the JPEGs they would be written as: 256 frames of 1920x1080 at quality 92
-# take ~100 MB. vtest.avi keeps 456 frames with a window of 32, 442 with 128, 414 with 256
-# (refinery dedup on all its frames: 404).
+# frame), held as the JPEGs they would be written as (256 frames of 1920x1080 at quality 92:
+# ~100 MB) and in gray at 320 pixels (~20 MB). On vtest.avi (refinery dedup on all its frames
+# keeps 392): 411 kept with windows of 128, 396 with 256, 400 with 512 (docs/frames.md).
 WINDOW = 256
+CARRY = 32  # frames at a window's end whose groups may go on in the next window
+LEARN_FROM = 32  # a background is learnt from the last LEARN_FROM of every LEARN_EVERY-th frame:
+LEARN_EVERY = 8  # a spread over the last WINDOW frames (25 s at 10 fps)
+LOOK_BACK = 32  # kept frames a new frame is compared with
+
+
+_Verdict = tuple[str | None, str, float | None]  # (the kept frame it duplicates, why, foreground overlap)
+# (video name, frame count, frames per second) -> what counts the frames read
+FrameProgress = Callable[[str, int, float], Callable[[int], None]]
 
 
 @dataclass
@@ -75,7 +85,8 @@ class Span:
     end: float
     frames: int  # sampled frames in it
     kept_as: str | None  # the kept frame they duplicate (None: a quality reject)
-    why: str
+    why: str  # of its first frame
+    overlap: float | None = None  # the smallest foreground overlap with kept_as in the span
 
 
 @dataclass
@@ -88,6 +99,9 @@ class VideoResult:
     skipped: list[Span] = field(default_factory=list)
     error: str = ""  # why the video could not be read (to the end)
     interrupted: bool = False
+    # With thumbnails asked for: a span's number -> a JPEG thumbnail of its frame least like
+    # its keeper (or of its first frame), THUMB_SIDE pixels, ~5 KB. Not in the report.
+    pictures: dict[int, bytes] | None = None
 
     def to_dict(self) -> dict:
         return {"video": self.video, "fps": self.fps, "frames": self.frames, "sampled": self.sampled,
@@ -110,7 +124,7 @@ class _Sample:
     t: float
     frame: int
     jpeg: bytes  # the frame as it would be written
-    gray: np.ndarray  # at the stages' size, float32
+    gray: np.ndarray  # at the stages' size, uint8 (a quarter of float32's memory)
     thumb: np.ndarray  # THUMB x THUMB gray, normalised (its dot product is a correlation)
     measures: _Measures  # what the quality stage looks at
 
@@ -133,63 +147,45 @@ class _Thinner:
     def __init__(self, video: Path, out: Path, cfg: Config, jpeg_quality: int, result: VideoResult):
         self.video, self.out, self.cfg, self.jpeg_quality, self.result = video, out, cfg, jpeg_quality, result
         self.background: Background | None = None
-        self.waiting: list[_Sample] = []  # before the first background
+        self.waiting: list[_Sample] = []  # frames not decided yet
         self.recent: deque[np.ndarray] = deque(maxlen=LEARN_FROM)  # grays to learn the next background from
         self.kept: deque[_Kept] = deque(maxlen=LOOK_BACK)
-        self.since_learnt = 0
         self.span_open = False  # the last frame decided was skipped: a span is open
 
     def add(self, sample: _Sample) -> None:
-        if self.result.sampled % max(1, RELEARN_EVERY // LEARN_FROM) == 0 or self.background is None:
+        if self.result.sampled % LEARN_EVERY == 0:
             self.recent.append(sample.gray)
         self.result.sampled += 1
         self.waiting.append(sample)
-        if self.background is None:
-            if len(self.waiting) >= LEARN_FROM:
-                self.flush()
-            return
-        self.since_learnt += 1
-        if self.since_learnt >= RELEARN_EVERY and len(self.recent) >= 3:
-            self.background, self.since_learnt = Background.learn(list(self.recent), self.cfg.scenes), 0
         if len(self.waiting) >= WINDOW:
             self.flush()
 
-    def flush(self) -> None:
-        """Decide the frames that wait (learning the first background from them if there is
-        none yet)."""
-        if self.background is None and self.waiting:
-            grays = [s.gray for s in self.waiting]
-            self.background = Background.learn(grays, self.cfg.scenes) if len(grays) >= 3 else None
+    def flush(self, final: bool = False) -> None:
+        """Decide the frames that wait, on a background learnt from the recent frames; unless
+        `final`, the groups still going on at the end wait for the next window."""
         window, self.waiting = self.waiting, []
-        if window:
-            self.decide(window)
+        if not window:
+            return
+        if len(self.recent) >= 3:
+            self.background = Background.learn([g.astype(np.float32) for g in self.recent], self.cfg.scenes)
+        self.waiting = self.decide(window, final)
 
-    def decide(self, window: list[_Sample]) -> None:
+    def decide(self, window: list[_Sample], final: bool) -> list[_Sample]:
         """Decide a window of consecutive frames as dedup decides a folder: quality first;
         then a frame the same as a frame kept before goes; the rest are covered by their most
-        typical frames (the one most others in the window are the same as), which are kept."""
-        verdict: list[tuple[str | None, str] | None] = [None] * len(window)  # (kept_as, why), None = keep
-        fronts: list[Frame | None] = []
-        for k, sample in enumerate(window):
-            why = judge(sample.measures, self.cfg.quality)
-            front = self.background.frame(sample.gray, self.cfg.scenes) if self.background is not None else None
-            if front is not None and front.foreground > self.cfg.scenes.max_foreground:
-                front = None  # no view of the background: it cannot be judged, it stays
-            fronts.append(None if why else front)
-            if why:
-                verdict[k] = (None, why)
-            elif front is not None:
-                for kept in reversed(self.kept):
-                    iou = self.same(sample.thumb, front, kept.thumb, kept.foreground)
-                    if iou is not None:
-                        verdict[k] = (kept.name, f"the same frame as {kept.name} (foreground overlap {iou:.2f})")
-                        break
+        typical frames (the one most others in the window are the same as), which are kept.
+        Unless `final`, the frames from the first one of a group that reaches the window's
+        last CARRY frames on are not decided: they are returned, to be decided with the next
+        frames (at most half the window, so that a still scene cannot hold frames forever)."""
+        verdict, fronts = self.judge(window)
         open_rows = [k for k in range(len(window)) if verdict[k] is None and fronts[k] is not None]
         edges = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1:]
                  if self.same(window[a].thumb, fronts[a], window[b].thumb, fronts[b]) is not None]
+        cut = len(window) if final else _cut(len(window), open_rows, edges)
+        edges = [(a, b) for a, b in edges if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
         names: dict[int, str] = {}
-        for k, sample in enumerate(window):  # in time order: a keeper is written before its span
+        for k, sample in enumerate(window[:cut]):  # in time order (a keeper may come after frames it stands for)
             if verdict[k] is None and k not in keeper_of:
                 name = self.write(sample)
                 if name:
@@ -201,9 +197,34 @@ class _Thinner:
                 keeper = keeper_of[k]
                 iou = overlap(fronts[k], fronts[keeper])  # type: ignore[arg-type]
                 name = names.get(keeper) or frame_name(self.video.stem, window[keeper].t)
-                self.skip(sample, name, f"the same frame as {name} (foreground overlap {iou:.2f})")
+                self.skip(sample, name, f"the same frame as {name} (foreground overlap {iou:.2f})", iou)
             else:
                 self.skip(sample, *verdict[k])  # type: ignore[misc]
+        return window[cut:]
+
+    def judge(self, window: list[_Sample]) -> tuple[list[_Verdict | None], list[Frame | None]]:
+        """Each frame's verdict - None (open), or (the kept frame it duplicates, why, their
+        foreground overlap) - and its foreground (None: not judged by the scene test)."""
+        verdict: list[_Verdict | None] = [None] * len(window)
+        fronts: list[Frame | None] = []
+        for k, sample in enumerate(window):
+            why = judge(sample.measures, self.cfg.quality)
+            front = None
+            if self.background is not None and not why:
+                front = self.background.frame(sample.gray.astype(np.float32), self.cfg.scenes)
+                if front.foreground > self.cfg.scenes.max_foreground:
+                    front = None  # no view of the background: it cannot be judged, it stays
+            fronts.append(front)
+            if why:
+                verdict[k] = (None, why, None)
+            elif front is not None:
+                for kept in reversed(self.kept):
+                    iou = self.same(sample.thumb, front, kept.thumb, kept.foreground)
+                    if iou is not None:
+                        verdict[k] = (kept.name, f"the same frame as {kept.name} (foreground overlap {iou:.2f})",
+                                      iou)
+                        break
+        return verdict, fronts
 
     def same(self, thumb_a: np.ndarray, front_a: Frame | None, thumb_b: np.ndarray, front_b: Frame | None
              ) -> float | None:
@@ -214,14 +235,23 @@ class _Thinner:
         iou = overlap(front_a, front_b)
         return iou if iou >= self.cfg.scenes.min_overlap else None
 
-    def skip(self, sample: _Sample, kept_as: str | None, why: str) -> None:
-        """Add the frame to the span of skipped frames it continues, or start one."""
+    def skip(self, sample: _Sample, kept_as: str | None, why: str, iou: float | None = None) -> None:
+        """Add the frame to the span of skipped frames it continues, or start one; the span's
+        thumbnail (if asked for) shows its frame least like the keeper."""
         kind = kept_as or why.split(":")[0]  # the same kept frame, or the same quality reason
         spans = self.result.skipped
         if self.span_open and spans and (spans[-1].kept_as or spans[-1].why.split(":")[0]) == kind:
-            spans[-1].end, spans[-1].frames = sample.t, spans[-1].frames + 1
+            span = spans[-1]
+            span.end, span.frames = sample.t, span.frames + 1
+            weaker = iou is not None and (span.overlap is None or iou < span.overlap)
+            if weaker:
+                span.overlap = round(iou, 3)  # type: ignore[arg-type]
         else:
-            spans.append(Span(sample.t, sample.t, 1, kept_as, why))
+            spans.append(Span(sample.t, sample.t, 1, kept_as, why, None if iou is None else round(iou, 3)))
+            weaker = True
+        if weaker and self.result.pictures is not None:
+            self.result.pictures[len(spans) - 1] = thumbnail_jpeg(sample.jpeg, max(sample.measures.width,
+                                                                                    sample.measures.height))
         self.span_open = True
 
     def write(self, sample: _Sample) -> str | None:
@@ -248,12 +278,36 @@ class _Thinner:
         return name
 
 
+def _cut(n: int, rows: list[int], edges: list[tuple[int, int]]) -> int:
+    """Where the frames still open at the end of a window of `n` begin: the first frame of any
+    group (connected by `edges` among `rows`) with a frame in the last CARRY, or the last
+    CARRY frames; never before the window's middle."""
+    parent = {row: row for row in rows}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    first: dict[int, int] = {}
+    for row in rows:  # in order: a group's first frame is seen first
+        first.setdefault(find(row), row)
+    tail = n - CARRY
+    cut = min([tail] + [first[find(row)] for row in rows if row >= tail])
+    return max(cut, n // 2)
+
+
 def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float = 0.0, jpeg_quality: int = 92,
-               progress: Callable[[str, int], Callable[[int], None]] | None = None,
-               stop: threading.Event | None = None) -> VideoResult:
+               progress: FrameProgress | None = None, stop: threading.Event | None = None,
+               thumbnails: bool = False) -> VideoResult:
     """Read `video` once and write the frames to keep into `out`; what was written and what
-    was skipped, and why. Every `every`-th frame is sampled, or `fps` frames a second."""
-    result = VideoResult(str(video))
+    was skipped, and why. Every `every`-th frame is sampled, or `fps` frames a second.
+    `progress(name, frames, fps)` is told of the video and returns what counts frames read.
+    With `thumbnails`, each skipped span keeps a thumbnail for the review page."""
+    result = VideoResult(str(video), pictures={} if thumbnails else None)
     if not Path(video).is_file():
         result.error = "no such file"
         return result
@@ -266,7 +320,7 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         result.fps = round(rate, 3)
         step = every if not fps else max(1, round(rate / fps)) if rate > 0 else 1
-        advance = progress(Path(video).name, total) if progress else (lambda n: None)
+        advance = progress(Path(video).name, total, rate) if progress else (lambda n: None)
         thinner = _Thinner(Path(video), Path(out), cfg, jpeg_quality, result)
         index = 0
         while not (stop is not None and stop.is_set()):
@@ -282,7 +336,7 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
             advance(1)
         result.frames = index
         result.interrupted = stop is not None and stop.is_set()
-        thinner.flush()
+        thinner.flush(final=True)
         if not result.interrupted:
             if index == 0:
                 result.error = "no frame could be read (empty, truncated or not a video)"
@@ -294,6 +348,54 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
         capture.release()
 
 
+def thumbnail_jpeg(jpeg: bytes, longer_side: int) -> bytes:
+    """A frame's JPEG as a review page's thumbnail (THUMB_SIDE pixels), decoded at a quarter
+    or an eighth of its size where that is still big enough (libjpeg scales as it decodes)."""
+    reduce = next((flag for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                             (2, cv2.IMREAD_REDUCED_COLOR_2))
+                   if longer_side // factor >= THUMB_SIDE), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), reduce)
+    if bgr is None:  # cannot be: refinery encoded it
+        raise ValueError("a frame's own JPEG did not decode")
+    scale = THUMB_SIDE / max(bgr.shape[:2])
+    if scale < 1:
+        bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
+                         interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])[1].tobytes()
+
+
+def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str, bytes]]:
+    """The thinning as a report the review page shows (refinery/review/page.py): each kept
+    frame of `out` beside the spans skipped as its duplicates, quality spans on their own,
+    videos that failed as errors; and the spans' thumbnails, by the name the page gives them."""
+    files: list[dict] = []
+    pictures: dict[str, bytes] = {}
+    groups: dict[str, int] = {}  # a kept frame's name -> its group
+    for result in results:
+        for number, span in enumerate(result.skipped):
+            when = f"{span.start:.3f} s" if span.frames == 1 else f"{span.start:.3f}-{span.end:.3f} s"
+            label = f"{Path(result.video).stem} {when}: {span.frames} frame{'s' if span.frames > 1 else ''} skipped"
+            line: dict[str, Any] = {"path": label, "decision": "remove", "file": None,
+                                    "reason": f"the same frame as {span.kept_as}" if span.kept_as else span.why}
+            if span.kept_as:
+                line |= {"stage": "near", "test": "scene", "kept_as": span.kept_as,
+                         "group": groups.setdefault(span.kept_as, len(groups)),
+                         "scores": {"foreground_overlap": span.overlap}}
+            else:
+                line |= {"stage": "quality"}
+            files.append(line)
+            if result.pictures and number in result.pictures:
+                pictures[label] = result.pictures[number]
+        if result.error:
+            files.append({"path": result.video, "decision": "error", "reason": result.error, "file": None})
+    kept = [{"path": w.name, "decision": "keep", "group": groups.get(w.name), "file": None}
+            for result in results for w in result.written]
+    text = (f"{len(results)} video{'s' if len(results) > 1 else ''}: {sum(r.sampled for r in results)} frames "
+            f"looked at, {len(kept)} written to {Path(out).resolve()}, "
+            f"{sum(s.frames for r in results for s in r.skipped)} skipped in {len(files)} spans")
+    return {"summary": {"root": str(Path(out).resolve()), "text": text}, "files": kept + files}, pictures
+
+
 def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sample:
     """A decoded frame as the tests see a picture: gray at the stages' size, its thumbnail,
     its brightness and sharpness."""
@@ -303,5 +405,5 @@ def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sam
     height, width = bgr.shape[:2]
     measures = _Measures(width, height, float(gray.mean()), laplacian_variance(gray))
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray.astype(np.float32), thumb,
+    return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, thumb,
                    measures)

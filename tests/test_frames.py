@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from test_review import browser  # noqa: F401  (a fixture)
 from test_scenes import PERSON, Thing, background
 
 from conftest import run_cli
@@ -128,3 +130,70 @@ def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) ->
     assert [p.name for p in files] == sorted(w["name"] for w in data["written"])
     for p in files:
         Image.open(p).load()  # whole: every one decodes
+
+
+def test_a_still_scene_across_two_windows_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 16 frames: the 20 frames of the person standing still cross a window's end,
+    and are decided together with the next window's (one frame kept, not one a window)."""
+    from refinery import frames
+    from refinery.config import Config
+
+    monkeypatch.setattr(frames, "WINDOW", 16)
+    monkeypatch.setattr(frames, "CARRY", 4)
+    monkeypatch.setattr(frames, "LEARN_EVERY", 1)
+    video = write_video(tmp_path / "cam.avi", scenes(standing=20, walking=14)[::-1], "MJPG")  # walks, then stands
+    out = tmp_path / "out"
+    out.mkdir()
+    result = frames.thin_video(video, out, Config())
+    kept = [w.frame for w in result.written]
+    assert sum(1 for f in kept if f >= 14) == 1 and all(f in kept for f in range(14)), kept
+
+
+def test_cut_waits_for_groups_that_reach_the_end_and_never_holds_more_than_half() -> None:
+    from refinery.frames import CARRY, _cut
+
+    n = 256
+    rows = list(range(n))
+    assert _cut(n, rows, []) == n - CARRY  # nothing joined: the last CARRY frames wait
+    assert _cut(n, rows, [(200, 250)]) == 200  # a group reaching the end waits whole
+    assert _cut(n, rows, [(10, 250)]) == n // 2  # but never more than half the window
+    assert _cut(n, [5, 6], []) == n - CARRY
+
+
+def test_html_shows_each_kept_frame_beside_its_skipped_spans(tmp_path: Path) -> None:
+    from test_review import page_data
+
+    video = write_video(tmp_path / "cam.avi", scenes(standing=20, walking=3), "MJPG")
+    out, page = tmp_path / "out", tmp_path / "r.html"
+    proc = run_cli("frames", str(video), str(tmp_path / "nothing.mp4"), "--out", str(out), "--html", str(page))
+    assert proc.returncode == 3 and f"wrote {page}" in proc.stdout, proc.stderr
+    data = page_data(page)
+    assert data["note"] and "4 written" in data["summary"]  # no buttons, no decisions to save: a note instead
+    [group] = data["groups"]
+    keeper, [span] = data["files"][group["keeper"]], [data["files"][i] for i in group["members"]]
+    assert (out / keeper["path"]).is_file() and span["kept_as"] == keeper["path"]
+    assert span["path"].startswith("cam ") and span["path"].endswith("19 frames skipped")
+    assert span["thumb"] is not None and span["diff"] is not None  # the span's own picture, never on disk
+    assert 0.5 < span["scores"]["foreground_overlap"] <= 1
+    [error] = [data["files"][i] for i in data["errors"]]
+    assert error["path"].endswith("nothing.mp4") and error["reason"] == "no such file"
+
+
+def test_the_html_page_shows_spans_without_buttons(tmp_path: Path, browser: tuple[Any, Path]) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    video = write_video(tmp_path / "cam.avi", scenes(standing=20, walking=3), "MJPG")
+    page = tmp_path / "r.html"
+    assert run_cli("frames", str(video), "--out", str(tmp_path / "out"), "--html", str(page)).returncode == 0
+    driver, _ = browser
+    driver.get(page.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.documentElement.dataset.firstPageMs"))
+    tiles = driver.find_elements(By.CSS_SELECTOR, "figure.tile")
+    assert [t.get_attribute("data-path") for t in tiles] == ["cam_t000000.000.jpg",
+                                                             "cam 0.100-1.900 s: 19 frames skipped"]
+    assert driver.execute_script("return [...document.querySelectorAll('#list img')].every(i => i.naturalWidth > 0)")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#list img")) == 3  # keeper, span, where the span differs
+    assert not driver.find_elements(By.CSS_SELECTOR, "button[data-act]")
+    assert not driver.find_element(By.ID, "save").is_displayed()
+    assert "never written" in driver.find_element(By.ID, "help").text

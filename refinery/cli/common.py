@@ -138,10 +138,10 @@ def make_embedder(cfg: Any) -> Any:
     return Embedder(m.path, device=m.device, batch_size=m.batch_size, threads=m.threads or 1)
 
 
-def progress_bar(ctx: click.Context, label: str, total: int) -> Any:
+def progress_bar(ctx: click.Context, label: str, total: int, unit: str = "img") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit="img", disable=ctx.obj["quiet"] or None,
+    return tqdm(total=total, desc=label, unit=unit, disable=ctx.obj["quiet"] or None,
                 file=sys.stderr, leave=False)
 
 
@@ -152,8 +152,8 @@ class ProgressBars:
         self.ctx = ctx
         self.bars: list[Any] = []
 
-    def __call__(self, label: str, total: int) -> Callable[[int], None]:
-        self.bars.append(progress_bar(self.ctx, label, total))
+    def __call__(self, label: str, total: int, unit: str = "img") -> Callable[[int], None]:
+        self.bars.append(progress_bar(self.ctx, label, total, unit))
         return self.bars[-1].update
 
     def __enter__(self) -> ProgressBars:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -25,17 +26,21 @@ log = logging.getLogger("refinery")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every kept frame (time, frame number) and every skipped span (from, to, the kept "
                    "frame it duplicates, why) as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a page that shows each kept frame beside the spans skipped as its duplicates "
+                   "(a picture of each span: its frame least like the keeper, where it differs in red).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
 @click.pass_context
 @handle_errors
 def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: int | None, fps: float | None,
-               jpeg_quality: int, report: Path | None, config_path: Path | None, assignments: tuple[str, ...]) -> None:
+               jpeg_quality: int, report: Path | None, html_path: Path | None, config_path: Path | None,
+               assignments: tuple[str, ...]) -> None:
     """Read each VIDEO once and write only the frames a person would keep.
 
     Blurred, dark and burnt-out frames are skipped, and so is every frame that shows the
     same things at the same places as a frame kept shortly before (the scene test of
-    `refinery dedup`). Example: refinery frames camera1.mp4 --out frames/ --fps 2 --report r.json
+    `refinery dedup`). Example: refinery frames camera1.mp4 --out frames/ --fps 2 --html r.html
     """
     from refinery.cli.common import settings
     from refinery.frames import thin_video
@@ -46,26 +51,73 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
         raise click.UsageError("give --every or --fps, not both")
     cfg = settings(config_path, assignments, None, None, None)
     check_writable_folder(out)
-    if report:
-        check_writable(report)
+    for path in (report, html_path):
+        if path:
+            check_writable(path)
     results, failed = [], 0
     with stop_on_signal() as stop, ProgressBars(ctx) as bars:
         for video in videos:
             if stop.is_set():
                 break
-            result = thin_video(video, out, cfg, every or 1, fps or 0.0, jpeg_quality, bars, stop)
+            result = thin_video(video, out, cfg, every or 1, fps or 0.0, jpeg_quality, frame_bar(bars), stop,
+                                thumbnails=html_path is not None)
             results.append(result)
             if result.error:
                 log.error("%s: %s", video, result.error)
                 failed += 1
+            if result.error and not result.sampled:
+                continue
             click.echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
                        f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
                        f"peak memory {peak_memory_mb():.0f} MB)")
     if report:
         write_text_atomic(report, json.dumps({"out": str(out.resolve()), "videos": [r.to_dict() for r in results]},
                                              indent=1))
+    if html_path:
+        write_page(ctx, results, out, html_path)
     if stop.is_set():
         click.echo("interrupted: every frame written so far is whole; the report covers what was done")
         ctx.exit(EXIT_INTERRUPTED)
     if failed:
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def frame_bar(bars: ProgressBars) -> Callable[[str, int, float], Callable[[int], None]]:
+    """A video's progress bar: frames read, and how far into the video that is."""
+
+    def start(name: str, total: int, rate: float) -> Callable[[int], None]:
+        advance = bars(name, total, unit="frame")
+        bar, every = bars.bars[-1], max(1, round(rate))
+        length = f" of {clock(total / rate)}" if rate and total else ""
+
+        def read(n: int) -> None:
+            advance(n)
+            if rate and bar.n % every == 0:  # once a video second
+                bar.set_postfix_str(f"video {clock(bar.n / rate)}{length}", refresh=False)
+
+        return read
+
+    return start
+
+
+def clock(seconds: float) -> str:
+    """1:02:03, or 2:03 under an hour."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def write_page(ctx: click.Context, results: list, out: Path, html_path: Path) -> None:
+    """The review page of what was kept and skipped (no decisions to flip: the skipped frames
+    were never written)."""
+    from refinery.cli.review import review_written
+    from refinery.frames import review_report
+    from refinery.review.page import write_review
+
+    report, pictures = review_report(results, out)
+    note = ("Each kept frame in " + str(out) + " beside the spans of frames skipped as its duplicates; a span's "
+            "picture is its frame least like the keeper, red where it differs. Skipped frames were never written: "
+            "to keep more, lower scenes.min_overlap (refinery config) and run again.")
+    with ProgressBars(ctx) as bars:
+        stats = write_review(report, html_path, progress=bars, pictures=pictures, note=note)
+    click.echo(review_written(html_path, stats))

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -103,15 +104,20 @@ def evidence(line: dict) -> tuple[str, float]:
     return "exact", 1.0
 
 
-def write_review(report: dict, out: Path, progress: Progress | None = None, workers: int = 0) -> ReviewStats:
+def write_review(report: dict, out: Path, progress: Progress | None = None, workers: int = 0,
+                 pictures: Mapping[str, bytes] | None = None, note: str = "") -> ReviewStats:
     """Write the review page of `report` (a dedup report's dict) to `out`, atomically.
 
-    Every file is read again from the report's root for its thumbnail; one that cannot be
-    read any more gets a placeholder saying why. `progress` is told of each file done.
+    Every file is read again from the report's root for its thumbnail, unless `pictures`
+    has one for its path (a JPEG); one that cannot be read any more gets a placeholder
+    saying why. `progress` is told of each file done. With a `note`, the page says it instead
+    of how to flip decisions, and has no buttons: what it shows cannot be applied.
     """
     check_report(report)
     root = Path(report["summary"]["root"])
     data, tasks = _plan(report)
+    if note:
+        data["note"], data["summary"] = note, report["summary"].get("text")
     advance = progress("thumbnails", sum(len(t) for t in tasks)) if progress else None
     thumbs: list[str] = []
     known: dict[bytes, int] = {}  # a JPEG's digest -> its place in thumbs: copies are stored once
@@ -127,7 +133,7 @@ def write_review(report: dict, out: Path, progress: Progress | None = None, work
 
     files = data["files"]
     workers = workers or cpu_count()
-    rendered = ordered_map(functools.partial(_render, root, files), tasks, workers, 4 * workers)
+    rendered = ordered_map(functools.partial(_render, root, files, pictures or {}), tasks, workers, 4 * workers)
     for task, shown in zip(tasks, rendered, strict=True):
         for index, one in zip(task, shown, strict=True):
             files[index]["thumb"] = store(one.thumb)
@@ -192,9 +198,9 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
     return data, tasks
 
 
-def _render(root: Path, files: list[dict], task: list[int]) -> list[_Shown]:
-    """Thumbnails of a group's files (a file's bytes read once for its copies), and for each
-    scene frame where it differs from its keeper."""
+def _render(root: Path, files: list[dict], pictures: Mapping[str, bytes], task: list[int]) -> list[_Shown]:
+    """Thumbnails of a group's files (a file's bytes read once for its copies; `pictures`
+    made already), and for each scene frame where it differs from its keeper."""
     images: dict[str, Image.Image | str] = {}
     by_path: dict[str, Image.Image | str] = {}
     for index in task:
@@ -202,7 +208,8 @@ def _render(root: Path, files: list[dict], task: list[int]) -> list[_Shown]:
         judged = json.loads(line["file"]) or {}
         key = judged.get("sha256") or line["path"]
         if key not in images:
-            images[key] = _thumbnail(root, line["path"])
+            made = pictures.get(line["path"])
+            images[key] = Image.open(io.BytesIO(made)) if made else _thumbnail(root, line["path"])
         by_path[line["path"]] = images[key]
     shown = []
     for index in task:
@@ -285,7 +292,7 @@ def render_page(data: dict) -> str:
 <link rel="icon" href="data:,"><title>refinery review</title><style>{_STYLE}</style></head>
 <body>
 <header><h1>refinery review</h1><p id="summary"></p>
-<p class="help">Flip a decision with the buttons under a picture; <b>Save decisions</b> downloads
+<p class="help" id="help">Flip a decision with the buttons under a picture; <b>Save decisions</b> downloads
 decisions.json, which <code>refinery apply decisions.json --move-rejects-to DEST</code> acts on.
 Nothing is moved by this page.</p>
 <div id="controls">
@@ -440,6 +447,7 @@ function button(kind, i, text, refused) {
 }
 
 function buttons(i, role) {
+  if (data.note) return null;
   const f = files[i];
   const out = el("div", {class: "buttons"});
   if (f.decision === "remove" && f.kept_as) {
@@ -562,13 +570,18 @@ function save() {  // decisions.json, version 1 (docs/review.md); each `file` as
 }
 
 const c = data.counts;
-document.getElementById("summary").textContent = data.root + ": " + (c.keep + c.remove + c.error + c.skip) +
-  " files, " + c.keep + " kept, " + c.remove + " removed, " + c.error + " unreadable, " + c.skip + " skipped; " +
+document.getElementById("summary").textContent = data.summary ||
+  data.root + ": " + (c.keep + c.remove + c.error + c.skip) + " files, " + c.keep + " kept, " + c.remove +
+  " removed, " + c.error + " unreadable, " + c.skip + " skipped; " +
   data.groups.length + " groups";
 for (const [value, label] of STAGES) {
   const n = items.filter(it => it.stages.has(value)).length;
   fieldset.append(el("label", {}, el("input", {type: "checkbox", value, checked: true, name: "stage"}),
                      " " + label + " (" + n + ")"));
+}
+if (data.note) {
+  document.getElementById("help").textContent = data.note;
+  document.getElementById("save").hidden = true;
 }
 fieldset.addEventListener("change", filter);
 search.addEventListener("input", filter);
