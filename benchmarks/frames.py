@@ -30,6 +30,7 @@ import cv2
 from corpus import cpu_name, load_sequence_scorer
 
 REPO = Path(__file__).resolve().parent.parent
+SETTINGS: list[str] = []  # --set for refinery frames
 
 
 def refinery(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -44,7 +45,8 @@ def megabytes(folder: Path) -> float:
 def thin(video: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    proc = refinery("frames", str(video), "--out", str(out), "--report", str(out.with_suffix(".json")))
+    proc = refinery("frames", str(video), "--out", str(out), "--report", str(out.with_suffix(".json")),
+                    *(arg for setting in SETTINGS for arg in ("--set", setting)))
     seconds = time.perf_counter() - start
     result = json.loads(out.with_suffix(".json").read_text())["videos"][0]
     peak = re.search(r"peak memory (\d+) MB", proc.stdout)
@@ -134,7 +136,10 @@ def main() -> None:
     parser.add_argument("--video", type=Path, action="append", default=[])
     parser.add_argument("--sequences", type=Path, default=None)
     parser.add_argument("--long-minutes", type=float, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting for refinery frames (dedup runs with its defaults)")
     args = parser.parse_args()
+    SETTINGS.extend(args.set)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     for video in args.video:

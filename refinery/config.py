@@ -146,6 +146,12 @@ class ScenesConfig:
     # A frame more than this share in front of its background is no view of it (a crop that
     # happens to repeat): the picture test judges it.
     max_foreground: float = between(0.5, 0.0, 1.0, "share of foreground above which the picture test judges")
+    # `refinery frames` has no embeddings to propose pairs as dedup's semantic stage does: two
+    # frames of a video go to the scene test when their 16x16 gray thumbnails correlate this
+    # much (docs/frames.md: 0.99, the near stage's own, kept 40% more frames than dedup on a
+    # noisy, low-contrast camera).
+    video_correlation: float = between(0.9, 0.0, 1.0, "thumbnail correlation at which refinery frames "
+                                       "compares two frames by the scene test")
 
 
 @dataclass(frozen=True)

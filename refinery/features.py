@@ -70,7 +70,11 @@ def opencv_single_threaded() -> Iterator[None]:
 
 def gray_work(image: Image.Image) -> np.ndarray:
     """The picture as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
-    gray = np.asarray(image.convert("L"))
+    return scale_work(np.asarray(image.convert("L")))
+
+
+def scale_work(gray: np.ndarray) -> np.ndarray:
+    """A uint8 gray picture, longer side scaled to WORK_SIZE (never up)."""
     h, w = gray.shape
     scale = WORK_SIZE / max(h, w)
     if scale < 1:

@@ -1,18 +1,25 @@
 """Video in, thinned frames out: `refinery frames VIDEO... --out DIR`.
 
-A fixed camera's video is read once, frame after frame (OpenCV's VideoCapture, its FFmpeg
-backend), and only the frames a person would keep reach the disk, as JPEG named by video and
-time (`STEM_t000123.400.jpg`). Each sampled frame goes through the dedup funnel's tests, as
-far as a stream allows:
+A video is read once, frame after frame (OpenCV's VideoCapture, its FFmpeg backend), and only
+the frames a person would keep reach the disk, as JPEG named by video and time
+(`STEM_t000123.400.jpg`). Each sampled frame goes through the dedup funnel's tests, as far as
+a stream allows:
 
 - quality: blurred, too dark, burnt out (the quality stage's thresholds);
-- the scene test (refinery/dedup/stages/scenes.py): frames are decided a window at a time,
-  on a background learnt afresh for each window (a per-pixel median, each frame over its
-  gain, with each pixel's own noise) from a spread of the last WINDOW frames: people who
-  stop for a few seconds are voted out, and the light may change over an hour. A frame is
-  skipped when it shows the same things at the same places as a kept frame (every region of
-  their foregrounds overlapping by `scenes.min_overlap`) and its 16x16 thumbnail correlates
-  with that frame's as the near stage asks (`near.min_correlation`); else it is kept.
+- the scene test (refinery/dedup/stages/scenes.py), for the frames that show the camera's
+  view: frames are decided a window at a time, on a background learnt afresh for each window
+  (a per-pixel median, each frame over its gain, with each pixel's own noise) from a spread
+  of the last WINDOW frames: people who stop for a few seconds are voted out, and the light
+  may change over an hour. A frame is skipped when it shows the same things at the same
+  places as a kept frame (every region of their foregrounds overlapping by
+  `scenes.min_overlap`) and its 16x16 thumbnail correlates with that frame's by
+  `scenes.video_correlation` (dedup's near and semantic stages propose its pairs; a video
+  has no embeddings);
+- the near stage's picture test for the frames that do not show the background's view (a
+  cut to another shot, a camera that moves) or mostly show something in front of it: pHash
+  or dHash close and thumbnails correlating by `near.min_correlation`.
+Else a frame is kept. There is no semantic stage (no embeddings): on a film, frames of one
+shot that only the embedding finds alike are all kept.
 
 Memory stays bounded whatever the length: a window of WINDOW frames (as the JPEGs they would
 be written as, and in gray at the stages' size), the grays a background is learnt from, and
@@ -36,13 +43,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from refinery.config import Config
 from refinery.dedup.groups import cover_groups
 from refinery.dedup.stages.quality import judge
-from refinery.dedup.stages.scenes import Background, Frame, overlap
-from refinery.features import THUMB, gray_work, laplacian_variance, normalized_thumbs
+from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
+from refinery.features import THUMB, dhash, laplacian_variance, normalized_thumbs, phash, scale_work
 from refinery.io.fileio import create_exclusive
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
@@ -63,7 +69,7 @@ LEARN_EVERY = 8  # a spread over the last WINDOW frames (25 s at 10 fps)
 LOOK_BACK = 32  # kept frames a new frame is compared with
 
 
-_Verdict = tuple[str | None, str, float | None]  # (the kept frame it duplicates, why, foreground overlap)
+_Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
 # (video name, frame count, frames per second) -> what counts the frames read
 FrameProgress = Callable[[str, int, float], Callable[[int], None]]
 
@@ -86,7 +92,8 @@ class Span:
     frames: int  # sampled frames in it
     kept_as: str | None  # the kept frame they duplicate (None: a quality reject)
     why: str  # of its first frame
-    overlap: float | None = None  # the smallest foreground overlap with kept_as in the span
+    test: str | None = None  # "scene" (foreground overlap) or "picture" (thumbnail correlation)
+    score: float | None = None  # the test's weakest figure in the span
 
 
 @dataclass
@@ -125,15 +132,24 @@ class _Sample:
     frame: int
     jpeg: bytes  # the frame as it would be written
     gray: np.ndarray  # at the stages' size, uint8 (a quarter of float32's memory)
-    thumb: np.ndarray  # THUMB x THUMB gray, normalised (its dot product is a correlation)
+    small: np.ndarray  # THUMB x THUMB gray, uint8
     measures: _Measures  # what the quality stage looks at
+
+
+@dataclass
+class _Look:
+    """What the tests compare of a frame (as dedup's near stage and scene test do)."""
+
+    thumb: np.ndarray  # THUMB x THUMB gray, normalised (its dot product is a correlation)
+    phash: int
+    dhash: int
+    front: Frame | None  # what stands in front of the background; None: the picture test judges it
 
 
 @dataclass
 class _Kept:
     name: str
-    foreground: Frame
-    thumb: np.ndarray
+    look: _Look
 
 
 def frame_name(stem: str, t: float) -> str:
@@ -147,6 +163,7 @@ class _Thinner:
     def __init__(self, video: Path, out: Path, cfg: Config, jpeg_quality: int, result: VideoResult):
         self.video, self.out, self.cfg, self.jpeg_quality, self.result = video, out, cfg, jpeg_quality, result
         self.background: Background | None = None
+        self.view: np.ndarray | None = None  # the background's THUMB x THUMB thumbnail
         self.waiting: list[_Sample] = []  # frames not decided yet
         self.recent: deque[np.ndarray] = deque(maxlen=LEARN_FROM)  # grays to learn the next background from
         self.kept: deque[_Kept] = deque(maxlen=LOOK_BACK)
@@ -166,8 +183,9 @@ class _Thinner:
         window, self.waiting = self.waiting, []
         if not window:
             return
-        if len(self.recent) >= 3:
+        if len(self.recent) >= 3 and self.cfg.scenes.mode != "crops":
             self.background = Background.learn([g.astype(np.float32) for g in self.recent], self.cfg.scenes)
+            self.view = cv2.resize(self.background.median, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
         self.waiting = self.decide(window, final)
 
     def decide(self, window: list[_Sample], final: bool) -> list[_Sample]:
@@ -177,12 +195,12 @@ class _Thinner:
         Unless `final`, the frames from the first one of a group that reaches the window's
         last CARRY frames on are not decided: they are returned, to be decided with the next
         frames (at most half the window, so that a still scene cannot hold frames forever)."""
-        verdict, fronts = self.judge(window)
-        open_rows = [k for k in range(len(window)) if verdict[k] is None and fronts[k] is not None]
-        edges = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1:]
-                 if self.same(window[a].thumb, fronts[a], window[b].thumb, fronts[b]) is not None]
-        cut = len(window) if final else _cut(len(window), open_rows, edges)
-        edges = [(a, b) for a, b in edges if b < cut]  # a < b
+        verdict, looks = self.judge(window)
+        open_rows = [k for k in range(len(window)) if verdict[k] is None]
+        tests = {(a, b): hit for i, a in enumerate(open_rows) for b in open_rows[i + 1:]
+                 if (hit := self.same(looks[a], looks[b])) is not None}  # type: ignore[arg-type]
+        cut = len(window) if final else _cut(len(window), open_rows, list(tests))
+        edges = [(a, b) for a, b in tests if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
         names: dict[int, str] = {}
         for k, sample in enumerate(window[:cut]):  # in time order (a keeper may come after frames it stands for)
@@ -190,52 +208,70 @@ class _Thinner:
                 name = self.write(sample)
                 if name:
                     names[k] = name
-                    front = fronts[k]
-                    if front is not None:
-                        self.kept.append(_Kept(name, front, sample.thumb))
+                    self.kept.append(_Kept(name, looks[k]))  # type: ignore[arg-type]
             elif verdict[k] is None:
                 keeper = keeper_of[k]
-                iou = overlap(fronts[k], fronts[keeper])  # type: ignore[arg-type]
                 name = names.get(keeper) or frame_name(self.video.stem, window[keeper].t)
-                self.skip(sample, name, f"the same frame as {name} (foreground overlap {iou:.2f})", iou)
+                test, score = tests[min(k, keeper), max(k, keeper)]
+                self.skip(sample, name, duplicate_why(name, test, score), test, score)
             else:
                 self.skip(sample, *verdict[k])  # type: ignore[misc]
         return window[cut:]
 
-    def judge(self, window: list[_Sample]) -> tuple[list[_Verdict | None], list[Frame | None]]:
-        """Each frame's verdict - None (open), or (the kept frame it duplicates, why, their
-        foreground overlap) - and its foreground (None: not judged by the scene test)."""
+    def judge(self, window: list[_Sample]) -> tuple[list[_Verdict | None], list[_Look | None]]:
+        """Each frame's verdict - None (open), or (the kept frame it duplicates or None, why,
+        the test, its figure) - and what the tests compare of it (None: a quality reject)."""
         verdict: list[_Verdict | None] = [None] * len(window)
-        fronts: list[Frame | None] = []
+        looks: list[_Look | None] = [None] * len(window)
         for k, sample in enumerate(window):
             why = judge(sample.measures, self.cfg.quality)
-            front = None
-            if self.background is not None and not why:
-                front = self.background.frame(sample.gray.astype(np.float32), self.cfg.scenes)
-                if front.foreground > self.cfg.scenes.max_foreground:
-                    front = None  # no view of the background: it cannot be judged, it stays
-            fronts.append(front)
             if why:
-                verdict[k] = (None, why, None)
-            elif front is not None:
-                for kept in reversed(self.kept):
-                    iou = self.same(sample.thumb, front, kept.thumb, kept.foreground)
-                    if iou is not None:
-                        verdict[k] = (kept.name, f"the same frame as {kept.name} (foreground overlap {iou:.2f})",
-                                      iou)
-                        break
-        return verdict, fronts
+                verdict[k] = (None, why, None, None)
+                continue
+            looks[k] = _Look(normalized_thumbs(sample.small[None])[0], phash(sample.gray), dhash(sample.gray),
+                             self.foreground(sample))
+        fronts = [look.front for look in looks if look is not None and look.front is not None]
+        if fronts and np.percentile([f.extent for f in fronts], 75) > self.cfg.scenes.max_extent:
+            for look in looks:  # big things in front of one window: crops, not a camera (as dedup)
+                if look is not None:
+                    look.front = None
+        for k, look in enumerate(looks):
+            if look is not None:
+                verdict[k] = next(((kept.name, duplicate_why(kept.name, *hit), *hit) for kept in reversed(self.kept)
+                                   if (hit := self.same(look, kept.look)) is not None), None)
+        return verdict, looks
 
-    def same(self, thumb_a: np.ndarray, front_a: Frame | None, thumb_b: np.ndarray, front_b: Frame | None
-             ) -> float | None:
-        """The foreground overlap of two frames if they are one picture (as the near stage's
-        thumbnail test and the scene test find), else None."""
-        if front_a is None or front_b is None or float(thumb_a @ thumb_b) < self.cfg.near.min_correlation:
+    def foreground(self, sample: _Sample) -> Frame | None:
+        """What stands in front of the background, if the frame shows the background's view
+        (as dedup's scenes: `scenes.view_difference`) and not mostly something in front of it."""
+        if self.background is None or self.view is None:
             return None
-        iou = overlap(front_a, front_b)
-        return iou if iou >= self.cfg.scenes.min_overlap else None
+        if view_distances(sample.small[None], self.view)[0] > self.cfg.scenes.view_difference:
+            return None  # another view (a cut, the camera turned): the picture test judges it
+        front = self.background.frame(sample.gray.astype(np.float32), self.cfg.scenes)
+        return front if front.foreground <= self.cfg.scenes.max_foreground else None
 
-    def skip(self, sample: _Sample, kept_as: str | None, why: str, iou: float | None = None) -> None:
+    def same(self, a: _Look, b: _Look) -> tuple[str, float] | None:
+        """(the test, its figure) if the two frames are one picture, else None: by the scene
+        test when both show the background's view, by the near stage's picture test when
+        neither does (hashes close, thumbnails correlating); never a frame of the view and one
+        outside it."""
+        correlation, least = float(a.thumb @ b.thumb), self.cfg.scenes.min_overlap
+        if a.front is not None and b.front is not None:
+            if correlation < self.cfg.scenes.video_correlation or not may_overlap(a.front, b.front, least):
+                return None
+            iou = overlap(a.front, b.front)
+            if iou < least:
+                return None
+            return "scene", iou
+        near = self.cfg.near
+        if a.front is None and b.front is None and correlation >= near.min_correlation and (
+                (a.phash ^ b.phash).bit_count() <= near.max_phash or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash):
+            return "picture", correlation
+        return None
+
+    def skip(self, sample: _Sample, kept_as: str | None, why: str, test: str | None = None,
+             score: float | None = None) -> None:
         """Add the frame to the span of skipped frames it continues, or start one; the span's
         thumbnail (if asked for) shows its frame least like the keeper."""
         kind = kept_as or why.split(":")[0]  # the same kept frame, or the same quality reason
@@ -243,11 +279,11 @@ class _Thinner:
         if self.span_open and spans and (spans[-1].kept_as or spans[-1].why.split(":")[0]) == kind:
             span = spans[-1]
             span.end, span.frames = sample.t, span.frames + 1
-            weaker = iou is not None and (span.overlap is None or iou < span.overlap)
+            weaker = score is not None and (span.score is None or score < span.score)
             if weaker:
-                span.overlap = round(iou, 3)  # type: ignore[arg-type]
+                span.score = round(score, 3)  # type: ignore[arg-type]
         else:
-            spans.append(Span(sample.t, sample.t, 1, kept_as, why, None if iou is None else round(iou, 3)))
+            spans.append(Span(sample.t, sample.t, 1, kept_as, why, test, None if score is None else round(score, 3)))
             weaker = True
         if weaker and self.result.pictures is not None:
             self.result.pictures[len(spans) - 1] = thumbnail_jpeg(sample.jpeg, max(sample.measures.width,
@@ -276,6 +312,12 @@ class _Thinner:
             os.close(folder)
         self.result.written.append(Written(name, round(sample.t, 3), sample.frame))
         return name
+
+
+def duplicate_why(name: str, test: str, score: float) -> str:
+    if test == "scene":
+        return f"the same frame as {name} (foreground overlap {score:.2f})"
+    return f"a near copy of {name} (thumbnail correlation {score:.3f})"
 
 
 def _cut(n: int, rows: list[int], edges: list[tuple[int, int]]) -> int:
@@ -378,9 +420,9 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
             line: dict[str, Any] = {"path": label, "decision": "remove", "file": None,
                                     "reason": f"the same frame as {span.kept_as}" if span.kept_as else span.why}
             if span.kept_as:
-                line |= {"stage": "near", "test": "scene", "kept_as": span.kept_as,
-                         "group": groups.setdefault(span.kept_as, len(groups)),
-                         "scores": {"foreground_overlap": span.overlap}}
+                score = "foreground_overlap" if span.test == "scene" else "thumb_correlation"
+                line |= {"stage": "near", "test": span.test, "kept_as": span.kept_as,
+                         "group": groups.setdefault(span.kept_as, len(groups)), "scores": {score: span.score}}
             else:
                 line |= {"stage": "quality"}
             files.append(line)
@@ -399,11 +441,10 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
 def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sample:
     """A decoded frame as the tests see a picture: gray at the stages' size, its thumbnail,
     its brightness and sharpness."""
-    image = Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
-    gray = gray_work(image)
-    thumb = normalized_thumbs(cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)[None])[0]
+    gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
+    small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
     measures = _Measures(width, height, float(gray.mean()), laplacian_variance(gray))
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, thumb,
+    return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
                    measures)

@@ -34,13 +34,15 @@ def scenes(standing: int = 20, walking: int = 14) -> list[list[Thing]]:
     return [[parked, PERSON]] * standing + walk
 
 
-def write_video(path: Path, frames: list[list[Thing]], fourcc: str) -> Path:
+def write_video(path: Path, frames: list[list[Thing]], fourcc: str, cut_to: int = 0) -> Path:
+    """The frames on one camera's background; with `cut_to`, on the background of that seed
+    from there on (another shot)."""
     rng = np.random.default_rng(1)
-    bg = background(21)
+    first, other = background(21), background(22)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (W, H))
     assert writer.isOpened()
-    for things in frames:
-        writer.write(frame_pixels(bg, things, rng))
+    for k, things in enumerate(frames):
+        writer.write(frame_pixels(other if cut_to and k >= cut_to else first, things, rng))
     writer.release()
     return path
 
@@ -197,3 +199,18 @@ def test_the_html_page_shows_spans_without_buttons(tmp_path: Path, browser: tupl
     assert not driver.find_elements(By.CSS_SELECTOR, "button[data-act]")
     assert not driver.find_element(By.ID, "save").is_displayed()
     assert "never written" in driver.find_element(By.ID, "help").text
+
+
+def test_after_a_cut_to_another_view_frames_are_judged_as_pictures(tmp_path: Path) -> None:
+    """30 frames of the camera, then 20 of a still other shot: those are outside the camera's
+    view, so the near stage's picture test judges them (one kept), as dedup would."""
+    video = write_video(tmp_path / "film.avi", scenes(standing=20, walking=10) + [[]] * 20, "MJPG", cut_to=30)
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    assert run_cli("frames", str(video), "--out", str(out), "--report", str(report)).returncode == 0
+    data = json.loads(report.read_text())["videos"][0]
+    kept = [w["frame"] for w in data["written"]]
+    assert sum(1 for f in kept if f >= 30) == 1 and all(f in kept for f in range(20, 30)), kept
+    [shot] = [s for s in data["skipped"] if s["start"] >= 3.0]
+    assert shot["frames"] == 19 and shot["test"] == "picture" and shot["score"] >= 0.99
+    assert shot["why"].startswith("a near copy of film_t")
+    assert data["skipped"][0]["test"] == "scene" and data["skipped"][0]["frames"] == 19

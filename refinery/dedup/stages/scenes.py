@@ -77,6 +77,7 @@ class Frame:
     regions: tuple[Region, ...]
     foreground: float  # share of the frame
     extent: float  # the largest region's span, as a share of the frame's width or height
+    boxes: np.ndarray  # (regions, 4) int32: each region's y0, x0, y1, x1 (exclusive)
 
 
 def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.ndarray:
@@ -139,6 +140,14 @@ def _views(thumbs: np.ndarray, match: float) -> np.ndarray:
                                  for m in range(merged.max() + 1)]))
     best, distance = _nearest(looks, scenes)
     return np.where(distance <= match, best, len(scenes) + first)
+
+
+def view_distances(thumbs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """How far each 16x16 gray thumbnail is from showing the view of `reference` (one 16x16
+    thumbnail): the mean absolute difference of their 8x8 shapes, each over its mean level;
+    infinite where their levels differ by more than a view's exposure can. A picture with
+    `view_difference` or less shows that view."""
+    return _distances(_Looks.of(thumbs), _Looks.of(reference[None]))[:, 0]
 
 
 def _distances(a: _Looks, b: _Looks) -> np.ndarray:
@@ -233,7 +242,9 @@ class Background:
                 regions.append(Region(int(y), int(x), labels[y:y + h, x:x + w] == k, int(area)))
         height, width = mask.shape
         extent = max((max(r.mask.shape[0] / height, r.mask.shape[1] / width) for r in regions), default=0.0)
-        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent)
+        boxes = np.array([(r.y0, r.x0, r.y0 + r.mask.shape[0], r.x0 + r.mask.shape[1]) for r in regions],
+                         np.int32).reshape(-1, 4)
+        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent, boxes)
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
@@ -251,11 +262,27 @@ def _gain(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray) -> float:
     return gain if gain > 0.05 else 1.0
 
 
+def may_overlap(a: Frame, b: Frame, least: float) -> bool:
+    """False when `overlap(a, b)` is surely below `least`, from the foregrounds' sizes alone:
+    every region keeping `least` means the whole foregrounds do, and their intersection over
+    union is at most the smaller over the larger."""
+    larger = max(a.foreground, b.foreground)
+    return larger == 0 or min(a.foreground, b.foreground) >= least * larger
+
+
 def overlap(a: Frame, b: Frame) -> float:
     """The smallest intersection over union of any region of the two frames' foregrounds
     (regions that touch in either frame are one region); 1.0 when neither has any."""
-    na = len(a.regions)
-    parent = list(range(na + len(b.regions)))
+    na, nb = len(a.regions), len(b.regions)
+    if not na or not nb:
+        return 1.0 if na == nb else 0.0
+    pa, pb = a.boxes[:, None, :], b.boxes[None, :, :]  # every pair of boxes: where they meet
+    top, left = np.maximum(pa[..., 0], pb[..., 0]), np.maximum(pa[..., 1], pb[..., 1])
+    bottom, right = np.minimum(pa[..., 2], pb[..., 2]), np.minimum(pa[..., 3], pb[..., 3])
+    touching = (top < bottom) & (left < right)
+    if not (touching.any(axis=1).all() and touching.any(axis=0).all()):
+        return 0.0  # a region with nothing of the other frame's over it: its overlap is 0
+    parent = list(range(na + nb))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -264,19 +291,14 @@ def overlap(a: Frame, b: Frame) -> float:
         return x
 
     shared: list[tuple[int, int]] = []  # (a region, pixels in common)
-    for ia, ra in enumerate(a.regions):
-        ha, wa = ra.mask.shape
-        for ib, rb in enumerate(b.regions):
-            hb, wb = rb.mask.shape
-            y0, y1 = max(ra.y0, rb.y0), min(ra.y0 + ha, rb.y0 + hb)
-            x0, x1 = max(ra.x0, rb.x0), min(ra.x0 + wa, rb.x0 + wb)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            common = int(np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
-                                          & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]))
-            if common:
-                parent[find(ia)] = find(na + ib)
-                shared.append((ia, common))
+    for ia, ib in np.argwhere(touching).tolist():
+        ra, rb = a.regions[ia], b.regions[ib]
+        y0, y1, x0, x1 = int(top[ia, ib]), int(bottom[ia, ib]), int(left[ia, ib]), int(right[ia, ib])
+        common = int(np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
+                                      & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]))
+        if common:
+            parent[find(ia)] = find(na + ib)
+            shared.append((ia, common))
     area: dict[int, int] = {}
     inter: dict[int, int] = {}
     for k, region in enumerate((*a.regions, *b.regions)):
