@@ -48,6 +48,7 @@ from refinery.config import Config
 from refinery.dedup.groups import cover_groups
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
+from refinery.errors import RefineryError
 from refinery.features import THUMB, dhash, laplacian_variance, normalized_thumbs, phash, scale_work
 from refinery.io.fileio import create_exclusive
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
@@ -72,6 +73,14 @@ LOOK_BACK = 32  # kept frames a new frame is compared with
 _Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
 # (video name, frame count, frames per second) -> what counts the frames read
 FrameProgress = Callable[[str, int, float], Callable[[int], None]]
+
+
+class CannotWrite(RefineryError):
+    """A frame could not be written into the output folder (not: its name was taken)."""
+
+    def __init__(self, message: str, t: float):
+        super().__init__(message)
+        self.t = t  # the frame's time in the video
 
 
 @dataclass
@@ -106,6 +115,8 @@ class VideoResult:
     skipped: list[Span] = field(default_factory=list)
     error: str = ""  # why the video could not be read (to the end)
     interrupted: bool = False
+    cannot_write: bool = False  # the error is `out`'s (a full disk): the next videos would fail too
+    taken: list[str] = field(default_factory=list)  # frames to keep whose names were taken in `out`: not written
     # With thumbnails asked for: a span's number -> a JPEG thumbnail of its frame least like
     # its keeper (or of its first frame), THUMB_SIDE pixels, ~5 KB. Not in the report.
     pictures: dict[int, bytes] | None = None
@@ -113,7 +124,7 @@ class VideoResult:
     def to_dict(self) -> dict:
         return {"video": self.video, "fps": self.fps, "frames": self.frames, "sampled": self.sampled,
                 "written": [vars(w) for w in self.written], "skipped": [vars(s) for s in self.skipped],
-                "error": self.error or None, "interrupted": self.interrupted}
+                "taken": self.taken, "error": self.error or None, "interrupted": self.interrupted}
 
 
 @dataclass
@@ -305,7 +316,10 @@ class _Thinner:
                 os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
             except FileExistsError:
                 log.error("%s: already there; not overwritten", self.out / name)
+                self.result.taken.append(name)
                 return None
+            except OSError as e:
+                raise CannotWrite(f"cannot write {self.out / name}: {e.strerror or e}", sample.t) from None
             finally:
                 os.unlink(tmp, dir_fd=folder)
         finally:
@@ -364,21 +378,13 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
         step = every if not fps else max(1, round(rate / fps)) if rate > 0 else 1
         advance = progress(Path(video).name, total, rate) if progress else (lambda n: None)
         thinner = _Thinner(Path(video), Path(out), cfg, jpeg_quality, result)
-        index = 0
-        while not (stop is not None and stop.is_set()):
-            if index % step:
-                if not capture.grab():
-                    break
-            else:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                thinner.add(_sample(bgr, index, rate, jpeg_quality))
-            index += 1
-            advance(1)
-        result.frames = index
-        result.interrupted = stop is not None and stop.is_set()
-        thinner.flush(final=True)
+        try:
+            index = _read(capture, thinner, step, rate, jpeg_quality, advance, stop)
+            result.interrupted = stop is not None and stop.is_set()
+            thinner.flush(final=True)
+        except CannotWrite as e:  # a full disk, a folder gone: every frame written so far is whole
+            result.error, result.cannot_write = f"{e}; the frames from {e.t:.3f} s on were not decided", True
+            return result
         if not result.interrupted:
             if index == 0:
                 result.error = "no frame could be read (empty, truncated or not a video)"
@@ -388,6 +394,27 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
         return result
     finally:
         capture.release()
+
+
+def _read(capture: cv2.VideoCapture, thinner: _Thinner, step: int, rate: float, jpeg_quality: int,
+          advance: Callable[[int], None], stop: threading.Event | None) -> int:
+    """Read the video to its end (or to `stop`), giving every `step`-th frame to `thinner`;
+    the number of frames read."""
+    index = 0
+    while not (stop is not None and stop.is_set()):
+        if index % step:
+            if not capture.grab():
+                break
+        else:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            thinner.result.frames = index + 1
+            thinner.add(_sample(bgr, index, rate, jpeg_quality))
+        index += 1
+        thinner.result.frames = index
+        advance(1)
+    return index
 
 
 def thumbnail_jpeg(jpeg: bytes, longer_side: int) -> bytes:

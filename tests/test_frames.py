@@ -87,9 +87,10 @@ def test_a_frame_already_in_out_is_never_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "cam_t000000.000.jpg").write_bytes(b"someone else's")
-    proc = run_cli("frames", str(video), "--out", str(out))
-    assert proc.returncode == 0 and "not overwritten" in proc.stderr
+    proc = run_cli("frames", str(video), "--out", str(out), "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 3 and "not overwritten" in proc.stderr
     assert (out / "cam_t000000.000.jpg").read_bytes() == b"someone else's"
+    assert json.loads((tmp_path / "r.json").read_text())["videos"][0]["taken"] == ["cam_t000000.000.jpg"]
 
 
 def test_dedup_names_a_video_and_leaves_it(tmp_path: Path) -> None:
@@ -214,3 +215,28 @@ def test_after_a_cut_to_another_view_frames_are_judged_as_pictures(tmp_path: Pat
     assert shot["frames"] == 19 and shot["test"] == "picture" and shot["score"] >= 0.99
     assert shot["why"].startswith("a near copy of film_t")
     assert data["skipped"][0]["test"] == "scene" and data["skipped"][0]["frames"] == 19
+
+
+def test_a_full_disk_is_one_line_and_leaves_every_written_frame_whole(tmp_path: Path) -> None:
+    """The frames cannot be written (files over 8 KB refused, as a full disk refuses them):
+    one line naming the frame and why, no temporary file left, the next video not read."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    first = write_video(tmp_path / "a.avi", scenes(3, 3), "MJPG")
+    second = write_video(tmp_path / "b.avi", scenes(3, 3), "MJPG")
+    out = tmp_path / "out"
+
+    def small_files() -> None:  # in the child: writes past 8 KB fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    proc = subprocess.run([sys.executable, "-m", "refinery", "frames", str(first), str(second), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, preexec_fn=small_files, timeout=300)
+    assert "Traceback" not in proc.stderr and proc.returncode == 3, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0].startswith(f"error: {first}: cannot write {out / 'a_t000000.000.jpg'}: File too large")
+    assert errors[1] == f"error: stopped: nothing more can be written into {out}; 1 more video not read"
+    assert list(out.iterdir()) == []  # nothing half-written, no temporary name left

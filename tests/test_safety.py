@@ -534,3 +534,20 @@ def test_a_fifo_named_like_a_picture_is_reported(photos: Path, tmp_path: Path) -
     assert proc.returncode == 3 and "camera.jpg: not a regular file" in one_error_line(proc)
     assert {"path": "camera.jpg", "decision": "error"}.items() <= next(
         f for f in json.loads(report.read_text())["files"] if f["path"] == "camera.jpg").items()
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_the_old_one_stays(tmp_path: Path) -> None:
+    from refinery.io.fileio import write_text_atomic
+
+    (tmp_path / "report.json").write_text("the old report")
+    (tmp_path / "not-a-folder").write_text("a file")
+    with pytest.raises(RefineryError, match=r"cannot write .*not-a-folder/r\.json: "):
+        write_text_atomic(tmp_path / "not-a-folder" / "r.json", "{}")
+    os.chmod(tmp_path, 0o500)
+    try:
+        if not os.access(tmp_path, os.W_OK):  # root writes anyway
+            with pytest.raises(RefineryError, match="cannot write .*report.json: Permission denied"):
+                write_text_atomic(tmp_path / "report.json", "{}")
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert (tmp_path / "report.json").read_text() == "the old report"

@@ -64,12 +64,17 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
             results.append(result)
             if result.error:
                 log.error("%s: %s", video, result.error)
-                failed += 1
-            if result.error and not result.sampled:
-                continue
-            click.echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
-                       f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
-                       f"peak memory {peak_memory_mb():.0f} MB)")
+            failed += bool(result.error or result.taken)
+            if result.sampled or not result.error:
+                click.echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
+                           f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
+                           f"peak memory {peak_memory_mb():.0f} MB)")
+            if result.cannot_write:
+                left = len(videos) - len(results)
+                if left:
+                    log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left,
+                              "s" if left > 1 else "")
+                break
     if report:
         write_text_atomic(report, json.dumps({"out": str(out.resolve()), "videos": [r.to_dict() for r in results]},
                                              indent=1))

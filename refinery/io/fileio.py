@@ -62,9 +62,15 @@ def atomic_path(path: Path, replace_folder: bool = False) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Write `data` to `path` atomically; RefineryError in one line if it cannot be (a full
+    disk): then `path` is as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except RefineryError:
+        raise
+    except OSError as e:
+        raise RefineryError(f"cannot write {path}: {e.strerror or e}; it is as it was") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
