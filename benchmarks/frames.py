@@ -11,7 +11,8 @@ the two kept counts. With --sequences (a make_sequences.py corpus): each sequenc
 into a video (MJPG, 10 fps, frames in time order), thinned, and scored by the shared scorer
 (frames lost, redundant, thinned) beside `refinery dedup` on the corpus's own folder. With
 --long-minutes: an MP4 (mp4v) of that length made by looping one sequence, and one of a
-fifth of it, to show that memory does not grow with the length. Prints the CPU first.
+fifth of it, to show that memory does not grow with the length; the longer one is also
+compared with extracting every frame and dedup. Prints the CPU first.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def long_video(corpus: Path, work: Path, minutes: float) -> None:
         print(f"{video.name} ({length:g} min, {online['frames']} frames at 960x540): "
               f"{online['frames'] / online['seconds']:.1f} frames/s, {online['written']} written, "
               f"peak memory {online['peak_mb']} MB")
+    compare(video, work)  # the longer one, against extracting every frame and dedup
 
 
 def main() -> None:

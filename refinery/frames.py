@@ -62,12 +62,12 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # Frames decided together, as dedup decides a folder (each group keeps its most typical
 # frame), held as the JPEGs they would be written as (256 frames of 1920x1080 at quality 92:
 # ~100 MB) and in gray at 320 pixels (~20 MB). On vtest.avi (refinery dedup on all its frames
-# keeps 392): 411 kept with windows of 128, 396 with 256, 400 with 512 (docs/frames.md).
+# keeps 392): 410 kept with windows of 128, 395 with 256, 401 with 512 (docs/frames.md).
 WINDOW = 256
 CARRY = 32  # frames at a window's end whose groups may go on in the next window
 LEARN_FROM = 32  # a background is learnt from the last LEARN_FROM of every LEARN_EVERY-th frame:
 LEARN_EVERY = 8  # a spread over the last WINDOW frames (25 s at 10 fps)
-LOOK_BACK = 32  # kept frames a new frame is compared with
+LOOK_BACK = 256  # kept frames a new frame is compared with (~20 KB each)
 
 
 _Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
@@ -246,10 +246,17 @@ class _Thinner:
             for look in looks:  # big things in front of one window: crops, not a camera (as dedup)
                 if look is not None:
                     look.front = None
+        kept = list(reversed(self.kept))  # the latest first
+        thumbs = np.stack([one.look.thumb for one in kept]) if kept else np.zeros((0, THUMB * THUMB), np.float32)
+        least = min(self.cfg.scenes.video_correlation, self.cfg.near.min_correlation)
         for k, look in enumerate(looks):
-            if look is not None:
-                verdict[k] = next(((kept.name, duplicate_why(kept.name, *hit), *hit) for kept in reversed(self.kept)
-                                   if (hit := self.same(look, kept.look)) is not None), None)
+            if look is None:
+                continue
+            for row in np.flatnonzero(thumbs @ look.thumb >= least).tolist():  # the others cannot be the same
+                hit = self.same(look, kept[row].look)
+                if hit is not None:
+                    verdict[k] = (kept[row].name, duplicate_why(kept[row].name, *hit), *hit)
+                    break
         return verdict, looks
 
     def foreground(self, sample: _Sample) -> Frame | None:
