@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from refinery.config import Config
-from refinery.dedup.groups import cover_groups
+from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
@@ -210,7 +210,7 @@ class _Thinner:
         open_rows = [k for k in range(len(window)) if verdict[k] is None]
         tests = {(a, b): hit for i, a in enumerate(open_rows) for b in open_rows[i + 1:]
                  if (hit := self.same(looks[a], looks[b])) is not None}  # type: ignore[arg-type]
-        cut = len(window) if final else _cut(len(window), open_rows, list(tests))
+        cut = len(window) if final else _cut(len(window), list(tests))
         edges = [(a, b) for a, b in tests if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
         names: dict[int, str] = {}
@@ -341,25 +341,12 @@ def duplicate_why(name: str, test: str, score: float) -> str:
     return f"a near copy of {name} (thumbnail correlation {score:.3f})"
 
 
-def _cut(n: int, rows: list[int], edges: list[tuple[int, int]]) -> int:
+def _cut(n: int, edges: list[tuple[int, int]]) -> int:
     """Where the frames still open at the end of a window of `n` begin: the first frame of any
-    group (connected by `edges` among `rows`) with a frame in the last CARRY, or the last
-    CARRY frames; never before the window's middle."""
-    parent = {row: row for row in rows}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    first: dict[int, int] = {}
-    for row in rows:  # in order: a group's first frame is seen first
-        first.setdefault(find(row), row)
+    group (connected by `edges`) with a frame in the last CARRY, or the last CARRY frames;
+    never before the window's middle."""
     tail = n - CARRY
-    cut = min([tail] + [first[find(row)] for row in rows if row >= tail])
+    cut = min([tail] + [group[0] for group in components(edges) if group[-1] >= tail])
     return max(cut, n // 2)
 
 
