@@ -353,6 +353,19 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
     return validate(cfg)
 
 
+def user_sets(section: str, key: str, path: Path | None, assignments: list[str] | tuple[str, ...]) -> bool:
+    """Does the user's config file or a --set name `section.key`? (Both were read and checked already.)"""
+    if any(a.partition("=")[0].strip() == f"{section}.{key}" for a in assignments):
+        return True
+    if path is None:
+        return False
+    try:
+        values = tomllib.loads(Path(path).read_text()).get(section, {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(values, dict) and key in values
+
+
 def to_toml(cfg: Config) -> str:
     """The settings as TOML text, every key written out."""
     lines = []

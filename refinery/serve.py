@@ -2,10 +2,12 @@
 
 The page (plain HTML and a little JavaScript, no external assets, so it works offline) lets
 one choose an index (one per model), a method and k, upload a picture - or take one with a
-phone's camera - and see the best matches as thumbnails with rank, score and path.
+phone's camera - or, on an index whose model is a CLIP (it has a text tower), type words, and
+see the best matches as thumbnails with rank, score and path.
 
     GET  /                        the page
-    POST /api/search              multipart: file, index, method, k, metric -> JSON
+    POST /api/search              multipart: file (a picture) or text (words, method embedding
+                                  only), index, method, k, metric -> JSON
     GET  /image/{index}/{row}     a JPEG thumbnail of the picture at that row of that index
 
 Security rules, and why:
@@ -34,13 +36,14 @@ import hashlib
 import html
 import io
 import ipaddress
+import logging
 import threading
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.errors import RefineryError, UnreadableImage
+from refinery.errors import ModelError, RefineryError, UnreadableImage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
     from refinery.retrieval.index import Hit, RetrievalIndex
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 20 * MB  # a phone camera's JPEG is 2-8 MB; a RAW file is not a query
@@ -64,9 +69,14 @@ UPLOAD_IDLE_SECONDS = 10
 # The whole body must come within this long (408), so a trickle of a byte every few seconds
 # cannot hold its bytes of the budget forever: 20 MB over a 2 Mbit/s uplink takes 80 s.
 UPLOAD_SECONDS = 120
-# The multipart body around the picture: boundaries, part headers and the four small fields.
+# The multipart body around the picture: boundaries, part headers, the four small fields and
+# the words (MAX_TEXT_BYTES).
 FORM_OVERHEAD = 16 * 1024
 MAX_FIELD_BYTES = 256
+# Words to search by: a CLIP text tower reads 77 tokens (about 300 characters of English; the
+# tokenizer cuts the rest), so 1000 bytes is room for any query in any script (2 or 3 bytes a
+# character in UTF-8 outside Latin), and anything longer is a paste, not a query.
+MAX_TEXT_BYTES = 1000
 MAX_PARTS = 8
 # After a 413, the rest of the body is read and dropped (up to this much, for up to this
 # long) before answering: a client that sends the whole body before reading the answer
@@ -136,11 +146,17 @@ class Claim:
 
 @dataclass
 class Upload:
-    """One search request, parsed in memory."""
+    """One search request, parsed in memory: a picture (`name`, `data`) or words (`text`)."""
 
     name: str
     data: bytes
     fields: dict[str, str]
+    text: str | None = None
+
+    @property
+    def query(self) -> str:
+        """What the answer calls the query: the picture's file name, or the words."""
+        return self.name if self.text is None else self.text
 
 
 @dataclass
@@ -194,7 +210,7 @@ class _FormReader:
     def upload(self) -> Upload:
         from python_multipart.multipart import parse_options_header
 
-        name, data, fields = "", b"", {}
+        name, data, fields, text = "", b"", {}, ""
         for headers, body in self.parts:
             _, options = parse_options_header(headers.get(b"content-disposition", b""))
             key = options.get(b"name", b"").decode("utf-8", "replace")
@@ -202,12 +218,22 @@ class _FormReader:
                 if key != "file" or data:
                     raise BadUpload("send exactly one picture, as the form field 'file'")
                 name, data = options[b"filename"].decode("utf-8", "replace")[-200:], bytes(body)
+            elif key == "text":
+                if len(body) > MAX_TEXT_BYTES:
+                    raise BadUpload(f"the words (form field 'text') are longer than {MAX_TEXT_BYTES} bytes")
+                text = body.decode("utf-8", "replace").strip()
             elif key in FIELDS:
                 if len(body) > MAX_FIELD_BYTES:
                     raise BadUpload(f"the form field {key!r} is longer than {MAX_FIELD_BYTES} bytes")
                 fields[key] = body.decode("utf-8", "replace").strip()
+        # A browser's FormData sends the file input with no file as an empty part, and the text
+        # box with no words as an empty field: neither counts as given.
+        if data and text:
+            raise BadUpload("send a picture (form field 'file') or words (form field 'text'), not both")
+        if text:
+            return Upload("", b"", fields, text)
         if not data:
-            raise BadUpload("no picture in the request (form field 'file')")
+            raise BadUpload("no picture (form field 'file') and no words (form field 'text') in the request")
         return Upload(name or "upload", data, fields)
 
 
@@ -305,6 +331,8 @@ def choose(upload: Upload, served: list[Served]) -> tuple[int, str, int, str]:
     if not 1 <= k <= MAX_K:
         raise BadUpload(f"k must be between 1 and {MAX_K}")
     methods = served[number].index.gallery.methods()
+    if upload.text is not None and fields["method"] != "embedding":
+        raise BadUpload(f"words search by embedding only, not {fields['method']!r}")
     if fields["method"] not in methods:
         raise BadUpload(f"unknown method {fields['method']!r}; this index has {', '.join(methods)}")
     if fields["metric"] not in ("cosine", "l2"):
@@ -348,6 +376,7 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     from starlette.responses import HTMLResponse, JSONResponse, Response
 
     from refinery.retrieval.index import NoFace
+    from refinery.runner.text import NoTextTower
 
     served = [Served.of(index) for index in indexes]
     page = render_page(served, max_upload_bytes)
@@ -360,10 +389,13 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
 
     def search_one(number: int, upload: Upload, method: str, k: int, metric: str) -> list[Hit]:
-        if not served[number].index.paths:
+        index = served[number].index
+        if not index.paths and (upload.text is None or index.searchable_by_text):
             return []  # FAISS refuses to search for 0 neighbours, which is all an empty index has
         with search_lock:
-            return served[number].index.search(upload.data, upload.name, k, method, metric)
+            if upload.text is not None:  # NoTextTower at once, opening nothing, on a model with none
+                return index.search_text(upload.text, k, metric)
+            return index.search(upload.data, upload.name, k, method, metric)
 
     async def search(request: Request) -> Response:
         # The body is read holding nothing other requests wait on: only its own bytes of the
@@ -381,8 +413,11 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
             return JSONResponse({"detail": str(e)}, e.status, headers={"Connection": "close"})
         except UnreadableImage as e:
             return JSONResponse({"detail": e.reason}, 400)
-        except NoFace as e:
+        except (NoFace, NoTextTower) as e:
             return JSONResponse({"detail": str(e)}, 400)
+        except ModelError as e:  # e.g. a text tower gone or changed since the index was made
+            log.error("search on index %d failed: %s", number, e)  # its paths stay on the server
+            return JSONResponse({"detail": "the search failed on the server; its log says why"}, 500)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is listening
         finally:
@@ -390,7 +425,7 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
             await stream.aclose()
         rows = served[number].rows
         return JSONResponse({
-            "query": upload.name, "index": number, "model": served[number].index.meta["model"]["name"],
+            "query": upload.query, "index": number, "model": served[number].index.meta["model"]["name"],
             "method": method, "metric": metric,
             "results": [{"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"}
                         for h in hits]})
@@ -430,12 +465,15 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:1em;background:#fafafa;
 form{display:flex;flex-wrap:wrap;gap:.6em 1.2em;align-items:end;margin-bottom:1em}
 label{display:flex;flex-direction:column;font-size:13px;gap:2px}
 input[type=number]{width:5em}
+input[name=text]{width:18em}
+.hint{color:#777;font-size:12px}
 button{font-size:16px;padding:.3em 1.2em}
 #status{min-height:1.4em;color:#555}#status.error{color:#b00}
 #grid{display:flex;flex-wrap:wrap;gap:10px}
 figure{margin:0;width:180px;font-size:12px;word-break:break-all}
 figure img{display:block;max-width:180px;max-height:180px}
 figure.query{border-right:3px solid #333;padding-right:10px}
+figure .words{font-size:16px;font-style:italic;word-break:normal}
 .score{color:#555}"""
 
 _SCRIPT = """"use strict";
@@ -443,6 +481,7 @@ const form = document.getElementById("search");
 const grid = document.getElementById("grid");
 const status = document.getElementById("status");
 const fields = form.elements;
+const hint = document.getElementById("text-hint");
 let preview = null;
 
 function say(text, error) {
@@ -450,19 +489,41 @@ function say(text, error) {
   status.className = error ? "error" : "";
 }
 
+function words() {
+  return fields.text.disabled ? "" : fields.text.value.trim();
+}
+
+// Words search by embedding only: while the box has words, the method is embedding.
 function fillMethods() {
-  const methods = fields.index.selectedOptions[0].dataset.methods.split(",");
-  const was = fields.method.value;
+  const option = fields.index.selectedOptions[0];
+  const methods = option.dataset.methods.split(",");
+  const byText = option.dataset.text === "true";
+  fields.text.disabled = !byText;
+  hint.hidden = byText;
+  const was = words() ? "embedding" : fields.method.value;
   fields.method.replaceChildren(...methods.map(m => new Option(m, m, false, m === was)));
+  fields.method.disabled = words() !== "";
   fields.metric.disabled = fields.method.value !== "embedding";
 }
+
+// The query is a picture or words, whichever was given last.
+fields.file.addEventListener("change", () => {
+  if (fields.file.files.length) { fields.text.value = ""; fillMethods(); }
+});
+fields.text.addEventListener("input", () => {
+  if (fields.text.value.trim()) fields.file.value = "";
+  fillMethods();
+});
 
 function figure(src, lines, css) {
   const fig = document.createElement("figure");
   fig.className = css;
-  const img = document.createElement("img");
-  img.src = src;
-  img.alt = lines[lines.length - 1][1];
+  if (src) {  // none for words: the caption shows them
+    const img = document.createElement("img");
+    img.src = src;
+    img.alt = lines[lines.length - 1][1];
+    fig.append(img);
+  }
   const caption = document.createElement("figcaption");
   for (const [cls, text] of lines) {
     const span = document.createElement("div");
@@ -470,7 +531,7 @@ function figure(src, lines, css) {
     span.textContent = text;
     caption.append(span);
   }
-  fig.append(img, caption);
+  fig.append(caption);
   return fig;
 }
 
@@ -481,16 +542,27 @@ fillMethods();
 form.addEventListener("submit", async event => {
   event.preventDefault();
   const file = fields.file.files[0];
-  if (!file) { say("Choose or take a picture first.", true); return; }
+  const text = file ? "" : words();
+  if (!file && !text) {
+    say(fields.text.disabled ? "Choose or take a picture first." : "Choose or take a picture, or type words, first.",
+        true);
+    return;
+  }
   const limit = Number(form.dataset.maxBytes);
-  if (file.size > limit) {
+  if (file && file.size > limit) {
     say("The picture is larger than the upload limit of " + (limit / 1048576) + " MB.", true);
     return;
   }
+  if (new TextEncoder().encode(text).length > Number(form.dataset.maxTextBytes)) {
+    say("The words are longer than " + form.dataset.maxTextBytes + " bytes.", true);
+    return;
+  }
+  const data = new FormData(form);
+  data.delete(file ? "text" : "file");
   say("Searching…");
   fields.go.disabled = true;
   try {
-    const response = await fetch("/api/search", {method: "POST", body: new FormData(form)});
+    const response = await fetch("/api/search", {method: "POST", body: data});
     let body;
     try { body = await response.json(); } catch { body = {detail: response.status + " " + response.statusText}; }
     if (!response.ok) {
@@ -499,8 +571,9 @@ form.addEventListener("submit", async event => {
       return;
     }
     if (preview) URL.revokeObjectURL(preview);
-    preview = URL.createObjectURL(file);
-    const figures = [figure(preview, [["label", "query"], ["path", body.query]], "query")];
+    preview = file ? URL.createObjectURL(file) : null;
+    const figures = [file ? figure(preview, [["label", "query"], ["path", body.query]], "query")
+                          : figure(null, [["label", "query"], ["words", body.query]], "query")];
     for (const hit of body.results) {
       figures.push(figure(hit.url, [["rank", "#" + hit.rank], ["score", hit.score.toFixed(4)],
                                     ["path", hit.path]], "hit"));
@@ -530,15 +603,19 @@ CSP = (f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_ha
 def render_page(served: list[Served], max_upload_bytes: int) -> str:
     """The search page; every name from an index is HTML-escaped."""
     options = "".join(
-        f'<option value="{i}" data-methods="{html.escape(",".join(s.index.gallery.methods()))}">'
-        f"{html.escape(s.label)}</option>" for i, s in enumerate(served))
+        f'<option value="{i}" data-methods="{html.escape(",".join(s.index.gallery.methods()))}" '
+        f'data-text="{str(s.index.searchable_by_text).lower()}">{html.escape(s.label)}</option>'
+        for i, s in enumerate(served))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,"><title>refinery search</title><style>{_STYLE}</style></head>
 <body><h1>refinery search</h1>
-<form id="search" data-max-bytes="{max_upload_bytes}">
-<label>Picture<input type="file" name="file" accept="image/*" capture="environment" required></label>
+<form id="search" data-max-bytes="{max_upload_bytes}" data-max-text-bytes="{MAX_TEXT_BYTES}">
+<label>Picture<input type="file" name="file" accept="image/*" capture="environment"></label>
+<label>or words<input type="search" name="text" placeholder="search by words" maxlength="{MAX_TEXT_BYTES}"
+enterkeyhint="search"><span id="text-hint" class="hint" hidden>this index's model has no text tower (not CLIP)</span>
+</label>
 <label>Model (index)<select name="index">{options}</select></label>
 <label>Method<select name="method"></select></label>
 <label>Metric<select name="metric"><option value="cosine">cosine (higher is closer)</option>

@@ -20,11 +20,72 @@ from refinery.errors import ModelError
 from refinery.io.fileio import write_text_atomic
 
 SPEC_VERSION = 1
+MIN_THRESHOLD = 0.5  # as semantic.threshold's range: below it unrelated pictures merge
 BATCH_DIM = "batch"  # the name exported models give their dynamic batch dimension
 
 
+class SpecFile:
+    """What every spec does with itself: JSON sidecars, ONNX metadata (strings only), copies.
+
+    Subclasses are frozen dataclasses whose __post_init__ checks every field, so a garbage
+    file fails at load with a ModelError, never later in a run.
+    """
+
+    def replace(self, **changes: Any) -> Any:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        missing = [f.name for f in fields
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and f.name not in d]
+        if missing:
+            raise ModelError(f"model spec lacks {', '.join(missing)}")
+        kw = {f.name: d[f.name] for f in fields if f.name in d}
+        for key, value in kw.items():
+            if isinstance(value, list):  # JSON has no tuples; anything else: __post_init__ says what is wrong
+                kw[key] = tuple(value)
+        return cls(**kw)
+
+    # ONNX metadata holds strings only: strings go in as they are, the rest as JSON.
+    def to_metadata(self) -> dict[str, str]:
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> Any:
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        str_fields = {f.name for f in fields if f.type in ("str", str)}
+        d = {f.name: props[f.name] if f.name in str_fields else json.loads(props[f.name])
+             for f in fields if f.name in props}
+        return cls.from_dict(d)
+
+    def save(self, path: Path) -> None:
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Any:
+        """The spec in the JSON file `path`; any fault is a ModelError that names the file."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: cannot read model spec: {e}") from e
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: not a model spec (a JSON object was expected)")
+        try:
+            return cls.from_dict(data)
+        except ModelError as e:
+            raise ModelError(f"{path}: {e}") from e
+        except (TypeError, ValueError) as e:  # e.g. input_size 5: not a list
+            raise ModelError(f"{path}: bad model spec: {e}") from e
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(SpecFile):
     """Preprocessing contract and output description of one exported model."""
 
     name: str
@@ -44,6 +105,13 @@ class ModelSpec:
     opset: int = 0
     source: str = ""  # the checkpoint (or package) the weights came from
     sha256: str = ""  # of that source file
+    # A CLIP image tower names its text tower: a file beside it, and that file's SHA-256, so a
+    # text query is embedded by the very tower the pictures were trained against.
+    text_model: str = ""
+    text_sha256: str = ""
+    # The cosine above which two pictures are one, calibrated for this model's embeddings
+    # (`refinery export-model --calibrate`); None: semantic.threshold's default.
+    semantic_threshold: float | None = None
     spec_version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -51,9 +119,16 @@ class ModelSpec:
         for key in ("name", "input_name", "output_name"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ModelError(f"{key} must be a non-empty string, not {getattr(self, key)!r}")
-        for key in ("source", "sha256"):
+        for key in ("source", "sha256", "text_model", "text_sha256"):
             if not isinstance(getattr(self, key), str):
                 raise ModelError(f"{key} must be a string, not {getattr(self, key)!r}")
+        _check_file_name(self.text_model, "text_model")
+        if bool(self.text_model) != _is_sha256(self.text_sha256):
+            raise ModelError("text_model and text_sha256 go together: a file name beside the model and its "
+                             f"SHA-256, not {self.text_model!r} and {self.text_sha256!r}")
+        t = self.semantic_threshold
+        if t is not None and not (_is_number(t) and MIN_THRESHOLD <= t <= 1.0):
+            raise ModelError(f"semantic_threshold must be between {MIN_THRESHOLD} and 1.0 (or null), not {t!r}")
         size = _numbers(self.input_size, 2, "input_size", whole=True)
         if min(size) <= 0:
             raise ModelError(f"input_size must be two positive whole numbers (H, W), not {self.input_size!r}")
@@ -85,68 +160,71 @@ class ModelSpec:
         object.__setattr__(self, "output_dim", int(self.output_dim))
         object.__setattr__(self, "mean", tuple(float(v) for v in mean))
         object.__setattr__(self, "std", tuple(float(v) for v in std))
+        if t is not None:
+            object.__setattr__(self, "semantic_threshold", float(t))
 
     @property
     def identity_normalisation(self) -> bool:
         """True when the graph normalises inside and the runner only casts pixels."""
         return self.scale == 1.0 and self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0)
 
-    def replace(self, **changes: Any) -> ModelSpec:
-        return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input_size"] = list(self.input_size)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and f.name not in d]
-        if missing:
-            raise ModelError(f"model spec lacks {', '.join(missing)}")
-        kw = {k: v for k, v in d.items() if k in known}
-        for key in ("input_size", "mean", "std"):
-            if isinstance(kw.get(key), list):  # anything else: __post_init__ says what is wrong
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+@dataclass(frozen=True)
+class TextSpec(SpecFile):
+    """The text tower of a CLIP model: token ids in, a vector in the image tower's space out.
 
-    # ONNX metadata holds strings only: strings go in as they are, the rest as JSON.
-    def to_metadata(self) -> dict[str, str]:
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_dict().items()}
+    The runner tokenises with `tokenizer` over the vocabulary file `vocab` (beside the model,
+    checked against `vocab_sha256`), pads to `context_length`, and feeds int64 ids.
+    """
 
-    @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
-        str_fields = {f.name for f in dataclasses.fields(cls) if f.type in ("str", str)}
-        d: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name in props:
-                raw = props[f.name]
-                d[f.name] = raw if f.name in str_fields else json.loads(raw)
-        return cls.from_dict(d)
+    name: str
+    input_name: str
+    output_name: str
+    output_dim: int
+    context_length: int
+    vocab: str  # file name beside the model
+    vocab_sha256: str
+    tokenizer: str = "openclip-bpe"
+    clean: str = "lower"  # open_clip's text cleaning: lower | whitespace | canonicalize
+    opset: int = 0
+    source: str = ""
+    sha256: str = ""
+    spec_version: int = SPEC_VERSION
 
-    def save(self, path: Path) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def __post_init__(self) -> None:
+        for key in ("name", "input_name", "output_name", "vocab"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ModelError(f"{key} must be a non-empty string, not {getattr(self, key)!r}")
+        for key in ("source", "sha256"):
+            if not isinstance(getattr(self, key), str):
+                raise ModelError(f"{key} must be a string, not {getattr(self, key)!r}")
+        _check_file_name(self.vocab, "vocab")
+        if not _is_sha256(self.vocab_sha256):
+            raise ModelError(f"vocab_sha256 must be a SHA-256 in hex, not {self.vocab_sha256!r}")
+        for key in ("output_dim", "context_length"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) <= 2:
+                raise ModelError(f"{key} must be a whole number above 2, not {getattr(self, key)!r}")
+        for key in ("opset", "spec_version"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
+                raise ModelError(f"{key} must be a whole number >= 0, not {getattr(self, key)!r}")
+        if self.tokenizer != "openclip-bpe":
+            raise ModelError(f"unsupported tokenizer {self.tokenizer!r}; refinery reads openclip-bpe")
+        if self.clean not in TEXT_CLEANING:
+            raise ModelError(f"unsupported text cleaning {self.clean!r}; expected one of {', '.join(TEXT_CLEANING)}")
 
-    @classmethod
-    def load(cls, path: Path) -> ModelSpec:
-        """The spec in the JSON file `path`; any fault is a ModelError that names the file."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{path}: cannot read model spec: {e}") from e
-        if not isinstance(data, dict):
-            raise ModelError(f"{path}: not a model spec (a JSON object was expected)")
-        try:
-            return cls.from_dict(data)
-        except ModelError as e:
-            raise ModelError(f"{path}: {e}") from e
-        except (TypeError, ValueError) as e:  # e.g. input_size 5: not a list
-            raise ModelError(f"{path}: bad model spec: {e}") from e
+
+TEXT_CLEANING = ("lower", "whitespace", "canonicalize")
+
+
+def _check_file_name(name: str, key: str) -> None:
+    """A plain file name (beside the model), never a path that could lead elsewhere."""
+    if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
+        raise ModelError(f"{key} must be a file name beside the model, not {name!r}")
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _is_int(value: object) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -70,6 +71,21 @@ def fastreid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     root = tmp_path_factory.mktemp("ckpt")
     return {layout: write_random_checkpoint(root / f"{layout}.pth", layout, seed=i)
             for i, layout in enumerate(("legacy", "current"))}
+
+
+TINY_CLIP = REPO / "tests" / "data" / "tinyclip"  # an open_clip config: 2 layers of 64 wide, 32-d, 32x32 input
+
+
+@pytest.fixture(scope="session")
+def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init CLIP (tests/data/tinyclip) exported by the real CLI in its own process, so
+    the tests' process stays torch-free: PREFIX.onnx, .text.onnx, .vocab.txt.gz. The image tower's path."""
+    if importlib.util.find_spec("open_clip") is None:  # found, not imported: it would bring torch in
+        pytest.skip("the CLIP tests export with open_clip: pip install 'refinery[clip]'")
+    out = tmp_path_factory.mktemp("clip") / "tiny"
+    done = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(out), "--format", "onnx")
+    assert done.returncode == 0, done.stderr
+    return out.with_suffix(".onnx")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

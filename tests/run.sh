@@ -33,7 +33,7 @@ rm -rf build/smoke-venv
 "$PYTHON" -m venv build/smoke-venv
 build/smoke-venv/bin/python -m pip install -q --upgrade pip
 build/smoke-venv/bin/python -m pip install -q "$TORCH"
-build/smoke-venv/bin/python -m pip install -q "${WHEEL}[train,serve]"
+build/smoke-venv/bin/python -m pip install -q "${WHEEL}[train,serve,clip]"
 (cd "${TMPDIR:-/tmp}" && "$REPO/build/smoke-venv/bin/python" "$REPO/tests/smoke.py")
 
 # 3. The test environment: the same wheel with every extra, and the fastreid oracle.
@@ -43,7 +43,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "$TORCH"
 .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEEL"
-.venv/bin/python -m pip install -q "${WHEEL}[export,train,serve,ray,test]"
+.venv/bin/python -m pip install -q "${WHEEL}[export,train,serve,ray,test,clip]"
 # Upstream fastreid, only as the oracle the loader is checked against. Its metadata pins
 # torch 1.13, so it goes in without dependencies; the modeling code runs on current torch.
 .venv/bin/python -m pip install -q --no-deps -r tests/oracle-requirements.txt

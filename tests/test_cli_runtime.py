@@ -65,9 +65,6 @@ NO_TORCH_RUN = textwrap.dedent('''
 @pytest.mark.parametrize("command", ["embed", "dedup", "index+search+eval"])
 def test_runtime_never_imports_torch(command: str, image_dir: Path, tmp_path: Path) -> None:
     """Run the runtime commands with a trap shadowing torch, then list what entered sys.modules."""
-    trap = tmp_path / "trap"
-    (trap / "torch").mkdir(parents=True)
-    (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
     out = tmp_path / "out"
     classes = tmp_path / "classes"  # two classes of four pictures, for eval
     for i, picture in enumerate(sorted(image_dir.rglob("*.*"))):
@@ -80,13 +77,32 @@ def test_runtime_never_imports_torch(command: str, image_dir: Path, tmp_path: Pa
                                    "--html", str(tmp_path / "sheet.html")],
                                   ["search", str(out), str(image_dir / "pic_1.jpg"), "--device", "cpu"],
                                   ["eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu"]]}
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(runs=runs[command])],
+    assert_no_torch(runs[command], tmp_path)
+    assert out.exists()
+
+
+def assert_no_torch(runs: list[list[str]], tmp_path: Path) -> str:
+    """Run the CLI on each of `runs` in one fresh process with a trap shadowing torch; its output."""
+    trap = tmp_path / "trap"
+    (trap / "torch").mkdir(parents=True, exist_ok=True)
+    (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(runs=runs)],
                           capture_output=True, text=True, cwd=REPO,
                           env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "TORCH_IMPORT_ATTEMPTED" not in proc.stdout
     assert "TORCH_MODULES=\n" in proc.stdout
-    assert out.exists()
+    return proc.stdout
+
+
+def test_search_by_words_never_imports_torch(clip_model: Path, image_dir: Path, tmp_path: Path) -> None:
+    """A CLIP model end to end without torch: index, search --text (tokenizer and text tower), dedup."""
+    out = tmp_path / "index"
+    model = ["--model", str(clip_model), "--device", "cpu"]
+    stdout = assert_no_torch([["index", str(image_dir), "--out", str(out), *model],
+                              ["search", str(out), "--text", "a red truck at night", "-k", "3"],
+                              ["dedup", str(image_dir), *model]], tmp_path)
+    assert 'query: "a red truck at night"' in stdout and stdout.count(".jpg") >= 3
 
 
 def test_base_install_does_not_depend_on_torch() -> None:

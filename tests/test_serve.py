@@ -126,18 +126,21 @@ def raw_get(port: int, path: str, host: str | None = None) -> Reply:
         conn.close()
 
 
-def form(data: bytes, filename: str = "query.jpg", **fields: str) -> tuple[bytes, str]:
-    """A search's body as a browser's FormData would send it, and its Content-Type."""
+def form(data: bytes | None, filename: str = "query.jpg", **fields: str) -> tuple[bytes, str]:
+    """A search's body as a browser's FormData would send it, and its Content-Type; no file
+    part when `data` is None (a search by words)."""
     boundary = uuid.uuid4().hex
     body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
                     for k, v in fields.items())
-    body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    if data is not None:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 "Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def search(server: Server, data: bytes, filename: str = "query.jpg", **fields: str) -> Reply:
-    """POST /api/search as a browser's FormData would: the file and the fields, multipart."""
+def search(server: Server, data: bytes | None, filename: str = "query.jpg", **fields: str) -> Reply:
+    """POST /api/search as a browser's FormData would: the file (if any) and the fields, multipart."""
     body, kind = form(data, filename, **fields)
     return fetch(server.url + "/api/search", body, {"Content-Type": kind})
 
@@ -192,6 +195,24 @@ def strict_server(index_dirs: list[Path], pictures: Path, server: Server) -> Ite
             str(port)]
     with running(argv, port, pictures.parent / "strict.log", server.paths, server.query) as strict:
         yield strict
+
+
+@pytest.fixture(scope="module")
+def clip_server(clip_model: Path, index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
+    """`refinery serve` on the pictures indexed with the tiny CLIP's image tower (index 0, which
+    can be searched by words) and with the default model (index 1, which cannot)."""
+    from refinery.config import Config
+    from refinery.retrieval.index import RetrievalIndex, build_index
+    from refinery.runner.session import Embedder
+
+    out = pictures.parent / "clip.index"
+    build_index(pictures, Config(), Embedder(clip_model, device="cpu", threads=1), with_sift=False).save(out)
+    port = free_port()
+    argv = [sys.executable, "-m", "refinery", "serve", str(out), str(index_dirs[0]), "--port", str(port),
+            "--device", "cpu"]
+    with running(argv, port, pictures.parent / "clip.log", RetrievalIndex.load(out, device="cpu").paths,
+                 pictures.parent / "query.jpg") as clip:
+        yield clip
 
 
 def stall(server: Server, body: bytes, kind: str, sent: int) -> socket.socket:
@@ -352,6 +373,124 @@ def test_a_bad_request_gets_400_and_a_one_line_reason(server: Server, data: byte
     assert reply.json()["detail"].startswith(detail) and "\n" not in reply.json()["detail"]
 
 
+WORDS = "a red circle on a blue background"
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_words_find_pictures_on_a_clip_index(clip_server: Server, metric: str) -> None:
+    reply = search(clip_server, None, text=f"  {WORDS} ", index="0", k="5", metric=metric)
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    assert answer["query"] == WORDS and answer["model"] == "tiny.onnx" and answer["method"] == "embedding"
+    assert answer["metric"] == metric
+    results = answer["results"]
+    assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=metric == "cosine")  # cosine: higher is closer; l2: lower
+    assert len({r["path"] for r in results}) == 5
+    for r in results:
+        assert r["url"] == f"/image/0/{clip_server.paths.index(r['path'])}"
+    assert fetch(clip_server.url + results[0]["url"]).status == 200
+    # The same words, again: the same answer.
+    assert search(clip_server, None, text=WORDS, index="0", k="5", metric=metric).json() == answer
+
+
+def test_words_rank_as_cosine_and_l2_agree(clip_server: Server) -> None:
+    """On unit vectors squared L2 is 2 - 2 cos: the same pictures, in the same order."""
+    by = {metric: search(clip_server, None, text=WORDS, index="0", k=str(PICTURES), metric=metric).json()["results"]
+          for metric in ("cosine", "l2")}
+    assert [r["path"] for r in by["cosine"]] == [r["path"] for r in by["l2"]]
+    for cos, l2 in zip(by["cosine"], by["l2"], strict=True):
+        assert l2["score"] == pytest.approx(2 - 2 * cos["score"], abs=1e-4)
+
+
+def test_words_as_a_browser_sends_them_with_an_empty_file_part(clip_server: Server) -> None:
+    """A page's FormData sends the file input with no file chosen as an empty part."""
+    reply = search(clip_server, b"", "", text=WORDS, index="0", k="3")
+    assert reply.status == 200, reply.body
+    assert len(reply.json()["results"]) == 3
+
+
+@pytest.mark.parametrize("index", ["0", "1"], ids=["pictures", "empty"])
+def test_words_on_an_index_with_no_text_tower_get_400_naming_the_model(server: Server, index: str) -> None:
+    reply = search(server, None, text=WORDS, index=index)
+    assert reply.status == 400
+    detail = reply.json()["detail"]
+    assert detail.startswith("default.onnx") and "has no text tower" in detail and "\n" not in detail
+
+
+@pytest.mark.parametrize(("data", "fields", "detail"), [
+    ("query", {"text": WORDS}, "send a picture (form field 'file') or words (form field 'text'), not both"),
+    (None, {}, "no picture (form field 'file') and no words (form field 'text') in the request"),
+    (b"", {"text": "   "}, "no picture (form field 'file') and no words (form field 'text') in the request"),
+    (None, {"text": WORDS, "method": "pixel-l1"}, "words search by embedding only, not 'pixel-l1'"),
+    (None, {"text": "x" * 1001}, "the words (form field 'text') are longer than 1000 bytes"),
+    (None, {"text": "é" * 501}, "the words (form field 'text') are longer than 1000 bytes"),  # bytes, not characters
+])
+def test_a_bad_search_by_words_gets_400(clip_server: Server, data: bytes | str | None, fields: dict[str, str],
+                                        detail: str) -> None:
+    picture = clip_server.query.read_bytes() if data == "query" else data
+    assert not isinstance(picture, str)
+    reply = search(clip_server, picture, index="0", **fields)
+    assert reply.status == 400, reply.body
+    assert reply.json()["detail"] == detail
+
+
+def test_words_of_1000_bytes_are_searched(clip_server: Server) -> None:
+    reply = search(clip_server, None, text="é" * 500, index="0", k="2")  # 1000 bytes in UTF-8
+    assert reply.status == 200, reply.body
+    assert reply.json()["query"] == "é" * 500
+
+
+def test_the_page_offers_words_only_on_a_clip_index(server: Server, clip_server: Server) -> None:
+    for page in (fetch(server.url + "/").body.decode(), fetch(clip_server.url + "/").body.decode()):
+        assert '<input type="search" name="text" placeholder="search by words" maxlength="1000"' in page
+        assert "this index's model has no text tower (not CLIP)" in page
+        assert "://" not in page
+    assert 'data-text="true"' not in fetch(server.url + "/").body.decode()
+    options = fetch(clip_server.url + "/").body.decode().split("<option ")
+    assert [o for o in options if 'data-text="true"' in o][0].startswith('value="0"')
+    assert [o for o in options if 'data-text="false"' in o][0].startswith('value="1"')
+
+
+def test_a_text_tower_gone_from_beside_its_model_gets_500_and_its_path_stays_on_the_server(
+        clip_model: Path, pictures: Path, tmp_path: Path) -> None:
+    """The image tower copied without its text tower: the index is searchable by words by its
+    model's spec, and the words search fails on the server, which logs why."""
+    import shutil
+
+    from refinery.config import Config
+    from refinery.retrieval.index import RetrievalIndex, build_index
+    from refinery.runner.session import Embedder
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for suffix in (".onnx", ".json"):
+        shutil.copy(clip_model.with_suffix(suffix), alone / clip_model.with_suffix(suffix).name)
+    out = tmp_path / "alone.index"
+    build_index(pictures, Config(), Embedder(alone / clip_model.name, device="cpu", threads=1),
+                with_sift=False).save(out)
+    port = free_port()
+    argv = [sys.executable, "-m", "refinery", "serve", str(out), "--port", str(port), "--device", "cpu"]
+    with running(argv, port, tmp_path / "alone.log", RetrievalIndex.load(out, device="cpu").paths,
+                 pictures.parent / "query.jpg") as alone_server:
+        assert 'data-text="true"' in fetch(alone_server.url + "/").body.decode()
+        reply = search(alone_server, None, text=WORDS)
+        assert reply.status == 500
+        assert reply.json()["detail"] == "the search failed on the server; its log says why"
+        assert search(alone_server, alone_server.query.read_bytes()).status == 200  # pictures still work
+    assert "the text tower of tiny.onnx is not beside it" in (tmp_path / "alone.log").read_text()
+
+
+def test_a_search_by_words_loads_no_torch(clip_server: Server) -> None:
+    maps = Path(f"/proc/{clip_server.pid}/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc (Linux) to see the server's loaded libraries")
+    assert search(clip_server, None, text=WORDS, index="0").status == 200  # the text tower is open now
+    loaded = maps.read_text()
+    assert "onnxruntime" in loaded and "torch" not in loaded
+
+
 @pytest.mark.parametrize("path", [
     "/image/0/../../etc/passwd", "/image/0/%2e%2e/%2e%2e/etc/passwd", "/image/%2e%2e/0", "/image/0/999999",
     "/image/5/0", "/image/0/-1", "/image/0/1/../../../../../../etc/passwd", "/../../../../etc/passwd",
@@ -462,6 +601,44 @@ def test_a_person_searches_in_a_browser(server: Server, browser: Any, tmp_path: 
     find(By.NAME, "file").send_keys(str(big))
     find(By.NAME, "go").click()
     assert "larger than the upload limit of 1 MB" in find(By.ID, "status").text
+    problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not problems  # no script error, no Content-Security-Policy violation, no failed load
+
+
+def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver = browser
+    driver.get(clip_server.url + "/")
+    find = driver.find_element
+    box, hint = find(By.NAME, "text"), find(By.ID, "text-hint")
+    assert box.is_enabled() and not hint.is_displayed()
+    find(By.NAME, "k").clear()
+    find(By.NAME, "k").send_keys("3")
+    box.send_keys(WORDS, Keys.ENTER)
+    wait = WebDriverWait(driver, 30)
+    hits = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#grid figure.hit"))
+    assert len(hits) == 3 and hits[0].find_element(By.CLASS_NAME, "rank").text == "#1"
+    assert find(By.CSS_SELECTOR, "#grid figure.query .words").text == WORDS
+    assert not find(By.CSS_SELECTOR, "#grid figure.query").find_elements(By.TAG_NAME, "img")  # words, no picture
+    assert find(By.ID, "status").text == "3 results from tiny.onnx, embedding."
+    wait.until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+
+    # The query is whichever was given last: a picture empties the box, words drop the picture.
+    find(By.NAME, "file").send_keys(str(clip_server.query))
+    assert box.get_attribute("value") == ""
+    box.send_keys("a cat")
+    assert find(By.NAME, "file").get_attribute("value") == ""
+    method = find(By.NAME, "method")  # words search by embedding only
+    assert not method.is_enabled() and Select(method).first_selected_option.text == "embedding"
+
+    Select(find(By.NAME, "index")).select_by_value("1")  # the default model: no text tower
+    assert not box.is_enabled() and hint.is_displayed()
+    find(By.NAME, "go").click()
+    assert find(By.ID, "status").text == "Choose or take a picture first."
     problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems  # no script error, no Content-Security-Policy violation, no failed load
 

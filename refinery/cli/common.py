@@ -129,6 +129,20 @@ def settings(config_path: Path | None, assignments: tuple[str, ...], model: str 
     return dataclasses.replace(cfg, model=cfg.model.override(model=model, device=device, batch_size=batch_size))
 
 
+def with_model_threshold(cfg: Any, spec: Any, config_path: Path | None, assignments: tuple[str, ...]) -> Any:
+    """`cfg` with the semantic threshold calibrated for the model (recorded in its spec), unless
+    the user set semantic.threshold in --config or --set: a model carries its own default."""
+    import dataclasses
+
+    from refinery.config import user_sets
+
+    if spec.semantic_threshold is None or user_sets("semantic", "threshold", config_path, assignments):
+        return cfg
+    log.info("semantic threshold %.3f, calibrated for %s (from its spec; --set semantic.threshold=X for another)",
+             spec.semantic_threshold, spec.name)
+    return dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, threshold=spec.semantic_threshold))
+
+
 def make_embedder(cfg: Any) -> Any:
     from refinery.runner.session import Embedder
 

@@ -20,7 +20,14 @@ log = logging.getLogger("refinery")
               help="Architecture to export; `refinery export-model --list` shows them.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint file (fastreid: default configs/vehicleid_bot_R50-ibn.pth; "
-                   "ImageNet archs: the weights inside their package).")
+                   "ImageNet archs: the weights inside their package; CLIP: an open_clip checkpoint).")
+@click.option("--pretrained", default=None, metavar="TAG",
+              help="CLIP only: weights open_clip downloads by name (needs internet), e.g. laion2b_s34b_b79k.")
+@click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A labelled corpus (images/ and truth.json, as bench/make_corpus.py writes): record this "
+                   "model's semantic threshold in its spec.")
+@click.option("--image-size", type=click.IntRange(32), default=None, hidden=True,
+              help="CLIP only: another input side than the architecture's (tests use small ones).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output prefix: writes PREFIX.onnx, PREFIX.json, PREFIX.mlpackage. "
                    "Default: models/<arch>.")
@@ -38,22 +45,31 @@ log = logging.getLogger("refinery")
               help="Allow full unpickling of a checkpoint that holds more than tensors.")
 @click.option("--list", "list_only", is_flag=True, help="List the architectures and exit.")
 @handle_errors
-def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, formats: str, opset: int,
+def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None, calibrate: Path | None,
+                     image_size: int | None, out: Path | None, formats: str, opset: int,
                      fp16: bool, int8_dir: Path | None, images: Path | None, stem_pool: str | None,
                      trust_checkpoint: bool, list_only: bool) -> None:
     """Export a PyTorch model to ONNX (and Core ML) once, and prove parity.
 
     Example: refinery export-model --checkpoint configs/vehicleid_bot_R50-ibn.pth --out models/vehicleid
+
+    CLIP (search by words): refinery export-model --arch openclip-vit-b-32 --pretrained laion2b_s34b_b79k
+    --out models/clip writes models/clip.onnx (images), models/clip.text.onnx (words) and the vocabulary.
     """
     from refinery.export.registry import ARCHS, get_arch
 
     if list_only:
         for a in ARCHS.values():
             click.echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
+        click.echo(f"{'openclip:NAME':20s} any other open_clip model with its own text transformer: a built-in "
+                   "name (ViT-L-14) or local-dir:FOLDER")
         return
-    get_arch(arch)  # fail on an unknown name before importing torch
+    clip = bool(get_arch(arch).open_clip_name)  # an unknown name fails here, before torch is imported
     try:
         from refinery.export.pipeline import ExportOptions, export_model
+
+        if clip:
+            from refinery.export.openclip import export_clip
     except ImportError as e:
         raise click.ClickException(f"export needs PyTorch and friends ({e.name} is missing): "
                                    "pip install 'refinery[export]'") from e
@@ -62,9 +78,12 @@ def export_model_cmd(arch: str, checkpoint: Path | None, out: Path | None, forma
         arch=arch, out=out or Path("models") / arch, checkpoint=checkpoint,
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), opset=opset, fp16=fp16,
         int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
-        trust_checkpoint=trust_checkpoint)
-    result = export_model(opts, step=lambda s: log.info("%s ...", s))
+        trust_checkpoint=trust_checkpoint, calibrate=calibrate, pretrained=pretrained, image_size=image_size)
+    step = lambda s: log.info("%s ...", s)  # noqa: E731
+    result = export_clip(opts, get_arch(arch), step) if clip else export_model(opts, step)
     log.info("parity on %s", result.parity_source)
+    if result.calibration:
+        click.echo(result.calibration)
     for report in result.parity:
         click.echo(report.line())
     if result.int8:

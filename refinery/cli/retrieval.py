@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -104,7 +105,9 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
 
 @main.command("search")
 @click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("queries", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("queries", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", "texts", multiple=True, metavar="WORDS",
+              help='Search by words (a CLIP index): --text "a red truck at night"; may be repeated.')
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Results per query.")
 @click.option("--method", default="embedding", show_default=True,
               help="embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, or sift (index built with --sift).")
@@ -116,11 +119,13 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
 @click.pass_context
 @handle_errors
-def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], k: int, method: str, metric: str,
-               as_json: bool, html_out: Path | None, device: str) -> None:
-    """The pictures in INDEX most like each QUERY picture: rank, score, path.
+def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], texts: tuple[str, ...], k: int,
+               method: str, metric: str, as_json: bool, html_out: Path | None, device: str) -> None:
+    """The pictures in INDEX most like each QUERY picture, or nearest each --text: rank, score, path.
 
     Example: refinery search photos.index query.jpg -k 5
+
+    By words (an index built with a CLIP image model): refinery search photos.index --text "a red truck at night"
     """
     import json
 
@@ -128,8 +133,13 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     from refinery.io.images import read_bytes
     from refinery.retrieval.index import NoFace, RetrievalIndex
 
+    if not queries and not texts:
+        raise click.UsageError("give query pictures, or --text WORDS")
+    if texts and method != "embedding":
+        raise click.UsageError(f"--text searches by embedding only, not by {method}")
     index = RetrievalIndex.load(index_path, device=device)
-    answers, failed = [], 0
+    answers: list[tuple[Any, list]] = [(f'"{text}"', index.search_text(text, k, metric)) for text in texts]
+    failed = 0
     for query in queries:
         try:
             hits = index.search(read_bytes(query), str(query), k, method, metric)

@@ -51,6 +51,7 @@ class DedupResult:
     peak_memory_mb: float = 0.0  # of the process, at the end of the run
     scenes: int = 0  # fixed-camera views found (refinery/dedup/stages/scenes.py)
     scene_frames: int = 0  # frames judged by what stands in front of their scene's background
+    semantic_threshold: float = 0.0  # the cosine the semantic stage used (the model's own, or the setting)
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
@@ -71,7 +72,7 @@ class DedupResult:
             "seconds_by_stage": {k: round(v.seconds, 3) for k, v in self.stages.items()},
             "seconds": round(self.seconds, 3),
             "images_per_s": round(len(self.files) / self.seconds, 1) if self.seconds else None,
-            "model": self.model, "provider": self.provider,
+            "model": self.model, "provider": self.provider, "semantic_threshold": self.semantic_threshold,
             "chain_splits": self.chain_splits,
             "cached": self.cached,
             "workers": self.workers,
@@ -127,7 +128,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
                        workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
                        peak_memory_mb=peak_memory_mb(), scenes=scenes.count,
-                       scene_frames=len(scenes.frames))
+                       scene_frames=len(scenes.frames), semantic_threshold=cfg.semantic.threshold)
 
 
 

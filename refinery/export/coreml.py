@@ -61,13 +61,15 @@ def export_coreml(model: nn.Module, spec: ModelSpec, out: Path, max_batch: int =
         import coremltools as ct
 
     h, w = spec.input_size
-    example = torch.rand(1, 3, h, w) * 255
+    example = torch.rand(2, 3, h, w) * 255
+    # torch.export, not torch.jit.trace: the tracer turns nn.MultiheadAttention (CLIP) into
+    # shape arithmetic coremltools cannot convert; an exported program has none of it.
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
     with torch.no_grad(), quiet_coremltools():
-        traced = torch.jit.trace(model.eval(), example)
+        program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
         mlmodel = ct.convert(
-            traced,
-            inputs=[ct.TensorType(name=spec.input_name, dtype=np.float32,
-                                  shape=(ct.RangeDim(1, max_batch, default=1), 3, h, w))],
+            program.run_decompositions({}),
+            inputs=[ct.TensorType(name=spec.input_name, dtype=np.float32)],
             outputs=[ct.TensorType(name=spec.output_name, dtype=np.float32)],
             convert_to="mlprogram",
             minimum_deployment_target=ct.target.macOS13,

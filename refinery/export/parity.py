@@ -37,9 +37,10 @@ class ParityReport:
     max_rel_diff: float  # max |a - b| / max |a|
     min_cosine: float
     min_centered_cosine: float
+    unit: str = "images"  # what the rows are: images, prompts
 
     def line(self) -> str:
-        return (f"{self.label}: {self.images} images, max abs diff {self.max_abs_diff:.3g}, "
+        return (f"{self.label}: {self.images} {self.unit}, max abs diff {self.max_abs_diff:.3g}, "
                 f"max rel diff {self.max_rel_diff:.3g}, min cosine {self.min_cosine:.6f}, "
                 f"min centred cosine {self.min_centered_cosine:.6f}")
 
@@ -51,7 +52,7 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def measure(label: str, reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
+def measure(label: str, reference: np.ndarray, candidate: np.ndarray, unit: str = "images") -> ParityReport:
     """Compare two (N, D) output arrays of the same shape."""
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
@@ -63,11 +64,12 @@ def measure(label: str, reference: np.ndarray, candidate: np.ndarray) -> ParityR
         max_abs_diff=float(diff.max()),
         max_rel_diff=float(diff.max() / max(np.abs(reference).max(), 1e-12)),
         min_cosine=float(row_cosine(reference, candidate).min()),
-        min_centered_cosine=float(centered.min()))
+        min_centered_cosine=float(centered.min()), unit=unit)
 
 
 def check_parity(label: str, reference: np.ndarray, candidate: np.ndarray,
-                 tolerance: Tolerance = FP32, names: tuple[list[str], list[str]] | None = None) -> ParityReport:
+                 tolerance: Tolerance = FP32, names: tuple[list[str], list[str]] | None = None,
+                 unit: str = "images") -> ParityReport:
     """Measure parity and raise ParityError listing every failure: names, shapes, then values.
 
     `names` is (expected output names, candidate output names) where they can differ.
@@ -78,7 +80,7 @@ def check_parity(label: str, reference: np.ndarray, candidate: np.ndarray,
     if reference.shape != candidate.shape:
         failures.append(f"output shapes differ: expected {reference.shape}, got {candidate.shape}")
         raise ParityError(f"{label}: " + "; ".join(failures))
-    report = measure(label, reference, candidate)
+    report = measure(label, reference, candidate, unit)
     if report.min_cosine < tolerance.min_cosine:
         failures.append(f"min cosine {report.min_cosine:.6f} < {tolerance.min_cosine}")
     if report.min_centered_cosine < tolerance.min_cosine:

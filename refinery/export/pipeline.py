@@ -19,7 +19,7 @@ from refinery.export.quantize import QuantReport, compare_int8, quantize_int8
 from refinery.export.registry import get_arch
 from refinery.io.images import load_input
 from refinery.io.scan import find_images
-from refinery.spec import ModelSpec
+from refinery.spec import ModelSpec, TextSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ class ExportOptions:
     stem_pool: str | None = None
     trust_checkpoint: bool = False
     calibration_limit: int = 64
+    calibrate: Path | None = None  # a labelled corpus (truth.json) to calibrate semantic_threshold on
+    pretrained: str | None = None  # CLIP: a release open_clip downloads (needs internet)
+    image_size: int | None = None  # CLIP: another input side than the architecture's (tests)
+    open_clip_name: str = ""
 
 
 @dataclass
@@ -53,6 +57,8 @@ class ExportResult:
     int8: QuantReport | None = None
     coreml_note: str = ""
     parity_source: str = ""
+    text_spec: TextSpec | None = None  # CLIP: the text tower's
+    calibration: str = ""  # how semantic_threshold was found, for the user
 
 
 def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: None) -> ExportResult:
@@ -67,6 +73,10 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     if "coreml" in opts.formats:
         require_coremltools()
     arch = get_arch(opts.arch)
+    if arch.open_clip_name:  # two towers and a vocabulary: refinery.export.openclip.export_clip
+        raise ModelError(f"{arch.name} is a CLIP model: export it with refinery.export.openclip.export_clip")
+    if opts.pretrained or opts.image_size:
+        raise ModelError(f"--pretrained and --image-size are for CLIP models; {arch.name} takes --checkpoint")
     checkpoint = opts.checkpoint or (Path(arch.default_checkpoint) if arch.default_checkpoint else None)
     step(f"loading {arch.name}")
     built: Built = arch.build(checkpoint, stem_pool=opts.stem_pool, trust=opts.trust_checkpoint)
@@ -75,6 +85,9 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     images, result.parity_source = parity_images(opts.images, spec)
     reference = torch_outputs(built.model, images)
     out = Path(opts.out)
+    if opts.calibrate:
+        step("calibrating the semantic threshold")
+        spec = result.spec = calibrated(built.model, spec, opts.calibrate, result)
 
     if "onnx" in opts.formats or opts.fp16 or opts.int8_calibration:
         step("exporting ONNX")
@@ -114,6 +127,22 @@ def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: 
     spec.save(onnx_path.with_suffix(".json"))
     result.files += [onnx_path, onnx_path.with_suffix(".json")]
     return spec
+
+
+def calibrated(model: torch.nn.Module, spec: ModelSpec, corpus: Path, result: ExportResult,
+               batch: int = 32) -> ModelSpec:
+    """`spec` with the semantic threshold calibrated on the labelled `corpus` (refinery.calibration)."""
+    from refinery.calibration import calibrate, read_labelled
+    from refinery.runner.session import l2_normalize
+
+    labelled = read_labelled(corpus)
+    vectors = []
+    for i in range(0, len(labelled.paths), batch):
+        chunk = np.stack([load_input(p, spec) for p in labelled.paths[i:i + batch]])
+        vectors.append(torch_outputs(model, chunk))
+    found = calibrate(labelled, l2_normalize(np.concatenate(vectors)))
+    result.calibration = found.line()
+    return spec.replace(semantic_threshold=found.threshold)
 
 
 def require_coremltools() -> None:

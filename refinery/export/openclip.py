@@ -1,0 +1,298 @@
+"""OpenCLIP models -> two ONNX files, an image tower and a text tower, and the tokenizer's vocabulary.
+
+    PREFIX.onnx, PREFIX.json            image tower: RGB 0..255 (N, 3, H, W) -> (N, D)
+    PREFIX.text.onnx, PREFIX.text.json  text tower: int64 token ids (N, context) -> (N, D)
+    PREFIX.vocab.txt.gz                 open_clip's BPE vocabulary, for the runner's tokenizer
+    PREFIX.mlpackage                    the image tower for Core ML (--format coreml)
+
+The image spec names the text tower and its SHA-256, the text spec the vocabulary and its
+SHA-256: a text query is embedded by the tower the pictures' tower was trained with.
+Parity: the image tower against open_clip's `encode_image` on pictures it normalises
+itself; the text tower, fed by refinery's own tokenizer, against `encode_text` fed by
+open_clip's, on prompts that include unicode, long and empty ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import sys
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from refinery.errors import CheckpointMismatch, CheckpointNotFound, ModelError, ParityError
+from refinery.export import onnx as onnx_export
+from refinery.export.parity import FP32, check_parity
+from refinery.io.fileio import atomic_path, file_sha256
+from refinery.spec import TextSpec
+
+log = logging.getLogger(__name__)
+
+TEXT_INPUT = "tokens"
+# Prompts for the text tower's parity: plain, punctuated, unicode (accents, CJK, emoji,
+# mojibake that ftfy mends, HTML entities), empty, and longer than the context.
+PARITY_PROMPTS = (
+    "a red truck at night", "a person on a bicycle", "", "   ", "A PHOTO OF A DOG.",
+    "two cats, one dog & 3 birds!", "it's a café in São Paulo", "東京の夜の電車", "a 🚲 on the 🌉",
+    "Ã©tÃ© à la plage", "&amp;lt;b&amp;gt;bold&amp;lt;/b&amp;gt;", "שלום עולם",
+    " ".join(f"word{i} and a long tail of text" for i in range(60)),
+)
+
+
+@dataclass
+class Clip:
+    """An open_clip model and what the export needs to know of it."""
+
+    model: Any  # open_clip.CLIP (open_clip has no type hints)
+    open_clip_name: str
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    context_length: int
+    clean: str
+    vocab: Path
+    source: str
+    sha256: str
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 0
+
+
+def import_open_clip() -> Any:
+    """open_clip, importable even where torchvision's compiled ops cannot load.
+
+    PyPI's torchvision for Linux is built against the CUDA torch; beside a CPU-only torch
+    its C extension does not load and `import torchvision` fails while registering fake
+    kernels for detection ops (nms, roi_align). CLIP never calls those ops, so on that one
+    failure the registration modules are skipped and the import tried again.
+    """
+    try:
+        return _quiet_import("open_clip")
+    except ImportError as e:
+        raise ModelError(f"CLIP export needs open_clip ({e.name} is missing): pip install 'refinery[clip]'") from None
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "open_clip")]:
+        del sys.modules[name]
+    for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
+        sys.modules[name] = types.ModuleType(name)
+    return _quiet_import("open_clip")
+
+
+def _quiet_import(name: str) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # open_clip and timm warn about things that do not matter here
+        return importlib.import_module(name)
+
+
+def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: str | None = None,
+              image_size: int | None = None) -> Clip:
+    """The open_clip model `open_clip_name` with weights from a file, a named release, or
+    neither (random init: only tests want that).
+
+    `open_clip_name` is a built-in name (ViT-B-32) or open_clip's `local-dir:FOLDER` (a
+    folder holding open_clip_config.json and the weights, as the model hub keeps them).
+    """
+    oc = import_open_clip()
+    if checkpoint is not None and pretrained is not None:
+        raise ModelError("give --checkpoint or --pretrained, not both")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointNotFound(f"{checkpoint}: checkpoint not found")
+    source, sha256 = "random init", ""
+    weights: str | None = None
+    if checkpoint is not None:
+        weights, source, sha256 = str(checkpoint), Path(checkpoint).name, file_sha256(Path(checkpoint))
+    elif pretrained is not None:
+        weights = pretrained
+        source = f"open_clip=={metadata.version('open_clip_torch')}:{open_clip_name}/{pretrained}"
+    try:
+        with warnings.catch_warnings(), _root_log_quiet():
+            warnings.simplefilter("ignore")
+            model = oc.create_model(open_clip_name, pretrained=weights, force_image_size=image_size,
+                                    pretrained_text=False, device="cpu")
+    except RuntimeError as e:  # open_clip's word for a bad tag, a failed download, keys that do not fit
+        raise CheckpointMismatch(f"{checkpoint or pretrained or open_clip_name}: open_clip cannot build "
+                                 f"{open_clip_name} from it: {_first_line(e)}") from None
+    if open_clip_name.startswith("local-dir:"):
+        source, sha256 = _local_dir_source(Path(open_clip_name.removeprefix("local-dir:")), source, sha256)
+    return _describe(oc, model.eval(), open_clip_name, source, sha256)
+
+
+@contextmanager
+def _root_log_quiet() -> Iterator[None]:
+    """open_clip logs its notices ("model initialized randomly") on the root logger; refinery
+    says what matters itself."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _describe(oc: Any, model: Any, name: str, source: str, sha256: str) -> Clip:
+    if not hasattr(model, "encode_text") or not hasattr(model, "token_embedding"):
+        raise ModelError(f"{name}: refinery exports CLIP models with open_clip's own text transformer; "
+                         "this one's text tower is a Hugging Face model")
+    tokenizer = oc.get_tokenizer(name)
+    if type(tokenizer).__name__ != "SimpleTokenizer":
+        raise ModelError(f"{name}: its tokenizer is {type(tokenizer).__name__}; refinery reads OpenCLIP's BPE only")
+    cfg = oc.get_model_preprocess_cfg(model)
+    size = cfg.get("size", model.visual.image_size)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    clean = getattr(tokenizer, "clean", None) or _text_cfg(oc, name).get("tokenizer_kwargs", {}).get("clean", "lower")
+    return Clip(model=model, open_clip_name=name, image_size=(int(size[0]), int(size[1])),
+                mean=tuple(float(v) for v in cfg.get("mean", oc.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in cfg.get("std", oc.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+                context_length=int(model.context_length), clean=str(clean),
+                vocab=Path(oc.tokenizer.default_bpe()), source=source, sha256=sha256)
+
+
+def _text_cfg(oc: Any, name: str) -> dict:
+    if name.startswith("local-dir:"):
+        import json
+
+        path = Path(name.removeprefix("local-dir:")) / "open_clip_config.json"
+        return json.loads(path.read_text()).get("model_cfg", {}).get("text_cfg", {})
+    return (oc.get_model_config(name) or {}).get("text_cfg", {})
+
+
+def _local_dir_source(folder: Path, source: str, sha256: str) -> tuple[str, str]:
+    """The weights file of an open_clip model folder, as source and SHA-256."""
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if (folder / name).is_file():
+            return f"{folder.name}/{name}", file_sha256(folder / name)
+    return source, sha256
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class ImageTower(nn.Module):
+    """open_clip's `encode_image` on RGB 0..255: the normalisation inside the graph, so the
+    runner only resizes and casts, as for every other model."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, clip: Clip):
+        super().__init__()
+        self.visual: Any = clip.model.visual
+        self.register_buffer("mean", torch.tensor(clip.mean).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(clip.std).view(1, 3, 1, 1) * 255)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual((images - self.mean) / self.std)
+
+
+class TextTower(nn.Module):
+    """open_clip's `encode_text`: token ids in, the text's vector out (not normalised)."""
+
+    def __init__(self, clip: Clip):
+        super().__init__()
+        self.clip: Any = clip.model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
+    """open_clip's own path: normalise as its preprocessing does, then `encode_image`."""
+    mean = np.asarray(clip.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(clip.std, np.float32).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        return clip.model.encode_image(torch.from_numpy((images / 255 - mean) / std)).numpy()
+
+
+def reference_text_features(clip: Clip, prompts: list[str]) -> np.ndarray:
+    """open_clip's own path: its tokenizer, then `encode_text`."""
+    tokenizer = import_open_clip().get_tokenizer(clip.open_clip_name)
+    with torch.no_grad():
+        return clip.model.encode_text(tokenizer(prompts)).numpy()
+
+
+def write_vocab(clip: Clip, path: Path) -> str:
+    """Copy open_clip's vocabulary beside the towers; its SHA-256."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(clip.vocab, tmp)
+    return file_sha256(path)
+
+
+def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int,
+                      prompts: list[str]) -> tuple[TextSpec, Any]:
+    """PREFIX.text.onnx and its sidecar, after proving that refinery's tokenizer and the ONNX
+    tower give what open_clip's tokenizer and `encode_text` give on `prompts`."""
+    from refinery.runner.text import TextEmbedder
+    from refinery.runner.tokenizer import ClipTokenizer
+
+    spec = TextSpec(name=name, input_name=TEXT_INPUT, output_name="features", output_dim=clip.output_dim,
+                    context_length=clip.context_length, vocab=vocab.name, vocab_sha256=file_sha256(vocab),
+                    clean=clip.clean, source=clip.source, sha256=clip.sha256)
+    example = torch.from_numpy(ClipTokenizer(vocab, clip.context_length, clip.clean)(prompts[:2]))
+    spec = spec.replace(opset=opset)
+    onnx_export.export_graph(TextTower(clip), example, spec.input_name, spec.output_name, path, opset,
+                             spec.to_metadata())
+    path.with_suffix(".json").unlink(missing_ok=True)  # as write_onnx: the new one goes once parity holds
+    ours = ClipTokenizer(vocab, clip.context_length, clip.clean)(prompts)
+    theirs = import_open_clip().get_tokenizer(clip.open_clip_name)(prompts).numpy()
+    differ = [p for p, a, b in zip(prompts, ours, theirs, strict=True) if not np.array_equal(a, b)]
+    if differ:
+        raise ParityError(f"text: refinery's tokenizer and open_clip's differ on {len(differ)} of {len(prompts)} "
+                          f"prompts, first {differ[0][:60]!r}")
+    outputs = TextEmbedder(path, device="cpu").run(ours)
+    report = check_parity("onnx text fp32", reference_text_features(clip, prompts), outputs, FP32, unit="prompts")
+    spec.save(path.with_suffix(".json"))
+    return spec, report
+
+
+def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
+    """`refinery export-model` for a CLIP architecture: both towers, the vocabulary, parity."""
+    from refinery.export import pipeline
+
+    step(f"loading {arch.name}")
+    clip = load_clip(opts.open_clip_name or arch.open_clip_name, opts.checkpoint, opts.pretrained, opts.image_size)
+    if clip.source == "random init":
+        log.warning("%s: random weights (no --checkpoint or --pretrained): the vectors mean nothing", arch.name)
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vocab = out.with_suffix(".vocab.txt.gz")
+    text_path = out.with_suffix(".text.onnx")
+    step("exporting the text tower")
+    write_vocab(clip, vocab)
+    text_spec, text_report = export_text_tower(clip, arch.name, text_path, vocab, opts.opset, list(PARITY_PROMPTS))
+
+    built = types.SimpleNamespace(input_size=clip.image_size, output_dim=clip.output_dim, interpolation="bicubic",
+                                  source=clip.source, sha256=clip.sha256)
+    spec = pipeline.spec_of(arch.name, built).replace(text_model=text_path.name,  # type: ignore[arg-type]
+                                                      text_sha256=file_sha256(text_path))
+    result = pipeline.ExportResult(spec=spec, files=[vocab, text_path, text_path.with_suffix(".json")],
+                                   parity=[text_report])
+    images, result.parity_source = pipeline.parity_images(opts.images, spec)
+    reference = reference_image_features(clip, images)
+    tower = ImageTower(clip).eval()
+    if opts.calibrate:
+        step("calibrating the semantic threshold")
+        spec = result.spec = pipeline.calibrated(tower, spec, opts.calibrate, result)
+    step("exporting the image tower")
+    pipeline.write_onnx(tower, spec, out.with_suffix(".onnx"), opts.opset, images, reference, result)
+    if "coreml" in opts.formats:
+        step("converting the image tower to Core ML")
+        result.coreml_note = pipeline.export_coreml(tower, result.spec, out.with_suffix(".mlpackage"), images,
+                                                    reference, result)
+    result.text_spec = text_spec
+    return result
