@@ -27,7 +27,7 @@ rm -rf build/dist
 "$PYTHON" -m pip wheel -q --no-deps -w build/dist .
 WHEEL=$(ls build/dist/refinery-*.whl)
 
-# 2. A clean venv with only the wheel and its [train,serve] extras: every command runs from there,
+# 2. A clean venv with only the wheel and its [train,serve,clip] extras: every command runs from there,
 #    outside the checkout.
 rm -rf build/smoke-venv
 "$PYTHON" -m venv build/smoke-venv

@@ -1,5 +1,5 @@
 """Every command of an installed refinery, run as a user runs it: `python tests/smoke.py`
-with the python of a venv where the wheel (and its [train,serve] extras) is installed, from
+with the python of a venv where the wheel (and its [train,serve,clip] extras) is installed, from
 outside the checkout so that only the installed package can be imported.
 
 It makes its own pictures, runs each command through the `refinery` executable beside that
@@ -117,6 +117,15 @@ def main() -> None:
                 "--set", "train.test_share=0.34"]
         run("train", str(classes), "--out", str(work / "run"), "--epochs", "1", "--no-eval", *tiny)
         search_over_http(work / "index", photos / "p3.png")
+        # CLIP (the [clip] extra): a tiny random-init open_clip model, then search by words.
+        tiny_clip = Path(__file__).resolve().parent / "data" / "tinyclip"
+        run("export-model", "--arch", f"openclip:local-dir:{tiny_clip}", "--out", str(work / "clip" / "tiny"),
+            "--format", "onnx")
+        run("index", str(photos), "--model", str(work / "clip" / "tiny.onnx"), "--out", str(work / "clip-index"),
+            "--device", "cpu")
+        found = run("search", str(work / "clip-index"), "--text", "a red truck at night", "-k", "2")
+        if found.stdout.count(".png") != 2:
+            sys.exit(f"smoke: search --text did not answer two pictures:\n{found.stdout}")
 
 
 if __name__ == "__main__":

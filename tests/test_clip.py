@@ -7,6 +7,7 @@ the real CLI (the `clip_model` fixture), and the named architectures at a small 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -101,20 +102,46 @@ def load(path: Path, prefix: Path) -> np.ndarray:
     return load_input(path, ModelSpec.load(prefix.with_suffix(".json")))
 
 
+WRITE_CHECKPOINT = """
+import sys, torch
+from refinery.export.openclip import load_clip
+state = load_clip(sys.argv[1], image_size=64).model.state_dict()
+torch.save(state, sys.argv[2])
+state.pop(sorted(state)[0])
+torch.save(state, sys.argv[3])
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["openclip-vit-b-32", "openclip-rn50"])
 def test_named_architectures_export_with_parity(arch: str, tmp_path: Path) -> None:
-    """The full-width towers (random init) at a 64-pixel input, to keep CI fast."""
+    """The full-width towers from a local checkpoint (random init, written here) at a 64-pixel
+    input, to keep CI fast; a checkpoint that lacks a key is refused in one line."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    good, bad = tmp_path / "good.pt", tmp_path / "bad.pt"
+    name = {"openclip-vit-b-32": "ViT-B-32", "openclip-rn50": "RN50"}[arch]
+    subprocess.run([sys.executable, "-c", WRITE_CHECKPOINT, name, str(good), str(bad)], check=True, cwd=REPO)
     prefix = tmp_path / arch
-    proc = run_cli("export-model", "--arch", arch, "--image-size", "64", "--out", str(prefix), "--format", "onnx")
+    proc = run_cli("export-model", "--arch", arch, "--image-size", "64", "--checkpoint", str(bad),
+                   "--out", str(prefix), "--format", "onnx")
+    assert proc.returncode == 1 and "cannot build" in proc.stderr and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "Missing key(s)" in errors[0], proc.stderr
+    proc = run_cli("export-model", "--arch", arch, "--image-size", "64", "--checkpoint", str(good),
+                   "--out", str(prefix), "--format", "onnx")
     assert proc.returncode == 0, proc.stderr
-    assert "random weights" in proc.stderr
+    assert "random weights" not in proc.stderr
     figures = parity_lines(proc.stdout)
     assert set(figures) == {"onnx text fp32", "onnx fp32"}
     for label, f in figures.items():
         assert f["min centred cosine"] >= 0.9999 and f["max rel diff"] <= 1e-3, (label, f)
     spec = ModelSpec.load(prefix.with_suffix(".json"))
     assert spec.input_size == (64, 64) and spec.output_dim == (1024 if "rn50" in arch else 512)
+    assert spec.source == "good.pt" and spec.sha256 == hashlib.sha256(good.read_bytes()).hexdigest()
 
 
 def test_text_search_ranks_by_cosine(clip_model: Path, clip_index: Path) -> None:
@@ -195,6 +222,8 @@ def test_a_spec_cannot_point_the_text_tower_elsewhere(clip_copy: Path) -> None:
 
 def test_dedup_takes_the_threshold_the_model_carries(clip_copy: Path, pictures: Path, tmp_path: Path) -> None:
     """A calibrated threshold in the spec is dedup's default; --set semantic.threshold still wins."""
+    proc = run_cli("dedup", str(pictures), "--model", str(clip_copy), "--device", "cpu")
+    assert proc.returncode == 0 and "carries no calibrated semantic threshold" in proc.stderr
     spec = ModelSpec.load(clip_copy.with_suffix(".json")).replace(semantic_threshold=0.97)
     spec.save(clip_copy.with_suffix(".json"))
     rewrite_metadata(clip_copy, spec)
@@ -220,3 +249,48 @@ def rewrite_metadata(model: Path, spec: ModelSpec) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(model))
+
+
+def test_image_tower_converts_to_coreml(tmp_path: Path) -> None:
+    """The image tower through the Core ML path (predictions are checked on macOS only)."""
+    coremltools = pytest.importorskip("coremltools")
+    prefix = tmp_path / "tiny"
+    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
+                   "--format", "onnx,coreml")
+    assert proc.returncode == 0, proc.stderr
+    assert "Core ML: converted" in proc.stdout
+    desc = coremltools.utils.load_spec(str(prefix.with_suffix(".mlpackage"))).description
+    assert [i.name for i in desc.input] == ["images"] and [o.name for o in desc.output] == ["features"]
+    ranges = [(r.lowerBound, r.upperBound) for r in desc.input[0].type.multiArrayType.shapeRange.sizeRanges]
+    assert ranges == [(1, 64), (3, 3), (32, 32), (32, 32)]
+
+
+def test_eval_asks_each_class_by_words(clip_model: Path, tmp_path: Path) -> None:
+    """`eval --methods text`: one prompt per class over the gallery; a model without words says so."""
+    for i in range(8):
+        (tmp_path / "c" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        draw_picture(i).save(tmp_path / "c" / "ab"[i % 2] / f"p{i}.png")
+    out = tmp_path / "eval.json"
+    proc = run_cli("eval", str(tmp_path / "c"), "--models", str(clip_model), "--methods", "embedding,text",
+                   "--json", str(out), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(out.read_text())["methods"][f"text:{clip_model.stem}"]
+    assert scores["queries"] == 2 and 0 <= scores["map"] <= 1
+    proc = run_cli("eval", str(tmp_path / "c"), "--methods", "text", "--device", "cpu")
+    assert proc.returncode == 1 and "has no text tower" in proc.stderr
+
+
+def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None:
+    """Two exports at once would replace each other's towers mid-check: the second stops in one line."""
+    import fcntl
+    import os
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running export holds it
+        proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(tmp_path / "m"),
+                       "--format", "onnx")
+    finally:
+        os.close(fd)
+    assert proc.returncode == 1 and "another `refinery export-model` is writing there" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -81,7 +81,7 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
         preflight(root, html_path, None, None, None)
     embedder = make_embedder(cfg)
-    cfg = with_model_threshold(cfg, embedder.spec, config_path, assignments)
+    cfg = with_model_threshold(cfg, embedder.path, embedder.spec, config_path, assignments)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -11,8 +14,29 @@ from refinery.cli.common import (
     handle_errors,
     main,
 )
+from refinery.errors import RefineryError
 
 log = logging.getLogger("refinery")
+
+
+@contextmanager
+def export_lock(folder: Path) -> Iterator[None]:
+    """One export at a time into `folder`: a second would replace files the first is still
+    checking (a CLIP export's towers are bound to each other by their hashes). The lock is on
+    the folder itself (flock), so no lock file is left there."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RefineryError(f"{folder}: another `refinery export-model` is writing there; wait for it to "
+                                "finish, or give another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 @main.command("export-model")
@@ -80,10 +104,18 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
         int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
         trust_checkpoint=trust_checkpoint, calibrate=calibrate, pretrained=pretrained, image_size=image_size)
     step = lambda s: log.info("%s ...", s)  # noqa: E731
-    result = export_clip(opts, get_arch(arch), step) if clip else export_model(opts, step)
+    with export_lock(Path(opts.out).parent):
+        try:
+            result = export_clip(opts, get_arch(arch), step) if clip else export_model(opts, step)
+        except OSError as e:  # a full disk, a folder that went away: each file goes in whole or not at all
+            raise RefineryError(f"{e.filename or Path(opts.out).parent}: cannot write the model: {e.strerror or e}; "
+                                "the export stopped, and no file it wrote is half-written") from None
     log.info("parity on %s", result.parity_source)
     if result.calibration:
         click.echo(result.calibration)
+    else:
+        log.info("semantic threshold not calibrated: dedup will use semantic.threshold (0.955, chosen for the "
+                 "shipped MobileNetV2); --calibrate CORPUS records one for this model")
     for report in result.parity:
         click.echo(report.line())
     if result.int8:

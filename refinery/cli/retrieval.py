@@ -171,7 +171,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
               help="Comma-separated embedding models to compare (each an .onnx path or 'default').")
 @click.option("--methods", default=None,
               help="Comma-separated subset of: embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, sift "
-                   "(default: all).")
+                   "(default: all of these), and text (CLIP models: each class asked by words, 'a photo of a CLASS.').")
 @click.option("-k", type=click.IntRange(1), default=5, show_default=True, help="k of precision@k and recall@k.")
 @click.option("--faces", is_flag=True, help="Crop the largest face first, for queries and gallery.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -109,6 +109,9 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     oc = import_open_clip()
     if checkpoint is not None and pretrained is not None:
         raise ModelError("give --checkpoint or --pretrained, not both")
+    if open_clip_name.startswith("local-dir:") and (checkpoint or pretrained):
+        raise ModelError(f"{open_clip_name}: a local-dir model takes its weights from its folder "
+                         "(open_clip_model.safetensors or open_clip_pytorch_model.bin); drop --checkpoint/--pretrained")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointNotFound(f"{checkpoint}: checkpoint not found")
     source, sha256 = "random init", ""
@@ -118,14 +121,17 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     elif pretrained is not None:
         weights = pretrained
         source = f"open_clip=={metadata.version('open_clip_torch')}:{open_clip_name}/{pretrained}"
+    # OpenAI's releases were trained with QuickGELU: built with plain GELU they load without a
+    # complaint (no weights differ) and give worse vectors, so the tag's own setting is taken.
+    quick_gelu = bool(pretrained and (oc.get_pretrained_cfg(open_clip_name, pretrained) or {}).get("quick_gelu"))
     try:
         with warnings.catch_warnings(), _root_log_quiet():
             warnings.simplefilter("ignore")
             model = oc.create_model(open_clip_name, pretrained=weights, force_image_size=image_size,
-                                    pretrained_text=False, device="cpu")
+                                    force_quick_gelu=quick_gelu, pretrained_text=False, device="cpu")
     except RuntimeError as e:  # open_clip's word for a bad tag, a failed download, keys that do not fit
         raise CheckpointMismatch(f"{checkpoint or pretrained or open_clip_name}: open_clip cannot build "
-                                 f"{open_clip_name} from it: {_first_line(e)}") from None
+                                 f"{open_clip_name} from it: {_one_line(e)}") from None
     if open_clip_name.startswith("local-dir:"):
         source, sha256 = _local_dir_source(Path(open_clip_name.removeprefix("local-dir:")), source, sha256)
     return _describe(oc, model.eval(), open_clip_name, source, sha256)
@@ -179,8 +185,10 @@ def _local_dir_source(folder: Path, source: str, sha256: str) -> tuple[str, str]
     return source, sha256
 
 
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception's message on one line (torch lists missing keys over several), cut to `limit`."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 class ImageTower(nn.Module):
