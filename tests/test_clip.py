@@ -294,3 +294,16 @@ def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None
         os.close(fd)
     assert proc.returncode == 1 and "another `refinery export-model` is writing there" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_that_cannot_be_had_are_one_line(tmp_path: Path) -> None:
+    """No network here: an unknown release and a local-dir model given other weights are refused
+    before anything is fetched or written."""
+    proc = run_cli("export-model", "--arch", "openclip-vit-b-32", "--pretrained", "nosuchtag", "--out",
+                   str(tmp_path / "m"))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert proc.returncode == 1 and len(errors) == 1 and "laion2b_s34b_b79k" in errors[0], proc.stderr
+    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--pretrained", "openai", "--out",
+                   str(tmp_path / "m"))
+    assert proc.returncode == 1 and "takes its weights from its folder" in proc.stderr
+    assert not list(tmp_path.glob("m*"))

@@ -119,6 +119,10 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     if checkpoint is not None:
         weights, source, sha256 = str(checkpoint), Path(checkpoint).name, file_sha256(Path(checkpoint))
     elif pretrained is not None:
+        tags = oc.list_pretrained_tags_by_model(open_clip_name)
+        if pretrained not in tags:
+            raise CheckpointMismatch(f"--pretrained {pretrained}: open_clip has no such release of {open_clip_name}; "
+                                     f"it has {', '.join(tags) or 'none'} (or give --checkpoint FILE)")
         weights = pretrained
         source = f"open_clip=={metadata.version('open_clip_torch')}:{open_clip_name}/{pretrained}"
     # OpenAI's releases were trained with QuickGELU: built with plain GELU they load without a
@@ -139,15 +143,17 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
 
 @contextmanager
 def _root_log_quiet() -> Iterator[None]:
-    """open_clip logs its notices ("model initialized randomly") on the root logger; refinery
-    says what matters itself."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    """open_clip logs its notices ("model initialized randomly") and errors on the root logger,
+    huggingface_hub its retries on its own; refinery says what matters itself, in one line."""
+    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _describe(oc: Any, model: Any, name: str, source: str, sha256: str) -> Clip:
