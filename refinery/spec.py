@@ -116,12 +116,7 @@ class ModelSpec(SpecFile):
 
     def __post_init__(self) -> None:
         """Check every field's type and value, so a garbage spec fails here, not in a run."""
-        for key in ("name", "input_name", "output_name"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ModelError(f"{key} must be a non-empty string, not {getattr(self, key)!r}")
-        for key in ("source", "sha256", "text_model", "text_sha256"):
-            if not isinstance(getattr(self, key), str):
-                raise ModelError(f"{key} must be a string, not {getattr(self, key)!r}")
+        _check_strings(self, ("name", "input_name", "output_name"), ("source", "sha256", "text_model", "text_sha256"))
         _check_file_name(self.text_model, "text_model")
         if bool(self.text_model) != _is_sha256(self.text_sha256):
             raise ModelError("text_model and text_sha256 go together: a file name beside the model and its "
@@ -193,12 +188,7 @@ class TextSpec(SpecFile):
     spec_version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
-        for key in ("name", "input_name", "output_name", "vocab"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ModelError(f"{key} must be a non-empty string, not {getattr(self, key)!r}")
-        for key in ("source", "sha256"):
-            if not isinstance(getattr(self, key), str):
-                raise ModelError(f"{key} must be a string, not {getattr(self, key)!r}")
+        _check_strings(self, ("name", "input_name", "output_name", "vocab"), ("source", "sha256"))
         _check_file_name(self.vocab, "vocab")
         if not _is_sha256(self.vocab_sha256):
             raise ModelError(f"vocab_sha256 must be a SHA-256 in hex, not {self.vocab_sha256!r}")
@@ -215,6 +205,15 @@ class TextSpec(SpecFile):
 
 
 TEXT_CLEANING = ("lower", "whitespace", "canonicalize")
+
+
+def _check_strings(spec: object, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    """The `required` fields are non-empty strings, the `optional` ones strings."""
+    for key in required + optional:
+        value = getattr(spec, key)
+        if not isinstance(value, str) or (key in required and not value):
+            kind = "a non-empty string" if key in required else "a string"
+            raise ModelError(f"{key} must be {kind}, not {value!r}")
 
 
 def _check_file_name(name: str, key: str) -> None:

@@ -114,8 +114,10 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
     if result.calibration:
         click.echo(result.calibration)
     else:
-        log.info("semantic threshold not calibrated: dedup will use semantic.threshold (0.955, chosen for the "
-                 "shipped MobileNetV2); --calibrate CORPUS records one for this model")
+        from refinery.config import SemanticConfig
+
+        log.info("semantic threshold not calibrated: dedup will use semantic.threshold (%.3f, chosen for the "
+                 "shipped MobileNetV2); --calibrate CORPUS records one for this model", SemanticConfig().threshold)
     for report in result.parity:
         click.echo(report.line())
     if result.int8:

@@ -62,10 +62,8 @@ def no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str] | ModelSpec) -> None:
-    """Put every spec field into the model's metadata_props, replacing old values."""
-    if isinstance(metadata, ModelSpec):
-        metadata = metadata.to_metadata()
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Put every spec field (`spec.to_metadata()`) into the model's metadata_props, replacing old values."""
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()

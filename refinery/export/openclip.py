@@ -233,53 +233,47 @@ def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
         return clip.model.encode_image(torch.from_numpy((images / 255 - mean) / std)).numpy()
 
 
-def reference_text_features(clip: Clip, prompts: list[str]) -> np.ndarray:
-    """open_clip's own path: its tokenizer, then `encode_text`."""
-    tokenizer = import_open_clip().get_tokenizer(clip.open_clip_name)
-    with torch.no_grad():
-        return clip.model.encode_text(tokenizer(prompts)).numpy()
-
-
-def write_vocab(clip: Clip, path: Path) -> str:
-    """Copy open_clip's vocabulary beside the towers; its SHA-256."""
+def write_vocab(clip: Clip, path: Path) -> None:
+    """Copy open_clip's vocabulary beside the towers."""
     with atomic_path(path) as tmp:
         shutil.copyfile(clip.vocab, tmp)
-    return file_sha256(path)
 
 
-def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int,
-                      prompts: list[str]) -> tuple[TextSpec, Any]:
+def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int, prompts: list[str]) -> Any:
     """PREFIX.text.onnx and its sidecar, after proving that refinery's tokenizer and the ONNX
-    tower give what open_clip's tokenizer and `encode_text` give on `prompts`."""
+    tower give what open_clip's tokenizer and `encode_text` give on `prompts`; its parity report."""
     from refinery.runner.text import TextEmbedder
     from refinery.runner.tokenizer import ClipTokenizer
 
     spec = TextSpec(name=name, input_name=TEXT_INPUT, output_name="features", output_dim=clip.output_dim,
                     context_length=clip.context_length, vocab=vocab.name, vocab_sha256=file_sha256(vocab),
                     clean=clip.clean, source=clip.source, sha256=clip.sha256)
-    example = torch.from_numpy(ClipTokenizer(vocab, clip.context_length, clip.clean)(prompts[:2]))
-    spec = spec.replace(opset=opset)
-    onnx_export.export_graph(TextTower(clip), example, spec.input_name, spec.output_name, path, opset,
-                             spec.to_metadata())
-    path.with_suffix(".json").unlink(missing_ok=True)  # as write_onnx: the new one goes once parity holds
     ours = ClipTokenizer(vocab, clip.context_length, clip.clean)(prompts)
-    theirs = import_open_clip().get_tokenizer(clip.open_clip_name)(prompts).numpy()
-    differ = [p for p, a, b in zip(prompts, ours, theirs, strict=True) if not np.array_equal(a, b)]
+    theirs = import_open_clip().get_tokenizer(clip.open_clip_name)(prompts)
+    differ = [p for p, a, b in zip(prompts, ours, theirs.numpy(), strict=True) if not np.array_equal(a, b)]
     if differ:
         raise ParityError(f"text: refinery's tokenizer and open_clip's differ on {len(differ)} of {len(prompts)} "
                           f"prompts, first {differ[0][:60]!r}")
+    spec = spec.replace(opset=opset)
+    onnx_export.export_graph(TextTower(clip), torch.from_numpy(ours[:2]), spec.input_name, spec.output_name, path,
+                             opset, spec.to_metadata())
+    path.with_suffix(".json").unlink(missing_ok=True)  # as write_onnx: the new one goes once parity holds
+    with torch.no_grad():  # open_clip's own path: its tokens, then `encode_text`
+        reference = clip.model.encode_text(theirs).numpy()
     outputs = TextEmbedder(path, device="cpu").run(ours)
-    report = check_parity("onnx text fp32", reference_text_features(clip, prompts), outputs, FP32, unit="prompts")
+    report = check_parity("onnx text fp32", reference, outputs, FP32, unit="prompts")
     spec.save(path.with_suffix(".json"))
-    return spec, report
+    return report
 
 
 def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
     """`refinery export-model` for a CLIP architecture: both towers, the vocabulary, parity."""
     from refinery.export import pipeline
+    from refinery.export.builders import Built
 
+    pipeline.check_formats(opts)
     step(f"loading {arch.name}")
-    clip = load_clip(opts.open_clip_name or arch.open_clip_name, opts.checkpoint, opts.pretrained, opts.image_size)
+    clip = load_clip(arch.open_clip_name, opts.checkpoint, opts.pretrained, opts.image_size)
     if clip.source == "random init":
         log.warning("%s: random weights (no --checkpoint or --pretrained): the vectors mean nothing", arch.name)
     out = Path(opts.out)
@@ -288,17 +282,15 @@ def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
     text_path = out.with_suffix(".text.onnx")
     step("exporting the text tower")
     write_vocab(clip, vocab)
-    text_spec, text_report = export_text_tower(clip, arch.name, text_path, vocab, opts.opset, list(PARITY_PROMPTS))
+    text_report = export_text_tower(clip, arch.name, text_path, vocab, opts.opset, list(PARITY_PROMPTS))
 
-    built = types.SimpleNamespace(input_size=clip.image_size, output_dim=clip.output_dim, interpolation="bicubic",
-                                  source=clip.source, sha256=clip.sha256)
-    spec = pipeline.spec_of(arch.name, built).replace(text_model=text_path.name,  # type: ignore[arg-type]
-                                                      text_sha256=file_sha256(text_path))
+    tower = ImageTower(clip).eval()
+    built = Built(tower, clip.image_size, clip.output_dim, "bicubic", clip.source, clip.sha256)
+    spec = pipeline.spec_of(arch.name, built).replace(text_model=text_path.name, text_sha256=file_sha256(text_path))
     result = pipeline.ExportResult(spec=spec, files=[vocab, text_path, text_path.with_suffix(".json")],
                                    parity=[text_report])
     images, result.parity_source = pipeline.parity_images(opts.images, spec)
     reference = reference_image_features(clip, images)
-    tower = ImageTower(clip).eval()
     if opts.calibrate:
         step("calibrating the semantic threshold")
         spec = result.spec = pipeline.calibrated(tower, spec, opts.calibrate, result)
@@ -308,5 +300,4 @@ def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
         step("converting the image tower to Core ML")
         result.coreml_note = pipeline.export_coreml(tower, result.spec, out.with_suffix(".mlpackage"), images,
                                                     reference, result)
-    result.text_spec = text_spec
     return result

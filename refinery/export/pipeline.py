@@ -19,7 +19,7 @@ from refinery.export.quantize import QuantReport, compare_int8, quantize_int8
 from refinery.export.registry import get_arch
 from refinery.io.images import load_input
 from refinery.io.scan import find_images
-from refinery.spec import ModelSpec, TextSpec
+from refinery.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class ExportOptions:
     calibrate: Path | None = None  # a labelled corpus (truth.json) to calibrate semantic_threshold on
     pretrained: str | None = None  # CLIP: a release open_clip downloads (needs internet)
     image_size: int | None = None  # CLIP: another input side than the architecture's (tests)
-    open_clip_name: str = ""
 
 
 @dataclass
@@ -57,7 +56,6 @@ class ExportResult:
     int8: QuantReport | None = None
     coreml_note: str = ""
     parity_source: str = ""
-    text_spec: TextSpec | None = None  # CLIP: the text tower's
     calibration: str = ""  # how semantic_threshold was found, for the user
 
 
@@ -67,11 +65,7 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
     Raises:
         ModelError subclasses: unknown arch, missing or mismatched checkpoint, parity failure.
     """
-    unknown = [f for f in opts.formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    if "coreml" in opts.formats:
-        require_coremltools()
+    check_formats(opts)
     arch = get_arch(opts.arch)
     if arch.open_clip_name:  # two towers and a vocabulary: refinery.export.openclip.export_clip
         raise ModelError(f"{arch.name} is a CLIP model: export it with refinery.export.openclip.export_clip")
@@ -105,6 +99,15 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
         result.coreml_note = export_coreml(built.model, spec, out.with_suffix(".mlpackage"),
                                            images, reference, result)
     return result
+
+
+def check_formats(opts: ExportOptions) -> None:
+    """Every format asked for is known, and coremltools is there if Core ML is asked for."""
+    unknown = [f for f in opts.formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if "coreml" in opts.formats:
+        require_coremltools()
 
 
 def spec_of(name: str, built: Built, normalized: bool = False) -> ModelSpec:
@@ -223,7 +226,7 @@ def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference:
     path = onnx_path.with_suffix(".fp16.onnx")
     fp16_spec = spec.replace(precision="fp16")
     proto = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
-    onnx_export.set_metadata(proto, fp16_spec)
+    onnx_export.set_metadata(proto, fp16_spec.to_metadata())
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
     report = check_onnx(path, fp16_spec, images, reference, "onnx fp16", FP16)

@@ -74,7 +74,7 @@ def quantize_int8(fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.
         prepared.unlink()
         spec = spec.replace(precision="int8")
         proto = onnx.load(str(tmp))
-        set_metadata(proto, spec)
+        set_metadata(proto, spec.to_metadata())
         onnx.save(proto, str(tmp))
     return spec
 

@@ -175,10 +175,7 @@ class RetrievalIndex:
     def search(self, data: bytes, name: str, k: int = 10, method: str = "embedding",
                metric: str = "cosine") -> list[Hit]:
         """The k pictures most like the query bytes, best first."""
-        query = self.query_maker(data, name)
-        rows, scores = self.gallery.scores(query, method, metric, k)
-        return [Hit(rank, round(float(score), 6), self.paths[row])
-                for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
+        return self._hits(self.query_maker(data, name), method, metric, k)
 
     def search_text(self, text: str, k: int = 10, metric: str = "cosine") -> list[Hit]:
         """The k pictures whose embeddings are nearest the words `text` (a CLIP index), best first.
@@ -187,9 +184,10 @@ class RetrievalIndex:
         """
         if self._text is None:
             self._text = text_tower_of(self.embedder.path, self.embedder.spec, self.device)
-        vector = self._text.embed([text])[0]
-        query = Query(text, vector, np.zeros(0, np.uint8), None)
-        rows, scores = self.gallery.scores(query, "embedding", metric, k)
+        return self._hits(Query(text, self._text.embed([text])[0], np.zeros(0, np.uint8), None), "embedding", metric, k)
+
+    def _hits(self, query: Query, method: str, metric: str, k: int) -> list[Hit]:
+        rows, scores = self.gallery.scores(query, method, metric, k)
         return [Hit(rank, round(float(score), 6), self.paths[row])
                 for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
 
