@@ -306,4 +306,6 @@ def test_weights_that_cannot_be_had_are_one_line(tmp_path: Path) -> None:
     proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--pretrained", "openai", "--out",
                    str(tmp_path / "m"))
     assert proc.returncode == 1 and "takes its weights from its folder" in proc.stderr
+    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--fp16", "--out", str(tmp_path / "m"))
+    assert proc.returncode == 1 and "--fp16 and --int8 are not made for CLIP towers" in proc.stderr
     assert not list(tmp_path.glob("m*"))

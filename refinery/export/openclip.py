@@ -272,6 +272,8 @@ def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
     from refinery.export.builders import Built
 
     pipeline.check_formats(opts)
+    if opts.fp16 or opts.int8_calibration:  # not silently dropped: the user asked for a file
+        raise ModelError(f"{arch.name}: --fp16 and --int8 are not made for CLIP towers; export without them")
     step(f"loading {arch.name}")
     clip = load_clip(arch.open_clip_name, opts.checkpoint, opts.pretrained, opts.image_size)
     if clip.source == "random init":
