@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -138,7 +137,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     if texts and method != "embedding":
         raise click.UsageError(f"--text searches by embedding only, not by {method}")
     index = RetrievalIndex.load(index_path, device=device)
-    answers: list[tuple[Any, list]] = [(f'"{text}"', index.search_text(text, k, metric)) for text in texts]
+    answers: list[tuple[Path | str, list]] = [(text, index.search_text(text, k, metric)) for text in texts]
     failed = 0
     for query in queries:
         try:
@@ -152,8 +151,8 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
         click.echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
                               indent=1))
     else:
-        for query, hits in answers:
-            click.echo(f"query: {query}")
+        for asked, hits in answers:
+            click.echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')
             for h in hits:
                 click.echo(f"{h.rank:4d}  {h.score:9.4f}  {h.path}")
     if html_out:
