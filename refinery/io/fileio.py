@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -105,6 +106,23 @@ def check_writable_folder(folder: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise RefineryError(f"{folder}: cannot write there: {e.strerror or e}") from None
+
+
+def read_json(path: Path, what: str) -> object:
+    """The JSON value in `path`, or RefineryError in one line naming the file and why: it cannot
+    be read, is not UTF-8, is not JSON, or nests deeper than Python's parser goes (a hand-made
+    file). `what` says what the file should have been ("a dedup report")."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise RefineryError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise RefineryError(f"{path}: nested too deeply to be {what}") from None
+    except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError both are
+        raise RefineryError(f"{path}: not {what} (not JSON: {e})") from None
 
 
 def cache_home() -> Path:
