@@ -9,16 +9,16 @@ import json
 from pathlib import Path
 
 from refinery.dedup.run import DedupResult
-from refinery.io.fileio import atomic_path
+from refinery.io.outputs import Kind, output_path
 
 FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file")
 
 
 def write_json(result: DedupResult, path: Path) -> None:
-    """{"summary": {...}, "files": [{...}, ...]}, one file per line, written as it goes
+    """{"refinery": "dedup report", "summary": {...}, "files": [{...}, ...]}, one file per line, written as it goes
     (100,000 files never sit in memory twice)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write('{"summary": ' + json.dumps(result.summary(), indent=1) + ',\n "files": [\n')
+    with output_path(path, Kind.JSON) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(result.summary(), indent=1) + ',\n "files": [\n')
         for k, f in enumerate(result.files):
             out.write((",\n" if k else "") + json.dumps({key: getattr(f, key) for key in FIELDS}))
         out.write("\n]}\n")
@@ -26,7 +26,8 @@ def write_json(result: DedupResult, path: Path) -> None:
 
 def write_csv(result: DedupResult, path: Path) -> None:
     # surrogateescape: a file name that is not UTF-8 is written back as the bytes it has on disk.
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
+    with output_path(path, Kind.CSV) as tmp, \
+            open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(FIELDS)
         for f in result.files:

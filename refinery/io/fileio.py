@@ -20,7 +20,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,22 +38,28 @@ class UnsafePath(RefineryError):
 
 
 @contextmanager
-def atomic_path(path: Path, replace_folder: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, replace_folder: bool = False,
+                place: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
     Works for files and for directories (a Core ML .mlpackage is a directory). An existing
     folder at `path` is replaced only with `replace_folder` (the caller has checked that it
-    is its own output); otherwise it is an error, and nothing is removed.
+    is its own output); otherwise it is an error, and nothing is removed. `place(tmp)`, if
+    given, gives the finished file its name instead of a plain rename (refinery/io/outputs.py:
+    never over a file refinery did not write).
     On error the temporary is removed and `path` is left as it was.
     """
     path = Path(path)
     if path.is_dir() and not path.is_symlink() and not replace_folder:
         raise RefineryError(f"{path} is a folder; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent))
     tmp = tmp_dir / path.name
     try:
         yield tmp
+        if place is not None:
+            place(tmp)
+            return
         if path.is_dir() and not path.is_symlink():
             # os.replace cannot put a directory over a non-empty one: move the old aside first.
             os.replace(path, tmp_dir / (path.name + ".old"))
@@ -62,11 +68,11 @@ def atomic_path(path: Path, replace_folder: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, place: Callable[[Path], None] | None = None) -> None:
     """Write `data` to `path` atomically; RefineryError in one line if it cannot be (a full
-    disk): then `path` is as it was."""
+    disk): then `path` is as it was. `place` as atomic_path's."""
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, place=place) as tmp:
             tmp.write_bytes(data)
     except RefineryError:
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from refinery.errors import UnreadableImage
-from refinery.io.fileio import write_text_atomic
+from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.io.images import decode, read_bytes
 
 THUMB = 160
@@ -54,6 +54,6 @@ def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list]]) -
         cells = [_query(query)]
         cells += [_figure(root / h.path, f"{h.rank}. {h.score:.4f} {h.path}") for h in hits]
         rows.append(f'<div class="row">{"".join(cells)}</div>')
-    page = (f"<!doctype html><meta charset=utf-8><title>refinery search</title><style>{_STYLE}</style>"
+    page = (f"<!doctype html><meta charset=utf-8>{PAGE_MARK}<title>refinery search</title><style>{_STYLE}</style>"
             f"<h1>refinery search</h1>{''.join(rows)}")
-    write_text_atomic(out, page)
+    write_output(out, Kind.PAGE, page)

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.io.fileio import write_text_atomic
+from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.io.images import decode, read_bytes
 from refinery.parallel import Progress, cpu_count, ordered_map
 
@@ -144,7 +144,7 @@ def write_review(report: dict, out: Path, progress: Progress | None = None, work
             advance(len(task))
     data["thumbs"] = thumbs
     page = render_page(data)
-    write_text_atomic(out, page)
+    write_output(out, Kind.PAGE, page)
     shown_files = sum(len(t) for t in tasks) + len(data["errors"])
     return ReviewStats(len(data["groups"]), shown_files, len(page.encode()))
 
@@ -286,7 +286,7 @@ def render_page(data: dict) -> str:
     csp = (f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
            "img-src data:; base-uri 'none'; form-action 'none'")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8">{PAGE_MARK}
 <meta http-equiv="Content-Security-Policy" content="{csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,"><title>refinery review</title><style>{_STYLE}</style></head>
