@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from refinery.errors import ModelError
-from refinery.io.fileio import write_text_atomic
+from refinery.io.outputs import Kind, marked, write_output
 
 SPEC_VERSION = 1
 MIN_THRESHOLD = 0.5  # as semantic.threshold's range: below it unrelated pictures merge
@@ -65,7 +65,7 @@ class SpecFile:
         return cls.from_dict(d)
 
     def save(self, path: Path) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_output(path, Kind.JSON, json.dumps(marked("model spec", self.to_dict()), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Any:

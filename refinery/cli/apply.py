@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, handle_errors, main, stop_on_signal
+from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, echo, handle_errors, main, stop_on_signal
 from refinery.cli.dedup import act_on, destination_journal, preflight
 from refinery.config import Config
 
@@ -55,17 +55,17 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
     decisions = load(decisions_path)
     if not decisions.root.is_dir():
         raise RefineryError(f"{decisions_path}: its folder {decisions.root} is not there")
-    preflight(decisions.root, None, None, move_rejects_to, copy_keepers_to)
+    preflight(decisions.root, move_rejects_to, copy_keepers_to)
     reviewed = _Reviewed(decisions.root, decisions)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:
             removed, refused = decisions.plan("remove")
-            click.echo(f"{len(removed)} files would be moved, {len(refused)} left as they are; act with "
+            echo(f"{len(removed)} files would be moved, {len(refused)} left as they are; act with "
                        "--move-rejects-to DEST or --copy-keepers-to DEST")
             return
         failed = act_on(ctx, reviewed, Config(), journal, copy_keepers_to, stop)
         if stop.is_set():
-            click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
+            echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
     if failed or reviewed.refused:
         ctx.exit(EXIT_FILE_ERRORS)

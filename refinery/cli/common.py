@@ -22,6 +22,7 @@ import click
 
 from refinery import __version__
 from refinery.errors import ConfigError, RefineryError
+from refinery.io.names import printable
 
 log = logging.getLogger("refinery")
 
@@ -47,9 +48,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except ConfigError as e:
-            raise SettingError(str(e)) from e
+            raise SettingError(printable(e)) from e
         except RefineryError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(printable(e)) from e
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -100,10 +101,35 @@ class _ClickHandler(logging.Handler):
         from tqdm import tqdm
 
         prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
-        tqdm.write(prefix + record.getMessage(), file=sys.stderr)
+        tqdm.write(prefix + printable(record.getMessage()), file=sys.stderr)
 
 
-@click.group()
+def echo(text: str = "", err: bool = False) -> None:
+    """click.echo for refinery's output lines: what a name holds is shown, never acted on by the
+    terminal (refinery/io/names.py); a message's own line breaks stay."""
+    click.echo(printable(text, keep_newlines=True), err=err)
+
+
+class _Group(click.Group):
+    """The command group, whose usage errors show a name escaped like every other line."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as e:
+            setattr(e, "message", printable(e.message))  # noqa: B010 (typeshed marks it final)
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="refinery")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only; no progress bars.")
@@ -163,7 +189,7 @@ def make_embedder(cfg: Any) -> Any:
 def progress_bar(ctx: click.Context, label: str, total: int, unit: str = "img") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=label, unit=unit, disable=ctx.obj["quiet"] or None,
+    return tqdm(total=total, desc=printable(label), unit=unit, disable=ctx.obj["quiet"] or None,
                 file=sys.stderr, leave=False)
 
 

@@ -15,6 +15,7 @@ from refinery.cli.common import (
     EXIT_FILE_ERRORS,
     EXIT_INTERRUPTED,
     ProgressBars,
+    echo,
     handle_errors,
     main,
     make_embedder,
@@ -25,7 +26,6 @@ from refinery.cli.common import (
     stop_on_signal,
     with_model_threshold,
 )
-from refinery.errors import RefineryError
 
 log = logging.getLogger("refinery")
 
@@ -64,6 +64,7 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     from refinery.config import apply_overrides
     from refinery.dedup.report import write_csv, write_json
     from refinery.dedup.run import run_dedup
+    from refinery.io.outputs import Kind, Output, check_outputs
 
     cfg = settings(config_path, assignments, model, device, batch_size)
     if no_cache:
@@ -75,11 +76,13 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
-    preflight(root, report, csv_path, move_rejects_to, copy_keepers_to)
-    if html_path:
-        if not isinstance(root, Path):
-            raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
-        preflight(root, html_path, None, None, None)
+    if html_path and not isinstance(root, Path):
+        raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
+    check_outputs([Output(report, "--report", Kind.JSON) if report else None,
+                   Output(csv_path, "--csv", Kind.CSV) if csv_path else None,
+                   Output(html_path, "--html", Kind.PAGE) if html_path else None],
+                  inputs=[root if isinstance(root, Path) else None, config_path])
+    preflight(root, move_rejects_to, copy_keepers_to)
     embedder = make_embedder(cfg)
     cfg = with_model_threshold(cfg, embedder.path, embedder.spec, config_path, assignments)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
@@ -94,9 +97,9 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             write_json(result, report)
         if csv_path:
             write_csv(result, csv_path)
-        click.echo(summary_table(result))
+        echo(summary_table(result))
         if stop.is_set():
-            click.echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
+            echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
         if html_path:  # before anything moves: the page shows the files where they are
             from refinery.cli.review import review_written
@@ -105,27 +108,21 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
 
             with ProgressBars(ctx) as bars:
                 stats = write_review(report_dict(result), html_path, progress=bars)
-            click.echo(review_written(html_path, stats))
+            echo(review_written(html_path, stats))
         failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop, reviewed=html_path is not None)
         if stop.is_set():
-            click.echo("interrupted: the files not yet moved stay where they are; the journal is whole")
+            echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
     if failed or any(f.decision == "error" for f in result.files):
         ctx.exit(EXIT_FILE_ERRORS)
 
 
-def preflight(root: Path | str, report: Path | None, csv_path: Path | None, move_rejects_to: Path | None,
-              copy_keepers_to: Path | None) -> None:
-    """Refuse now, in one line, what would fail or do harm after the whole scan."""
+def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None) -> None:
+    """Refuse now, in one line, a destination that would fail or do harm after the whole scan
+    (the files a command writes are checked by refinery.io.outputs.check_outputs)."""
     from refinery.dedup.actions import check_destination
-    from refinery.io.fileio import check_writable, check_writable_folder
+    from refinery.io.fileio import check_writable_folder
 
-    for path in (report, csv_path):
-        if path is None:
-            continue
-        if isinstance(root, Path) and path.exists() and path.resolve().is_relative_to(root.resolve()):
-            raise RefineryError(f"{path} is a file in the folder being judged; write the report elsewhere")
-        check_writable(path)
     for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
         if dest is not None and isinstance(root, Path):
             check_destination(root, dest, flag)
@@ -184,7 +181,7 @@ def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers
     from refinery.dedup import actions
 
     if journal is None and copy_keepers_to is None:
-        click.echo(dry_run_summary(result, reviewed=reviewed))
+        echo(dry_run_summary(result, reviewed=reviewed))
         return 0
     folder = Path(result.root)
     failed = 0
@@ -193,14 +190,14 @@ def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers
         with progress_bar(ctx, "moving", len(removed)) as bar:
             done = actions.move_out(folder, removed, journal, cfg.run.follow_symlinks, bar.update, stop)
         failed += done.failed
-        click.echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
+        echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
                    f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
     if copy_keepers_to and not stop.is_set():
         kept = result.planned("keep")
         with progress_bar(ctx, "copying", len(kept)) as bar:
             done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop)
         failed += done.failed
-        click.echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
+        echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
     return failed
 
 
@@ -249,7 +246,7 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
     with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
             progress_bar(ctx, "restoring", 0) as bar:
         done = actions.undo(journal, bar.update, stop)
-    click.echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
+    echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)
     if done.skipped:
@@ -271,7 +268,7 @@ def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...
     from refinery.config import apply_overrides, default_config_path, load_config, to_toml
 
     cfg = apply_overrides(load_config(config_path), list(assignments))
-    click.echo(f"# {config_path or default_config_path()}")
-    click.echo(to_toml(cfg))
+    echo(f"# {config_path or default_config_path()}")
+    echo(to_toml(cfg))
 
 

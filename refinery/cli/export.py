@@ -7,14 +7,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from refinery.cli.common import (
+    echo,
     handle_errors,
     main,
 )
 from refinery.errors import RefineryError
+from refinery.io.outputs import Kind, Output, check_outputs
 
 log = logging.getLogger("refinery")
 
@@ -37,6 +40,25 @@ def export_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def export_outputs(opts: Any, clip: bool) -> list[Output]:
+    """Every file an export will write under its prefix (a Core ML package is checked by the
+    Core ML export: only an earlier package is replaced)."""
+    prefix = Path(opts.out)
+    models = [prefix.with_suffix(".onnx")] if clip or "onnx" in opts.formats or opts.fp16 or opts.int8_calibration \
+        else []
+    if clip:
+        models.append(prefix.with_suffix(".text.onnx"))
+    if opts.fp16:
+        models.append(prefix.with_suffix(".fp16.onnx"))
+    if opts.int8_calibration:
+        models.append(prefix.with_suffix(".int8.onnx"))
+    outputs = [Output(m, "--out", Kind.ONNX) for m in models] + [Output(m.with_suffix(".json"), "--out", Kind.JSON)
+                                                                 for m in models]
+    if clip:
+        outputs.append(Output(prefix.with_suffix(".vocab.txt.gz"), "--out", Kind.VOCAB))
+    return outputs
 
 
 @main.command("export-model")
@@ -84,8 +106,8 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
 
     if list_only:
         for a in ARCHS.values():
-            click.echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
-        click.echo(f"{'openclip:NAME':20s} any other open_clip model with its own text transformer: a built-in "
+            echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
+        echo(f"{'openclip:NAME':20s} any other open_clip model with its own text transformer: a built-in "
                    "name (ViT-L-14) or local-dir:FOLDER")
         return
     clip = bool(get_arch(arch).open_clip_name)  # an unknown name fails here, before torch is imported
@@ -103,6 +125,7 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()), opset=opset, fp16=fp16,
         int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
         trust_checkpoint=trust_checkpoint, calibrate=calibrate, pretrained=pretrained, image_size=image_size)
+    check_outputs(export_outputs(opts, clip), inputs=[checkpoint, images, int8_dir, calibrate])
     step = lambda s: log.info("%s ...", s)  # noqa: E731
     with export_lock(Path(opts.out).parent):
         try:
@@ -112,19 +135,19 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
                                 "the export stopped, and no file it wrote is half-written") from None
     log.info("parity on %s", result.parity_source)
     if result.calibration:
-        click.echo(result.calibration)
+        echo(result.calibration)
     else:
         from refinery.config import SemanticConfig
 
         log.info("semantic threshold not calibrated: dedup will use semantic.threshold (%.3f, chosen for the "
                  "shipped MobileNetV2); --calibrate CORPUS records one for this model", SemanticConfig().threshold)
     for report in result.parity:
-        click.echo(report.line())
+        echo(report.line())
     if result.int8:
-        click.echo(result.int8.line())
+        echo(result.int8.line())
     if result.coreml_note:
-        click.echo(result.coreml_note)
+        echo(result.coreml_note)
     for path in result.files:
-        click.echo(f"wrote {path}")
+        echo(f"wrote {path}")
 
 

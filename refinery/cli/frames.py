@@ -6,16 +6,28 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, ProgressBars, handle_errors, main, stop_on_signal
+from refinery.cli.common import (
+    EXIT_FILE_ERRORS,
+    EXIT_INTERRUPTED,
+    ProgressBars,
+    echo,
+    handle_errors,
+    main,
+    stop_on_signal,
+)
+
+if TYPE_CHECKING:
+    from refinery.frames import VideoResult
 
 log = logging.getLogger("refinery")
 
 
 @main.command("frames")
-@click.argument("videos", metavar="VIDEO...", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("videos", metavar="VIDEO...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the kept frames (STEM_t000123.400.jpg); made if missing, nothing in it overwritten.")
 @click.option("--every", type=click.IntRange(1), default=None, help="Look at every N-th frame (default: every frame).")
@@ -44,17 +56,18 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
     """
     from refinery.cli.common import settings
     from refinery.frames import thin_video
-    from refinery.io.fileio import check_writable, check_writable_folder, write_text_atomic
+    from refinery.io.fileio import check_writable_folder
+    from refinery.io.outputs import Kind, Output, check_outputs, marked, write_output
     from refinery.parallel import peak_memory_mb
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
     cfg = settings(config_path, assignments, None, None, None)
+    check_outputs([Output(report, "--report", Kind.JSON) if report else None,
+                   Output(html_path, "--html", Kind.PAGE) if html_path else None],
+                  inputs=[*videos, out, config_path])
     check_writable_folder(out)
-    for path in (report, html_path):
-        if path:
-            check_writable(path)
-    results, failed = [], 0
+    results, failed, gone = [], 0, False
     with stop_on_signal() as stop, ProgressBars(ctx) as bars:
         for video in videos:
             if stop.is_set():
@@ -62,29 +75,48 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
             result = thin_video(video, out, cfg, every or 1, fps or 0.0, jpeg_quality, frame_bar(bars), stop,
                                 thumbnails=html_path is not None)
             results.append(result)
-            if result.error:
-                log.error("%s: %s", video, result.error)
+            left = len(videos) - len(results) if result.cannot_write else 0
+            if result.error:  # the folder gone: one line, with what that leaves undone
+                more = f"; {left} more video{'s' if left > 1 else ''} not read" if result.out_gone and left else ""
+                log.error("%s: %s%s", video, result.error, more)
+            if result.taken:
+                log_taken(out, result)
             failed += bool(result.error or result.taken)
+            gone = gone or result.out_gone
             if result.sampled or not result.error:
-                click.echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
+                echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
                            f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
                            f"peak memory {peak_memory_mb():.0f} MB)")
             if result.cannot_write:
-                left = len(videos) - len(results)
-                if left:
+                if left and not result.out_gone:
                     log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left,
                               "s" if left > 1 else "")
                 break
     if report:
-        write_text_atomic(report, json.dumps({"out": str(out.resolve()), "videos": [r.to_dict() for r in results]},
-                                             indent=1))
+        write_output(report, Kind.JSON, json.dumps(marked("frames report", {
+            "out": str(out.resolve()), "videos": [r.to_dict() for r in results]}), indent=1))
     if html_path:
         write_page(ctx, results, out, html_path)
     if stop.is_set():
-        click.echo("interrupted: every frame written so far is whole; the report covers what was done")
+        echo("interrupted: every frame written so far is whole; the report covers what was done")
         ctx.exit(EXIT_INTERRUPTED)
+    if gone:
+        ctx.exit(1)  # a refinery error that stopped the run
     if failed:
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def log_taken(out: Path, result: VideoResult) -> None:
+    """One line for the frames of a video whose names were taken in `out`: never overwritten,
+    each went to a free name."""
+    moved = [(w.instead_of, w.name) for w in result.written if w.instead_of]
+    if len(moved) == 1:
+        [(taken, free)] = moved
+        log.error("%s: already there; not overwritten: the frame went to %s", out / taken, free)
+    else:
+        (taken, free), n = moved[0], len(moved)
+        log.error("%s: %d frame names of %s were already there (%s, ...); not overwritten: those frames went to "
+                  "free names (%s, ...)", out, n, result.video, taken, free)
 
 
 def frame_bar(bars: ProgressBars) -> Callable[[str, int, float], Callable[[int], None]]:
@@ -125,4 +157,4 @@ def write_page(ctx: click.Context, results: list, out: Path, html_path: Path) ->
             "to keep more, lower scenes.min_overlap (refinery config) and run again.")
     with ProgressBars(ctx) as bars:
         stats = write_review(report, html_path, progress=bars, pictures=pictures, note=note)
-    click.echo(review_written(html_path, stats))
+    echo(review_written(html_path, stats))

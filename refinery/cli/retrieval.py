@@ -10,6 +10,7 @@ import click
 from refinery.cli.common import (
     EXIT_FILE_ERRORS,
     ProgressBars,
+    echo,
     handle_errors,
     main,
     make_embedder,
@@ -38,9 +39,10 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
     import numpy as np
 
     from refinery.dedup.featurepass import embed_every_picture
-    from refinery.io.fileio import atomic_path
+    from refinery.io.outputs import Kind, Output, check_outputs, output_path
     from refinery.runner.session import l2_normalize
 
+    check_outputs([Output(out, "--out", Kind.NPZ)], inputs=[folder, config_path])
     cfg = settings(config_path, assignments, model, device, batch_size)
     embedder = make_embedder(cfg).load()  # the device asked for, or one line saying why not
     cache = open_cache(cfg, embedder, folder)
@@ -50,7 +52,7 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
     finally:
         if cache:
             cache.close()
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+    with output_path(out, Kind.NPZ) as tmp, open(tmp, "wb") as f:
         np.savez(f, paths=np.array(found.paths, dtype=str), vectors=l2_normalize(found.vectors).astype(np.float32))
     log.info("wrote %s: %d vectors of %d-d; %d files unreadable", out, len(found.paths), found.vectors.shape[1],
              found.errors)
@@ -97,7 +99,7 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
     index.save(out)
     for rel, why in index.meta["left_out"]:
         log.warning("%s: left out: %s", folder / rel, why)
-    click.echo(f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
+    echo(f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
                f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
                f"{len(index.meta['left_out'])} left out")
 
@@ -130,13 +132,17 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
 
     from refinery.errors import UnreadableImage
     from refinery.io.images import read_bytes
+    from refinery.io.outputs import Kind, Output, check_outputs
     from refinery.retrieval.index import NoFace, RetrievalIndex
 
     if not queries and not texts:
         raise click.UsageError("give query pictures, or --text WORDS")
     if texts and method != "embedding":
         raise click.UsageError(f"--text searches by embedding only, not by {method}")
+    sheet = [Output(html_out, "--html", Kind.PAGE) if html_out else None]
+    check_outputs(sheet, inputs=[index_path, *queries])
     index = RetrievalIndex.load(index_path, device=device)
+    check_outputs(sheet, inputs=[index.root])  # the indexed pictures, which the sheet shows
     answers: list[tuple[Path | str, list]] = [(text, index.search_text(text, k, metric)) for text in texts]
     failed = 0
     for query in queries:
@@ -148,13 +154,13 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
             continue
         answers.append((query, hits))
     if as_json:
-        click.echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
+        echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
                               indent=1))
     else:
         for asked, hits in answers:
-            click.echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')
+            echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')
             for h in hits:
-                click.echo(f"{h.rank:4d}  {h.score:9.4f}  {h.path}")
+                echo(f"{h.rank:4d}  {h.score:9.4f}  {h.path}")
     if html_out:
         from refinery.retrieval.sheet import write_sheet
 
@@ -188,17 +194,18 @@ def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None,
     """
     import json
 
-    from refinery.io.fileio import write_text_atomic
+    from refinery.io.outputs import Kind, Output, check_outputs, marked, write_output
     from refinery.retrieval.evaluate import evaluate, table
 
+    check_outputs([Output(json_out, "--json", Kind.JSON) if json_out else None], inputs=[folder, config_path])
     cfg = settings(config_path, assignments, None, None, None)
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     with ProgressBars(ctx) as bars:
         results = evaluate(folder, cfg, [m.strip() for m in models.split(",")], wanted, k, faces, device, bars,
                            cache_for=lambda emb: open_cache(cfg, emb, folder, "faces" if faces else ""))
-    click.echo(table(results, k))
+    echo(table(results, k))
     if json_out:
-        write_text_atomic(json_out, json.dumps({"k": k, "methods": {name: s.to_dict() for name, s in results.items()}},
-                                               indent=1))
+        write_output(json_out, Kind.JSON, json.dumps(
+            marked("eval", {"k": k, "methods": {name: s.to_dict() for name, s in results.items()}}), indent=1))
 
 

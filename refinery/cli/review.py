@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from refinery.cli.common import ProgressBars, handle_errors, main
-from refinery.errors import RefineryError
+from refinery.cli.common import ProgressBars, echo, handle_errors, main
 
 
 @main.command("review")
@@ -23,16 +22,15 @@ def review_cmd(ctx: click.Context, report: Path, html_path: Path) -> None:
 
     Example: refinery review report.json --html review.html
     """
-    from refinery.io.fileio import check_writable
+    from refinery.io.outputs import Kind, Output, check_outputs
     from refinery.review.page import load_report, write_review
 
-    if html_path.resolve() == report.resolve():
-        raise RefineryError(f"{html_path} is the report itself; write the page elsewhere")
-    check_writable(html_path)
     data = load_report(report)
+    # The pictures the page shows are inputs too: a page written over one would lose it.
+    check_outputs([Output(html_path, "--html", Kind.PAGE)], inputs=[report, Path(data["summary"]["root"])])
     with ProgressBars(ctx) as bars:
         stats = write_review(data, html_path, progress=bars)
-    click.echo(review_written(html_path, stats))
+    echo(review_written(html_path, stats))
 
 
 def review_written(path: Path, stats: Any) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from refinery.cli.common import main
+from refinery.cli.common import echo, main
 from refinery.errors import RefineryError
 from refinery.serve import MAX_UPLOAD_BYTES, MB, NEEDS_EXTRA, create_app, hosts_to_answer, is_loopback
 
@@ -41,7 +41,7 @@ def serve_command(index_paths: tuple[Path, ...], host: str, port: int, device: s
     except RefineryError as e:
         raise click.ClickException(str(e)) from e
     if not is_loopback(host):
-        click.echo(f"warning: listening on {host}: anyone who can reach this machine can search these "
+        echo(f"warning: listening on {host}: anyone who can reach this machine can search these "
                    "indexes and see their pictures' thumbnails", err=True)
     app = create_app(indexes, int(max_upload_mb * MB), allowed_hosts=hosts_to_answer(host))
     uvicorn.run(app, host=host, port=port, server_header=False)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from refinery.cli.common import (
+    echo,
     handle_errors,
     main,
     progress_bar,
@@ -73,10 +74,10 @@ def train_cmd(ctx: click.Context, folder: Path, out: Path, arch: str | None, che
     finally:
         for bar in bars:
             bar.close()
-    click.echo(f"trained on {len(result.train_identities)} identities, held out {len(result.test_identities)}; "
+    echo(f"trained on {len(result.train_identities)} identities, held out {len(result.test_identities)}; "
                f"mean loss per epoch: {', '.join(f'{x:.4f}' for x in result.losses)}")
     if result.table:
-        click.echo(result.table)
-    click.echo(f"wrote {result.model} (use: refinery dedup DIR --model {result.model})")
+        echo(result.table)
+    echo(f"wrote {result.model} (use: refinery dedup DIR --model {result.model})")
 
 

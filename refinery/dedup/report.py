@@ -18,7 +18,8 @@ def write_json(result: DedupResult, path: Path) -> None:
     """{"refinery": "dedup report", "summary": {...}, "files": [{...}, ...]}, one file per line, written as it goes
     (100,000 files never sit in memory twice)."""
     with output_path(path, Kind.JSON) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(result.summary(), indent=1) + ',\n "files": [\n')
+        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(result.summary(), indent=1)
+                  + ',\n "files": [\n')
         for k, f in enumerate(result.files):
             out.write((",\n" if k else "") + json.dumps({key: getattr(f, key) for key in FIELDS}))
         out.write("\n]}\n")

@@ -11,7 +11,7 @@ import onnx
 import torch
 from torch import nn
 
-from refinery.io.fileio import atomic_path
+from refinery.io.outputs import Kind, output_path
 from refinery.spec import BATCH_DIM, ModelSpec
 
 MIN_OPSET = 17
@@ -38,7 +38,7 @@ def export_graph(model: nn.Module, example: torch.Tensor, input_name: str, outpu
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old; refinery exports opset {MIN_OPSET} or newer")
     model = model.eval()
-    with atomic_path(Path(out)) as tmp, torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
+    with output_path(Path(out), Kind.ONNX) as tmp, torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
         warnings.simplefilter("ignore")  # the exporters are chatty about things that do not matter here
         torch.onnx.export(
             model, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
@@ -68,4 +68,4 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.producer_name = "refinery"
+    proto.producer_name = "refinery"  # also how refinery knows a file it may replace (io/outputs.py)

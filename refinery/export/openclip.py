@@ -14,6 +14,7 @@ open_clip's, on prompts that include unicode, long and empty ones.
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import logging
 import shutil
@@ -34,7 +35,8 @@ from torch import nn
 from refinery.errors import CheckpointMismatch, CheckpointNotFound, ModelError, ParityError
 from refinery.export import onnx as onnx_export
 from refinery.export.parity import FP32, check_parity
-from refinery.io.fileio import atomic_path, file_sha256
+from refinery.io.fileio import file_sha256
+from refinery.io.outputs import GZIP_NAME, Kind, output_path, remove_own
 from refinery.spec import TextSpec
 
 log = logging.getLogger(__name__)
@@ -234,9 +236,11 @@ def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
 
 
 def write_vocab(clip: Clip, path: Path) -> None:
-    """Copy open_clip's vocabulary beside the towers."""
-    with atomic_path(path) as tmp:
-        shutil.copyfile(clip.vocab, tmp)
+    """Copy open_clip's vocabulary beside the towers, its gzip header naming refinery (how a
+    later export knows the file is its own to replace)."""
+    with output_path(path, Kind.VOCAB) as tmp, gzip.open(clip.vocab, "rb") as src, open(tmp, "wb") as raw, \
+            gzip.GzipFile(GZIP_NAME, "wb", fileobj=raw, mtime=0) as out:
+        shutil.copyfileobj(src, out)
 
 
 def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int, prompts: list[str]) -> Any:
@@ -257,7 +261,7 @@ def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int
     spec = spec.replace(opset=opset)
     onnx_export.export_graph(TextTower(clip), torch.from_numpy(ours[:2]), spec.input_name, spec.output_name, path,
                              opset, spec.to_metadata())
-    path.with_suffix(".json").unlink(missing_ok=True)  # as write_onnx: the new one goes once parity holds
+    remove_own(path.with_suffix(".json"), Kind.JSON)  # as write_onnx: the new one goes once parity holds
     with torch.no_grad():  # open_clip's own path: its tokens, then `encode_text`
         reference = clip.model.encode_text(theirs).numpy()
     outputs = TextEmbedder(path, device="cpu").run(ours)

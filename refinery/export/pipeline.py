@@ -18,6 +18,7 @@ from refinery.export.parity import FP16, FP32, ParityReport, Tolerance, check_pa
 from refinery.export.quantize import QuantReport, compare_int8, quantize_int8
 from refinery.export.registry import get_arch
 from refinery.io.images import load_input
+from refinery.io.outputs import Kind, output_path, remove_own
 from refinery.io.scan import find_images
 from refinery.spec import ModelSpec
 
@@ -125,7 +126,7 @@ def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: 
     result.spec = spec
     # A sidecar of an earlier export would contradict the new model's metadata: the check
     # below reads the metadata alone, and the new sidecar is written once it has passed.
-    onnx_path.with_suffix(".json").unlink(missing_ok=True)
+    remove_own(onnx_path.with_suffix(".json"), Kind.JSON)
     result.parity.append(check_onnx(onnx_path, spec, images, reference, "onnx fp32", FP32))
     spec.save(onnx_path.with_suffix(".json"))
     result.files += [onnx_path, onnx_path.with_suffix(".json")]
@@ -221,13 +222,11 @@ def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from refinery.io.fileio import atomic_path
-
     path = onnx_path.with_suffix(".fp16.onnx")
     fp16_spec = spec.replace(precision="fp16")
     proto = convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True)
     onnx_export.set_metadata(proto, fp16_spec.to_metadata())
-    with atomic_path(path) as tmp:
+    with output_path(path, Kind.ONNX) as tmp:
         onnx.save(proto, str(tmp))
     report = check_onnx(path, fp16_spec, images, reference, "onnx fp16", FP16)
     fp16_spec.save(path.with_suffix(".json"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.export.parity import row_cosine
-from refinery.io.fileio import atomic_path
+from refinery.io.outputs import Kind, output_path
 from refinery.spec import ModelSpec
 
 
@@ -59,7 +59,7 @@ def quantize_int8(fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.
     from refinery.export.onnx import set_metadata
 
     batches = [calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)]
-    with atomic_path(Path(out)) as tmp, _quiet_root_logger():
+    with output_path(Path(out), Kind.ONNX) as tmp, _quiet_root_logger():
         prepared = tmp.with_suffix(".pre.onnx")
         quant_pre_process(str(fp32_model), str(prepared), skip_symbolic_shape=True)
         quantize_static(

@@ -29,14 +29,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 from refinery.errors import RefineryError
 from refinery.io.fileio import atomic_path, check_writable, write_bytes_atomic
 
-SNIFF_BYTES = 4096  # refinery's mark stands within a file's first 4 KB (a model's: anywhere)
+SNIFF_BYTES = 4096  # refinery's mark stands within a file's first 4 KB
 JSON_MARK = '{"refinery": '  # the first key of every JSON file refinery writes
 PAGE_MARK = '<meta name="generator" content="refinery">'  # in the <head> of every page refinery writes
-ONNX_MARK = {"generator": "refinery"}  # an entry of an exported model's metadata_props
+ONNX_MARK = b"\x12\x08refinery"  # producer_name "refinery", the second field of an exported ModelProto
 CSV_MARK = "path,decision,stage,reason,"  # the start of the header row of refinery's CSV report
 GZIP_NAME = "refinery-vocab.txt"  # the name in the gzip header of a vocabulary refinery wrote
 
@@ -137,6 +138,18 @@ def output_path(path: Path, kind: Kind) -> Iterator[Path]:
         yield tmp
 
 
+def remove_own(path: Path, kind: Kind) -> None:
+    """Remove an earlier output of refinery's at `path` (a model's sidecar that would contradict
+    the new model); nothing there is fine, anything else is OutputRefused."""
+    refuse_unless_ours(path, kind)
+    Path(path).unlink(missing_ok=True)
+
+
+def marked(what: str, data: dict) -> dict:
+    """`data` as a JSON output of refinery's: its mark, the key "refinery" naming what it is, first."""
+    return {"refinery": what, **data}
+
+
 def write_output(path: Path, kind: Kind, data: str | bytes) -> None:
     """Write a whole output at once, as `output_path` does; a full disk is one line."""
     write_bytes_atomic(Path(path), data.encode() if isinstance(data, str) else data,
@@ -161,8 +174,13 @@ def _refuse_input(out: Output, source: Path) -> None:
     target = out.path
     if _same(target, source):
         raise OutputRefused(f"{out.flag} {target} is an input of this command ({source}); write it elsewhere")
-    if source.is_dir() and os.path.isdir(target) and _holds(target, source):
+    if not source.is_dir():
+        return
+    if os.path.isdir(target) and _holds(target, source):
         raise OutputRefused(f"{out.flag} {target} holds {source}, an input of this command; write it elsewhere")
+    if os.path.lexists(target) and _holds(source, target) and not is_ours(target, out.kind):
+        raise OutputRefused(f"{out.flag} {target} is a file in {source}, an input of this command; write it "
+                            "elsewhere")
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -185,39 +203,32 @@ def _identity(path: Path) -> tuple[int, int] | str:
         return os.path.realpath(path)
 
 
-def _sniff_json(f: object) -> bool:
-    head = f.read(SNIFF_BYTES).lstrip()  # type: ignore[attr-defined]
+def _sniff_json(f: BinaryIO) -> bool:
+    head = f.read(SNIFF_BYTES).lstrip()
     return head.startswith(JSON_MARK.encode())
 
 
-def _sniff_csv(f: object) -> bool:
-    return f.readline(SNIFF_BYTES).startswith(CSV_MARK.encode())  # type: ignore[attr-defined]
+def _sniff_csv(f: BinaryIO) -> bool:
+    return f.readline(SNIFF_BYTES).startswith(CSV_MARK.encode())
 
 
-def _sniff_page(f: object) -> bool:
-    return PAGE_MARK.encode() in f.read(SNIFF_BYTES)  # type: ignore[attr-defined]
+def _sniff_page(f: BinaryIO) -> bool:
+    return PAGE_MARK.encode() in f.read(SNIFF_BYTES)
 
 
-def _sniff_npz(f: object) -> bool:
-    with zipfile.ZipFile(f) as z:  # type: ignore[arg-type]
+def _sniff_npz(f: BinaryIO) -> bool:
+    with zipfile.ZipFile(f) as z:
         return sorted(z.namelist()) == ["paths.npy", "vectors.npy"]
 
 
-def _sniff_onnx(f: object) -> bool:
-    import mmap
-
-    (key, value), = ONNX_MARK.items()
-    # A StringStringEntryProto as protobuf writes it: field 1 (key), field 2 (value).
-    entry = b"\n" + bytes([len(key)]) + key.encode() + b"\x12" + bytes([len(value)]) + value.encode()
-    fileno = f.fileno()  # type: ignore[attr-defined]
-    if os.fstat(fileno).st_size == 0:
-        return False
-    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as m:
-        return m.find(entry) >= 0
+def _sniff_onnx(f: BinaryIO) -> bool:
+    # Protobuf writes fields in their order: ir_version (1, a varint), then producer_name (2),
+    # which refinery's export sets (refinery/export/onnx.py set_metadata).
+    return f.read(16).find(ONNX_MARK) in (2, 3, 4)
 
 
-def _sniff_vocab(f: object) -> bool:
-    head = f.read(512)  # type: ignore[attr-defined]
+def _sniff_vocab(f: BinaryIO) -> bool:
+    head = f.read(512)
     # gzip header: magic, method, flags (FNAME = 8), mtime, xfl, os, then the zero-ended name.
     if head[:3] != b"\x1f\x8b\x08" or not head[3] & 8:
         return False
