@@ -108,7 +108,7 @@ def test_review_will_not_write_over_its_report(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     report.write_text('{"summary": {"root": "/x"}, "files": []}')
     proc = run_cli("review", str(report), "--html", str(report))
-    assert proc.returncode == 1 and "is the report itself" in proc.stderr
+    assert proc.returncode == 1 and "is an input of this command" in proc.stderr
     assert report.read_text() == '{"summary": {"root": "/x"}, "files": []}'
 
 

@@ -480,7 +480,7 @@ def test_an_unwritable_report_path_is_refused_before_the_scan(photos: Path, tmp_
 def test_a_report_never_overwrites_a_file_of_the_judged_folder(photos: Path, flag: str) -> None:
     before = snapshot(photos)
     proc = run_cli("dedup", str(photos), flag, str(photos / "a.jpg"), *CPU)
-    assert proc.returncode == 1 and "in the folder being judged" in one_error_line(proc)
+    assert proc.returncode == 1 and "an input of this command" in one_error_line(proc)
     assert snapshot(photos) == before
 
 

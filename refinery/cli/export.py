@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -42,17 +41,15 @@ def export_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def export_outputs(opts: Any, clip: bool) -> list[Output]:
+def export_outputs(prefix: Path, formats: tuple[str, ...], fp16: bool, int8: bool, clip: bool) -> list[Output]:
     """Every file an export will write under its prefix (a Core ML package is checked by the
     Core ML export: only an earlier package is replaced)."""
-    prefix = Path(opts.out)
-    models = [prefix.with_suffix(".onnx")] if clip or "onnx" in opts.formats or opts.fp16 or opts.int8_calibration \
-        else []
+    models = [prefix.with_suffix(".onnx")] if clip or "onnx" in formats or fp16 or int8 else []
     if clip:
         models.append(prefix.with_suffix(".text.onnx"))
-    if opts.fp16:
+    if fp16:
         models.append(prefix.with_suffix(".fp16.onnx"))
-    if opts.int8_calibration:
+    if int8:
         models.append(prefix.with_suffix(".int8.onnx"))
     outputs = [Output(m, "--out", Kind.ONNX) for m in models] + [Output(m.with_suffix(".json"), "--out", Kind.JSON)
                                                                  for m in models]
@@ -111,6 +108,11 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
                    "name (ViT-L-14) or local-dir:FOLDER")
         return
     clip = bool(get_arch(arch).open_clip_name)  # an unknown name fails here, before torch is imported
+    out = out or Path("models") / arch
+    wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
+    # Before torch is imported: a refusal is instant.
+    check_outputs(export_outputs(out, wanted, fp16, int8_dir is not None, clip),
+                  inputs=[checkpoint, images, int8_dir, calibrate])
     try:
         from refinery.export.pipeline import ExportOptions, export_model
 
@@ -121,11 +123,9 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
                                    "pip install 'refinery[export]'") from e
 
     opts = ExportOptions(
-        arch=arch, out=out or Path("models") / arch, checkpoint=checkpoint,
-        formats=tuple(f.strip() for f in formats.split(",") if f.strip()), opset=opset, fp16=fp16,
+        arch=arch, out=out, checkpoint=checkpoint, formats=wanted, opset=opset, fp16=fp16,
         int8_calibration=int8_dir, images=images, stem_pool=stem_pool,
         trust_checkpoint=trust_checkpoint, calibrate=calibrate, pretrained=pretrained, image_size=image_size)
-    check_outputs(export_outputs(opts, clip), inputs=[checkpoint, images, int8_dir, calibrate])
     step = lambda s: log.info("%s ...", s)  # noqa: E731
     with export_lock(Path(opts.out).parent):
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -35,7 +36,7 @@ from refinery.errors import RefineryError
 from refinery.io.fileio import atomic_path, check_writable, write_bytes_atomic
 
 SNIFF_BYTES = 4096  # refinery's mark stands within a file's first 4 KB
-JSON_MARK = '{"refinery": '  # the first key of every JSON file refinery writes
+_JSON_MARK = re.compile(rb'\s*\{\s*"refinery"\s*:')  # the first key of every JSON file refinery writes
 PAGE_MARK = '<meta name="generator" content="refinery">'  # in the <head> of every page refinery writes
 ONNX_MARK = b"\x12\x08refinery"  # producer_name "refinery", the second field of an exported ModelProto
 CSV_MARK = "path,decision,stage,reason,"  # the start of the header row of refinery's CSV report
@@ -204,8 +205,7 @@ def _identity(path: Path) -> tuple[int, int] | str:
 
 
 def _sniff_json(f: BinaryIO) -> bool:
-    head = f.read(SNIFF_BYTES).lstrip()
-    return head.startswith(JSON_MARK.encode())
+    return _JSON_MARK.match(f.read(SNIFF_BYTES)) is not None
 
 
 def _sniff_csv(f: BinaryIO) -> bool:
