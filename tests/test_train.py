@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import draw_picture, run_cli
+from conftest import draw_picture, run_cli, snapshot
 
 torch = pytest.importorskip("torch", reason="training needs the [train] extra")
 
@@ -151,6 +151,26 @@ def test_only_what_refinery_put_into_heldout_is_taken_away(tmp_path: Path) -> No
     assert (heldout / "anna" / "1.jpg").exists()
     (heldout / HELDOUT_LIST).write_text('["anna/1.jpg", "../../victim.txt"]')
     (tmp_path / "victim.txt").write_text("precious")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "thesis.txt").write_text("precious too")
+    (heldout / "linked").symlink_to(tmp_path / "elsewhere")  # a folder on the list's way, planted as a link
+    (heldout / HELDOUT_LIST).write_text('["anna/1.jpg", "../../victim.txt", "linked/thesis.txt"]')
     _clear_heldout(heldout)
     assert not (heldout / "anna" / "1.jpg").exists() and (heldout / "anna" / "notes.txt").exists()
     assert (tmp_path / "victim.txt").read_text() == "precious"
+    assert (tmp_path / "elsewhere" / "thesis.txt").read_text() == "precious too"
+
+
+def test_train_writes_over_nothing_of_the_users(tmp_path: Path) -> None:
+    """Refused in one line before anything is trained: OUT inside the identities, a user's file
+    at one of OUT's names."""
+    folder = identity_folder(tmp_path / "ids")
+    before = snapshot(folder)
+    proc = run_cli("train", str(folder), "--out", str(folder / "run"))
+    assert proc.returncode == 1 and "is inside the scanned folder" in proc.stderr
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"my own model")
+    proc = run_cli("train", str(folder), "--out", str(out))
+    assert proc.returncode == 1 and "already exists and is not a model refinery exported" in proc.stderr
+    assert (out / "model.onnx").read_bytes() == b"my own model" and snapshot(folder) == before

@@ -50,7 +50,14 @@ def train_cmd(ctx: click.Context, folder: Path, out: Path, arch: str | None, che
     Example: refinery train people/ --out runs/people --epochs 3
     """
     from refinery.config import apply_overrides
+    from refinery.dedup.actions import check_destination
+    from refinery.io.outputs import Kind, Output, check_outputs
 
+    check_destination(folder, out, "--out")  # OUT/heldout inside FOLDER would be taken for an identity
+    check_outputs([Output(out / "checkpoint.pt", "--out", Kind.CHECKPOINT)]
+                  + [Output(out / f"{stem}{suffix}", "--out", kind) for stem in ("model", "start")
+                     for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.JSON))],
+                  inputs=[folder, checkpoint, config_path])
     try:
         from refinery.train.loop import train
     except ImportError as e:
@@ -75,7 +82,7 @@ def train_cmd(ctx: click.Context, folder: Path, out: Path, arch: str | None, che
         for bar in bars:
             bar.close()
     echo(f"trained on {len(result.train_identities)} identities, held out {len(result.test_identities)}; "
-               f"mean loss per epoch: {', '.join(f'{x:.4f}' for x in result.losses)}")
+         f"mean loss per epoch: {', '.join(f'{x:.4f}' for x in result.losses)}")
     if result.table:
         echo(result.table)
     echo(f"wrote {result.model} (use: refinery dedup DIR --model {result.model})")

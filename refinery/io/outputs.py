@@ -41,6 +41,7 @@ PAGE_MARK = '<meta name="generator" content="refinery">'  # in the <head> of eve
 ONNX_MARK = b"\x12\x08refinery"  # producer_name "refinery", the second field of an exported ModelProto
 CSV_MARK = "path,decision,stage,reason,"  # the start of the header row of refinery's CSV report
 GZIP_NAME = "refinery-vocab.txt"  # the name in the gzip header of a vocabulary refinery wrote
+CHECKPOINT_MARK = "refinery train checkpoint"  # the value of the key "refinery" in train's checkpoint
 
 
 class OutputRefused(RefineryError):
@@ -56,6 +57,7 @@ class Kind(Enum):
     NPZ = "a refinery embeddings file"
     ONNX = "a model refinery exported"
     VOCAB = "a vocabulary refinery wrote"
+    CHECKPOINT = "a checkpoint refinery train wrote"
 
 
 @dataclass(frozen=True)
@@ -235,5 +237,12 @@ def _sniff_vocab(f: BinaryIO) -> bool:
     return head[10:10 + len(GZIP_NAME) + 1] == GZIP_NAME.encode() + b"\0"
 
 
+def _sniff_checkpoint(f: BinaryIO) -> bool:
+    # torch.save writes a zip whose ARCHIVE/data.pkl is the pickled dict, its strings as they are.
+    with zipfile.ZipFile(f) as z:
+        pickles = [name for name in z.namelist() if name.endswith("/data.pkl")]
+        return len(pickles) == 1 and CHECKPOINT_MARK.encode() in z.read(pickles[0])
+
+
 _SNIFFERS = {Kind.JSON: _sniff_json, Kind.CSV: _sniff_csv, Kind.PAGE: _sniff_page, Kind.NPZ: _sniff_npz,
-             Kind.ONNX: _sniff_onnx, Kind.VOCAB: _sniff_vocab}
+             Kind.ONNX: _sniff_onnx, Kind.VOCAB: _sniff_vocab, Kind.CHECKPOINT: _sniff_checkpoint}

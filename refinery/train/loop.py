@@ -20,7 +20,8 @@ from refinery.errors import RefineryError
 from refinery.export.builders import Built
 from refinery.export.onnx import DEFAULT_OPSET
 from refinery.export.pipeline import ExportResult, parity_images, spec_of, torch_outputs, write_onnx
-from refinery.io.fileio import atomic_path, file_sha256, write_text_atomic
+from refinery.io.fileio import file_sha256, write_text_atomic
+from refinery.io.outputs import CHECKPOINT_MARK, Kind, output_path
 from refinery.train import data
 from refinery.train.loss import batch_hard_loss, triplet_loss
 from refinery.train.model import EmbeddingNet, PooledBackbone, build_backbone, freeze, keep_frozen_eval
@@ -155,9 +156,10 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
 
 def _save_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                 train_ids: list[str], epochs_done: int, losses: list[float]) -> None:
-    with atomic_path(path) as tmp:  # a kill while saving leaves the previous epoch's checkpoint
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
-                    "losses": losses, "config": dataclasses.asdict(cfg), "train_identities": train_ids}, tmp)
+    with output_path(path, Kind.CHECKPOINT) as tmp:  # a kill while saving leaves the previous epoch's one
+        torch.save({"refinery": CHECKPOINT_MARK, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epochs_done": epochs_done, "losses": losses, "config": dataclasses.asdict(cfg),
+                    "train_identities": train_ids}, tmp)
 
 
 def _load_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
@@ -225,9 +227,12 @@ def _clear_heldout(heldout: Path) -> None:
         placed = None
     if not isinstance(placed, list) or not all(isinstance(rel, str) for rel in placed):
         raise RefineryError(f"{heldout} exists and was not made by refinery train; move it, or choose another --out")
+    real = Path(os.path.realpath(heldout))
     for rel in placed:
         path = heldout / rel
-        if ".." not in Path(rel).parts and not Path(rel).is_absolute() and path.is_file() and not path.is_symlink():
+        # Only a file really below heldout/: a folder in the list's way may be a link planted out.
+        if ".." not in Path(rel).parts and not Path(rel).is_absolute() and path.is_file() and not path.is_symlink() \
+                and Path(os.path.realpath(path)) == real / rel:
             path.unlink()
     listing.unlink()
     for folder in sorted((p for p in heldout.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
