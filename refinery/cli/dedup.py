@@ -191,7 +191,7 @@ def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers
             done = actions.move_out(folder, removed, journal, cfg.run.follow_symlinks, bar.update, stop)
         failed += done.failed
         echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
-                   f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
+             f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
     if copy_keepers_to and not stop.is_set():
         kept = result.planned("keep")
         with progress_bar(ctx, "copying", len(kept)) as bar:

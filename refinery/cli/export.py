@@ -105,7 +105,7 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
         for a in ARCHS.values():
             echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
         echo(f"{'openclip:NAME':20s} any other open_clip model with its own text transformer: a built-in "
-                   "name (ViT-L-14) or local-dir:FOLDER")
+             "name (ViT-L-14) or local-dir:FOLDER")
         return
     clip = bool(get_arch(arch).open_clip_name)  # an unknown name fails here, before torch is imported
     out = out or Path("models") / arch

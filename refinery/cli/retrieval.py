@@ -100,8 +100,8 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
     for rel, why in index.meta["left_out"]:
         log.warning("%s: left out: %s", folder / rel, why)
     echo(f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
-               f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
-               f"{len(index.meta['left_out'])} left out")
+         f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
+         f"{len(index.meta['left_out'])} left out")
 
 
 @main.command("search")
@@ -154,8 +154,10 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
             continue
         answers.append((query, hits))
     if as_json:
+        # ASCII: a byte of a name that is not UTF-8 is written \udcNN (Python's surrogateescape,
+        # as the dedup report writes it): os.fsencode(json.loads(...)) gives the name's bytes back.
         echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
-                              indent=1))
+                        indent=1, ensure_ascii=True))
     else:
         for asked, hits in answers:
             echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')

@@ -42,6 +42,6 @@ def serve_command(index_paths: tuple[Path, ...], host: str, port: int, device: s
         raise click.ClickException(str(e)) from e
     if not is_loopback(host):
         echo(f"warning: listening on {host}: anyone who can reach this machine can search these "
-                   "indexes and see their pictures' thumbnails", err=True)
+             "indexes and see their pictures' thumbnails", err=True)
     app = create_app(indexes, int(max_upload_mb * MB), allowed_hosts=hosts_to_answer(host))
     uvicorn.run(app, host=host, port=port, server_header=False)
