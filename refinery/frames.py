@@ -32,11 +32,16 @@ for the next window, so that a window's end does not split it.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
+import math
 import os
+import stat
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +55,7 @@ from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
 from refinery.features import THUMB, dhash, laplacian_variance, normalized_thumbs, phash, scale_work
-from refinery.io.fileio import create_exclusive
+from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,11 @@ LEARN_FROM = 32  # a background is learnt from the last LEARN_FROM of every LEAR
 LEARN_EVERY = 8  # a spread over the last WINDOW frames (25 s at 10 fps)
 LOOK_BACK = 256  # kept frames a new frame is compared with (~20 KB each)
 
+NAME_MAX = 255  # bytes in a file name (ext4, XFS, Btrfs, APFS); less where the folder's file system says so
+# Bytes of a frame's name besides its stem: "_t" and the time to 115 days, ".jpg", and room
+# for the ".N" that free_name_at adds when the name is taken.
+_NAME_TAIL = 32
+
 
 _Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
 # (video name, frame count, frames per second) -> what counts the frames read
@@ -76,11 +86,25 @@ FrameProgress = Callable[[str, int, float], Callable[[int], None]]
 
 
 class CannotWrite(RefineryError):
-    """A frame could not be written into the output folder (not: its name was taken)."""
+    """A frame could not be written into the output folder (a full disk): the next videos'
+    frames could not be either."""
 
     def __init__(self, message: str, t: float):
         super().__init__(message)
         self.t = t  # the frame's time in the video
+
+
+class OutGone(CannotWrite):
+    """The output folder was renamed or removed while the frames were being written."""
+
+
+class NameRefused(CannotWrite):
+    """The output folder's file system refused a frame's name (too long for it, a character it
+    does not take): the video's other frames would fail too, the next videos' may not."""
+
+
+class _Unreadable(RefineryError):
+    """A video path that is not a file OpenCV may be given (a folder, a FIFO, missing)."""
 
 
 @dataclass
@@ -90,6 +114,7 @@ class Written:
     name: str
     t: float
     frame: int
+    instead_of: str | None = None  # its own name, when that was taken in `out` (then `name` is a free one)
 
 
 @dataclass
@@ -115,15 +140,18 @@ class VideoResult:
     skipped: list[Span] = field(default_factory=list)
     error: str = ""  # why the video could not be read (to the end)
     interrupted: bool = False
-    cannot_write: bool = False  # the error is `out`'s (a full disk): the next videos would fail too
-    taken: list[str] = field(default_factory=list)  # frames to keep whose names were taken in `out`: not written
+    cannot_write: bool = False  # the error is `out`'s (a full disk, the folder gone): the next videos would fail too
+    out_gone: bool = False  # the output folder was renamed or removed
+    taken: list[str] = field(default_factory=list)  # names of frames to keep that were taken in `out` (never
+    # written over: each of those frames went to a free name, its Written's `name`)
     # With thumbnails asked for: a span's number -> a JPEG thumbnail of its frame least like
     # its keeper (or of its first frame), THUMB_SIDE pixels, ~5 KB. Not in the report.
     pictures: dict[int, bytes] | None = None
 
     def to_dict(self) -> dict:
+        written = [{k: v for k, v in vars(w).items() if v is not None} for w in self.written]  # instead_of if taken
         return {"video": self.video, "fps": self.fps, "frames": self.frames, "sampled": self.sampled,
-                "written": [vars(w) for w in self.written], "skipped": [vars(s) for s in self.skipped],
+                "written": written, "skipped": [vars(s) for s in self.skipped],
                 "taken": self.taken, "error": self.error or None, "interrupted": self.interrupted}
 
 
@@ -164,15 +192,36 @@ class _Kept:
 
 
 def frame_name(stem: str, t: float) -> str:
-    """`STEM_t000123.400.jpg`: the video's stem and the frame's time in seconds."""
+    """`STEM_t000123.400.jpg`: the video's stem (frame_stem) and the frame's time in seconds."""
     return f"{stem}_t{t:010.3f}.jpg"
+
+
+def frame_stem(video: Path, name_max: int = NAME_MAX) -> str:
+    """What a video's frame names start with: its stem, in UTF-8, short enough that every frame
+    name fits in `name_max` bytes. Bytes that are not UTF-8 become U+FFFD; a stem that had to
+    change (cut, or bytes replaced) ends with "~" and 8 hex digits of the stem it was, so two
+    videos whose names differ only there keep apart."""
+    raw = os.fsencode(Path(video).stem)
+    stem = raw.decode("utf-8", "replace")
+    room = max(name_max - _NAME_TAIL, 16)
+    if stem.encode() == raw and len(raw) <= room:
+        return stem
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    return fit_bytes(stem, room - len(tag)) + tag
+
+
+def fit_bytes(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    return text.encode()[:limit].decode("utf-8", "ignore")
 
 
 class _Thinner:
     """The decisions for one video, frame after frame."""
 
-    def __init__(self, video: Path, out: Path, cfg: Config, jpeg_quality: int, result: VideoResult):
-        self.video, self.out, self.cfg, self.jpeg_quality, self.result = video, out, cfg, jpeg_quality, result
+    def __init__(self, out: Path, folder: int, stem: str, cfg: Config, jpeg_quality: int, result: VideoResult):
+        self.out, self.cfg, self.jpeg_quality, self.result = out, cfg, jpeg_quality, result
+        self.folder, self.stem = folder, stem  # `out` opened; the frames' names begin with the stem
+        self.folder_id = _identity(os.fstat(folder))
         self.background: Background | None = None
         self.view: np.ndarray | None = None  # the background's THUMB x THUMB thumbnail
         self.waiting: list[_Sample] = []  # frames not decided yet
@@ -213,16 +262,17 @@ class _Thinner:
         cut = len(window) if final else _cut(len(window), list(tests))
         edges = [(a, b) for a, b in tests if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
-        names: dict[int, str] = {}
+        names: dict[int, str] = {}  # a keeper -> the name it was written under
         for k, sample in enumerate(window[:cut]):  # in time order (a keeper may come after frames it stands for)
             if verdict[k] is None and k not in keeper_of:
-                name = self.write(sample)
-                if name:
-                    names[k] = name
-                    self.kept.append(_Kept(name, looks[k]))  # type: ignore[arg-type]
+                name = names[k] = names.get(k) or self.store(sample)
+                self.span_open = False
+                self.kept.append(_Kept(name, looks[k]))  # type: ignore[arg-type]
             elif verdict[k] is None:
                 keeper = keeper_of[k]
-                name = names.get(keeper) or frame_name(self.video.stem, window[keeper].t)
+                if keeper not in names:  # written now: the span names the file it went to
+                    names[keeper] = self.store(window[keeper])
+                name = names[keeper]
                 test, score = tests[min(k, keeper), max(k, keeper)]
                 self.skip(sample, name, duplicate_why(name, test, score), test, score)
             else:
@@ -308,31 +358,60 @@ class _Thinner:
                                                                                     sample.measures.height))
         self.span_open = True
 
-    def write(self, sample: _Sample) -> str | None:
-        """The frame as JPEG under its name in `out` (a new file: never over anything)."""
-        name = frame_name(self.video.stem, sample.t)
-        self.span_open = False
-        folder = os.open(self.out, os.O_RDONLY | os.O_DIRECTORY)
+    def store(self, sample: _Sample) -> str:
+        """Write the frame as JPEG into `out`, under its name or, if that is taken, the first
+        free `NAME.N.jpg` (a new file: never over anything), and record it (the result's
+        `written`, in time order); the name it went to.
+        Raises OutGone if `out` is no longer where it was, NameRefused or CannotWrite."""
+        name = frame_name(self.stem, sample.t)
+        self.check_out(sample.t)
         try:
-            fd, tmp = create_exclusive(folder, name, 0o644)
+            fd, tmp = create_exclusive(self.folder, fit_bytes(name, 100), 0o644)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(sample.jpeg)
                     f.flush()
                     os.fsync(f.fileno())
-                os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-            except FileExistsError:
-                log.error("%s: already there; not overwritten", self.out / name)
-                self.result.taken.append(name)
-                return None
-            except OSError as e:
-                raise CannotWrite(f"cannot write {self.out / name}: {e.strerror or e}", sample.t) from None
+                target = name
+                while True:
+                    try:
+                        os.link(tmp, target, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+                        break
+                    except FileExistsError:  # someone's file (or a file of another run): never touched
+                        target = free_name_at(self.folder, name)
             finally:
-                os.unlink(tmp, dir_fd=folder)
-        finally:
-            os.close(folder)
-        self.result.written.append(Written(name, round(sample.t, 3), sample.frame))
-        return name
+                with suppress(FileNotFoundError):  # gone with the folder
+                    os.unlink(tmp, dir_fd=self.folder)
+        except OSError as e:
+            self.check_out(sample.t)
+            why = f"cannot write {self.out / name}: {e.strerror or e}"
+            if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
+                raise NameRefused(why, sample.t) from None
+            raise CannotWrite(why, sample.t) from None
+        written = self.result.written
+        written.append(Written(target, round(sample.t, 3), sample.frame, None if target == name else name))
+        if len(written) > 1 and written[-2].frame > sample.frame:  # a keeper written before frames it stands for
+            written.sort(key=lambda w: w.frame)
+        if target != name:
+            self.result.taken.append(name)
+        return target
+
+    def check_out(self, t: float) -> None:
+        """Raise OutGone unless `out` still names the folder the frames go to."""
+        try:
+            same = _identity(os.stat(self.out)) == self.folder_id and os.fstat(self.folder).st_nlink > 0
+        except OSError:
+            same = False
+        if not same:
+            raise OutGone(_gone(self.out), t)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _gone(out: Path) -> str:
+    return f"the output folder {out} went away (renamed or removed)"
 
 
 def duplicate_why(name: str, test: str, score: float) -> str:
@@ -356,38 +435,104 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
     """Read `video` once and write the frames to keep into `out`; what was written and what
     was skipped, and why. Every `every`-th frame is sampled, or `fps` frames a second.
     `progress(name, frames, fps)` is told of the video and returns what counts frames read.
-    With `thumbnails`, each skipped span keeps a thumbnail for the review page."""
+    With `thumbnails`, each skipped span keeps a thumbnail for the review page.
+    A video that cannot be read, or whose frames cannot all be written, is the result's
+    `error`; with `cannot_write`, frames cannot be written into `out` at all (the folder went
+    away: `out_gone`)."""
     result = VideoResult(str(video), pictures={} if thumbnails else None)
-    if not Path(video).is_file():
-        result.error = "no such file"
-        return result
-    capture = cv2.VideoCapture(str(video))
+    out = Path(out)
     try:
-        if not capture.isOpened():
-            result.error = "not a video OpenCV can read"
-            return result
-        rate = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        result.fps = round(rate, 3)
-        step = every if not fps else max(1, round(rate / fps)) if rate > 0 else 1
-        advance = progress(Path(video).name, total, rate) if progress else (lambda n: None)
-        thinner = _Thinner(Path(video), Path(out), cfg, jpeg_quality, result)
-        try:
-            index = _read(capture, thinner, step, rate, jpeg_quality, advance, stop)
-            result.interrupted = stop is not None and stop.is_set()
-            thinner.flush(final=True)
-        except CannotWrite as e:  # a full disk, a folder gone: every frame written so far is whole
-            result.error, result.cannot_write = f"{e}; the frames from {e.t:.3f} s on were not decided", True
-            return result
-        if not result.interrupted:
-            if index == 0:
-                result.error = "no frame could be read (empty, truncated or not a video)"
-            elif total and index < total - 1:
-                result.error = f"decoding stopped at frame {index} of {total} (t={index / rate:.1f} s)" if rate else \
-                    f"decoding stopped at frame {index} of {total}"
+        folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        result.error, result.cannot_write, result.out_gone = f"{_gone(out)}; not read", True, True
         return result
+    try:
+        with _opened(Path(video)) as capture:
+            if not capture.isOpened():
+                result.error = "not a video OpenCV can read"
+                return result
+            stem = frame_stem(Path(video), _name_max(folder))
+            _thin(capture, _Thinner(out, folder, stem, cfg, jpeg_quality, result), every, fps, progress, stop)
+    except _Unreadable as e:
+        result.error = str(e)
     finally:
-        capture.release()
+        os.close(folder)
+    return result
+
+
+def _thin(capture: cv2.VideoCapture, thinner: _Thinner, every: int, fps: float, progress: FrameProgress | None,
+          stop: threading.Event | None) -> None:
+    """Read the opened video to its end (or to `stop`) through `thinner`; what went wrong is
+    its result's `error`."""
+    result = thinner.result
+    rate = _finite(capture.get(cv2.CAP_PROP_FPS))
+    total = int(_finite(capture.get(cv2.CAP_PROP_FRAME_COUNT)))  # raw streams say -1, or nonsense
+    result.fps = round(rate, 3)
+    step = every if not fps else max(1, round(rate / fps)) if rate > 0 else 1
+    advance = progress(Path(result.video).name, total, rate) if progress else (lambda n: None)
+    try:
+        index = _read(capture, thinner, step, rate, thinner.jpeg_quality, advance, stop)
+        result.interrupted = stop is not None and stop.is_set()
+        thinner.flush(final=True)
+    except CannotWrite as e:  # a full disk, a folder gone: every frame written so far is whole
+        result.error = f"{e}; the frames from {e.t:.3f} s on were not decided"
+        result.cannot_write, result.out_gone = not isinstance(e, NameRefused), isinstance(e, OutGone)
+        return
+    if not result.interrupted:
+        if index == 0:
+            result.error = "no frame could be read (empty, truncated or not a video)"
+        elif total and index < total - 1:
+            result.error = f"decoding stopped at frame {index} of {total} (t={index / rate:.1f} s)" if rate else \
+                f"decoding stopped at frame {index} of {total}"
+
+
+@contextmanager
+def _opened(video: Path) -> Iterator[cv2.VideoCapture]:
+    """The video opened for OpenCV's FFmpeg backend through /dev/fd/N of a descriptor of it,
+    never by its own name: OpenCV crashes (SIGSEGV) on a name that is not UTF-8, and FFmpeg
+    reads "concat:..." or "%d" in a name as instructions. The descriptor is checked to be a
+    regular file first (a FIFO would wait forever for a writer). Raises _Unreadable."""
+    try:
+        fd = os.open(video, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise _Unreadable("no such file (a broken symbolic link)" if os.path.islink(video) else "no such file") \
+            from None
+    except OSError as e:
+        raise _Unreadable(f"cannot open: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _Unreadable("a folder, not a video")
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unreadable("not a regular file (a FIFO, a device or a socket): not read")
+        if st.st_size == 0:
+            raise _Unreadable("no frame could be read (an empty file)")
+        api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
+        level = cv2.utils.logging.getLogLevel()  # a file that is not a video: our one line, not OpenCV's warning
+        cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
+        try:
+            capture = cv2.VideoCapture(f"/dev/fd/{fd}", api)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        try:
+            yield capture
+        finally:
+            capture.release()
+    finally:
+        os.close(fd)
+
+
+def _name_max(folder: int) -> int:
+    """The longest file name, in bytes, the folder's file system takes (at most NAME_MAX)."""
+    try:
+        return min(NAME_MAX, os.fpathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def _finite(value: float) -> float:
+    """A figure OpenCV reports, or 0 where it is not a positive number (NaN, -1, inf)."""
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 def _read(capture: cv2.VideoCapture, thinner: _Thinner, step: int, rate: float, jpeg_quality: int,
@@ -435,9 +580,10 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
     pictures: dict[str, bytes] = {}
     groups: dict[str, int] = {}  # a kept frame's name -> its group
     for result in results:
+        stem = frame_stem(Path(result.video))  # UTF-8, as the frames' names
         for number, span in enumerate(result.skipped):
             when = f"{span.start:.3f} s" if span.frames == 1 else f"{span.start:.3f}-{span.end:.3f} s"
-            label = f"{Path(result.video).stem} {when}: {span.frames} frame{'s' if span.frames > 1 else ''} skipped"
+            label = f"{stem} {when}: {span.frames} frame{'s' if span.frames > 1 else ''} skipped"
             line: dict[str, Any] = {"path": label, "decision": "remove", "file": None,
                                     "reason": f"the same frame as {span.kept_as}" if span.kept_as else span.why}
             if span.kept_as:
