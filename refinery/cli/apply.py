@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -43,12 +43,14 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
               copy_keepers_to: Path | None) -> None:
     """Act on a decisions file (saved from the review page) or a dedup report.
 
-    Every file is checked to be what was judged before it moves or is copied; a removed
-    duplicate whose keeper is not kept is left. Without --move-rejects-to or
-    --copy-keepers-to, says what it would do.
+    Every file is checked to be what was judged before it moves or is copied, and reached
+    as the run that judged it did (through symbolic links only if it followed them); a
+    removed duplicate whose keeper is not kept is left. Without --move-rejects-to or
+    --copy-keepers-to, says what it would do, by the same checks.
 
     Example: refinery apply decisions.json --move-rejects-to rejects/
     """
+    from refinery.dedup.actions import check_moves
     from refinery.errors import RefineryError
     from refinery.review.decisions import load
 
@@ -57,13 +59,18 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
         raise RefineryError(f"{decisions_path}: its folder {decisions.root} is not there")
     preflight(decisions.root, move_rejects_to, copy_keepers_to)
     reviewed = _Reviewed(decisions.root, decisions)
+    # Links are followed as the run that judged the files followed them: dedup's own setting.
+    cfg = Config()
+    cfg = replace(cfg, run=replace(cfg.run, follow_symlinks=decisions.follow_symlinks))
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:
-            removed, refused = decisions.plan("remove")
-            echo(f"{len(removed)} files would be moved, {len(refused)} left as they are; act with "
-                       "--move-rejects-to DEST or --copy-keepers-to DEST")
+            would = check_moves(decisions.root, reviewed.planned("remove"), decisions.follow_symlinks)
+            echo(f"{would.done} files would be moved, {would.failed + reviewed.refused} left as they are; act "
+                 "with --move-rejects-to DEST or --copy-keepers-to DEST")
+            if would.failed or reviewed.refused:
+                ctx.exit(EXIT_FILE_ERRORS)
             return
-        failed = act_on(ctx, reviewed, Config(), journal, copy_keepers_to, stop)
+        failed = act_on(ctx, reviewed, cfg, journal, copy_keepers_to, stop)
         if stop.is_set():
             echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)

@@ -2,7 +2,10 @@
 
 Before a file moves (or is copied) it is checked to be what the run judged: the same size,
 modification time and SHA-256 as when it was read, and, for a duplicate, its keeper still
-there and unchanged too; otherwise it stays where it is, with an error line saying why.
+there and unchanged too; otherwise it stays where it is, with an error line saying why. A
+file to move and its keeper are reached only as the run that judged them reached them
+(`_Reach`): through a symbolic link only if that run followed links, so the journal says
+what was done and undo retraces it.
 
 Every move is journaled first (refinery/journal.py) under DEST's lock, so `refinery undo
 DEST` can put everything back even after a crash; undo moves a file only from inside DEST
@@ -89,30 +92,152 @@ def check_destination(root: Path, dest: Path, flag: str) -> None:
 # Checking a file against what was judged
 
 
+class Unreachable(UnsafePath):
+    """A path the run that judged the files could not have taken (refinery/io/scan.py): a
+    symbolic link it did not follow, a link to a folder inside the scanned one, a hidden name."""
+
+
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+class _Reach:
+    """The scanned folder as the run that judged it reached its files, the scan's rules: no
+    hidden name on the way; a symbolic link to a folder only when the run followed links, and
+    only to a folder outside the scanned one; a file that is itself a link only when the run
+    followed links (a link moves as a link: its target is never touched)."""
+
+    def __init__(self, root: Path, follow_symlinks: bool):
+        self.root = Path(root)
+        self.real_root = Path(os.path.realpath(root))
+        self.follow = follow_symlinks
+
+    def parent(self, rel: str) -> int:
+        """A descriptor of the folder that holds root/rel, reached as the run could reach it.
+        Raises Unreachable naming the step it could not take, other OSErrors as they come."""
+        head = rel.rpartition("/")[0]
+        return self.folder(head.split("/") if head else [])
+
+    def folder(self, parts: list[str]) -> int:
+        """A descriptor of root/parts[0]/parts[1]/..., each step taken as the run could take it."""
+        fd = os.open(self.root, _FOLDER)
+        try:
+            for k in range(len(parts)):
+                step = self._step(fd, parts[:k + 1])
+                os.close(fd)
+                fd = step
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _step(self, fd: int, parts: list[str]) -> int:
+        where = "/".join(parts)
+        if not stat.S_ISLNK(os.lstat(self.entry(where), dir_fd=fd).st_mode):
+            try:
+                return os.open(parts[-1], _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise Unreachable(f"{where} is not a folder") from None
+                raise
+        self.link(where)
+        try:
+            target = Path(os.path.realpath(self.root / where, strict=True))
+        except OSError:
+            raise Unreachable(f"{where} is a broken symbolic link") from None
+        if target == self.real_root or self.real_root in target.parents:
+            raise Unreachable(f"{where} is a symbolic link to a folder inside the scanned folder, which no run "
+                              "follows")
+        step = os.open(parts[-1], _FOLDER, dir_fd=fd)
+        try:
+            st, expected = os.fstat(step), os.stat(target)
+            if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+                raise Unreachable(f"{where} changed while it was followed")
+        except BaseException:
+            os.close(step)
+            raise
+        return step
+
+    def file(self, folder: int, where: str) -> bool:
+        """Whether root/where (in `folder`, from `parent`) is a symbolic link, when the run could
+        have judged it; else Unreachable (FileNotFoundError when it is gone)."""
+        is_link = stat.S_ISLNK(os.lstat(self.entry(where), dir_fd=folder).st_mode)
+        if is_link:
+            self.link(where)
+        return is_link
+
+    def entry(self, where: str) -> str:
+        """The last name of `where`, unless it is hidden (Unreachable)."""
+        name = where.rpartition("/")[2]
+        if name.startswith("."):
+            raise Unreachable(f"{where} is hidden, and no run reads hidden files or folders")
+        return name
+
+    def link(self, where: str) -> None:
+        """Unreachable unless the run followed links (root/where is one)."""
+        if not self.follow:
+            raise Unreachable(f"{where} is a symbolic link, and the run that judged these files did not follow "
+                              "links")
+
+
 class _Checker:
     """Checks files against what the run judged of them; a keeper verified once is re-checked
     by its status alone (a changed keeper changes its size or modification time)."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, reach: _Reach):
+        self.reach = reach
         self.keepers: dict[str, tuple[int, int, int, int]] = {}
+
+    def source_problem(self, src: _Entry, item: Planned) -> tuple[str, os.stat_result | None, bool]:
+        """('', the status of the checked file (None for a link, checked through it), whether it
+        is a link) when `item` may move now, else (what its error line says, None, False)."""
+        try:
+            is_link = self.reach.file(src.folder, item.rel)
+        except FileNotFoundError:
+            return "gone before it could be moved; nothing to do", None, False
+        except Unreachable as e:
+            return f"not moved: {e}; left where it is", None, False
+        # A followed link: its target's bytes were judged, the link itself moves.
+        why, st = _judged_problem(src, item.judged, follow=is_link)
+        why = f"it {why}" if why else self.keeper_problem(item)
+        if why:
+            return f"not moved: {why}; left where it is", None, False
+        return "", None if is_link else st, is_link
 
     def keeper_problem(self, item: Planned) -> str:
         if item.keeper is None or item.keeper_judged is None:
             return ""
-        path = self.root / item.keeper
         try:
-            st = os.stat(path)
-        except OSError:
+            folder = self.reach.parent(item.keeper)
+        except Unreachable as e:
+            return f"its keeper {item.keeper} is out of reach: {e}"
+        except FileNotFoundError:
             return f"its keeper {item.keeper} is gone"
-        seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if self.keepers.get(item.keeper) == seen:
+        except OSError as e:
+            return f"its keeper {item.keeper} cannot be read: {e.strerror or e}"
+        try:
+            try:
+                is_link = self.reach.file(folder, item.keeper)
+            except FileNotFoundError:
+                return f"its keeper {item.keeper} is gone"
+            except Unreachable as e:
+                return f"its keeper {item.keeper} is out of reach: {e}"
+            fd, why = _open_source(item.keeper.rpartition("/")[2], folder, follow=is_link)
+            if fd is None:
+                return f"its keeper {item.keeper} {why}"
+            try:
+                st = os.fstat(fd)
+                seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if self.keepers.get(item.keeper) == seen:
+                    return ""
+                why = _content_problem(fd, item.keeper_judged)
+            finally:
+                os.close(fd)
+            if why:
+                return f"its keeper {item.keeper} {why}"
+            self.keepers[item.keeper] = seen
             return ""
-        why = _file_problem(path, item.keeper_judged)
-        if why:
-            return f"its keeper {item.keeper} {why}"
-        self.keepers[item.keeper] = seen
-        return ""
+        finally:
+            os.close(folder)
 
 
 def _open_source(path: Path | str, folder: int | None = None, follow: bool = True) -> tuple[int | None, str]:
@@ -127,13 +252,15 @@ def _open_source(path: Path | str, folder: int | None = None, follow: bool = Tru
         return None, f"cannot be read: {e.strerror or e}"
 
 
-def _file_problem(path: Path, judged: Judged) -> str:
-    """'' if the file at `path` (through a link) is what was judged, else what differs."""
-    fd, why = _open_source(path)
+def _judged_problem(src: _Entry, judged: Judged, follow: bool) -> tuple[str, os.stat_result | None]:
+    """('', its status) if the file `src` (through a link if `follow`, else the entry itself)
+    is what was judged, else (what differs, None)."""
+    fd, why = _open_source(src.name, src.folder, follow=follow)
     if fd is None:
-        return why
+        return why, None
     try:
-        return _content_problem(fd, judged)
+        why = _content_problem(fd, judged)
+        return why, None if why else os.fstat(fd)
     finally:
         os.close(fd)
 
@@ -271,7 +398,9 @@ def _copy_fd(fd_in: int, fd_out: int) -> str:
 def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks: bool = False,
              advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
     """Move root/REL to DEST/REL for each planned file that is still what was judged,
-    journaling each move first. Stops between two files when `stop` is set.
+    journaling each move first. Files are reached as the run that judged them reached them:
+    through symbolic links only with `follow_symlinks` (what the journal's header then says).
+    Stops between two files when `stop` is set.
 
     Raises DeviceFull (after the files moved so far are journaled) when DEST cannot take more,
     JournalError when the journal cannot be written.
@@ -280,49 +409,70 @@ def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks:
     recover(journal)
     journal.start_run(root, follow_symlinks)
     result = ActionResult()
-    checker = _Checker(root)
+    checker = _Checker(_Reach(root, follow_symlinks))
     with _Folders(journal.dest) as folders:
         for item in plan:
             if stop is not None and stop.is_set():
                 break
-            ok = _move_one(root, item, journal, folders, checker)
+            with _checked(checker, item) as source:
+                if isinstance(source, str):
+                    log.error("%s: %s", root / item.rel, source)
+                ok = not isinstance(source, str) and _move_checked(source, item, journal, folders)
             result.done += ok
             result.failed += not ok
             advance(1)
     return result
 
 
-def _move_one(root: Path, item: Planned, journal: Journal, folders: _Folders, checker: _Checker) -> bool:
-    """Move one planned file; False (with an error line) if it stays where it is."""
-    src_path = root / item.rel
-    head, _, name = item.rel.rpartition("/")
+def check_moves(root: Path, plan: list[Planned], follow_symlinks: bool = False) -> ActionResult:
+    """What move_out would do now, moving nothing: each file checked as it would be, and each
+    one that would stay logged as move_out logs it; `done` counts the files that would move."""
+    root = Path(root)
+    result = ActionResult()
+    checker = _Checker(_Reach(root, follow_symlinks))
+    for item in plan:
+        with _checked(checker, item) as source:
+            if isinstance(source, str):
+                log.error("%s: %s", root / item.rel, source)
+                result.failed += 1
+            else:
+                result.done += 1
+    return result
+
+
+@dataclass
+class _Source:
+    """A file that may move, checked; its folder stays open while its `_checked` block lasts."""
+
+    path: Path
+    entry: _Entry
+    pinned: os.stat_result | None  # the checked file's status (None for a link, checked through it)
+    is_link: bool
+
+
+@contextmanager
+def _checked(checker: _Checker, item: Planned) -> Iterator[_Source | str]:
+    """The file `item` names, reached and checked as the run that judged it would: a _Source
+    if it may move, else what its error line says."""
     try:
-        src_folder = os.open(src_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        folder = checker.reach.parent(item.rel)
+    except Unreachable as e:
+        yield f"not moved: {e}; left where it is"
+        return
     except OSError as e:
-        log.error("%s: cannot move it: its folder cannot be opened (%s); left where it is", src_path, e.strerror or e)
-        return False
+        yield f"cannot move it: its folder cannot be opened ({e.strerror or e}); left where it is"
+        return
     try:
-        return _move_checked(src_path, _Entry(src_folder, name), item, journal, folders, checker)
+        entry = _Entry(folder, item.rel.rpartition("/")[2])
+        why, pinned, is_link = checker.source_problem(entry, item)
+        yield why or _Source(checker.reach.root / item.rel, entry, pinned, is_link)
     finally:
-        os.close(src_folder)
+        os.close(folder)
 
 
-def _move_checked(src_path: Path, src: _Entry, item: Planned, journal: Journal, folders: _Folders,
-                  checker: _Checker) -> bool:
-    try:
-        lst = os.lstat(src.name, dir_fd=src.folder)
-    except FileNotFoundError:
-        log.error("%s: gone before it could be moved; nothing to do", src_path)
-        return False
-    is_link = stat.S_ISLNK(lst.st_mode)
-    if is_link:  # a followed link: its target's bytes were judged, the link itself moves
-        why, pinned = _file_problem(src_path, item.judged), None
-    else:
-        why, pinned = _checked_in_place(src, item.judged)
-    why = f"it {why}" if why else checker.keeper_problem(item)
-    if why:
-        log.error("%s: not moved: %s; left where it is", src_path, why)
-        return False
+def _move_checked(source: _Source, item: Planned, journal: Journal, folders: _Folders) -> bool:
+    """Journal and move one checked file; False (with an error line) if it stays where it is."""
+    src, src_path = source.entry, source.path
     try:
         dst_folder = folders.get(item.rel.split("/")[:-1])
         dst_name = free_name_at(dst_folder, src.name)
@@ -331,12 +481,12 @@ def _move_checked(src_path: Path, src: _Entry, item: Planned, journal: Journal, 
         return _device_check(e, journal)
     dst_rel = "/".join([*item.rel.split("/")[:-1], dst_name])
     move_id = journal.new_id()
-    fingerprint = {"link": os.readlink(src.name, dir_fd=src.folder)} if is_link else {
+    fingerprint = {"link": os.readlink(src.name, dir_fd=src.folder)} if source.is_link else {
         "sha256": item.judged.sha256, "bytes": item.judged.size}
     journal.append({"op": "move", "run": journal.run_id, "id": move_id, "src": item.rel, "dst": dst_rel,
                     **fingerprint})
     try:
-        went = _place(src, dst_folder, dst_name, folders.scratch, is_link, pinned, item.judged.sha256)
+        went = _place(src, dst_folder, dst_name, folders.scratch, source.is_link, source.pinned, item.judged.sha256)
     except OSError as e:
         journal.append({"op": "cancelled", "run": journal.run_id, "id": move_id})
         log.error("%s: not moved to %s: %s; left where it is", src_path, journal.dest / dst_rel, _reason(e))
@@ -346,19 +496,6 @@ def _move_checked(src_path: Path, src: _Entry, item: Planned, journal: Journal, 
                         "dst": "/".join([*item.rel.split("/")[:-1], went])})
     journal.append({"op": "done", "run": journal.run_id, "id": move_id})
     return True
-
-
-def _checked_in_place(src: _Entry, judged: Judged) -> tuple[str, os.stat_result | None]:
-    """('', its status) if the regular file `src` is what was judged, else (what differs,
-    None). Opened without following a link, so the file checked is the one that moves."""
-    fd, why = _open_source(src.name, src.folder, follow=False)
-    if fd is None:
-        return why, None
-    try:
-        why = _content_problem(fd, judged)
-        return why, None if why else os.fstat(fd)
-    finally:
-        os.close(fd)
 
 
 def _place(src: _Entry, dst_folder: int, name: str, scratch: int, is_link: bool,

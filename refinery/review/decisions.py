@@ -4,26 +4,29 @@ Version 1, JSON (written by the review page's "Save decisions"; docs/review.md):
 
     {"refinery_decisions": 1,
      "root": "/absolute/folder/the/run/judged",
+     "follow_symlinks": false,                   whether that run reached files through links
      "files": [{"path": "sub/a.jpg",            relative to root
                 "decision": "keep" | "remove",
                 "kept_as": "b.jpg" | null,       the file that stays in its place (a duplicate)
                 "file": {"bytes": N, "mtime_ns": N, "sha256": HEX} | null}, ...]}   as judged
 
-A dedup report (`--report`) is read the same way: its summary's root, its keep and remove
-lines. Nothing read here is trusted beyond what is checked: every line's types, paths that
-stay below the root, and a removed duplicate's keeper kept in the same file; the files
-themselves are checked against `file` again before anything moves (refinery/dedup/actions.py).
+A dedup report (`--report`) is read the same way: its summary's root and follow_symlinks,
+its keep and remove lines. A file without follow_symlinks (saved before it was recorded)
+reads as false: nothing is reached through a link. Nothing read here is trusted beyond what
+is checked: every line's types, paths that stay below the root, and a removed duplicate's
+keeper kept in the same file; the files themselves are reached as that run reached them and
+checked against `file` again before anything moves (refinery/dedup/actions.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from refinery.dedup.actions import Judged, Planned
 from refinery.errors import RefineryError
+from refinery.io.fileio import read_json
 
 VERSION = 1
 DECIDED = ("keep", "remove")
@@ -42,6 +45,7 @@ class Decision:
 class Decisions:
     root: Path
     files: list[Decision]
+    follow_symlinks: bool = False  # the run that judged the files went through symbolic links
 
     def plan(self, decision: str) -> tuple[list[Planned], list[tuple[str, str]]]:
         """The files with `decision` as the actions take them, and (path, why) for those that
@@ -66,22 +70,22 @@ def load(path: Path) -> Decisions:
     """A decisions file (or a dedup report), checked line by line; RefineryError naming the
     file, the line and what is wrong."""
     path = Path(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RefineryError(f"{path}: cannot read a decisions file: {e}") from None
+    data = read_json(path, "a decisions file or a dedup report")
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
         raise RefineryError(f"{path}: not a decisions file nor a dedup report (no list of files)")
     if "refinery_decisions" in data:
-        if data["refinery_decisions"] != VERSION:
-            raise RefineryError(f"{path}: decisions version {data['refinery_decisions']!r}; this refinery reads "
-                                f"{VERSION}")
-        root = data.get("root")
+        version = data["refinery_decisions"]
+        if type(version) is not int or version != VERSION:  # true == 1 in Python: not a version
+            raise RefineryError(f"{path}: decisions version {version!r}; this refinery reads {VERSION}")
+        head = data
     else:
         summary = data.get("summary")
-        root = summary.get("root") if isinstance(summary, dict) else None
+        head = summary if isinstance(summary, dict) else {}
+    root, follow = head.get("root"), head.get("follow_symlinks", False)
     if not isinstance(root, str) or not Path(root).is_absolute():
         raise RefineryError(f"{path}: no absolute root folder in it")
+    if not isinstance(follow, bool):
+        raise RefineryError(f"{path}: follow_symlinks is {follow!r}, not true or false")
     files = []
     seen: set[str] = set()
     for number, line in enumerate(data["files"], start=1):
@@ -97,7 +101,7 @@ def load(path: Path) -> Decisions:
             raise RefineryError(f"{path}: file entry {number}: {decision.path} is listed twice")
         seen.add(decision.path)
         files.append(decision)
-    return Decisions(Path(root), files)
+    return Decisions(Path(root), files, follow)
 
 
 def _line(line: object) -> Decision | None:

@@ -192,7 +192,9 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
     rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
     counts = {d: sum(1 for line in report["files"] if line["decision"] == d) for d in ("keep", "remove", "error",
                                                                                       "skip")}
-    data = {"root": report["summary"]["root"], "counts": counts, "page_size": PAGE_SIZE,
+    # Saved with the decisions: `refinery apply` goes through links only if this run did.
+    data = {"root": report["summary"]["root"], "follow_symlinks": report["summary"].get("follow_symlinks") is True,
+            "counts": counts, "page_size": PAGE_SIZE,
             "files": files, "groups": groups, "rejects": rejects, "errors": errors}
     tasks = [[g["keeper"], *g["members"]] for g in groups] + [[i] for i in rejects]
     return data, tasks
@@ -557,7 +559,8 @@ function save() {  // decisions.json, version 1 (docs/review.md); each `file` as
   const lines = files.filter(f => f.decision === "keep" || f.decision === "remove").map(f =>
     '{"path": ' + text(f.path) + ', "decision": ' + text(f.decision) + ', "kept_as": ' + text(f.kept_as) +
     ', "file": ' + f.file + "}");
-  const out = '{"refinery_decisions": 1, "root": ' + text(data.root) + ', "files": [\\n' + lines.join(",\\n") +
+  const out = '{"refinery_decisions": 1, "root": ' + text(data.root) + ', "follow_symlinks": ' +
+    text(data.follow_symlinks) + ', "files": [\\n' + lines.join(",\\n") +
     "\\n]}\\n";
   const url = URL.createObjectURL(new Blob([out], {type: "application/json"}));
   const a = el("a", {href: url, download: "decisions.json"});
