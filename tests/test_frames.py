@@ -122,7 +122,7 @@ def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) ->
                              str(report)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(out.iterdir())) and time.monotonic() < deadline and proc.poll() is None:
+    while not (out.is_dir() and any(out.glob("*.jpg"))) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
-from refinery.dedup.decisions import KEEP, REMOVE
 from refinery.dedup.run import DedupResult
 from refinery.io.outputs import Kind, output_path
 
@@ -17,10 +15,10 @@ FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "
 
 
 def write_json(result: DedupResult, path: Path) -> None:
-    """{"refinery": "dedup report", "summary": {...}, "files": [{...}, ...]}, one file per line, written as it goes
-    (100,000 files never sit in memory twice)."""
+    """{"refinery": "dedup report", "summary": {...}, "files": [{...}, ...]}, one file per line,
+    written as it goes (100,000 files never sit in memory twice)."""
     with output_path(path, Kind.JSON) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(summary(result), indent=1)
+        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(result.summary(), indent=1)
                   + ',\n "files": [\n')
         for k, f in enumerate(result.files):
             out.write((",\n" if k else "") + json.dumps({key: getattr(f, key) for key in FIELDS}))
@@ -41,31 +39,4 @@ def write_csv(result: DedupResult, path: Path) -> None:
 
 def report_dict(result: DedupResult) -> dict:
     """What write_json writes, as a dict (for the review page, without a file in between)."""
-    return {"summary": summary(result), "files": [{key: getattr(f, key) for key in FIELDS} for f in result.files]}
-
-
-def summary(result: DedupResult) -> dict:
-    """The run's summary, and `follow_symlinks`: whether it reached a file it judged through a
-    symbolic link (only a run that follows links reaches one: refinery/io/scan.py). `refinery
-    apply` goes through links only for a run that did."""
-    return {**result.summary(), "follow_symlinks": _through_links(result)}
-
-
-def _through_links(result: DedupResult) -> bool:
-    """Whether a kept or removed file's path goes through a link: a folder on the way (each
-    looked at once) or the file itself."""
-    if not isinstance(result.root, Path):
-        return False  # a URI (the Ray engine): nothing there is moved
-    root, paths, seen = result.root, result.files.table.paths, set()
-    for code in (KEEP, REMOVE):
-        for row in result.files.rows(code):
-            rel = paths[row]
-            if os.path.islink(root / rel):
-                return True
-            folder = os.path.dirname(rel)
-            while folder and folder not in seen:
-                seen.add(folder)
-                if os.path.islink(root / folder):
-                    return True
-                folder = os.path.dirname(folder)
-    return False
+    return {"summary": result.summary(), "files": [{key: getattr(f, key) for key in FIELDS} for f in result.files]}

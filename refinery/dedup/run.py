@@ -52,6 +52,7 @@ class DedupResult:
     scenes: int = 0  # fixed-camera views found (refinery/dedup/stages/scenes.py)
     scene_frames: int = 0  # frames judged by what stands in front of their scene's background
     semantic_threshold: float = 0.0  # the cosine the semantic stage used (the model's own, or the setting)
+    follow_symlinks: bool = False  # the run went through symbolic links (`refinery apply` may do the same)
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
@@ -79,6 +80,7 @@ class DedupResult:
             "interrupted": self.interrupted,
             "scenes": {"found": self.scenes, "frames": self.scene_frames},
             "peak_memory_mb": round(self.peak_memory_mb),
+            "follow_symlinks": self.follow_symlinks,
         }
 
 
@@ -128,7 +130,8 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
                        workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
                        peak_memory_mb=peak_memory_mb(), scenes=scenes.count,
-                       scene_frames=len(scenes.frames), semantic_threshold=cfg.semantic.threshold)
+                       scene_frames=len(scenes.frames), semantic_threshold=cfg.semantic.threshold,
+                       follow_symlinks=cfg.run.follow_symlinks)
 
 
 

@@ -191,7 +191,9 @@ def open_folder(base: Path | int, parts: list[str] | tuple[str, ...], create: bo
 def create_exclusive(folder_fd: int, name: str, mode: int = 0o600) -> tuple[int, str]:
     """A new, empty file under a random name made from `name`, in the folder `folder_fd`:
     (its descriptor, open for writing, and its name). Never opens anything that was there."""
-    stem = name[:120]  # room for the random part within the 255 bytes of a name
+    # Room for the random part within the 255 bytes of a name (bytes, not characters: a cut
+    # character is a few bytes that are no UTF-8, which a temporary name may hold).
+    stem = os.fsdecode(os.fsencode(name)[:120])
     while True:
         tmp = f".{stem}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:

@@ -99,7 +99,7 @@ def refuse_unless_ours(path: Path, kind: Kind, flag: str = "") -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise OutputRefused(f"{what}: cannot look there: {e.strerror or e}") from None
+        raise OutputRefused(f"{what}: cannot write there: {e.strerror or e}") from None
     if stat.S_ISLNK(st.st_mode):
         raise OutputRefused(f"{what} is a symbolic link; refinery writes no file through a link or over one: "
                             "give another name")
