@@ -85,8 +85,8 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
             gone = gone or result.out_gone
             if result.sampled or not result.error:
                 echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
-                           f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
-                           f"peak memory {peak_memory_mb():.0f} MB)")
+                     f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
+                     f"peak memory {peak_memory_mb():.0f} MB)")
             if result.cannot_write:
                 if left and not result.out_gone:
                     log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left,
