@@ -1,5 +1,9 @@
 """A contact sheet: each query beside its results, as one self-contained HTML file (the
-thumbnails are inlined, so it can be mailed or opened anywhere)."""
+thumbnails are inlined, so it can be mailed or opened anywhere; each links to its file).
+
+Names are shown as a terminal line shows them (refinery/io/names.py: a byte that is not UTF-8
+as \\xNN), and linked by their bytes, percent-encoded, so every link opens the file it names.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from pathlib import Path
 from PIL import Image
 
 from refinery.errors import UnreadableImage
-from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.io.images import decode, read_bytes
+from refinery.io.names import printable
+from refinery.io.outputs import PAGE_MARK, Kind, write_output
 
 THUMB = 160
 
@@ -35,16 +40,24 @@ def thumbnail(path: Path) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
 
 
+def _text(text: str) -> str:
+    """`text` as the page shows it: escaped as a terminal line is, then as HTML."""
+    return html.escape(printable(text))
+
+
 def _figure(path: Path, caption: str, css: str = "") -> str:
-    return (f'<figure class="{css}"><img src="{thumbnail(path)}" alt="{html.escape(path.name)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    """A picture's cell: its thumbnail, linked to the file (a file: URL made from the name's
+    bytes, so a name that is not UTF-8 links to itself), and `caption`."""
+    link = html.escape(path.absolute().as_uri())
+    return (f'<figure class="{css}"><a href="{link}"><img src="{thumbnail(path)}" alt="{_text(path.name)}"></a>'
+            f"<figcaption>{_text(caption)}</figcaption></figure>")
 
 
 def _query(query: Path | str) -> str:
     """The query's cell: its picture, or its words."""
     if isinstance(query, Path):
         return _figure(query, f"query: {query.name}", "query")
-    return f'<figure class="query"><figcaption>query: {html.escape(query)}</figcaption></figure>'
+    return f'<figure class="query"><figcaption>query: {_text(query)}</figcaption></figure>'
 
 
 def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list]]) -> None:

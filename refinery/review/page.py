@@ -16,21 +16,28 @@ acts on.
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import io
 import json
+import math
+import os
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from refinery.errors import RefineryError, UnreadableImage
+from refinery.io.fileio import UnsafePath, open_folder, read_json
+from refinery.io.images import decode, size_problem
+from refinery.io.names import printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
-from refinery.io.images import decode, read_bytes
 from refinery.parallel import Progress, cpu_count, ordered_map
 
 THUMB_SIDE = 160  # the longer side of a thumbnail, in pixels
@@ -41,6 +48,9 @@ PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
 # light stay under it).
 DIFF_THRESHOLD = 0.15
 DIFF_MIN_PIXELS = 3  # smaller specks of difference get no box
+DECISIONS = ("keep", "remove", "error", "skip")
+JUDGED = ("bytes", "mtime_ns", "sha256")  # a line's `file`: what was judged of it, as `apply` checks it
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -60,33 +70,95 @@ class _Shown:
 
 
 def load_report(path: Path) -> dict:
-    """A dedup report (`refinery dedup --report`), checked to be one; RefineryError in one line."""
+    """A dedup report (`refinery dedup --report`), checked to be one the page can show and
+    save; else RefineryError in one line naming the file and what is wrong."""
+    report = read_json(path, "a dedup report")  # its own line names the file
     try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise RefineryError(f"{path}: cannot read: {e.strerror or e}") from None
-    except ValueError as e:
-        raise RefineryError(f"{path}: not a JSON file ({e}); give a report written by refinery dedup --report") \
-            from None
-    try:
-        check_report(report)
+        return check_report(report)
     except RefineryError as e:
         raise RefineryError(f"{path}: {e}") from None
-    return report
 
 
-def check_report(report: object) -> None:
-    """RefineryError unless `report` has a summary with a root and a list of file lines."""
+def check_report(report: object) -> dict:
+    """`report`, if it is a dedup report whose every line the page can show and save as it is:
+    a summary whose root is an absolute folder, and a list of lines, each a keep, remove, error
+    or skip of a path, every value the page uses of the type dedup writes (docs/review.md, "A
+    report edited by hand"); else RefineryError in one line. Keys the page does not use are
+    not looked at."""
     if not isinstance(report, dict) or not isinstance(report.get("summary"), dict) \
             or not isinstance(report.get("files"), list):
         raise RefineryError("not a dedup report (it needs a summary and a list of files); "
                             "write one with refinery dedup --report")
-    if not isinstance(report["summary"].get("root"), str):
-        raise RefineryError("the report's summary names no root folder")
+    root = report["summary"].get("root")
+    if not isinstance(root, str) or not os.path.isabs(root) or "\x00" in root:
+        raise RefineryError("the report's summary names no root folder (an absolute path)")
+    if not isinstance(report["summary"].get("follow_symlinks", False), bool):
+        raise RefineryError("the report's summary.follow_symlinks is neither true nor false")
     for number, line in enumerate(report["files"], start=1):
-        if not isinstance(line, dict) or not isinstance(line.get("path"), str) \
-                or line.get("decision") not in ("keep", "remove", "error", "skip"):
-            raise RefineryError(f"file entry {number} is not a report line (path and decision)")
+        if why := _unfit(line):
+            raise RefineryError(f"file entry {number} is not a report line: {why}")
+    return report
+
+
+def _unfit(line: object) -> str:
+    """Why the page cannot show and save this line of a report as it is; "" if it can."""
+    if not isinstance(line, dict):
+        return "not a JSON object"
+    path, decision = line.get("path"), line.get("decision")
+    if not isinstance(path, str) or not path:
+        return "its path is not a file's name"
+    where = _cut(printable(path)) + ": "
+    if not isinstance(decision, str) or decision not in DECISIONS:
+        return where + "its decision is not keep, remove, error or skip"
+    if decision == "skip":  # counted, never shown
+        return ""
+    if decision != "error" and not _plain(path):  # an error's path is only shown, never read
+        return where + "its path is not a plain path below the root (like sub/a.jpg)"
+    for key in ("stage", "reason", "test"):
+        if line.get(key) is not None and not isinstance(line[key], str):
+            return f"{where}{key} is neither text nor null"
+    kept_as = line.get("kept_as")
+    if kept_as is not None and not (isinstance(kept_as, str) and _plain(kept_as)):
+        return where + "kept_as is neither a plain path below the root nor null"
+    group = line.get("group")
+    if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
+        return where + "group is neither a whole number nor null"
+    scores = line.get("scores")
+    if scores is not None and not (isinstance(scores, dict) and all(map(_number, scores.values()))):
+        return where + "scores is neither an object of numbers nor null"
+    if line.get("file") is not None and not _judged(line["file"]):
+        return where + "file is neither {bytes, mtime_ns, sha256} as dedup writes it nor null"
+    return ""
+
+
+def _judged(value: object) -> bool:
+    """A line's `file` as dedup writes it and apply checks it: what was judged of the file."""
+    return isinstance(value, dict) and _whole(value.get("bytes")) and value["bytes"] >= 0 \
+        and _whole(value.get("mtime_ns")) and isinstance(value.get("sha256"), str) \
+        and _SHA256.fullmatch(value["sha256"]) is not None
+
+
+def _plain(path: str) -> bool:
+    """A relative path whose every step is a name (as refinery apply takes it)."""
+    return "\x00" not in path and all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    """A number a float holds: NaN and Infinity are not JSON, nor would a browser read them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past a float's range
+        return False
+
+
+def _cut(text: str, most: int = 80) -> str:
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def evidence(line: dict) -> tuple[str, float]:
@@ -115,6 +187,7 @@ def write_review(report: dict, out: Path, progress: Progress | None = None, work
     """
     check_report(report)
     root = Path(report["summary"]["root"])
+    follow = report["summary"].get("follow_symlinks", False)  # through links only as the run went
     data, tasks = _plan(report)
     if note:
         data["note"], data["summary"] = note, report["summary"].get("text")
@@ -133,7 +206,8 @@ def write_review(report: dict, out: Path, progress: Progress | None = None, work
 
     files = data["files"]
     workers = workers or cpu_count()
-    rendered = ordered_map(functools.partial(_render, root, files, pictures or {}), tasks, workers, 4 * workers)
+    rendered = ordered_map(functools.partial(_render, root, follow, files, pictures or {}), tasks, workers,
+                           4 * workers)
     for task, shown in zip(tasks, rendered, strict=True):
         for index, one in zip(task, shown, strict=True):
             files[index]["thumb"] = store(one.thumb)
@@ -161,8 +235,9 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
         index = len(files)
         group = line.get("group")
         # `file` goes as JSON text, saved back as it came: its mtime_ns (~1.8e18) is more
-        # than a JavaScript number holds exactly.
-        judged = json.dumps(line.get("file"))
+        # than a JavaScript number holds exactly. Only what apply reads of it goes.
+        file = line.get("file")
+        judged = json.dumps({key: file[key] for key in JUDGED} if file else None)
         if decision == "keep" and group is None:  # shown nowhere; saved with the decisions
             files.append({"path": line["path"], "decision": "keep", "kept_as": None, "file": judged})
             continue
@@ -200,7 +275,8 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
     return data, tasks
 
 
-def _render(root: Path, files: list[dict], pictures: Mapping[str, bytes], task: list[int]) -> list[_Shown]:
+def _render(root: Path, follow: bool, files: list[dict], pictures: Mapping[str, bytes],
+            task: list[int]) -> list[_Shown]:
     """Thumbnails of a group's files (a file's bytes read once for its copies; `pictures`
     made already), and for each scene frame where it differs from its keeper."""
     images: dict[str, Image.Image | str] = {}
@@ -211,7 +287,7 @@ def _render(root: Path, files: list[dict], pictures: Mapping[str, bytes], task: 
         key = judged.get("sha256") or line["path"]
         if key not in images:
             made = pictures.get(line["path"])
-            images[key] = Image.open(io.BytesIO(made)) if made else _thumbnail(root, line["path"])
+            images[key] = Image.open(io.BytesIO(made)) if made else _thumbnail(root, line["path"], follow)
         by_path[line["path"]] = images[key]
     shown = []
     for index in task:
@@ -228,19 +304,60 @@ def _render(root: Path, files: list[dict], pictures: Mapping[str, bytes], task: 
     return shown
 
 
-def _thumbnail(root: Path, path: str) -> Image.Image | str:
-    """The picture at root/path, its longer side THUMB_SIDE at most; or why it cannot be shown."""
-    rel = PurePosixPath(path)
-    if rel.is_absolute() or ".." in rel.parts:
-        return "not a path below the report's folder"
+def _thumbnail(root: Path, path: str, follow: bool) -> Image.Image | str:
+    """The picture at root/path (a plain path), its longer side THUMB_SIDE at most; or why it
+    is not shown. Reached one step at a time without following a symbolic link, unless the
+    run followed them, so neither a report edited by hand nor a folder changed since can
+    show a picture from outside root."""
     try:
-        image = decode(read_bytes(root / rel), path, min_long=THUMB_SIDE).image
+        image = decode(_read_below(root, path, follow), path, min_long=THUMB_SIDE).image
         image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
     except UnreadableImage as e:  # missing, no longer a picture, ...
         return e.reason
+    except UnsafePath:
+        return _not_below(root, path)
     except (OSError, ValueError) as e:
         return f"cannot read: {e}"
     return image
+
+
+def _read_below(root: Path, path: str, follow: bool) -> bytes:
+    """The bytes of the regular file root/path, or UnreadableImage with the reason; UnsafePath
+    for a symbolic link (or a file that is not a folder) on the way, unless `follow`."""
+    *folders, name = path.split("/")
+    try:
+        folder = open_folder(root, folders, follow=follow)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                         dir_fd=folder)
+        finally:
+            os.close(folder)
+    except FileNotFoundError:
+        raise UnreadableImage(path, "no such file") from None
+    except PermissionError:
+        raise UnreadableImage(path, "permission denied") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:  # the file itself is a link
+            raise UnsafePath(path) from None
+        raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableImage(path, "not a regular file")
+        if problem := size_problem(st.st_size):
+            raise UnreadableImage(path, problem)
+        return f.read()
+
+
+def _not_below(root: Path, path: str) -> str:
+    """Why root/path, reached through a symbolic link or a file on the way, is not shown."""
+    inside = os.path.realpath(root)
+    if os.path.commonpath([inside, os.path.realpath(root / path)]) != inside:
+        return "not shown: outside the folder"
+    steps = path.split("/")
+    if any(os.path.islink(root.joinpath(*steps[:k])) for k in range(1, len(steps) + 1)):
+        return "not shown: a symbolic link (the page shows only files that are really in the folder)"
+    return "no such file"
 
 
 def _jpeg(image: Image.Image) -> bytes:
