@@ -164,6 +164,23 @@ def test_a_crafted_file_moves_nothing_through_a_link_its_run_did_not_follow(link
     assert snapshot(photos) == before and snapshot(outside) == outside_before
 
 
+def test_a_crafted_file_copies_nothing_through_a_link_its_run_did_not_follow(linked: tuple[Path, Path],
+                                                                             tmp_path: Path) -> None:
+    """--copy-keepers-to reaches its files as moves do: what lies behind the link stays unread."""
+    photos, _ = linked
+    data = decisions(photos, {}, keep=("a.jpg", "linked/a_again.jpg", "linked/e_again.jpg"))
+    dest = tmp_path / "keepers"
+    proc = run_cli("apply", str(write(tmp_path / "d.json", data)), "--copy-keepers-to", str(dest))
+    assert proc.returncode == 3, proc.stderr
+    lines = errors(proc)
+    assert len(lines) == 2 and all("not copied" in line and "linked is a symbolic link" in line for line in lines)
+    assert moved(dest) == {"a.jpg"}
+    data["follow_symlinks"] = True  # the run followed links: so may its copies
+    proc = run_cli("apply", str(write(tmp_path / "d.json", data)), "--copy-keepers-to", str(tmp_path / "k2"))
+    assert proc.returncode == 0, proc.stderr
+    assert moved(tmp_path / "k2") == {"a.jpg"} | THROUGH_LINK
+
+
 def test_a_keeper_reached_through_a_link_the_run_did_not_follow_is_not_kept(linked: tuple[Path, Path],
                                                                             tmp_path: Path) -> None:
     photos, outside = linked

@@ -195,7 +195,7 @@ def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers
     if copy_keepers_to and not stop.is_set():
         kept = result.planned("keep")
         with progress_bar(ctx, "copying", len(kept)) as bar:
-            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop)
+            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop, cfg.run.follow_symlinks)
         failed += done.failed
         echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
     return failed

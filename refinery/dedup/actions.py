@@ -721,18 +721,20 @@ def _put_back(move: Move, dest: Path) -> str:
 
 
 def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int], None] = lambda n: None,
-             stop: threading.Event | None = None) -> ActionResult:
+             stop: threading.Event | None = None, follow_symlinks: bool = False) -> ActionResult:
     """Copy root/REL to dest/REL for each planned file that is still what was judged (never
-    over an existing file; the bytes copied are the bytes judged). Stops between two files
-    when `stop` is set; raises DeviceFull when DEST cannot take more."""
+    over an existing file; the bytes copied are the bytes judged), each reached as the run
+    that judged it did (through symbolic links only with `follow_symlinks`). Stops between
+    two files when `stop` is set; raises DeviceFull when DEST cannot take more."""
     root, dest = Path(root), Path(dest)
     result = ActionResult()
     dest.mkdir(parents=True, exist_ok=True)
+    reach = _Reach(root, follow_symlinks)
     with _Folders(dest) as folders:
         for item in plan:
             if stop is not None and stop.is_set():
                 break
-            why = _copy_one(root, item, folders)
+            why = _copy_one(reach, item, folders)
             if why:
                 log.error("%s: not copied: %s", root / item.rel, why)
                 result.failed += 1
@@ -742,9 +744,21 @@ def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int
     return result
 
 
-def _copy_one(root: Path, item: Planned, folders: _Folders) -> str:
+def _copy_one(reach: _Reach, item: Planned, folders: _Folders) -> str:
     """Copy one file; '' if it was copied, else why not."""
-    fd_in, why = _open_source(root / item.rel)
+    try:
+        folder = reach.parent(item.rel)
+    except (Unreachable, OSError) as e:
+        return _reason(e)
+    try:
+        reach.file(folder, item.rel)
+        fd_in, why = _open_source(item.rel.rpartition("/")[2], folder)
+    except FileNotFoundError:
+        fd_in, why = None, "is gone"
+    except (Unreachable, OSError) as e:
+        return _reason(e)
+    finally:
+        os.close(folder)
     if fd_in is None:
         return f"it {why}"
     try:
