@@ -90,7 +90,7 @@ def test_review_command_writes_the_same_page(reviewed: Reviewed, tmp_path: Path)
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("not json {", "not a JSON file"),
+    ("not json {", "not JSON"),
     ('{"files": []}', "not a dedup report"),
     ('{"summary": {}, "files": []}', "names no root folder"),
     ('{"summary": {"root": "/x"}, "files": [{"path": "a.jpg"}]}', "file entry 1 is not a report line"),

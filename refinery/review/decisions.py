@@ -121,7 +121,8 @@ def _line(line: object) -> Decision | None:
 def _relative(value: object) -> str:
     if not isinstance(value, str) or not value or "\x00" in value or any(
             part in ("", ".", "..") for part in value.split("/")):
-        raise ValueError(f"{value!r} is not a plain path below the root")
+        shown = repr(value)
+        raise ValueError(f"{shown[:80] + '...' if len(shown) > 80 else shown} is not a plain path below the root")
     return value
 
 
