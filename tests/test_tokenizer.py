@@ -6,8 +6,10 @@ import gzip
 import importlib.util
 import os
 import random
+import string
 import subprocess
 import sys
+import time
 import types
 import warnings
 from pathlib import Path
@@ -243,3 +245,65 @@ def test_import_leaves_torch_out() -> None:
     code = "import sys, refinery.runner.tokenizer; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def adversarial_words() -> list[str]:
+    """Words on which a BPE that merges in another order, or overlapping pairs the other way, gives
+    other ids: runs of one letter (each length: "aaa" is "aa a", never "a aa"), alternations,
+    repeated syllables and real words glued together, multi-byte letters, punctuation runs."""
+    words = ["a" * n for n in range(1, 70)] + ["a" * n for n in (127, 128, 129, 255, 256, 257, 1000)]
+    for unit in ("ab", "ba", "aab", "abb", "abc", "the", "ing", "er", "ss", "é", "ß", "東", "🐶", "!?", "-=", "..."):
+        words += [unit * n for n in (1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 100)]
+    rng = random.Random(24)
+    vocabulary = ["the", "a", "photo", "of", "dog", "cat", "night", "red", "truck", "ing", "ed", "s", "un", "re"]
+    for _ in range(60):
+        words.append("".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 40))))
+        words.append("".join(rng.choice(rng.choice(["ab", "abc", "aeiou", "stre", "abcdefghijklmnopqrstuvwxyz"]))
+                             for _ in range(rng.randint(2, 300))))
+    return words
+
+
+def test_adversarial_words_match_open_clip(ours: ClipTokenizer, reference: Any) -> None:
+    for word in adversarial_words():
+        assert ours.encode(word) == reference.encode(word), word[:80]
+    assert_same(ours, reference, adversarial_words()[:200:7])
+
+
+@pytest.mark.parametrize("alphabet", ["ab", "abcdefghijklmnopqrstuvwxyz", "aeiouéàüß東京🐶"])
+def test_long_random_words_match_open_clip(ours: ClipTokenizer, reference: Any, alphabet: str) -> None:
+    rng = random.Random(alphabet)
+    word = "".join(rng.choice(alphabet) for _ in range(1500))
+    assert ours.encode(word) == reference.encode(word)
+    assert_same(ours, reference, [word, f"a photo of {word} at night"])
+
+
+def test_a_word_of_120000_letters_is_tokenised_in_seconds(vocab_path: Path) -> None:
+    """open_clip's loop merges one pair over the whole word at a time: quadratic, 81 s for this word."""
+    ours = ClipTokenizer(vocab_path)  # its own cache: nothing tokenised before helps
+    rng = random.Random(120_000)
+    word = "".join(rng.choice(string.ascii_lowercase) for _ in range(120_000))
+    start = time.perf_counter()
+    row = ours(word)[0]
+    took = time.perf_counter() - start
+    assert took < 5, f"{took:.1f} s"
+    assert row[0] == ours.sot_token_id and row[-1] == ours.eot_token_id and row.all()
+
+
+def test_a_vocabulary_whose_joins_make_better_ranked_pairs(tmp_path: Path, oc_tokenizer: Any, vocab_path: Path) -> None:
+    """In open_clip's vocabulary a join's pairs always rank after it; in this one they rank first
+    ("th t" before "t h"). open_clip still joins every "t h" of the word before any "th t": a
+    BPE that takes the next best pair after each single join ("thth" -> "tht h") differs."""
+    with gzip.open(vocab_path, "rt", encoding="utf-8") as stream:
+        header, *merges = stream.read().split("\n")
+    better = [f"{a}{b} {a}" for a, b in ("th", "xy", "ab", "er")] + [f"{b} {a}{b}" for a, b in ("th", "xy", "ab")]
+    better += ["th th", "ab ab", "thth th"]
+    path = tmp_path / "better.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as stream:
+        stream.write("\n".join([header, *better, *merges]))
+    ours, reference = ClipTokenizer(path), oc_tokenizer.SimpleTokenizer(bpe_path=str(path))
+    rng = random.Random(7)
+    words = [unit * n for unit in ("th", "xy", "ab", "er", "tht", "aab") for n in range(1, 12)]
+    words += ["".join(rng.choice(rng.choice(["th", "xyab", "thxyaber"])) for _ in range(rng.randint(2, 60)))
+              for _ in range(200)]
+    for word in words:
+        assert ours.encode(word) == reference.encode(word), word

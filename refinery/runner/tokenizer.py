@@ -3,11 +3,14 @@
 The runtime embeds text prompts with an exported ONNX text tower, so it needs the exact token ids
 open_clip 3.3.0's ``SimpleTokenizer`` gives (open_clip/tokenizer.py, itself OpenAI CLIP's) but may
 not import torch. Every step below copies that file's logic; where it looks odd, it is on purpose.
+One is done another way to the same end: the BPE merges of a word (`_apply_merges`), which open_clip
+does in time quadratic in the word's length.
 """
 
 from __future__ import annotations
 
 import gzip
+import heapq
 import html
 import string
 import zlib
@@ -127,22 +130,48 @@ def _build_encoder(merges: list[tuple[str, str]]) -> dict[str, int]:
     return dict(zip(vocab, range(len(vocab)), strict=True))
 
 
-def _pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
-    return set(zip(word, word[1:], strict=False))
+def _apply_merges(word: tuple[str, ...], ranks: dict[tuple[str, str], int],
+                  merges: list[tuple[str, str]]) -> tuple[str, ...]:
+    """`word` merged as open_clip merges it, in O(n log n) for a word of n symbols.
 
-
-def _merge_pair(word: tuple[str, ...], first: str, second: str) -> tuple[str, ...]:
-    """Join every non-overlapping (first, second) in word, scanning left to right."""
-    merged: list[str] = []
-    i = 0
-    while i < len(word):
-        if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
-            merged.append(first + second)
-            i += 2
-        else:
-            merged.append(word[i])
-            i += 1
-    return tuple(merged)
+    open_clip repeats, until no adjacent pair has a rank: take the best-ranked pair present (ranks
+    are distinct, so it is one pair), and join all its occurrences, left to right, never
+    overlapping ("a a a" -> "aa a"). That costs a pass over the word per merge: a random word of
+    120,000 letters took 81 s. Here the same steps, each pass touching only the occurrences of its
+    pair: the symbols are a linked list, and a heap holds (rank, position) for each adjacent pair
+    with a rank, pushed when the pair comes to be. A pass takes out every entry of the best rank
+    before joining any (in position order: left to right) and skips those no longer there (their
+    left symbol joined to the one before, or changed), so pairs its joins create wait for the
+    next pass, as in open_clip, even if their rank is better. A join cannot create the pass's
+    own pair (its symbol is longer than either half), and a position's pair only ever grows, so
+    no stale entry is taken for a live one.
+    """
+    symbols = list(word)  # symbols[i] == "": joined into the symbol before it
+    after = [*range(1, len(symbols)), -1]  # the next live position; -1 at the end
+    before = list(range(-1, len(symbols) - 1))
+    heap = [(rank, i) for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
+            if (rank := ranks.get(pair)) is not None]
+    heapq.heapify(heap)
+    while heap:
+        rank = heap[0][0]
+        first, second = merges[rank]
+        places = []
+        while heap and heap[0][0] == rank:
+            places.append(heapq.heappop(heap)[1])
+        for i in places:
+            j = after[i]
+            if symbols[i] != first or j < 0 or symbols[j] != second:
+                continue  # taken by the join on its left in this pass, or changed since it was pushed
+            joined = symbols[i] = first + second
+            symbols[j] = ""
+            after[i] = k = after[j]
+            if k >= 0:
+                before[k] = i
+                if (next_rank := ranks.get((joined, symbols[k]))) is not None:
+                    heapq.heappush(heap, (next_rank, i))
+            if (h := before[i]) >= 0 and (next_rank := ranks.get((symbols[h], joined))) is not None:
+                heapq.heappush(heap, (next_rank, h))
+    return tuple(symbol for symbol in symbols if symbol)
 
 
 class ClipTokenizer:
@@ -155,7 +184,9 @@ class ClipTokenizer:
             raise ValueError(f"context_length must be at least 1, got {context_length}")
         merges = _read_merges(Path(vocab_path))
         self._encoder = _build_encoder(merges)
+        # As open_clip builds it: should a merge repeat, its last rank wins (and merges[rank] is it).
         self._ranks = {merge: rank for rank, merge in enumerate(merges)}
+        self._merges = merges
         self._clean = _CLEANERS[clean]
         # Word -> space-joined BPE symbols. Plain dict get/set: a race costs a recomputation of the
         # same value, never a wrong one. The special tokens are seeded so they never split.
@@ -197,17 +228,7 @@ class ClipTokenizer:
         symbols = (*word[:-1], word[-1] + "</w>")
         if len(symbols) == 1:
             return word + "</w>"  # open_clip does not cache single characters either
-        symbols = self._apply_merges(symbols)
+        symbols = _apply_merges(symbols, self._ranks, self._merges)
         joined = " ".join(symbols)
         self._cache[word] = joined
         return joined
-
-    def _apply_merges(self, word: tuple[str, ...]) -> tuple[str, ...]:
-        """Merge the best-ranked adjacent pair until no pair has a rank or one symbol is left."""
-        while len(word) > 1:
-            pairs = _pairs(word)
-            best = min(pairs, key=lambda pair: self._ranks.get(pair, float("inf")))
-            if best not in self._ranks:
-                break
-            word = _merge_pair(word, *best)
-        return word
