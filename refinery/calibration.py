@@ -13,14 +13,14 @@ which gives each file a group (same group: one picture) and a role.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from refinery.errors import ModelError
+from refinery.errors import ModelError, RefineryError
+from refinery.io.fileio import read_json
 from refinery.spec import MIN_THRESHOLD
 
 ROLES = ("original", "near", "semantic")  # the copies worth keeping apart; defects are the quality stage's
@@ -55,9 +55,9 @@ def read_labelled(corpus: Path) -> Labelled:
     """CORPUS/truth.json's originals, near and semantic copies that exist under CORPUS/images."""
     truth_path = Path(corpus) / "truth.json"
     try:
-        files = json.loads(truth_path.read_text())["files"]
+        files = read_json(truth_path, "a corpus' truth.json")["files"]  # type: ignore[index]
         rows = sorted((name, int(v["group"]), str(v["role"])) for name, v in files.items() if v["role"] in ROLES)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (RefineryError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(f"{truth_path}: cannot read the corpus labels ({type(e).__name__}: {e}); --calibrate takes a "
                          "folder as ../shared/bench/make_corpus.py writes it (images/ and truth.json)") from None
     rows = [r for r in rows if "/" not in r[0] and (Path(corpus) / "images" / r[0]).is_file()]

@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from refinery.errors import ConfigError
+from refinery.errors import ConfigError, RefineryError
+from refinery.io.fileio import read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -277,6 +278,8 @@ def check(section: str, key: str, value: Any, kind: type, meta: Mapping[str, Any
         raise fail(allowed if "choices" in meta else ", ".join(filter(None, (kind_text, allowed))))
     if not _in_range(converted, meta):
         raise fail(allowed)
+    if isinstance(converted, str) and "\x00" in converted:
+        raise fail("text without a NUL character")
     return converted
 
 
@@ -309,9 +312,13 @@ def load_config(path: Path | None = None) -> Config:
     """Read a TOML config and validate it; keys it leaves out keep their defaults; unknown keys are errors."""
     path = Path(path) if path else default_config_path()
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config: {e}") from e
+        data = tomllib.loads(read_regular(path).decode("utf-8"))
+    except RefineryError as e:
+        raise ConfigError(str(e)) from None
+    except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: a file that is not UTF-8
+        raise ConfigError(f"{path}: cannot read config: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: cannot read config: nested too deeply") from None
     sections: dict[str, Any] = typing.get_type_hints(Config)
     unknown = sorted(set(data) - sections.keys())
     if unknown:

@@ -65,7 +65,7 @@ class SpecFile:
         return cls.from_dict(d)
 
     def save(self, path: Path) -> None:
-        write_output(path, Kind.JSON, json.dumps(marked("model spec", self.to_dict()), indent=2) + "\n")
+        write_output(path, Kind.SPEC, json.dumps(marked(Kind.SPEC, self.to_dict()), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Any:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -68,33 +69,45 @@ def test_each_kind_knows_its_own_mark(tmp_path: Path) -> None:
     user.write_text('{"summary": {}, "files": []}')  # looks like an old report, carries no mark
     assert not any(is_ours(user, kind) for kind in Kind)
     ours = tmp_path / "r.json"
-    write_output(ours, Kind.JSON, json.dumps(marked("test", {"a": 1})))
-    assert is_ours(ours, Kind.JSON) and not is_ours(ours, Kind.PAGE) and not is_ours(ours, Kind.CSV)
-    assert json.loads(ours.read_text()) == {"refinery": "test", "a": 1}
+    write_output(ours, Kind.EVAL, json.dumps(marked(Kind.EVAL, {"a": 1}), indent=2))
+    assert is_ours(ours, Kind.EVAL) and not any(is_ours(ours, kind) for kind in Kind if kind != Kind.EVAL)
+    assert json.loads(ours.read_text()) == {"refinery": "eval", "a": 1}
     from refinery.runner.session import default_model_path
 
     assert is_ours(default_model_path(), Kind.ONNX)  # producer_name "refinery", as every export writes
-    assert not is_ours(default_model_path(), Kind.JSON)
+    assert not is_ours(default_model_path(), Kind.SPEC)
 
 
 def test_nothing_refinery_did_not_write_is_replaced(tmp_path: Path) -> None:
     user = tmp_path / "notes.json"
     user.write_text("my notes")
-    with pytest.raises(OutputRefused, match="already exists and is not a refinery JSON file"):
-        check_outputs([Output(user, "--report", Kind.JSON)])
+    with pytest.raises(OutputRefused, match="already exists and is not a refinery dedup report"):
+        check_outputs([Output(user, "--report", Kind.REPORT)])
     (tmp_path / "link.json").symlink_to(user)
     with pytest.raises(OutputRefused, match="is a symbolic link"):
-        check_outputs([Output(tmp_path / "link.json", "--report", Kind.JSON)])
+        check_outputs([Output(tmp_path / "link.json", "--report", Kind.REPORT)])
     (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere")
     with pytest.raises(OutputRefused, match="is a symbolic link"):
-        write_output(tmp_path / "dangling.json", Kind.JSON, json.dumps(marked("x", {})))
+        write_output(tmp_path / "dangling.json", Kind.REPORT, json.dumps(marked(Kind.REPORT, {})))
     assert not (tmp_path / "nowhere").exists()
     os.mkfifo(tmp_path / "fifo.json")  # must not hang waiting for a writer
     with pytest.raises(OutputRefused, match="not a regular file"):
-        check_outputs([Output(tmp_path / "fifo.json", "--report", Kind.JSON)])
+        check_outputs([Output(tmp_path / "fifo.json", "--report", Kind.REPORT)])
     with pytest.raises(OutputRefused, match="is a folder"):
-        check_outputs([Output(tmp_path, "--report", Kind.JSON)])
+        check_outputs([Output(tmp_path, "--report", Kind.REPORT)])
     assert user.read_text() == "my notes"
+
+
+def test_one_kind_of_refinery_json_never_replaces_another(tmp_path: Path) -> None:
+    """A dedup report written over a model's spec would make the model unusable; an eval result
+    over a report would lose what `apply` reads."""
+    spec, report = tmp_path / "model.json", tmp_path / "r.json"
+    write_output(spec, Kind.SPEC, json.dumps(marked(Kind.SPEC, {"name": "m"}), indent=2))
+    write_output(report, Kind.REPORT, json.dumps(marked(Kind.REPORT, {"summary": {}})))
+    with pytest.raises(OutputRefused, match="is not a refinery dedup report"):
+        check_outputs([Output(spec, "--report", Kind.REPORT)])
+    with pytest.raises(OutputRefused, match="is not a refinery eval result"):
+        check_outputs([Output(report, "--json", Kind.EVAL)])
 
 
 def test_an_output_may_be_neither_an_input_nor_another_output(tmp_path: Path) -> None:
@@ -102,15 +115,15 @@ def test_an_output_may_be_neither_an_input_nor_another_output(tmp_path: Path) ->
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"a picture")
     with pytest.raises(OutputRefused, match="is a file in .*photos, an input"):
-        check_outputs([Output(folder / "a.jpg", "--report", Kind.JSON)], inputs=[folder])
+        check_outputs([Output(folder / "a.jpg", "--report", Kind.REPORT)], inputs=[folder])
     with pytest.raises(OutputRefused, match="is an input of this command"):
         check_outputs([Output(folder / "a.jpg", "--html", Kind.PAGE)], inputs=[folder / "a.jpg"])
     with pytest.raises(OutputRefused, match="are the same file"):
-        check_outputs([Output(tmp_path / "x", "--report", Kind.JSON), Output(tmp_path / "x", "--html", Kind.PAGE)])
+        check_outputs([Output(tmp_path / "x", "--report", Kind.REPORT), Output(tmp_path / "x", "--html", Kind.PAGE)])
     (tmp_path / "alias.json").symlink_to(folder / "a.jpg")
     with pytest.raises(OutputRefused):
-        check_outputs([Output(tmp_path / "alias.json", "--report", Kind.JSON)], inputs=[folder])
-    check_outputs([Output(folder / "new.json", "--report", Kind.JSON)], inputs=[folder])  # a new file beside them
+        check_outputs([Output(tmp_path / "alias.json", "--report", Kind.REPORT)], inputs=[folder])
+    check_outputs([Output(folder / "new.json", "--report", Kind.REPORT)], inputs=[folder])  # a new file beside them
     assert (folder / "a.jpg").read_bytes() == b"a picture"
 
 
@@ -238,8 +251,8 @@ def test_export_again_replaces_its_own_files(clip_model: Path, tmp_path: Path) -
     proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
                    "--format", "onnx")
     assert proc.returncode == 0, proc.stderr
-    for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.JSON), (".text.onnx", Kind.ONNX),
-                         (".text.json", Kind.JSON), (".vocab.txt.gz", Kind.VOCAB)):
+    for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.SPEC), (".text.onnx", Kind.ONNX),
+                         (".text.json", Kind.SPEC), (".vocab.txt.gz", Kind.VOCAB)):
         refuse_unless_ours(prefix.with_suffix(suffix), kind)
 
 
@@ -253,3 +266,41 @@ def test_a_name_that_drives_a_terminal_is_printed_escaped(photos: Path) -> None:
     assert "bad\\x1b]0;owned\\x07\\x1b[2J\\x0d\\xff.jpg" in line
     proc = run_cli("dedup", str(photos / "\x1b[2Jnowhere"), *CPU)  # click's own usage error too
     assert proc.returncode == 2 and "\x1b" not in proc.stderr and "\\x1b[2Jnowhere" in proc.stderr
+
+
+def test_no_output_goes_into_a_destination(photos: Path, tmp_path: Path) -> None:
+    """A report in DEST/.refinery would take the journal's name; one in DEST a moved file's."""
+    dest = tmp_path / "rejects"
+    for target in (dest / ".refinery" / "journal.jsonl", dest / "r.json", dest):
+        proc = run_cli("dedup", str(photos), "--move-rejects-to", str(dest), "--report", str(target), *CPU)
+        assert proc.returncode == 1 and "where files are moved or copied" in one_error_line(proc)
+        assert "images/s" not in proc.stdout  # refused before the scan
+    assert not (dest / ".refinery" / "journal.jsonl").exists() and not (dest / "r.json").exists()
+
+
+@pytest.mark.parametrize("command", ["dedup", "embed"])
+def test_a_full_disk_under_an_output_is_one_line(photos: Path, tmp_path: Path, command: str) -> None:
+    from test_safety import in_namespace
+
+    full = tmp_path / "full"
+    full.mkdir()
+    flag, name = ("--report", "r.json") if command == "dedup" else ("--out", "v.npz")
+    script = (f"mount -t tmpfs -o size=64k none {full} && (head -c 100000 /dev/zero > {full}/filler 2>/dev/null; true) && "
+              f"{sys.executable} -m refinery {command} {photos} {flag} {full}/{name} --device cpu; echo rc=$?; "
+              f"ls -A {full}")
+    proc = in_namespace(script)
+    assert "rc=1" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot write {full}/{name}: No space left on device" in one_error_line(proc)
+    assert proc.stdout.split("rc=1")[1].split() == ["filler"]  # nothing half-written left
+
+
+def test_a_newline_in_a_name_cannot_forge_an_output_line(photos: Path, tmp_path: Path) -> None:
+    forged = "q.jpg\n   1     1.0000  forged"
+    shutil.copy(photos / "p1.jpg", photos / forged)
+    index = tmp_path / "idx"
+    assert run_cli("index", str(photos), "--out", str(index), *CPU).returncode == 0
+    proc = run_cli("search", str(index), str(photos / forged), "-k", "2", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert not any(line.strip().endswith("forged") and not line.startswith("query") for line in
+                   proc.stdout.splitlines() if "\\x0a" not in line), proc.stdout
+    assert "q.jpg\\x0a   1     1.0000  forged" in proc.stdout

@@ -58,6 +58,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: NaN and infinity pass click's FloatRange, and no option wants them."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--config, --set, --model, --device, --batch-size: shared by every command that embeds."""
     func = click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -104,10 +113,11 @@ class _ClickHandler(logging.Handler):
         tqdm.write(prefix + printable(record.getMessage()), file=sys.stderr)
 
 
-def echo(text: str = "", err: bool = False) -> None:
-    """click.echo for refinery's output lines: what a name holds is shown, never acted on by the
-    terminal (refinery/io/names.py); a message's own line breaks stay."""
-    click.echo(printable(text, keep_newlines=True), err=err)
+def echo(text: str = "", err: bool = False, lines: bool = False) -> None:
+    """click.echo for refinery's output: what a name holds is shown, never acted on by the
+    terminal (refinery/io/names.py), a newline in it too, so a name cannot forge a line. With
+    `lines`, `text` is several lines whose names were escaped already: its line breaks stay."""
+    click.echo(printable(text, keep_newlines=lines), err=err)
 
 
 class _Group(click.Group):

@@ -26,6 +26,7 @@ from refinery.cli.common import (
     stop_on_signal,
     with_model_threshold,
 )
+from refinery.io.names import printable
 
 log = logging.getLogger("refinery")
 
@@ -78,10 +79,11 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     # go, and that the destination is free (its lock is held until the moves are done).
     if html_path and not isinstance(root, Path):
         raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
-    check_outputs([Output(report, "--report", Kind.JSON) if report else None,
+    check_outputs([Output(report, "--report", Kind.REPORT) if report else None,
                    Output(csv_path, "--csv", Kind.CSV) if csv_path else None,
                    Output(html_path, "--html", Kind.PAGE) if html_path else None],
-                  inputs=[root if isinstance(root, Path) else None, config_path])
+                  inputs=[root if isinstance(root, Path) else None, config_path],
+                  destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)])
     preflight(root, move_rejects_to, copy_keepers_to)
     embedder = make_embedder(cfg)
     cfg = with_model_threshold(cfg, embedder.path, embedder.spec, config_path, assignments)
@@ -97,7 +99,7 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             write_json(result, report)
         if csv_path:
             write_csv(result, csv_path)
-        echo(summary_table(result))
+        echo(summary_table(result), lines=True)
         if stop.is_set():
             echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
@@ -167,7 +169,7 @@ def dry_run_summary(result: Any, examples: int = 4, reviewed: bool = False) -> s
             shown += [f for f in removed if f.stage == stage][:1]
         shown += [f for f in removed if f not in shown][:max(0, examples - len(shown))]
         lines.append(f"{len(removed)} files would be removed, for example:")
-        lines += [f"  {f.path}: {f.reason}" for f in shown[:examples]]
+        lines += [f"  {printable(f.path)}: {printable(f.reason)}" for f in shown[:examples]]
         if not reviewed:
             lines.append("see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
                          "review.html`);")
@@ -181,7 +183,7 @@ def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers
     from refinery.dedup import actions
 
     if journal is None and copy_keepers_to is None:
-        echo(dry_run_summary(result, reviewed=reviewed))
+        echo(dry_run_summary(result, reviewed=reviewed), lines=True)
         return 0
     folder = Path(result.root)
     failed = 0
@@ -269,6 +271,6 @@ def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...
 
     cfg = apply_overrides(load_config(config_path), list(assignments))
     echo(f"# {config_path or default_config_path()}")
-    echo(to_toml(cfg))
+    echo(to_toml(cfg), lines=True)
 
 

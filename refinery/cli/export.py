@@ -51,7 +51,7 @@ def export_outputs(prefix: Path, formats: tuple[str, ...], fp16: bool, int8: boo
         models.append(prefix.with_suffix(".fp16.onnx"))
     if int8:
         models.append(prefix.with_suffix(".int8.onnx"))
-    outputs = [Output(m, "--out", Kind.ONNX) for m in models] + [Output(m.with_suffix(".json"), "--out", Kind.JSON)
+    outputs = [Output(m, "--out", Kind.ONNX) for m in models] + [Output(m.with_suffix(".json"), "--out", Kind.SPEC)
                                                                  for m in models]
     if clip:
         outputs.append(Output(prefix.with_suffix(".vocab.txt.gz"), "--out", Kind.VOCAB))
@@ -103,7 +103,7 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
 
     if list_only:
         for a in ARCHS.values():
-            echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}")
+            echo(f"{a.name:20s} {a.description}\n{'':20s} weights: {a.weights}", lines=True)
         echo(f"{'openclip:NAME':20s} any other open_clip model with its own text transformer: a built-in "
              "name (ViT-L-14) or local-dir:FOLDER")
         return

@@ -15,6 +15,7 @@ from refinery.cli.common import (
     EXIT_INTERRUPTED,
     ProgressBars,
     echo,
+    finite,
     handle_errors,
     main,
     stop_on_signal,
@@ -31,7 +32,7 @@ log = logging.getLogger("refinery")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the kept frames (STEM_t000123.400.jpg); made if missing, nothing in it overwritten.")
 @click.option("--every", type=click.IntRange(1), default=None, help="Look at every N-th frame (default: every frame).")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None, callback=finite,
               help="Look at about this many frames a second instead.")
 @click.option("--quality", "jpeg_quality", type=click.IntRange(50, 100), default=92, show_default=True,
               help="JPEG quality of the frames written.")
@@ -63,7 +64,7 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
     cfg = settings(config_path, assignments, None, None, None)
-    check_outputs([Output(report, "--report", Kind.JSON) if report else None,
+    check_outputs([Output(report, "--report", Kind.FRAMES_REPORT) if report else None,
                    Output(html_path, "--html", Kind.PAGE) if html_path else None],
                   inputs=[*videos, out, config_path])
     check_writable_folder(out)
@@ -93,7 +94,7 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
                               "s" if left > 1 else "")
                 break
     if report:
-        write_output(report, Kind.JSON, json.dumps(marked("frames report", {
+        write_output(report, Kind.FRAMES_REPORT, json.dumps(marked(Kind.FRAMES_REPORT, {
             "out": str(out.resolve()), "videos": [r.to_dict() for r in results]}), indent=1))
     if html_path:
         write_page(ctx, results, out, html_path)

@@ -157,7 +157,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
         # ASCII: a byte of a name that is not UTF-8 is written \udcNN (Python's surrogateescape,
         # as the dedup report writes it): os.fsencode(json.loads(...)) gives the name's bytes back.
         echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
-                        indent=1, ensure_ascii=True))
+                        indent=1, ensure_ascii=True), lines=True)
     else:
         for asked, hits in answers:
             echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')
@@ -199,15 +199,15 @@ def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None,
     from refinery.io.outputs import Kind, Output, check_outputs, marked, write_output
     from refinery.retrieval.evaluate import evaluate, table
 
-    check_outputs([Output(json_out, "--json", Kind.JSON) if json_out else None], inputs=[folder, config_path])
+    check_outputs([Output(json_out, "--json", Kind.EVAL) if json_out else None], inputs=[folder, config_path])
     cfg = settings(config_path, assignments, None, None, None)
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     with ProgressBars(ctx) as bars:
         results = evaluate(folder, cfg, [m.strip() for m in models.split(",")], wanted, k, faces, device, bars,
                            cache_for=lambda emb: open_cache(cfg, emb, folder, "faces" if faces else ""))
-    echo(table(results, k))
+    echo(table(results, k), lines=True)
     if json_out:
-        write_output(json_out, Kind.JSON, json.dumps(
-            marked("eval", {"k": k, "methods": {name: s.to_dict() for name, s in results.items()}}), indent=1))
+        write_output(json_out, Kind.EVAL, json.dumps(
+            marked(Kind.EVAL, {"k": k, "methods": {name: s.to_dict() for name, s in results.items()}}), indent=1))
 
 

@@ -56,7 +56,7 @@ def train_cmd(ctx: click.Context, folder: Path, out: Path, arch: str | None, che
     check_destination(folder, out, "--out")  # OUT/heldout inside FOLDER would be taken for an identity
     check_outputs([Output(out / "checkpoint.pt", "--out", Kind.CHECKPOINT)]
                   + [Output(out / f"{stem}{suffix}", "--out", kind) for stem in ("model", "start")
-                     for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.JSON))],
+                     for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.SPEC))],
                   inputs=[folder, checkpoint, config_path])
     try:
         from refinery.train.loop import train
@@ -84,7 +84,7 @@ def train_cmd(ctx: click.Context, folder: Path, out: Path, arch: str | None, che
     echo(f"trained on {len(result.train_identities)} identities, held out {len(result.test_identities)}; "
          f"mean loss per epoch: {', '.join(f'{x:.4f}' for x in result.losses)}")
     if result.table:
-        echo(result.table)
+        echo(result.table, lines=True)
     echo(f"wrote {result.model} (use: refinery dedup DIR --model {result.model})")
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from refinery.dedup.run import DedupResult
-from refinery.io.outputs import Kind, output_path
+from refinery.io.outputs import JSON_MARKS, Kind, output_path
 
 FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file")
 
@@ -17,9 +17,9 @@ FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "
 def write_json(result: DedupResult, path: Path) -> None:
     """{"refinery": "dedup report", "summary": {...}, "files": [{...}, ...]}, one file per line,
     written as it goes (100,000 files never sit in memory twice)."""
-    with output_path(path, Kind.JSON) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write('{"refinery": "dedup report",\n "summary": ' + json.dumps(result.summary(), indent=1)
-                  + ',\n "files": [\n')
+    with output_path(path, Kind.REPORT) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        mark = json.dumps(JSON_MARKS[Kind.REPORT])
+        out.write(f'{{"refinery": {mark},\n "summary": ' + json.dumps(result.summary(), indent=1) + ',\n "files": [\n')
         for k, f in enumerate(result.files):
             out.write((",\n" if k else "") + json.dumps({key: getattr(f, key) for key in FIELDS}))
         out.write("\n]}\n")

@@ -261,7 +261,7 @@ def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int
     spec = spec.replace(opset=opset)
     onnx_export.export_graph(TextTower(clip), torch.from_numpy(ours[:2]), spec.input_name, spec.output_name, path,
                              opset, spec.to_metadata())
-    remove_own(path.with_suffix(".json"), Kind.JSON)  # as write_onnx: the new one goes once parity holds
+    remove_own(path.with_suffix(".json"), Kind.SPEC)  # as write_onnx: the new one goes once parity holds
     with torch.no_grad():  # open_clip's own path: its tokens, then `encode_text`
         reference = clip.model.encode_text(theirs).numpy()
     outputs = TextEmbedder(path, device="cpu").run(ours)

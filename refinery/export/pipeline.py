@@ -126,7 +126,7 @@ def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: 
     result.spec = spec
     # A sidecar of an earlier export would contradict the new model's metadata: the check
     # below reads the metadata alone, and the new sidecar is written once it has passed.
-    remove_own(onnx_path.with_suffix(".json"), Kind.JSON)
+    remove_own(onnx_path.with_suffix(".json"), Kind.SPEC)
     result.parity.append(check_onnx(onnx_path, spec, images, reference, "onnx fp32", FP32))
     spec.save(onnx_path.with_suffix(".json"))
     result.files += [onnx_path, onnx_path.with_suffix(".json")]

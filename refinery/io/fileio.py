@@ -114,15 +114,29 @@ def check_writable_folder(folder: Path) -> None:
         raise RefineryError(f"{folder}: cannot write there: {e.strerror or e}") from None
 
 
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at `path`; RefineryError in one line if it cannot be read
+    or is not a regular file (a FIFO is never waited on, /dev/zero never read to its end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise RefineryError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RefineryError(f"{path}: not a regular file (a FIFO, a device or a folder); give a file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise RefineryError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path, what: str) -> object:
     """The JSON value in `path`, or RefineryError in one line naming the file and why: it cannot
     be read, is not UTF-8, is not JSON, or nests deeper than Python's parser goes (a hand-made
     file). `what` says what the file should have been ("a dedup report")."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise RefineryError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = read_regular(path)
     try:
         return json.loads(raw.decode("utf-8"))
     except RecursionError:

@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -36,7 +36,6 @@ from refinery.errors import RefineryError
 from refinery.io.fileio import atomic_path, check_writable, write_bytes_atomic
 
 SNIFF_BYTES = 4096  # refinery's mark stands within a file's first 4 KB
-_JSON_MARK = re.compile(rb'\s*\{\s*"refinery"\s*:')  # the first key of every JSON file refinery writes
 PAGE_MARK = '<meta name="generator" content="refinery">'  # in the <head> of every page refinery writes
 ONNX_MARK = b"\x12\x08refinery"  # producer_name "refinery", the second field of an exported ModelProto
 CSV_MARK = "path,decision,stage,reason,"  # the start of the header row of refinery's CSV report
@@ -51,13 +50,23 @@ class OutputRefused(RefineryError):
 class Kind(Enum):
     """What an output holds, and so how refinery knows an earlier one of its own."""
 
-    JSON = "a refinery JSON file"  # reports, eval results, model specs
+    # JSON files: their first key "refinery" names what they are (`marked`).
+    REPORT = "a refinery dedup report"
+    FRAMES_REPORT = "a refinery frames report"
+    EVAL = "a refinery eval result"
+    SPEC = "a model spec refinery wrote"
     CSV = "a refinery CSV report"
     PAGE = "a refinery page"  # review pages, contact sheets
     NPZ = "a refinery embeddings file"
     ONNX = "a model refinery exported"
     VOCAB = "a vocabulary refinery wrote"
     CHECKPOINT = "a checkpoint refinery train wrote"
+
+
+# The first key of every JSON file refinery writes: {"refinery": "dedup report", ...}. A report
+# never replaces a model's spec, nor an eval result a report that `apply` still needs.
+JSON_MARKS = {Kind.REPORT: "dedup report", Kind.FRAMES_REPORT: "frames report", Kind.EVAL: "eval",
+              Kind.SPEC: "model spec"}
 
 
 @dataclass(frozen=True)
@@ -69,14 +78,22 @@ class Output:
     kind: Kind
 
 
-def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[Path | None] = ()) -> None:
+def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[Path | None] = (),
+                  destinations: Iterable[tuple[str, Path | None]] = ()) -> None:
     """Refuse now, in one line, any output that would land on an input, on another output, or
     on a file refinery did not write; and any whose folder cannot be written.
 
-    `inputs` are the files and folders the command reads (missing ones are ignored).
+    `inputs` are the files and folders the command reads (missing ones are ignored);
+    `destinations` (option, folder) the folders files are moved or copied into, where no
+    output may go (it could take a moved file's name, or the journal's).
     """
     outs = [o for o in outputs if o is not None]
     ins = [Path(p) for p in inputs if p is not None and os.path.lexists(p)]
+    for flag, dest in destinations:
+        for out in outs:
+            if dest is not None and _holds(dest, out.path):
+                raise OutputRefused(f"{out.flag} {out.path} is inside {flag} {dest}, where files are moved or "
+                                    "copied; write it elsewhere")
     seen: dict[tuple[int, int] | str, Output] = {}
     for out in outs:
         key = _identity(out.path)
@@ -137,8 +154,11 @@ def output_path(path: Path, kind: Kind) -> Iterator[Path]:
     carries refinery's mark for `kind` (checked again now: it may have changed since the
     command checked it). On error nothing is left and `path` is as it was."""
     path = Path(path)
-    with atomic_path(path, place=lambda tmp: _place(tmp, path, kind)) as tmp:
-        yield tmp
+    try:
+        with atomic_path(path, place=lambda tmp: _place(tmp, path, kind)) as tmp:
+            yield tmp
+    except OSError as e:  # a full disk, a folder that went away
+        raise RefineryError(f"cannot write {path}: {e.strerror or e}; it is as it was") from None
 
 
 def remove_own(path: Path, kind: Kind) -> None:
@@ -148,9 +168,9 @@ def remove_own(path: Path, kind: Kind) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-def marked(what: str, data: dict) -> dict:
-    """`data` as a JSON output of refinery's: its mark, the key "refinery" naming what it is, first."""
-    return {"refinery": what, **data}
+def marked(kind: Kind, data: dict) -> dict:
+    """`data` as a JSON output of refinery's: its mark first, the key "refinery" naming its kind."""
+    return {"refinery": JSON_MARKS[kind], **data}
 
 
 def write_output(path: Path, kind: Kind, data: str | bytes) -> None:
@@ -206,8 +226,9 @@ def _identity(path: Path) -> tuple[int, int] | str:
         return os.path.realpath(path)
 
 
-def _sniff_json(f: BinaryIO) -> bool:
-    return _JSON_MARK.match(f.read(SNIFF_BYTES)) is not None
+def _json_sniffer(kind: Kind) -> Callable[[BinaryIO], bool]:
+    mark = re.compile(rb'\s*\{\s*"refinery"\s*:\s*"' + re.escape(JSON_MARKS[kind].encode()) + b'"')
+    return lambda f: mark.match(f.read(SNIFF_BYTES)) is not None
 
 
 def _sniff_csv(f: BinaryIO) -> bool:
@@ -244,5 +265,6 @@ def _sniff_checkpoint(f: BinaryIO) -> bool:
         return len(pickles) == 1 and CHECKPOINT_MARK.encode() in z.read(pickles[0])
 
 
-_SNIFFERS = {Kind.JSON: _sniff_json, Kind.CSV: _sniff_csv, Kind.PAGE: _sniff_page, Kind.NPZ: _sniff_npz,
-             Kind.ONNX: _sniff_onnx, Kind.VOCAB: _sniff_vocab, Kind.CHECKPOINT: _sniff_checkpoint}
+_SNIFFERS = {**{kind: _json_sniffer(kind) for kind in JSON_MARKS}, Kind.CSV: _sniff_csv, Kind.PAGE: _sniff_page,
+             Kind.NPZ: _sniff_npz, Kind.ONNX: _sniff_onnx, Kind.VOCAB: _sniff_vocab,
+             Kind.CHECKPOINT: _sniff_checkpoint}

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import embed_every_picture
 from refinery.errors import RefineryError, UnreadableImage
-from refinery.io.fileio import create_exclusive, file_sha256
+from refinery.io.fileio import create_exclusive, file_sha256, read_json
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
 from refinery.retrieval import faces as face_finder
@@ -236,10 +237,9 @@ class RetrievalIndex:
     def load(cls, path: Path, device: str = "auto") -> RetrievalIndex:
         path = Path(path)
         try:
-            meta = json.loads((path / "index.json").read_text())
-        except (OSError, ValueError) as e:
-            raise RefineryError(f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out "
-                                f"{path}`") from None
+            meta = read_json(path / "index.json", "an index's index.json")
+        except RefineryError as e:
+            raise RefineryError(f"{e}; make an index with `refinery index DIR --out {path}`") from None
         if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
             version = meta.get("version") if isinstance(meta, dict) else None
             raise RefineryError(f"{path}: index version {version}, this refinery reads "
@@ -250,12 +250,18 @@ class RetrievalIndex:
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
             raise RefineryError(f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
                                 "which is not there any more; build the index again")
-        index = faiss.read_index(str(path / "embedding.faiss"))
+        try:  # the parts' hashes are in index.json, which a hand can edit too
+            index = faiss.read_index(str(path / "embedding.faiss"))
+            sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
+            pixels = np.load(path / "pixels.npy", allow_pickle=False)
+        except (RuntimeError, ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            text = str(e).strip()  # faiss' messages end with what went wrong, after its source location
+            why = text.rsplit(" failed: ", 1)[-1].splitlines()[-1][-160:] if text else type(e).__name__
+            raise RefineryError(f"{path}: damaged index: its files cannot be read ({why}); build it again with "
+                                "`refinery index`") from None
         if isinstance(index, faiss.IndexHNSWFlat):
             index.hnsw.efSearch = HNSW_EF_SEARCH
-        sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
         paths = [f[0] for f in meta["files"]]
-        pixels = np.load(path / "pixels.npy")
         if not (index.ntotal == len(pixels) == len(paths) and (sift is None or len(sift) == len(paths))):
             raise RefineryError(f"{path}: damaged index: its files hold different numbers of pictures; build it "
                                 "again with `refinery index`")
@@ -356,8 +362,8 @@ def _index_json(folder: Path) -> dict | None:
     try:
         if not path.is_file() or path.is_symlink():
             return None
-        meta = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        meta = read_json(path, "an index's index.json")
+    except (OSError, RefineryError):
         return None
     if isinstance(meta, dict) and isinstance(meta.get("version"), int) and {"files", "model", "root"} <= meta.keys():
         return meta

@@ -197,6 +197,9 @@ def _before_after(ids: data.Identities, test_ids: list[str], result: TrainResult
         for rel in ids.pictures[name]:
             target = heldout / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            if Path(os.path.realpath(target.parent)) != Path(os.path.realpath(heldout)) / Path(rel).parent:
+                raise RefineryError(f"{target.parent} is a symbolic link out of {heldout}; refinery puts held-out "
+                                    "pictures only into real folders there: move it, or choose another --out")
             try:
                 os.link(ids.root / rel, target)
             except FileExistsError:
