@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
     from refinery.retrieval.index import Hit, RetrievalIndex
+    from refinery.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ MB = 1024 * 1024
 MAX_UPLOAD_BYTES = 20 * MB  # a phone camera's JPEG is 2-8 MB; a RAW file is not a query
 THUMB = 256  # longest side of the thumbnails, in pixels
 MAX_K = 100
+# A search resizes, measures and embeds what is left of a query picture once decode has reduced it
+# (halving each side up to three times, while both stay large enough for the model): a 12000 x 9000
+# photo leaves 1.7 Mpx. Only a picture too long and thin to halve leaves more: a PNG of 14.5 KB
+# declaring 119,000,000 x 1 pixels, under the limit of 120 Mpx, kept all of them and took 9 s,
+# holding up every search behind it. The most this lets through (40,000 x 400) takes 0.5 s.
+MAX_QUERY_PIXELS = 16_000_000
 # Request bodies in memory, all requests together, are kept under this many of the largest
 # (the byte budget): with the search itself one at a time, a few are enough to keep the page
 # responsive. A budget of bytes, not a count of uploads: a count is a queue, and four clients
@@ -340,6 +347,28 @@ def choose(upload: Upload, served: list[Served]) -> tuple[int, str, int, str]:
     return number, fields["method"], k, fields["metric"]
 
 
+def check_header(data: bytes, name: str, spec: ModelSpec) -> None:
+    """Refuse (UnreadableImage) from its header alone, before a pixel is decoded, a query picture
+    over the pixel limit, or one that would leave more than MAX_QUERY_PIXELS for a search on a
+    model of `spec` once reduced. A header Pillow cannot read is left to the search, which says why.
+    """
+    from PIL import Image
+
+    from refinery.io.images import check_pixels, reduction, stage_minimums  # before Pillow opens anything
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # the header only
+            width, height = im.size
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return
+    check_pixels(width, height, name)
+    left = width * height // reduction(width, height, *stage_minimums(spec)) ** 2
+    if left > MAX_QUERY_PIXELS:
+        raise UnreadableImage(name, f"declares {width}x{height} pixels, too long and thin to reduce: "
+                                    f"{left / 1e6:.3g} Mpx to work on, over the limit of "
+                                    f"{MAX_QUERY_PIXELS / 1e6:.0f} Mpx for a query; not decoded")
+
+
 def thumbnail_jpeg(root: Path, rel: str) -> bytes:
     """A JPEG of the picture at `root/rel`, longest side THUMB; only inside `root`.
 
@@ -392,6 +421,8 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
         index = served[number].index
         if not index.paths and (upload.text is None or index.searchable_by_text):
             return []  # FAISS refuses to search for 0 neighbours, which is all an empty index has
+        if upload.text is None:
+            check_header(upload.data, upload.name, index.embedder.spec)  # before the lock: it reads a header
         with search_lock:
             if upload.text is not None:  # NoTextTower at once, opening nothing, on a model with none
                 return index.search_text(upload.text, k, metric)

@@ -9,13 +9,16 @@ import json
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,6 +374,54 @@ def test_a_bad_request_gets_400_and_a_one_line_reason(server: Server, data: byte
     reply = search(server, server.query.read_bytes() if data is None else data, **fields)
     assert reply.status == 400
     assert reply.json()["detail"].startswith(detail) and "\n" not in reply.json()["detail"]
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A black 1-bit PNG of width x height pixels: a few KB however many pixels it declares."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # the filter byte, then the row's bits
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def long_thin_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (65500, 256), 128).save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("make", "size"), [
+    (lambda: declared_png(119_000_000, 1), "119000000x1 pixels, too long and thin to reduce: 119 Mpx"),
+    (long_thin_jpeg, "65500x256 pixels, too long and thin to reduce: 16.8 Mpx"),
+], ids=["png-119000000x1", "jpeg-65500x256"])
+def test_a_picture_too_long_and_thin_to_reduce_is_refused_from_its_header(server: Server, make: Any,
+                                                                          size: str) -> None:
+    """A 14.5 KB PNG of 119,000,000 x 1 pixels is under the 120 Mpx limit, but no side can be
+    halved: it took 9 s to search, holding every other search up."""
+    data = make()
+    start = time.monotonic()
+    reply = search(server, data, "thin.png")
+    took = time.monotonic() - start
+    assert reply.status == 400, reply.body
+    assert reply.json()["detail"] == f"declares {size} to work on, over the limit of 16 Mpx for a query; not decoded"
+    assert took < 1, f"{took:.1f} s: it was decoded"
+
+
+def test_a_search_is_not_held_up_by_four_pictures_too_thin_to_reduce(server: Server) -> None:
+    thin, data = declared_png(119_000_000, 1), server.query.read_bytes()
+    assert search(server, data).status == 200
+    with ThreadPoolExecutor(4) as pool:
+        refused = [pool.submit(search, server, thin, "thin.png") for _ in range(4)]
+        time.sleep(0.2)  # sent first: each held the search lock for seconds
+        start = time.monotonic()
+        reply = search(server, data)
+        took = time.monotonic() - start
+        assert [r.result().status for r in refused] == [400] * 4
+    assert reply.status == 200 and took < 3, f"the search took {took:.1f} s"
 
 
 WORDS = "a red circle on a blue background"

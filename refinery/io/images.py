@@ -101,6 +101,14 @@ class Decoded:
     quantiser: float = 0.0  # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless or unknown
 
 
+def check_pixels(width: int, height: int, name: object) -> None:
+    """UnreadableImage when a picture declaring width x height pixels is over MAX_PIXELS (`name`
+    labels it): such a picture is not decoded."""
+    if width * height > MAX_PIXELS:
+        raise UnreadableImage(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), "
+                                    f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded")
+
+
 def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: int = 0) -> Decoded:
     """Decode image bytes into RGB as a person sees it: EXIF orientation applied, transparent
     areas over mid-gray, 16-bit pictures scaled to 8 bits.
@@ -115,9 +123,7 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
         # No context manager: closing would drop the decoded pixels, and a BytesIO needs no closing.
         im: Image.Image = Image.open(io.BytesIO(data))
         width, height = im.size
-        if width * height > MAX_PIXELS:
-            raise UnreadableImage(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), "
-                                        f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded")
+        check_pixels(width, height, name)
         tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
         factor = reduction(width, height, min_long, min_short)
         if factor > 1 and im.format == "JPEG":
@@ -175,10 +181,14 @@ def reduction(width: int, height: int, min_long: int, min_short: int) -> int:
     return next((f for f in (8, 4, 2) if long // f >= min_long and short // f >= min_short), 1)
 
 
+def stage_minimums(spec: ModelSpec) -> tuple[int, int]:
+    """(min_long, min_short): the smallest size both the stages (WORK_SIZE) and the model's input need."""
+    return WORK_SIZE, max(spec.input_size)
+
+
 def decode_for_stages(data: bytes, name: object, spec: ModelSpec) -> Decoded:
-    """Decoded at the smallest size both the stages (WORK_SIZE) and the model's input need:
-    one rule, so that every command gives the same vector for the same file."""
-    return decode(data, name, min_long=WORK_SIZE, min_short=max(spec.input_size))
+    """Decoded at stage_minimums: one rule, so that every command gives the same vector for the same file."""
+    return decode(data, name, *stage_minimums(spec))
 
 
 def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
