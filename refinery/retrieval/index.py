@@ -239,7 +239,8 @@ class RetrievalIndex:
         try:
             meta = read_json(path / "index.json", "an index's index.json")
         except RefineryError as e:
-            raise RefineryError(f"{e}; make an index with `refinery index DIR --out {path}`") from None
+            raise RefineryError(f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out "
+                                f"{path}`") from None
         if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
             version = meta.get("version") if isinstance(meta, dict) else None
             raise RefineryError(f"{path}: index version {version}, this refinery reads "
