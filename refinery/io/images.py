@@ -67,19 +67,25 @@ def read_bytes(path: Path) -> bytes:
     """The file's bytes, or UnreadableImage with the reason. Opened without blocking, so a
     FIFO or a device put in a picture's place is refused instead of hanging the run."""
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise UnreadableImage(path, "not a regular file")
-            if problem := size_problem(st.st_size):
-                raise UnreadableImage(path, problem)
-            return f.read()
+        return read_opened(os.open(path, os.O_RDONLY | os.O_NONBLOCK), path)
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
     except PermissionError:
         raise UnreadableImage(path, "permission denied") from None
     except OSError as e:
         raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
+
+
+def read_opened(fd: int, path: Path | str) -> bytes:
+    """The bytes of the file open as `fd` (closed here), if it is a regular file of a size a
+    picture may have; else UnreadableImage naming `path`."""
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableImage(path, "not a regular file")
+        if problem := size_problem(st.st_size):
+            raise UnreadableImage(path, problem)
+        return f.read()
 
 
 def load_rgb(path: Path) -> Image.Image:

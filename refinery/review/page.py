@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from refinery.errors import RefineryError, UnreadableImage
 from refinery.io.fileio import UnsafePath, open_folder, read_json
-from refinery.io.images import decode, size_problem
+from refinery.io.images import decode, read_opened
 from refinery.io.names import printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.parallel import Progress, cpu_count, ordered_map
@@ -340,13 +339,10 @@ def _read_below(root: Path, path: str, follow: bool) -> bytes:
         if e.errno == errno.ELOOP and not follow:  # the file itself is a link
             raise UnsafePath(path) from None
         raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
-    with open(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UnreadableImage(path, "not a regular file")
-        if problem := size_problem(st.st_size):
-            raise UnreadableImage(path, problem)
-        return f.read()
+    try:
+        return read_opened(fd, path)
+    except OSError as e:
+        raise UnreadableImage(path, f"cannot read: {e.strerror or e}") from None
 
 
 def _not_below(root: Path, path: str) -> str:
