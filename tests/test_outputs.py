@@ -285,7 +285,8 @@ def test_a_full_disk_under_an_output_is_one_line(photos: Path, tmp_path: Path, c
     full = tmp_path / "full"
     full.mkdir()
     flag, name = ("--report", "r.json") if command == "dedup" else ("--out", "v.npz")
-    script = (f"mount -t tmpfs -o size=64k none {full} && (head -c 100000 /dev/zero > {full}/filler 2>/dev/null; true) && "
+    script = (f"mount -t tmpfs -o size=64k none {full} && "
+              f"(head -c 100000 /dev/zero > {full}/filler 2>/dev/null; true) && "
               f"{sys.executable} -m refinery {command} {photos} {flag} {full}/{name} --device cpu; echo rc=$?; "
               f"ls -A {full}")
     proc = in_namespace(script)
