@@ -307,3 +307,15 @@ def test_a_vocabulary_whose_joins_make_better_ranked_pairs(tmp_path: Path, oc_to
               for _ in range(200)]
     for word in words:
         assert ours.encode(word) == reference.encode(word), word
+
+
+def test_the_word_cache_is_bounded(vocab_path: Path, reference: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server tokenises whatever it is sent: its cache stops growing at CACHE_WORDS, and
+    words past it are tokenised all the same."""
+    import refinery.runner.tokenizer as tokenizer
+
+    monkeypatch.setattr(tokenizer, "CACHE_WORDS", 10)
+    fresh = ClipTokenizer(vocab_path)
+    words = [f"word{chr(97 + k)}{chr(97 + j)}" for k in range(5) for j in range(5)]
+    assert np.array_equal(fresh(words), expected(reference, words))
+    assert len(fresh._cache) == 10

@@ -29,6 +29,7 @@ MERGES_COUNT = 49152 - 256 - 2
 START_OF_TEXT = "<start_of_text>"
 END_OF_TEXT = "<end_of_text>"
 SPECIAL_TOKENS = (START_OF_TEXT, END_OF_TEXT)
+CACHE_WORDS = 100_000  # words whose BPE symbols are kept (open_clip keeps every one: unbounded)
 CLEAN_CHOICES = ("lower", "whitespace", "canonicalize")
 # The words BPE never merges across, as open_clip splits them. The special tokens come first so
 # that a prompt spelling "<start_of_text>" literally gets the special id, as it does in open_clip.
@@ -230,5 +231,6 @@ class ClipTokenizer:
             return word + "</w>"  # open_clip does not cache single characters either
         symbols = _apply_merges(symbols, self._ranks, self._merges)
         joined = " ".join(symbols)
-        self._cache[word] = joined
+        if len(self._cache) < CACHE_WORDS:  # a server's queries must not grow it without end
+            self._cache[word] = joined
         return joined
