@@ -67,14 +67,37 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    # Variance of the Laplacian (gray, longer side 320 px) below which a picture has no
-    # edges left. Low on purpose: smooth but sharp scenes (sky, walls) score low too; blurred
-    # copies of a picture are removed by the keep rule of the duplicate stages anyway.
-    min_sharpness: float = at_least(3.0, 0, "variance of the Laplacian; 0 = keep every picture")
-    # Mean gray levels of 8-bit pictures, so 0..255; min_brightness < max_brightness (validate).
-    min_brightness: float = between(22.0, 0, 255, "mean gray level below which a frame is too dark")
-    max_brightness: float = between(222.0, 0, 255, "mean gray level above which a frame is burnt out")
+    # A defect is detail lost, not a level: each figure is measured on the gray picture 320 px
+    # across (refinery/features.py quality_figures; docs/dedup.md, "Quality").
+    enabled: bool = True  # false (or dedup --no-quality): every picture passes
     min_side: int = at_least(32, 1, "pixels; a picture with a shorter side is no photo to keep")
+    # Blank: detail (a 3x3 neighbourhood of the picture reduced 4x spanning 6 gray levels) in
+    # less than this share of it - one flat colour, a lens cap, a white wall.
+    min_detail: float = between(0.003, 0, 1, "share of the picture with any detail")
+    # Too dark: its brightest parts (99.5th percentile, noise averaged away) stay below this
+    # gray level - the detail is lost to black. A logo on black or a night street with lit
+    # windows reaches far above it.
+    min_light: float = between(32.0, 0, 255, "gray level the brightest parts must reach")
+    # Too dark, too, when what light there is stays under dark_light and within this many
+    # times the noise (an underexposed shot's sensor noise; a clean dark design has none).
+    dark_light: float = between(60.0, 0, 255, "gray level under which the noise is weighed")
+    min_light_to_noise: float = at_least(30.0, 0, "brightest level over the noise's standard deviation")
+    # Burnt out: at least this share is clipped to white with nothing in it ...
+    max_white: float = between(0.3, 0, 1, "share of the picture clipped to white")
+    # ... and that white fades into the picture rather than ending at a crisp edge (a product
+    # on a white background ends at its outline; a blown-out sky or face does not) ...
+    min_white_edge: float = between(0.2, 0, 1, "share of the white's border that is a crisp edge")
+    # ... in a picture with detail elsewhere (a pale design with a white field is no blown photo) ...
+    min_white_detail: float = between(0.3, 0, 1, "share of the picture with detail")
+    # ... or even its darkest detail stays above this gray level (washed out to white).
+    max_shade: float = between(190.0, 0, 255, "gray level the darkest detail must reach below")
+    # Blurred: even its sharpest edges are wider than this, in every direction (defocus), in
+    # pixels of the picture 320 px across (a clean step is 2 px, a Gaussian of sigma s ~2.5 s).
+    max_edge_width: float = at_least(4.5, 0, "pixels, at 320 px across")
+    # Motion blur: the sharpest edges of one direction wider than this ...
+    max_smear_width: float = at_least(5.0, 0, "pixels, at 320 px across")
+    # ... and this many times wider than in the sharpest direction.
+    min_smear_ratio: float = at_least(1.8, 1, "widest over narrowest edge width")
 
 
 @dataclass(frozen=True)
@@ -283,14 +306,6 @@ def check(section: str, key: str, value: Any, kind: type, meta: Mapping[str, Any
     return converted
 
 
-def _check_rules(cfg: Config) -> None:
-    """The rules between keys."""
-    q = cfg.quality
-    if not q.min_brightness < q.max_brightness:
-        raise ConfigError(f"quality.min_brightness = {q.min_brightness!r}: must be less than quality.max_brightness "
-                          f"({q.max_brightness!r}), or every frame is too dark or burnt out")
-
-
 def validate(cfg: Config) -> Config:
     """`cfg` with every key checked against its schema and the rules between keys (ConfigError if not)."""
     sections = {}
@@ -299,9 +314,7 @@ def validate(cfg: Config) -> Config:
         sections[section.name] = dataclasses.replace(
             current, **{name: check(section.name, name, getattr(current, name), kind, meta)
                         for name, kind, meta in _keys(type(current))})
-    checked = Config(**sections)
-    _check_rules(checked)
-    return checked
+    return Config(**sections)
 
 
 def default_config_path() -> Path:

@@ -21,7 +21,7 @@ from refinery.io.images import WORK_SIZE, Decoded
 THUMB = 16  # side of the gray thumbnail kept per picture
 # Bump when a feature is computed differently (decode size, WORK_SIZE, a formula): cached
 # features of another version are not reused.
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 
 @dataclass(slots=True)  # slots: no per-object dict, a third less memory per file
@@ -40,6 +40,16 @@ class Features:
     phash: int  # 64-bit DCT hash
     thumb: bytes = b""  # THUMB x THUMB gray thumbnail, uint8: confirms near-exact copies
     compression: float = 0.0  # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless or unknown
+    # What the quality stage judges (quality_figures): detail lost to blur, to black, to white.
+    edge_width: float = 0.0  # px at WORK_SIZE: how wide even the sharpest edges are (0: no edges to say)
+    smear_width: float = 0.0  # px: the sharpest edges' width in the orientation where they are widest
+    smear_angle: float = 0.0  # degrees (0 = horizontal): the direction of that widest orientation
+    light: float = 0.0  # gray level its brightest parts reach (99.5th percentile, noise averaged away)
+    shade: float = 0.0  # gray level its darkest parts reach, leaving out what is clipped to white
+    white: float = 0.0  # share of the picture clipped to white with nothing in it
+    white_edge: float = 1.0  # share of that white's border that is a crisp edge (a background's is)
+    detail: float = 0.0  # share of the picture with any detail in it
+    noise: float = 0.0  # gray levels of sensor noise (standard deviation), measured where it is smooth
 
     @property
     def pixels(self) -> int:
@@ -132,6 +142,127 @@ def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> fl
     return float(x @ y)
 
 
+# What quality_figures measures, in the order of Features' fields.
+QUALITY_FIGURES = ("edge_width", "smear_width", "smear_angle", "light", "shade", "white", "white_edge", "detail",
+                   "noise")
+# Quality figures are measured on the gray work picture (WORK_SIZE across) and on a copy
+# reduced 4x more, where noise is averaged away and what is left is what a person sees.
+EDGE_CONTRAST = 24  # gray levels an edge must span to tell its width (noise and texture do not)
+CANNY_LOW = 20  # Canny's low threshold: a slope of ~2.5 gray levels a pixel (its Sobel answers 8x)
+STEEP_LEVELS = 512  # steepness (1 / width, 0..1) is counted in this many levels
+SHARPEST = 0.97  # the quantile of steepness that stands for an orientation's sharpest edges
+EDGE_WINDOW = 11  # px: the neighbourhood whose range is an edge's contrast (wider than a blurred edge)
+ORIENTATIONS = 8  # bins of edge orientation: motion blur widens the edges of one orientation only
+MIN_EDGES = 30  # edge pixels an orientation needs before its width counts
+BLUR_EVIDENCE = 400  # edge pixels a picture needs before its blur is judged
+BLUR_SIDE = 160  # px: in a smaller picture (a thumbnail) a gradient is a few pixels wide: no proof of blur
+EMPTY = 3  # gray levels: a 3x3 neighbourhood of the reduced copy spanning less holds nothing
+DETAIL = 6  # gray levels: one spanning this much holds something
+CLIPPED_WHITE = 225  # a reduced pixel above this with nothing around it is lost to white
+NOISE_RANGE = 40  # gray levels: a 3x3 neighbourhood spanning more holds an edge, not just noise
+CRISP_STEP = 60  # gray levels a clipped region's border must step by within 5 reduced pixels
+
+
+def quality_figures(gray: np.ndarray) -> dict[str, float]:
+    """What the quality stage judges of a gray work picture: the width of its sharpest edges
+    (in the orientation where they are narrowest, and in the one where they are widest), how
+    far its light and shade reach, how much of it is clipped to white or holds any detail,
+    and its noise. Well under a millisecond at WORK_SIZE: every figure comes from one
+    gradient, one 11x11 range and histograms OpenCV counts under a mask."""
+    kernel = np.ones((EDGE_WINDOW, EDGE_WINDOW), np.uint8)
+    darkest = cv2.erode(gray, kernel)
+    contrast = cv2.subtract(cv2.dilate(gray, kernel), darkest)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, scale=1 / 8)  # 1/8: the slope in gray levels a pixel
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, scale=1 / 8)
+    magnitude, angle = cv2.cartToPolar(gx, gy, angleInDegrees=True)
+    # Each edge at its centre only (Canny's thinning, thresholds low enough for a blurred
+    # edge's gentle slope): a busy or striped background must not outnumber the few edges
+    # that show how sharp the picture is.
+    edge = cv2.bitwise_and(cv2.Canny(gray, CANNY_LOW, 2 * CANNY_LOW), (contrast >= EDGE_CONTRAST).view(np.uint8))
+    steep = cv2.divide(magnitude, contrast.astype(np.float32) + 1e-3)  # 1 / width, at most ~0.5
+    counts = cv2.calcHist([angle, steep], [0, 1], edge, [2 * ORIENTATIONS, STEEP_LEVELS], [0, 360, 0, 1])
+    counts = counts[:ORIENTATIONS] + counts[ORIENTATIONS:]  # an edge and its opposite: one orientation
+    width, smear, direction = edge_widths(counts, max(gray.shape))
+    # The darkest tone beside each edge (thin strokes count): an object on white keeps its
+    # dark outlines, a blown-out picture has none left.
+    beside = cv2.calcHist([darkest], [0], edge, [256], [0, 256]).ravel()
+    if beside.sum() < MIN_EDGES:
+        beside = cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
+    h, w = gray.shape
+    reduced = cv2.resize(gray, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
+    three = np.ones((3, 3), np.uint8)
+    spread = cv2.subtract(cv2.dilate(reduced, three), cv2.erode(reduced, three))
+    clipped = (spread < EMPTY) & (reduced > CLIPPED_WHITE)
+    return {"edge_width": width, "smear_width": smear, "smear_angle": direction,
+            "light": _quantile(reduced.ravel(), 0.995), "shade": _histogram_quantile(beside, 0.05),
+            "white": float(clipped.mean()), "white_edge": _crisp_border(reduced, clipped),
+            "detail": float((spread >= DETAIL).mean()), "noise": noise_level(gray, contrast < NOISE_RANGE)}
+
+
+def _histogram_quantile(counts: np.ndarray, q: float) -> float:
+    """The bin where the q-quantile of what `counts` counts falls."""
+    cumulative = np.cumsum(counts)
+    return float(np.searchsorted(cumulative, q * cumulative[-1]))
+
+
+def _crisp_border(reduced: np.ndarray, clipped: np.ndarray) -> float:
+    """The share of the clipped region's border where the picture steps by a crisp edge (60
+    gray levels within 5 reduced pixels): a white background ends at its object's outline, a
+    blown-out sky or face fades into what is left of the picture. 1 where nothing is clipped."""
+    region = clipped.astype(np.uint8)
+    border = (cv2.dilate(region, np.ones((3, 3), np.uint8)) > 0) & ~clipped
+    if not border.any():
+        return 1.0
+    kernel = np.ones((5, 5), np.uint8)
+    step = cv2.subtract(cv2.dilate(reduced, kernel), cv2.erode(reduced, kernel))
+    return float((step[border] >= CRISP_STEP).mean())
+
+
+def edge_widths(counts: np.ndarray, side: int) -> tuple[float, float, float]:
+    """(width, smear, angle) from `counts`, edge centres by orientation (rows, 180 / rows
+    degrees each) and steepness (columns: contrast over slope, 1 / width, 0..1): how wide the
+    sharpest edges are, in pixels, in the orientation where they are narrowest and in the one
+    where they are widest, and that one's direction in degrees. A clean step is 2 px wide, a
+    Gaussian defocus of sigma s about 2.5 s; defocus widens every orientation, motion blur the
+    orientations along its path. (0, 0, 0) when too few edges say it (a smooth picture, a
+    thumbnail `side` px across)."""
+    total = counts.sum()
+    if side < BLUR_SIDE or total < BLUR_EVIDENCE:
+        return 0.0, 0.0, 0.0
+    orientations, levels = counts.shape
+    enough = max(MIN_EDGES, total / (8 * orientations))  # a few soft curves are no direction
+    widths = {b: levels / (_histogram_quantile(counts[b], SHARPEST) + 0.5)
+              for b in range(orientations) if counts[b].sum() >= enough}
+    if not widths:
+        return 0.0, 0.0, 0.0
+    # A smear widens the orientations beside its own too (by the cosine of 22.5 degrees): an
+    # orientation counts as wide only as far as a neighbour is, so one bin of a drawing's
+    # soft curves is no motion.
+    smear = {b: min(w, max(widths.get((b - 1) % orientations, 0.0), widths.get((b + 1) % orientations, 0.0)))
+             for b, w in widths.items()}
+    widest = max(smear, key=smear.__getitem__)
+    return min(widths.values()), smear[widest], (widest + 0.5) * 180 / orientations
+
+
+def noise_level(gray: np.ndarray, smooth: np.ndarray) -> float:
+    """Standard deviation of the noise (Immerkaer 1996, "Fast noise variance estimation"): the
+    mean absolute answer to a mask that cancels planes and ramps, taken only where the picture
+    is `smooth` (an edge or a letter answers the mask too). 0 when too little is smooth."""
+    if min(gray.shape) < 3 or np.count_nonzero(smooth) < MIN_EDGES:
+        return 0.0
+    response = np.abs(cv2.filter2D(gray, cv2.CV_16S, _NOISE_MASK))
+    return float(np.sqrt(np.pi / 2) / 6 * cv2.mean(response, mask=smooth.view(np.uint8))[0])
+
+
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    """The q-quantile of `values` (no interpolation), by a partial sort: 5x np.percentile's speed."""
+    k = int(q * (len(values) - 1))
+    return float(np.partition(values, k)[k])
+
+
 def _pack(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 
@@ -148,6 +279,6 @@ def measure(rel: str, data: bytes, sha256: str, decoded: Decoded) -> Features:
         edge_density=float(np.count_nonzero(edges)) / edges.size,
         dhash=dhash(gray), phash=phash(gray),
         thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes(),
-        compression=decoded.quantiser)
+        compression=decoded.quantiser, **quality_figures(gray))
 
 

@@ -54,7 +54,7 @@ from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
-from refinery.features import THUMB, dhash, laplacian_variance, normalized_thumbs, phash, scale_work
+from refinery.features import THUMB, dhash, normalized_thumbs, phash, quality_figures, scale_work
 from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
@@ -157,10 +157,19 @@ class VideoResult:
 
 @dataclass
 class _Measures:
+    """What the quality stage judges of a frame (refinery/dedup/stages/quality.py Measured)."""
+
     width: int
     height: int
-    brightness: float
-    sharpness: float
+    edge_width: float
+    smear_width: float
+    smear_angle: float
+    light: float
+    shade: float
+    white: float
+    white_edge: float
+    detail: float
+    noise: float
 
 
 @dataclass
@@ -607,11 +616,11 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
 
 def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sample:
     """A decoded frame as the tests see a picture: gray at the stages' size, its thumbnail,
-    its brightness and sharpness."""
+    what the quality stage judges of it."""
     gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
     small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
-    measures = _Measures(width, height, float(gray.mean()), laplacian_variance(gray))
+    measures = _Measures(width, height, **quality_figures(gray))
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
                    measures)

@@ -21,10 +21,12 @@ BAD = [
     ("model.batch_size", "8.0", "a whole number (int)"),
     ("model.threads", "-1", "0 or more"),
     ("model.path", "3", "a string"),
-    ("quality.min_sharpness", "-0.5", "0 or more"),
-    ("quality.min_sharpness", '"sharp"', "a finite number"),
-    ("quality.min_brightness", "-1", "between 0 and 255"),
-    ("quality.max_brightness", "256", "between 0 and 255"),
+    ("quality.max_edge_width", "-0.5", "0 or more"),
+    ("quality.max_edge_width", '"sharp"', "a finite number"),
+    ("quality.min_light", "-1", "between 0 and 255"),
+    ("quality.max_shade", "256", "between 0 and 255"),
+    ("quality.min_smear_ratio", "0.5", "1 or more"),
+    ("quality.enabled", "2", "true or false"),
     ("quality.min_side", "0", "1 or more"),
     ("near.max_phash", "-1", "between 0 and 64"),
     ("near.max_phash", "65", "between 0 and 64"),
@@ -75,8 +77,8 @@ BAD = [
 # Values at the edges of what is allowed.
 GOOD = [
     ("model.device", '"coreml"'), ("model.batch_size", "1"), ("model.batch_size", "1024"),
-    ("model.threads", "0"), ("quality.min_sharpness", "0"), ("quality.min_brightness", "0"),
-    ("quality.max_brightness", "255"), ("quality.min_side", "1"), ("near.max_phash", "0"),
+    ("model.threads", "0"), ("quality.max_edge_width", "0"), ("quality.min_light", "0"),
+    ("quality.max_shade", "255"), ("quality.min_side", "1"), ("quality.enabled", "false"), ("near.max_phash", "0"),
     ("near.max_dhash", "64"), ("near.min_correlation", "1"), ("near.exact_up_to", "0"),
     ("near.nprobe", "1"), ("semantic.threshold", "0.5"), ("semantic.threshold", "1"),
     ("semantic.chain_guard", "false"), ("keep.min_sharpness", "0"), ("run.workers", "1024"),
@@ -132,9 +134,9 @@ def test_good_values_pass_from_set_and_from_a_file(tmp_path: Path, key: str, tom
 
 
 def test_an_int_goes_where_a_float_does_and_becomes_a_float(tmp_path: Path) -> None:
-    cfg = apply_overrides(Config(), ["semantic.threshold=1", "quality.min_sharpness=5"])
+    cfg = apply_overrides(Config(), ["semantic.threshold=1", "quality.max_edge_width=5"])
     assert cfg.semantic.threshold == 1.0 and type(cfg.semantic.threshold) is float
-    assert type(cfg.quality.min_sharpness) is float
+    assert type(cfg.quality.max_edge_width) is float
     read = load_config(write_config(tmp_path, "keep.min_sharpness", "7"))
     assert read.keep.min_sharpness == 7.0 and type(read.keep.min_sharpness) is float
 
@@ -145,18 +147,6 @@ def test_a_bool_is_no_number_and_a_number_no_bool() -> None:
             apply_overrides(Config(), [assignment])
     with pytest.raises(ConfigError, match="model.batch_size = true"):
         validate(dataclasses.replace(Config(), model=dataclasses.replace(Config().model, batch_size=True)))
-
-
-def test_brightness_bounds_must_leave_room_between_them(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"quality.min_brightness = 230.0: must be less than quality.max_brightness"):
-        apply_overrides(Config(), ["quality.min_brightness=230"])
-    # Checked after every --set: moving both bounds at once is fine.
-    cfg = apply_overrides(Config(), ["quality.min_brightness=230", "quality.max_brightness=250"])
-    assert (cfg.quality.min_brightness, cfg.quality.max_brightness) == (230.0, 250.0)
-    path = tmp_path / "c.toml"
-    path.write_text("[quality]\nmin_brightness = 100\nmax_brightness = 100\n")
-    with pytest.raises(ConfigError, match=f"^{path}: quality.min_brightness = 100.0"):
-        load_config(path)
 
 
 def test_the_default_config_validates_and_show_prints_every_key() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from refinery.dedup.decisions import ERROR, REMOVE, Decisions
 from refinery.dedup.stages.exact import exact_groups
 from refinery.dedup.table import FeatureTable
-from refinery.features import THUMB, Features
+from refinery.features import QUALITY_FIGURES, THUMB, Features
 
 
 def record(path: str, content: bytes, **kw: object) -> Features:
@@ -32,7 +32,8 @@ def test_a_row_reads_back_as_the_record_it_was_given() -> None:
     table.put(0, g)
     assert table[0] == g and table[0].sha256 == g.sha256
     assert table.scores(0) == {"sharpness": round(g.sharpness, 2), "brightness": round(g.brightness, 2),
-                               "edge_density": round(g.edge_density, 5)}
+                               "edge_density": round(g.edge_density, 5),
+                               **{name: round(getattr(g, name), 3) for name in QUALITY_FIGURES}}
     table.copy_row(1, 0)
     assert table[1] == Features(**{**g.to_dict(), "path": "b/c.png", "thumb": g.thumb})
 

@@ -44,6 +44,8 @@ log = logging.getLogger("refinery")
 @click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the kept files here (relative paths kept).")
 @click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
+@click.option("--no-quality", is_flag=True,
+              help="Keep blank, dark, burnt-out and blurred pictures: only duplicates go (config: quality.enabled).")
 @click.option("--follow-symlinks", is_flag=True,
               help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
@@ -53,7 +55,8 @@ log = logging.getLogger("refinery")
 @click.pass_context
 @handle_errors
 def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None, html_path: Path | None,
-              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, follow_symlinks: bool,
+              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, no_quality: bool,
+              follow_symlinks: bool,
               engine: str | None, config_path: Path | None, assignments: tuple[str, ...], model: str | None,
               device: str | None, batch_size: int | None) -> None:
     """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
@@ -70,6 +73,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     cfg = settings(config_path, assignments, model, device, batch_size)
     if no_cache:
         cfg = apply_overrides(cfg, ["run.cache=false"])
+    if no_quality:
+        cfg = apply_overrides(cfg, ["quality.enabled=false"])
     if follow_symlinks:
         cfg = apply_overrides(cfg, ["run.follow_symlinks=true"])
     if engine:

@@ -42,12 +42,15 @@ log = logging.getLogger("refinery")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a page that shows each kept frame beside the spans skipped as its duplicates "
                    "(a picture of each span: its frame least like the keeper, where it differs in red).")
+@click.option("--no-quality", is_flag=True,
+              help="Keep blank, dark, burnt-out and blurred frames too (config: quality.enabled).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
 @click.pass_context
 @handle_errors
 def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: int | None, fps: float | None,
-               jpeg_quality: int, report: Path | None, html_path: Path | None, config_path: Path | None,
+               jpeg_quality: int, report: Path | None, html_path: Path | None, no_quality: bool,
+               config_path: Path | None,
                assignments: tuple[str, ...]) -> None:
     """Read each VIDEO once and write only the frames a person would keep.
 
@@ -63,7 +66,7 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
-    cfg = settings(config_path, assignments, None, None, None)
+    cfg = settings(config_path, assignments + ("quality.enabled=false",) * no_quality, None, None, None)
     check_outputs([Output(report, "--report", Kind.FRAMES_REPORT) if report else None,
                    Output(html_path, "--html", Kind.PAGE) if html_path else None],
                   inputs=[*videos, out, config_path])

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from refinery.features import THUMB, Features
+from refinery.features import QUALITY_FIGURES, THUMB, Features
 
 # name -> dtype of each scalar column; the names are Features' fields.
 SCALARS: dict[str, type] = {
     "file_size": np.int64, "width": np.int32, "height": np.int32,
     "sharpness": np.float64, "brightness": np.float64, "edge_density": np.float64,
     "compression": np.float64, "dhash": np.uint64, "phash": np.uint64,
+    **{name: np.float32 for name in QUALITY_FIGURES},
 }
 
 
@@ -63,7 +64,8 @@ class FeatureTable(Sequence[Features]):
         c = self.columns
         return {"sharpness": round(float(c["sharpness"][row]), 2),
                 "brightness": round(float(c["brightness"][row]), 2),
-                "edge_density": round(float(c["edge_density"][row]), 5)}
+                "edge_density": round(float(c["edge_density"][row]), 5),
+                **{name: round(float(c[name][row]), 3) for name in QUALITY_FIGURES}}
 
     def digests(self, rows: np.ndarray) -> np.ndarray:
         """SHA-256 of `rows` as one 32-byte value each, comparable and sortable by numpy."""

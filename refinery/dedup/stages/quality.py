@@ -1,4 +1,12 @@
-"""Stage 1, quality: too blurred, too dark, burnt out. A millisecond a picture; no network."""
+"""Stage 1, quality: blank, too dark, burnt out, blurred - detail lost, not a level.
+
+A person keeps a product on white, a logo on black, a night street with lit windows and a
+smooth sky with a sharp horizon; what they drop has lost its detail: to one flat colour, to
+black, to white, to a defocus that widens every edge, to a smear that widens the edges of
+one direction. Each is judged from figures measured once on the picture 320 px across
+(refinery/features.py quality_figures; a few milliseconds), and each reason says what was
+measured against what. No network, no model.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +22,50 @@ class Measured(Protocol):
 
     width: int
     height: int
-    brightness: float
-    sharpness: float
+    edge_width: float
+    smear_width: float
+    smear_angle: float
+    light: float
+    shade: float
+    white: float
+    white_edge: float
+    detail: float
+    noise: float
 
 
 def judge(f: Measured, cfg: QualityConfig) -> str | None:
-    """Why `f` fails the quality stage, or None if it passes."""
+    """Why `f` fails the quality stage, in words a user reads, or None if it passes."""
+    if not cfg.enabled:
+        return None
     if min(f.width, f.height) < cfg.min_side:
         return f"too small: {f.width}x{f.height} px, a side under {cfg.min_side}"
-    if f.brightness < cfg.min_brightness:
-        return f"too dark: mean gray {f.brightness:.1f} < {cfg.min_brightness}"
-    if f.brightness > cfg.max_brightness:
-        return f"burnt out: mean gray {f.brightness:.1f} > {cfg.max_brightness}"
-    if f.sharpness < cfg.min_sharpness:
-        return f"blurred: Laplacian variance {f.sharpness:.2f} < {cfg.min_sharpness}"
+    if f.light < cfg.min_light:
+        return (f"too dark: its brightest parts reach gray {f.light:.0f} of 255 (under {cfg.min_light:.0f}): "
+                "the detail is lost to black")
+    if f.detail < cfg.min_detail:
+        return f"blank: detail in {f.detail:.2%} of it (under {cfg.min_detail:.1%}): one flat colour"
+    if f.light < cfg.dark_light and f.light < cfg.min_light_to_noise * f.noise:
+        return (f"too dark: its brightest parts reach gray {f.light:.0f} of 255, {f.light / f.noise:.0f}x its noise "
+                f"(under {cfg.min_light_to_noise:g}x): what detail there is, is lost in the noise")
+    if f.shade > cfg.max_shade:
+        return (f"burnt out: even its darkest detail is gray {f.shade:.0f} of 255 (over {cfg.max_shade:.0f}): "
+                "washed out to white")
+    if f.white >= cfg.max_white and f.white_edge < cfg.min_white_edge and f.detail >= cfg.min_white_detail:
+        return (f"burnt out: {f.white:.0%} of it clipped to white, fading into the rest (a crisp edge on "
+                f"{f.white_edge:.0%} of its border, under {cfg.min_white_edge:.0%}): the detail is lost to white")
+    if f.edge_width > cfg.max_edge_width:
+        return (f"blurred: even its sharpest edges are {f.edge_width:.1f} px wide in every direction (over "
+                f"{cfg.max_edge_width:g} px, seen 320 px across)")
+    if f.smear_width > cfg.max_smear_width and f.smear_width > cfg.min_smear_ratio * f.edge_width:
+        return (f"motion blur: edges smeared {f.smear_width:.1f} px at {f.smear_angle:.0f} degrees (over "
+                f"{cfg.max_smear_width:g} px, {f.smear_width / max(f.edge_width, 1e-6):.1f}x its sharpest "
+                "direction, seen 320 px across)")
     return None
 
 
 def run_quality(run: Run, stages: dict[str, StageStats]) -> None:
-    """Stage 1: mark what the pass judged too blurred, dark, bright or small (judged there,
-    from the one decode of each file)."""
+    """Stage 1: mark what the pass judged blank, too dark, burnt out, blurred or too small
+    (judged there, from the one decode of each file)."""
     decisions = run.decisions
     stages["quality"].seen = len(run.judged())
     for row, reason in run.quality.items():
