@@ -41,7 +41,9 @@ PEERS = ("imagededup", "cleanvision", "fastdup")  # benchmarks/peers.py TOOLS
 
 def run_refinery(images: Path, report: Path) -> tuple[list[str], float, dict]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--report", str(report)],
+    # --no-cache: every run reads, measures and embeds (a cached run's images/s says nothing).
+    subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--no-cache",
+                    "--report", str(report)],
                    check=False, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     data = json.loads(report.read_text())

@@ -95,9 +95,9 @@ class QualityConfig:
     # pixels of the picture 320 px across (a clean step is 2 px, a Gaussian of sigma s ~2.5 s).
     max_edge_width: float = at_least(4.5, 0, "pixels, at 320 px across")
     # Motion blur: the sharpest edges of one direction wider than this ...
-    max_smear_width: float = at_least(5.0, 0, "pixels, at 320 px across")
-    # ... and this many times wider than in the sharpest direction.
-    min_smear_ratio: float = at_least(1.8, 1, "widest over narrowest edge width")
+    max_smear_width: float = at_least(4.25, 0, "pixels, at 320 px across")
+    # ... and this many times wider than across it (a smear leaves the edges across its path sharp).
+    min_smear_ratio: float = at_least(1.5, 1, "smeared over across edge width")
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,7 @@ class _Measures:
     edge_width: float
     smear_width: float
     smear_angle: float
+    cross_width: float
     light: float
     shade: float
     white: float

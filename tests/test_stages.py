@@ -27,7 +27,8 @@ SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "de
 def features(path: str = "x.jpg", **kw: object) -> Features:
     base = dict(path=path, file_size=1000, sha256="0" * 64, width=640, height=480, sharpness=100.0,
                 brightness=120.0, edge_density=0.05, dhash=0, phash=0, thumb=b"", edge_width=2.2, smear_width=2.6,
-                smear_angle=0.0, light=240.0, shade=20.0, white=0.0, white_edge=1.0, detail=0.5, noise=1.0)
+                smear_angle=0.0, cross_width=2.2,
+                light=240.0, shade=20.0, white=0.0, white_edge=1.0, detail=0.5, noise=1.0)
     base.update(kw)
     return Features(**base)  # type: ignore[arg-type]
 
@@ -48,6 +49,9 @@ def save(im: Image.Image, path: Path, **kw: object) -> Path:
     ({"white": 0.6, "white_edge": 0.05, "detail": 0.1}, None),  # a pale design with a white field
     ({"edge_width": 6.2, "smear_width": 7.0}, "blurred: even its sharpest edges are 6.2 px wide"),
     ({"smear_width": 9.3, "smear_angle": 30.0}, "motion blur: edges smeared 9.3 px at 30 degrees"),
+    # Soft across the smear too: a soft subject in front of one sharp pattern, no motion.
+    ({"smear_width": 9.3, "cross_width": 7.0}, None),
+    ({"smear_width": 9.3, "cross_width": 0.0}, None),  # nothing across it to compare with
     ({"white": 0.9, "white_edge": 0.9}, None),  # an object on a white background
     ({"brightness": 10.0, "light": 250.0}, None),  # a logo on black: its mean gray says nothing
     ({"edge_width": 0.0, "smear_width": 0.0}, None),  # no edge at all: smooth, not blurred

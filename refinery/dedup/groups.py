@@ -42,7 +42,7 @@ def components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
 def keep_rank(f: Features, min_sharpness: float) -> tuple:
     """Sort key of the keep rule, best first: sharp enough; most pixels (the original, not a
     downsized copy); least lossy encoding (a re-encoded JPEG's block edges must not pass for
-    detail); most detail (Canny edge density); larger file; name."""
+    detail); most detail (strong edge density); larger file; name."""
     return (f.sharpness < min_sharpness, -f.pixels, f.compression, -f.edge_density, -f.file_size, f.path)
 
 

@@ -25,6 +25,7 @@ class Measured(Protocol):
     edge_width: float
     smear_width: float
     smear_angle: float
+    cross_width: float
     light: float
     shade: float
     white: float
@@ -56,10 +57,11 @@ def judge(f: Measured, cfg: QualityConfig) -> str | None:
     if f.edge_width > cfg.max_edge_width:
         return (f"blurred: even its sharpest edges are {f.edge_width:.1f} px wide in every direction (over "
                 f"{cfg.max_edge_width:g} px, seen 320 px across)")
-    if f.smear_width > cfg.max_smear_width and f.smear_width > cfg.min_smear_ratio * f.edge_width:
+    if f.cross_width > 0 and f.smear_width > cfg.max_smear_width and \
+            f.smear_width > cfg.min_smear_ratio * f.cross_width:
         return (f"motion blur: edges smeared {f.smear_width:.1f} px at {f.smear_angle:.0f} degrees (over "
-                f"{cfg.max_smear_width:g} px, {f.smear_width / max(f.edge_width, 1e-6):.1f}x its sharpest "
-                "direction, seen 320 px across)")
+                f"{cfg.max_smear_width:g} px, {f.smear_width / f.cross_width:.1f}x as wide as across it, "
+                "seen 320 px across)")
     return None
 
 
