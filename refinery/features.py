@@ -300,7 +300,8 @@ def edge_widths(counts: np.ndarray, side: int) -> tuple[float, float, float, flo
     orientations, levels = counts.shape
     cumulative = np.cumsum(counts, axis=1)
     sharpest = np.count_nonzero(cumulative < SHARPEST * cumulative[:, -1:], axis=1)  # each row's quantile
-    widths = {b: levels / (sharpest[b] + 0.5) for b in range(orientations) if cumulative[b, -1] >= ORIENTATION_EDGES}
+    widths = {b: levels / (int(sharpest[b]) + 0.5)
+              for b in range(orientations) if cumulative[b, -1] >= ORIENTATION_EDGES}
     if not widths:
         return 0.0, 0.0, 0.0, 0.0
     # A smear widens the orientations on both sides of its own too (by the cosine of 22.5
