@@ -112,7 +112,8 @@ def dhash(gray: np.ndarray) -> int:
 def area_mean(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     """`gray` shrunk to width x height (float32), each cell the mean of the area it covers, as
     cv2.resize's INTER_AREA (to within its rounding). Two small matrix products: 7x faster than
-    INTER_AREA where the sides do not divide (its general path), as for dhash's 9x8."""
+    INTER_AREA where the sides do not divide (its general path), as for dhash's 9x8. (A picture
+    under 9x8 is enlarged to the same overlap means, where INTER_AREA would repeat pixels.)"""
     return _area_weights(gray.shape[0], height) @ gray.astype(np.float32) @ _area_weights(gray.shape[1], width).T
 
 

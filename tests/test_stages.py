@@ -103,6 +103,37 @@ def test_hashes_and_thumbnails_survive_resizing_and_reencoding(tmp_path: Path) -
     assert a.sha256 != b.sha256 and (a.width, b.width) == (320, 160)
 
 
+def test_fast_paths_give_what_opencv_gives() -> None:
+    """dHash's area means and the Laplacian's variance from int16 are shortcuts: they must give
+    the figures OpenCV's own INTER_AREA and float64 Laplacian give, on any picture size."""
+    import cv2
+
+    from refinery.features import Edges, area_mean, laplacian_variance
+
+    rng = np.random.default_rng(0)
+    for size in [(320, 240), (301, 199), (17, 320), (9, 8), (10, 300)]:  # shrinking, as dHash does
+        gray = np.asarray(draw_picture(int(rng.integers(100)), (320, 240)).convert("L").resize(size))
+        noisy = np.clip(gray + rng.normal(0, 20, gray.shape), 0, 255).astype(np.uint8)
+        for g in (gray, noisy):
+            area = cv2.resize(g, (9, 8), interpolation=cv2.INTER_AREA).astype(np.float32)
+            assert np.abs(area_mean(g, 9, 8) - area).max() <= 0.5 + 1e-3, size
+            _, std = cv2.meanStdDev(cv2.Laplacian(g, cv2.CV_64F))
+            assert laplacian_variance(g) == pytest.approx(float(std[0, 0]) ** 2, rel=1e-9)
+            # Canny on the shared gradients is Canny on the picture.
+            edges = Edges.of(g)
+            assert set(edges.centres.tolist()) == set(np.flatnonzero(cv2.Canny(g, 20, 40)).tolist())
+
+
+def test_edge_density_drops_when_a_copy_is_blurred_or_smeared() -> None:
+    """The keep rule prefers the copy with the most strong edges: a blurred or smeared copy of a
+    picture keeps weak edges (its gentle slopes), and must still count fewer."""
+    from refinery.features import Edges, gray_work
+
+    sharp = draw_picture(4, (640, 480))
+    for soft in (sharp.filter(ImageFilter.GaussianBlur(2)), motion_blur(sharp, 9, 20)):
+        assert Edges.of(gray_work(soft)).density() < 0.8 * Edges.of(gray_work(sharp)).density()
+
+
 def hashes(*values: int) -> np.ndarray:
     return np.array(values, np.uint64)
 
