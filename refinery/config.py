@@ -91,6 +91,13 @@ class QualityConfig:
     min_white_detail: float = between(0.3, 0, 1, "share of the picture with detail")
     # ... or even its darkest detail stays above this gray level (washed out to white).
     max_shade: float = between(190.0, 0, 255, "gray level the darkest detail must reach below")
+    # Burnt out, in colour: at least this share clipped to white in every channel ...
+    max_clipped: float = between(0.1, 0, 1, "share of the picture clipped to white in every channel")
+    # ... fading into the rest through colours clipped in one channel (exposure clips a
+    # colour's strongest channel first; a high-key picture's colours fade to white together) ...
+    min_clipped_colour: float = between(0.1, 0, 1, "share of the clipped white's border in clipped colour")
+    # ... that white not ending at an object's crisp outline (a product on white).
+    max_clipped_edge: float = between(0.7, 0, 1, "share of the white's border that is a crisp edge")
     # Blurred: even its sharpest edges are wider than this, in every direction (defocus), in
     # pixels of the picture 320 px across (a clean step is 2 px, a Gaussian of sigma s ~2.5 s).
     max_edge_width: float = at_least(4.5, 0, "pixels, at 320 px across")

@@ -50,6 +50,8 @@ class Features:
     shade: float = 0.0  # gray level its darkest parts reach, leaving out what is clipped to white
     white: float = 0.0  # share of the picture clipped to white with nothing in it
     white_edge: float = 1.0  # share of that white's border that is a crisp edge (a background's is)
+    clipped: float = 0.0  # share of the picture with every colour channel clipped to white
+    clipped_colour: float = 0.0  # share of that region's border where one channel is clipped, another not
     detail: float = 0.0  # share of the picture with any detail in it
     noise: float = 0.0  # gray levels of sensor noise (standard deviation), measured where it is smooth
 
@@ -82,7 +84,13 @@ def opencv_single_threaded() -> Iterator[None]:
 
 def gray_work(image: Image.Image) -> np.ndarray:
     """The picture as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
-    return scale_work(np.asarray(image.convert("L")))
+    return gray_of(np.asarray(image.convert("RGB")))
+
+
+def gray_of(rgb: np.ndarray) -> np.ndarray:
+    """An RGB array as uint8 gray at WORK_SIZE: OpenCV's luma, PIL's "L" weights (frames
+    decode video with OpenCV and take the same gray)."""
+    return scale_work(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
 
 
 def scale_work(gray: np.ndarray) -> np.ndarray:
@@ -134,7 +142,8 @@ def phash(gray: np.ndarray) -> int:
     of a 32x32 thumbnail against their median, 64 bits."""
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8]
-    return _pack(low > np.median(low.flat[1:]))
+    rest = low.flat[1:]
+    return _pack(low > np.partition(rest, len(rest) // 2)[len(rest) // 2])  # the median of 63: np.median's
 
 
 def normalized_thumbs(thumbs: list[bytes] | np.ndarray) -> np.ndarray:
@@ -167,7 +176,7 @@ def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> fl
 
 # What quality_figures measures, in the order of Features' fields.
 QUALITY_FIGURES = ("edge_width", "smear_width", "smear_angle", "cross_width", "light", "shade", "white", "white_edge",
-                   "detail", "noise")
+                   "clipped", "clipped_colour", "detail", "noise")
 # Quality figures are measured on the gray work picture (WORK_SIZE across) and on a copy
 # reduced 4x more, where noise is averaged away and what is left is what a person sees.
 EDGE_CONTRAST = 24  # gray levels an edge must span to tell its width (noise and texture do not)
@@ -248,6 +257,29 @@ def quality_figures(gray: np.ndarray, edges: Edges | None = None) -> dict[str, f
             "light": _quantile(reduced.ravel(), 0.995), "shade": _histogram_quantile(beside, 0.05),
             "white": float(clipped.mean()), "white_edge": _crisp_border(reduced, clipped),
             "detail": float((spread >= DETAIL).mean()), "noise": noise_level(gray, contrast < NOISE_RANGE)}
+
+
+CLIP = 250  # a channel at or above this is clipped
+UNCLIPPED = 220  # a channel under this is not near it
+COLOUR_SIDE = 80  # px: colour clipping is judged on the picture sampled about this many pixels across
+
+
+def colour_clipping(rgb: np.ndarray) -> dict[str, float]:
+    """How much of a colour picture is clipped to white in every channel, and how much of that
+    region's border is clipped in one channel but not in another. Exposure pushed past white
+    clips a colour's strongest channel first, so a blown-out colour picture fades into its
+    white through clipped colours; a high-key picture's colours fade to white together, and a
+    white background meets its object at an outline. Sampled every few pixels (large regions
+    are what matter): a few hundredths of a millisecond. Gray pictures say nothing here."""
+    step = max(1, max(rgb.shape[:2]) // COLOUR_SIDE)
+    channels = cv2.split(np.ascontiguousarray(rgb[::step, ::step]))
+    brightest, darkest = channels[0], channels[0]
+    for channel in channels[1:]:
+        brightest, darkest = cv2.max(brightest, channel), cv2.min(darkest, channel)
+    white = darkest >= CLIP
+    border = (cv2.dilate(white.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~white
+    colour = (brightest >= CLIP) & (darkest < UNCLIPPED)
+    return {"clipped": float(white.mean()), "clipped_colour": float(colour[border].mean()) if border.any() else 0.0}
 
 
 def _steepness_counts(gx: np.ndarray, gy: np.ndarray, contrast: np.ndarray) -> np.ndarray:
@@ -342,16 +374,17 @@ def _pack(bits: np.ndarray) -> int:
 
 def measure(rel: str, data: bytes, sha256: str, decoded: Decoded) -> Features:
     """Every feature of a picture decoded from `data`."""
-    gray = gray_work(decoded.image)
+    rgb = np.asarray(decoded.image)  # RGB: decode flattens every mode to it
+    gray = gray_of(rgb)
     edges = Edges.of(gray)
     return Features(
         path=rel, file_size=len(data), sha256=sha256,
         width=decoded.width, height=decoded.height,
         sharpness=laplacian_variance(gray),
-        brightness=float(gray.mean()),
+        brightness=cv2.mean(gray)[0],  # 8x numpy's mean of uint8
         edge_density=edges.density(),
         dhash=dhash(gray), phash=phash(gray),
         thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes(),
-        compression=decoded.quantiser, **quality_figures(gray, edges))
+        compression=decoded.quantiser, **quality_figures(gray, edges), **colour_clipping(rgb))
 
 

@@ -54,7 +54,7 @@ from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
-from refinery.features import THUMB, dhash, normalized_thumbs, phash, quality_figures, scale_work
+from refinery.features import THUMB, colour_clipping, dhash, normalized_thumbs, phash, quality_figures, scale_work
 from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
@@ -169,6 +169,8 @@ class _Measures:
     shade: float
     white: float
     white_edge: float
+    clipped: float
+    clipped_colour: float
     detail: float
     noise: float
 
@@ -621,7 +623,7 @@ def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sam
     gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
     small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
-    measures = _Measures(width, height, **quality_figures(gray))
+    measures = _Measures(width, height, **quality_figures(gray), **colour_clipping(bgr))  # channel order: no matter
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
                    measures)

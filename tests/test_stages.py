@@ -53,6 +53,9 @@ def save(im: Image.Image, path: Path, **kw: object) -> Path:
     ({"smear_width": 9.3, "cross_width": 7.0}, None),
     ({"smear_width": 9.3, "cross_width": 0.0}, None),  # nothing across it to compare with
     ({"white": 0.9, "white_edge": 0.9}, None),  # an object on a white background
+    ({"clipped": 0.3, "clipped_colour": 0.25, "white_edge": 0.4}, "burnt out: 30% of it clipped to white, fading"),
+    ({"clipped": 0.3, "clipped_colour": 0.0, "white_edge": 0.4}, None),  # colours fade to white together
+    ({"clipped": 0.8, "clipped_colour": 0.25, "white_edge": 0.95}, None),  # a coloured object on white
     ({"brightness": 10.0, "light": 250.0}, None),  # a logo on black: its mean gray says nothing
     ({"edge_width": 0.0, "smear_width": 0.0}, None),  # no edge at all: smooth, not blurred
     ({}, None)])
@@ -89,6 +92,18 @@ def test_quality_judges_real_pictures_by_the_detail_they_lost(tmp_path: Path) ->
     assert (judged(motion_blur(sharp, 15, 30), "m.png") or "").startswith("motion blur")
     assert (judged(Image.eval(sharp, lambda v: v // 20), "d.png") or "").startswith("too dark")
     assert (judged(Image.eval(sharp, lambda v: 230 + v // 10), "o.png") or "").startswith("burnt out")
+    # Exposure pushed past white in colour (each channel times 3, clipped) fades into its white
+    # through clipped colours; the same picture made high-key (every channel moved toward
+    # white by the same curve) keeps its colours to the end.
+    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
+    photo = np.stack([120 + 90 * np.sin(x / 37), 120 + 90 * np.sin(y / 29 + 1), 120 + 90 * np.sin((x + y) / 53 + 2)], 2)
+    photo[(x % 97 < 3) | (y % 89 < 3)] = 30  # a sharp dark grid over smooth colours: not blurred
+    blown = Image.fromarray(np.minimum(255, 2.5 * photo).astype(np.uint8))
+    gray = photo.mean(axis=2, keepdims=True) / 255
+    high_key = Image.fromarray((255 - (255 - photo) * (1 - gray) ** 2).astype(np.uint8))
+    assert judged(Image.fromarray(photo.astype(np.uint8)), "c.png") is None
+    assert "through clipped colours" in (judged(blown, "x.png") or "")
+    assert judged(high_key, "h.png") is None
     assert (judged(Image.new("RGB", (320, 240), (90, 120, 60)), "f.png") or "").startswith("blank")
 
 

@@ -30,6 +30,8 @@ class Measured(Protocol):
     shade: float
     white: float
     white_edge: float
+    clipped: float
+    clipped_colour: float
     detail: float
     noise: float
 
@@ -54,6 +56,11 @@ def judge(f: Measured, cfg: QualityConfig) -> str | None:
     if f.white >= cfg.max_white and f.white_edge < cfg.min_white_edge and f.detail >= cfg.min_white_detail:
         return (f"burnt out: {f.white:.0%} of it clipped to white, fading into the rest (a crisp edge on "
                 f"{f.white_edge:.0%} of its border, under {cfg.min_white_edge:.0%}): the detail is lost to white")
+    if f.clipped >= cfg.max_clipped and f.clipped_colour >= cfg.min_clipped_colour and \
+            f.white_edge < cfg.max_clipped_edge:
+        return (f"burnt out: {f.clipped:.0%} of it clipped to white, fading into it through clipped colours "
+                f"(on {f.clipped_colour:.0%} of its border, over {cfg.min_clipped_colour:.0%}): the detail is "
+                "lost to white")
     if f.edge_width > cfg.max_edge_width:
         return (f"blurred: even its sharpest edges are {f.edge_width:.1f} px wide in every direction (over "
                 f"{cfg.max_edge_width:g} px, seen 320 px across)")
