@@ -142,8 +142,8 @@ def phash(gray: np.ndarray) -> int:
     of a 32x32 thumbnail against their median, 64 bits."""
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8]
-    rest = low.flat[1:]
-    return _pack(low > np.partition(rest, len(rest) // 2)[len(rest) // 2])  # the median of 63: np.median's
+    rest = low.flat[1:]  # 63 values: their median is the middle one, found without a full sort
+    return _pack(low > np.partition(rest, len(rest) // 2)[len(rest) // 2])
 
 
 def normalized_thumbs(thumbs: list[bytes] | np.ndarray) -> np.ndarray:
