@@ -101,6 +101,12 @@ class QualityConfig:
     # Blurred: even its sharpest edges are wider than this, in every direction (defocus), in
     # pixels of the picture 320 px across (a clean step is 2 px, a Gaussian of sigma s ~2.5 s).
     max_edge_width: float = at_least(4.5, 0, "pixels, at 320 px across")
+    # Blurred, too: its sharpest edges wider than this and ...
+    soft_edge_width: float = at_least(3.9, 0, "pixels, at 320 px across")
+    # ... little fine detail anywhere: the variance of the Laplacian (of the picture 320 px
+    # across) under this. Either alone is no proof: a soft old scan has soft edges, a sky over
+    # a sharp horizon little fine detail.
+    min_soft_detail: float = at_least(20.0, 0, "variance of the Laplacian")
     # Motion blur: the sharpest edges of one direction wider than this ...
     max_smear_width: float = at_least(4.25, 0, "pixels, at 320 px across")
     # ... and this many times wider than across it (a smear leaves the edges across its path sharp).

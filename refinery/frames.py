@@ -54,7 +54,16 @@ from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
-from refinery.features import THUMB, colour_clipping, dhash, normalized_thumbs, phash, quality_figures, scale_work
+from refinery.features import (
+    THUMB,
+    colour_clipping,
+    dhash,
+    laplacian_variance,
+    normalized_thumbs,
+    phash,
+    quality_figures,
+    scale_work,
+)
 from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
@@ -161,6 +170,7 @@ class _Measures:
 
     width: int
     height: int
+    sharpness: float
     edge_width: float
     smear_width: float
     smear_angle: float
@@ -623,7 +633,8 @@ def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sam
     gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
     small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
-    measures = _Measures(width, height, **quality_figures(gray), **colour_clipping(bgr))  # channel order: no matter
+    measures = _Measures(width, height, laplacian_variance(gray), **quality_figures(gray),
+                         **colour_clipping(bgr))  # BGR or RGB: the channels' order does not matter there
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
                    measures)

@@ -48,6 +48,9 @@ def save(im: Image.Image, path: Path, **kw: object) -> Path:
     ({"white": 0.6, "white_edge": 0.05}, "burnt out: 60% of it clipped to white, fading into the rest"),
     ({"white": 0.6, "white_edge": 0.05, "detail": 0.1}, None),  # a pale design with a white field
     ({"edge_width": 6.2, "smear_width": 7.0}, "blurred: even its sharpest edges are 6.2 px wide"),
+    ({"edge_width": 4.1, "sharpness": 13.0}, "blurred: even its sharpest edges are 4.1 px wide (over 3.9 px"),
+    ({"edge_width": 4.1, "sharpness": 60.0}, None),  # soft edges, but fine detail elsewhere: a soft scan
+    ({"edge_width": 2.2, "sharpness": 3.0}, None),  # little fine detail, but crisp edges: a sky over a horizon
     ({"smear_width": 9.3, "smear_angle": 30.0}, "motion blur: edges smeared 9.3 px at 30 degrees"),
     # Soft across the smear too: a soft subject in front of one sharp pattern, no motion.
     ({"smear_width": 9.3, "cross_width": 7.0}, None),

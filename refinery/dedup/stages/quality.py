@@ -22,6 +22,7 @@ class Measured(Protocol):
 
     width: int
     height: int
+    sharpness: float
     edge_width: float
     smear_width: float
     smear_angle: float
@@ -64,6 +65,10 @@ def judge(f: Measured, cfg: QualityConfig) -> str | None:
     if f.edge_width > cfg.max_edge_width:
         return (f"blurred: even its sharpest edges are {f.edge_width:.1f} px wide in every direction (over "
                 f"{cfg.max_edge_width:g} px, seen 320 px across)")
+    if f.edge_width > cfg.soft_edge_width and f.sharpness < cfg.min_soft_detail:
+        return (f"blurred: even its sharpest edges are {f.edge_width:.1f} px wide (over {cfg.soft_edge_width:g} px, "
+                f"seen 320 px across) and it holds little fine detail (Laplacian variance {f.sharpness:.1f}, "
+                f"under {cfg.min_soft_detail:g})")
     if f.cross_width > 0 and f.smear_width > cfg.max_smear_width and \
             f.smear_width > cfg.min_smear_ratio * f.cross_width:
         return (f"motion blur: edges smeared {f.smear_width:.1f} px at {f.smear_angle:.0f} degrees (over "
