@@ -81,7 +81,7 @@ class QualityConfig:
     # Too dark, too, when what light there is stays under dark_light and within this many
     # times the noise (an underexposed shot's sensor noise; a clean dark design has none).
     dark_light: float = between(60.0, 0, 255, "gray level under which the noise is weighed")
-    min_light_to_noise: float = at_least(50.0, 0, "brightest level over the noise's standard deviation")
+    min_light_to_noise: float = at_least(60.0, 0, "brightest level over the noise's standard deviation")
     # Burnt out: at least this share is clipped to white with nothing in it ...
     max_white: float = between(0.3, 0, 1, "share of the picture clipped to white")
     # ... and that white fades into the picture rather than ending at a crisp edge (a product
