@@ -51,7 +51,7 @@ import numpy as np
 
 from refinery.config import Config
 from refinery.dedup.groups import components, cover_groups
-from refinery.dedup.stages.quality import judge
+from refinery.dedup.stages.quality import Measures, judge
 from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
 from refinery.errors import RefineryError
 from refinery.features import (
@@ -165,27 +165,6 @@ class VideoResult:
 
 
 @dataclass
-class _Measures:
-    """What the quality stage judges of a frame (refinery/dedup/stages/quality.py Measured)."""
-
-    width: int
-    height: int
-    sharpness: float
-    edge_width: float
-    smear_width: float
-    smear_angle: float
-    cross_width: float
-    light: float
-    shade: float
-    white: float
-    white_edge: float
-    clipped: float
-    clipped_colour: float
-    detail: float
-    noise: float
-
-
-@dataclass
 class _Sample:
     """A sampled frame waiting for (or being given) its decision."""
 
@@ -194,7 +173,7 @@ class _Sample:
     jpeg: bytes  # the frame as it would be written
     gray: np.ndarray  # at the stages' size, uint8 (a quarter of float32's memory)
     small: np.ndarray  # THUMB x THUMB gray, uint8
-    measures: _Measures  # what the quality stage looks at
+    measures: Measures  # what the quality stage looks at
 
 
 @dataclass
@@ -633,8 +612,8 @@ def _sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> _Sam
     gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
     small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
-    measures = _Measures(width, height, laplacian_variance(gray), **quality_figures(gray),
-                         **colour_clipping(bgr))  # BGR or RGB: the channels' order does not matter there
+    measures = Measures(width, height, laplacian_variance(gray), **quality_figures(gray),
+                        **colour_clipping(bgr))  # BGR or RGB: the channels' order does not matter there
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     return _Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
                    measures)

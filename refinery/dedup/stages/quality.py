@@ -10,15 +10,18 @@ measured against what. No network, no model.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
 
 from refinery.config import QualityConfig
 from refinery.dedup.decisions import KEEP, REMOVE
 from refinery.dedup.state import Run, StageStats
+from refinery.features import Features
 
 
-class Measured(Protocol):
-    """What the quality stage looks at (a picture's Features; a video frame's measures)."""
+@dataclass(frozen=True, slots=True)
+class Measures:
+    """What the quality stage looks at of a video frame. A picture's Features carry the same
+    figures (features.quality_figures and colour_clipping measure both)."""
 
     width: int
     height: int
@@ -37,7 +40,7 @@ class Measured(Protocol):
     noise: float
 
 
-def judge(f: Measured, cfg: QualityConfig) -> str | None:
+def judge(f: Features | Measures, cfg: QualityConfig) -> str | None:
     """Why `f` fails the quality stage, in words a user reads, or None if it passes."""
     if not cfg.enabled:
         return None
