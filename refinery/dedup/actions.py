@@ -37,6 +37,7 @@ from refinery.io.fileio import (
     TEMP_SUFFIX,
     UnsafePath,
     create_exclusive,
+    descend,
     fd_sha256,
     free_name_at,
     is_regular,
@@ -119,16 +120,7 @@ class _Reach:
 
     def folder(self, parts: list[str]) -> int:
         """A descriptor of root/parts[0]/parts[1]/..., each step taken as the run could take it."""
-        fd = os.open(self.root, _FOLDER)
-        try:
-            for k in range(len(parts)):
-                step = self._step(fd, parts[:k + 1])
-                os.close(fd)
-                fd = step
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return descend(os.open(self.root, _FOLDER), len(parts), lambda fd, k: self._step(fd, parts[:k + 1]))
 
     def _step(self, fd: int, parts: list[str]) -> int:
         where = "/".join(parts)

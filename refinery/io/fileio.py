@@ -177,25 +177,35 @@ def open_folder(base: Path | int, parts: list[str] | tuple[str, ...], create: bo
     Raises UnsafePath for a link or a non-folder on the way, FileNotFoundError for a missing
     step without `create`, other OSErrors as they come. The caller closes the result.
     """
-    fd = os.open(base, _OPEN_FOLDER) if not isinstance(base, int) else os.dup(base)
     nofollow = 0 if follow else os.O_NOFOLLOW
-    try:
-        for k, part in enumerate(parts):
-            if create:
-                try:
-                    os.mkdir(part, 0o777, dir_fd=fd)
-                except FileExistsError:
-                    pass
+
+    def step(fd: int, k: int) -> int:
+        if create:
             try:
-                step = os.open(part, _OPEN_FOLDER | nofollow, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    where = "/".join(parts[:k + 1])
-                    raise UnsafePath(f"{where} is a symbolic link or not a folder; refinery goes only "
-                                     "through real folders there") from None
-                raise
+                os.mkdir(parts[k], 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+        try:
+            return os.open(parts[k], _OPEN_FOLDER | nofollow, dir_fd=fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePath(f"{'/'.join(parts[:k + 1])} is a symbolic link or not a folder; refinery goes "
+                                 "only through real folders there") from None
+            raise
+
+    start = os.open(base, _OPEN_FOLDER) if not isinstance(base, int) else os.dup(base)
+    return descend(start, len(parts), step)
+
+
+def descend(fd: int, steps: int, step: Callable[[int, int], int]) -> int:
+    """The folder descriptor reached from `fd` (which this takes over) in `steps` steps,
+    `step(fd, k)` opening the k-th from the one before. Every descriptor left behind is
+    closed, and the one reached so far when a step raises."""
+    try:
+        for k in range(steps):
+            next_fd = step(fd, k)
             os.close(fd)
-            fd = step
+            fd = next_fd
     except BaseException:
         os.close(fd)
         raise
