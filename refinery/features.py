@@ -84,7 +84,7 @@ def opencv_single_threaded() -> Iterator[None]:
 
 def gray_work(image: Image.Image) -> np.ndarray:
     """The picture as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
-    return gray_of(np.asarray(image.convert("RGB")))
+    return gray_of(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))  # convert copies even RGB
 
 
 def gray_of(rgb: np.ndarray) -> np.ndarray:
@@ -235,7 +235,8 @@ def quality_figures(gray: np.ndarray, edges: Edges | None = None) -> dict[str, f
     far its light and shade reach, how much of it is clipped to white or holds any detail,
     and its noise. `edges`: Edges.of(gray) where the caller has it. About 0.6 ms at
     WORK_SIZE on one core, half of it Canny: arithmetic runs on the edge centres only."""
-    edges = edges or Edges.of(gray)
+    if edges is None:
+        edges = Edges.of(gray)
     kernel = np.ones((EDGE_WINDOW, EDGE_WINDOW), np.uint8)
     darkest = cv2.erode(gray, kernel)
     contrast = cv2.subtract(cv2.dilate(gray, kernel), darkest)
