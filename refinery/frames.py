@@ -8,7 +8,7 @@ a stream allows:
 - quality: blurred, too dark, burnt out (the quality stage's thresholds);
 - the scene test (refinery/dedup/stages/scenes.py), for the frames that show the camera's
   view: frames are decided a window at a time, on a background learnt afresh for each window
-  (a per-pixel median, each frame over its gain, with each pixel's own noise) from a spread
+  (a per-pixel median, each frame over the light on it, with each pixel's own noise) from a spread
   of the last WINDOW frames: people who stop for a few seconds are voted out, and the light
   may change over an hour. A frame is skipped when it shows the same things at the same
   places as a kept frame (every region of their foregrounds overlapping by

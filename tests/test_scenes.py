@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
-from refinery.dedup.stages.scenes import analyse
+from refinery.dedup.stages.scenes import Background, analyse
 from refinery.dedup.table import FeatureTable
 
 W, H = 480, 270
@@ -36,9 +36,9 @@ def background(seed: int) -> np.ndarray:
     return np.asarray(draw_picture(seed, (W, H)), np.float32)
 
 
-def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float = 1.0) -> bytes:
+def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float | np.ndarray = 1.0) -> bytes:
     """One JPEG frame: the background, the things (ellipses 1.5 times as tall as wide), a
-    brightness, fresh noise."""
+    brightness (or a light map, H x W x 1), fresh noise."""
     im = Image.fromarray(bg.astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for t in things:
@@ -51,9 +51,10 @@ def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: 
 
 
 def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing]] | None = None,
-                 light: dict[str, float] | None = None) -> dict[str, list[Thing]]:
+                 light: dict[str, float | np.ndarray] | None = None, cloud: bool = False) -> dict[str, list[Thing]]:
     """`frames` frames of one camera with people passing (their truth by name), plus `extra`
-    frames as given; file names in random order, as a folder gives them."""
+    frames as given; file names in random order, as a folder gives them. With `cloud`, a
+    cloud's shade crosses the view over the frames."""
     rng = np.random.default_rng(seed)
     bg = background(seed)
     parked = Thing(0, 60, 200, 40, (200, 40, 40))
@@ -64,12 +65,23 @@ def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing
             x = (20 + speed * (t - start)) if speed > 0 else (W - 20 + speed * (t - start))
             if t >= start and 15 < x < W - 15:
                 things.append(Thing(track, x, y, size, (30 * track, 200, 90)))
-        truth[f"{seed}_{rng.integers(1 << 40):012x}.jpg"] = things
+        name = f"{seed}_{rng.integers(1 << 40):012x}.jpg"
+        truth[name] = things
+        if cloud:
+            light = {**(light or {}), name: shade(t / (frames - 1))}
     truth.update(extra or {})
     root.mkdir(parents=True, exist_ok=True)
     for name, things in truth.items():
         (root / name).write_bytes(frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02)))))
     return truth
+
+
+def shade(progress: float) -> np.ndarray:
+    """A cloud's shade: a soft diagonal band a quarter of the frame wide, 75% light at its
+    middle, PROGRESS (0..1) of its way across the frame. H x W x 1."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    along = (xx + 0.5 * yy) / (W + 0.5 * H)  # 0..1 across the frame, at an angle
+    return (1 - 0.25 * np.exp(-0.5 * ((along - (1.4 * progress - 0.2)) / 0.1) ** 2))[..., None]
 
 
 def judged(root: Path, names: list[str], cfg: ScenesConfig):  # noqa: ANN201 - a Scenes
@@ -110,6 +122,33 @@ def test_the_same_things_under_fresh_noise_and_5_percent_more_light_are_one_fram
     ia, ib = names.index("a.jpg"), names.index("b.jpg")
     assert scenes.judged_by_scene(ia, ib) and scenes.same(ia, ib)
     assert scenes.overlap(ia, ib) > 0.7
+
+
+def test_a_cloud_shade_crossing_the_view_is_light_not_foreground(tmp_path: Path) -> None:
+    """As a cloud's shade crosses a fixed camera's view, every frame stays in the camera's
+    scene, and a person in the shade is the same frame as the person in full light; moved
+    by twice their width, they are not."""
+    moved = Thing(9, PERSON.x + 2 * PERSON.size / 1.5, PERSON.y, PERSON.size, PERSON.colour)
+    scene_folder(tmp_path, 7, 40, {"shaded.jpg": [PERSON], "lit.jpg": [PERSON], "moved.jpg": [moved]},
+                 light={"shaded.jpg": shade(0.3), "lit.jpg": 1.0, "moved.jpg": shade(0.3)}, cloud=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    scenes = judged(tmp_path, names, ScenesConfig())
+    assert scenes.count == 1 and len(scenes.frames) == len(names)
+    shaded, lit, other = (names.index(n) for n in ("shaded.jpg", "lit.jpg", "moved.jpg"))
+    assert scenes.same(shaded, lit) and scenes.overlap(shaded, lit) > 0.7
+    assert not scenes.same(shaded, other)
+
+
+@pytest.mark.parametrize("shape", [(180, 320), (235, 320), (320, 181), (320, 320), (17, 320), (320, 9), (3, 3)])
+def test_a_background_of_any_size_judges_a_frame_of_its_size(shape: tuple[int, int]) -> None:
+    """The light is measured on a grid of cells; a frame whose sides are no multiple of a cell
+    (Megamind.avi is 320x235 at the stages' size), or smaller than one, is judged whole."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(30, 220, shape).astype(np.float32)
+    frames = [base * rng.uniform(0.9, 1.1) + rng.normal(0, 2, shape).astype(np.float32) for _ in range(5)]
+    background = Background.learn(frames, ScenesConfig())
+    assert background.median.shape == shape
+    assert background.frame(frames[0], ScenesConfig()).foreground < 0.05
 
 
 def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> None:

@@ -9,17 +9,22 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
 1. Scenes. Pictures of one size whose 8x8 gray thumbnails, each divided by its mean level
    (exposure aside), differ by at most `view_difference` on average, and whose mean levels
    are within 25% (two flat walls of other colours are other views), show one view (leader
-   clustering in path order, one size at a time, then views merged by their medians); a
-   view with `min_frames` pictures or more is a scene. A handful of near-identical crops
-   never makes one.
+   clustering in path order, one size at a time, then views merged by their medians until
+   nothing more merges); a view with `min_frames` pictures or more is a scene. A cloud's
+   shade over part of the view changes those shapes: within a wider bound, a picture still
+   shows the view when its relief (log levels less their neighbours' mean, where a light
+   that changes smoothly cancels out) matches in size and in layout. A handful of
+   near-identical crops never makes one.
 2. Background. Each scene's background is the per-pixel median of up to `sample` of its
    frames, decoded in gray at the stages' size (longer side 320: an object 3% of the frame
-   wide is ~10 pixels), each divided by its own gain first (auto-exposure drift); each
+   wide is ~10 pixels), each divided by the light on it first (as in 3, unrefined); each
    pixel's noise is its temporal median absolute deviation over those frames, so waving
    leaves, JPEG edges and sensor noise set their own threshold.
-3. Foreground. A frame's pixels that differ from the background (after its gain) by more
-   than `noise` times their own noise plus `floor` gray levels, cleaned (opened, closed),
-   in regions of at least `min_area` of the frame.
+3. Foreground. A frame's pixels that differ from the background, after the light that
+   falls on each part of it (auto-exposure, a cloud's shade, a patch of sun: the median
+   ratio to the background in cells 1/16 of the frame wide, an object that fills a cell
+   voted out by its neighbours), by more than `noise` times their own noise plus `floor`
+   gray levels, cleaned (opened, closed), in regions of at least `min_area` of the frame.
 4. The test. Two frames of one scene are one picture when one of the stages proposed them
    (the picture test found them alike) and every region of their combined
    foreground overlaps itself (intersection over union) by `min_overlap`: an object moved by
@@ -102,60 +107,94 @@ def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.
 
 
 LEVEL = np.log(1.25)  # the mean gray levels of one view's frames differ by less (auto-exposure: 8%)
+# A cloud's shade or a patch of sun darkens or lights a part of the view: its 8x8 shape then
+# differs from the view's by up to ~0.11 (a band of 75% light over a quarter of the frame).
+# Within SHADE_SPREAD a picture still shows the view when its relief matches: its log levels
+# less their 3x3 neighbourhood's mean, where a light that changes smoothly over the frame
+# cancels out and the view's layout stays. Relief is compared at RELIEF_PER_SHAPE of the shape's
+# bound (0.04 for view_difference 0.05: frames of one camera reach 0.04, other views 0.07 and
+# more among those within SHADE_SPREAD; benchmarks/README.md, "Real cameras").
+SHADE_SPREAD = 0.15
+RELIEF_PER_SHAPE = 1.0
+RELIEF_LAYOUT = 0.5
 
 
 @dataclass(frozen=True)
 class _Looks:
-    """8x8 thumbnails over their mean level (shape) and that level (log), row by row."""
+    """8x8 thumbnails over their mean level (shape), that level (log) and their relief (log
+    levels less their 3x3 neighbourhood's mean), row by row."""
 
     shape: np.ndarray
     level: np.ndarray
+    relief: np.ndarray
+    pattern: np.ndarray  # the relief less its mean, of unit length: its layout, whatever its strength
 
     @classmethod
     def of(cls, thumbs: np.ndarray) -> _Looks:
-        small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4)).reshape(-1, 64)
+        small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4))
+        logs = np.log(np.maximum(small, 1.0))
+        # the 3x3 mean of an 8x8 grid, its border reflected, for every row at once
+        padded = np.pad(logs, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+        around = sum(padded[:, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)) / 9
+        small, relief = small.reshape(-1, 64), (logs - around).reshape(-1, 64)
         mean = np.maximum(small.mean(axis=1, keepdims=True), 1.0)
-        return cls(small / mean, np.log(mean[:, 0]))
+        pattern = relief - relief.mean(axis=1, keepdims=True)
+        pattern /= np.maximum(np.linalg.norm(pattern, axis=1, keepdims=True), 1e-6)
+        return cls(small / mean, np.log(mean[:, 0]), relief, pattern)
 
     def __getitem__(self, rows: np.ndarray | list[int]) -> _Looks:
-        return _Looks(self.shape[rows], self.level[rows])
+        return _Looks(self.shape[rows], self.level[rows], self.relief[rows], self.pattern[rows])
 
     def __len__(self) -> int:
         return len(self.level)
 
 
+MERGE_ROUNDS = 4  # rounds of merging views by their medians (each round's medians hold more frames)
+
+
 def _views(thumbs: np.ndarray, match: float) -> np.ndarray:
     """Which view each 16x16 thumbnail shows. Leader clustering first: busy frames of one
-    camera can fall apart into several views; so the views of three or more pictures are
-    then merged when their medians (the background, objects voted out) match, and every
-    picture goes to the merged view whose median it matches best."""
+    camera, or its frames as a cloud's shade crosses it, can fall apart into several views;
+    so the views of three or more pictures are then merged when their medians (the
+    background, objects and passing shade voted out) match, again on the merged views'
+    medians until nothing more merges, and every picture goes to the merged view whose
+    median it matches best."""
     looks = _Looks.of(thumbs)
     first = _leaders(looks, match)
     big = [v for v in range(first.max() + 1) if np.count_nonzero(first == v) >= 3]
     if not big:
         return first
-    medians = _Looks.of(np.stack([np.median(thumbs[first == v], axis=0) for v in big]))
-    merged = _leaders(medians, match)
-    scenes = _Looks.of(np.stack([np.median(thumbs[np.isin(first, np.array(big)[merged == m])], axis=0)
-                                 for m in range(merged.max() + 1)]))
+    groups = [[v] for v in big]  # each merged view: the first views it holds
+    for _ in range(MERGE_ROUNDS):
+        medians = _Looks.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
+        merged = _leaders(medians, match)
+        if merged.max() + 1 == len(groups):
+            break
+        groups = [sum((groups[k] for k in np.flatnonzero(merged == m)), []) for m in range(merged.max() + 1)]
+    scenes = _Looks.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
     best, distance = _nearest(looks, scenes)
     return np.where(distance <= match, best, len(scenes) + first)
 
 
 def view_distances(thumbs: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """How far each 16x16 gray thumbnail is from showing the view of `reference` (one 16x16
-    thumbnail): the mean absolute difference of their 8x8 shapes, each over its mean level;
-    infinite where their levels differ by more than a view's exposure can. A picture with
-    `view_difference` or less shows that view."""
+    thumbnail), as `_distances` measures it. A picture with `view_difference` or less shows
+    that view."""
     return _distances(_Looks.of(thumbs), _Looks.of(reference[None]))[:, 0]
 
 
 def _distances(a: _Looks, b: _Looks) -> np.ndarray:
-    """Mean absolute difference of the shapes of every row of `a` to every row of `b`;
-    infinite where their levels differ by more than a view's exposure can."""
+    """Mean absolute difference of the shapes of every row of `a` to every row of `b`, or of
+    their reliefs over RELIEF_PER_SHAPE where that is less and the shapes are within
+    SHADE_SPREAD (a part of the view in shade); infinite where their levels differ by more
+    than a view's exposure can."""
     out = np.empty((len(a), len(b)), np.float32)
     for start in range(0, len(b), 256):  # (rows x 256 x 64) floats at a time
-        out[:, start:start + 256] = np.abs(a.shape[:, None, :] - b.shape[None, start:start + 256, :]).mean(axis=2)
+        part = slice(start, start + 256)
+        shape = np.abs(a.shape[:, None, :] - b.shape[None, part, :]).mean(axis=2)
+        relief = np.abs(a.relief[:, None, :] - b.relief[None, part, :]).mean(axis=2) / RELIEF_PER_SHAPE
+        alike = (shape <= SHADE_SPREAD) & (a.pattern @ b.pattern[part].T >= RELIEF_LAYOUT)
+        out[:, part] = np.where(alike, np.minimum(shape, relief), shape)
     out[np.abs(a.level[:, None] - b.level[None, :]) > LEVEL] = np.inf
     return out
 
@@ -220,10 +259,10 @@ class Background:
     @classmethod
     def learn(cls, frames: Sequence[np.ndarray], cfg: ScenesConfig) -> Background:
         stack = np.stack([_smooth(f) for f in frames])
-        first = _median(stack[:: max(1, len(stack) // 16)])  # the reference the gains are measured on
+        first = _median(stack[:: max(1, len(stack) // 16)])  # the reference the light is measured on
         lit = first > 10
-        gains = np.array([_gain(f, first, lit) for f in stack], np.float32)
-        stack /= gains[:, None, None]
+        for k in range(len(stack)):
+            stack[k] /= _light(stack[k], first, lit, refine=False)
         median = _median(stack)
         noise = _median(np.abs(stack - median)) * 1.4826
         return cls(median, cfg.noise * noise + cfg.floor, median > 10)
@@ -231,7 +270,7 @@ class Background:
     def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
         """What of `gray` stands in front of this background."""
         smooth = _smooth(gray)
-        mask = (np.abs(smooth / _gain(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
+        mask = (np.abs(smooth / _light(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
         mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         smallest = max(1, int(round(cfg.min_area * mask.size)))
@@ -252,6 +291,77 @@ def _median(stack: np.ndarray) -> np.ndarray:
     np.partition finds it seven times faster than np.median, which also averages two."""
     middle = len(stack) // 2
     return np.partition(stack, middle, axis=0)[middle]
+
+
+LIGHT_CELLS = 16  # the light is measured on a grid this many cells across (20 px at 320)
+
+
+LIGHT_STEP = 2  # px: the light is read on every 2nd pixel of every 2nd row (100 a cell at 320 px)
+LIGHT_REFINE = 0.05  # a pixel off the coarse light by more is an object, not light
+
+
+def _light(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray, refine: bool = True) -> np.ndarray:
+    """How much brighter each pixel of `frame` is lit than `reference`: auto-exposure, a
+    cloud's shade, a patch of sun. The median ratio in each cell of a grid LIGHT_CELLS
+    across (objects smaller than half a cell aside), each cell then the median of its 3x3
+    cells (an object that fills a cell is voted out), then refined in each cell by the median
+    of what is left off that, counting only pixels within LIGHT_REFINE of it, where they are
+    half the cell or more (the 3x3 median flattens the middle of a shadow's band; an object
+    stands further off, and a cell it mostly fills keeps the coarse light); spread smoothly
+    over the frame. Cells with nothing lit take the whole frame's gain."""
+    h, w = frame.shape
+    cols = LIGHT_CELLS if w >= h else max(1, round(LIGHT_CELLS * w / h))
+    rows = max(1, round(cols * h / w))
+    ch, cw = h // rows // LIGHT_STEP * LIGHT_STEP, w // cols // LIGHT_STEP * LIGHT_STEP
+    if ch < 2 * LIGHT_STEP or cw < 2 * LIGHT_STEP or not lit.any():
+        return np.full_like(frame, _gain(frame, reference, lit))
+    sampled = np.s_[:rows * ch:LIGHT_STEP, :cols * cw:LIGHT_STEP]
+    ratio = np.where(lit[sampled], frame[sampled] / np.maximum(reference[sampled], 1e-3), np.nan)
+    grid = _cell_medians(ratio, rows, cols, np.nan)
+    counted = np.isfinite(grid)
+    if not counted.any():
+        return np.full_like(frame, _gain(frame, reference, lit))
+    grid[~counted] = np.median(grid[counted])  # nothing lit in a cell: the frame's own gain
+    if rows >= 3 and cols >= 3:
+        grid = cv2.medianBlur(grid, 3)
+    if not refine:
+        return _spread(grid, ch, cw, h, w)
+    off = ratio / cv2.resize(grid, (ratio.shape[1], ratio.shape[0]), interpolation=cv2.INTER_LINEAR)
+    grid *= _cell_medians(np.where(np.abs(off - 1) <= LIGHT_REFINE, off, np.nan), rows, cols, 1.0, least=0.5)
+    return _spread(grid, ch, cw, h, w)
+
+
+def _spread(grid: np.ndarray, ch: int, cw: int, h: int, w: int) -> np.ndarray:
+    """A grid of cells CH x CW px as an H x W picture: linear between the cells' centres and
+    on from the outer ones to the frame's border (held flat there, a light changing near the
+    border would turn into foreground)."""
+    if grid.shape[0] >= 2:
+        grid = np.concatenate([2 * grid[:1] - grid[1:2], grid, 2 * grid[-1:] - grid[-2:-1]])
+    else:
+        grid = np.concatenate([grid, grid, grid])
+    if grid.shape[1] >= 2:
+        grid = np.concatenate([2 * grid[:, :1] - grid[:, 1:2], grid, 2 * grid[:, -1:] - grid[:, -2:-1]], axis=1)
+    else:
+        grid = np.concatenate([grid, grid, grid], axis=1)
+    rows, cols = grid.shape
+    whole = cv2.resize(np.maximum(grid, 0.05), (cols * cw, rows * ch), interpolation=cv2.INTER_LINEAR)
+    # the cells cover the frame to within a cell: what is left past the outer ones, held flat
+    short = (max(0, ch + h - whole.shape[0]), max(0, cw + w - whole.shape[1]))
+    whole = np.pad(whole, ((0, short[0]), (0, short[1])), mode="edge")
+    return np.ascontiguousarray(whole[ch:ch + h, cw:cw + w])
+
+
+def _cell_medians(values: np.ndarray, rows: int, cols: int, fill: float, least: float = 0.0) -> np.ndarray:
+    """The median of `values` (NaN: not counted) in each cell of a ROWS x COLS grid, float32
+    (the lower middle for an even count); FILL where a cell has nothing to count, or under
+    LEAST of its pixels. By one sort of every cell: np.nanmedian takes a masked path on
+    cells this small, 20x slower."""
+    cells = values.reshape(rows, values.shape[0] // rows, cols, values.shape[1] // cols)
+    cells = np.sort(cells.transpose(0, 2, 1, 3).reshape(rows, cols, -1), axis=2)  # NaN sorts last
+    counted = np.count_nonzero(~np.isnan(cells), axis=2)
+    middle = np.take_along_axis(cells, np.maximum(counted - 1, 0)[..., None] // 2, axis=2)[..., 0]
+    enough = counted > max(0, int(least * cells.shape[2]) - 1)
+    return np.where(enough & (middle > 0.05), middle, fill).astype(np.float32)
 
 
 def _gain(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray) -> float:
