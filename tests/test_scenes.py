@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -32,31 +33,46 @@ class Thing:
     colour: tuple[int, int, int]
 
 
-def background(seed: int) -> np.ndarray:
-    return np.asarray(draw_picture(seed, (W, H)), np.float32)
+def background(seed: int, dots: bool = False) -> np.ndarray:
+    """A drawn picture; with `dots`, behind a grid of bright dots 12 px apart (a busy,
+    sharp background that a shift of a pixel or two changes everywhere)."""
+    bg = np.asarray(draw_picture(seed, (W, H)), np.float32)
+    if dots:
+        yy, xx = np.mgrid[0:H, 0:W]
+        bg = np.where((((yy % 12) - 6) ** 2 + ((xx % 12) - 6) ** 2 <= 12)[..., None], 235.0, bg)
+    return bg
 
 
-def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float | np.ndarray = 1.0) -> bytes:
+def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float | np.ndarray = 1.0,
+          shake: float = 0.0) -> bytes:
     """One JPEG frame: the background, the things (ellipses 1.5 times as tall as wide), a
-    brightness (or a light map, H x W x 1), fresh noise."""
+    brightness (or a light map, H x W x 1), the whole frame shifted by up to `shake` px in
+    each direction, fresh noise."""
     im = Image.fromarray(bg.astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for t in things:
         w, h = t.size / 1.5, t.size
         draw.ellipse([t.x - w / 2, t.y - h / 2, t.x + w / 2, t.y + h / 2], fill=t.colour)
-    pixels = np.asarray(im, np.float32) * light + rng.normal(0, 2.0, (H, W, 3))
+    pixels = np.asarray(im, np.float32)
+    if shake:
+        dx, dy = rng.uniform(-shake, shake, 2)
+        pixels = cv2.warpAffine(pixels, np.array([[1, 0, dx], [0, 1, dy]], np.float32), (W, H),
+                                borderMode=cv2.BORDER_REPLICATE)
+    pixels = pixels * light + rng.normal(0, 2.0, (H, W, 3))
     out = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
     return out.getvalue()
 
 
 def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing]] | None = None,
-                 light: dict[str, float | np.ndarray] | None = None, cloud: bool = False) -> dict[str, list[Thing]]:
+                 light: dict[str, float | np.ndarray] | None = None, cloud: bool = False,
+                 shake: float = 0.0, dots: bool = False) -> dict[str, list[Thing]]:
     """`frames` frames of one camera with people passing (their truth by name), plus `extra`
     frames as given; file names in random order, as a folder gives them. With `cloud`, a
-    cloud's shade crosses the view over the frames."""
+    cloud's shade crosses the view over the frames; with `shake`, every frame is shifted by
+    up to that many px (wind on the camera's pole); `dots`: a busy background."""
     rng = np.random.default_rng(seed)
-    bg = background(seed)
+    bg = background(seed, dots)
     parked = Thing(0, 60, 200, 40, (200, 40, 40))
     truth: dict[str, list[Thing]] = {}
     for t in range(frames):
@@ -72,7 +88,8 @@ def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing
     truth.update(extra or {})
     root.mkdir(parents=True, exist_ok=True)
     for name, things in truth.items():
-        (root / name).write_bytes(frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02)))))
+        (root / name).write_bytes(frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02))),
+                                        shake))
     return truth
 
 
@@ -137,6 +154,22 @@ def test_a_cloud_shade_crossing_the_view_is_light_not_foreground(tmp_path: Path)
     shaded, lit, other = (names.index(n) for n in ("shaded.jpg", "lit.jpg", "moved.jpg"))
     assert scenes.same(shaded, lit) and scenes.overlap(shaded, lit) > 0.7
     assert not scenes.same(shaded, other)
+
+
+def test_a_camera_shaken_by_3_px_keeps_its_view_still(tmp_path: Path) -> None:
+    """Every frame of a fixed camera over a busy background shifted by up to 3 px (480 px
+    across): frames are lined up on the background before their foregrounds are taken, so the
+    same pale person is the same frame, however the camera shook, and moved by twice their
+    width is not."""
+    pale = Thing(9, PERSON.x, PERSON.y, PERSON.size, (150, 150, 150))  # little contrast with the dots
+    moved = Thing(9, pale.x + 2 * pale.size / 1.5, pale.y, pale.size, pale.colour)
+    scene_folder(tmp_path, 8, 40, {"a.jpg": [pale], "b.jpg": [pale], "moved.jpg": [moved]}, shake=3.0, dots=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    scenes = judged(tmp_path, names, ScenesConfig())
+    assert scenes.count == 1 and len(scenes.frames) == len(names)
+    a, b, other = (names.index(n) for n in ("a.jpg", "b.jpg", "moved.jpg"))
+    assert scenes.same(a, b) and scenes.overlap(a, b) > 0.7
+    assert not scenes.same(a, other)
 
 
 @pytest.mark.parametrize("shape", [(180, 320), (235, 320), (320, 181), (320, 320), (17, 320), (320, 9), (3, 3)])

@@ -17,14 +17,16 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    near-identical crops never makes one.
 2. Background. Each scene's background is the per-pixel median of up to `sample` of its
    frames, decoded in gray at the stages' size (longer side 320: an object 3% of the frame
-   wide is ~10 pixels), each divided by the light on it first (as in 3, unrefined); each
-   pixel's noise is its temporal median absolute deviation over those frames, so waving
-   leaves, JPEG edges and sensor noise set their own threshold.
-3. Foreground. A frame's pixels that differ from the background, after the light that
-   falls on each part of it (auto-exposure, a cloud's shade, a patch of sun: the median
-   ratio to the background in cells 1/16 of the frame wide, an object that fills a cell
-   voted out by its neighbours), by more than `noise` times their own noise plus `floor`
-   gray levels, cleaned (opened, closed), in regions of at least `min_area` of the frame.
+   wide is ~10 pixels), each lined up on their median first (a camera's shake: the shift
+   phase correlation finds, up to 3% of the frame) and divided by the light on it (as in
+   3, unrefined); each pixel's noise is its temporal median absolute deviation over those
+   frames, so waving leaves, JPEG edges and sensor noise set their own threshold.
+3. Foreground. A frame's pixels that differ from the background, once lined up on it and
+   after the light that falls on each part of it (auto-exposure, a cloud's shade, a patch
+   of sun: the median ratio to the background in cells 1/16 of the frame wide, an object
+   that fills a cell voted out by its neighbours), by more than `noise` times their own
+   noise plus `floor` gray levels, cleaned (opened, closed), in regions of at least
+   `min_area` of the frame.
 4. The test. Two frames of one scene are one picture when one of the stages proposed them
    (the picture test found them alike) and every region of their combined
    foreground overlaps itself (intersection over union) by `min_overlap`: an object moved by
@@ -192,9 +194,13 @@ def _distances(a: _Looks, b: _Looks) -> np.ndarray:
     for start in range(0, len(b), 256):  # (rows x 256 x 64) floats at a time
         part = slice(start, start + 256)
         shape = np.abs(a.shape[:, None, :] - b.shape[None, part, :]).mean(axis=2)
-        relief = np.abs(a.relief[:, None, :] - b.relief[None, part, :]).mean(axis=2) / RELIEF_PER_SHAPE
-        alike = (shape <= SHADE_SPREAD) & (a.pattern @ b.pattern[part].T >= RELIEF_LAYOUT)
-        out[:, part] = np.where(alike, np.minimum(shape, relief), shape)
+        # the relief only where it can matter: pairs within SHADE_SPREAD whose layouts agree
+        i, j = np.nonzero(shape <= SHADE_SPREAD)
+        laid = np.einsum("ij,ij->i", a.pattern[i], b.pattern[part][j]) >= RELIEF_LAYOUT
+        i, j = i[laid], j[laid]
+        relief = np.abs(a.relief[i] - b.relief[part][j]).mean(axis=1) / RELIEF_PER_SHAPE
+        shape[i, j] = np.minimum(shape[i, j], relief)
+        out[:, part] = shape
     out[np.abs(a.level[:, None] - b.level[None, :]) > LEVEL] = np.inf
     return out
 
@@ -255,21 +261,25 @@ class Background:
     median: np.ndarray
     threshold: np.ndarray  # per pixel, in gray levels
     lit: np.ndarray  # pixels bright enough to measure a frame's gain on
+    aligner: _Aligner  # lines a frame up on the median
 
     @classmethod
     def learn(cls, frames: Sequence[np.ndarray], cfg: ScenesConfig) -> Background:
         stack = np.stack([_smooth(f) for f in frames])
-        first = _median(stack[:: max(1, len(stack) // 16)])  # the reference the light is measured on
+        # the reference the frames are registered on and their light measured against
+        first = _median(stack[:: max(1, len(stack) // 16)])
         lit = first > 10
+        align = _Aligner.on(first)
         for k in range(len(stack)):
+            stack[k] = align(stack[k])
             stack[k] /= _light(stack[k], first, lit, refine=False)
         median = _median(stack)
         noise = _median(np.abs(stack - median)) * 1.4826
-        return cls(median, cfg.noise * noise + cfg.floor, median > 10)
+        return cls(median, cfg.noise * noise + cfg.floor, median > 10, _Aligner.on(median))
 
     def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
         """What of `gray` stands in front of this background."""
-        smooth = _smooth(gray)
+        smooth = self.aligner(_smooth(gray))
         mask = (np.abs(smooth / _light(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
         mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -284,6 +294,59 @@ class Background:
         boxes = np.array([(r.y0, r.x0, r.y0 + r.mask.shape[0], r.x0 + r.mask.shape[1]) for r in regions],
                          np.int32).reshape(-1, 4)
         return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent, boxes)
+
+
+SHAKE = 0.03  # the largest shift a frame is registered by, as a share of its longer side (10 px at 320)
+ALIGNED = 0.8  # a shift is taken where it brings the typical difference on the background's edges down by a fifth
+SHAKE_EDGE = 40.0  # Sobel's answer on an edge of the background (a step of ~10 gray levels over two pixels)
+
+
+@dataclass(frozen=True)
+class _Aligner:
+    """Lines frames up on a reference where a camera's shake (wind, traffic) moved them by up
+    to SHAKE of their size: the shift phase correlation finds (the background dominates it;
+    small things moving in front of it barely count), to within a third of a pixel. A shift
+    under a quarter of a pixel is left as it is, and so is one that does not line up the
+    reference's edges (the strongest fifth of its slopes: their median difference to the
+    frame falls by less than a fifth) - over a plain background phase correlation can lock
+    onto a thing moving in front of it (lining that up would hide its move), and there a
+    shake changes nothing anyway. What depends on the reference alone is made once."""
+
+    reference: np.ndarray
+    window: np.ndarray  # Hanning window of the frame's size
+    windowed: np.ndarray  # the reference times the window
+    edges: np.ndarray | None  # every second pixel of every second row: on an edge; None: too plain to align on
+
+    @classmethod
+    def on(cls, reference: np.ndarray) -> _Aligner:
+        if min(reference.shape) < 8:
+            return cls(reference, reference, reference, None)
+        window = cv2.createHanningWindow((reference.shape[1], reference.shape[0]), cv2.CV_32F)
+        sampled = reference[::2, ::2]
+        slope = np.abs(cv2.Sobel(sampled, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(sampled, cv2.CV_32F, 0, 1))
+        edges = slope >= max(_quantile(slope, 0.8), SHAKE_EDGE)
+        return cls(reference, window, reference * window, edges if np.count_nonzero(edges) >= 30 else None)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.edges is None:
+            return frame
+        # The window is applied here: given to phaseCorrelate, OpenCV multiplies the inputs by it in place.
+        (dx, dy), _ = cv2.phaseCorrelate(self.windowed, frame * self.window)
+        if not (0.25 <= max(abs(dx), abs(dy)) <= SHAKE * max(frame.shape)):
+            return frame
+        back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+        moved = cv2.warpAffine(frame, back, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        ref, before, after = self.reference[::2, ::2], frame[::2, ::2], moved[::2, ::2]
+        gain = float(np.median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
+        ref, before, after = gain * ref[self.edges], before[self.edges], after[self.edges]
+        return moved if np.median(np.abs(after - ref)) < ALIGNED * np.median(np.abs(before - ref)) else frame
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    flat = values.ravel()
+    k = int(q * (len(flat) - 1))
+    return float(np.partition(flat, k)[k])
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
