@@ -57,7 +57,7 @@ import numpy as np
 from refinery.config import ScenesConfig
 from refinery.dedup.table import FeatureTable
 from refinery.errors import UnreadableImage
-from refinery.features import gray_work
+from refinery.features import gray_work, quantile
 from refinery.io.images import WORK_SIZE, decode, read_bytes
 from refinery.parallel import cpu_count, ordered_map
 
@@ -324,7 +324,7 @@ class _Aligner:
         window = cv2.createHanningWindow((reference.shape[1], reference.shape[0]), cv2.CV_32F)
         sampled = reference[::2, ::2]
         slope = np.abs(cv2.Sobel(sampled, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(sampled, cv2.CV_32F, 0, 1))
-        edges = slope >= max(_quantile(slope, 0.8), SHAKE_EDGE)
+        edges = slope >= max(quantile(slope, 0.8), SHAKE_EDGE)
         return cls(reference, window, reference * window, edges if np.count_nonzero(edges) >= 30 else None)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
@@ -341,12 +341,6 @@ class _Aligner:
         gain = float(np.median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
         ref, before, after = gain * ref[self.edges], before[self.edges], after[self.edges]
         return moved if np.median(np.abs(after - ref)) < ALIGNED * np.median(np.abs(before - ref)) else frame
-
-
-def _quantile(values: np.ndarray, q: float) -> float:
-    flat = values.ravel()
-    k = int(q * (len(flat) - 1))
-    return float(np.partition(flat, k)[k])
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
