@@ -141,6 +141,17 @@ def test_the_same_things_under_fresh_noise_and_5_percent_more_light_are_one_fram
     assert scenes.overlap(ia, ib) > 0.7
 
 
+def assert_one_scene_same_unless_moved(root: Path, one: str, same: str, moved: str) -> None:
+    """Every file under `root` is a frame of one scene; `one` and `same` (the same things) are
+    one frame, `one` and `moved` (a thing moved by twice its width) are not."""
+    names = sorted(p.name for p in root.iterdir())
+    scenes = judged(root, names, ScenesConfig())
+    assert scenes.count == 1 and len(scenes.frames) == len(names)
+    a, b, other = (names.index(n) for n in (one, same, moved))
+    assert scenes.same(a, b) and scenes.overlap(a, b) > 0.7
+    assert not scenes.same(a, other)
+
+
 def test_a_cloud_shade_crossing_the_view_is_light_not_foreground(tmp_path: Path) -> None:
     """As a cloud's shade crosses a fixed camera's view, every frame stays in the camera's
     scene, and a person in the shade is the same frame as the person in full light; moved
@@ -148,12 +159,7 @@ def test_a_cloud_shade_crossing_the_view_is_light_not_foreground(tmp_path: Path)
     moved = Thing(9, PERSON.x + 2 * PERSON.size / 1.5, PERSON.y, PERSON.size, PERSON.colour)
     scene_folder(tmp_path, 7, 40, {"shaded.jpg": [PERSON], "lit.jpg": [PERSON], "moved.jpg": [moved]},
                  light={"shaded.jpg": shade(0.3), "lit.jpg": 1.0, "moved.jpg": shade(0.3)}, cloud=True)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    scenes = judged(tmp_path, names, ScenesConfig())
-    assert scenes.count == 1 and len(scenes.frames) == len(names)
-    shaded, lit, other = (names.index(n) for n in ("shaded.jpg", "lit.jpg", "moved.jpg"))
-    assert scenes.same(shaded, lit) and scenes.overlap(shaded, lit) > 0.7
-    assert not scenes.same(shaded, other)
+    assert_one_scene_same_unless_moved(tmp_path, "shaded.jpg", "lit.jpg", "moved.jpg")
 
 
 def test_a_camera_shaken_by_3_px_keeps_its_view_still(tmp_path: Path) -> None:
@@ -164,12 +170,7 @@ def test_a_camera_shaken_by_3_px_keeps_its_view_still(tmp_path: Path) -> None:
     pale = Thing(9, PERSON.x, PERSON.y, PERSON.size, (150, 150, 150))  # little contrast with the dots
     moved = Thing(9, pale.x + 2 * pale.size / 1.5, pale.y, pale.size, pale.colour)
     scene_folder(tmp_path, 8, 40, {"a.jpg": [pale], "b.jpg": [pale], "moved.jpg": [moved]}, shake=3.0, dots=True)
-    names = sorted(p.name for p in tmp_path.iterdir())
-    scenes = judged(tmp_path, names, ScenesConfig())
-    assert scenes.count == 1 and len(scenes.frames) == len(names)
-    a, b, other = (names.index(n) for n in ("a.jpg", "b.jpg", "moved.jpg"))
-    assert scenes.same(a, b) and scenes.overlap(a, b) > 0.7
-    assert not scenes.same(a, other)
+    assert_one_scene_same_unless_moved(tmp_path, "a.jpg", "b.jpg", "moved.jpg")
 
 
 @pytest.mark.parametrize("shape", [(180, 320), (235, 320), (320, 181), (320, 320), (17, 320), (320, 9), (3, 3)])

@@ -113,11 +113,12 @@ LEVEL = np.log(1.25)  # the mean gray levels of one view's frames differ by less
 # differs from the view's by up to ~0.11 (a band of 75% light over a quarter of the frame).
 # Within SHADE_SPREAD a picture still shows the view when its relief matches: its log levels
 # less their 3x3 neighbourhood's mean, where a light that changes smoothly over the frame
-# cancels out and the view's layout stays. Relief is compared at RELIEF_PER_SHAPE of the shape's
-# bound (0.04 for view_difference 0.05: frames of one camera reach 0.04, other views 0.07 and
-# more among those within SHADE_SPREAD; benchmarks/README.md, "Real cameras").
+# cancels out and the view's layout stays. The relief's distance is held to the same bound as
+# the shape's (frames of one camera in shade reach ~0.04 to the view's median, other views
+# within SHADE_SPREAD 0.07 and more), and only where the two reliefs are laid out alike
+# (correlation RELIEF_LAYOUT or more: two crops on flat backgrounds have reliefs near zero,
+# close in size but not in layout). benchmarks/README.md, "Real cameras".
 SHADE_SPREAD = 0.15
-RELIEF_PER_SHAPE = 1.0
 RELIEF_LAYOUT = 0.5
 
 
@@ -187,8 +188,8 @@ def view_distances(thumbs: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def _distances(a: _Looks, b: _Looks) -> np.ndarray:
     """Mean absolute difference of the shapes of every row of `a` to every row of `b`, or of
-    their reliefs over RELIEF_PER_SHAPE where that is less and the shapes are within
-    SHADE_SPREAD (a part of the view in shade); infinite where their levels differ by more
+    their reliefs where that is less, the shapes are within SHADE_SPREAD (a part of the view
+    in shade) and the reliefs are laid out alike; infinite where their levels differ by more
     than a view's exposure can."""
     out = np.empty((len(a), len(b)), np.float32)
     for start in range(0, len(b), 256):  # (rows x 256 x 64) floats at a time
@@ -198,7 +199,7 @@ def _distances(a: _Looks, b: _Looks) -> np.ndarray:
         i, j = np.nonzero(shape <= SHADE_SPREAD)
         laid = np.einsum("ij,ij->i", a.pattern[i], b.pattern[part][j]) >= RELIEF_LAYOUT
         i, j = i[laid], j[laid]
-        relief = np.abs(a.relief[i] - b.relief[part][j]).mean(axis=1) / RELIEF_PER_SHAPE
+        relief = np.abs(a.relief[i] - b.relief[part][j]).mean(axis=1)
         shape[i, j] = np.minimum(shape[i, j], relief)
         out[:, part] = shape
     out[np.abs(a.level[:, None] - b.level[None, :]) > LEVEL] = np.inf
@@ -351,8 +352,6 @@ def _median(stack: np.ndarray) -> np.ndarray:
 
 
 LIGHT_CELLS = 16  # the light is measured on a grid this many cells across (20 px at 320)
-
-
 LIGHT_STEP = 2  # px: the light is read on every 2nd pixel of every 2nd row (100 a cell at 320 px)
 LIGHT_REFINE = 0.05  # a pixel off the coarse light by more is an object, not light
 
@@ -389,17 +388,11 @@ def _light(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray, refine: bo
 
 
 def _spread(grid: np.ndarray, ch: int, cw: int, h: int, w: int) -> np.ndarray:
-    """A grid of cells CH x CW px as an H x W picture: linear between the cells' centres and
-    on from the outer ones to the frame's border (held flat there, a light changing near the
-    border would turn into foreground)."""
-    if grid.shape[0] >= 2:
-        grid = np.concatenate([2 * grid[:1] - grid[1:2], grid, 2 * grid[-1:] - grid[-2:-1]])
-    else:
-        grid = np.concatenate([grid, grid, grid])
-    if grid.shape[1] >= 2:
-        grid = np.concatenate([2 * grid[:, :1] - grid[:, 1:2], grid, 2 * grid[:, -1:] - grid[:, -2:-1]], axis=1)
-    else:
-        grid = np.concatenate([grid, grid, grid], axis=1)
+    """A grid of cells CH x CW px as an H x W picture: linear between the cells' centres, and
+    carried on linearly from the outer ones to the frame's border (held flat there, a light
+    that changes near the border would turn into foreground)."""
+    # one more cell on every side, on the line through the last two ("odd" reflection)
+    grid = np.pad(grid, 1, mode="reflect", reflect_type="odd")
     rows, cols = grid.shape
     whole = cv2.resize(np.maximum(grid, 0.05), (cols * cw, rows * ch), interpolation=cv2.INTER_LINEAR)
     # the cells cover the frame to within a cell: what is left past the outer ones, held flat
