@@ -172,9 +172,12 @@ class ScenesConfig:
     # Foreground regions smaller than this share of the frame are noise (320x180: 17 pixels; an
     # object 3% of the frame wide is about 100).
     min_area: float = between(0.0003, 0.0, 0.1, "share of the frame below which a foreground region is noise")
-    # Two frames are one when each region of their foregrounds overlaps itself by this much
-    # (intersection over union): an object moved by 0.15 of its size keeps ~0.7, by half ~0.33.
-    min_overlap: float = between(0.55, 0.0, 1.0, "foreground overlap (IoU) of every region for two frames to be one")
+    # Two frames are one when every thing in front of the background stands within this share
+    # of its own size (its box's longer side, where it is smaller: a standing person's height)
+    # of where it stood, and grew or shrank by at most twice that (a person 60 px tall: 9 px).
+    # The labels of real footage and of make_sequences.py call a frame a duplicate at 0.15.
+    max_shift: float = between(0.15, 0.0, 1.0, "how far a thing may move, as a share of its own size, "
+                               "for two frames to be one")
     # Crops on one background window can make a view: there, what stands in front is one big
     # object. A view whose frames' largest foreground region spans more than this share of the
     # frame's width or height in a quarter of them is crops, not a camera (labelled sequences
@@ -334,6 +337,13 @@ def default_config_path() -> Path:
     return Path(str(resources.files("refinery.configs").joinpath("refinery.toml")))
 
 
+# Settings that were replaced, and what to set instead.
+RENAMED = {
+    ("scenes", "min_overlap"): "two frames are now one when every thing moved at most scenes.max_shift "
+                               "of its own size (0.15); set that instead",
+}
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read a TOML config and validate it; keys it leaves out keep their defaults; unknown keys are errors."""
     path = Path(path) if path else default_config_path()
@@ -356,6 +366,9 @@ def load_config(path: Path | None = None) -> Config:
             raise ConfigError(f"{path}: {name} must be a section ([{name}]), not a value")
         known = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(values) - known)
+        for key in bad:
+            if (name, key) in RENAMED:
+                raise ConfigError(f"{path}: [{name}] {key} is gone: {RENAMED[name, key]}")
         if bad:
             raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; "
                               f"known: {', '.join(sorted(known))}")
@@ -375,6 +388,8 @@ def apply_overrides(cfg: Config, assignments: list[str]) -> Config:
             raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. semantic.threshold=0.92")
         current = getattr(cfg, section) if section in {f.name for f in dataclasses.fields(cfg)} else None
         schema = {k: (kind, meta) for k, kind, meta in _keys(type(current))} if current is not None else {}
+        if (section, name) in RENAMED:
+            raise ConfigError(f"--set {text!r}: {key.strip()} is gone: {RENAMED[section, name]}")
         if name not in schema:
             raise ConfigError(f"--set {text!r}: no setting {key.strip()!r}; see `refinery config --show`")
         try:

@@ -11,8 +11,8 @@ a stream allows:
   (a per-pixel median, each frame over the light on it, with each pixel's own noise) from a spread
   of the last WINDOW frames: people who stop for a few seconds are voted out, and the light
   may change over an hour. A frame is skipped when it shows the same things at the same
-  places as a kept frame (every region of their foregrounds overlapping by
-  `scenes.min_overlap`) and its 16x16 thumbnail correlates with that frame's by
+  places as a kept frame (every thing within `scenes.max_shift` of its own size of where it
+  stood there) and its 16x16 thumbnail correlates with that frame's by
   `scenes.video_correlation` (dedup's near and semantic stages propose its pairs; a video
   has no embeddings);
 - the near stage's picture test for the frames that do not show the background's view (a
@@ -52,7 +52,7 @@ import numpy as np
 from refinery.config import Config
 from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import Measures, judge
-from refinery.dedup.stages.scenes import Background, Frame, may_overlap, overlap, view_distances
+from refinery.dedup.stages.scenes import Background, Frame, shift, view_distances
 from refinery.errors import RefineryError
 from refinery.features import (
     THUMB,
@@ -135,7 +135,7 @@ class Span:
     frames: int  # sampled frames in it
     kept_as: str | None  # the kept frame they duplicate (None: a quality reject)
     why: str  # of its first frame
-    test: str | None = None  # "scene" (foreground overlap) or "picture" (thumbnail correlation)
+    test: str | None = None  # "scene" (largest move of a thing) or "picture" (thumbnail correlation)
     score: float | None = None  # the test's weakest figure in the span
 
 
@@ -325,14 +325,12 @@ class _Thinner:
         test when both show the background's view, by the near stage's picture test when
         neither does (hashes close, thumbnails correlating); never a frame of the view and one
         outside it."""
-        correlation, least = float(a.thumb @ b.thumb), self.cfg.scenes.min_overlap
+        correlation, most = float(a.thumb @ b.thumb), self.cfg.scenes.max_shift
         if a.front is not None and b.front is not None:
-            if correlation < self.cfg.scenes.video_correlation or not may_overlap(a.front, b.front, least):
+            if correlation < self.cfg.scenes.video_correlation:
                 return None
-            iou = overlap(a.front, b.front)
-            if iou < least:
-                return None
-            return "scene", iou
+            moved = shift(a.front, b.front, most)
+            return ("scene", moved) if moved <= most else None
         near = self.cfg.near
         if a.front is None and b.front is None and correlation >= near.min_correlation and (
                 (a.phash ^ b.phash).bit_count() <= near.max_phash or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash):
@@ -348,7 +346,9 @@ class _Thinner:
         if self.span_open and spans and (spans[-1].kept_as or spans[-1].why.split(":")[0]) == kind:
             span = spans[-1]
             span.end, span.frames = sample.t, span.frames + 1
-            weaker = score is not None and (span.score is None or score < span.score)
+            # weaker evidence: a thing that moved further, a thumbnail that correlates less
+            weaker = score is not None and (span.score is None or (score > span.score if span.test == "scene"
+                                                                   else score < span.score))
             if weaker:
                 span.score = round(score, 3)  # type: ignore[arg-type]
         else:
@@ -417,7 +417,7 @@ def _gone(out: Path) -> str:
 
 def duplicate_why(name: str, test: str, score: float) -> str:
     if test == "scene":
-        return f"the same frame as {name} (foreground overlap {score:.2f})"
+        return f"the same frame as {name} (things moved at most {score:.2f} of their size)"
     return f"a near copy of {name} (thumbnail correlation {score:.3f})"
 
 
@@ -588,7 +588,7 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
             line: dict[str, Any] = {"path": label, "decision": "remove", "file": None,
                                     "reason": f"the same frame as {span.kept_as}" if span.kept_as else span.why}
             if span.kept_as:
-                score = "foreground_overlap" if span.test == "scene" else "thumb_correlation"
+                score = "largest_move" if span.test == "scene" else "thumb_correlation"
                 line |= {"stage": "near", "test": span.test, "kept_as": span.kept_as,
                          "group": groups.setdefault(span.kept_as, len(groups)), "scores": {score: span.score}}
             else:

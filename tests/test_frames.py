@@ -14,6 +14,7 @@ from test_review import browser  # noqa: F401  (a fixture)
 from test_scenes import PERSON, Thing, background
 
 from conftest import run_cli
+from refinery.config import load_config
 
 W, H, FPS = 480, 270, 10.0
 
@@ -176,7 +177,7 @@ def test_html_shows_each_kept_frame_beside_its_skipped_spans(tmp_path: Path) -> 
     assert (out / keeper["path"]).is_file() and span["kept_as"] == keeper["path"]
     assert span["path"].startswith("cam ") and span["path"].endswith("19 frames skipped")
     assert span["thumb"] is not None and span["diff"] is not None  # the span's own picture, never on disk
-    assert 0.5 < span["scores"]["foreground_overlap"] <= 1
+    assert 0 <= span["scores"]["largest_move"] <= load_config().scenes.max_shift
     [error] = [data["files"][i] for i in data["errors"]]
     assert error["path"].endswith("nothing.mp4") and error["reason"] == "no such file"
 

@@ -128,7 +128,7 @@ def line(path: str, decision: str, group: int | None, kept_as: str | None = None
 def test_groups_come_riskiest_first_and_a_lost_file_gets_a_placeholder(tmp_path: Path) -> None:
     from refinery.review.page import write_review
 
-    for k, name in enumerate(("x", "y", "z", "w", "gone")):
+    for k, name in enumerate(("x", "y", "z", "w", "v", "gone")):
         draw_picture(20 + k).save(tmp_path / f"{name}.jpg")
         draw_picture(30 + k).save(tmp_path / f"{name}2.jpg")
     (tmp_path / "gone2.jpg").unlink()  # read for the report, gone since
@@ -138,16 +138,18 @@ def test_groups_come_riskiest_first_and_a_lost_file_gets_a_placeholder(tmp_path:
                                        thumb_correlation=0.95, cosine=0.99),
         line("z.jpg", "keep", 3), line("z2.jpg", "remove", 3, "z.jpg", "semantic", "picture",
                                        thumb_correlation=0.5, cosine=0.96),
-        line("w.jpg", "keep", 4), line("w2.jpg", "remove", 4, "w.jpg", "near", "scene", foreground_overlap=0.6),
+        line("w.jpg", "keep", 4), line("w2.jpg", "remove", 4, "w.jpg", "near", "scene", largest_move=0.12),
+        # a report written before the scene test measured moves
+        line("v.jpg", "keep", 5), line("v2.jpg", "remove", 5, "v.jpg", "near", "scene", foreground_overlap=0.6),
         line("gone.jpg", "keep", None), line("gone2.jpg", "remove", None, stage="quality"),
     ]}
     stats = write_review(report, tmp_path / "page.html")
     data = page_data(tmp_path / "page.html")
     order = [(g["evidence"], g["risk"]) for g in data["groups"]]
-    assert order == [("scene", 0.6), ("near", 0.95), ("semantic", 0.96), ("exact", 1.0)]
+    assert order == [("overlap", 0.6), ("scene", 0.88), ("near", 0.95), ("semantic", 0.96), ("exact", 1.0)]
     gone = data["files"][data["rejects"][0]]
     assert gone["path"] == "gone2.jpg" and gone["thumb"] is None and gone["unreadable"] == "no such file"
-    assert (stats.groups, stats.files) == (4, 9)
+    assert (stats.groups, stats.files) == (5, 11)
     assert stats.bytes == (tmp_path / "page.html").stat().st_size
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
-from refinery.dedup.stages.scenes import Background, analyse
+from refinery.dedup.stages.scenes import Background, Frame, Region, analyse, shift
 from refinery.dedup.table import FeatureTable
 
 W, H = 480, 270
@@ -129,7 +130,7 @@ def test_an_object_3_percent_wide_moved_by_twice_its_width_is_another_frame(tmp_
     scenes = judged(tmp_path, names, ScenesConfig())
     ia, ib = names.index("a.jpg"), names.index("b.jpg")
     assert scenes.judged_by_scene(ia, ib)
-    assert not scenes.same(ia, ib) and scenes.overlap(ia, ib) < 0.1
+    assert not scenes.same(ia, ib) and scenes.shift(ia, ib) == math.inf  # no longer near itself: came and went
 
 
 def test_the_same_things_under_fresh_noise_and_5_percent_more_light_are_one_frame(tmp_path: Path) -> None:
@@ -138,7 +139,55 @@ def test_the_same_things_under_fresh_noise_and_5_percent_more_light_are_one_fram
     scenes = judged(tmp_path, names, ScenesConfig())
     ia, ib = names.index("a.jpg"), names.index("b.jpg")
     assert scenes.judged_by_scene(ia, ib) and scenes.same(ia, ib)
-    assert scenes.overlap(ia, ib) > 0.7
+    assert scenes.shift(ia, ib) < 0.05
+
+
+def test_a_thin_person_who_swayed_is_the_same_frame_and_one_who_stepped_is_not(tmp_path: Path) -> None:
+    """Displacement against the thing's own size, not an overlap of masks: a person a quarter
+    as wide as tall moved sideways by 0.1 of their height keeps under half their mask in
+    common (an overlap test calls them moved), yet stands where they stood; moved by 0.3 of
+    their height they took a step."""
+    thin = Thing(9, 240, 140, 60, (20, 20, 220))
+    width = 60 / 1.5
+
+    def person(x: float) -> list[Thing]:  # an ellipse as wide as a quarter of its height: two side by side
+        return [Thing(9, x - width / 8, 140, 60, (20, 20, 220)), Thing(9, x + width / 8, 140, 60, (20, 20, 220))]
+
+    extra = {"a.jpg": person(thin.x), "swayed.jpg": person(thin.x + 6), "stepped.jpg": person(thin.x + 18)}
+    scene_folder(tmp_path, 12, 30, extra)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    scenes = judged(tmp_path, names, ScenesConfig())
+    a, swayed, stepped = (names.index(n) for n in ("a.jpg", "swayed.jpg", "stepped.jpg"))
+    assert scenes.judged_by_scene(a, swayed) and scenes.judged_by_scene(a, stepped)
+    assert 0.05 < scenes.shift(a, swayed) <= 0.15 and scenes.same(a, swayed)
+    assert 0.2 < scenes.shift(a, stepped) < 0.5 and not scenes.same(a, stepped)
+    tighter = judged(tmp_path, names, ScenesConfig(max_shift=0.05))
+    assert not tighter.same(a, swayed)
+
+
+def box_frame(*boxes: tuple[int, int, int, int]) -> Frame:
+    """A frame whose foreground is the given filled boxes (y0, x0, y1, x1)."""
+    regions = tuple(Region(y0, x0, np.ones((y1 - y0, x1 - x0), bool), (y1 - y0) * (x1 - x0))
+                    for y0, x0, y1, x1 in boxes)
+    return Frame(regions, 0.1, 0.1, np.array(boxes, np.int32).reshape(-1, 4))
+
+
+def test_shift_is_the_largest_move_of_a_thing_over_its_own_size() -> None:
+    person = (100, 50, 160, 70)  # 60 tall, 20 wide
+    assert shift(box_frame(), box_frame(), 0.15) == 0.0
+    assert shift(box_frame(person), box_frame(), 0.15) == math.inf  # went
+    assert shift(box_frame(person), box_frame(person), 0.15) == 0.0
+    assert shift(box_frame(person), box_frame((100, 56, 160, 76)), 0.15) == pytest.approx(0.1)  # 6 px of 60
+    assert shift(box_frame(person), box_frame((100, 90, 160, 110)), 0.15) == math.inf  # 40 px away: another
+    # grew by 12 px (a fifth): moved a tenth, measured on the smaller
+    assert shift(box_frame(person), box_frame((94, 50, 166, 70)), 0.15) == pytest.approx(0.1)
+    # split in two by a lamp post in one frame: one thing, in place
+    assert shift(box_frame(person), box_frame((100, 50, 160, 58), (100, 62, 160, 70)), 0.15) == 0.0
+    # the largest move counts: one still, one moved by a third of its size
+    still, moved = (10, 10, 40, 30), (10, 200, 40, 220)
+    assert shift(box_frame(still, moved), box_frame(still, (10, 210, 40, 230)), 0.15) == pytest.approx(1 / 3)
+    # a newcomer beside a standing person is a thing of its own that came
+    assert shift(box_frame(person), box_frame(person, (10, 200, 40, 220)), 0.15) == math.inf
 
 
 def assert_one_scene_same_unless_moved(root: Path, one: str, same: str, moved: str) -> None:
@@ -148,7 +197,7 @@ def assert_one_scene_same_unless_moved(root: Path, one: str, same: str, moved: s
     scenes = judged(root, names, ScenesConfig())
     assert scenes.count == 1 and len(scenes.frames) == len(names)
     a, b, other = (names.index(n) for n in (one, same, moved))
-    assert scenes.same(a, b) and scenes.overlap(a, b) > 0.7
+    assert scenes.same(a, b) and scenes.shift(a, b) < 0.05
     assert not scenes.same(a, other)
 
 

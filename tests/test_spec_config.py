@@ -52,3 +52,15 @@ def test_config_unknown_key_is_an_error(tmp_path: Path) -> None:
     path.write_text("[model]\nbatch = 3\n")
     with pytest.raises(ConfigError, match="unknown key.*batch"):
         load_config(path)
+
+
+def test_a_replaced_setting_says_what_replaced_it(tmp_path: Path) -> None:
+    from refinery.config import apply_overrides
+
+    path = tmp_path / "c.toml"
+    path.write_text("[scenes]\nmin_overlap = 0.5\n")
+    with pytest.raises(ConfigError, match=r"min_overlap is gone: .*scenes\.max_shift"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"scenes\.min_overlap is gone: .*scenes\.max_shift"):
+        apply_overrides(load_config(), ["scenes.min_overlap=0.5"])
+    assert apply_overrides(load_config(), ["scenes.max_shift=0.1"]).scenes.max_shift == 0.1

@@ -158,7 +158,7 @@ def write_page(ctx: click.Context, results: list, out: Path, html_path: Path) ->
     report, pictures = review_report(results, out)
     note = ("Each kept frame in " + str(out) + " beside the spans of frames skipped as its duplicates; a span's "
             "picture is its frame least like the keeper, red where it differs. Skipped frames were never written: "
-            "to keep more, lower scenes.min_overlap (refinery config) and run again.")
+            "to keep more, lower scenes.max_shift (refinery config) and run again.")
     with ProgressBars(ctx) as bars:
         stats = write_review(report, html_path, progress=bars, pictures=pictures, note=note)
     echo(review_written(html_path, stats))

@@ -61,10 +61,10 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
             decisions.test[row] = "picture"
             continue
         if scenes.judged_by_scene(row, keeper):
-            iou = round(scenes.overlap(row, keeper), 4)
+            moved = round(scenes.shift(row, keeper), 4)
             decisions.reason[row] = (f"the same frame as {paths[keeper]}: the same things at the same places "
-                                     f"(foreground overlap {iou}){through}")
-            decisions.extra_scores[row] = {"foreground_overlap": iou}
+                                     f"(moved at most {moved:g} of their size){through}")
+            decisions.extra_scores[row] = {"largest_move": moved}
             decisions.test[row] = "scene"
             continue
         dp, dd = evidence.hash_distances(row, keeper)

@@ -162,11 +162,14 @@ def _cut(text: str, most: int = 80) -> str:
 
 def evidence(line: dict) -> tuple[str, float]:
     """The kind and strength of the evidence that a removed file duplicates its keeper
-    (lower is riskier): identical bytes 1.0; a scene frame its foreground overlap; a picture
-    worded "looks like" its cosine; a near copy its thumbnail correlation."""
+    (lower is riskier): identical bytes 1.0; a scene frame 1 less the largest move of a thing
+    in it (a share of the thing's size; reports before it gave the foreground's overlap); a
+    picture worded "looks like" its cosine; a near copy its thumbnail correlation."""
     scores = line.get("scores") or {}
+    if line.get("test") == "scene" and "largest_move" in scores:
+        return "scene", 1.0 - float(scores["largest_move"])
     if line.get("test") == "scene" and "foreground_overlap" in scores:
-        return "scene", float(scores["foreground_overlap"])
+        return "overlap", float(scores["foreground_overlap"])
     if "cosine" in scores and (line.get("stage") == "semantic" or "thumb_correlation" not in scores
                                or str(line.get("reason", "")).startswith("looks like")):
         return "semantic", float(scores["cosine"])
@@ -466,7 +469,7 @@ let version = 0, saved = 0;  // changes made, and made when decisions were last 
 const STAGES = [["exact", "exact copies"], ["near", "near copies"], ["semantic", "look-alikes"],
                 ["quality", "quality rejects"], ["error", "unreadable"]];
 const EVIDENCE = {exact: "identical bytes", near: "thumbnail correlation", semantic: "cosine",
-                  scene: "foreground overlap"};
+                  scene: "things in place (1 - largest move)", overlap: "foreground overlap"};
 const name = i => files[i].path.toLowerCase();
 const items = [
   ...data.groups.map(g => ({kind: "group", g, stages: new Set(g.members.map(i => files[i].stage)),

@@ -28,17 +28,20 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    noise plus `floor` gray levels, cleaned (opened, closed), in regions of at least
    `min_area` of the frame.
 4. The test. Two frames of one scene are one picture when one of the stages proposed them
-   (the picture test found them alike) and every region of their combined
-   foreground overlaps itself (intersection over union) by `min_overlap`: an object moved by
-   0.15 of its size keeps ~0.7, one moved by half its size ~0.33, one that came or went 0.
+   (the picture test found them alike) and every thing in front of the background stands
+   within `max_shift` of its own size of where it stood (the distance between its boxes'
+   centres, over the box's longer side): a person who took a step is another picture, one
+   who swayed is not, however thin they are (an overlap of masks, which walking legs and
+   arms fail, is no measure). A thing is the regions of the two frames that share pixels
+   or stand that near; one that came or went moved infinitely far.
    Frames of two different scenes are never one picture, and a frame is never removed as a
    copy of a picture outside its scene. A frame whose foreground covers more than
    `max_foreground` of it is no view of the scene (a crop that happens to repeat), and a
    view whose largest foreground regions span more than `max_extent` of the frame in a
    quarter of its frames is crops on one background window, not a camera: the picture test
    judges those.
-5. The keeper of a group of frames is its most typical frame - the one whose foreground
-   overlaps the others' most - not the busiest.
+5. The keeper of a group of frames is its most typical frame - the one whose things stand
+   nearest where they stand in the others - not the busiest.
 
 Why not a background subtractor run over time (MOG2 and the like)? A folder gives no frame
 order, and a median over a sample needs none.
@@ -47,6 +50,7 @@ order, and a median over a sample needs none.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +59,7 @@ import cv2
 import numpy as np
 
 from refinery.config import ScenesConfig
+from refinery.dedup.groups import components
 from refinery.dedup.table import FeatureTable
 from refinery.errors import UnreadableImage
 from refinery.features import gray_work, quantile
@@ -422,52 +427,56 @@ def _gain(frame: np.ndarray, reference: np.ndarray, lit: np.ndarray) -> float:
     return gain if gain > 0.05 else 1.0
 
 
-def may_overlap(a: Frame, b: Frame, least: float) -> bool:
-    """False when `overlap(a, b)` is surely below `least`, from the foregrounds' sizes alone:
-    every region keeping `least` means the whole foregrounds do, and their intersection over
-    union is at most the smaller over the larger."""
-    larger = max(a.foreground, b.foreground)
-    return larger == 0 or min(a.foreground, b.foreground) >= least * larger
-
-
-def overlap(a: Frame, b: Frame) -> float:
-    """The smallest intersection over union of any region of the two frames' foregrounds
-    (regions that touch in either frame are one region); 1.0 when neither has any."""
+def shift(a: Frame, b: Frame, most: float) -> float:
+    """How far the things in front of the background moved from one frame to the other: the
+    largest move of any of them as a share of its own size (the longer side of its box, in
+    the frame where it is smaller): the distance between its box's centres, or half the
+    change of the box's height or width where that is more (a thing that grew by a fifth
+    moved a tenth). A thing is the regions of
+    the two frames that share pixels or whose centres are within `most` of their size (regions
+    linked so in either frame are one thing: a person split in two by a lamp post is one);
+    a thing in one frame only moved infinitely far. 0.0 when neither frame has anything in
+    front of the background."""
     na, nb = len(a.regions), len(b.regions)
     if not na or not nb:
-        return 1.0 if na == nb else 0.0
+        return 0.0 if na == nb else math.inf
+    centre_a, size_a = _centres(a.boxes)
+    centre_b, size_b = _centres(b.boxes)
+    near = (np.hypot(*(centre_a[:, None, :] - centre_b[None, :, :]).transpose(2, 0, 1))
+            <= most * np.maximum(size_a[:, None], size_b[None, :]))
     pa, pb = a.boxes[:, None, :], b.boxes[None, :, :]  # every pair of boxes: where they meet
     top, left = np.maximum(pa[..., 0], pb[..., 0]), np.maximum(pa[..., 1], pb[..., 1])
     bottom, right = np.minimum(pa[..., 2], pb[..., 2]), np.minimum(pa[..., 3], pb[..., 3])
-    touching = (top < bottom) & (left < right)
-    if not (touching.any(axis=1).all() and touching.any(axis=0).all()):
-        return 0.0  # a region with nothing of the other frame's over it: its overlap is 0
-    parent = list(range(na + nb))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    shared: list[tuple[int, int]] = []  # (a region, pixels in common)
-    for ia, ib in np.argwhere(touching).tolist():
+    linked = near.copy()
+    for ia, ib in np.argwhere((top < bottom) & (left < right) & ~near).tolist():
         ra, rb = a.regions[ia], b.regions[ib]
         y0, y1, x0, x1 = int(top[ia, ib]), int(bottom[ia, ib]), int(left[ia, ib]), int(right[ia, ib])
-        common = int(np.count_nonzero(ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
-                                      & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]))
-        if common:
-            parent[find(ia)] = find(na + ib)
-            shared.append((ia, common))
-    area: dict[int, int] = {}
-    inter: dict[int, int] = {}
-    for k, region in enumerate((*a.regions, *b.regions)):
-        root = find(k)
-        area[root] = area.get(root, 0) + region.area
-    for ia, common in shared:
-        root = find(ia)
-        inter[root] = inter.get(root, 0) + common
-    return min((inter.get(root, 0) / (total - inter.get(root, 0)) for root, total in area.items()), default=1.0)
+        linked[ia, ib] = bool((ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
+                               & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]).any())
+    if not (linked.any(axis=1).all() and linked.any(axis=0).all()):
+        return math.inf  # a region with nothing of the other frame's near it: came or went
+    largest = 0.0
+    # every region is linked, so each thing has regions in both frames
+    for thing in components((ia, na + ib) for ia, ib in np.argwhere(linked).tolist()):
+        box_a = _bounds(a.boxes[[k for k in thing if k < na]])
+        box_b = _bounds(b.boxes[[k - na for k in thing if k >= na]])
+        (ca, sa), (cb, sb) = _centres(box_a[None]), _centres(box_b[None])
+        resized = np.abs((box_a[2:] - box_a[:2]) - (box_b[2:] - box_b[:2])).max() / 2
+        # its size in the frame where it is smaller: a mask's shadow or a neighbour that merged
+        # with it in one frame does not make it bigger
+        moved = max(float(np.hypot(*(ca[0] - cb[0]))), float(resized)) / min(sa[0], sb[0])
+        largest = max(largest, moved)
+    return largest
+
+
+def _centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centres (y, x) of (n, 4) boxes y0, x0, y1, x1, and their longer sides."""
+    return (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).max(axis=1).astype(np.float64)
+
+
+def _bounds(boxes: np.ndarray) -> np.ndarray:
+    """The box around (n, 4) boxes."""
+    return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
 
 
 class Scenes:
@@ -478,7 +487,7 @@ class Scenes:
 
     def __init__(self, scene: np.ndarray, frames: dict[int, Frame], cfg: ScenesConfig):
         self.scene, self.frames, self.cfg = scene, frames, cfg
-        self._overlaps: dict[tuple[int, int], float] = {}
+        self._shifts: dict[tuple[int, int], float] = {}
 
     @classmethod
     def none(cls, n: int, cfg: ScenesConfig) -> Scenes:
@@ -498,38 +507,27 @@ class Scenes:
         si, sj = self.of(i), self.of(j)
         return si >= 0 and sj >= 0 and si != sj
 
-    def overlap(self, i: int, j: int) -> float:
+    def shift(self, i: int, j: int) -> float:
+        """The largest move of a thing in front of the background between frames i and j, as
+        a share of its size (`shift`)."""
         key = (i, j) if i < j else (j, i)
-        if key not in self._overlaps:
-            a, b = self.frames[i], self.frames[j]
-            self._overlaps[key] = overlap(a, b) if a.regions or b.regions else 1.0
-        return self._overlaps[key]
+        if key not in self._shifts:
+            self._shifts[key] = shift(self.frames[i], self.frames[j], self.cfg.max_shift)
+        return self._shifts[key]
 
     def same(self, i: int, j: int) -> bool:
-        return self.overlap(i, j) >= self.cfg.min_overlap
+        return self.shift(i, j) <= self.cfg.max_shift
 
     def typical(self, members: Sequence[int], rank: Callable[[int], tuple]) -> int:
-        """The member whose foreground overlaps the others' most (ties: the keep rule's `rank`).
-        Over 200 members, each is scored against 200 of them spread over the group."""
+        """The member whose things stand nearest where they stand in the others (each move
+        counted up to 1, a thing's size; ties: the keep rule's `rank`). Over 200 members, each
+        is scored against 200 of them spread over the group."""
         others = list(members)[:: max(1, len(members) // 200)]
-        return max(members, key=lambda m: (sum(self.overlap(m, o) for o in others if o != m), _negate(rank(m))))
+        return min(members, key=lambda m: (sum(min(self.shift(m, o), 1.0) for o in others if o != m), rank(m)))
 
     @property
     def count(self) -> int:
         return len({int(self.scene[row]) for row in self.frames})
-
-
-def _negate(rank: tuple) -> tuple:
-    """A key under which max() picks what min() on `rank` picks (rank sorts best first)."""
-    return tuple(_Reversed(x) for x in rank)
-
-
-@dataclass(frozen=True, slots=True)
-class _Reversed:
-    value: object
-
-    def __lt__(self, other: _Reversed) -> bool:
-        return other.value < self.value  # type: ignore[operator]
 
 
 def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig,
