@@ -83,7 +83,9 @@ def opencv_single_threaded() -> Iterator[None]:
 
 
 def gray_work(image: Image.Image) -> np.ndarray:
-    """The picture as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
+    """The picture (RGB, or gray "L") as uint8 gray, longer side scaled to WORK_SIZE (never up)."""
+    if image.mode == "L":
+        return scale_work(np.asarray(image))
     return gray_of(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))  # convert copies even RGB
 
 

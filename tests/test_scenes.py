@@ -169,7 +169,7 @@ def box_frame(*boxes: tuple[int, int, int, int]) -> Frame:
     """A frame whose foreground is the given filled boxes (y0, x0, y1, x1)."""
     regions = tuple(Region(y0, x0, np.ones((y1 - y0, x1 - x0), bool), (y1 - y0) * (x1 - x0))
                     for y0, x0, y1, x1 in boxes)
-    return Frame(regions, 0.1, 0.1, np.array(boxes, np.int32).reshape(-1, 4))
+    return Frame(regions, 0.1, 0.1)
 
 
 def test_shift_is_the_largest_move_of_a_thing_over_its_own_size() -> None:
@@ -232,6 +232,25 @@ def test_a_background_of_any_size_judges_a_frame_of_its_size(shape: tuple[int, i
     background = Background.learn(frames, ScenesConfig())
     assert background.median.shape == shape
     assert background.frame(frames[0], ScenesConfig()).foreground < 0.05
+
+
+def test_frames_are_lined_up_only_where_the_camera_shook() -> None:
+    """A camera none of whose sampled frames moved is taken as still (its frames are not
+    registered); one whose frames moved by 2 px is lined up, and a moved frame of it shows
+    nothing in front."""
+    rng = np.random.default_rng(3)
+    bg = cv2.GaussianBlur(rng.uniform(20, 235, (180, 320)).astype(np.float32), (0, 0), 2)
+
+    def shot(dx: float) -> np.ndarray:
+        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
+                               borderMode=cv2.BORDER_REPLICATE)
+        return moved + rng.normal(0, 1.5, bg.shape).astype(np.float32)
+
+    still = Background.learn([shot(0) for _ in range(12)], ScenesConfig())
+    assert still.aligner.edges is None
+    shaken = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], ScenesConfig())
+    assert shaken.aligner.edges is not None
+    assert shaken.frame(shot(2.0), ScenesConfig()).foreground < 0.01
 
 
 def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -72,6 +72,9 @@ LEADER_BLOCK = 1024  # pictures matched against the scenes found so far at once
 CLEAN = np.ones((3, 3), np.uint8)
 
 
+Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
+
+
 @dataclass(frozen=True, slots=True)
 class Region:
     """One connected region of a frame's foreground: its top-left corner, its mask and area."""
@@ -81,6 +84,10 @@ class Region:
     mask: np.ndarray  # bool, the bounding box of the region
     area: int
 
+    @property
+    def box(self) -> Box:
+        return self.y0, self.x0, self.y0 + self.mask.shape[0], self.x0 + self.mask.shape[1]
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -89,7 +96,13 @@ class Frame:
     regions: tuple[Region, ...]
     foreground: float  # share of the frame
     extent: float  # the largest region's span, as a share of the frame's width or height
-    boxes: np.ndarray  # (regions, 4) int32: each region's y0, x0, y1, x1 (exclusive)
+    boxes: tuple[Box, ...] = field(init=False)  # the regions' (made once: `shift` asks for them often)
+    centres: tuple[tuple[float, float, int], ...] = field(init=False)  # and their centres and sizes
+
+    def __post_init__(self) -> None:
+        boxes = tuple(r.box for r in self.regions)
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "centres", tuple(_centre(b) for b in boxes))
 
 
 def find_scenes(table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig) -> np.ndarray:
@@ -253,7 +266,7 @@ def _leaders(rows: _Looks, match: float) -> np.ndarray:
 
 def gray_frame(path: Path) -> np.ndarray:
     """A picture in gray at the stages' size, as float32 (UnreadableImage if it cannot be)."""
-    return gray_work(decode(read_bytes(path), path, min_long=WORK_SIZE).image).astype(np.float32)
+    return gray_work(decode(read_bytes(path), path, min_long=WORK_SIZE, gray=True).image).astype(np.float32)
 
 
 def _smooth(gray: np.ndarray) -> np.ndarray:
@@ -276,12 +289,19 @@ class Background:
         first = _median(stack[:: max(1, len(stack) // 16)])
         lit = first > 10
         align = _Aligner.on(first)
+        shaken = False
         for k in range(len(stack)):
-            stack[k] = align(stack[k])
-            stack[k] /= _light(stack[k], first, lit, refine=False)
+            frame = stack[k]
+            lined = align(frame)
+            shaken |= lined is not frame
+            stack[k] = lined / _light(lined, first, lit, refine=False)
         median = _median(stack)
         noise = _median(np.abs(stack - median)) * 1.4826
-        return cls(median, cfg.noise * noise + cfg.floor, median > 10, _Aligner.on(median))
+        # A camera none of whose sampled frames (up to `sample`, spread over the scene) moved
+        # is taken as still: its frames are not registered (a third of a frame's cost), a
+        # rare gust between the samples aside.
+        aligner = _Aligner.on(median) if shaken else _Aligner.still(median)
+        return cls(median, cfg.noise * noise + cfg.floor, median > 10, aligner)
 
     def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
         """What of `gray` stands in front of this background."""
@@ -297,9 +317,7 @@ class Background:
                 regions.append(Region(int(y), int(x), labels[y:y + h, x:x + w] == k, int(area)))
         height, width = mask.shape
         extent = max((max(r.mask.shape[0] / height, r.mask.shape[1] / width) for r in regions), default=0.0)
-        boxes = np.array([(r.y0, r.x0, r.y0 + r.mask.shape[0], r.x0 + r.mask.shape[1]) for r in regions],
-                         np.int32).reshape(-1, 4)
-        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent, boxes)
+        return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent)
 
 
 SHAKE = 0.03  # the largest shift a frame is registered by, as a share of its longer side (10 px at 320)
@@ -324,9 +342,14 @@ class _Aligner:
     edges: np.ndarray | None  # every second pixel of every second row: on an edge; None: too plain to align on
 
     @classmethod
+    def still(cls, reference: np.ndarray) -> _Aligner:
+        """One that leaves every frame as it is."""
+        return cls(reference, reference, reference, None)
+
+    @classmethod
     def on(cls, reference: np.ndarray) -> _Aligner:
         if min(reference.shape) < 8:
-            return cls(reference, reference, reference, None)
+            return cls.still(reference)
         window = cv2.createHanningWindow((reference.shape[1], reference.shape[0]), cv2.CV_32F)
         sampled = reference[::2, ::2]
         slope = np.abs(cv2.Sobel(sampled, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(sampled, cv2.CV_32F, 0, 1))
@@ -432,51 +455,63 @@ def shift(a: Frame, b: Frame, most: float) -> float:
     largest move of any of them as a share of its own size (the longer side of its box, in
     the frame where it is smaller): the distance between its box's centres, or half the
     change of the box's height or width where that is more (a thing that grew by a fifth
-    moved a tenth). A thing is the regions of
-    the two frames that share pixels or whose centres are within `most` of their size (regions
-    linked so in either frame are one thing: a person split in two by a lamp post is one);
-    a thing in one frame only moved infinitely far. 0.0 when neither frame has anything in
-    front of the background."""
+    moved a tenth). A thing is the regions of the two frames that share pixels or whose
+    centres are within `most` of their size (regions linked so in either frame are one
+    thing: a person split in two by a lamp post is one); a thing in one frame only moved
+    infinitely far. 0.0 when neither frame has anything in front of the background.
+    Plain Python: frames hold a handful of regions, where numpy's calls cost more than the sums."""
     na, nb = len(a.regions), len(b.regions)
     if not na or not nb:
         return 0.0 if na == nb else math.inf
-    centre_a, size_a = _centres(a.boxes)
-    centre_b, size_b = _centres(b.boxes)
-    near = (np.hypot(*(centre_a[:, None, :] - centre_b[None, :, :]).transpose(2, 0, 1))
-            <= most * np.maximum(size_a[:, None], size_b[None, :]))
-    pa, pb = a.boxes[:, None, :], b.boxes[None, :, :]  # every pair of boxes: where they meet
-    top, left = np.maximum(pa[..., 0], pb[..., 0]), np.maximum(pa[..., 1], pb[..., 1])
-    bottom, right = np.minimum(pa[..., 2], pb[..., 2]), np.minimum(pa[..., 3], pb[..., 3])
-    linked = near.copy()
-    for ia, ib in np.argwhere((top < bottom) & (left < right) & ~near).tolist():
-        ra, rb = a.regions[ia], b.regions[ib]
-        y0, y1, x0, x1 = int(top[ia, ib]), int(bottom[ia, ib]), int(left[ia, ib]), int(right[ia, ib])
-        linked[ia, ib] = bool((ra.mask[y0 - ra.y0:y1 - ra.y0, x0 - ra.x0:x1 - ra.x0]
-                               & rb.mask[y0 - rb.y0:y1 - rb.y0, x0 - rb.x0:x1 - rb.x0]).any())
-    if not (linked.any(axis=1).all() and linked.any(axis=0).all()):
-        return math.inf  # a region with nothing of the other frame's near it: came or went
+    links: list[tuple[int, int]] = []
+    for ia, ra in enumerate(a.regions):
+        found = False
+        for ib, rb in enumerate(b.regions):
+            if _near(a.centres[ia], b.centres[ib], most) or _touch(ra, a.boxes[ia], rb, b.boxes[ib]):
+                links.append((ia, na + ib))
+                found = True
+        if not found:
+            return math.inf  # nothing of the other frame's near it: it came or went
+    if len({ib for _, ib in links}) < nb:
+        return math.inf
     largest = 0.0
     # every region is linked, so each thing has regions in both frames
-    for thing in components((ia, na + ib) for ia, ib in np.argwhere(linked).tolist()):
-        box_a = _bounds(a.boxes[[k for k in thing if k < na]])
-        box_b = _bounds(b.boxes[[k - na for k in thing if k >= na]])
-        (ca, sa), (cb, sb) = _centres(box_a[None]), _centres(box_b[None])
-        resized = np.abs((box_a[2:] - box_a[:2]) - (box_b[2:] - box_b[:2])).max() / 2
+    for thing in components(links):
+        box_a = _bounds([a.boxes[k] for k in thing if k < na])
+        box_b = _bounds([b.boxes[k - na] for k in thing if k >= na])
+        (ya, xa, sa), (yb, xb, sb) = _centre(box_a), _centre(box_b)
+        resized = max(abs((box_a[2] - box_a[0]) - (box_b[2] - box_b[0])),
+                      abs((box_a[3] - box_a[1]) - (box_b[3] - box_b[1]))) / 2
         # its size in the frame where it is smaller: a mask's shadow or a neighbour that merged
         # with it in one frame does not make it bigger
-        moved = max(float(np.hypot(*(ca[0] - cb[0]))), float(resized)) / min(sa[0], sb[0])
-        largest = max(largest, moved)
+        largest = max(largest, max(math.hypot(ya - yb, xa - xb), resized) / min(sa, sb))
     return largest
 
 
-def _centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The centres (y, x) of (n, 4) boxes y0, x0, y1, x1, and their longer sides."""
-    return (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]).max(axis=1).astype(np.float64)
+def _centre(box: Box) -> tuple[float, float, int]:
+    """A box's centre (y, x) and its longer side."""
+    y0, x0, y1, x1 = box
+    return (y0 + y1) / 2, (x0 + x1) / 2, max(y1 - y0, x1 - x0)
 
 
-def _bounds(boxes: np.ndarray) -> np.ndarray:
-    """The box around (n, 4) boxes."""
-    return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+def _near(a: tuple[float, float, int], b: tuple[float, float, int], most: float) -> bool:
+    """Are two centres (y, x, size) within `most` of the larger size?"""
+    return (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 <= (most * max(a[2], b[2])) ** 2
+
+
+def _touch(a: Region, box_a: Box, b: Region, box_b: Box) -> bool:
+    """Do the two regions (with their boxes) share a pixel?"""
+    top, left = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
+    bottom, right = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    if top >= bottom or left >= right:
+        return False
+    return bool((a.mask[top - a.y0:bottom - a.y0, left - a.x0:right - a.x0]
+                 & b.mask[top - b.y0:bottom - b.y0, left - b.x0:right - b.x0]).any())
+
+
+def _bounds(boxes: list[Box]) -> Box:
+    """The box around some boxes."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 class Scenes:
