@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import random
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +164,8 @@ def build(out: Path, kind: str, sequences: int, frames: int, seed: int) -> dict:
     backgrounds, stamp_paths = find_backgrounds(), find_stamps()
     if not backgrounds or not stamp_paths:
         sys.exit("no backgrounds or stamps: install the Debian packages named in make_corpus.py")
-    if out.exists():
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"{out} is not empty: give a new folder")
     (out / "images").mkdir(parents=True)
     truth: dict = {"frames": {}, "tolerance": {"duplicate": 0.15, "shown": 0.5}}
     stamps = [Image.open(p).convert("RGBA") for p in rng.sample(stamp_paths, min(60, len(stamp_paths)))]
