@@ -40,8 +40,8 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    view whose largest foreground regions span more than `max_extent` of the frame in a
    quarter of its frames is crops on one background window, not a camera: the picture test
    judges those.
-5. The keeper of a group of frames is its most typical frame - the one whose things stand
-   nearest where they stand in the others - not the busiest.
+5. The keeper of a group of frames is its most typical frame - the one most others are the
+   same as (refinery/dedup/stages/frames.py) - not the busiest.
 
 Why not a background subtractor run over time (MOG2 and the like)? A folder gives no frame
 order, and a median over a sample needs none.
@@ -552,13 +552,6 @@ class Scenes:
 
     def same(self, i: int, j: int) -> bool:
         return self.shift(i, j) <= self.cfg.max_shift
-
-    def typical(self, members: Sequence[int], rank: Callable[[int], tuple]) -> int:
-        """The member whose things stand nearest where they stand in the others (each move
-        counted up to 1, a thing's size; ties: the keep rule's `rank`). Over 200 members, each
-        is scored against 200 of them spread over the group."""
-        others = list(members)[:: max(1, len(members) // 200)]
-        return min(members, key=lambda m: (sum(min(self.shift(m, o), 1.0) for o in others if o != m), rank(m)))
 
     @property
     def count(self) -> int:
