@@ -151,8 +151,9 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
         if orientation in _TRANSPOSE:
             im = im.transpose(_TRANSPOSE[orientation])
         quantiser = float(np.mean(tables[min(tables)])) if tables else 0.0
-        flat = _flatten(im)
-        return Decoded(flat.convert("L") if gray else flat, width, height, quantiser)
+        if gray:  # a JPEG's luma is gray already: not through RGB and back
+            return Decoded(im if im.mode == "L" else _flatten(im).convert("L"), width, height, quantiser)
+        return Decoded(_flatten(im), width, height, quantiser)
     except Image.UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
