@@ -39,13 +39,16 @@ HERE = Path(__file__).resolve().parent
 PEERS = ("imagededup", "cleanvision", "fastdup")  # benchmarks/peers.py TOOLS
 
 
-def run_refinery(images: Path, report: Path) -> tuple[list[str], float, dict]:
+def run_refinery(images: Path, report: Path, settings: list[str]) -> tuple[list[str], float, dict]:
+    report.unlink(missing_ok=True)  # a run that fails must not be scored on an older report
     start = time.perf_counter()
     # --no-cache: every run reads, measures and embeds (a cached run's images/s says nothing).
     subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--no-cache",
-                    "--report", str(report)],
+                    "--report", str(report), *(a for s in settings for a in ("--set", s))],
                    check=False, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
+    if not report.exists():
+        sys.exit(f"refinery wrote no report for {images}: run it by hand to see why")
     data = json.loads(report.read_text())
     return [f["path"] for f in data["files"] if f["decision"] == "remove"], seconds, data
 
@@ -111,13 +114,13 @@ def choose_tools(arg: str | None, peer_python: str | None) -> list[str]:
     return tools
 
 
-def run_tools(tools: list[str], images: Path, corpus: Path, peer_python: str | None
+def run_tools(tools: list[str], images: Path, corpus: Path, peer_python: str | None, settings: list[str]
               ) -> tuple[list[tuple[str, list[str], float]], dict | None]:
     """Each tool's removal list and seconds, and refinery's report if it ran."""
     runs, report = [], None
     for tool in tools:
         if tool == "refinery":
-            removed, seconds, report = run_refinery(images, corpus / "refinery-report.json")
+            removed, seconds, report = run_refinery(images, corpus / "refinery-report.json", settings)
         else:
             assert peer_python
             removed, seconds = run_peer(peer_python, tool, images, corpus / f"{tool}-removed.txt")
@@ -176,6 +179,8 @@ def main() -> None:
     ap.add_argument("--peer-python", default=None, help="python of the environment with the peers installed")
     ap.add_argument("--shared", type=Path, default=SHARED,
                     help="folder with make_corpus.py, make_sequences.py, score.py, score_sequences.py")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a refinery setting for this run (as refinery dedup --set), again for more")
     args = ap.parse_args()
 
     tools = choose_tools(args.tools, args.peer_python)
@@ -186,7 +191,7 @@ def main() -> None:
     else:
         truth = {"files": ensure_corpus(args.corpus, args.n, args.seed, args.shared)}
     images = args.corpus / "images"
-    runs, report = run_tools(tools, images, args.corpus, args.peer_python)
+    runs, report = run_tools(tools, images, args.corpus, args.peer_python, args.set)
     if "frames" in truth:
         print_sequences(args.corpus, truth, runs, args.shared)
     else:

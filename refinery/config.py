@@ -176,12 +176,14 @@ class ScenesConfig:
     # of its own size (its box's longer side, where it is smaller: a standing person's height)
     # of where it stood, and grew or shrank by at most twice that (a person 60 px tall: 9 px).
     # The labels of real footage and of make_sequences.py call a frame a duplicate at 0.15.
+    # A camera that panned or tilted by more than this share of the picture shows another one.
     max_shift: float = between(0.15, 0.0, 1.0, "how far a thing may move, as a share of its own size, "
                                "for two frames to be one")
     # Crops on one background window can make a view: there, what stands in front is one big
     # object. A view whose frames' largest foreground region spans more than this share of the
     # frame's width or height in a quarter of them is crops, not a camera (labelled sequences
-    # and vtest.avi: 0.27 at most; a view of 20 crops: 0.52): the picture test judges it.
+    # and vtest.avi: 0.27 at most; a view of 20 crops: 0.52): the picture test judges it -
+    # unless it is footage, most of its frames with a twin (a talking head: 0.77-0.83).
     max_extent: float = between(0.4, 0.0, 1.0, "span of the largest foreground region that makes a view crops")
     # A frame more than this share in front of its background is no view of it (a crop that
     # happens to repeat): the picture test judges it.

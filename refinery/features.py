@@ -8,6 +8,7 @@ records; they never open a file again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -167,6 +168,50 @@ def thumb_correlation(a: bytes, b: bytes) -> float:
     resized, recoloured or blurred), lower once an object differs. Flat thumbnails: 1 if equal."""
     x, y = normalized_thumbs([a, b])
     return normalized_correlation(x, y, a == b)
+
+
+VIEW_REACH = 4  # thumbnail pixels: a view's move is looked for up to a quarter of the picture
+# A panned view's middle matches this well where it went. A mirrored or reshaped crop's seldom
+# does: of the 960 near and semantic copies of the crop corpora (seeds 0 and 2), one mirrored
+# copy matches its original cleanly more than 0.15 away.
+VIEW_MATCH = 0.9
+
+
+def view_match(a: bytes | np.ndarray, b: bytes | np.ndarray, width: int, height: int) -> tuple[float, bool]:
+    """How far a camera panned or tilted between two pictures (THUMB x THUMB gray thumbnails of
+    two WIDTH x HEIGHT pictures), as a share of the picture's longer side: where the middle
+    half of one matches the other best (normalised correlation, to a fraction of a thumbnail
+    pixel, up to VIEW_REACH pixels away; each way, the better match counts); and whether it
+    matches there cleanly (VIEW_MATCH or better: one view, moved or not, not a mirrored or
+    reshaped object). Flat middles (nothing to follow): (0.0, False)."""
+    a = np.frombuffer(a, np.uint8) if isinstance(a, bytes) else a
+    b = np.frombuffer(b, np.uint8) if isinstance(b, bytes) else b
+    a, b = a.reshape(THUMB, THUMB).astype(np.float32), b.reshape(THUMB, THUMB).astype(np.float32)
+    found = [m for m in (_middle_in(b, a), _middle_in(a, b)) if m is not None]
+    if not found:
+        return 0.0, False
+    peak, dx, dy = max(found)
+    return math.hypot(dx * width / THUMB, dy * height / THUMB) / max(width, height, 1), peak >= VIEW_MATCH
+
+
+def _middle_in(picture: np.ndarray, other: np.ndarray) -> tuple[float, float, float] | None:
+    """Where the middle half of `picture` matches `other` best: (the correlation there, its
+    shift x and y in pixels); None for a flat middle."""
+    middle = picture[VIEW_REACH:THUMB - VIEW_REACH, VIEW_REACH:THUMB - VIEW_REACH]
+    if float(middle.std()) < 1.0:
+        return None
+    match = np.nan_to_num(cv2.matchTemplate(other, middle, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+    y, x = np.unravel_index(int(match.argmax()), match.shape)
+    dy = y - VIEW_REACH + _vertex(match[y - 1:y + 2, x]) if 0 < y < match.shape[0] - 1 else y - VIEW_REACH
+    dx = x - VIEW_REACH + _vertex(match[y, x - 1:x + 2]) if 0 < x < match.shape[1] - 1 else x - VIEW_REACH
+    return float(match[y, x]), float(dx), float(dy)
+
+
+def _vertex(three: np.ndarray) -> float:
+    """Where the parabola through three equally spaced values peaks, from the middle one (-0.5 to 0.5)."""
+    left, mid, right = (float(v) for v in three)
+    bend = left - 2 * mid + right
+    return 0.0 if bend >= 0 else max(-0.5, min(0.5, (left - right) / (2 * bend)))
 
 
 def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> float:

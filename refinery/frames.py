@@ -63,6 +63,7 @@ from refinery.features import (
     phash,
     quality_figures,
     scale_work,
+    view_match,
 )
 from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
@@ -181,6 +182,8 @@ class _Look:
     """What the tests compare of a frame (as dedup's near stage and scene test do)."""
 
     thumb: np.ndarray  # THUMB x THUMB gray, normalised (its dot product is a correlation)
+    small: np.ndarray  # THUMB x THUMB gray, uint8 (as it is: where a panning camera's view went)
+    shape: tuple[int, int]  # the frame's height and width (its thumbnail is square)
     phash: int
     dhash: int
     front: Frame | None  # what stands in front of the background; None: the picture test judges it
@@ -290,13 +293,9 @@ class _Thinner:
             if why:
                 verdict[k] = (None, why, None, None)
                 continue
-            looks[k] = _Look(normalized_thumbs(sample.small[None])[0], phash(sample.gray), dhash(sample.gray),
+            looks[k] = _Look(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
+                             phash(sample.gray), dhash(sample.gray),
                              self.foreground(sample))
-        fronts = [look.front for look in looks if look is not None and look.front is not None]
-        if fronts and np.percentile([f.extent for f in fronts], 75) > self.cfg.scenes.max_extent:
-            for look in looks:  # big things in front of one window: crops, not a camera (as dedup)
-                if look is not None:
-                    look.front = None
         kept = list(reversed(self.kept))  # the latest first
         thumbs = np.stack([one.look.thumb for one in kept]) if kept else np.zeros((0, THUMB * THUMB), np.float32)
         least = min(self.cfg.scenes.video_correlation, self.cfg.near.min_correlation)
@@ -323,8 +322,8 @@ class _Thinner:
     def same(self, a: _Look, b: _Look) -> tuple[str, float] | None:
         """(the test, its figure) if the two frames are one picture, else None: by the scene
         test when both show the background's view, by the near stage's picture test when
-        neither does (hashes close, thumbnails correlating); never a frame of the view and one
-        outside it."""
+        neither does (hashes close, thumbnails correlating, the camera panned at most
+        max_shift of the picture); never a frame of the view and one outside it."""
         correlation, most = float(a.thumb @ b.thumb), self.cfg.scenes.max_shift
         if a.front is not None and b.front is not None:
             if correlation < self.cfg.scenes.video_correlation:
@@ -334,7 +333,8 @@ class _Thinner:
         near = self.cfg.near
         if a.front is None and b.front is None and correlation >= near.min_correlation and (
                 (a.phash ^ b.phash).bit_count() <= near.max_phash or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash):
-            return "picture", correlation
+            moved, clean = view_match(a.small, b.small, a.shape[1], a.shape[0])
+            return None if clean and moved > most else ("picture", correlation)  # a camera that panned that far
         return None
 
     def skip(self, sample: _Sample, kept_as: str | None, why: str, test: str | None = None,

@@ -19,6 +19,7 @@ from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
 from refinery.dedup.stages.scenes import Background, Frame, Region, analyse, shift
 from refinery.dedup.table import FeatureTable
+from refinery.features import view_match
 
 W, H = 480, 270
 
@@ -190,6 +191,17 @@ def test_shift_is_the_largest_move_of_a_thing_over_its_own_size() -> None:
     assert shift(box_frame(person), box_frame(person, (10, 200, 40, 220)), 0.15) == math.inf
 
 
+def test_a_fragment_beside_a_thing_is_part_of_its_move_not_a_thing_that_came() -> None:
+    """A big thing that sways leaves slivers and crumbs along its outline that come and go
+    from frame to frame: a region within max_shift of a thing's size of its box is part of
+    that thing, not a newcomer; one further off is."""
+    head = (40, 100, 190, 200)  # 150 tall
+    crumb_beside = (45, 203, 50, 208)  # 3 px right of its box: within 0.15 x 150
+    crumb_far = (45, 240, 50, 245)  # 40 px off
+    assert shift(box_frame(head), box_frame(head, crumb_beside), 0.15) < 0.15
+    assert shift(box_frame(head), box_frame(head, crumb_far), 0.15) == math.inf
+
+
 def assert_one_scene_same_unless_moved(root: Path, one: str, same: str, moved: str) -> None:
     """Every file under `root` is a frame of one scene; `one` and `same` (the same things) are
     one frame, `one` and `moved` (a thing moved by twice its width) are not."""
@@ -259,6 +271,60 @@ def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> N
     assert judged(tmp_path, names, ScenesConfig()).count == 0  # 8 pictures: judged as pictures
     assert judged(tmp_path, names, ScenesConfig(mode="frames")).count == 1
     assert judged(tmp_path, names, ScenesConfig(mode="crops", min_frames=2)).count == 0
+
+
+def person_at(x: float) -> list[Thing]:
+    """A person seen by a webcam: shoulders, a face and its eyes, 230 px tall in a 270 px frame."""
+    return [Thing(0, x, 215, 150, (40, 60, 170)), Thing(0, x, 110, 120, (225, 180, 150)),
+            Thing(0, x - 18, 95, 14, (30, 30, 30)), Thing(0, x + 18, 95, 14, (30, 30, 30))]
+
+
+def webcam_folder(root: Path, frames: int) -> dict[str, tuple[float, bool]]:
+    """A fixed webcam on a person who fills most of its height and sways (within 6% of their
+    height, up to 7 px a frame), a small thing passing behind them in a quarter of the frames:
+    {name: (the person's x, whether the thing is in the frame)}. Names in random order."""
+    rng = np.random.default_rng(21)
+    bg = background(21)
+    truth: dict[str, tuple[float, bool]] = {}
+    root.mkdir(parents=True, exist_ok=True)
+    for t in range(frames):
+        x = 240 + 14 * math.sin(t / 2)
+        passing = frames // 2 <= t < frames // 2 + frames // 4
+        things = [Thing(1, 60 + 6 * (t - frames // 2), 50, 24, (250, 250, 40))] if passing else []
+        things += person_at(x)
+        name = f"cam_{rng.integers(1 << 40):012x}.jpg"
+        (root / name).write_bytes(frame(bg, things, rng))
+        truth[name] = (x, passing)
+    return truth
+
+
+def test_a_person_filling_a_webcam_is_judged_by_what_stands_in_front(tmp_path: Path) -> None:
+    """A talking head's person spans most of the frame, as an object on a crop does; yet a
+    camera filming gives frames in quick succession (nearly every one has a twin), so the
+    view is judged by the scene test: the person swaying is one frame, a small thing that
+    passed behind them is not."""
+    truth = webcam_folder(tmp_path, 40)
+    names = sorted(truth)
+    scenes = judged(tmp_path, names, ScenesConfig())
+    assert len(scenes.frames) == len(names)
+    alone = [names.index(n) for n in names if not truth[n][1]]
+    passing = [names.index(n) for n in names if truth[n][1]]
+    assert sum(scenes.same(alone[0], k) for k in alone[1:]) >= 0.5 * (len(alone) - 1)  # 20 of 29 today
+    assert not any(scenes.same(alone[0], k) for k in passing)
+
+
+def test_big_objects_on_one_background_window_are_crops_not_a_camera(tmp_path: Path) -> None:
+    """Crops cut on one background window, each another big object: no frame has a twin, so
+    the view is judged by the picture test (a different object at the same place is no
+    swaying person)."""
+    rng = np.random.default_rng(22)
+    bg = background(22)
+    for k in range(24):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        things = [Thing(k, 240 + rng.uniform(-20, 20), 135, int(rng.integers(170, 230)), colour)]
+        (tmp_path / f"crop_{k:02d}.jpg").write_bytes(frame(bg, things, rng))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert judged(tmp_path, names, ScenesConfig()).frames == {}
 
 
 def removed_and_report(root: Path, tmp_path: Path, *args: str) -> tuple[set[str], list[dict]]:
@@ -346,3 +412,54 @@ def test_a_reason_names_the_file_that_stays_and_the_evidence_against_it(tmp_path
     assert copy["stage"] == "exact" and "identical bytes" not in copy["reason"]
     assert copy["reason"].startswith("looks like y.jpg (cosine") and copy["reason"].endswith("; through x.jpg")
     assert copy["scores"]["cosine"] >= 0.9 and copy["test"] == "picture"
+
+
+def wide_view(seed: int, width: int) -> np.ndarray:
+    """A street a camera pans over: WIDTH px wide, H tall, shapes everywhere (RGB uint8)."""
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(np.asarray(draw_picture(seed, (width, H))))
+    draw = ImageDraw.Draw(im)
+    for _ in range(width // 25):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, H))
+        w, h = int(rng.integers(30, 120)), int(rng.integers(30, 120))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + w, y + h], fill=colour)
+    return np.asarray(im)
+
+
+def thumb(pixels: np.ndarray) -> np.ndarray:
+    """The 16x16 gray thumbnail a dedup run keeps of a picture."""
+    gray = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (16, 16), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("offset", [0, 24, 72, 110])
+def test_view_match_finds_how_far_the_camera_panned(offset: int) -> None:
+    street = wide_view(31, W + 200)
+    moved, clean = view_match(thumb(street[:, :W]), thumb(street[:, offset:offset + W]), W, H)
+    assert clean and moved == pytest.approx(offset / W, abs=0.03)
+
+
+def test_view_match_finds_no_pan_in_a_mirrored_picture() -> None:
+    picture = wide_view(32, W)
+    assert not view_match(thumb(picture), thumb(picture[:, ::-1].copy()), W, H)[1]
+
+
+def test_frames_of_a_panning_camera_are_one_picture_only_a_little_apart(tmp_path: Path) -> None:
+    """A camera panning over a street: three frames 4 px apart, then three more a fifth of
+    the frame further on (within the quarter of a frame that features.view_match follows).
+    However alike the picture test finds them all (a semantic threshold of 0.5), a frame
+    goes only for a keeper the camera panned at most max_shift (0.15) of the frame away from."""
+    street = wide_view(33, W + 200)
+    root = tmp_path / "pan"
+    root.mkdir()
+    rng = np.random.default_rng(33)
+    where = {}
+    for offset in (0, 4, 8, 104, 108, 112):
+        name = f"{rng.integers(1 << 40):012x}.jpg"
+        pixels = np.clip(street[:, offset:offset + W] + rng.normal(0, 2.0, (H, W, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / name, "JPEG", quality=90)
+        where[name] = offset
+    removed, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.5")
+    assert len(removed) == 4  # each three frames a few px apart are one picture
+    assert all(abs(where[f["path"]] - where[f["kept_as"]]) <= 8 for f in files if f["decision"] == "remove")

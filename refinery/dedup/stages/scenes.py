@@ -38,8 +38,10 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    copy of a picture outside its scene. A frame whose foreground covers more than
    `max_foreground` of it is no view of the scene (a crop that happens to repeat), and a
    view whose largest foreground regions span more than `max_extent` of the frame in a
-   quarter of its frames is crops on one background window, not a camera: the picture test
-   judges those.
+   quarter of its frames is crops on one background window, not a camera - the picture test
+   judges those - unless it is footage: a person filling a webcam's picture. A camera
+   filming gives frames in quick succession, nearly every one with a twin (16x16 thumbnails
+   correlating 0.99); crops cut on one window have twins only where they have copies.
 5. The keeper of a group of frames is its most typical frame - the one most others are the
    same as (refinery/dedup/stages/frames.py) - not the busiest.
 
@@ -62,7 +64,7 @@ from refinery.config import ScenesConfig
 from refinery.dedup.groups import components
 from refinery.dedup.table import FeatureTable
 from refinery.errors import UnreadableImage
-from refinery.features import gray_work, quantile
+from refinery.features import gray_work, normalized_thumbs, quantile
 from refinery.io.images import WORK_SIZE, decode, read_bytes
 from refinery.parallel import cpu_count, ordered_map
 
@@ -456,8 +458,9 @@ def shift(a: Frame, b: Frame, most: float) -> float:
     the frame where it is smaller): the distance between its box's centres, or half the
     change of the box's height or width where that is more (a thing that grew by a fifth
     moved a tenth). A thing is the regions of the two frames that share pixels or whose
-    centres are within `most` of their size (regions linked so in either frame are one
-    thing: a person split in two by a lamp post is one); a thing in one frame only moved
+    boxes are within `most` of their size of each other (regions linked so in either frame
+    are one thing: a person split in two by a lamp post is one, and so are the crumbs a
+    swaying outline leaves beside it); a thing in one frame only moved
     infinitely far. 0.0 when neither frame has anything in front of the background.
     Plain Python: frames hold a handful of regions, where numpy's calls cost more than the sums."""
     na, nb = len(a.regions), len(b.regions)
@@ -467,7 +470,8 @@ def shift(a: Frame, b: Frame, most: float) -> float:
     for ia, ra in enumerate(a.regions):
         found = False
         for ib, rb in enumerate(b.regions):
-            if _near(a.centres[ia], b.centres[ib], most) or _touch(ra, a.boxes[ia], rb, b.boxes[ib]):
+            if _close(a.boxes[ia], a.centres[ia][2], b.boxes[ib], b.centres[ib][2], most) or \
+                    _touch(ra, a.boxes[ia], rb, b.boxes[ib]):
                 links.append((ia, na + ib))
                 found = True
         if not found:
@@ -494,9 +498,11 @@ def _centre(box: Box) -> tuple[float, float, int]:
     return (y0 + y1) / 2, (x0 + x1) / 2, max(y1 - y0, x1 - x0)
 
 
-def _near(a: tuple[float, float, int], b: tuple[float, float, int], most: float) -> bool:
-    """Are two centres (y, x, size) within `most` of the larger size?"""
-    return (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 <= (most * max(a[2], b[2])) ** 2
+def _close(a: Box, size_a: int, b: Box, size_b: int, most: float) -> bool:
+    """Are two boxes within `most` of the larger one's size of each other?"""
+    gap_y = max(0, max(a[0], b[0]) - min(a[2], b[2]))
+    gap_x = max(0, max(a[1], b[1]) - min(a[3], b[3]))
+    return gap_y * gap_y + gap_x * gap_x <= (most * max(size_a, size_b)) ** 2
 
 
 def _touch(a: Region, box_a: Box, b: Region, box_b: Box) -> bool:
@@ -595,11 +601,32 @@ def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig
             if frame is not None and frame.foreground <= cfg.max_foreground:
                 judged[row] = frame
             advance(1)
-        if judged and np.percentile([f.extent for f in judged.values()], 75) <= cfg.max_extent:
+        if judged and (np.percentile([f.extent for f in judged.values()], 75) <= cfg.max_extent
+                       or footage(table.thumb[members])):
             frames.update(judged)  # else: big objects in front of a shared window are crops
     log.debug("%d scenes, %d frames judged by what stands in front of them", len(np.unique(scene[in_scene])),
               len(frames))
     return Scenes(scene, frames, cfg)
+
+
+TWIN = 0.99  # 16x16 thumbnails of consecutive frames of a video correlate this much (crops: only copies)
+FOOTAGE = 0.8  # share of a view's frames with a twin that makes it footage
+TWIN_SAMPLE = 256  # frames whose twins are looked for
+
+
+def footage(thumbs: np.ndarray) -> bool:
+    """Do these frames of one view come from a camera filming (most of them have a twin, a
+    frame whose 16x16 thumbnail correlates TWIN or more, as consecutive frames of a video
+    do), rather than from a folder of crops cut on one background window (where only a copy
+    has a twin)? Up to TWIN_SAMPLE frames, spread over the view, are looked at."""
+    rows = normalized_thumbs(thumbs)
+    sample = np.arange(0, len(rows), max(1, len(rows) // TWIN_SAMPLE))[:TWIN_SAMPLE]
+    twinned = 0
+    for k in sample.tolist():
+        correlation = rows @ rows[k]
+        correlation[k] = -1.0
+        twinned += int(correlation.max(initial=-1.0) >= TWIN)
+    return twinned >= FOOTAGE * len(sample)
 
 
 def _read(root: Path, table: FeatureTable, row: int) -> np.ndarray | None:

@@ -29,12 +29,15 @@ def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, St
     vector_rows = run.vector_row[rows]
     found = ann.similar_pairs(lambda start, stop: store.rows(vector_rows[start:stop]), threshold,
                                    count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
-    pairs = split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
-    evidence = Evidence(run.table, store, cfg.near, run.vector_row)
+    evidence, most = Evidence(run.table, store, cfg.near, run.vector_row), cfg.scenes.max_shift
+    pairs = [(a, b) for a, b in split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
+             if not evidence.panned(a, b, most)]
 
     def close(i: int, keeper: int) -> bool:
         if scenes.of(i) >= 0:
             return False  # a frame of a scene goes only as a copy of a frame of its scene
+        if evidence.panned(i, keeper, most):
+            return False  # a view the camera panned away from is another picture
         cosine = evidence.cosine(i, keeper)
         return not cfg.semantic.chain_guard or (cosine is not None and cosine >= threshold)
 
