@@ -265,6 +265,23 @@ def test_frames_are_lined_up_only_where_the_camera_shook() -> None:
     assert shaken.frame(shot(2.0), ScenesConfig()).foreground < 0.01
 
 
+def test_what_a_lined_up_frame_took_from_outside_itself_is_no_foreground() -> None:
+    """A frame the camera's shake moved by 8 px is moved back; the strip it then lacks is
+    filled from its own edge, which is no evidence: a bright band along the view's border
+    that the strip hides is not something in front."""
+    rng = np.random.default_rng(4)
+    bg = cv2.GaussianBlur(rng.uniform(20, 235, (180, 320)).astype(np.float32), (0, 0), 2)
+    bg[:, 310:] = 250.0
+
+    def shot(dx: float) -> np.ndarray:
+        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
+                               borderMode=cv2.BORDER_REPLICATE)
+        return moved + rng.normal(0, 1.5, bg.shape).astype(np.float32)
+
+    shaken = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], ScenesConfig())
+    assert shaken.frame(shot(-8.0), ScenesConfig()).regions == ()
+
+
 def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> None:
     scene_folder(tmp_path, 3, 8)
     names = sorted(p.name for p in tmp_path.iterdir())

@@ -21,8 +21,8 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    phase correlation finds, up to 3% of the frame) and divided by the light on it (as in
    3, unrefined); each pixel's noise is its temporal median absolute deviation over those
    frames, so waving leaves, JPEG edges and sensor noise set their own threshold.
-3. Foreground. A frame's pixels that differ from the background, once lined up on it and
-   after the light that falls on each part of it (auto-exposure, a cloud's shade, a patch
+3. Foreground. A frame's pixels that differ from the background, once lined up on it (the
+   strip a lined-up frame took from outside itself is no evidence) and after the light that falls on each part of it (auto-exposure, a cloud's shade, a patch
    of sun: the median ratio to the background in cells 1/16 of the frame wide, an object
    that fills a cell voted out by its neighbours), by more than `noise` times their own
    noise plus `floor` gray levels, cleaned (opened, closed), in regions of at least
@@ -307,8 +307,9 @@ class Background:
 
     def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
         """What of `gray` stands in front of this background."""
-        smooth = self.aligner(_smooth(gray))
+        smooth, dx, dy = self.aligner.line_up(_smooth(gray))
         mask = (np.abs(smooth / _light(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
+        _outside(mask, dx, dy)
         mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         smallest = max(1, int(round(cfg.min_area * mask.size)))
@@ -359,19 +360,35 @@ class _Aligner:
         return cls(reference, window, reference * window, edges if np.count_nonzero(edges) >= 30 else None)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.line_up(frame)[0]
+
+    def line_up(self, frame: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The frame lined up on the reference, and the shift it was moved back by (0, 0: left as it was)."""
         if self.edges is None:
-            return frame
+            return frame, 0.0, 0.0
         # The window is applied here: given to phaseCorrelate, OpenCV multiplies the inputs by it in place.
         (dx, dy), _ = cv2.phaseCorrelate(self.windowed, frame * self.window)
         if not (0.25 <= max(abs(dx), abs(dy)) <= SHAKE * max(frame.shape)):
-            return frame
+            return frame, 0.0, 0.0
         back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
         moved = cv2.warpAffine(frame, back, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
         ref, before, after = self.reference[::2, ::2], frame[::2, ::2], moved[::2, ::2]
         gain = float(np.median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
         ref, before, after = gain * ref[self.edges], before[self.edges], after[self.edges]
-        return moved if np.median(np.abs(after - ref)) < ALIGNED * np.median(np.abs(before - ref)) else frame
+        if np.median(np.abs(after - ref)) < ALIGNED * np.median(np.abs(before - ref)):
+            return moved, dx, dy
+        return frame, 0.0, 0.0
+
+
+def _outside(mask: np.ndarray, dx: float, dy: float) -> None:
+    """Clear the strips of `mask` that a frame moved back by (dx, dy) took from outside itself."""
+    h, w = mask.shape
+    cx, cy = int(math.ceil(abs(dx))), int(math.ceil(abs(dy)))
+    if cx:
+        (mask[:, w - cx:] if dx > 0 else mask[:, :cx]).fill(0)
+    if cy:
+        (mask[h - cy:, :] if dy > 0 else mask[:cy, :]).fill(0)
 
 
 def _median(stack: np.ndarray) -> np.ndarray:
