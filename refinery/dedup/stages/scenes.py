@@ -32,7 +32,7 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    within `max_shift` of its own size of where it stood (the distance between its boxes'
    centres, over the box's longer side): a person who took a step is another picture, one
    who swayed is not, however thin they are (an overlap of masks, which walking legs and
-   arms fail, is no measure). A thing is the regions of the two frames that share pixels
+   arms fail, is no measure). A thing is the regions of the two frames whose boxes overlap
    or stand that near; one that came or went moved infinitely far.
    Frames of two different scenes are never one picture, and a frame is never removed as a
    copy of a picture outside its scene. A frame whose foreground covers more than
@@ -474,8 +474,8 @@ def shift(a: Frame, b: Frame, most: float) -> float:
     largest move of any of them as a share of its own size (the longer side of its box, in
     the frame where it is smaller): the distance between its box's centres, or half the
     change of the box's height or width where that is more (a thing that grew by a fifth
-    moved a tenth). A thing is the regions of the two frames that share pixels or whose
-    boxes are within `most` of their size of each other (regions linked so in either frame
+    moved a tenth). A thing is the regions of the two frames whose boxes overlap or lie
+    within `most` of their size of each other (regions linked so in either frame
     are one thing: a person split in two by a lamp post is one, and so are the crumbs a
     swaying outline leaves beside it); a thing in one frame only moved
     infinitely far. 0.0 when neither frame has anything in front of the background.
@@ -484,11 +484,10 @@ def shift(a: Frame, b: Frame, most: float) -> float:
     if not na or not nb:
         return 0.0 if na == nb else math.inf
     links: list[tuple[int, int]] = []
-    for ia, ra in enumerate(a.regions):
+    for ia, box_a in enumerate(a.boxes):
         found = False
-        for ib, rb in enumerate(b.regions):
-            if _close(a.boxes[ia], a.centres[ia][2], b.boxes[ib], b.centres[ib][2], most) or \
-                    _touch(ra, a.boxes[ia], rb, b.boxes[ib]):
+        for ib, box_b in enumerate(b.boxes):
+            if _close(box_a, a.centres[ia][2], box_b, b.centres[ib][2], most):
                 links.append((ia, na + ib))
                 found = True
         if not found:
@@ -520,16 +519,6 @@ def _close(a: Box, size_a: int, b: Box, size_b: int, most: float) -> bool:
     gap_y = max(0, max(a[0], b[0]) - min(a[2], b[2]))
     gap_x = max(0, max(a[1], b[1]) - min(a[3], b[3]))
     return gap_y * gap_y + gap_x * gap_x <= (most * max(size_a, size_b)) ** 2
-
-
-def _touch(a: Region, box_a: Box, b: Region, box_b: Box) -> bool:
-    """Do the two regions (with their boxes) share a pixel?"""
-    top, left = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
-    bottom, right = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
-    if top >= bottom or left >= right:
-        return False
-    return bool((a.mask[top - a.y0:bottom - a.y0, left - a.x0:right - a.x0]
-                 & b.mask[top - b.y0:bottom - b.y0, left - b.x0:right - b.x0]).any())
 
 
 def _bounds(boxes: list[Box]) -> Box:
