@@ -22,9 +22,10 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    3, unrefined); each pixel's noise is its temporal median absolute deviation over those
    frames, so waving leaves, JPEG edges and sensor noise set their own threshold.
 3. Foreground. A frame's pixels that differ from the background, once lined up on it (the
-   strip a lined-up frame took from outside itself is no evidence) and after the light that falls on each part of it (auto-exposure, a cloud's shade, a patch
-   of sun: the median ratio to the background in cells 1/16 of the frame wide, an object
-   that fills a cell voted out by its neighbours), by more than `noise` times their own
+   strip a lined-up frame took from outside itself is no evidence) and after the light that
+   falls on each part of it (auto-exposure, a cloud's shade, a patch of sun: the median ratio
+   to the background in cells 1/16 of the frame wide, an object that fills a cell voted out
+   by its neighbours), by more than `noise` times their own
    noise plus `floor` gray levels, cleaned (opened, closed), in regions of at least
    `min_area` of the frame.
 4. The test. Two frames of one scene are one picture when one of the stages proposed them
