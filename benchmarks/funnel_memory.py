@@ -186,7 +186,7 @@ def main() -> None:
             stages = {name: state.StageStats(name) for name in (*STAGES, "scenes")}
             start = time.perf_counter()
             no_scenes = Scenes.none(len(run.table), cfg.scenes)  # grown rows are no frames to decode
-            dedup_run._decide(run, store, cfg, stages, lambda rows, found=no_scenes: found)
+            dedup_run._decide(run, store, cfg, stages, None, lambda rows, found=no_scenes: found)
             seconds = {k: v.seconds for k, v in stages.items()}
             print(f"| {size:,} | {per_file:.0f} | {columns:.0f} | {peak_memory_mb():.0f} | "
                   f"{seconds['quality']:.1f} | {seconds['exact']:.1f} | {seconds['near']:.1f} | "

@@ -480,3 +480,27 @@ def test_frames_of_a_panning_camera_are_one_picture_only_a_little_apart(tmp_path
     removed, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.5")
     assert len(removed) == 4  # each three frames a few px apart are one picture
     assert all(abs(where[f["path"]] - where[f["kept_as"]]) <= 8 for f in files if f["decision"] == "remove")
+
+
+def test_a_walker_seen_by_a_panning_camera_is_not_lost(tmp_path: Path) -> None:
+    """A camera panning 3 px a frame over a street while someone walks 6 px a frame across
+    it: the frames' views are alike, but the walker is somewhere else in each. Each frame is
+    measured against its own background (its neighbours lined up on it), so no frame goes
+    for a keeper where the walker stands more than half their size away (they would be lost)."""
+    street = wide_view(34, W + 200)
+    root = tmp_path / "pan"
+    root.mkdir()
+    rng = np.random.default_rng(34)
+    walker_at = {}
+    for t in range(40):
+        view = 3 * t
+        x = 40 + 6 * t - view  # where the walker stands in the frame
+        im = Image.fromarray(street[:, view:view + W].copy())
+        ImageDraw.Draw(im).ellipse([x - 10, 150, x + 10, 180], fill=(250, 30, 30))
+        pixels = np.clip(np.asarray(im, np.float32) + rng.normal(0, 2.0, (H, W, 3)), 0, 255).astype(np.uint8)
+        name = f"{rng.integers(1 << 40):012x}.jpg"
+        Image.fromarray(pixels).save(root / name, "JPEG", quality=90)
+        walker_at[name] = x
+    removed, files = removed_and_report(root, tmp_path)
+    apart = [abs(walker_at[f["path"]] - walker_at[f["kept_as"]]) for f in files if f["decision"] == "remove"]
+    assert max(apart, default=0) <= 15

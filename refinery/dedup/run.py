@@ -22,6 +22,7 @@ from refinery.dedup.evidence import explain
 from refinery.dedup.groups import choose_keeper
 from refinery.dedup.stages import exact, frames, near, quality, semantic
 from refinery.dedup.stages import scenes as scene_test
+from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import NOT_REACHED, Run, StageStats
 from refinery.dedup.table import FeatureTable
@@ -123,7 +124,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
             with feats.opencv_single_threaded():
                 featurepass.feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
                               workers, stop)
-        splits, scenes = _decide(run, store, cfg, stages,
+        splits, scenes = _decide(run, store, cfg, stages, root,
                                  lambda rows: _scenes(root, run.table, rows, cfg, stages, progress, workers))
     provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
@@ -154,7 +155,7 @@ def _scenes(root: Path | str, table: FeatureTable, rows: np.ndarray, cfg: Config
 
 
 
-def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
+def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats], root: Path | str | None,
             find_scenes: Callable[[np.ndarray], Scenes]) -> tuple[dict[str, int], Scenes]:
     """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
     only what the one before kept; frames of one scene (found among what reaches the near
@@ -170,9 +171,14 @@ def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageSt
     exact.run_exact(run, stages, choose)
 
     scenes = find_scenes(run.judged())
+    t = time.perf_counter()
+    moving = MovingCamera.none(table, cfg.scenes) if root is None else MovingCamera.find(
+        root, table, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to,
+        cfg.semantic.nprobe)
+    stages["scenes"].seconds += time.perf_counter() - t
     frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene
-    splits = {"near": near.run_near(run, cfg, stages, choose, scenes, frame_pairs),
-              "semantic": semantic.run_semantic(run, store, cfg, stages, choose, scenes, frame_pairs)}
+    splits = {"near": near.run_near(run, cfg, stages, choose, scenes, frame_pairs, moving),
+              "semantic": semantic.run_semantic(run, store, cfg, stages, choose, scenes, frame_pairs, moving)}
     frames.run_frames(run, cfg, stages, scenes, frame_pairs)
     # The frame stage removes under both stage names after both ran: what each saw, in order.
     stages["semantic"].seen = stages["near"].seen - stages["near"].removed

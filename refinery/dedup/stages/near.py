@@ -21,6 +21,7 @@ from refinery import ann
 from refinery.config import Config, NearConfig
 from refinery.dedup.evidence import Evidence
 from refinery.dedup.groups import star_groups
+from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes, split_pairs
 from refinery.dedup.state import Run, StageStats, remove_stars
 from refinery.features import normalized_thumbs
@@ -83,7 +84,7 @@ def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.n
 
 
 def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int],
-                scenes: Scenes, frame_pairs: list[tuple[int, int]]) -> int:
+                scenes: Scenes, frame_pairs: list[tuple[int, int]], moving: MovingCamera) -> int:
     """2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails."""
     t = time.perf_counter()
     table, near = run.table, cfg.near
@@ -93,12 +94,14 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
     evidence, most = Evidence(table, None, near), cfg.scenes.max_shift
     confirmed = [(a, b) for a, b in split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs)
-                 if not evidence.panned(a, b, most)]
+                 if not evidence.panned(a, b, most) and moving.same(a, b)]
 
     def near_copy(i: int, keeper: int) -> bool:
         # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);
-        # a view the camera panned away from is another picture.
-        return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and not evidence.panned(i, keeper, most)
+        # a view the camera panned away from is another picture, and so is a frame of a
+        # moving camera whose things moved.
+        return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and not evidence.panned(i, keeper, most) \
+            and moving.same(i, keeper)
 
     # Only confirmed pairs are grouped: a rejected candidate (another object on the same
     # background) must not join two groups. A keeper still removes only members confirmed

@@ -14,13 +14,15 @@ from refinery import ann
 from refinery.config import Config
 from refinery.dedup.evidence import Evidence
 from refinery.dedup.groups import star_groups
+from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes, split_pairs
 from refinery.dedup.state import Run, StageStats, remove_stars
 from refinery.dedup.vectors import VectorStore
 
 
 def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
-                    choose: Callable[[list[int]], int], scenes: Scenes, frame_pairs: list[tuple[int, int]]) -> int:
+                    choose: Callable[[list[int]], int], scenes: Scenes, frame_pairs: list[tuple[int, int]],
+                 moving: MovingCamera) -> int:
     """3. semantic duplicates: embeddings close in cosine, grouped around a keeper."""
     t = time.perf_counter()
     rows = run.judged()
@@ -31,13 +33,13 @@ def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, St
                                    count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
     evidence, most = Evidence(run.table, store, cfg.near, run.vector_row), cfg.scenes.max_shift
     pairs = [(a, b) for a, b in split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
-             if not evidence.panned(a, b, most)]
+             if not evidence.panned(a, b, most) and moving.same(a, b)]
 
     def close(i: int, keeper: int) -> bool:
         if scenes.of(i) >= 0:
             return False  # a frame of a scene goes only as a copy of a frame of its scene
-        if evidence.panned(i, keeper, most):
-            return False  # a view the camera panned away from is another picture
+        if evidence.panned(i, keeper, most) or not moving.same(i, keeper):
+            return False  # a view the camera panned away from, or a moving camera's frame whose things moved
         cosine = evidence.cosine(i, keeper)
         return not cfg.semantic.chain_guard or (cosine is not None and cosine >= threshold)
 

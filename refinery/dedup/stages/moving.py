@@ -1,0 +1,215 @@
+"""Frames of a camera that pans or tilts: no still background, so each frame gets its own.
+
+A fixed camera's frames are judged by what stands in front of their shared background
+(scenes.py). A moving camera has none: the view drifts, and whole-picture statistics
+(hashes, thumbnails, embeddings) cannot see a passer-by who came, went or took a step. So:
+
+1. Neighbours. A frame that no scene judges, with at least LEAST others of its size whose
+   views its own matches cleanly 3-22% of the picture away (features.view_match, on the
+   16x16 thumbnails; candidates are the pictures whose embeddings are CANDIDATE alike), is a
+   frame of a moving camera. Crops rarely are: a copy of a crop moves its object, not the
+   view, and a group of copies has a handful of members.
+2. Its background. Up to NEIGHBOURS of them, spread over those shifts, lined up on it
+   (phase correlation on the gray pictures at the stages' size): the per-pixel median,
+   where a walker who moved further than their width between the neighbours is voted out,
+   and each pixel's spread over them as its noise (scenes.py's rule: `noise` times it plus
+   `floor`). Where fewer than three neighbours reach, nothing is measured.
+3. The test. Two such frames are one picture when every thing in front of its own
+   background, moved into the other frame's place by the view's shift, stands within
+   `max_shift` of its size of where it stood (scenes.shift), over the part of the view both
+   frames show.
+Every other pair is left to the picture test (and its pan rule, Evidence.panned).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from refinery import ann
+from refinery.config import ScenesConfig
+from refinery.dedup.stages.scenes import CLEAN, Frame, Region, Scenes, _median, gray_frame, shift
+from refinery.dedup.table import FeatureTable
+from refinery.dedup.vectors import VectorStore
+from refinery.errors import UnreadableImage
+from refinery.features import view_match
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = 0.9  # cosine at which pictures are looked at as a frame's neighbours
+NEAREST, FURTHEST = 0.03, 0.22  # a neighbour's view is this far away, as a share of the picture
+NEIGHBOURS = 8  # a background is learnt from this many
+LEAST = 4  # fewer neighbours: not a moving camera's frame
+CACHE = 512  # gray pictures kept
+
+
+@dataclass(frozen=True)
+class _Own:
+    """A frame's things in front of its own background, and the part of it that was measured."""
+
+    front: Frame
+    measured: np.ndarray  # bool, where three or more neighbours reach
+
+
+class MovingCamera:
+    """The test between two frames of a camera that moves (see the module's text)."""
+
+    def __init__(self, root: Path | str | None, table: FeatureTable, cfg: ScenesConfig,
+                 neighbours: dict[int, list[int]]):
+        self.root, self.table, self.cfg, self.neighbours = root, table, cfg, neighbours
+        self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._own: dict[int, _Own | None] = {}
+        self._verdicts: dict[tuple[int, int], bool] = {}
+        self._window: np.ndarray | None = None
+
+    @classmethod
+    def none(cls, table: FeatureTable, cfg: ScenesConfig) -> MovingCamera:
+        return cls(None, table, cfg, {})
+
+    @classmethod
+    def find(cls, root: Path | str, table: FeatureTable, rows: np.ndarray, scenes: Scenes, store: VectorStore,
+             vector_row: np.ndarray, cfg: ScenesConfig, exact_up_to: int, nprobe: int) -> MovingCamera:
+        """The frames of moving cameras among `rows` (those no scene judges), with their neighbours."""
+        if not isinstance(root, Path) or cfg.mode == "crops":
+            return cls.none(table, cfg)
+        rows = np.array([r for r in rows.tolist() if scenes.of(r) < 0 and vector_row[r] >= 0], np.int64)
+        if len(rows) <= LEAST:
+            return cls.none(table, cfg)
+        vectors = vector_row[rows]
+        found = ann.similar_pairs(lambda start, stop: store.rows(vectors[start:stop]), CANDIDATE, count=len(rows),
+                                  exact_up_to=exact_up_to, nprobe=nprobe)
+        width, height = table.columns["width"], table.columns["height"]
+        near: dict[int, list[tuple[float, int]]] = {}
+        for a, b, _ in found:
+            i, j = int(rows[a]), int(rows[b])
+            if (width[i], height[i]) != (width[j], height[j]):
+                continue
+            moved, clean = view_match(table.thumb[i], table.thumb[j], int(width[i]), int(height[i]))
+            if clean and NEAREST <= moved <= FURTHEST:
+                near.setdefault(i, []).append((moved, j))
+                near.setdefault(j, []).append((moved, i))
+        neighbours = {i: _spread(sorted(found_i)) for i, found_i in near.items() if len(found_i) >= LEAST}
+        log.debug("%d frames of moving cameras", len(neighbours))
+        return cls(root, table, cfg, neighbours)
+
+    @property
+    def count(self) -> int:
+        return len(self.neighbours)
+
+    def same(self, i: int, j: int) -> bool:
+        """False when both are frames of a moving camera and a thing in front moved further
+        than max_shift of its size between them; True otherwise (the picture test decides)."""
+        if i not in self.neighbours or j not in self.neighbours:
+            return True
+        key = (i, j) if i < j else (j, i)
+        if key not in self._verdicts:
+            self._verdicts[key] = self._judge(*key)
+        return self._verdicts[key]
+
+    def _judge(self, i: int, j: int) -> bool:
+        own_i, own_j = self._own_of(i), self._own_of(j)
+        a, b = self._gray(i), self._gray(j)
+        if own_i is None or own_j is None or a is None or b is None or a.shape != b.shape:
+            return True
+        dx, dy = self._offset(a, b)
+        h, w = a.shape
+        if math.hypot(dx, dy) > self.cfg.max_shift * max(h, w):
+            return False
+        # j's things in i's place; both frames' things only where both were measured
+        both = own_i.measured & _moved(own_j.measured, dx, dy)
+        things_i = [r for r in own_i.front.regions if _within(r.box, both)]
+        things_j = [r for r in (Region(r.y0 - round(dy), r.x0 - round(dx), r.mask, r.area) for r in own_j.front.regions)
+                    if _within(r.box, both)]
+        return shift(Frame(tuple(things_i), 0.0, 0.0), Frame(tuple(things_j), 0.0, 0.0), self.cfg.max_shift) \
+            <= self.cfg.max_shift
+
+    def _own_of(self, row: int) -> _Own | None:
+        if row not in self.neighbours:
+            return None
+        if row not in self._own:
+            self._own[row] = self._learn(row)
+        return self._own[row]
+
+    def _learn(self, row: int) -> _Own | None:
+        """The frame's things in front of the median of its neighbours lined up on it."""
+        frame = self._gray(row)
+        if frame is None:
+            return None
+        h, w = frame.shape
+        stack, reach = [], np.zeros((h, w), np.uint8)
+        for other in self.neighbours[row]:
+            gray = self._gray(other)
+            if gray is None or gray.shape != frame.shape:
+                continue
+            dx, dy = self._offset(frame, gray)
+            back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+            stack.append(cv2.warpAffine(gray, back, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+            reach[_inside(dy, h), _inside(dx, w)] += 1  # where the moved frame has pixels of its own
+        if len(stack) < LEAST:
+            return None
+        lined = np.stack(stack)
+        measured = reach >= 3
+        background = _median(lined)
+        noise = _median(np.abs(lined - background)) * 1.4826
+        mask = ((np.abs(frame - background) > self.cfg.noise * noise + self.cfg.floor) & measured).astype(np.uint8)
+        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        smallest = max(1, round(self.cfg.min_area * mask.size))
+        regions = tuple(Region(int(y), int(x), labels[y:y + rh, x:x + rw] == k, int(area))
+                        for k, (x, y, rw, rh, area) in enumerate(stats.tolist()) if k and area >= smallest)
+        return _Own(Frame(regions, float(mask.mean()), 0.0), measured)
+
+    def _offset(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """How far `b`'s view lies from `a`'s, in pixels (phase correlation)."""
+        # at half the size: a quarter of the work, to within a pixel of the stages' size
+        a, b = a[::2, ::2], b[::2, ::2]
+        if self._window is None or self._window.shape != a.shape:
+            self._window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
+        (dx, dy), _ = cv2.phaseCorrelate(a * self._window, b * self._window)
+        return 2 * float(dx), 2 * float(dy)
+
+    def _gray(self, row: int) -> np.ndarray | None:
+        if row in self._grays:
+            self._grays.move_to_end(row)
+            return self._grays[row]
+        gray = None
+        try:
+            gray = cv2.blur(gray_frame(Path(str(self.root)) / self.table.paths[row]), (3, 3))
+        except UnreadableImage as e:
+            log.debug("%s: %s; judged as a picture", self.table.paths[row], e.reason)
+        self._grays[row] = gray
+        if len(self._grays) > CACHE:
+            self._grays.popitem(last=False)
+        return gray
+
+
+def _spread(found: list[tuple[float, int]]) -> list[int]:
+    """Up to NEIGHBOURS of the neighbours (sorted by how far their view lies), spread over that range."""
+    step = max(1, len(found) // NEIGHBOURS)
+    return [row for _, row in found[::step]][:NEIGHBOURS]
+
+
+def _inside(shift: float, length: int) -> slice:
+    """The pixels of a row (or column) of LENGTH that a picture moved back by SHIFT still covers."""
+    cut = int(math.ceil(abs(shift)))
+    return slice(0, max(0, length - cut)) if shift > 0 else slice(min(length, cut), length)
+
+
+def _moved(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """A mask of one frame in the place of the other, whose view lies (dx, dy) away."""
+    back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
+    return cv2.warpAffine(mask.astype(np.uint8), back, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+
+
+def _within(box: tuple[int, int, int, int], measured: np.ndarray) -> bool:
+    """Does the box lie (its centre) where both frames were measured?"""
+    y = min(max((box[0] + box[2]) // 2, 0), measured.shape[0] - 1)
+    x = min(max((box[1] + box[3]) // 2, 0), measured.shape[1] - 1)
+    return bool(measured[y, x])
