@@ -482,18 +482,20 @@ def test_frames_of_a_panning_camera_are_one_picture_only_a_little_apart(tmp_path
     assert all(abs(where[f["path"]] - where[f["kept_as"]]) <= 8 for f in files if f["decision"] == "remove")
 
 
-def test_a_walker_seen_by_a_panning_camera_is_not_lost(tmp_path: Path) -> None:
+@pytest.mark.parametrize("still", [0, 24])
+def test_a_walker_seen_by_a_panning_camera_is_not_lost(tmp_path: Path, still: int) -> None:
     """A camera panning 3 px a frame over a street while someone walks 6 px a frame across
     it: the frames' views are alike, but the walker is somewhere else in each. Each frame is
     measured against its own background (its neighbours lined up on it), so no frame goes
-    for a keeper where the walker stands more than half their size away (they would be lost)."""
+    for a keeper where the walker stands more than half their size away (they would be lost)
+    - nor for one of the frames where the camera then stands still (a scene of its own)."""
     street = wide_view(34, W + 200)
     root = tmp_path / "pan"
     root.mkdir()
     rng = np.random.default_rng(34)
     walker_at = {}
-    for t in range(40):
-        view = 3 * t
+    for t in range(40 + still):
+        view = 3 * min(t, 39)
         x = 40 + 6 * t - view  # where the walker stands in the frame
         im = Image.fromarray(street[:, view:view + W].copy())
         ImageDraw.Draw(im).ellipse([x - 10, 150, x + 10, 180], fill=(250, 30, 30))

@@ -104,9 +104,12 @@ class MovingCamera:
 
     def same(self, i: int, j: int) -> bool:
         """False when both are frames of a moving camera and a thing in front moved further
-        than max_shift of its size between them; True otherwise (the picture test decides)."""
-        if i not in self.neighbours or j not in self.neighbours:
+        than max_shift of its size between them, or when only one of them is; True otherwise
+        (the picture test decides)."""
+        if i not in self.neighbours and j not in self.neighbours:
             return True
+        if (i in self.neighbours) != (j in self.neighbours):
+            return False  # a moving camera's frame and one that is not (a scene's, at the end of a pan): no common ground
         key = (i, j) if i < j else (j, i)
         if key not in self._verdicts:
             self._verdicts[key] = self._judge(*key)
