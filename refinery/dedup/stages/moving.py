@@ -17,7 +17,8 @@ A fixed camera's frames are judged by what stands in front of their shared backg
 3. The test. Two such frames are one picture when every thing in front of its own
    background, moved into the other frame's place by the view's shift, stands within
    `max_shift` of its size of where it stood (scenes.shift), over the part of the view both
-   frames show.
+   frames show. A moving camera's frame and one that is not (a scene's, where the pan stood
+   still at its end, or a picture's) have no common ground and are never one picture.
 Every other pair is left to the picture test (and its pan rule, Evidence.panned).
 """
 
