@@ -110,7 +110,7 @@ class MovingCamera:
         if i not in self.neighbours and j not in self.neighbours:
             return True
         if (i in self.neighbours) != (j in self.neighbours):
-            return False  # a moving camera's frame and one that is not (a scene's, at the end of a pan): no common ground
+            return False  # a moving camera's frame and one that is not (a scene's, at a pan's end): no common ground
         key = (i, j) if i < j else (j, i)
         if key not in self._verdicts:
             self._verdicts[key] = self._judge(*key)
