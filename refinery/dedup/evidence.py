@@ -13,7 +13,7 @@ from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
-from refinery.features import thumb_correlation, view_match
+from refinery.features import thumb_correlation
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,6 @@ class Evidence:
 
     def correlation(self, i: int, j: int) -> float:
         return thumb_correlation(self.table.thumb[i].tobytes(), self.table.thumb[j].tobytes())
-
-    def panned(self, i: int, j: int, most: float) -> bool:
-        """Did the camera pan or tilt by more than `most` of the picture between two pictures
-        of one size (their thumbnails match cleanly that far apart, features.view_match)? A
-        view moved that far is another picture, as a thing moved that share of its size is."""
-        c = self.table.columns
-        width, height = int(c["width"][i]), int(c["height"][i])
-        if (width, height) != (int(c["width"][j]), int(c["height"][j])):
-            return False
-        moved, clean = view_match(self.table.thumb[i], self.table.thumb[j], width, height)
-        return clean and moved > most
 
     def near_copy(self, i: int, keeper: int) -> bool:
         dp, dd = self.hash_distances(i, keeper)

@@ -19,7 +19,8 @@ A fixed camera's frames are judged by what stands in front of their shared backg
    `max_shift` of its size of where it stood (scenes.shift), over the part of the view both
    frames show. A moving camera's frame and one that is not (a scene's, where the pan stood
    still at its end, or a picture's) have no common ground and are never one picture.
-Every other pair is left to the picture test (and its pan rule, Evidence.panned).
+Every other pair is left to the picture test - after the pan rule, which holds for all pairs
+of one size (MovingCamera.panned).
 """
 
 from __future__ import annotations
@@ -35,10 +36,20 @@ import numpy as np
 
 from refinery import ann
 from refinery.config import ScenesConfig
-from refinery.dedup.stages.scenes import CLEAN, Frame, Region, Scenes, _median, gray_frame, shift
+from refinery.dedup.stages.scenes import (
+    Frame,
+    Region,
+    Scenes,
+    covered,
+    foreground_regions,
+    noise_threshold,
+    pixel_median,
+    read_gray,
+    shift,
+    smooth,
+)
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
-from refinery.errors import UnreadableImage
 from refinery.features import view_match
 
 log = logging.getLogger(__name__)
@@ -62,8 +73,9 @@ class MovingCamera:
     """The test between two frames of a camera that moves (see the module's text)."""
 
     def __init__(self, root: Path | str | None, table: FeatureTable, cfg: ScenesConfig,
-                 neighbours: dict[int, list[int]]):
+                 neighbours: dict[int, list[int]], views: dict[tuple[int, int], tuple[float, bool]] | None = None):
         self.root, self.table, self.cfg, self.neighbours = root, table, cfg, neighbours
+        self._views = views or {}  # view_match of the pairs `find` looked at, (i, j) with i < j
         self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self._own: dict[int, _Own | None] = {}
         self._verdicts: dict[tuple[int, int], bool] = {}
@@ -87,26 +99,30 @@ class MovingCamera:
                                   exact_up_to=exact_up_to, nprobe=nprobe)
         width, height = table.columns["width"], table.columns["height"]
         near: dict[int, list[tuple[float, int]]] = {}
+        views: dict[tuple[int, int], tuple[float, bool]] = {}
         for a, b, _ in found:
             i, j = int(rows[a]), int(rows[b])
             if (width[i], height[i]) != (width[j], height[j]):
                 continue
-            moved, clean = view_match(table.thumb[i], table.thumb[j], int(width[i]), int(height[i]))
+            moved, clean = views[i, j] = view_match(table.thumb[i], table.thumb[j], int(width[i]), int(height[i]))
             if clean and NEAREST <= moved <= FURTHEST:
                 near.setdefault(i, []).append((moved, j))
                 near.setdefault(j, []).append((moved, i))
         neighbours = {i: _spread(sorted(found_i)) for i, found_i in near.items() if len(found_i) >= LEAST}
         log.debug("%d frames of moving cameras", len(neighbours))
-        return cls(root, table, cfg, neighbours)
+        return cls(root, table, cfg, neighbours, views)
 
     @property
     def count(self) -> int:
         return len(self.neighbours)
 
     def same(self, i: int, j: int) -> bool:
-        """False when both are frames of a moving camera and a thing in front moved further
-        than max_shift of its size between them, or when only one of them is; True otherwise
-        (the picture test decides)."""
+        """False when the camera panned more than max_shift of the picture between the two;
+        when both are frames of a moving camera and a thing in front moved further than
+        max_shift of its size between them, or when only one of them is; True otherwise (the
+        picture test decides)."""
+        if self.panned(i, j):
+            return False
         if i not in self.neighbours and j not in self.neighbours:
             return True
         if (i in self.neighbours) != (j in self.neighbours):
@@ -115,6 +131,20 @@ class MovingCamera:
         if key not in self._verdicts:
             self._verdicts[key] = self._judge(*key)
         return self._verdicts[key]
+
+    def panned(self, i: int, j: int) -> bool:
+        """Did the camera pan or tilt by more than max_shift of the picture between two
+        pictures of one size (their thumbnails match cleanly that far apart,
+        features.view_match)? A view moved that far is another picture, as a thing moved
+        that share of its size is."""
+        c = self.table.columns
+        width, height = int(c["width"][i]), int(c["height"][i])
+        if (width, height) != (int(c["width"][j]), int(c["height"][j])):
+            return False
+        key = (i, j) if i < j else (j, i)
+        found = self._views.get(key)
+        moved, clean = found if found else view_match(self.table.thumb[key[0]], self.table.thumb[key[1]], width, height)
+        return clean and moved > self.cfg.max_shift
 
     def _judge(self, i: int, j: int) -> bool:
         own_i, own_j = self._own_of(i), self._own_of(j)
@@ -154,20 +184,15 @@ class MovingCamera:
             dx, dy = self._offset(frame, gray)
             back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
             stack.append(cv2.warpAffine(gray, back, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-            reach[_inside(dy, h), _inside(dx, w)] += 1  # where the moved frame has pixels of its own
+            reach += covered(frame.shape, dx, dy)  # where the moved frame has pixels of its own
         if len(stack) < LEAST:
             return None
         lined = np.stack(stack)
         measured = reach >= 3
-        background = _median(lined)
-        noise = _median(np.abs(lined - background)) * 1.4826
-        mask = ((np.abs(frame - background) > self.cfg.noise * noise + self.cfg.floor) & measured).astype(np.uint8)
-        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        smallest = max(1, round(self.cfg.min_area * mask.size))
-        regions = tuple(Region(int(y), int(x), labels[y:y + rh, x:x + rw] == k, int(area))
-                        for k, (x, y, rw, rh, area) in enumerate(stats.tolist()) if k and area >= smallest)
-        return _Own(Frame(regions, float(mask.mean()), 0.0), measured)
+        background = pixel_median(lined)
+        mask = ((np.abs(frame - background) > noise_threshold(lined, background, self.cfg)) & measured).astype(np.uint8)
+        regions = foreground_regions(mask, self.cfg)
+        return _Own(Frame(regions, sum(r.area for r in regions) / mask.size, 0.0), measured)
 
     def _offset(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         """How far `b`'s view lies from `a`'s, in pixels (phase correlation)."""
@@ -182,27 +207,17 @@ class MovingCamera:
         if row in self._grays:
             self._grays.move_to_end(row)
             return self._grays[row]
-        gray = None
-        try:
-            gray = cv2.blur(gray_frame(Path(str(self.root)) / self.table.paths[row]), (3, 3))
-        except UnreadableImage as e:
-            log.debug("%s: %s; judged as a picture", self.table.paths[row], e.reason)
-        self._grays[row] = gray
+        gray = read_gray(Path(str(self.root)), self.table, row)
+        self._grays[row] = None if gray is None else smooth(gray)
         if len(self._grays) > CACHE:
             self._grays.popitem(last=False)
-        return gray
+        return self._grays[row]
 
 
 def _spread(found: list[tuple[float, int]]) -> list[int]:
     """Up to NEIGHBOURS of the neighbours (sorted by how far their view lies), spread over that range."""
     step = max(1, len(found) // NEIGHBOURS)
     return [row for _, row in found[::step]][:NEIGHBOURS]
-
-
-def _inside(shift: float, length: int) -> slice:
-    """The pixels of a row (or column) of LENGTH that a picture moved back by SHIFT still covers."""
-    cut = int(math.ceil(abs(shift)))
-    return slice(0, max(0, length - cut)) if shift > 0 else slice(min(length, cut), length)
 
 
 def _moved(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:

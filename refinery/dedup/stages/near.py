@@ -92,16 +92,15 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     stages["near"].seen = len(rows)
     phash, dhash = table.columns["phash"], table.columns["dhash"]
     found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
-    evidence, most = Evidence(table, None, near), cfg.scenes.max_shift
+    evidence = Evidence(table, None, near)
     confirmed = [(a, b) for a, b in split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs)
-                 if not evidence.panned(a, b, most) and moving.same(a, b)]
+                 if moving.same(a, b)]
 
     def near_copy(i: int, keeper: int) -> bool:
         # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);
         # a view the camera panned away from is another picture, and so is a frame of a
         # moving camera whose things moved.
-        return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and not evidence.panned(i, keeper, most) \
-            and moving.same(i, keeper)
+        return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and moving.same(i, keeper)
 
     # Only confirmed pairs are grouped: a rejected candidate (another object on the same
     # background) must not join two groups. A keeper still removes only members confirmed

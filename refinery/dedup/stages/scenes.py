@@ -272,7 +272,8 @@ def gray_frame(path: Path) -> np.ndarray:
     return gray_work(decode(read_bytes(path), path, min_long=WORK_SIZE, gray=True).image).astype(np.float32)
 
 
-def _smooth(gray: np.ndarray) -> np.ndarray:
+def smooth(gray: np.ndarray) -> np.ndarray:
+    """A 3x3 mean: a pixel's sensor noise and a JPEG's block edges count less."""
     return cv2.blur(gray, (3, 3))
 
 
@@ -287,9 +288,9 @@ class Background:
 
     @classmethod
     def learn(cls, frames: Sequence[np.ndarray], cfg: ScenesConfig) -> Background:
-        stack = np.stack([_smooth(f) for f in frames])
+        stack = np.stack([smooth(f) for f in frames])
         # the reference the frames are registered on and their light measured against
-        first = _median(stack[:: max(1, len(stack) // 16)])
+        first = pixel_median(stack[:: max(1, len(stack) // 16)])
         lit = first > 10
         align = _Aligner.on(first)
         shaken = False
@@ -298,27 +299,19 @@ class Background:
             lined = align(frame)
             shaken |= lined is not frame
             stack[k] = lined / _light(lined, first, lit, refine=False)
-        median = _median(stack)
-        noise = _median(np.abs(stack - median)) * 1.4826
+        median = pixel_median(stack)
         # A camera none of whose sampled frames (up to `sample`, spread over the scene) moved
         # is taken as still: its frames are not registered (a third of a frame's cost), a
         # rare gust between the samples aside.
         aligner = _Aligner.on(median) if shaken else _Aligner.still(median)
-        return cls(median, cfg.noise * noise + cfg.floor, median > 10, aligner)
+        return cls(median, noise_threshold(stack, median, cfg), median > 10, aligner)
 
     def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
         """What of `gray` stands in front of this background."""
-        smooth, dx, dy = self.aligner.line_up(_smooth(gray))
-        mask = (np.abs(smooth / _light(smooth, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
-        _outside(mask, dx, dy)
-        mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        smallest = max(1, int(round(cfg.min_area * mask.size)))
-        regions = []
-        for k in range(1, count):
-            x, y, w, h, area = stats[k]
-            if area >= smallest:
-                regions.append(Region(int(y), int(x), labels[y:y + h, x:x + w] == k, int(area)))
+        lined, dx, dy = self.aligner.line_up(smooth(gray))
+        mask = (np.abs(lined / _light(lined, self.median, self.lit) - self.median) > self.threshold).astype(np.uint8)
+        mask[~covered(mask.shape, dx, dy)] = 0  # what the frame took from outside itself is no evidence
+        regions = foreground_regions(mask, cfg)
         height, width = mask.shape
         extent = max((max(r.mask.shape[0] / height, r.mask.shape[1] / width) for r in regions), default=0.0)
         return Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent)
@@ -382,17 +375,38 @@ class _Aligner:
         return frame, 0.0, 0.0
 
 
-def _outside(mask: np.ndarray, dx: float, dy: float) -> None:
-    """Clear the strips of `mask` that a frame moved back by (dx, dy) took from outside itself."""
-    h, w = mask.shape
-    cx, cy = int(math.ceil(abs(dx))), int(math.ceil(abs(dy)))
-    if cx:
-        (mask[:, w - cx:] if dx > 0 else mask[:, :cx]).fill(0)
-    if cy:
-        (mask[h - cy:, :] if dy > 0 else mask[:cy, :]).fill(0)
+def covered(shape: tuple[int, ...], dx: float, dy: float) -> np.ndarray:
+    """Where a picture of `shape` moved back by (dx, dy) still shows pixels of its own (bool)."""
+    h, w = shape[:2]
+    inside = np.zeros((h, w), bool)
+    inside[_kept(h, dy), _kept(w, dx)] = True
+    return inside
 
 
-def _median(stack: np.ndarray) -> np.ndarray:
+def _kept(length: int, shift: float) -> slice:
+    """The pixels of a row (or column) of LENGTH that a picture moved back by SHIFT still covers."""
+    cut = int(math.ceil(abs(shift)))
+    return slice(0, max(0, length - cut)) if shift > 0 else slice(min(length, cut), length)
+
+
+def noise_threshold(stack: np.ndarray, median: np.ndarray, cfg: ScenesConfig) -> np.ndarray:
+    """Per pixel, how far from `median` a frame must be to show something in front of it:
+    `noise` times the pixel's spread over `stack` (its median absolute deviation, as a
+    standard deviation) plus `floor` gray levels."""
+    return cfg.noise * (pixel_median(np.abs(stack - median)) * 1.4826) + cfg.floor
+
+
+def foreground_regions(mask: np.ndarray, cfg: ScenesConfig) -> tuple[Region, ...]:
+    """The connected regions of a foreground mask (uint8), cleaned (opened, closed), of at
+    least `min_area` of the frame."""
+    mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    smallest = max(1, int(round(cfg.min_area * mask.size)))
+    return tuple(Region(y, x, labels[y:y + h, x:x + w] == k, area)
+                 for k, (x, y, w, h, area) in enumerate(stats.tolist()) if k and area >= smallest)
+
+
+def pixel_median(stack: np.ndarray) -> np.ndarray:
     """The per-pixel median of a stack of frames (the upper middle for an even count):
     np.partition finds it seven times faster than np.median, which also averages two."""
     middle = len(stack) // 2
@@ -590,7 +604,7 @@ def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig
     for number in np.unique(scene[in_scene]).tolist():
         members = np.flatnonzero(scene == number)
         sample = members[:: max(1, len(members) // cfg.sample)][:cfg.sample].tolist()
-        read = dict(zip(sample, ordered_map(lambda r: _read(root, table, r), sample, workers, 2 * workers),
+        read = dict(zip(sample, ordered_map(lambda r: read_gray(root, table, r), sample, workers, 2 * workers),
                         strict=True))
         grays = [g for g in read.values() if g is not None]
         if len(grays) < 3 or len({g.shape for g in grays}) > 1:
@@ -598,7 +612,7 @@ def analyse(root: Path, table: FeatureTable, rows: np.ndarray, cfg: ScenesConfig
         background = Background.learn(grays, cfg)
 
         def judge(row: int, background: Background = background, read: dict = read) -> tuple[int, Frame | None]:
-            gray = read.pop(row) if row in read else _read(root, table, row)
+            gray = read.pop(row) if row in read else read_gray(root, table, row)
             if gray is None or gray.shape != background.median.shape:
                 return row, None
             return row, background.frame(gray, cfg)
@@ -636,7 +650,8 @@ def footage(thumbs: np.ndarray) -> bool:
     return twinned >= FOOTAGE * len(sample)
 
 
-def _read(root: Path, table: FeatureTable, row: int) -> np.ndarray | None:
+def read_gray(root: Path, table: FeatureTable, row: int) -> np.ndarray | None:
+    """Row `row`'s picture as `gray_frame` gives it, or None (logged) if it cannot be read now."""
     try:
         return gray_frame(root / table.paths[row])
     except UnreadableImage as e:

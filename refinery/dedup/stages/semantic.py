@@ -21,7 +21,7 @@ from refinery.dedup.vectors import VectorStore
 
 
 def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats],
-                    choose: Callable[[list[int]], int], scenes: Scenes, frame_pairs: list[tuple[int, int]],
+                 choose: Callable[[list[int]], int], scenes: Scenes, frame_pairs: list[tuple[int, int]],
                  moving: MovingCamera) -> int:
     """3. semantic duplicates: embeddings close in cosine, grouped around a keeper."""
     t = time.perf_counter()
@@ -31,14 +31,14 @@ def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, St
     vector_rows = run.vector_row[rows]
     found = ann.similar_pairs(lambda start, stop: store.rows(vector_rows[start:stop]), threshold,
                                    count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
-    evidence, most = Evidence(run.table, store, cfg.near, run.vector_row), cfg.scenes.max_shift
+    evidence = Evidence(run.table, store, cfg.near, run.vector_row)
     pairs = [(a, b) for a, b in split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
-             if not evidence.panned(a, b, most) and moving.same(a, b)]
+             if moving.same(a, b)]
 
     def close(i: int, keeper: int) -> bool:
         if scenes.of(i) >= 0:
             return False  # a frame of a scene goes only as a copy of a frame of its scene
-        if evidence.panned(i, keeper, most) or not moving.same(i, keeper):
+        if not moving.same(i, keeper):
             return False  # a view the camera panned away from, or a moving camera's frame whose things moved
         cosine = evidence.cosine(i, keeper)
         return not cfg.semantic.chain_guard or (cosine is not None and cosine >= threshold)
