@@ -205,6 +205,10 @@ class RunConfig:
     cache_dir: str = ""  # "" = ~/.cache/refinery/features (or $XDG_CACHE_HOME/refinery/features)
     # where a run keeps its temporary files (the vectors, float16); "" = the system's temp folder ($TMPDIR)
     scratch_dir: str = ""
+    # The read-once pass keeps each picture's gray (57 KB a 960x540 frame) there too, for the
+    # scene test, rather than decode it again (a fifth of a frame folder's time): up to this
+    # many MB, never over half the free space there; 0 = decode again.
+    scratch_grays_mb: int = at_least(2048, 0, "MB of scratch space for the pictures' gray kept from the first read")
     follow_symlinks: bool = False  # judge links to files and folders outside the folder too
     engine: str = one_of("local", "local", "ray", doc="local threads or a Ray cluster (extra [ray])")
 

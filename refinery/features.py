@@ -422,10 +422,10 @@ def _pack(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 
 
-def measure(rel: str, data: bytes, sha256: str, decoded: Decoded) -> Features:
-    """Every feature of a picture decoded from `data`."""
+def measure(rel: str, data: bytes, sha256: str, decoded: Decoded, gray: np.ndarray | None = None) -> Features:
+    """Every feature of a picture decoded from `data` (`gray`: its gray_of, if made already)."""
     rgb = np.asarray(decoded.image)  # RGB: decode flattens every mode to it
-    gray = gray_of(rgb)
+    gray = gray_of(rgb) if gray is None else gray
     edges = Edges.of(gray)
     return Features(
         path=rel, file_size=len(data), sha256=sha256,

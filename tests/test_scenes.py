@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
-from refinery.dedup.stages.scenes import Background, Frame, Region, analyse, shift
+from refinery.dedup.grays import Grays
+from refinery.dedup.stages.scenes import Background, Frame, Region, _distances, _leaders, _Looks, analyse, shift
 from refinery.dedup.table import FeatureTable
 from refinery.features import view_match
 
@@ -111,7 +112,7 @@ def judged(root: Path, names: list[str], cfg: ScenesConfig):  # noqa: ANN201 - a
     table = FeatureTable(names)
     for row, name in enumerate(names):
         table.put(row, extract(root / name, name, spec)[0])
-    return analyse(root, table, np.arange(len(names)), cfg)
+    return analyse(Grays(root, table, spec), np.arange(len(names)), cfg)
 
 
 PERSON = Thing(9, 200, 100, 22, (20, 20, 220))  # 22 px wide in a 480 px frame: under 5%
@@ -280,6 +281,50 @@ def test_what_a_lined_up_frame_took_from_outside_itself_is_no_foreground() -> No
 
     shaken = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], ScenesConfig())
     assert shaken.frame(shot(-8.0), ScenesConfig()).regions == ()
+
+
+def test_a_stack_of_frames_is_judged_as_each_frame_alone() -> None:
+    """Background.frames measures a stack at once: the same regions, to the pixel, as one frame
+    at a time - shaken, under a cloud's shade, with things in front, a cell too dark to read
+    the light in, and a black frame (one gain for all)."""
+    rng = np.random.default_rng(5)
+    bg = cv2.GaussianBlur(rng.uniform(20, 235, (180, 320)).astype(np.float32), (0, 0), 2)
+    bg[:30, :40] = 4.0  # unlit: no light is read there
+
+    def shot(dx: float, light: float | np.ndarray = 1.0, things: int = 0) -> np.ndarray:
+        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
+                               borderMode=cv2.BORDER_REPLICATE)
+        for _ in range(things):
+            y, x = rng.integers(10, 160), rng.integers(10, 300)
+            moved[y:y + 12, x:x + 8] = rng.uniform(0, 255)
+        return moved * light + rng.normal(0, 1.5, bg.shape).astype(np.float32)
+
+    cfg = ScenesConfig()
+    background = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], cfg)
+    frames = [shot(float(rng.uniform(-2, 2)), 1.0 if k % 3 else cv2.resize(shade(k / 12)[..., 0], (320, 180)),
+                   things=k % 4) for k in range(12)] + [np.zeros((180, 320), np.float32)]
+    alone = [background.frame(f, cfg) for f in frames]
+    stacked = background.frames(frames, cfg)
+    assert [(f.boxes, [r.area for r in f.regions]) for f in stacked] == [(f.boxes, [r.area for r in f.regions])
+                                                                           for f in alone]
+    assert sum(len(f.regions) for f in alone) >= 10
+
+
+def test_leader_clustering_puts_each_picture_with_a_leader_it_matches() -> None:
+    """A picture joins a view whose leader it matches (within view_difference), and no leader
+    matches a leader made before it: 1,500 thumbnails of 12 views, busy and in shade."""
+    rng = np.random.default_rng(6)
+    views = rng.uniform(20, 235, (12, 16, 16))
+    thumbs = views[rng.integers(0, 12, 1500)] * rng.uniform(0.9, 1.1, (1500, 1, 1))
+    thumbs += rng.normal(0, 4, thumbs.shape) + (rng.random((1500, 16, 16)) < 0.05) * 80
+    looks = _Looks.of(np.clip(thumbs, 0, 255).astype(np.uint8).reshape(1500, 256))
+    label = _leaders(looks, 0.05)
+    leaders = [int(np.flatnonzero(label == view)[np.argmin(looks.level[label == view])]) for view in
+               range(label.max() + 1)]
+    assert 12 <= len(leaders) < 1500
+    for view, leader in enumerate(leaders):
+        assert (_distances(looks[np.flatnonzero(label == view)], looks[[leader]]) <= 0.05).all()
+        assert (_distances(looks[leaders[:view]], looks[[leader]]) > 0.05).all()
 
 
 def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> None:

@@ -19,11 +19,12 @@ from PIL import Image
 from refinery import features as feats
 from refinery.config import Config, QualityConfig
 from refinery.dedup.decisions import ERROR, KEEP, SKIP
+from refinery.dedup.grays import GrayStore
 from refinery.dedup.stages import quality
 from refinery.dedup.state import NOT_REACHED, Picture, Run, StageStats
 from refinery.dedup.vectors import VectorStore
 from refinery.errors import UnreadableImage
-from refinery.features import Features, measure
+from refinery.features import Features, gray_work, measure
 from refinery.io.cache import FeatureCache
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.io.scan import Skipped, scan
@@ -133,31 +134,42 @@ def file_stat(path: Path) -> tuple[int, int]:
         return -1, -1
 
 
+@dataclass
+class Prepared:
+    """What one decode of a file gave: its features, its quality reason, its model input
+    (None: not embedded, `skip` says why where that is not the quality), its gray picture."""
+
+    features: Features
+    reason: str | None
+    tensor: np.ndarray | None
+    skip: str
+    gray: np.ndarray  # at the stages' size, uint8 (features.gray_work)
+
+
 def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, spec: ModelSpec,
-                        quality_cfg: QualityConfig, embed_all: bool = False,
-                        crop: Crop | None = None) -> tuple[Features, str | None, np.ndarray | None, str]:
-    """Decode `data` once: (features, quality reason, model input or None, why it was not
-    embedded). Dedup embeds only the pictures that pass the quality stage, retrieval
-    (`embed_all`) every readable one; `crop` cuts out the part to embed, or says there is none.
-    Shared by the local workers and the Ray actors, so both engines judge alike."""
+                        quality_cfg: QualityConfig, embed_all: bool = False, crop: Crop | None = None) -> Prepared:
+    """Decode `data` once and measure it. Dedup embeds only the pictures that pass the quality
+    stage, retrieval (`embed_all`) every readable one; `crop` cuts out the part to embed, or
+    says there is none. Shared by the local workers and the Ray actors, so both engines judge alike."""
     decoded = decode_for_stages(data, source, spec)
-    features = measure(rel, data, sha256, decoded)
+    gray = gray_work(decoded.image)
+    features = measure(rel, data, sha256, decoded, gray)
     reason = quality.judge(features, quality_cfg)
     if reason and not embed_all:
-        return features, reason, None, ""
+        return Prepared(features, reason, None, "", gray)
     image = decoded.image
     if crop is not None:
         part, why_not = crop(image)
         if part is None:
-            return features, reason, None, why_not
+            return Prepared(features, reason, None, why_not, gray)
         image = part
-    return features, reason, to_input(image, spec), ""
+    return Prepared(features, reason, to_input(image, spec), "", gray)
 
 
 def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedder,
                   stages: dict[str, StageStats], progress: Progress | None, cache: FeatureCache | None,
                   store: VectorStore, workers: int, stop: threading.Event | None, embed_all: bool = False,
-                  crop: Crop | None = None) -> None:
+                  crop: Crop | None = None, grays: GrayStore | None = None) -> None:
     """Read, hash, decode, measure and embed the first `count` rows of `run` once each (or
     take them from the cache).
 
@@ -180,12 +192,15 @@ def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedd
                     pic.copy_of = digest
                     return None
                 claimed.add(digest)
-            pic.features, pic.quality_reason, tensor, pic.skip = measure_and_prepare(
-                paths[pic.row], data, digest.hex(), path, embedder.spec, cfg.quality, embed_all, crop)
+            found = measure_and_prepare(paths[pic.row], data, digest.hex(), path, embedder.spec, cfg.quality,
+                                        embed_all, crop)
         except UnreadableImage as e:
             pic.error = e.reason
             return None
-        return tensor
+        pic.features, pic.quality_reason, pic.skip = found.features, found.reason, found.skip
+        if grays is not None and not found.reason:
+            pic.gray = found.gray  # the pixel stages look at it again
+        return found.tensor
 
     def run_chunk(chunk: np.ndarray) -> tuple[list[Picture], float, float]:
         """Findings and vectors for one chunk of rows; (them, seconds decoding, seconds in the model)."""
@@ -218,6 +233,8 @@ def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedd
                 file_findings(run, pic, root)
                 link.remember(pic.row, pic.vector)  # a copy is remembered once it has its original's features
                 vectors.add(pic.row, pic.vector)
+                if grays is not None and pic.gray is not None:
+                    grays.put(pic.row, pic.gray)
             vectors.flush()
             link.commit()
             advance(len(pictures))

@@ -19,13 +19,13 @@ from refinery.dedup import featurepass
 from refinery.dedup.actions import Judged, Planned
 from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
+from refinery.dedup.grays import Grays, GrayStore
 from refinery.dedup.groups import choose_keeper
 from refinery.dedup.stages import exact, frames, near, quality, semantic
 from refinery.dedup.stages import scenes as scene_test
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import NOT_REACHED, Run, StageStats
-from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache
 from refinery.io.scan import Skipped
@@ -115,7 +115,8 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}
     workers = cfg.run.workers or cpu_count()
-    with VectorStore(embedder.spec.output_dim, featurepass.scratch_dir(cfg)) as store:
+    scratch = featurepass.scratch_dir(cfg)
+    with VectorStore(embedder.spec.output_dim, scratch) as store, GrayStore(scratch, cfg.run.scratch_grays_mb) as kept:
         if cfg.run.engine == "ray":
             from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
 
@@ -123,9 +124,11 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
         else:
             with feats.opencv_single_threaded():
                 featurepass.feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
-                              workers, stop)
-        splits, scenes = _decide(run, store, cfg, stages, root,
-                                 lambda rows: _scenes(root, run.table, rows, cfg, stages, progress, workers))
+                                         workers, stop, grays=kept)
+        # the stages that look at pixels again read local files only
+        grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
+        splits, scenes = _decide(run, store, cfg, stages, grays,
+                                 lambda rows: _scenes(grays, len(run.table), rows, cfg, stages, progress, workers))
     provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
@@ -137,17 +140,17 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
 
 
 
-def _scenes(root: Path | str, table: FeatureTable, rows: np.ndarray, cfg: Config, stages: dict[str, StageStats],
+def _scenes(grays: Grays | None, count: int, rows: np.ndarray, cfg: Config, stages: dict[str, StageStats],
             progress: Progress | None, workers: int) -> Scenes:
     """The scenes among `rows` (what the near stage will judge), and their frames' foregrounds."""
     t = time.perf_counter()
-    if isinstance(root, str):
+    if grays is None:
         if cfg.scenes.mode != "crops":
             log.warning("frames of fixed cameras are judged as whole pictures in a URI folder (the scene test "
                         "reads files here)")
-        return Scenes.none(len(table), cfg.scenes)
+        return Scenes.none(count, cfg.scenes)
     with feats.opencv_single_threaded():
-        found = scene_test.analyse(Path(root), table, rows, cfg.scenes, progress, workers)
+        found = scene_test.analyse(grays, rows, cfg.scenes, progress, workers)
     stages["scenes"].seen = len(found.frames)
     stages["scenes"].seconds = time.perf_counter() - t
     return found
@@ -155,7 +158,7 @@ def _scenes(root: Path | str, table: FeatureTable, rows: np.ndarray, cfg: Config
 
 
 
-def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats], root: Path | str | None,
+def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats], grays: Grays | None,
             find_scenes: Callable[[np.ndarray], Scenes]) -> tuple[dict[str, int], Scenes]:
     """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
     only what the one before kept; frames of one scene (found among what reaches the near
@@ -172,9 +175,8 @@ def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageSt
 
     scenes = find_scenes(run.judged())
     t = time.perf_counter()
-    moving = MovingCamera.none(table, cfg.scenes) if root is None else MovingCamera.find(
-        root, table, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to,
-        cfg.semantic.nprobe)
+    moving = MovingCamera.none(table, cfg.scenes) if grays is None else MovingCamera.find(
+        grays, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to, cfg.semantic.nprobe)
     stages["scenes"].seconds += time.perf_counter() - t
     frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene
     splits = {"near": near.run_near(run, cfg, stages, choose, scenes, frame_pairs, moving),

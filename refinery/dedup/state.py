@@ -67,6 +67,7 @@ class Picture:
     quality_reason: str | None = None
     skip: str = ""  # why it is not judged (no face)
     vector: np.ndarray | None = None
+    gray: np.ndarray | None = None  # for the run's GrayStore
 
 
 def remove_stars(run: Run, groups: list[StarGroup], stage: str, stages: dict[str, StageStats]) -> None:

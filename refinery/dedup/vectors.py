@@ -10,12 +10,25 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from refinery.errors import RefineryError
 
 STORE_DTYPE = np.float16
+
+
+def scratch_file(folder: Path | None, prefix: str) -> IO[bytes]:
+    """An unnamed file in `folder` (O_TMPFILE, or a random name made with O_EXCL and unlinked
+    at once): no other process can guess it, and it is gone when closed or when the process dies."""
+    try:
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryFile(dir=folder, prefix=prefix)
+    except OSError as e:
+        raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
+                            f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
 
 
 class VectorStore:
@@ -25,15 +38,7 @@ class VectorStore:
         self.dim = dim
         self.count = 0
         self._row_bytes = dim * np.dtype(STORE_DTYPE).itemsize
-        # An unnamed file (O_TMPFILE, or a random name made with O_EXCL and unlinked at once):
-        # no other process can guess it, and it is gone when closed or when the process dies.
-        try:
-            if folder is not None:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-            self._file = tempfile.TemporaryFile(dir=folder, prefix="refinery-vectors-")
-        except OSError as e:
-            raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
-                                f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
+        self._file = scratch_file(folder, "refinery-vectors-")
 
     def append(self, vectors: np.ndarray) -> range:
         """Store `vectors` (N, dim); returns their row numbers."""

@@ -84,11 +84,11 @@ class Featurizer:
                 data = read_bytes(Path(self.root) / rel)
             elif problem := size_problem(len(data)):
                 raise UnreadableImage(rel, problem)
-            features, _, tensor, _ = measure_and_prepare(rel, data, hashlib.sha256(data).hexdigest(), rel,
-                                                         self.embedder.spec, self.quality)
+            found = measure_and_prepare(rel, data, hashlib.sha256(data).hexdigest(), rel, self.embedder.spec,
+                                        self.quality)
         except UnreadableImage as e:
             return None, None, e.reason
-        return features, tensor, ""
+        return found.features, found.tensor, ""
 
 
 def is_local(root: str | Path) -> bool:

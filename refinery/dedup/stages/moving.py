@@ -29,13 +29,13 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from refinery import ann
 from refinery.config import ScenesConfig
+from refinery.dedup.grays import Grays
 from refinery.dedup.stages.scenes import (
     Frame,
     Region,
@@ -44,7 +44,6 @@ from refinery.dedup.stages.scenes import (
     foreground_regions,
     noise_threshold,
     pixel_median,
-    read_gray,
     shift,
     smooth,
 )
@@ -72,9 +71,9 @@ class _Own:
 class MovingCamera:
     """The test between two frames of a camera that moves (see the module's text)."""
 
-    def __init__(self, root: Path | str | None, table: FeatureTable, cfg: ScenesConfig,
+    def __init__(self, grays: Grays | None, table: FeatureTable, cfg: ScenesConfig,
                  neighbours: dict[int, list[int]], views: dict[tuple[int, int], tuple[float, bool]] | None = None):
-        self.root, self.table, self.cfg, self.neighbours = root, table, cfg, neighbours
+        self.grays, self.table, self.cfg, self.neighbours = grays, table, cfg, neighbours
         self._views = views or {}  # view_match of the pairs `find` looked at, (i, j) with i < j
         self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
         self._own: dict[int, _Own | None] = {}
@@ -86,10 +85,11 @@ class MovingCamera:
         return cls(None, table, cfg, {})
 
     @classmethod
-    def find(cls, root: Path | str, table: FeatureTable, rows: np.ndarray, scenes: Scenes, store: VectorStore,
-             vector_row: np.ndarray, cfg: ScenesConfig, exact_up_to: int, nprobe: int) -> MovingCamera:
+    def find(cls, grays: Grays, rows: np.ndarray, scenes: Scenes, store: VectorStore, vector_row: np.ndarray,
+             cfg: ScenesConfig, exact_up_to: int, nprobe: int) -> MovingCamera:
         """The frames of moving cameras among `rows` (those no scene judges), with their neighbours."""
-        if not isinstance(root, Path) or cfg.mode == "crops":
+        table = grays.table
+        if cfg.mode == "crops":
             return cls.none(table, cfg)
         rows = np.array([r for r in rows.tolist() if scenes.of(r) < 0 and vector_row[r] >= 0], np.int64)
         if len(rows) <= LEAST:
@@ -110,7 +110,7 @@ class MovingCamera:
                 near.setdefault(j, []).append((moved, i))
         neighbours = {i: _spread(sorted(found_i)) for i, found_i in near.items() if len(found_i) >= LEAST}
         log.debug("%d frames of moving cameras", len(neighbours))
-        return cls(root, table, cfg, neighbours, views)
+        return cls(grays, table, cfg, neighbours, views)
 
     @property
     def count(self) -> int:
@@ -207,7 +207,7 @@ class MovingCamera:
         if row in self._grays:
             self._grays.move_to_end(row)
             return self._grays[row]
-        gray = read_gray(Path(str(self.root)), self.table, row)
+        gray = self.grays(row) if self.grays is not None else None
         self._grays[row] = None if gray is None else smooth(gray)
         if len(self._grays) > CACHE:
             self._grays.popitem(last=False)
