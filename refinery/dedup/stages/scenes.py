@@ -413,7 +413,10 @@ def pixel_median(stack: np.ndarray) -> np.ndarray:
     """The per-pixel median of a stack of frames (the upper middle for an even count):
     np.partition finds it seven times faster than np.median, which also averages two."""
     middle = len(stack) // 2
-    return np.partition(stack, middle, axis=0)[middle]
+    # each pixel's values side by side: partitioning along the stack's first axis strides
+    # through memory, a third slower than copying it this way round first
+    along = np.ascontiguousarray(stack.reshape(len(stack), -1).T)
+    return np.partition(along, middle, axis=1)[:, middle].reshape(stack.shape[1:])
 
 
 LIGHT_CELLS = 16  # the light is measured on a grid this many cells across (20 px at 320)
