@@ -169,7 +169,7 @@ def test_a_thin_person_who_swayed_is_the_same_frame_and_one_who_stepped_is_not(t
 
 def box_frame(*boxes: tuple[int, int, int, int]) -> Frame:
     """A frame whose foreground is the given filled boxes (y0, x0, y1, x1)."""
-    regions = tuple(Region(y0, x0, np.ones((y1 - y0, x1 - x0), bool), (y1 - y0) * (x1 - x0))
+    regions = tuple(Region(y0, x0, y1, x1, (y1 - y0) * (x1 - x0))
                     for y0, x0, y1, x1 in boxes)
     return Frame(regions, 0.1, 0.1)
 

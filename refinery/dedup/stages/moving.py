@@ -38,7 +38,6 @@ from refinery.config import ScenesConfig
 from refinery.dedup.grays import Grays
 from refinery.dedup.stages.scenes import (
     Frame,
-    Region,
     Scenes,
     covered,
     foreground_regions,
@@ -158,8 +157,7 @@ class MovingCamera:
         # j's things in i's place; both frames' things only where both were measured
         both = own_i.measured & _moved(own_j.measured, dx, dy)
         things_i = [r for r in own_i.front.regions if _within(r.box, both)]
-        things_j = [r for r in (Region(r.y0 - round(dy), r.x0 - round(dx), r.mask, r.area) for r in own_j.front.regions)
-                    if _within(r.box, both)]
+        things_j = [r for r in (r.moved(-round(dy), -round(dx)) for r in own_j.front.regions) if _within(r.box, both)]
         return shift(Frame(tuple(things_i), 0.0, 0.0), Frame(tuple(things_j), 0.0, 0.0), self.cfg.max_shift) \
             <= self.cfg.max_shift
 

@@ -79,16 +79,22 @@ Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """One connected region of a frame's foreground: its top-left corner, its mask and area."""
+    """One connected region of a frame's foreground: its box (rows y0..y1, columns x0..x1,
+    the ends excluded) and its area in pixels. Where it stands and how big it is are all the
+    test asks of it."""
 
     y0: int
     x0: int
-    mask: np.ndarray  # bool, the bounding box of the region
+    y1: int
+    x1: int
     area: int
 
     @property
     def box(self) -> Box:
-        return self.y0, self.x0, self.y0 + self.mask.shape[0], self.x0 + self.mask.shape[1]
+        return self.y0, self.x0, self.y1, self.x1
+
+    def moved(self, dy: int, dx: int) -> Region:
+        return Region(self.y0 + dy, self.x0 + dx, self.y1 + dy, self.x1 + dx, self.area)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +316,7 @@ class Background:
                 mask[~covered(mask.shape, dx, dy)] = 0  # what the frame took from outside itself is no evidence
             regions = foreground_regions(mask, cfg)
             height, width = mask.shape
-            extent = max((max(r.mask.shape[0] / height, r.mask.shape[1] / width) for r in regions), default=0.0)
+            extent = max((max((r.y1 - r.y0) / height, (r.x1 - r.x0) / width) for r in regions), default=0.0)
             out.append(Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent))
         return out
 
@@ -403,10 +409,9 @@ def foreground_regions(mask: np.ndarray, cfg: ScenesConfig) -> tuple[Region, ...
     least `min_area` of the frame."""
     mask = cv2.morphologyEx(cv2.morphologyEx(mask, cv2.MORPH_OPEN, CLEAN), cv2.MORPH_CLOSE, CLEAN)
     # 16-bit labels (a frame at the stages' size has under 2**16 regions): 2.5x faster
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
     smallest = max(1, int(round(cfg.min_area * mask.size)))
-    return tuple(Region(y, x, labels[y:y + h, x:x + w] == k, area)
-                 for k, (x, y, w, h, area) in enumerate(stats.tolist()) if k and area >= smallest)
+    return tuple(Region(y, x, y + h, x + w, area) for x, y, w, h, area in stats[1:].tolist() if area >= smallest)
 
 
 def pixel_median(stack: np.ndarray) -> np.ndarray:
