@@ -611,6 +611,7 @@ class Scenes:
 
     def __init__(self, scene: np.ndarray, frames: dict[int, Frame], cfg: ScenesConfig):
         self.scene, self.frames, self.cfg = scene, frames, cfg
+        self._judging = {row: int(scene[row]) for row in frames}  # `of`, asked for every pair of the run
         self._shifts: dict[tuple[int, int], float] = {}
 
     @classmethod
@@ -619,7 +620,7 @@ class Scenes:
 
     def of(self, row: int) -> int:
         """The scene of `row` whose test judges it, or -1 (the picture test does)."""
-        return int(self.scene[row]) if row in self.frames else -1
+        return self._judging.get(row, -1)
 
     def judged_by_scene(self, i: int, j: int) -> bool:
         """Both frames of one scene: the scene test decides."""
