@@ -198,9 +198,13 @@ def _middle_in(picture: np.ndarray, other: np.ndarray) -> tuple[float, float, fl
     """Where the middle half of `picture` matches `other` best: (the correlation there, its
     shift x and y in pixels); None for a flat middle."""
     middle = picture[VIEW_REACH:THUMB - VIEW_REACH, VIEW_REACH:THUMB - VIEW_REACH]
-    if float(middle.std()) < 1.0:
+    # OpenCV's figures, not numpy's: a moving camera's frames ask this 60,000 times a run,
+    # where numpy's std and nan_to_num took half the time
+    if float(cv2.meanStdDev(middle)[1][0, 0]) < 1.0:
         return None
-    match = np.nan_to_num(cv2.matchTemplate(other, middle, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+    match = cv2.matchTemplate(other, middle, cv2.TM_CCOEFF_NORMED)
+    if np.isnan(match).any():
+        match = np.nan_to_num(match, nan=-1.0)
     y, x = np.unravel_index(int(match.argmax()), match.shape)
     dy = y - VIEW_REACH + _vertex(match[y - 1:y + 2, x]) if 0 < y < match.shape[0] - 1 else y - VIEW_REACH
     dx = x - VIEW_REACH + _vertex(match[y, x - 1:x + 2]) if 0 < x < match.shape[1] - 1 else x - VIEW_REACH
