@@ -61,7 +61,7 @@ def one_folder(folder: Path, runs: int, overrides: list[str]) -> None:
                 return dedup_run._scenes(grays, len(fresh.table), rows, cfg, timed, None, workers)
 
             start = time.perf_counter()
-            dedup_run._decide(fresh, store, cfg, timed, grays, find)
+            dedup_run._decide(fresh, store, cfg, timed, grays, find, workers)
             seconds["all"].append(time.perf_counter() - start)
             for name in STAGES:
                 seconds[name].append(timed[name].seconds)

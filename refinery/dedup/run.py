@@ -128,7 +128,8 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
         # the stages that look at pixels again read local files only
         grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
         splits, scenes = _decide(run, store, cfg, stages, grays,
-                                 lambda rows: _scenes(grays, len(run.table), rows, cfg, stages, progress, workers))
+                                 lambda rows: _scenes(grays, len(run.table), rows, cfg, stages, progress, workers),
+                                 workers)
     provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
     return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
                        embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
@@ -159,7 +160,7 @@ def _scenes(grays: Grays | None, count: int, rows: np.ndarray, cfg: Config, stag
 
 
 def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats], grays: Grays | None,
-            find_scenes: Callable[[np.ndarray], Scenes]) -> tuple[dict[str, int], Scenes]:
+            find_scenes: Callable[[np.ndarray], Scenes], workers: int = 1) -> tuple[dict[str, int], Scenes]:
     """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
     only what the one before kept; frames of one scene (found among what reaches the near
     stage) are grouped by the scene test last. Marks the removals in run.decisions; returns
@@ -176,7 +177,8 @@ def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageSt
     scenes = find_scenes(run.judged())
     t = time.perf_counter()
     moving = MovingCamera.none(table, cfg.scenes) if grays is None else MovingCamera.find(
-        grays, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to, cfg.semantic.nprobe)
+        grays, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to, cfg.semantic.nprobe,
+        workers)
     stages["scenes"].seconds += time.perf_counter() - t
     frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene
     splits = {"near": near.run_near(run, cfg, stages, choose, scenes, frame_pairs, moving),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ from refinery.dedup.stages.scenes import (
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.features import view_match
+from refinery.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,15 @@ class MovingCamera:
     """The test between two frames of a camera that moves (see the module's text)."""
 
     def __init__(self, grays: Grays | None, table: FeatureTable, cfg: ScenesConfig,
-                 neighbours: dict[int, list[int]], views: dict[tuple[int, int], tuple[float, bool]] | None = None):
-        self.grays, self.table, self.cfg, self.neighbours = grays, table, cfg, neighbours
-        self._views = views or {}  # view_match of the pairs `find` looked at, (i, j) with i < j
+                 neighbours: dict[int, list[int]], views: dict[tuple[int, int], tuple[float, bool]] | None = None,
+                 workers: int = 1):
+        self.grays, self.table, self.cfg, self.neighbours, self.workers = grays, table, cfg, neighbours, workers
+        self._views = views or {}  # view_match of the pairs looked at, (i, j) with i < j
         self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        self._grays_lock = threading.Lock()  # `prepare` reads on several threads
         self._own: dict[int, _Own | None] = {}
         self._verdicts: dict[tuple[int, int], bool] = {}
-        self._window: np.ndarray | None = None
+        self._windows: dict[tuple[int, ...], np.ndarray] = {}
 
     @classmethod
     def none(cls, table: FeatureTable, cfg: ScenesConfig) -> MovingCamera:
@@ -85,7 +89,7 @@ class MovingCamera:
 
     @classmethod
     def find(cls, grays: Grays, rows: np.ndarray, scenes: Scenes, store: VectorStore, vector_row: np.ndarray,
-             cfg: ScenesConfig, exact_up_to: int, nprobe: int) -> MovingCamera:
+             cfg: ScenesConfig, exact_up_to: int, nprobe: int, workers: int = 1) -> MovingCamera:
         """The frames of moving cameras among `rows` (those no scene judges), with their neighbours."""
         table = grays.table
         if cfg.mode == "crops":
@@ -109,7 +113,7 @@ class MovingCamera:
                 near.setdefault(j, []).append((moved, i))
         neighbours = {i: _spread(sorted(found_i)) for i, found_i in near.items() if len(found_i) >= LEAST}
         log.debug("%d frames of moving cameras", len(neighbours))
-        return cls(grays, table, cfg, neighbours, views)
+        return cls(grays, table, cfg, neighbours, views, workers)
 
     @property
     def count(self) -> int:
@@ -141,9 +145,25 @@ class MovingCamera:
         if (width, height) != (int(c["width"][j]), int(c["height"][j])):
             return False
         key = (i, j) if i < j else (j, i)
-        found = self._views.get(key)
-        moved, clean = found if found else view_match(self.table.thumb[key[0]], self.table.thumb[key[1]], width, height)
+        if key not in self._views:
+            self._views[key] = view_match(self.table.thumb[key[0]], self.table.thumb[key[1]], width, height)
+        moved, clean = self._views[key]
         return clean and moved > self.cfg.max_shift
+
+    def same_pairs(self, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The pairs that are `same`. What their verdicts need - the own background of each
+        frame of a moving camera among them, then the test of each pair of two - is made
+        first, on `workers` threads (phase correlation, warping and medians let go of the
+        interpreter's lock)."""
+        both = {(i, j) if i < j else (j, i) for i, j in pairs if i in self.neighbours and j in self.neighbours}
+        todo = sorted(key for key in both - self._verdicts.keys() if not self.panned(*key))
+        rows = sorted({row for key in todo for row in key} - self._own.keys())
+        for row, own in zip(rows, ordered_map(self._learn, rows, self.workers, 2 * self.workers), strict=True):
+            self._own[row] = own
+        for key, verdict in zip(todo, ordered_map(lambda key: self._judge(*key), todo, self.workers, 4 * self.workers),
+                                strict=True):
+            self._verdicts[key] = verdict
+        return [(i, j) for i, j in pairs if self.same(i, j)]
 
     def _judge(self, i: int, j: int) -> bool:
         own_i, own_j = self._own_of(i), self._own_of(j)
@@ -196,20 +216,24 @@ class MovingCamera:
         """How far `b`'s view lies from `a`'s, in pixels (phase correlation)."""
         # at half the size: a quarter of the work, to within a pixel of the stages' size
         a, b = a[::2, ::2], b[::2, ::2]
-        if self._window is None or self._window.shape != a.shape:
-            self._window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-        (dx, dy), _ = cv2.phaseCorrelate(a * self._window, b * self._window)
+        window = self._windows.get(a.shape)
+        if window is None:
+            window = self._windows.setdefault(a.shape, cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F))
+        (dx, dy), _ = cv2.phaseCorrelate(a * window, b * window)
         return 2 * float(dx), 2 * float(dy)
 
     def _gray(self, row: int) -> np.ndarray | None:
-        if row in self._grays:
-            self._grays.move_to_end(row)
-            return self._grays[row]
+        with self._grays_lock:
+            if row in self._grays:
+                self._grays.move_to_end(row)
+                return self._grays[row]
         gray = self.grays(row) if self.grays is not None else None
-        self._grays[row] = None if gray is None else smooth(gray)
-        if len(self._grays) > CACHE:
-            self._grays.popitem(last=False)
-        return self._grays[row]
+        smoothed = None if gray is None else smooth(gray)
+        with self._grays_lock:
+            self._grays[row] = smoothed
+            if len(self._grays) > CACHE:
+                self._grays.popitem(last=False)
+        return smoothed
 
 
 def _spread(found: list[tuple[float, int]]) -> list[int]:

@@ -97,8 +97,7 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     phash, dhash = table.columns["phash"], table.columns["dhash"]
     found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
     evidence = Evidence(table, None, near)
-    confirmed = [(a, b) for a, b in split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs)
-                 if moving.same(a, b)]
+    confirmed = moving.same_pairs(split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs))
 
     def near_copy(i: int, keeper: int) -> bool:
         # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);

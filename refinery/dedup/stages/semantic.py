@@ -32,8 +32,7 @@ def run_semantic(run: Run, store: VectorStore, cfg: Config, stages: dict[str, St
     found = ann.similar_pairs(lambda start, stop: store.rows(vector_rows[start:stop]), threshold,
                                    count=len(rows), exact_up_to=cfg.semantic.exact_up_to, nprobe=cfg.semantic.nprobe)
     evidence = Evidence(run.table, store, cfg.near, run.vector_row)
-    pairs = [(a, b) for a, b in split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs)
-             if moving.same(a, b)]
+    pairs = moving.same_pairs(split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, frame_pairs))
 
     def close(i: int, keeper: int) -> bool:
         if scenes.of(i) >= 0:
