@@ -85,3 +85,21 @@ def test_a_scratch_folder_that_fills_up_changes_no_decision(tmp_path: Path) -> N
     room, full = _decisions(reports["room"]), _decisions(reports["full"])
     assert room == full
     assert sum(decision == "remove" for decision, _ in room.values()) >= 5
+
+
+def test_scratch_space_inside_the_folder_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """run.scratch_dir pointed at the folder being judged: the scratch files are unnamed, so
+    nothing is judged, left or changed there, and the decisions are those of a run elsewhere."""
+    root = tmp_path / "frames"
+    scene_folder(root, 9, 30, standing(9, 4))
+    before = {p.name: p.read_bytes() for p in root.iterdir()}
+    reports = {}
+    for name, scratch in (("elsewhere", tmp_path / "scratch"), ("inside", root)):
+        reports[name] = tmp_path / f"{name}.json"
+        done = subprocess.run([sys.executable, "-m", "refinery", "dedup", str(root), "--no-cache", "--device", "cpu",
+                               "--report", str(reports[name]), "--set", f"run.scratch_dir={scratch}"],
+                              capture_output=True, text=True, cwd=REPO, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
+    assert _decisions(reports["inside"]) == _decisions(reports["elsewhere"])
+    assert len(_decisions(reports["inside"])) == len(before)
