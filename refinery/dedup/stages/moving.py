@@ -78,7 +78,7 @@ class MovingCamera:
         self.grays, self.table, self.cfg, self.neighbours, self.workers = grays, table, cfg, neighbours, workers
         self._views = views or {}  # view_match of the pairs looked at, (i, j) with i < j
         self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
-        self._grays_lock = threading.Lock()  # `prepare` reads on several threads
+        self._grays_lock = threading.Lock()  # `same_pairs` reads on several threads
         self._own: dict[int, _Own | None] = {}
         self._verdicts: dict[tuple[int, int], bool] = {}
         self._windows: dict[tuple[int, ...], np.ndarray] = {}

@@ -559,8 +559,7 @@ def shift(a: Frame, b: Frame, most: float) -> float:
                 found = True
         if not found:
             return math.inf  # nothing of the other frame's near it: it came or went
-    linked_b = {ib for _, ib in links}
-    if len(linked_b) < nb:
+    if len({ib for _, ib in links}) < nb:
         return math.inf
     if len(links) == na == nb:  # each region has one partner (the usual case): each pair is a thing
         return max(_moved(a.boxes[ia], a.centres[ia], b.boxes[ib - na], b.centres[ib - na]) for ia, ib in links)
