@@ -401,7 +401,9 @@ def noise_threshold(stack: np.ndarray, median: np.ndarray, cfg: ScenesConfig) ->
     """Per pixel, how far from `median` a frame must be to show something in front of it:
     `noise` times the pixel's spread over `stack` (its median absolute deviation, as a
     standard deviation) plus `floor` gray levels."""
-    return cfg.noise * (pixel_median(np.abs(stack - median)) * 1.4826) + cfg.floor
+    spread = stack - median
+    np.abs(spread, out=spread)
+    return cfg.noise * (pixel_median(spread) * 1.4826) + cfg.floor
 
 
 def foreground_regions(mask: np.ndarray, cfg: ScenesConfig) -> tuple[Region, ...]:
@@ -421,7 +423,8 @@ def pixel_median(stack: np.ndarray) -> np.ndarray:
     # each pixel's values side by side: partitioning along the stack's first axis strides
     # through memory, a third slower than copying it this way round first
     along = np.ascontiguousarray(stack.reshape(len(stack), -1).T)
-    return np.partition(along, middle, axis=1)[:, middle].reshape(stack.shape[1:])
+    along.partition(middle, axis=1)  # in place: the copy is ours
+    return np.ascontiguousarray(along[:, middle]).reshape(stack.shape[1:])  # not a view that keeps `along`
 
 
 LIGHT_CELLS = 16  # the light is measured on a grid this many cells across (20 px at 320)
