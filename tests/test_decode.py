@@ -74,20 +74,3 @@ def _save(im: Image.Image, path: Path, **kw: object) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("name, exif_rotation", [("a.jpg", None), ("rot.jpg", 6), ("a.png", None)])
-def test_a_gray_decode_is_the_gray_of_the_colour_decode(tmp_path: Path, name: str, exif_rotation: int | None) -> None:
-    """The scene stage decodes JPEGs' luma only: the same gray as the colour picture's, turned
-    and reduced alike (a PNG is decoded in colour, then turned gray)."""
-    from refinery.features import gray_work
-
-    exif = Image.Exif()
-    if exif_rotation:
-        exif[0x0112] = exif_rotation
-    kwargs = {"quality": 92, "exif": exif.tobytes()} if name.endswith(".jpg") else {}
-    data = _save(draw_picture(8, (1280, 960)), tmp_path / name, **kwargs)
-    colour = decode(data, name, min_long=WORK_SIZE)
-    gray = decode(data, name, min_long=WORK_SIZE, gray=True)
-    assert gray.image.mode == "L" and gray.image.size == colour.image.size
-    assert (gray.width, gray.height) == (colour.width, colour.height)
-    difference = np.abs(gray_work(gray.image).astype(int) - gray_work(colour.image).astype(int))
-    assert difference.mean() < 0.5 and difference.max() <= 3

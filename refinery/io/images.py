@@ -115,11 +115,9 @@ def check_pixels(width: int, height: int, name: object) -> None:
                                     f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded")
 
 
-def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: int = 0,
-           gray: bool = False) -> Decoded:
+def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: int = 0) -> Decoded:
     """Decode image bytes into RGB as a person sees it: EXIF orientation applied, transparent
-    areas over mid-gray, 16-bit pictures scaled to 8 bits. With `gray`, in gray ("L"): a
-    JPEG's decoder then skips its colour (a quarter less work).
+    areas over mid-gray, 16-bit pictures scaled to 8 bits.
 
     With `min_long`/`min_short`, the picture comes reduced by the largest power of two (up to
     8) that keeps its longer side at least `min_long` and its shorter side at least
@@ -135,10 +133,8 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
         tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
         factor = reduction(width, height, min_long, min_short)
         if factor > 1 and im.format == "JPEG":
-            im.draft("L" if gray else im.mode, (width // factor, height // factor))
+            im.draft(im.mode, (width // factor, height // factor))
             factor = 1
-        elif gray and im.format == "JPEG":
-            im.draft("L", (width, height))
         big = im.width * im.height > BIG_PIXELS
         with _big_decode if big else nullcontext():
             orientation = im.getexif().get(ORIENTATION, 1)  # a PNG's EXIF may follow its pixels: loads
@@ -151,8 +147,6 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
         if orientation in _TRANSPOSE:
             im = im.transpose(_TRANSPOSE[orientation])
         quantiser = float(np.mean(tables[min(tables)])) if tables else 0.0
-        if gray:  # a JPEG's luma is gray already: not through RGB and back
-            return Decoded(im if im.mode == "L" else _flatten(im).convert("L"), width, height, quantiser)
         return Decoded(_flatten(im), width, height, quantiser)
     except Image.UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None
