@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.dedup.table import FeatureTable
-from refinery.dedup.vectors import scratch_file
+from refinery.dedup.vectors import ScratchFile
 from refinery.errors import UnreadableImage
 from refinery.features import gray_work
 from refinery.io.images import decode_for_stages, read_bytes
@@ -30,11 +30,11 @@ from refinery.spec import ModelSpec
 log = logging.getLogger(__name__)
 
 
-class GrayStore:
+class GrayStore(ScratchFile):
     """uint8 gray pictures by row number, appended by one thread, read by any."""
 
     def __init__(self, folder: Path | None, limit_mb: int):
-        self._file = scratch_file(folder, "refinery-grays-")
+        super().__init__(folder, "refinery-grays-")
         self.limit = min(limit_mb * 2**20, shutil.disk_usage(folder or tempfile.gettempdir()).free // 2)
         self.size = 0
         self._where: dict[int, tuple[int, int, int]] = {}  # row: (offset, height, width)
@@ -67,15 +67,6 @@ class GrayStore:
 
     def __len__(self) -> int:
         return len(self._where)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> GrayStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

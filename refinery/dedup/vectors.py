@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,26 +19,41 @@ from refinery.errors import RefineryError
 STORE_DTYPE = np.float16
 
 
-def scratch_file(folder: Path | None, prefix: str) -> IO[bytes]:
-    """An unnamed file in `folder` (O_TMPFILE, or a random name made with O_EXCL and unlinked
-    at once): no other process can guess it, and it is gone when closed or when the process dies."""
-    try:
-        if folder is not None:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        return tempfile.TemporaryFile(dir=folder, prefix=prefix)
-    except OSError as e:
-        raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
-                            f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
+S = TypeVar("S", bound="ScratchFile")
 
 
-class VectorStore:
+class ScratchFile:
+    """A run's unnamed file in `folder` (O_TMPFILE, or a random name made with O_EXCL and
+    unlinked at once): no other process can guess it, and it is gone when closed (at the end
+    of a `with`) or when the process dies."""
+
+    def __init__(self, folder: Path | None, prefix: str):
+        try:
+            if folder is not None:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            self._file = tempfile.TemporaryFile(dir=folder, prefix=prefix)
+        except OSError as e:
+            raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
+                                f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VectorStore(ScratchFile):
     """Rows of `dim` floats appended in batches and read back by row number, as float32."""
 
     def __init__(self, dim: int, folder: Path | None = None):
+        super().__init__(folder, "refinery-vectors-")
         self.dim = dim
         self.count = 0
         self._row_bytes = dim * np.dtype(STORE_DTYPE).itemsize
-        self._file = scratch_file(folder, "refinery-vectors-")
 
     def append(self, vectors: np.ndarray) -> range:
         """Store `vectors` (N, dim); returns their row numbers."""
@@ -69,12 +84,3 @@ class VectorStore:
     def _read(self, first: int, n: int) -> np.ndarray:
         data = os.pread(self._file.fileno(), n * self._row_bytes, first * self._row_bytes)
         return np.frombuffer(data, STORE_DTYPE).reshape(n, self.dim)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> VectorStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
