@@ -663,18 +663,19 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
     advance = progress("scenes", len(in_scene)) if progress else (lambda n: None)
     views = [np.flatnonzero(scene == number) for number in np.unique(scene[in_scene]).tolist()]
 
-    def learn(members: np.ndarray) -> Background | None:
-        sample = [g for row in members[:: max(1, len(members) // cfg.sample)][:cfg.sample].tolist()
-                  if (g := grays(row)) is not None]
-        if len(sample) < 3 or len({g.shape for g in sample}) > 1:
-            return None
-        return Background.learn(sample, cfg)
+    def learn(members: np.ndarray) -> tuple[Background | None, dict[int, np.ndarray]]:
+        """The view's background, and the frames it was learnt from (judged without reading them again)."""
+        sample = {row: g for row in members[:: max(1, len(members) // cfg.sample)][:cfg.sample].tolist()
+                  if (g := grays(row)) is not None}
+        if len(sample) < 3 or len({g.shape for g in sample.values()}) > 1:
+            return None, {}
+        return Background.learn(list(sample.values()), cfg), sample
 
     frames: dict[int, Frame] = {}
     # the backgrounds of the next views are learnt while the frames of this one are judged
-    for members, background in zip(views, ordered_map(learn, views, workers, ahead=workers), strict=True):
+    for members, (background, read) in zip(views, ordered_map(learn, views, workers, ahead=workers), strict=True):
         if background is not None:
-            judged = _judge(grays, members, background, cfg, workers, advance)
+            judged = _judge(grays, read, members, background, cfg, workers, advance)
             if judged and (np.percentile([f.extent for f in judged.values()], 75) <= cfg.max_extent
                            or footage(table.thumb[members])):
                 frames.update(judged)  # else: big objects in front of a shared window are crops
@@ -687,15 +688,16 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
 JUDGED_AT_ONCE = 16  # frames a thread measures in one stack
 
 
-def _judge(grays: Grays, members: np.ndarray, background: Background, cfg: ScenesConfig, workers: int,
-           advance: Callable[[int], None]) -> dict[int, Frame]:
+def _judge(grays: Grays, read: dict[int, np.ndarray], members: np.ndarray, background: Background,
+           cfg: ScenesConfig, workers: int, advance: Callable[[int], None]) -> dict[int, Frame]:
     """What stands in front of `background` in each of the frames `members` (those it is no
-    view of, and those that cannot be read now, left out)."""
+    view of, and those that cannot be read now, left out); those in `read` are not read again."""
 
     def judge(rows: list[int]) -> list[tuple[int, Frame]]:
         shape = background.median.shape
-        read = [(row, gray) for row in rows if (gray := grays(row)) is not None and gray.shape == shape]
-        return list(zip([row for row, _ in read], background.frames([gray for _, gray in read], cfg), strict=True))
+        got = [(row, gray) for row in rows
+               if (gray := read.pop(row) if row in read else grays(row)) is not None and gray.shape == shape]
+        return list(zip([row for row, _ in got], background.frames([gray for _, gray in got], cfg), strict=True))
 
     judged: dict[int, Frame] = {}
     chunks = [members[k:k + JUDGED_AT_ONCE].tolist() for k in range(0, len(members), JUDGED_AT_ONCE)]
