@@ -63,7 +63,7 @@ from refinery.features import (
     phash,
     quality_figures,
     scale_work,
-    view_match,
+    view_matches,
 )
 from refinery.io.fileio import create_exclusive, free_name_at
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
@@ -261,8 +261,10 @@ class _Thinner:
         frames (at most half the window, so that a still scene cannot hold frames forever)."""
         verdict, looks = self.judge(window)
         open_rows = [k for k in range(len(window)) if verdict[k] is None]
-        tests = {(a, b): hit for i, a in enumerate(open_rows) for b in open_rows[i + 1:]
-                 if (hit := self.same(looks[a], looks[b])) is not None}  # type: ignore[arg-type]
+        pairs = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1:]]
+        views = self.views([(looks[a], looks[b]) for a, b in pairs])  # type: ignore[misc]
+        tests = {(a, b): hit for (a, b), view in zip(pairs, views, strict=True)
+                 if (hit := self.same(looks[a], looks[b], view)) is not None}  # type: ignore[arg-type]
         cut = len(window) if final else _cut(len(window), list(tests))
         edges = [(a, b) for a, b in tests if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
@@ -302,8 +304,9 @@ class _Thinner:
         for k, look in enumerate(looks):
             if look is None:
                 continue
-            for row in np.flatnonzero(thumbs @ look.thumb >= least).tolist():  # the others cannot be the same
-                hit = self.same(look, kept[row].look)
+            rows = np.flatnonzero(thumbs @ look.thumb >= least).tolist()  # the others cannot be the same
+            for row, view in zip(rows, self.views([(look, kept[row].look) for row in rows]), strict=True):
+                hit = self.same(look, kept[row].look, view)
                 if hit is not None:
                     verdict[k] = (kept[row].name, duplicate_why(kept[row].name, *hit), *hit)
                     break
@@ -319,23 +322,39 @@ class _Thinner:
         front = self.background.frame(sample.gray.astype(np.float32), self.cfg.scenes)
         return front if front.foreground <= self.cfg.scenes.max_foreground else None
 
-    def same(self, a: _Look, b: _Look) -> tuple[str, float] | None:
+    def same(self, a: _Look, b: _Look, view: tuple[float, bool] | None) -> tuple[str, float] | None:
         """(the test, its figure) if the two frames are one picture, else None: by the scene
         test when both show the background's view, by the near stage's picture test when
         neither does (hashes close, thumbnails correlating, the camera panned at most
-        max_shift of the picture); never a frame of the view and one outside it."""
+        max_shift of the picture: `view`, from `views`); never a frame of the view and one outside it."""
         correlation, most = float(a.thumb @ b.thumb), self.cfg.scenes.max_shift
         if a.front is not None and b.front is not None:
             if correlation < self.cfg.scenes.video_correlation:
                 return None
             moved = shift(a.front, b.front, most)
             return ("scene", moved) if moved <= most else None
+        if view is None:
+            return None
+        moved, clean = view
+        return None if clean and moved > most else ("picture", correlation)  # a camera that panned that far
+
+    def views(self, pairs: list[tuple[_Look, _Look]]) -> list[tuple[float, bool] | None]:
+        """For each pair the picture test judges (neither frame shows the background's view,
+        their hashes are close and their thumbnails correlate), where the camera's view went
+        (features.view_match; all at once); None for the others."""
         near = self.cfg.near
-        if a.front is None and b.front is None and correlation >= near.min_correlation and (
-                (a.phash ^ b.phash).bit_count() <= near.max_phash or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash):
-            moved, clean = view_match(a.small, b.small, a.shape[1], a.shape[0])
-            return None if clean and moved > most else ("picture", correlation)  # a camera that panned that far
-        return None
+        asked = [k for k, (a, b) in enumerate(pairs) if a.front is None and b.front is None
+                 and float(a.thumb @ b.thumb) >= near.min_correlation
+                 and ((a.phash ^ b.phash).bit_count() <= near.max_phash
+                      or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash)]
+        found: list[tuple[float, bool] | None] = [None] * len(pairs)
+        if asked:
+            first, second = (np.stack([pairs[k][side].small.ravel() for k in asked]) for side in (0, 1))
+            heights, widths = np.array([pairs[k][0].shape for k in asked], np.float64).T
+            moved, clean = view_matches(first, second, widths, heights)
+            for k, one, two in zip(asked, moved.tolist(), clean.tolist(), strict=True):
+                found[k] = (one, two)
+        return found
 
     def skip(self, sample: _Sample, kept_as: str | None, why: str, test: str | None = None,
              score: float | None = None) -> None:

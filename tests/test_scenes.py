@@ -30,7 +30,7 @@ from refinery.dedup.stages.scenes import (
     shift,
 )
 from refinery.dedup.table import FeatureTable
-from refinery.features import view_match
+from refinery.features import _middle_in, view_match, view_matches
 
 W, H = 480, 270
 
@@ -521,6 +521,23 @@ def test_view_match_finds_how_far_the_camera_panned(offset: int) -> None:
     street = wide_view(31, W + 200)
     moved, clean = view_match(thumb(street[:, :W]), thumb(street[:, offset:offset + W]), W, H)
     assert clean and moved == pytest.approx(offset / W, abs=0.03)
+
+
+def test_view_matches_of_many_pairs_are_each_pair_alone_and_opencv_correlations() -> None:
+    """The batched search gives each pair what it gives that pair alone, and its correlation
+    is OpenCV's TM_CCOEFF_NORMED (to float32's rounding), whose peak it reports as clean."""
+    street = wide_view(33, W + 200)
+    views = [thumb(street[:, x:x + W]) for x in range(0, 200, 8)]
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, len(views), (3000, 2))  # three batches of VIEW_PAIRS, the last one short
+    a, b = (np.stack([views[k].ravel() for k in pairs[:, side]]) for side in (0, 1))
+    moved, clean = view_matches(a, b, np.full(len(a), W), np.full(len(a), H))
+    for k in range(0, len(pairs), 97):
+        assert view_match(a[k].tobytes(), b[k], W, H) == (moved[k], clean[k])
+    assert clean.mean() > 0.5 and moved.max() < 0.3
+    x, y = views[0].astype(np.float32), views[3].astype(np.float32)
+    peak, _, _ = _middle_in(y[None], x[None])
+    assert peak[0] == pytest.approx(cv2.matchTemplate(x, y[4:12, 4:12], cv2.TM_CCOEFF_NORMED).max(), abs=1e-5)
 
 
 def test_view_match_finds_no_pan_in_a_mirrored_picture() -> None:

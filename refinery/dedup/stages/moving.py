@@ -49,7 +49,7 @@ from refinery.dedup.stages.scenes import (
 )
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
-from refinery.features import view_match
+from refinery.features import view_match, view_matches
 from refinery.parallel import ordered_map
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,9 @@ class MovingCamera:
         vectors = vector_row[rows]
         found = ann.similar_pairs(lambda start, stop: store.rows(vectors[start:stop]), CANDIDATE, count=len(rows),
                                   exact_up_to=exact_up_to, nprobe=nprobe)
-        width, height = table.columns["width"], table.columns["height"]
+        views = _views(table, [(int(rows[a]), int(rows[b])) for a, b, _ in found])
         near: dict[int, list[tuple[float, int]]] = {}
-        views: dict[tuple[int, int], tuple[float, bool]] = {}
-        for a, b, _ in found:
-            i, j = int(rows[a]), int(rows[b])
-            if (width[i], height[i]) != (width[j], height[j]):
-                continue
-            moved, clean = views[i, j] = view_match(table.thumb[i], table.thumb[j], int(width[i]), int(height[i]))
+        for (i, j), (moved, clean) in views.items():
             if clean and NEAREST <= moved <= FURTHEST:
                 near.setdefault(i, []).append((moved, j))
                 near.setdefault(j, []).append((moved, i))
@@ -155,6 +150,7 @@ class MovingCamera:
         frame of a moving camera among them, then the test of each pair of two - is made
         first, on `workers` threads (phase correlation, warping and medians let go of the
         interpreter's lock)."""
+        self._views.update(_views(self.table, [(i, j) for i, j in pairs if (min(i, j), max(i, j)) not in self._views]))
         both = {(i, j) if i < j else (j, i) for i, j in pairs if i in self.neighbours and j in self.neighbours}
         todo = sorted(key for key in both - self._verdicts.keys() if not self.panned(*key))
         rows = sorted({row for key in todo for row in key} - self._own.keys())
@@ -234,6 +230,20 @@ class MovingCamera:
             if len(self._grays) > CACHE:
                 self._grays.popitem(last=False)
         return smoothed
+
+
+def _views(table: FeatureTable, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, bool]]:
+    """view_match of each pair of pictures of one size, all at once, keyed (i, j) with i < j
+    (pairs of two sizes left out)."""
+    if not pairs:
+        return {}
+    width, height = table.columns["width"], table.columns["height"]
+    ends = np.sort(np.array(pairs, np.int64), axis=1)
+    first, second = ends[(width[ends[:, 0]] == width[ends[:, 1]]) & (height[ends[:, 0]] == height[ends[:, 1]])].T
+    moved, clean = view_matches(table.thumb[first], table.thumb[second], width[first].astype(np.float64),
+                                height[first].astype(np.float64))
+    keys = zip(first.tolist(), second.tolist(), strict=True)
+    return dict(zip(keys, zip(moved.tolist(), clean.tolist(), strict=True), strict=True))
 
 
 def _spread(found: list[tuple[float, int]]) -> list[int]:
