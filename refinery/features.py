@@ -476,6 +476,17 @@ def quantile(values: np.ndarray, q: float) -> float:
     return float(np.partition(flat, k)[k])
 
 
+def median(values: np.ndarray) -> np.floating:
+    """np.median of a 1-D array (of what it holds; no NaN checks), by one partial sort: a
+    third of np.median's time on the few thousand values a shaken frame's edges give, where
+    its own checks cost more than the sort."""
+    half = len(values) // 2
+    if len(values) % 2:
+        return np.partition(values, half)[half]
+    two = np.partition(values, (half - 1, half))
+    return (two[half - 1] + two[half]) / two.dtype.type(2)
+
+
 def _pack(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
 

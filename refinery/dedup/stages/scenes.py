@@ -65,7 +65,7 @@ from refinery.config import ScenesConfig
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import components
 from refinery.dedup.table import FeatureTable
-from refinery.features import normalized_thumbs, quantile
+from refinery.features import median, normalized_thumbs, quantile
 from refinery.parallel import cpu_count, ordered_map
 
 log = logging.getLogger(__name__)
@@ -376,9 +376,9 @@ class _Aligner:
         moved = cv2.warpAffine(frame, back, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
         ref, before, after = self.reference[::2, ::2], frame[::2, ::2], moved[::2, ::2]
-        gain = float(np.median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
+        gain = float(median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
         ref, before, after = gain * ref[self.edges], before[self.edges], after[self.edges]
-        if np.median(np.abs(after - ref)) < ALIGNED * np.median(np.abs(before - ref)):
+        if median(np.abs(after - ref)) < ALIGNED * median(np.abs(before - ref)):
             return moved, dx, dy
         return frame, 0.0, 0.0
 
