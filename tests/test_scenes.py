@@ -30,7 +30,7 @@ from refinery.dedup.stages.scenes import (
     shift,
 )
 from refinery.dedup.table import FeatureTable
-from refinery.features import _middle_in, view_match, view_matches
+from refinery.features import _middle_in, median, view_match, view_matches
 
 W, H = 480, 270
 
@@ -538,6 +538,16 @@ def test_view_matches_of_many_pairs_are_each_pair_alone_and_opencv_correlations(
     x, y = views[0].astype(np.float32), views[3].astype(np.float32)
     peak, _, _ = _middle_in(y[None], x[None])
     assert peak[0] == pytest.approx(cv2.matchTemplate(x, y[4:12, 4:12], cv2.TM_CCOEFF_NORMED).max(), abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_is_numpys(dtype: type) -> None:
+    """features.median stands in for np.median where a frame is lined up: the same value and
+    type, odd and even counts (the mean of the two middles), ties included."""
+    rng = np.random.default_rng(5)
+    for count in (1, 2, 3, 4, 7, 10, 2879, 2880):
+        values = (rng.integers(0, 50, count) * rng.random()).astype(dtype)
+        assert median(values) == np.median(values) and median(values).dtype == np.median(values).dtype
 
 
 def test_view_match_finds_no_pan_in_a_mirrored_picture() -> None:
