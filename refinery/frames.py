@@ -53,7 +53,7 @@ from refinery.config import Config
 from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import Measures, judge
 from refinery.dedup.stages.scenes import Background, Frame, shift, view_distances
-from refinery.errors import RefineryError
+from refinery.errors import CannotWrite, NameRefused, OutGone, UnreadableVideo
 from refinery.features import (
     THUMB,
     colour_clipping,
@@ -93,28 +93,6 @@ _NAME_TAIL = 32
 _Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
 # (video name, frame count, frames per second) -> what counts the frames read
 FrameProgress = Callable[[str, int, float], Callable[[int], None]]
-
-
-class CannotWrite(RefineryError):
-    """A frame could not be written into the output folder (a full disk): the next videos'
-    frames could not be either."""
-
-    def __init__(self, message: str, t: float):
-        super().__init__(message)
-        self.t = t  # the frame's time in the video
-
-
-class OutGone(CannotWrite):
-    """The output folder was renamed or removed while the frames were being written."""
-
-
-class NameRefused(CannotWrite):
-    """The output folder's file system refused a frame's name (too long for it, a character it
-    does not take): the video's other frames would fail too, the next videos' may not."""
-
-
-class _Unreadable(RefineryError):
-    """A video path that is not a file OpenCV may be given (a folder, a FIFO, missing)."""
 
 
 @dataclass
@@ -473,7 +451,7 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
                 return result
             stem = frame_stem(Path(video), _name_max(folder))
             _thin(capture, _Thinner(out, folder, stem, cfg, jpeg_quality, result), every, fps, progress, stop)
-    except _Unreadable as e:
+    except UnreadableVideo as e:
         result.error = str(e)
     finally:
         os.close(folder)
@@ -511,22 +489,22 @@ def _opened(video: Path) -> Iterator[cv2.VideoCapture]:
     """The video opened for OpenCV's FFmpeg backend through /dev/fd/N of a descriptor of it,
     never by its own name: OpenCV crashes (SIGSEGV) on a name that is not UTF-8, and FFmpeg
     reads "concat:..." or "%d" in a name as instructions. The descriptor is checked to be a
-    regular file first (a FIFO would wait forever for a writer). Raises _Unreadable."""
+    regular file first (a FIFO would wait forever for a writer). Raises UnreadableVideo."""
     try:
         fd = os.open(video, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise _Unreadable("no such file (a broken symbolic link)" if os.path.islink(video) else "no such file") \
+        raise UnreadableVideo("no such file (a broken symbolic link)" if os.path.islink(video) else "no such file") \
             from None
     except OSError as e:
-        raise _Unreadable(f"cannot open: {e.strerror or e}") from None
+        raise UnreadableVideo(f"cannot open: {e.strerror or e}") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise _Unreadable("a folder, not a video")
+            raise UnreadableVideo("a folder, not a video")
         if not stat.S_ISREG(st.st_mode):
-            raise _Unreadable("not a regular file (a FIFO, a device or a socket): not read")
+            raise UnreadableVideo("not a regular file (a FIFO, a device or a socket): not read")
         if st.st_size == 0:
-            raise _Unreadable("no frame could be read (an empty file)")
+            raise UnreadableVideo("no frame could be read (an empty file)")
         api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
         level = cv2.utils.logging.getLogLevel()  # a file that is not a video: our one line, not OpenCV's warning
         cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))

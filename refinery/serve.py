@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refinery.errors import ModelError, RefineryError, UnreadableImage
+from refinery.errors import BadUpload, ModelError, NoFace, NoTextTower, UnreadableImage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -93,16 +93,6 @@ DRAIN_SECONDS = 30
 NEEDS_EXTRA = "serve needs the [serve] extra: pip install 'refinery[serve]'"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 FIELDS = {"index": "0", "method": "embedding", "k": "10", "metric": "cosine"}
-
-
-class BadUpload(RefineryError):
-    """A search request the server will not run; `status` is its HTTP status. `unread`: refused
-    on its headers alone, before a byte of the body was asked for."""
-
-    def __init__(self, message: str, status: int = 400, unread: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.unread = unread
 
 
 def too_large(limit: int, unread: bool = False) -> BadUpload:
@@ -403,9 +393,6 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
-
-    from refinery.retrieval.index import NoFace
-    from refinery.runner.text import NoTextTower
 
     served = [Served.of(index) for index in indexes]
     page = render_page(served, max_upload_bytes)

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CLIP, draw_picture, run_cli
-from refinery.errors import ModelError
+from refinery.errors import ModelError, NoTextTower
 from refinery.retrieval.index import RetrievalIndex
 from refinery.runner.session import Embedder
-from refinery.runner.text import NoTextTower, TextEmbedder, text_tower_of
+from refinery.runner.text import TextEmbedder, text_tower_of
 from refinery.spec import ModelSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

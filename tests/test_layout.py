@@ -5,6 +5,7 @@ export and training side."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -85,3 +86,25 @@ def _names(node: ast.AST) -> list[str]:
     if isinstance(node, ast.ImportFrom):
         return [node.module or ""]
     return []
+
+
+def test_every_error_is_defined_in_errors_and_named_in_its_tree() -> None:
+    """refinery/errors.py is the one place to look for what refinery raises: no module defines
+    a subclass of one of its errors, and its docstring's tree names every class it defines."""
+    from refinery import errors
+
+    ours = {name for name, value in vars(errors).items() if isinstance(value, type)
+            and issubclass(value, errors.RefineryError)}
+    elsewhere = []
+    for name, path in modules().items():
+        if name == "refinery.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    (base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")) in ours
+                    for base in node.bases):
+                elsewhere.append(f"{name}.{node.name}")
+    assert not elsewhere, f"errors defined outside refinery/errors.py: {elsewhere}"
+    tree = errors.__doc__ or ""
+    unnamed = [name for name in ours if not re.search(rf"^[ │├└─]*{name}\b", tree, re.M)]
+    assert not unnamed, f"refinery/errors.py's tree does not name {unnamed}"

@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 
 from conftest import draw_picture, run_cli, snapshot
-from refinery.errors import RefineryError
+from refinery.errors import OutputRefused, RefineryError
 from refinery.io.fileio import read_json
 from refinery.io.names import printable
 from refinery.io.outputs import (
     Kind,
     Output,
-    OutputRefused,
     check_outputs,
     is_ours,
     marked,

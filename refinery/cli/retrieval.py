@@ -18,7 +18,7 @@ from refinery.cli.common import (
     open_cache,
     settings,
 )
-from refinery.errors import RefineryError
+from refinery.errors import NoFace, RefineryError
 
 log = logging.getLogger("refinery")
 
@@ -133,7 +133,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     from refinery.errors import UnreadableImage
     from refinery.io.images import read_bytes
     from refinery.io.outputs import Kind, Output, check_outputs
-    from refinery.retrieval.index import NoFace, RetrievalIndex
+    from refinery.retrieval.index import RetrievalIndex
 
     if not queries and not texts:
         raise click.UsageError("give query pictures, or --text WORDS")

@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refinery.dedup.journal import STATE, Journal, Move
-from refinery.errors import RefineryError
+from refinery.errors import DeviceFull, RefineryError, Unreachable, UnsafePath
 from refinery.io.fileio import (
     DEVICE_ERRORS,
     TEMP_SUFFIX,
-    UnsafePath,
     create_exclusive,
     descend,
     fd_sha256,
@@ -47,10 +46,6 @@ from refinery.io.fileio import (
 log = logging.getLogger(__name__)
 
 SCRATCH = "tmp"  # in DEST/.refinery: partial copies across filesystems, written only under the lock
-
-
-class DeviceFull(RefineryError):
-    """The destination cannot take more (full, over quota, read-only): the run stops."""
 
 
 @dataclass(frozen=True)
@@ -91,11 +86,6 @@ def check_destination(root: Path, dest: Path, flag: str) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Checking a file against what was judged
-
-
-class Unreachable(UnsafePath):
-    """A path the run that judged the files could not have taken (refinery/io/scan.py): a
-    symbolic link it did not follow, a link to a folder inside the scanned one, a hidden name."""
 
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)

@@ -37,8 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refinery.errors import RefineryError
-from refinery.io.fileio import UnsafePath, exists_at, is_regular, open_folder
+from refinery.errors import DestinationBusy, JournalError, RefineryError, UnsafePath
+from refinery.io.fileio import exists_at, is_regular, open_folder
 
 STATE = ".refinery"  # refinery's own folder inside DEST
 JOURNAL_NAME = "journal.jsonl"
@@ -47,14 +47,6 @@ JOURNAL = Path(STATE) / JOURNAL_NAME
 JOURNAL_VERSION = 2
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FOLLOW_UPS = ("done", "cancelled", "undone", "renamed")
-
-
-class JournalError(RefineryError):
-    """The journal cannot be trusted, read or written."""
-
-
-class DestinationBusy(RefineryError):
-    """Another refinery run holds the destination's lock."""
 
 
 @dataclass
@@ -87,8 +79,6 @@ class JournalState:
         order = {run: k for k, run in enumerate(self.runs)}
         done = [m for m in self.moves.values() if m.state == "done"]
         return sorted(done, key=lambda m: (order[m.run], m.id), reverse=True)
-
-
 
 
 class Journal:

@@ -24,17 +24,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from refinery.errors import RefineryError
+from refinery.errors import RefineryError, UnsafePath
 
 # Errors that say the destination as a whole cannot take more: going on file by file would
 # only print the same line again, so a run stops at the first one.
 DEVICE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 TEMP_SUFFIX = ".refinery-tmp"
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-
-
-class UnsafePath(RefineryError):
-    """A folder on the way to a destination is a symbolic link (or not a folder at all)."""
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
-from refinery.errors import RefineryError
+from refinery.errors import OutputRefused, RefineryError
 from refinery.io.fileio import atomic_path, check_writable, write_bytes_atomic
 
 SNIFF_BYTES = 4096  # refinery's mark stands within a file's first 4 KB
@@ -41,10 +41,6 @@ ONNX_MARK = b"\x12\x08refinery"  # producer_name "refinery", the second field of
 CSV_MARK = "path,decision,stage,reason,"  # the start of the header row of refinery's CSV report
 GZIP_NAME = "refinery-vocab.txt"  # the name in the gzip header of a vocabulary refinery wrote
 CHECKPOINT_MARK = "refinery train checkpoint"  # the value of the key "refinery" in train's checkpoint
-
-
-class OutputRefused(RefineryError):
-    """An output path would write over an input, or over a file refinery did not write."""
 
 
 class Kind(Enum):

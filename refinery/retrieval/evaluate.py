@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from refinery.config import Config
-from refinery.errors import RefineryError, UnreadableImage
+from refinery.errors import NoFace, RefineryError, UnreadableImage
 from refinery.io.images import read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
-from refinery.retrieval.index import Gallery, NoFace, Query, QueryMaker, build_index
+from refinery.retrieval.index import Gallery, Query, QueryMaker, build_index
 from refinery.retrieval.methods import PIXEL_METHODS, pixel_vector, sift_features
 from refinery.runner.session import Embedder
 

@@ -38,7 +38,7 @@ from PIL import Image
 from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import embed_every_picture
-from refinery.errors import RefineryError, UnreadableImage
+from refinery.errors import NoFace, RefineryError, UnreadableImage
 from refinery.io.fileio import create_exclusive, file_sha256, read_json
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
@@ -58,10 +58,6 @@ from refinery.runner.text import TextEmbedder, text_tower_of
 INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
 INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
 METRICS = ("cosine", "l2")
-
-
-class NoFace(RefineryError):
-    """A query picture in which --faces found no face."""
 
 
 @dataclass

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from refinery.errors import RefineryError, UnreadableImage
-from refinery.io.fileio import UnsafePath, open_folder, read_json
+from refinery.errors import RefineryError, UnreadableImage, UnsafePath
+from refinery.io.fileio import open_folder, read_json
 from refinery.io.images import decode, read_opened
 from refinery.io.names import printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from refinery.errors import ModelError
+from refinery.errors import ModelError, NoTextTower
 from refinery.io.fileio import file_sha256
 from refinery.runner.providers import resolve_providers
 from refinery.runner.session import l2_normalize, open_session
@@ -25,10 +25,6 @@ from refinery.spec import ModelSpec, TextSpec
 log = logging.getLogger(__name__)
 
 EXPORT_CLIP = "export one with `refinery export-model --arch openclip-vit-b-32`"
-
-
-class NoTextTower(ModelError):
-    """Words were asked of a model that has no text tower (not a CLIP model)."""
 
 
 class TextEmbedder:
