@@ -150,7 +150,7 @@ class KeepConfig:
 
 @dataclass(frozen=True)
 class ScenesConfig:
-    """Whole frames from fixed cameras (refinery/scenes.py): frames of one view are compared by
+    """Whole frames from fixed cameras (refinery/dedup/stages/scenes.py): frames of one view are compared by
     what stands in front of their scene's background, not by whole-picture statistics."""
 
     # auto: a scene is at least min_frames pictures of one size that show one view; frames:

@@ -67,7 +67,7 @@ def export_outputs(prefix: Path, formats: tuple[str, ...], fp16: bool, int8: boo
 @click.option("--pretrained", default=None, metavar="TAG",
               help="CLIP only: weights open_clip downloads by name (needs internet), e.g. laion2b_s34b_b79k.")
 @click.option("--calibrate", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A labelled corpus (images/ and truth.json, as bench/make_corpus.py writes): record this "
+              help="A labelled corpus (images/ and truth.json, as the shared bench/make_corpus.py writes): record this "
                    "model's semantic threshold in its spec.")
 @click.option("--image-size", type=click.IntRange(32), default=None, hidden=True,
               help="CLIP only: another input side than the architecture's (tests use small ones).")

@@ -7,7 +7,7 @@ file to move and its keeper are reached only as the run that judged them reached
 (`_Reach`): through a symbolic link only if that run followed links, so the journal says
 what was done and undo retraces it.
 
-Every move is journaled first (refinery/journal.py) under DEST's lock, so `refinery undo
+Every move is journaled first (refinery/dedup/journal.py) under DEST's lock, so `refinery undo
 DEST` can put everything back even after a crash; undo moves a file only from inside DEST
 (no link on the way) to inside the folder its run scanned, only if its bytes are those
 journaled. Nothing is written through a link someone could have planted: DEST's folders are
