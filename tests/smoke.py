@@ -2,8 +2,9 @@
 with the python of a venv where the wheel (and its [train,serve,clip] extras) is installed, from
 outside the checkout so that only the installed package can be imported.
 
-It makes its own pictures, runs each command through the `refinery` executable beside that
-python, checks the exit code and what it must have written, and prints one line a command.
+It makes its own pictures and a short video, runs each command through the `refinery`
+executable beside that python, checks the exit code and what it must have written, and prints
+one line a command; it fails if the CLI registers a command it did not run.
 """
 
 from __future__ import annotations
@@ -37,12 +38,38 @@ def picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     return im
 
 
+ran: set[str] = set()  # the commands run so far
+
+
 def run(*args: str, expect: int = 0, timeout: int = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([REFINERY, *args], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != expect:
         sys.exit(f"smoke: `refinery {' '.join(args)}` exited {proc.returncode}, not {expect}:\n{proc.stderr[-2000:]}")
     print(f"smoke: refinery {args[0]} ok", flush=True)
+    ran.add(args[0])
     return proc
+
+
+def registered() -> set[str]:
+    """The commands the installed CLI registers (its group, as `refinery --help` lists them)."""
+    from refinery.cli.main import main as group
+
+    return set(group.commands)
+
+
+def video(path: Path) -> Path:
+    """A 2-second clip of 20 frames: a still street with a box that crosses it once."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    street = np.asarray(picture(40))[..., ::-1]
+    for k in range(20):
+        frame = street.copy()
+        if 5 <= k < 15:
+            frame[40:80, 10 * k - 40:10 * k] = (20, 200, 240)
+        writer.write(np.ascontiguousarray(frame))
+    writer.release()
+    return path
 
 
 def free_port() -> int:
@@ -76,12 +103,14 @@ def search_over_http(index: Path, query: Path) -> None:
         if len(results) != 3:
             sys.exit(f"smoke: refinery serve answered {results}")
         print("smoke: refinery serve ok", flush=True)
+        ran.add("serve")
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def main() -> None:
+    commands = registered()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         photos = work / "photos"
@@ -100,6 +129,16 @@ def main() -> None:
         run("undo", str(work / "rejects"))
         if {p.name: p.read_bytes() for p in photos.iterdir()} != before:
             sys.exit("smoke: undo did not restore the folder")
+        run("review", str(work / "r.json"), "--html", str(work / "review.html"))
+        if "<html" not in (work / "review.html").read_text(encoding="utf-8").lower():
+            sys.exit("smoke: review wrote no page")
+        run("apply", str(work / "r.json"), "--move-rejects-to", str(work / "applied"))
+        if (work / "applied" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
+            sys.exit("smoke: apply did not move the copy")
+        run("undo", str(work / "applied"))
+        run("frames", str(video(work / "street.avi")), "--out", str(work / "frames"))
+        if not 1 <= len(list((work / "frames").glob("*.jpg"))) < 20:
+            sys.exit("smoke: frames kept no frame, or every one")
         run("embed", str(photos), "--out", str(work / "v.npz"), "--device", "cpu")
         run("index", str(photos), "--out", str(work / "index"), "--device", "cpu")
         found = run("search", str(work / "index"), str(photos / "p3.png"), "-k", "1", "--device", "cpu")
@@ -126,6 +165,8 @@ def main() -> None:
         found = run("search", str(work / "clip-index"), "--text", "a red truck at night", "-k", "2")
         if found.stdout.count(".png") != 2:
             sys.exit(f"smoke: search --text did not answer two pictures:\n{found.stdout}")
+    if commands - ran:
+        sys.exit(f"smoke: the CLI registers commands this test does not run: {sorted(commands - ran)}")
 
 
 if __name__ == "__main__":
