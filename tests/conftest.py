@@ -74,14 +74,17 @@ def fastreid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 TINY_CLIP = REPO / "tests" / "data" / "tinyclip"  # an open_clip config: 2 layers of 64 wide, 32-d, 32x32 input
+NO_OPEN_CLIP = "the CLIP tests export with open_clip: pip install 'refinery[clip]'"
+# A test that runs a CLIP export (found, not imported: open_clip would bring torch in)
+needs_open_clip = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason=NO_OPEN_CLIP)
 
 
 @pytest.fixture(scope="session")
 def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init CLIP (tests/data/tinyclip) exported by the real CLI in its own process, so
     the tests' process stays torch-free: PREFIX.onnx, .text.onnx, .vocab.txt.gz. The image tower's path."""
-    if importlib.util.find_spec("open_clip") is None:  # found, not imported: it would bring torch in
-        pytest.skip("the CLIP tests export with open_clip: pip install 'refinery[clip]'")
+    if importlib.util.find_spec("open_clip") is None:
+        pytest.skip(NO_OPEN_CLIP)
     out = tmp_path_factory.mktemp("clip") / "tiny"
     done = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(out), "--format", "onnx")
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,9 @@
 #                              every command from there (tests/smoke.py); install it in .venv with
 #                              the export extras and the fastreid oracle; run the whole suite
 #                              against the installed package (never the checkout's sources)
-#   bash tests/run.sh --fast   day to day: the torch-free runtime tests in the existing .venv
-#                              (about 2 minutes); give pytest options after it
+#   bash tests/run.sh --fast   day to day: lint and types, then the torch-free runtime tests in
+#                              the existing .venv (a few minutes); give pytest options after it.
+#                              Passes on a torch-free install too (the CLIP export tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -17,6 +18,9 @@ TORCH="torch==2.13.0"  # pinned first: a bare `torch` requirement can pull a mul
 if [ "${1:-}" = "--fast" ]; then
   shift
   [ -x .venv/bin/python ] || { echo "no .venv yet: run 'bash tests/run.sh' once" >&2; exit 2; }
+  # The code as written first: lint (ruff) and types (mypy), both configured in pyproject.toml.
+  .venv/bin/python -m ruff check refinery tests benchmarks
+  .venv/bin/python -m mypy
   # The checkout's sources, editable or not: day-to-day work tests what is being written.
   exec .venv/bin/python -m pytest -m "not slow" --ignore tests/test_export.py --ignore tests/test_fastreid.py \
     --ignore tests/test_train.py --ignore tests/test_ray.py "$@"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_CLIP, draw_picture, run_cli
+from conftest import TINY_CLIP, draw_picture, needs_open_clip, run_cli
 from refinery.errors import ModelError, NoTextTower
 from refinery.retrieval.index import RetrievalIndex
 from refinery.runner.session import Embedder
@@ -65,6 +65,7 @@ def test_export_writes_two_towers_and_the_vocabulary(clip_model: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_open_clip
 def test_export_parity_of_both_towers_and_calibration(tmp_path: Path) -> None:
     """Both towers within fp32 parity of open_clip, and a threshold calibrated on a labelled corpus."""
     corpus = tmp_path / "corpus"
@@ -113,6 +114,7 @@ torch.save(state, sys.argv[3])
 
 
 @pytest.mark.slow
+@needs_open_clip
 @pytest.mark.parametrize("arch", ["openclip-vit-b-32", "openclip-rn50"])
 def test_named_architectures_export_with_parity(arch: str, tmp_path: Path) -> None:
     """The full-width towers from a local checkpoint (random init, written here) at a 64-pixel
@@ -280,6 +282,7 @@ def test_eval_asks_each_class_by_words(clip_model: Path, tmp_path: Path) -> None
     assert proc.returncode == 1 and "has no text tower" in proc.stderr
 
 
+@needs_open_clip
 def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None:
     """Two exports at once would replace each other's towers mid-check: the second stops in one line."""
     import fcntl
@@ -296,6 +299,7 @@ def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_open_clip
 def test_weights_that_cannot_be_had_are_one_line(tmp_path: Path) -> None:
     """No network here: an unknown release and a local-dir model given other weights are refused
     before anything is fetched or written."""

@@ -108,3 +108,14 @@ def test_every_error_is_defined_in_errors_and_named_in_its_tree() -> None:
     tree = errors.__doc__ or ""
     unnamed = [name for name in ours if not re.search(rf"^[ │├└─]*{name}\b", tree, re.M)]
     assert not unnamed, f"refinery/errors.py's tree does not name {unnamed}"
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads the version from refinery/__init__.py; the package's metadata, the
+    CLI's --version and the module agree."""
+    from importlib.metadata import version
+
+    import refinery
+
+    assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()
+    assert version("refinery") == refinery.__version__
