@@ -65,7 +65,7 @@ from refinery.features import (
     scale_work,
     view_matches,
 )
-from refinery.io.fileio import create_exclusive, free_name_at
+from refinery.io.fileio import create_exclusive, link_as_new
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
 
 log = logging.getLogger(__name__)
@@ -370,13 +370,7 @@ class _Thinner:
                     f.write(sample.jpeg)
                     f.flush()
                     os.fsync(f.fileno())
-                target = name
-                while True:
-                    try:
-                        os.link(tmp, target, src_dir_fd=self.folder, dst_dir_fd=self.folder)
-                        break
-                    except FileExistsError:  # someone's file (or a file of another run): never touched
-                        target = free_name_at(self.folder, name)
+                target = link_as_new(self.folder, tmp, name)
             finally:
                 with suppress(FileNotFoundError):  # gone with the folder
                     os.unlink(tmp, dir_fd=self.folder)

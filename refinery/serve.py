@@ -31,8 +31,6 @@ functions that need them, so `refinery --help` neither needs nor loads them.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import io
 import ipaddress
@@ -44,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.errors import BadUpload, ModelError, NoFace, NoTextTower, UnreadableImage
+from refinery.pages import csp_hash
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -607,14 +606,10 @@ form.addEventListener("submit", async event => {
 """
 
 
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
 # The page runs only its own inline script and style (by hash), talks only to this server,
 # shows only this server's images, the query picture (a blob: URL) and no favicon (data:,),
 # and is not framed.
-CSP = (f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
+CSP = (f"default-src 'none'; script-src {csp_hash(_SCRIPT)}; style-src {csp_hash(_STYLE)}; "
        "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 

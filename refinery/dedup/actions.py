@@ -40,6 +40,7 @@ from refinery.io.fileio import (
     fd_sha256,
     free_name_at,
     is_regular,
+    link_as_new,
     open_folder,
 )
 
@@ -759,13 +760,8 @@ def _copy_one(reach: _Reach, item: Planned, folders: _Folders) -> str:
                 os.close(fd_out)
             if digest != item.judged.sha256:
                 return "it changed since it was judged (its bytes)"
-            name = parts[-1]
-            while True:
-                try:
-                    os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
-                    return ""
-                except FileExistsError:
-                    name = free_name_at(folder, name)
+            link_as_new(folder, tmp, parts[-1])
+            return ""
         finally:
             os.unlink(tmp, dir_fd=folder)
     except (OSError, UnsafePath) as e:

@@ -27,7 +27,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -39,13 +38,13 @@ from pathlib import Path
 
 from refinery.errors import DestinationBusy, JournalError, RefineryError, UnsafePath
 from refinery.io.fileio import exists_at, is_regular, open_folder
+from refinery.io.names import is_plain_path, is_sha256_hex
 
 STATE = ".refinery"  # refinery's own folder inside DEST
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
 JOURNAL = Path(STATE) / JOURNAL_NAME
 JOURNAL_VERSION = 2
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FOLLOW_UPS = ("done", "cancelled", "undone", "renamed")
 
 
@@ -262,8 +261,7 @@ def _expect(e: dict, **types: type) -> None:
 
 def _relative(value: str, what: str) -> str:
     """A relative path that stays below its folder: no leading /, no '..', '.' or empty parts."""
-    parts = value.split("/")
-    if not value or "\x00" in value or any(p in ("", ".", "..") for p in parts):
+    if not is_plain_path(value):
         raise ValueError(f"{what} {value!r} is not a plain path below its folder")
     return value
 
@@ -280,7 +278,7 @@ def _fingerprint(e: dict) -> dict:
         _expect(e, link=str)
         return {"link": e["link"]}
     _expect(e, sha256=str, bytes=int)
-    if not _SHA256.fullmatch(e["sha256"]) or e["bytes"] < 0:
+    if not is_sha256_hex(e["sha256"]) or e["bytes"] < 0:
         raise ValueError("sha256 or bytes is malformed")
     return {"sha256": e["sha256"], "bytes": e["bytes"]}
 

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import re
 import sqlite3
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from refinery.features import FEATURES_VERSION, THUMB, Features
 from refinery.io.fileio import cache_home
+from refinery.io.names import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ BUSY_TIMEOUT_S = 2.0  # how long to wait for a cache another process is briefly 
 _LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED: someone else holds it
 _UNUSABLE_CODES = {3, 7, 8, 10, 13, 14, 23}  # PERM, NOMEM, READONLY, IOERR, FULL, CANTOPEN, AUTH: not its fault
 _UNUSABLE_WORDS = ("unable to open", "readonly", "disk i/o", "full", "permission", "out of memory")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class BadRow(ValueError):
@@ -220,7 +219,7 @@ def _check_features(f: Features) -> None:
     """BadRow unless every field of `f` has the type and range that measure() gives it."""
     problems = [name for name, ok in (
         ("path", isinstance(f.path, str)),
-        ("sha256", isinstance(f.sha256, str) and _SHA256.fullmatch(f.sha256) is not None),
+        ("sha256", is_sha256_hex(f.sha256)),
         ("file_size", _whole(f.file_size, 0, 2**63)),
         ("width", _whole(f.width, 1, 2**31)),
         ("height", _whole(f.height, 1, 2**31)),

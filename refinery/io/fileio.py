@@ -224,6 +224,19 @@ def create_exclusive(folder_fd: int, name: str, mode: int = 0o600) -> tuple[int,
             continue
 
 
+def link_as_new(folder_fd: int, tmp: str, name: str) -> str:
+    """Give the finished file `tmp` (create_exclusive's) the name `name` in the folder, or the
+    first free `stem.N.suffix` if something has that one: a hard link, so never over anything,
+    even a file made a moment ago. The name it got; `tmp` is left for the caller to remove."""
+    target = name
+    while True:
+        try:
+            os.link(tmp, target, src_dir_fd=folder_fd, dst_dir_fd=folder_fd, follow_symlinks=False)
+            return target
+        except FileExistsError:  # someone's file (or one of another run): never touched
+            target = free_name_at(folder_fd, name)
+
+
 def exists_at(folder_fd: int, name: str) -> bool:
     """Whether anything (a file, a folder, a link, broken or not) has `name` in the folder."""
     try:

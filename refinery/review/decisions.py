@@ -20,17 +20,16 @@ checked against `file` again before anything moves (refinery/dedup/actions.py).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from refinery.dedup.actions import Judged, Planned
 from refinery.errors import RefineryError
 from refinery.io.fileio import read_json
+from refinery.io.names import is_plain_path, is_sha256_hex
 
 VERSION = 1
 DECIDED = ("keep", "remove")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,7 @@ def _line(line: object) -> Decision | None:
 
 
 def _relative(value: object) -> str:
-    if not isinstance(value, str) or not value or "\x00" in value or any(
-            part in ("", ".", "..") for part in value.split("/")):
+    if not is_plain_path(value):
         shown = repr(value)
         raise ValueError(f"{shown[:80] + '...' if len(shown) > 80 else shown} is not a plain path below the root")
     return value
@@ -133,6 +131,6 @@ def _judged(file: object) -> Judged | None:
         raise TypeError("file must be an object")
     size, mtime, sha = file.get("bytes"), file.get("mtime_ns"), file.get("sha256")
     if not (isinstance(size, int) and isinstance(mtime, int) and not isinstance(size, bool)
-            and isinstance(sha, str) and _SHA256.fullmatch(sha) and size >= 0):
+            and is_sha256_hex(sha) and size >= 0):
         raise ValueError("file must hold bytes, mtime_ns and a sha256")
     return Judged(size, mtime, sha)

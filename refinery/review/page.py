@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
 from refinery.io.images import decode, read_opened
-from refinery.io.names import printable
+from refinery.io.names import is_plain_path, is_sha256_hex, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
+from refinery.pages import csp_hash
 from refinery.parallel import Progress, cpu_count, ordered_map
 
 THUMB_SIDE = 160  # the longer side of a thumbnail, in pixels
@@ -49,7 +49,6 @@ DIFF_THRESHOLD = 0.15
 DIFF_MIN_PIXELS = 3  # smaller specks of difference get no box
 DECISIONS = ("keep", "remove", "error", "skip")
 JUDGED = ("bytes", "mtime_ns", "sha256")  # a line's `file`: what was judged of it, as `apply` checks it
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -111,13 +110,13 @@ def _unfit(line: object) -> str:
         return where + "its decision is not keep, remove, error or skip"
     if decision == "skip":  # counted, never shown
         return ""
-    if decision != "error" and not _plain(path):  # an error's path is only shown, never read
+    if decision != "error" and not is_plain_path(path):  # an error's path is only shown, never read
         return where + "its path is not a plain path below the root (like sub/a.jpg)"
     for key in ("stage", "reason", "test"):
         if line.get(key) is not None and not isinstance(line[key], str):
             return f"{where}{key} is neither text nor null"
     kept_as = line.get("kept_as")
-    if kept_as is not None and not (isinstance(kept_as, str) and _plain(kept_as)):
+    if kept_as is not None and not is_plain_path(kept_as):
         return where + "kept_as is neither a plain path below the root nor null"
     group = line.get("group")
     if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
@@ -134,12 +133,7 @@ def _judged(value: object) -> bool:
     """A line's `file` as dedup writes it and apply checks it: what was judged of the file."""
     return isinstance(value, dict) and _whole(value.get("bytes")) and value["bytes"] >= 0 \
         and _whole(value.get("mtime_ns")) and isinstance(value.get("sha256"), str) \
-        and _SHA256.fullmatch(value["sha256"]) is not None
-
-
-def _plain(path: str) -> bool:
-    """A relative path whose every step is a name (as refinery apply takes it)."""
-    return "\x00" not in path and all(part not in ("", ".", "..") for part in path.split("/"))
+        and is_sha256_hex(value["sha256"])
 
 
 def _whole(value: object) -> bool:
@@ -393,15 +387,11 @@ def difference(removed: Image.Image, keeper: Image.Image) -> Image.Image:
     return out
 
 
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
 def render_page(data: dict) -> str:
     """The page: static markup, its own style and script (allowed by hash, nothing else is),
     and `data` as JSON. Every name is put in the page by the script as text, never as markup."""
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" inside
-    csp = (f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
+    csp = (f"default-src 'none'; script-src {csp_hash(_SCRIPT)}; style-src {csp_hash(_STYLE)}; "
            "img-src data:; base-uri 'none'; form-action 'none'")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">{PAGE_MARK}
