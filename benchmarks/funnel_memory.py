@@ -128,8 +128,10 @@ def sampled_recall(pairs: set, run: state.Run, cfg: Config, rng: np.random.Gener
     for r in rng.choice(len(t), samples, replace=False).tolist():
         both = np.stack([np.full(len(t), r), np.arange(len(t))], axis=1)
         both = both[both[:, 1] != r]
-        ok = near._hashes_close(both, t.columns["phash"], t.columns["dhash"], cfg.near)
-        ok[ok] = near._thumbs_correlate(both[ok], t.thumb, cfg.near.min_correlation)
+        close = (near._distances(both, t.columns["phash"]) <= cfg.near.max_phash) | \
+            (near._distances(both, t.columns["dhash"]) <= cfg.near.max_dhash)
+        ok = np.zeros(len(both), bool)
+        ok[close] = near._correlations(both[close], t.thumb) >= cfg.near.min_correlation
         truth |= {(min(a, b), max(a, b)) for a, b in both[ok].tolist()}
     return f"{len(truth & pairs) / max(1, len(truth)):.4f} (sample of {samples} rows, {len(truth):,} pairs)"
 

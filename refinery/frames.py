@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 
 from refinery.config import Config
+from refinery.dedup.evidence import near_copy
 from refinery.dedup.groups import components, cover_groups
 from refinery.dedup.stages.quality import Measures, judge
 from refinery.dedup.stages.scenes import Background, Frame, shift, view_distances
@@ -59,6 +60,7 @@ from refinery.features import (
     colour_clipping,
     dhash,
     laplacian_variance,
+    normalized_correlation,
     normalized_thumbs,
     phash,
     quality_figures,
@@ -322,9 +324,8 @@ class _Thinner:
         (features.view_match; all at once); None for the others."""
         near = self.cfg.near
         asked = [k for k, (a, b) in enumerate(pairs) if a.front is None and b.front is None
-                 and float(a.thumb @ b.thumb) >= near.min_correlation
-                 and ((a.phash ^ b.phash).bit_count() <= near.max_phash
-                      or (a.dhash ^ b.dhash).bit_count() <= near.max_dhash)]
+                 and near_copy((a.phash ^ b.phash).bit_count(), (a.dhash ^ b.dhash).bit_count(),
+                               normalized_correlation(a.thumb, b.thumb, bool(np.array_equal(a.small, b.small))), near)]
         found: list[tuple[float, bool] | None] = [None] * len(pairs)
         if asked:
             first, second = (np.stack([pairs[k][side].small.ravel() for k in asked]) for side in (0, 1))

@@ -4,6 +4,7 @@ against its final keeper."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,14 @@ from refinery.features import thumb_correlation
 
 log = logging.getLogger(__name__)
 
+
+
+def near_copy(phash_distance: Any, dhash_distance: Any, correlation: Any, cfg: NearConfig) -> Any:
+    """The near stage's rule: pHash within max_phash or dHash within max_dhash, and the 16x16
+    thumbnails correlating min_correlation or more (features.thumb_correlation: flat ones by
+    their bytes). For one pair (ints and a float: a bool) or many (arrays: a bool array)."""
+    hashes_close = (phash_distance <= cfg.max_phash) | (dhash_distance <= cfg.max_dhash)
+    return hashes_close & (correlation >= cfg.min_correlation)
 
 
 class Evidence:
@@ -34,9 +43,7 @@ class Evidence:
         return thumb_correlation(self.table.thumb[i].tobytes(), self.table.thumb[j].tobytes())
 
     def near_copy(self, i: int, keeper: int) -> bool:
-        dp, dd = self.hash_distances(i, keeper)
-        return (dp <= self.near.max_phash or dd <= self.near.max_dhash) and \
-            self.correlation(i, keeper) >= self.near.min_correlation
+        return bool(near_copy(*self.hash_distances(i, keeper), self.correlation(i, keeper), self.near))
 
     def cosine(self, i: int, j: int) -> float | None:
         if self.store is None or self.vector_row is None or self.vector_row[i] < 0 or self.vector_row[j] < 0:

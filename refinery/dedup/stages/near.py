@@ -19,7 +19,7 @@ import numpy as np
 
 from refinery import ann
 from refinery.config import Config, NearConfig
-from refinery.dedup.evidence import Evidence
+from refinery.dedup.evidence import Evidence, near_copy
 from refinery.dedup.groups import star_groups
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes, split_pairs
@@ -44,31 +44,27 @@ def near_pairs(phash: np.ndarray, dhash: np.ndarray, thumbs: np.ndarray, cfg: Ne
     # one key a pair: np.unique on rows (axis=0) sorts them as records, ten times slower
     keys = np.unique(candidates[:, 0] * len(phash) + candidates[:, 1])
     pairs = np.stack([keys // len(phash), keys % len(phash)], axis=1)
-    keep = _hashes_close(pairs, phash, dhash, cfg) & _thumbs_correlate(pairs, thumbs, cfg.min_correlation)
-    return pairs[keep]
+    return pairs[near_copy(_distances(pairs, phash), _distances(pairs, dhash), _correlations(pairs, thumbs), cfg)]
 
 
-def _hashes_close(pairs: np.ndarray, phash: np.ndarray, dhash: np.ndarray, cfg: NearConfig) -> np.ndarray:
-    def distance(h: np.ndarray) -> np.ndarray:
-        x = (h[pairs[:, 0]] ^ h[pairs[:, 1]]).view(np.uint8).reshape(-1, 8)
-        return np.unpackbits(x, axis=1).sum(axis=1)
-
-    return (distance(phash) <= cfg.max_phash) | (distance(dhash) <= cfg.max_dhash)
+def _distances(pairs: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """The Hamming distance between the two 64-bit hashes of each pair."""
+    x = (hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]]).view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(x, axis=1).sum(axis=1)
 
 
-def _thumbs_correlate(pairs: np.ndarray, thumbs: np.ndarray, threshold: float, block: int = 8192) -> np.ndarray:
-    """features.thumb_correlation >= threshold for every pair, a block of pairs at a time
-    (8,192 pairs: ~25 MB of float rows)."""
-    out = np.zeros(len(pairs), bool)
+def _correlations(pairs: np.ndarray, thumbs: np.ndarray, block: int = 8192) -> np.ndarray:
+    """features.thumb_correlation of every pair, a block of pairs at a time (8,192 pairs: ~25 MB
+    of float rows)."""
+    out = np.zeros(len(pairs), np.float32)
     for start in range(0, len(pairs), block):
         i, j = pairs[start:start + block, 0], pairs[start:start + block, 1]
         rows, at = np.unique(np.concatenate([i, j]), return_inverse=True)  # each row normalised once
         normal = normalized_thumbs(thumbs[rows])
         a, b = normal[at[:len(i)]], normal[at[len(i):]]
-        corr = np.einsum("ij,ij->i", a, b)
         flat = ~a.any(axis=1) | ~b.any(axis=1)  # no shape to correlate: equal or not
         same = (thumbs[i] == thumbs[j]).all(axis=1)
-        out[start:start + block] = np.where(flat, same, corr >= threshold)
+        out[start:start + block] = np.where(flat, same, np.einsum("ij,ij->i", a, b))
     return out
 
 
