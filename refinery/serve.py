@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refinery.errors import BadUpload, ModelError, NoFace, NoTextTower, UnreadableImage
-from refinery.pages import csp_hash
+from refinery.pages import asset, csp_hash, render
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator
@@ -478,138 +478,11 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     return app
 
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:1em;background:#fafafa;color:#222}
-form{display:flex;flex-wrap:wrap;gap:.6em 1.2em;align-items:end;margin-bottom:1em}
-label{display:flex;flex-direction:column;font-size:13px;gap:2px}
-input[type=number]{width:5em}
-input[name=text]{width:18em}
-.hint{color:#777;font-size:12px}
-button{font-size:16px;padding:.3em 1.2em}
-#status{min-height:1.4em;color:#555}#status.error{color:#b00}
-#grid{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;width:180px;font-size:12px;word-break:break-all}
-figure img{display:block;max-width:180px;max-height:180px}
-figure.query{border-right:3px solid #333;padding-right:10px}
-figure .words{font-size:16px;font-style:italic;word-break:normal}
-.score{color:#555}"""
-
-_SCRIPT = """"use strict";
-const form = document.getElementById("search");
-const grid = document.getElementById("grid");
-const status = document.getElementById("status");
-const fields = form.elements;
-const hint = document.getElementById("text-hint");
-let preview = null;
-
-function say(text, error) {
-  status.textContent = text;
-  status.className = error ? "error" : "";
-}
-
-function words() {
-  return fields.text.disabled ? "" : fields.text.value.trim();
-}
-
-// Words search by embedding only: while the box has words, the method is embedding.
-function fillMethods() {
-  const option = fields.index.selectedOptions[0];
-  const methods = option.dataset.methods.split(",");
-  const byText = option.dataset.text === "true";
-  fields.text.disabled = !byText;
-  hint.hidden = byText;
-  const was = words() ? "embedding" : fields.method.value;
-  fields.method.replaceChildren(...methods.map(m => new Option(m, m, false, m === was)));
-  fields.method.disabled = words() !== "";
-  fields.metric.disabled = fields.method.value !== "embedding";
-}
-
-// The query is a picture or words, whichever was given last.
-fields.file.addEventListener("change", () => {
-  if (fields.file.files.length) { fields.text.value = ""; fillMethods(); }
-});
-fields.text.addEventListener("input", () => {
-  if (fields.text.value.trim()) fields.file.value = "";
-  fillMethods();
-});
-
-function figure(src, lines, css) {
-  const fig = document.createElement("figure");
-  fig.className = css;
-  if (src) {  // none for words: the caption shows them
-    const img = document.createElement("img");
-    img.src = src;
-    img.alt = lines[lines.length - 1][1];
-    fig.append(img);
-  }
-  const caption = document.createElement("figcaption");
-  for (const [cls, text] of lines) {
-    const span = document.createElement("div");
-    span.className = cls;
-    span.textContent = text;
-    caption.append(span);
-  }
-  fig.append(caption);
-  return fig;
-}
-
-fields.index.addEventListener("change", fillMethods);
-fields.method.addEventListener("change", fillMethods);
-fillMethods();
-
-form.addEventListener("submit", async event => {
-  event.preventDefault();
-  const file = fields.file.files[0];
-  const text = file ? "" : words();
-  if (!file && !text) {
-    say(fields.text.disabled ? "Choose or take a picture first." : "Choose or take a picture, or type words, first.",
-        true);
-    return;
-  }
-  const limit = Number(form.dataset.maxBytes);
-  if (file && file.size > limit) {
-    say("The picture is larger than the upload limit of " + (limit / 1048576) + " MB.", true);
-    return;
-  }
-  if (new TextEncoder().encode(text).length > Number(form.dataset.maxTextBytes)) {
-    say("The words are longer than " + form.dataset.maxTextBytes + " bytes.", true);
-    return;
-  }
-  const data = new FormData(form);
-  data.delete(file ? "text" : "file");
-  say("Searching…");
-  fields.go.disabled = true;
-  try {
-    const response = await fetch("/api/search", {method: "POST", body: data});
-    let body;
-    try { body = await response.json(); } catch { body = {detail: response.status + " " + response.statusText}; }
-    if (!response.ok) {
-      const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-      say("Search failed: " + detail, true);
-      return;
-    }
-    if (preview) URL.revokeObjectURL(preview);
-    preview = file ? URL.createObjectURL(file) : null;
-    const figures = [file ? figure(preview, [["label", "query"], ["path", body.query]], "query")
-                          : figure(null, [["label", "query"], ["words", body.query]], "query")];
-    for (const hit of body.results) {
-      figures.push(figure(hit.url, [["rank", "#" + hit.rank], ["score", hit.score.toFixed(4)],
-                                    ["path", hit.path]], "hit"));
-    }
-    grid.replaceChildren(...figures);
-    say(body.results.length + " results from " + body.model + ", " + body.method + ".");
-  } catch (error) {
-    say("Search failed: " + error, true);
-  } finally {
-    fields.go.disabled = false;
-  }
-});
-"""
-
-
 # The page runs only its own inline script and style (by hash), talks only to this server,
 # shows only this server's images, the query picture (a blob: URL) and no favicon (data:,),
 # and is not framed.
-CSP = (f"default-src 'none'; script-src {csp_hash(_SCRIPT)}; style-src {csp_hash(_STYLE)}; "
+CSP = (f"default-src 'none'; script-src {csp_hash(asset('search.js'))}; "
+       f"style-src {csp_hash(asset('search.css'))}; "
        "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
@@ -619,28 +492,8 @@ def render_page(served: list[Served], max_upload_bytes: int) -> str:
         f'<option value="{i}" data-methods="{html.escape(",".join(s.index.gallery.methods()))}" '
         f'data-text="{str(s.index.searchable_by_text).lower()}">{html.escape(s.label)}</option>'
         for i, s in enumerate(served))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,"><title>refinery search</title><style>{_STYLE}</style></head>
-<body><h1>refinery search</h1>
-<form id="search" data-max-bytes="{max_upload_bytes}" data-max-text-bytes="{MAX_TEXT_BYTES}">
-<label>Picture<input type="file" name="file" accept="image/*" capture="environment"></label>
-<label>or words<input type="search" name="text" placeholder="search by words" maxlength="{MAX_TEXT_BYTES}"
-enterkeyhint="search"><span id="text-hint" class="hint" hidden>this index's model has no text tower (not CLIP)</span>
-</label>
-<label>Model (index)<select name="index">{options}</select></label>
-<label>Method<select name="method"></select></label>
-<label>Metric<select name="metric"><option value="cosine">cosine (higher is closer)</option>
-<option value="l2">squared L2 (lower is closer)</option></select></label>
-<label>k<input type="number" name="k" value="10" min="1" max="{MAX_K}"></label>
-<button name="go" type="submit">Search</button>
-</form>
-<div id="status" role="status" aria-live="polite"></div>
-<div id="grid"></div>
-<script>{_SCRIPT}</script>
-</body></html>
-"""
+    return render("search.html", style=asset("search.css"), script=asset("search.js"), options=options,
+                  max_bytes=max_upload_bytes, max_text_bytes=MAX_TEXT_BYTES, max_k=MAX_K)
 
 
 def is_loopback(host: str) -> bool:

@@ -21,6 +21,7 @@ if [ "${1:-}" = "--fast" ]; then
   # The code as written first: lint (ruff) and types (mypy), both configured in pyproject.toml.
   .venv/bin/python -m ruff check refinery tests benchmarks
   .venv/bin/python -m mypy
+  bash tests/lint_js.sh
   # The checkout's sources, editable or not: day-to-day work tests what is being written.
   exec .venv/bin/python -m pytest -m "not slow" --ignore tests/test_export.py --ignore tests/test_fastreid.py \
     --ignore tests/test_train.py --ignore tests/test_ray.py "$@"
@@ -61,9 +62,11 @@ if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id 
     echo "could not install chromium: the browser test will be skipped" >&2
   fi
 fi
-# The code as written: lint (ruff) and types (mypy), both configured in pyproject.toml.
+# The code as written: lint (ruff) and types (mypy), both configured in pyproject.toml, and
+# the pages' scripts (ESLint, tests/lint_js.sh).
 .venv/bin/python -m ruff check refinery tests benchmarks
 .venv/bin/python -m mypy
+bash tests/lint_js.sh
 # PYTHONSAFEPATH: neither pytest nor the CLI runs it starts put the checkout on sys.path, so
 # `import refinery` is the installed wheel (Python 3.11+; 3.10 ignores it and tests the sources).
 export PYTHONSAFEPATH=1

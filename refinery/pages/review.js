@@ -1,0 +1,262 @@
+"use strict";
+const data = JSON.parse(document.getElementById("data").textContent);
+const files = data.files;
+const original = files.map(f => [f.decision, f.kept_as]);
+const indexOf = new Map(files.map((f, i) => [f.path, i]));
+const groupOf = new Map();
+for (const g of data.groups) for (const i of [g.keeper, ...g.members]) groupOf.set(i, g);
+const flips = [];  // {by, changes: [[file, decision before, kept_as before], ...], active}
+let version = 0, saved = 0;  // changes made, and made when decisions were last saved
+const STAGES = [["exact", "exact copies"], ["near", "near copies"], ["semantic", "look-alikes"],
+                ["quality", "quality rejects"], ["error", "unreadable"]];
+const EVIDENCE = {exact: "identical bytes", near: "thumbnail correlation", semantic: "cosine",
+                  scene: "things in place (1 - largest move)", overlap: "foreground overlap"};
+const lowerName = i => files[i].path.toLowerCase();
+const items = [
+  ...data.groups.map(g => ({kind: "group", g, stages: new Set(g.members.map(i => files[i].stage)),
+                            names: [g.keeper, ...g.members].map(lowerName)})),
+  ...data.rejects.map(i => ({kind: "reject", i, stages: new Set([files[i].stage || "quality"]), names: [lowerName(i)]})),
+  ...data.errors.map(i => ({kind: "error", i, stages: new Set(["error"]), names: [lowerName(i)]})),
+];
+const list = document.getElementById("list");
+const search = document.getElementById("search");
+const fieldset = document.getElementById("stages");
+let page = 0;
+let shown = items;
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") node.className = v;
+    else if (k === "data") Object.assign(node.dataset, v);
+    else node[k] = v;
+  }
+  node.append(...children.filter(c => c !== null && c !== undefined));
+  return node;
+}
+
+function picture(thumb, alt, cls) {
+  if (thumb === null || thumb === undefined) return null;
+  return el("img", {src: "data:image/jpeg;base64," + data.thumbs[thumb], alt, class: cls || "", loading: "eager"});
+}
+
+function changed(i) {
+  return files[i].decision !== original[i][0] || files[i].kept_as !== original[i][1];
+}
+
+function keeperOf(g) {
+  const all = [g.keeper, ...g.members];
+  for (const i of all) {
+    const k = indexOf.get(files[i].kept_as);
+    if (files[i].decision === "remove" && k !== undefined && all.includes(k)) return k;
+  }
+  return g.keeper;
+}
+
+function removedBy(i) {
+  const g = groupOf.get(i);
+  if (!g) return 0;
+  const path = files[i].path;
+  return [g.keeper, ...g.members].filter(j => files[j].decision === "remove" && files[j].kept_as === path).length;
+}
+
+function flip(by, changes) {
+  flips.push({by, changes: changes.map(([i]) => [i, files[i].decision, files[i].kept_as]), active: true});
+  for (const [i, decision, keptAs] of changes) Object.assign(files[i], {decision, kept_as: keptAs});
+  version += 1;
+  render();
+}
+
+function blocker(flip) {  // a later flip still in force that changed one of the same files
+  const at = flips.indexOf(flip);
+  const touched = new Set(flip.changes.map(c => c[0]));
+  return flips.slice(at + 1).find(f => f.active && f.changes.some(c => touched.has(c[0])));
+}
+
+function act(kind, i) {
+  const f = files[i];
+  if (kind === "keep-too" || kind === "keep") return flip(i, [[i, "keep", null]]);
+  if (kind === "remove") return flip(i, [[i, "remove", null]]);
+  if (kind === "keep-instead") {
+    const old = f.kept_as;
+    const k = indexOf.get(old);
+    const g = groupOf.get(i);
+    const changes = [[i, "keep", null], [k, "remove", f.path]];
+    for (const j of [g.keeper, ...g.members]) {
+      if (j !== i && j !== k && files[j].decision === "remove" && files[j].kept_as === old) {
+        changes.push([j, "remove", f.path]);
+      }
+    }
+    return flip(i, changes);
+  }
+  if (kind === "undo") {
+    const last = flips.filter(x => x.active && x.by === i).pop();
+    if (!last || blocker(last)) return;
+    for (const [j, decision, keptAs] of last.changes) Object.assign(files[j], {decision, kept_as: keptAs});
+    last.active = false;
+    version += 1;
+    render();
+  }
+}
+
+function button(kind, i, text, refused) {
+  const b = el("button", {type: "button", class: kind, data: {act: kind, file: i}}, text);
+  if (refused) { b.disabled = true; b.title = refused; }
+  return b;
+}
+
+function buttons(i, role) {
+  if (data.note) return null;
+  const f = files[i];
+  const out = el("div", {class: "buttons"});
+  if (f.decision === "remove" && f.kept_as) {
+    const k = indexOf.get(f.kept_as);
+    const why = k === undefined ? f.kept_as + " is not in the report" : groupOf.has(i) ? "" : "not in a group";
+    out.append(button("keep-too", i, "keep too"), button("keep-instead", i, "keep instead", why));
+  } else if (f.decision === "remove") {
+    out.append(button("keep", i, "keep"));
+  } else if (role !== "error") {
+    const n = removedBy(i);
+    out.append(button("remove", i, "remove", n ? "the keeper of " + n + " removed file" + (n > 1 ? "s" : "") +
+                      ": keep them too, or keep one of them instead, first" : ""));
+  }
+  const last = flips.filter(x => x.active && x.by === i).pop();
+  if (last) {
+    const later = blocker(last);
+    out.append(button("undo", i, "undo this flip", later ? "undo the later flip of " + files[later.by].path +
+                      " first" : ""));
+  }
+  return out;
+}
+
+function scores(s) {
+  return Object.entries(s || {}).map(([k, v]) => k.replace(/_/g, " ") + " " + v).join(" \u00b7 ");
+}
+
+function tile(i, role) {
+  const f = files[i];
+  const pics = el("div", {class: "pics"},
+                  picture(f.thumb, f.path) || el("div", {class: "missing"}, "no picture: " + (f.unreadable || "?")));
+  if (f.diff !== null && f.diff !== undefined && f.decision === "remove" && f.kept_as === original[i][1]) {
+    pics.append(picture(f.diff, "where it differs from " + f.kept_as, "diff"));
+  }
+  let decision = f.decision;
+  if (role === "keeper") decision = "keep: the keeper";
+  else if (f.decision === "remove" && f.kept_as) decision = "remove: a duplicate of " + f.kept_as;
+  const was = changed(i) ? "flipped; was " + original[i][0] + (original[i][1] ? " (a duplicate of " +
+                                                                original[i][1] + ")" : "") : null;
+  const stage = f.stage ? f.stage + (f.test ? " \u00b7 " + f.test + " test" : "") : null;
+  const diffNote = pics.children.length > 1 ? "red: where it differs from its keeper" : null;
+  const cls = ["tile", f.decision, role, changed(i) ? "flipped" : "", diffNote ? "scene" : ""].join(" ");
+  return el("figure", {class: cls, data: {path: f.path}}, pics,
+            el("figcaption", {}, el("div", {class: "path"}, f.path), el("div", {class: "decision"}, decision),
+               was && el("div", {class: "was"}, was), stage && el("div", {class: "stage"}, stage),
+               f.reason ? el("div", {class: "reason"}, f.reason) : null,
+               el("div", {class: "scores"}, scores(f.scores)), diffNote && el("div", {class: "stage"}, diffNote),
+               buttons(i, role)));
+}
+
+function groupCard(g) {
+  const k = keeperOf(g);
+  const others = [g.keeper, ...g.members].filter(i => i !== k);
+  const risk = g.evidence === "exact" ? "identical bytes" : EVIDENCE[g.evidence] + " " + g.risk;
+  return el("section", {class: "group", data: {group: g.id}},
+            el("h3", {}, "group " + g.id + " \u00b7 " + (others.length + 1) + " files \u00b7 weakest evidence: ",
+               el("span", {class: "risk"}, risk)),
+            el("div", {class: "row"}, tile(k, "keeper"),
+               el("div", {class: "members"}, ...others.map(i => tile(i, "member")))));
+}
+
+function filter() {
+  const stages = new Set([...fieldset.querySelectorAll("input:checked")].map(c => c.value));
+  const words = search.value.trim().toLowerCase();
+  shown = items.filter(it => [...it.stages].some(s => stages.has(s)) &&
+                             (!words || it.names.some(n => n.includes(words))));
+  page = 0;
+  render();
+}
+
+function render() {
+  const pages = Math.max(1, Math.ceil(shown.length / data.page_size));
+  page = Math.min(page, pages - 1);
+  const slice = shown.slice(page * data.page_size, (page + 1) * data.page_size);
+  const parts = [];
+  let section = null, box = null;
+  const titles = {group: "Groups: each keeper beside the files removed as its duplicates, riskiest first",
+                  reject: "Quality rejects", error: "Unreadable files"};
+  for (const it of slice) {
+    if (it.kind !== section) {
+      section = it.kind;
+      parts.push(el("h2", {}, titles[section]));
+      box = it.kind === "group" ? null : el(it.kind === "error" ? "table" : "div",
+                                            {class: it.kind === "error" ? "errors" : "grid"});
+      if (box) parts.push(box);
+    }
+    if (it.kind === "group") parts.push(groupCard(it.g));
+    else if (it.kind === "reject") box.append(tile(it.i, "reject"));
+    else box.append(el("tr", {class: "error", data: {path: files[it.i].path}}, el("td", {class: "path"},
+                       files[it.i].path), el("td", {class: "reason"}, files[it.i].reason)));
+  }
+  if (!slice.length) parts.push(el("p", {class: "empty"}, "Nothing to show with these filters."));
+  list.replaceChildren(...parts);
+  for (const where of document.querySelectorAll(".pager .where")) {
+    where.textContent = "page " + (page + 1) + " of " + pages + " \u00b7 " + shown.length + " of " + items.length +
+      " groups, rejects and errors";
+  }
+  for (const b of document.querySelectorAll(".pager button")) {
+    b.disabled = b.dataset.page === "-1" ? page === 0 : page >= pages - 1;
+  }
+  const flipped = files.filter((f, i) => changed(i)).length;
+  document.getElementById("changes").textContent = flipped ? flipped + " file" + (flipped > 1 ? "s" : "") +
+    " flipped" + (version !== saved ? ", not saved yet" : ", saved") : "";
+}
+
+function save() {  // decisions.json, version 1 (docs/review.md); each `file` as the report wrote it
+  const text = JSON.stringify;
+  const lines = files.filter(f => f.decision === "keep" || f.decision === "remove").map(f =>
+    '{"path": ' + text(f.path) + ', "decision": ' + text(f.decision) + ', "kept_as": ' + text(f.kept_as) +
+    ', "file": ' + f.file + "}");
+  const out = '{"refinery_decisions": 1, "root": ' + text(data.root) + ', "follow_symlinks": ' +
+    text(data.follow_symlinks) + ', "files": [\n' + lines.join(",\n") +
+    "\n]}\n";
+  const url = URL.createObjectURL(new Blob([out], {type: "application/json"}));
+  const a = el("a", {href: url, download: "decisions.json"});
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  saved = version;
+  render();
+}
+
+const c = data.counts;
+document.getElementById("summary").textContent = data.summary ||
+  data.root + ": " + (c.keep + c.remove + c.error + c.skip) + " files, " + c.keep + " kept, " + c.remove +
+  " removed, " + c.error + " unreadable, " + c.skip + " skipped; " +
+  data.groups.length + " groups";
+for (const [value, label] of STAGES) {
+  const n = items.filter(it => it.stages.has(value)).length;
+  fieldset.append(el("label", {}, el("input", {type: "checkbox", value, checked: true, name: "stage"}),
+                     " " + label + " (" + n + ")"));
+}
+if (data.note) {
+  document.getElementById("help").textContent = data.note;
+  document.getElementById("save").hidden = true;
+}
+fieldset.addEventListener("change", filter);
+search.addEventListener("input", filter);
+document.getElementById("save").addEventListener("click", save);
+for (const b of document.querySelectorAll(".pager button")) {
+  b.addEventListener("click", () => { page += Number(b.dataset.page); render(); window.scrollTo(0, 0); });
+}
+list.addEventListener("click", e => {
+  const b = e.target.closest("button[data-act]");
+  if (b && !b.disabled) act(b.dataset.act, Number(b.dataset.file));
+});
+window.addEventListener("beforeunload", e => { if (version !== saved) e.preventDefault(); });
+render();
+// When the first page's pictures are decoded: milliseconds since the file began to load.
+Promise.all([...list.querySelectorAll("img")].map(img => img.decode().catch(() => null))).then(() => {
+  document.documentElement.dataset.firstPageMs = performance.now().toFixed(0);
+});
+
