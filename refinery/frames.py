@@ -52,8 +52,9 @@ import numpy as np
 from refinery.config import Config
 from refinery.dedup.evidence import near_copy
 from refinery.dedup.groups import components, cover_groups
+from refinery.dedup.stages.background import Background, Frame
 from refinery.dedup.stages.quality import Measures, judge
-from refinery.dedup.stages.scenes import Background, Frame, shift, view_distances
+from refinery.dedup.stages.scenes import shift, view_distances
 from refinery.errors import CannotWrite, NameRefused, OutGone, UnreadableVideo
 from refinery.features import (
     THUMB,

@@ -18,17 +18,8 @@ from PIL import Image, ImageDraw
 from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
 from refinery.dedup.grays import Grays
-from refinery.dedup.stages.scenes import (
-    Background,
-    Frame,
-    Region,
-    _distances,
-    _leaders,
-    _Looks,
-    analyse,
-    pixel_median,
-    shift,
-)
+from refinery.dedup.stages.background import Background, Frame, Region, pixel_median
+from refinery.dedup.stages.scenes import _distances, _leaders, _Looks, analyse, shift
 from refinery.dedup.table import FeatureTable
 from refinery.features import _middle_in, median, view_match, view_matches
 

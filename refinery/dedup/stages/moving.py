@@ -37,16 +37,15 @@ import numpy as np
 from refinery import ann
 from refinery.config import ScenesConfig
 from refinery.dedup.grays import Grays
-from refinery.dedup.stages.scenes import (
+from refinery.dedup.stages.background import (
     Frame,
-    Scenes,
     covered,
     foreground_regions,
     noise_threshold,
     pixel_median,
-    shift,
     smooth,
 )
+from refinery.dedup.stages.scenes import Scenes, shift
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.features import view_match, view_matches
