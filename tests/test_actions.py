@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from refinery.dedup.actions import Judged, Planned, copy_out, move_out, recover, undo
+from refinery.dedup.actions import copy_out, move_out, recover, undo
+from refinery.dedup.checks import Judged, Planned
 from refinery.dedup.journal import JOURNAL, open_journal
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256

@@ -4,7 +4,7 @@ Before a file moves (or is copied) it is checked to be what the run judged: the 
 modification time and SHA-256 as when it was read, and, for a duplicate, its keeper still
 there and unchanged too; otherwise it stays where it is, with an error line saying why. A
 file to move and its keeper are reached only as the run that judged them reached them
-(`_Reach`): through a symbolic link only if that run followed links, so the journal says
+(`checks.Reach`): through a symbolic link only if that run followed links, so the journal says
 what was done and undo retraces it.
 
 Every move is journaled first (refinery/dedup/journal.py) under DEST's lock, so `refinery undo
@@ -30,13 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from refinery.dedup.checks import Checker, Entry, Planned, Reach, open_source
 from refinery.dedup.journal import STATE, Journal, Move
 from refinery.errors import DeviceFull, RefineryError, Unreachable, UnsafePath
 from refinery.io.fileio import (
     DEVICE_ERRORS,
     TEMP_SUFFIX,
     create_exclusive,
-    descend,
     fd_sha256,
     free_name_at,
     is_regular,
@@ -47,26 +47,6 @@ from refinery.io.fileio import (
 log = logging.getLogger(__name__)
 
 SCRATCH = "tmp"  # in DEST/.refinery: partial copies across filesystems, written only under the lock
-
-
-@dataclass(frozen=True)
-class Judged:
-    """A file as the run judged it; what must still hold before refinery acts on it."""
-
-    size: int
-    mtime_ns: int
-    sha256: str  # hex
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One file to act on: where it is (relative to the scanned folder), what was judged of
-    it, and for a duplicate the keeper that stays in its place."""
-
-    rel: str
-    judged: Judged
-    keeper: str | None = None
-    keeper_judged: Judged | None = None
 
 
 @dataclass
@@ -86,192 +66,10 @@ def check_destination(root: Path, dest: Path, flag: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Checking a file against what was judged
-
-
-_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
-
-
-class _Reach:
-    """The scanned folder as the run that judged it reached its files, the scan's rules: no
-    hidden name on the way; a symbolic link to a folder only when the run followed links, and
-    only to a folder outside the scanned one; a file that is itself a link only when the run
-    followed links (a link moves as a link: its target is never touched)."""
-
-    def __init__(self, root: Path, follow_symlinks: bool):
-        self.root = Path(root)
-        self.real_root = Path(os.path.realpath(root))
-        self.follow = follow_symlinks
-
-    def parent(self, rel: str) -> int:
-        """A descriptor of the folder that holds root/rel, reached as the run could reach it.
-        Raises Unreachable naming the step it could not take, other OSErrors as they come."""
-        head = rel.rpartition("/")[0]
-        return self.folder(head.split("/") if head else [])
-
-    def folder(self, parts: list[str]) -> int:
-        """A descriptor of root/parts[0]/parts[1]/..., each step taken as the run could take it."""
-        return descend(os.open(self.root, _FOLDER), len(parts), lambda fd, k: self._step(fd, parts[:k + 1]))
-
-    def _step(self, fd: int, parts: list[str]) -> int:
-        where = "/".join(parts)
-        if not stat.S_ISLNK(os.lstat(self.entry(where), dir_fd=fd).st_mode):
-            try:
-                return os.open(parts[-1], _FOLDER | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise Unreachable(f"{where} is not a folder") from None
-                raise
-        self.link(where)
-        try:
-            target = Path(os.path.realpath(self.root / where, strict=True))
-        except OSError:
-            raise Unreachable(f"{where} is a broken symbolic link") from None
-        if target == self.real_root or self.real_root in target.parents:
-            raise Unreachable(f"{where} is a symbolic link to a folder inside the scanned folder, which no run "
-                              "follows")
-        step = os.open(parts[-1], _FOLDER, dir_fd=fd)
-        try:
-            st, expected = os.fstat(step), os.stat(target)
-            if (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
-                raise Unreachable(f"{where} changed while it was followed")
-        except BaseException:
-            os.close(step)
-            raise
-        return step
-
-    def file(self, folder: int, where: str) -> bool:
-        """Whether root/where (in `folder`, from `parent`) is a symbolic link, when the run could
-        have judged it; else Unreachable (FileNotFoundError when it is gone)."""
-        is_link = stat.S_ISLNK(os.lstat(self.entry(where), dir_fd=folder).st_mode)
-        if is_link:
-            self.link(where)
-        return is_link
-
-    def entry(self, where: str) -> str:
-        """The last name of `where`, unless it is hidden (Unreachable)."""
-        name = where.rpartition("/")[2]
-        if name.startswith("."):
-            raise Unreachable(f"{where} is hidden, and no run reads hidden files or folders")
-        return name
-
-    def link(self, where: str) -> None:
-        """Unreachable unless the run followed links (root/where is one)."""
-        if not self.follow:
-            raise Unreachable(f"{where} is a symbolic link, and the run that judged these files did not follow "
-                              "links")
-
-
-class _Checker:
-    """Checks files against what the run judged of them; a keeper verified once is re-checked
-    by its status alone (a changed keeper changes its size or modification time)."""
-
-    def __init__(self, reach: _Reach):
-        self.reach = reach
-        self.keepers: dict[str, tuple[int, int, int, int]] = {}
-
-    def source_problem(self, src: _Entry, item: Planned) -> tuple[str, os.stat_result | None, bool]:
-        """('', the status of the checked file (None for a link, checked through it), whether it
-        is a link) when `item` may move now, else (what its error line says, None, False)."""
-        try:
-            is_link = self.reach.file(src.folder, item.rel)
-        except FileNotFoundError:
-            return "gone before it could be moved; nothing to do", None, False
-        except Unreachable as e:
-            return f"not moved: {e}; left where it is", None, False
-        # A followed link: its target's bytes were judged, the link itself moves.
-        why, st = _judged_problem(src, item.judged, follow=is_link)
-        why = f"it {why}" if why else self.keeper_problem(item)
-        if why:
-            return f"not moved: {why}; left where it is", None, False
-        return "", None if is_link else st, is_link
-
-    def keeper_problem(self, item: Planned) -> str:
-        if item.keeper is None or item.keeper_judged is None:
-            return ""
-        try:
-            folder = self.reach.parent(item.keeper)
-        except Unreachable as e:
-            return f"its keeper {item.keeper} is out of reach: {e}"
-        except FileNotFoundError:
-            return f"its keeper {item.keeper} is gone"
-        except OSError as e:
-            return f"its keeper {item.keeper} cannot be read: {e.strerror or e}"
-        try:
-            try:
-                is_link = self.reach.file(folder, item.keeper)
-            except FileNotFoundError:
-                return f"its keeper {item.keeper} is gone"
-            except Unreachable as e:
-                return f"its keeper {item.keeper} is out of reach: {e}"
-            fd, why = _open_source(item.keeper.rpartition("/")[2], folder, follow=is_link)
-            if fd is None:
-                return f"its keeper {item.keeper} {why}"
-            try:
-                st = os.fstat(fd)
-                seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                if self.keepers.get(item.keeper) == seen:
-                    return ""
-                why = _content_problem(fd, item.keeper_judged)
-            finally:
-                os.close(fd)
-            if why:
-                return f"its keeper {item.keeper} {why}"
-            self.keepers[item.keeper] = seen
-            return ""
-        finally:
-            os.close(folder)
-
-
-def _open_source(path: Path | str, folder: int | None = None, follow: bool = True) -> tuple[int | None, str]:
-    """(a read-only descriptor, '') of a file to check or copy, or (None, why it cannot be
-    opened). Never blocks on a FIFO put in a file's place."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
-    try:
-        return os.open(path, flags, dir_fd=folder), ""
-    except FileNotFoundError:
-        return None, "is gone"
-    except OSError as e:
-        return None, f"cannot be read: {e.strerror or e}"
-
-
-def _judged_problem(src: _Entry, judged: Judged, follow: bool) -> tuple[str, os.stat_result | None]:
-    """('', its status) if the file `src` (through a link if `follow`, else the entry itself)
-    is what was judged, else (what differs, None)."""
-    fd, why = _open_source(src.name, src.folder, follow=follow)
-    if fd is None:
-        return why, None
-    try:
-        why = _content_problem(fd, judged)
-        return why, None if why else os.fstat(fd)
-    finally:
-        os.close(fd)
-
-
-def _content_problem(fd: int, judged: Judged) -> str:
-    st = os.fstat(fd)
-    if not is_regular(st):
-        return "is no longer a regular file"
-    if (st.st_size, st.st_mtime_ns) != (judged.size, judged.mtime_ns):
-        return "changed since it was judged (size or modification time)"
-    if fd_sha256(fd) != judged.sha256:
-        return "changed since it was judged (its bytes)"
-    return ""
-
-
-# ---------------------------------------------------------------------------------------
 # Moving one entry between two folders
 
 
-@dataclass
-class _Entry:
-    """One directory entry to move: its folder (a descriptor) and its name."""
-
-    folder: int
-    name: str
-
-
-def _transfer(src: _Entry, dst: _Entry, scratch: int | None, is_link: bool, pinned: os.stat_result | None,
+def _transfer(src: Entry, dst: Entry, scratch: int | None, is_link: bool, pinned: os.stat_result | None,
               expect_sha: str | None) -> None:
     """Move `src` to `dst` (whose name must be free), never overwriting. A link moves as a link.
 
@@ -322,7 +120,7 @@ class _Changed(OSError):
         self.why = why
 
 
-def _copy_across(src: _Entry, dst: _Entry, scratch: int | None, is_link: bool, expect_sha: str | None) -> None:
+def _copy_across(src: Entry, dst: Entry, scratch: int | None, is_link: bool, expect_sha: str | None) -> None:
     """Copy to a new file in `scratch` (or beside `dst` when that is on another filesystem, or
     None), make sure it is on disk and equal, then link it to its name in `dst` (failing if
     taken). The scratch copy is always removed."""
@@ -392,7 +190,7 @@ def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks:
     recover(journal)
     journal.start_run(root, follow_symlinks)
     result = ActionResult()
-    checker = _Checker(_Reach(root, follow_symlinks))
+    checker = Checker(Reach(root, follow_symlinks))
     with _Folders(journal.dest) as folders:
         for item in plan:
             if stop is not None and stop.is_set():
@@ -412,7 +210,7 @@ def check_moves(root: Path, plan: list[Planned], follow_symlinks: bool = False) 
     one that would stay logged as move_out logs it; `done` counts the files that would move."""
     root = Path(root)
     result = ActionResult()
-    checker = _Checker(_Reach(root, follow_symlinks))
+    checker = Checker(Reach(root, follow_symlinks))
     for item in plan:
         with _checked(checker, item) as source:
             if isinstance(source, str):
@@ -428,13 +226,13 @@ class _Source:
     """A file that may move, checked; its folder stays open while its `_checked` block lasts."""
 
     path: Path
-    entry: _Entry
+    entry: Entry
     pinned: os.stat_result | None  # the checked file's status (None for a link, checked through it)
     is_link: bool
 
 
 @contextmanager
-def _checked(checker: _Checker, item: Planned) -> Iterator[_Source | str]:
+def _checked(checker: Checker, item: Planned) -> Iterator[_Source | str]:
     """The file `item` names, reached and checked as the run that judged it would: a _Source
     if it may move, else what its error line says."""
     try:
@@ -446,7 +244,7 @@ def _checked(checker: _Checker, item: Planned) -> Iterator[_Source | str]:
         yield f"cannot move it: its folder cannot be opened ({e.strerror or e}); left where it is"
         return
     try:
-        entry = _Entry(folder, item.rel.rpartition("/")[2])
+        entry = Entry(folder, item.rel.rpartition("/")[2])
         why, pinned, is_link = checker.source_problem(entry, item)
         yield why or _Source(checker.reach.root / item.rel, entry, pinned, is_link)
     finally:
@@ -481,13 +279,13 @@ def _move_checked(source: _Source, item: Planned, journal: Journal, folders: _Fo
     return True
 
 
-def _place(src: _Entry, dst_folder: int, name: str, scratch: int, is_link: bool,
+def _place(src: Entry, dst_folder: int, name: str, scratch: int, is_link: bool,
            pinned: os.stat_result | None, expect_sha: str | None) -> str:
     """Move `src` to `name` in `dst_folder`, or to the first free `name.N` if that is taken
     (even if taken between looking and moving); the name it went to."""
     while True:
         try:
-            _transfer(src, _Entry(dst_folder, name), scratch, is_link, pinned, expect_sha)
+            _transfer(src, Entry(dst_folder, name), scratch, is_link, pinned, expect_sha)
             return name
         except FileExistsError:
             name = free_name_at(dst_folder, name)
@@ -603,7 +401,7 @@ def _clear_scratch(journal: Journal) -> None:
 
 
 @contextmanager
-def _opened(move: Move, dest: Path, create: bool) -> Iterator[tuple[_Entry, _Entry]]:
+def _opened(move: Move, dest: Path, create: bool) -> Iterator[tuple[Entry, Entry]]:
     """(the entry in the scanned folder, the entry in DEST) of a move. DEST's side is reached
     without following links; the scanned side only as its run did."""
     src_parts, dst_parts = move.src.split("/"), move.dst.split("/")
@@ -611,26 +409,26 @@ def _opened(move: Move, dest: Path, create: bool) -> Iterator[tuple[_Entry, _Ent
     try:
         fds.append(open_folder(move.root, src_parts[:-1], create=create, follow=move.follow_symlinks))
         fds.append(open_folder(dest, dst_parts[:-1]))
-        yield _Entry(fds[0], src_parts[-1]), _Entry(fds[1], dst_parts[-1])
+        yield Entry(fds[0], src_parts[-1]), Entry(fds[1], dst_parts[-1])
     finally:
         for fd in fds:
             os.close(fd)
 
 
-def _one_entry(a: _Entry, b: _Entry) -> bool:
+def _one_entry(a: Entry, b: Entry) -> bool:
     """Whether two entries are one: the same name in the same folder (reached two ways)."""
     fa, fb = os.fstat(a.folder), os.fstat(b.folder)
     return a.name == b.name and (fa.st_dev, fa.st_ino) == (fb.st_dev, fb.st_ino)
 
 
-def _lstat(entry: _Entry) -> os.stat_result | None:
+def _lstat(entry: Entry) -> os.stat_result | None:
     try:
         return os.lstat(entry.name, dir_fd=entry.folder)
     except FileNotFoundError:
         return None
 
 
-def _matches(entry: _Entry, fingerprint: dict) -> bool:
+def _matches(entry: Entry, fingerprint: dict) -> bool:
     """Whether the entry is what the journal says was moved (a link's text, or a file's bytes)."""
     if "link" in fingerprint:
         try:
@@ -712,7 +510,7 @@ def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int
     root, dest = Path(root), Path(dest)
     result = ActionResult()
     dest.mkdir(parents=True, exist_ok=True)
-    reach = _Reach(root, follow_symlinks)
+    reach = Reach(root, follow_symlinks)
     with _Folders(dest) as folders:
         for item in plan:
             if stop is not None and stop.is_set():
@@ -727,7 +525,7 @@ def copy_out(root: Path, plan: list[Planned], dest: Path, advance: Callable[[int
     return result
 
 
-def _copy_one(reach: _Reach, item: Planned, folders: _Folders) -> str:
+def _copy_one(reach: Reach, item: Planned, folders: _Folders) -> str:
     """Copy one file; '' if it was copied, else why not."""
     try:
         folder = reach.parent(item.rel)
@@ -735,7 +533,7 @@ def _copy_one(reach: _Reach, item: Planned, folders: _Folders) -> str:
         return _reason(e)
     try:
         reach.file(folder, item.rel)
-        fd_in, why = _open_source(item.rel.rpartition("/")[2], folder)
+        fd_in, why = open_source(item.rel.rpartition("/")[2], folder)
     except FileNotFoundError:
         fd_in, why = None, "is gone"
     except (Unreachable, OSError) as e:

@@ -16,7 +16,7 @@ import numpy as np
 from refinery import features as feats
 from refinery.config import Config
 from refinery.dedup import featurepass
-from refinery.dedup.actions import Judged, Planned
+from refinery.dedup.checks import Judged, Planned
 from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.grays import Grays, GrayStore

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from refinery.dedup.actions import Judged, Planned
+from refinery.dedup.checks import Judged, Planned
 from refinery.errors import RefineryError
 from refinery.io.fileio import read_json
 from refinery.io.names import is_plain_path, is_sha256_hex
