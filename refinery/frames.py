@@ -66,10 +66,10 @@ from refinery.features import (
     phash,
     quality_figures,
     scale_work,
-    view_matches,
 )
 from refinery.io.fileio import create_exclusive, link_as_new
 from refinery.review.page import THUMB_QUALITY, THUMB_SIDE
+from refinery.views import view_matches
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class _Thinner:
     def views(self, pairs: list[tuple[_Look, _Look]]) -> list[tuple[float, bool] | None]:
         """For each pair the picture test judges (neither frame shows the background's view,
         their hashes are close and their thumbnails correlate), where the camera's view went
-        (features.view_match; all at once); None for the others."""
+        (views.view_match; all at once); None for the others."""
         near = self.cfg.near
         asked = [k for k, (a, b) in enumerate(pairs) if a.front is None and b.front is None
                  and near_copy((a.phash ^ b.phash).bit_count(), (a.dhash ^ b.dhash).bit_count(),

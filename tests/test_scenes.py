@@ -21,7 +21,8 @@ from refinery.dedup.grays import Grays
 from refinery.dedup.stages.background import Background, Frame, Region, pixel_median
 from refinery.dedup.stages.scenes import _distances, _leaders, _Looks, analyse, shift
 from refinery.dedup.table import FeatureTable
-from refinery.features import _middle_in, median, view_match, view_matches
+from refinery.features import median
+from refinery.views import _middle_in, view_match, view_matches
 
 W, H = 480, 270
 
@@ -548,7 +549,7 @@ def test_view_match_finds_no_pan_in_a_mirrored_picture() -> None:
 
 def test_frames_of_a_panning_camera_are_one_picture_only_a_little_apart(tmp_path: Path) -> None:
     """A camera panning over a street: three frames 4 px apart, then three more a fifth of
-    the frame further on (within the quarter of a frame that features.view_match follows).
+    the frame further on (within the quarter of a frame that views.view_match follows).
     However alike the picture test finds them all (a semantic threshold of 0.5), a frame
     goes only for a keeper the camera panned at most max_shift (0.15) of the frame away from."""
     street = wide_view(33, W + 200)

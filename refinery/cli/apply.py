@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, echo, handle_errors, main, stop_on_signal
 from refinery.cli.dedup import act_on, destination_journal, preflight
 from refinery.config import Config
+
+if TYPE_CHECKING:
+    from refinery.dedup.checks import Planned
+    from refinery.review.decisions import DecisionsFile
 
 log = logging.getLogger("refinery")
 
@@ -20,11 +25,11 @@ class _Reviewed:
     """A decisions file as `act_on` takes a dedup result: a root and the files to act on."""
 
     root: Path
-    decisions: object  # refinery.review.decisions.Decisions
+    decisions: DecisionsFile
     refused: int = 0
 
-    def planned(self, decision: str) -> list:
-        planned, refused = self.decisions.plan(decision)  # type: ignore[attr-defined]
+    def planned(self, decision: str) -> list[Planned]:
+        planned, refused = self.decisions.plan(decision)
         for path, why in refused:
             log.error("%s: not acted on: %s", self.root / path, why)
         self.refused += len(refused)

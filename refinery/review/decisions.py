@@ -41,7 +41,10 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Decisions:
+class DecisionsFile:
+    """A decisions file (or a dedup report) as read and checked: the folder its run judged and
+    each file's decision (dedup/decisions.py's Decisions is a run's own columns)."""
+
     root: Path
     files: list[Decision]
     follow_symlinks: bool = False  # the run that judged the files went through symbolic links
@@ -65,7 +68,7 @@ class Decisions:
         return planned, refused
 
 
-def load(path: Path) -> Decisions:
+def load(path: Path) -> DecisionsFile:
     """A decisions file (or a dedup report), checked line by line; RefineryError naming the
     file, the line and what is wrong."""
     path = Path(path)
@@ -100,7 +103,7 @@ def load(path: Path) -> Decisions:
             raise RefineryError(f"{path}: file entry {number}: {decision.path} is listed twice")
         seen.add(decision.path)
         files.append(decision)
-    return Decisions(Path(root), files, follow)
+    return DecisionsFile(Path(root), files, follow)
 
 
 def _line(line: object) -> Decision | None:

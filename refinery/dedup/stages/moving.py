@@ -5,7 +5,7 @@ A fixed camera's frames are judged by what stands in front of their shared backg
 (hashes, thumbnails, embeddings) cannot see a passer-by who came, went or took a step. So:
 
 1. Neighbours. A frame that no scene judges, with at least LEAST others of its size whose
-   views its own matches cleanly 3-22% of the picture away (features.view_match, on the
+   views its own matches cleanly 3-22% of the picture away (views.view_match, on the
    16x16 thumbnails; candidates are the pictures whose embeddings are CANDIDATE alike), is a
    frame of a moving camera. Crops rarely are: a copy of a crop moves its object, not the
    view, and a group of copies has a handful of members.
@@ -48,8 +48,8 @@ from refinery.dedup.stages.background import (
 from refinery.dedup.stages.scenes import Scenes, shift
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
-from refinery.features import view_match, view_matches
 from refinery.parallel import ordered_map
+from refinery.views import view_match, view_matches
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class MovingCamera:
     def panned(self, i: int, j: int) -> bool:
         """Did the camera pan or tilt by more than max_shift of the picture between two
         pictures of one size (their thumbnails match cleanly that far apart,
-        features.view_match)? A view moved that far is another picture, as a thing moved
+        views.view_match)? A view moved that far is another picture, as a thing moved
         that share of its size is."""
         c = self.table.columns
         width, height = int(c["width"][i]), int(c["height"][i])
