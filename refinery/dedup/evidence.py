@@ -19,7 +19,6 @@ from refinery.features import thumb_correlation
 log = logging.getLogger(__name__)
 
 
-
 def near_copy(phash_distance: Any, dhash_distance: Any, correlation: Any, cfg: NearConfig) -> Any:
     """The near stage's rule: pHash within max_phash or dHash within max_dhash, and the 16x16
     thumbnails correlating min_correlation or more (features.thumb_correlation: flat ones by

@@ -19,7 +19,6 @@ CLEAN = np.ones((3, 3), np.uint8)
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Region:
     """One connected region of a frame's foreground: its box (rows y0..y1, columns x0..x1,
