@@ -70,15 +70,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     from refinery.dedup.run import run_dedup
     from refinery.io.outputs import Kind, Output, check_outputs
 
-    cfg = settings(config_path, assignments, model, device, batch_size)
-    if no_cache:
-        cfg = apply_overrides(cfg, ["run.cache=false"])
-    if no_quality:
-        cfg = apply_overrides(cfg, ["quality.enabled=false"])
-    if follow_symlinks:
-        cfg = apply_overrides(cfg, ["run.follow_symlinks=true"])
-    if engine:
-        cfg = apply_overrides(cfg, [f"run.engine={engine}"])
+    cfg = apply_overrides(settings(config_path, assignments, model, device, batch_size),
+                          flag_settings(no_cache, no_quality, follow_symlinks, engine))
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
@@ -109,19 +102,31 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             echo("interrupted: nothing was moved; run again to finish (what was read is in the cache)")
             ctx.exit(EXIT_INTERRUPTED)
         if html_path:  # before anything moves: the page shows the files where they are
-            from refinery.cli.review import review_written
-            from refinery.dedup.report import report_dict
-            from refinery.review.page import write_review
-
-            with ProgressBars(ctx) as bars:
-                stats = write_review(report_dict(result), html_path, progress=bars)
-            echo(review_written(html_path, stats))
+            write_page(ctx, result, html_path)
         failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop, reviewed=html_path is not None)
         if stop.is_set():
             echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
     if failed or any(f.decision == "error" for f in result.files):
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def flag_settings(no_cache: bool, no_quality: bool, follow_symlinks: bool, engine: str | None) -> list[str]:
+    """dedup's own flags as the settings they stand for (`--set` assignments)."""
+    flags = [(no_cache, "run.cache=false"), (no_quality, "quality.enabled=false"),
+             (follow_symlinks, "run.follow_symlinks=true"), (bool(engine), f"run.engine={engine}")]
+    return [assignment for given, assignment in flags if given]
+
+
+def write_page(ctx: click.Context, result: Any, html_path: Path) -> None:
+    """The review page of a dedup run (`--html`)."""
+    from refinery.cli.review import review_written
+    from refinery.dedup.report import report_dict
+    from refinery.review.page import write_review
+
+    with ProgressBars(ctx) as bars:
+        stats = write_review(report_dict(result), html_path, progress=bars)
+    echo(review_written(html_path, stats))
 
 
 def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None) -> None:

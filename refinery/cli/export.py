@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from refinery.cli.common import (
 )
 from refinery.errors import RefineryError
 from refinery.io.outputs import Kind, Output, check_outputs
+
+if TYPE_CHECKING:
+    from refinery.export.pipeline import ExportResult
 
 log = logging.getLogger("refinery")
 
@@ -133,6 +137,11 @@ def export_model_cmd(arch: str, checkpoint: Path | None, pretrained: str | None,
         except OSError as e:  # a full disk, a folder that went away: each file goes in whole or not at all
             raise RefineryError(f"{e.filename or Path(opts.out).parent}: cannot write the model: {e.strerror or e}; "
                                 "the export stopped, and no file it wrote is half-written") from None
+    tell_result(result)
+
+
+def tell_result(result: ExportResult) -> None:
+    """What an export proved and wrote, a line each."""
     log.info("parity on %s", result.parity_source)
     if result.calibration:
         echo(result.calibration)

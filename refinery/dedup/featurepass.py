@@ -8,7 +8,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +166,51 @@ def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, 
     return Prepared(features, reason, to_input(image, spec), "", gray)
 
 
+class _ChunkReader:
+    """A worker's job in the pass: read, hash, decode, measure and embed one chunk of rows.
+    `claimed` (shared by the workers, under a lock) holds the SHA-256 of every file decoded or
+    cached so far: an exact copy costs a hash, not a decode."""
+
+    def __init__(self, root: Path, paths: Sequence[str], claimed: set[bytes], cfg: Config, embedder: Embedder,
+                 embed_all: bool, crop: Crop | None, keep_grays: bool):
+        self.root, self.paths, self.claimed, self.cfg, self.embedder = root, paths, claimed, cfg, embedder
+        self.embed_all, self.crop, self.keep_grays = embed_all, crop, keep_grays
+        self.lock = threading.Lock()
+
+    def __call__(self, chunk: np.ndarray) -> tuple[list[Picture], float, float]:
+        """Findings and vectors for one chunk of rows; (them, seconds decoding, seconds in the model)."""
+        t0 = time.perf_counter()
+        pictures = [Picture(int(row)) for row in chunk]
+        ready = [(pic, tensor) for pic in pictures if (tensor := self.prepare(pic)) is not None]
+        t1 = time.perf_counter()
+        if ready:
+            vectors = self.embedder.embed(np.stack([tensor for _, tensor in ready]))
+            for (pic, _), vector in zip(ready, vectors, strict=True):
+                pic.vector = vector
+        return pictures, t1 - t0, time.perf_counter() - t1
+
+    def prepare(self, pic: Picture) -> np.ndarray | None:
+        """Fill `pic`'s findings; return its model input, or None if it needs no vector."""
+        path = self.root / self.paths[pic.row]
+        try:
+            data = read_bytes(path)
+            digest = hashlib.sha256(data).digest()
+            with self.lock:
+                if digest in self.claimed:  # an exact copy: costs a hash, not a decode
+                    pic.copy_of = digest
+                    return None
+                self.claimed.add(digest)
+            found = measure_and_prepare(self.paths[pic.row], data, digest.hex(), path, self.embedder.spec,
+                                        self.cfg.quality, self.embed_all, self.crop)
+        except UnreadableImage as e:
+            pic.error = e.reason
+            return None
+        pic.features, pic.quality_reason, pic.skip = found.features, found.reason, found.skip
+        if self.keep_grays and not found.reason:
+            pic.gray = found.gray  # the pixel stages look at it again
+        return found.tensor
+
+
 def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedder,
                   stages: dict[str, StageStats], progress: Progress | None, cache: FeatureCache | None,
                   store: VectorStore, workers: int, stop: threading.Event | None, embed_all: bool = False,
@@ -177,42 +222,8 @@ def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedd
     and runs the model on it. On the CPU each run uses one core (see make_embedder), so the
     cores are never handed work across threads and decoding never waits for the model.
     """
-    paths = run.table.paths
     claimed: set[bytes] = set()  # SHA-256 of every file decoded (or cached) so far
-    lock = threading.Lock()
-
-    def prepare(pic: Picture) -> np.ndarray | None:
-        """Fill `pic`'s findings; return its model input, or None if it needs no vector."""
-        path = root / paths[pic.row]
-        try:
-            data = read_bytes(path)
-            digest = hashlib.sha256(data).digest()
-            with lock:
-                if digest in claimed:  # an exact copy: costs a hash, not a decode
-                    pic.copy_of = digest
-                    return None
-                claimed.add(digest)
-            found = measure_and_prepare(paths[pic.row], data, digest.hex(), path, embedder.spec, cfg.quality,
-                                        embed_all, crop)
-        except UnreadableImage as e:
-            pic.error = e.reason
-            return None
-        pic.features, pic.quality_reason, pic.skip = found.features, found.reason, found.skip
-        if grays is not None and not found.reason:
-            pic.gray = found.gray  # the pixel stages look at it again
-        return found.tensor
-
-    def run_chunk(chunk: np.ndarray) -> tuple[list[Picture], float, float]:
-        """Findings and vectors for one chunk of rows; (them, seconds decoding, seconds in the model)."""
-        t0 = time.perf_counter()
-        pictures = [Picture(int(row)) for row in chunk]
-        ready = [(pic, tensor) for pic in pictures if (tensor := prepare(pic)) is not None]
-        t1 = time.perf_counter()
-        if ready:
-            vectors = embedder.embed(np.stack([tensor for _, tensor in ready]))
-            for (pic, _), vector in zip(ready, vectors, strict=True):
-                pic.vector = vector
-        return pictures, t1 - t0, time.perf_counter() - t1
+    chunk_of = _ChunkReader(root, run.table.paths, claimed, cfg, embedder, embed_all, crop, grays is not None)
 
     advance = progress("reading", count) if progress else (lambda n: None)
     vectors = VectorWriter(run, store)
@@ -225,7 +236,7 @@ def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedd
     t = time.perf_counter()
     chunks = np.array_split(todo, range(embedder.batch_size, len(todo), embedder.batch_size))
     # Leaving early (stop) waits for the batches under way and drops them.
-    with closing(ordered_map(run_chunk, chunks if len(todo) else [], workers, ahead=2 * workers)) as results:
+    with closing(ordered_map(chunk_of, chunks if len(todo) else [], workers, ahead=2 * workers)) as results:
         for pictures, decoding, embedding in results:
             stages["features"].seconds += decoding
             stages["embed"].seconds += embedding
