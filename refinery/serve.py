@@ -45,9 +45,10 @@ from refinery.errors import BadUpload, ModelError, NoFace, NoTextTower, Unreadab
 from refinery.pages import asset, csp_hash, render
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from fastapi import FastAPI, Request
+    from starlette.responses import Response
 
     from refinery.retrieval.index import Hit, RetrievalIndex
     from refinery.spec import ModelSpec
@@ -380,6 +381,61 @@ def thumbnail_jpeg(root: Path, rel: str) -> bytes:
     return out.getvalue()
 
 
+class _Searcher:
+    """One search on one of the served indexes, at a time: the embedder's session and the SIFT
+    gallery open lazily, and a page for trying things out gains nothing from searching in parallel."""
+
+    def __init__(self, served: list[Served]):
+        self.served, self.lock = served, threading.Lock()
+
+    def __call__(self, number: int, upload: Upload, method: str, k: int, metric: str) -> list[Hit]:
+        index = self.served[number].index
+        if not index.paths and (upload.text is None or index.searchable_by_text):
+            return []  # FAISS refuses to search for 0 neighbours, which is all an empty index has
+        if upload.text is None:
+            check_header(upload.data, upload.name, index.embedder.spec)  # before the lock: it reads a header
+        with self.lock:
+            if upload.text is not None:  # NoTextTower at once, opening nothing, on a model with none
+                return index.search_text(upload.text, k, metric)
+            return index.search(upload.data, upload.name, k, method, metric)
+
+
+def _image_route(served: list[Served]) -> Callable[[Request], Response]:
+    """GET /image/N/ROW: a thumbnail of picture ROW of index N (404 for any other)."""
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+
+    def image(request: Request) -> Response:
+        number, row = request.path_params["index_no"], request.path_params["row"]
+        if not (number < len(served) and row < len(served[number].index.paths)):
+            raise HTTPException(404, "no such picture")
+        index = served[number].index
+        try:
+            jpeg = thumbnail_jpeg(index.root, index.paths[row])
+        except UnreadableImage as e:
+            raise HTTPException(404, f"picture {row} cannot be shown: {e.reason}") from None
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    return image
+
+
+def _answer(served: list[Served], number: int, upload: Upload, method: str, metric: str,
+            hits: list[Hit]) -> dict[str, Any]:
+    """A search's JSON answer: what was asked, and each hit with the URL of its thumbnail."""
+    rows = served[number].rows
+    return {"query": upload.query, "index": number, "model": served[number].index.meta["model"]["name"],
+            "method": method, "metric": metric,
+            "results": [{"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"}
+                        for h in hits]}
+
+
+async def _security_headers(request: Request, call_next: Any) -> Response:
+    response = await call_next(request)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
 def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD_BYTES,
                allowed_hosts: list[str] | None = None, *, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS,
                upload_seconds: float = UPLOAD_SECONDS) -> FastAPI:
@@ -388,31 +444,17 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     `upload_seconds`: how long a body may stop coming, and take in all, before a 408."""
     from fastapi import FastAPI
     from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
 
     served = [Served.of(index) for index in indexes]
     page = render_page(served, max_upload_bytes)
-    # One search at a time: the embedder's session and the SIFT gallery open lazily, and a
-    # page for trying things out gains nothing from searching in parallel.
-    search_lock = threading.Lock()
+    search_one = _Searcher(served)
     budget = ByteBudget(UPLOADS_AT_ONCE * (max_upload_bytes + FORM_OVERHEAD))
 
     async def index_page(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": CSP})
-
-    def search_one(number: int, upload: Upload, method: str, k: int, metric: str) -> list[Hit]:
-        index = served[number].index
-        if not index.paths and (upload.text is None or index.searchable_by_text):
-            return []  # FAISS refuses to search for 0 neighbours, which is all an empty index has
-        if upload.text is None:
-            check_header(upload.data, upload.name, index.embedder.spec)  # before the lock: it reads a header
-        with search_lock:
-            if upload.text is not None:  # NoTextTower at once, opening nothing, on a model with none
-                return index.search_text(upload.text, k, metric)
-            return index.search(upload.data, upload.name, k, method, metric)
 
     async def search(request: Request) -> Response:
         # The body is read holding nothing other requests wait on: only its own bytes of the
@@ -440,29 +482,7 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
         finally:
             claim.release()
             await stream.aclose()
-        rows = served[number].rows
-        return JSONResponse({
-            "query": upload.query, "index": number, "model": served[number].index.meta["model"]["name"],
-            "method": method, "metric": metric,
-            "results": [{"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"}
-                        for h in hits]})
-
-    def image(request: Request) -> Response:
-        number, row = request.path_params["index_no"], request.path_params["row"]
-        if not (number < len(served) and row < len(served[number].index.paths)):
-            raise HTTPException(404, "no such picture")
-        index = served[number].index
-        try:
-            jpeg = thumbnail_jpeg(index.root, index.paths[row])
-        except UnreadableImage as e:
-            raise HTTPException(404, f"picture {row} cannot be shown: {e.reason}") from None
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
-
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+        return JSONResponse(_answer(served, number, upload, method, metric, hits))
 
     # No /docs: Swagger UI comes from a CDN, and this page is the documentation.
     app = FastAPI(title="refinery serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -472,8 +492,8 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
     # row like `-1` or `../x` matches no route: 404.
     app.add_route("/", index_page, methods=["GET"])
     app.add_route("/api/search", search, methods=["POST"])
-    app.add_route("/image/{index_no:int}/{row:int}", image, methods=["GET"])
-    app.middleware("http")(security_headers)
+    app.add_route("/image/{index_no:int}/{row:int}", _image_route(served), methods=["GET"])
+    app.middleware("http")(_security_headers)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
     return app
 
