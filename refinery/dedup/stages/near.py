@@ -95,7 +95,7 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     evidence = Evidence(table, None, near)
     confirmed = moving.same_pairs(split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs))
 
-    def near_copy(i: int, keeper: int) -> bool:
+    def goes_for(i: int, keeper: int) -> bool:
         # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);
         # a view the camera panned away from is another picture, and so is a frame of a
         # moving camera whose things moved.
@@ -104,7 +104,7 @@ def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Calla
     # Only confirmed pairs are grouped: a rejected candidate (another object on the same
     # background) must not join two groups. A keeper still removes only members confirmed
     # against itself.
-    groups, splits = star_groups(confirmed, choose, near_copy)
+    groups, splits = star_groups(confirmed, choose, goes_for)
     remove_stars(run, groups, "near", stages)
     stages["near"].seconds = time.perf_counter() - t
     return splits
