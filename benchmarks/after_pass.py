@@ -30,8 +30,8 @@ from refinery.cli.common import make_embedder  # noqa: E402
 from refinery.config import apply_overrides, load_config  # noqa: E402
 from refinery.dedup import featurepass  # noqa: E402
 from refinery.dedup import run as dedup_run  # noqa: E402
+from refinery.dedup.funnel import Funnel  # noqa: E402
 from refinery.dedup.grays import Grays, GrayStore  # noqa: E402
-from refinery.dedup.stages.scenes import Scenes  # noqa: E402
 from refinery.dedup.state import Run, StageStats  # noqa: E402
 from refinery.dedup.vectors import VectorStore  # noqa: E402
 from refinery.parallel import cpu_count  # noqa: E402
@@ -56,12 +56,8 @@ def one_folder(folder: Path, runs: int, overrides: list[str]) -> None:
             fresh = copy.deepcopy(run)
             grays = Grays(folder, fresh.table, embedder.spec, kept)
             timed = {name: StageStats(name) for name in ("scenes", "quality", "exact", "near", "semantic")}
-
-            def find(rows, fresh=fresh, grays=grays, timed=timed) -> Scenes:  # noqa: ANN001
-                return dedup_run._scenes(grays, len(fresh.table), rows, cfg, timed, None, workers)
-
             start = time.perf_counter()
-            dedup_run._decide(fresh, store, cfg, timed, grays, find, workers)
+            dedup_run.decide(Funnel(fresh, store, cfg, timed, grays, None, workers))
             seconds["all"].append(time.perf_counter() - start)
             for name in STAGES:
                 seconds[name].append(timed[name].seconds)

@@ -35,7 +35,7 @@ from refinery.config import Config
 from refinery.dedup import featurepass, state
 from refinery.dedup import run as dedup_run
 from refinery.dedup.decisions import STAGES
-from refinery.dedup.stages.scenes import Scenes
+from refinery.dedup.funnel import Funnel
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache, default_cache_dir
 from refinery.io.fileio import file_sha256
@@ -187,8 +187,8 @@ def main() -> None:
                 continue
             stages = {name: state.StageStats(name) for name in (*STAGES, "scenes")}
             start = time.perf_counter()
-            no_scenes = Scenes.none(len(run.table), cfg.scenes)  # grown rows are no frames to decode
-            dedup_run._decide(run, store, cfg, stages, None, lambda rows, found=no_scenes: found)
+            # no grays: grown rows are no frames to decode, so no scenes
+            dedup_run.decide(Funnel(run, store, cfg, stages))
             seconds = {k: v.seconds for k, v in stages.items()}
             print(f"| {size:,} | {per_file:.0f} | {columns:.0f} | {peak_memory_mb():.0f} | "
                   f"{seconds['quality']:.1f} | {seconds['exact']:.1f} | {seconds['near']:.1f} | "

@@ -171,11 +171,13 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
 def dry_run_summary(result: Any, examples: int = 4, reviewed: bool = False) -> str:
     """What a dry run would do, a few removals as examples (one of each stage first), and how
     to see them all and act on them."""
+    from refinery.dedup.decisions import STAGES
+
     removed = [f for f in result.files if f.decision == "remove"]
     lines = ["dry run: nothing was moved."]
     if removed:
         shown: list[Any] = []
-        for stage in ("semantic", "near", "exact", "quality"):  # the riskier kinds first
+        for stage in reversed(STAGES):  # the riskier kinds first
             shown += [f for f in removed if f.stage == stage][:1]
         shown += [f for f in removed if f not in shown][:max(0, examples - len(shown))]
         lines.append(f"{len(removed)} files would be removed, for example:")
@@ -219,12 +221,13 @@ def left_in_place(failed: int) -> str:
 
 def summary_table(result: Any) -> str:
     """Files per stage kept/removed, time per stage, images/s end to end."""
+    from refinery.dedup.decisions import STAGES
     from refinery.dedup.run import NOT_LOADED
 
     s = result.stages
     lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
     lines.append(f"{'read+embed':10s} {len(result.files):7d} {'':7s} {'':8s} {s['pass'].seconds:8.1f}")
-    for name in ("quality", "exact", "near", "semantic"):
+    for name in STAGES:
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
     if result.scenes:

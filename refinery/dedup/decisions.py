@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
 from refinery.dedup.table import FeatureTable
 
-STAGES = ("quality", "exact", "near", "semantic")
+
+class StageName(str, Enum):
+    """The stages that remove files, in the funnel's order; the value is what a report says."""
+
+    QUALITY = "quality"
+    EXACT = "exact"
+    NEAR = "near"
+    SEMANTIC = "semantic"
+
+    def __str__(self) -> str:  # "near", not "StageName.NEAR", in text and f-strings
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+STAGES = tuple(StageName)
 DECISIONS = ("keep", "remove", "error", "skip")
 KEEP, REMOVE, ERROR, SKIP = range(len(DECISIONS))
 
@@ -62,7 +79,7 @@ class Decisions(Sequence[FileDecision]):
         """An error or a skip."""
         self.code[row], self.reason[row] = code, reason
 
-    def remove(self, row: int, stage: str, reason: str, keeper: int | None = None, **scores: float) -> None:
+    def remove(self, row: int, stage: StageName, reason: str, keeper: int | None = None, **scores: float) -> None:
         self.code[row], self.stage[row], self.reason[row] = REMOVE, STAGES.index(stage), reason
         if keeper is not None:
             self.keeper[row] = keeper
@@ -96,7 +113,7 @@ class Decisions(Sequence[FileDecision]):
         scores.update(self.extra_scores.get(row, {}))
         keeper = int(self.keeper[row])
         return FileDecision(
-            self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]] if self.stage[row] >= 0 else None,
+            self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
             self.reason.get(row, ""), int(self.group[row]) or None,
             self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.judged(row))
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from refinery.config import Config, NearConfig
-from refinery.dedup.decisions import REMOVE, STAGES
+from refinery.dedup.decisions import REMOVE, STAGES, StageName
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run
 from refinery.dedup.table import FeatureTable
@@ -80,7 +80,7 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
         if cos is not None:
             scores["cosine"] = round(cos, 4)
         # Worded by what holds against the keeper: a near copy of it, or alike in its embedding.
-        if cos is not None and (stage == "semantic" or not evidence.near_copy(row, keeper)):
+        if cos is not None and (stage == StageName.SEMANTIC or not evidence.near_copy(row, keeper)):
             text = f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
         else:
             text = f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"

@@ -1,17 +1,15 @@
 """The dedup funnel: scan, one pass of features (+ embeddings), then quality -> exact ->
 near -> semantic, each stage seeing only what the one before kept; frames of one fixed
-camera are grouped by the scene test last. Each stage is a module of dedup/stages/."""
+camera are grouped by the scene test last. Each stage is a module of dedup/stages/ and
+keeps the contract of dedup/funnel.py; STAGES_IN_ORDER is the one list of them."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from refinery import features as feats
 from refinery.config import Config
@@ -19,12 +17,13 @@ from refinery.dedup import featurepass
 from refinery.dedup.checks import Judged, Planned
 from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
+from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
-from refinery.dedup.groups import choose_keeper
-from refinery.dedup.stages import exact, frames, near, quality, semantic
-from refinery.dedup.stages import scenes as scene_test
-from refinery.dedup.stages.moving import MovingCamera
-from refinery.dedup.stages.scenes import Scenes
+from refinery.dedup.stages.exact import Exact
+from refinery.dedup.stages.near import Near
+from refinery.dedup.stages.quality import Quality
+from refinery.dedup.stages.scene_frames import FindScenes, SceneFrames
+from refinery.dedup.stages.semantic import Semantic
 from refinery.dedup.state import NOT_REACHED, Run, StageStats
 from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache
@@ -33,6 +32,11 @@ from refinery.parallel import Progress, cpu_count, peak_memory_mb
 from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)
+
+# The funnel, in order: each stage sees only what the one before kept. The scene finder looks
+# at what reaches the near stage; the scene grouping judges the pairs both picture stages
+# proposed inside one scene.
+STAGES_IN_ORDER: tuple[Stage, ...] = (Quality(), Exact(), FindScenes(), Near(), Semantic(), SceneFrames())
 
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
@@ -127,69 +131,31 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
                                          workers, stop, grays=kept)
         # the stages that look at pixels again read local files only
         grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
-        splits, scenes = _decide(run, store, cfg, stages, grays,
-                                 lambda rows: _scenes(grays, len(run.table), rows, cfg, stages, progress, workers),
-                                 workers)
-    provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
-    return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
-                       embedder.path.name, chain_splits=splits, cached=int(run.cached.sum()),
-                       workers=workers, interrupted=NOT_REACHED in run.decisions.reason.values(),
-                       peak_memory_mb=peak_memory_mb(), scenes=scenes.count,
-                       scene_frames=len(scenes.frames), semantic_threshold=cfg.semantic.threshold,
-                       follow_symlinks=cfg.run.follow_symlinks)
-
-
-
-
-def _scenes(grays: Grays | None, count: int, rows: np.ndarray, cfg: Config, stages: dict[str, StageStats],
-            progress: Progress | None, workers: int) -> Scenes:
-    """The scenes among `rows` (what the near stage will judge), and their frames' foregrounds."""
-    t = time.perf_counter()
-    if grays is None:
-        if cfg.scenes.mode != "crops":
+        if grays is None and cfg.scenes.mode != "crops":
             log.warning("frames of fixed cameras are judged as whole pictures in a URI folder (the scene test "
                         "reads files here)")
-        return Scenes.none(count, cfg.scenes)
-    with feats.opencv_single_threaded():
-        found = scene_test.analyse(grays, rows, cfg.scenes, progress, workers)
-    stages["scenes"].seen = len(found.frames)
-    stages["scenes"].seconds = time.perf_counter() - t
-    return found
+        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers))
+    provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
+    scenes, _ = funnel.found_scenes()
+    return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
+                       embedder.path.name, chain_splits={str(k): v for k, v in funnel.chain_splits.items()},
+                       cached=int(run.cached.sum()), workers=workers,
+                       interrupted=NOT_REACHED in run.decisions.reason.values(), peak_memory_mb=peak_memory_mb(),
+                       scenes=scenes.count, scene_frames=len(scenes.frames),
+                       semantic_threshold=cfg.semantic.threshold, follow_symlinks=cfg.run.follow_symlinks)
 
 
-
-
-def _decide(run: Run, store: VectorStore, cfg: Config, stages: dict[str, StageStats], grays: Grays | None,
-            find_scenes: Callable[[np.ndarray], Scenes], workers: int = 1) -> tuple[dict[str, int], Scenes]:
-    """The stages over the run's columns: quality -> exact -> near -> semantic, each seeing
-    only what the one before kept; frames of one scene (found among what reaches the near
-    stage) are grouped by the scene test last. Marks the removals in run.decisions; returns
-    the chains each grouping stage cut."""
-    table, decisions = run.table, run.decisions
-    min_sharp = cfg.keep.min_sharpness
-
-    def choose(members: list[int]) -> int:
-        return choose_keeper(members, table, min_sharp)  # builds a Features record per member only
-
-    quality.run_quality(run, stages)
-    exact.run_exact(run, stages, choose)
-
-    scenes = find_scenes(run.judged())
-    t = time.perf_counter()
-    moving = MovingCamera.none(table, cfg.scenes) if grays is None else MovingCamera.find(
-        grays, run.judged(), scenes, store, run.vector_row, cfg.scenes, cfg.semantic.exact_up_to, cfg.semantic.nprobe,
-        workers)
-    stages["scenes"].seconds += time.perf_counter() - t
-    frame_pairs: list[tuple[int, int]] = []  # candidates of both stages inside one scene
-    splits = {"near": near.run_near(run, cfg, stages, choose, scenes, frame_pairs, moving),
-              "semantic": semantic.run_semantic(run, store, cfg, stages, choose, scenes, frame_pairs, moving)}
-    frames.run_frames(run, cfg, stages, scenes, frame_pairs)
-    # The frame stage removes under both stage names after both ran: what each saw, in order.
-    stages["semantic"].seen = stages["near"].seen - stages["near"].removed
+def decide(funnel: Funnel) -> Funnel:
+    """Run the stages in order over the run's columns (each sees only what the one before
+    kept), then follow each removal to its final keeper and word its reason."""
+    decisions = funnel.run.decisions
+    for stage in STAGES_IN_ORDER:
+        stage.run(funnel)
+    scenes, _ = funnel.found_scenes()
     first_keeper = decisions.keeper.copy()
     decisions.assign_groups()
-    explain(run, store, cfg, scenes, first_keeper)
-    return splits, scenes
+    explain(funnel.run, funnel.store, funnel.cfg, scenes, first_keeper)
+    return funnel
 
 
 def judged(file: dict | None) -> Judged:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refinery.dedup.decisions import ERROR, KEEP, SKIP, Decisions
+from refinery.dedup.decisions import ERROR, KEEP, SKIP, Decisions, StageName
 from refinery.dedup.groups import StarGroup
 from refinery.dedup.table import FeatureTable
 from refinery.features import Features
@@ -70,10 +70,10 @@ class Picture:
     gray: np.ndarray | None = None  # for the run's GrayStore
 
 
-def remove_stars(run: Run, groups: list[StarGroup], stage: str, stages: dict[str, StageStats]) -> None:
+def remove_stars(run: Run, groups: list[StarGroup], stage: StageName, stats: StageStats) -> None:
     """Mark each group's subjects removed by `stage` as duplicates of its keeper (the reason
     is written once every stage has run: evidence.explain)."""
     for group in groups:
         for row in group.subjects:
             run.decisions.remove(row, stage, "", group.keeper)
-            stages[stage].removed += 1
+            stats.removed += 1

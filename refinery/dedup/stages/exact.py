@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 
-from refinery.dedup.state import Run, StageStats
+from refinery.dedup.decisions import StageName
+from refinery.dedup.funnel import Funnel
 
 
 def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
@@ -22,16 +22,21 @@ def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
     return sorted(groups, key=lambda g: int(g[0]))
 
 
-def run_exact(run: Run, stages: dict[str, StageStats], choose: Callable[[list[int]], int]) -> None:
+class Exact:
     """Stage 2a: files with identical bytes; the keep rule's choice stays."""
-    t = time.perf_counter()
-    rows = run.judged()
-    stages["exact"].seen = len(rows)
-    for group in exact_groups(run.table.digests(rows)):
-        members = rows[group].tolist()
-        keeper = choose(members)
-        for row in members:
-            if row != keeper:
-                run.decisions.remove(row, "exact", "identical bytes (SHA-256)", keeper)
-                stages["exact"].removed += 1
-    stages["exact"].seconds = time.perf_counter() - t
+
+    name = StageName.EXACT
+
+    def run(self, funnel: Funnel) -> None:
+        t = time.perf_counter()
+        run, stats = funnel.run, funnel.stats[self.name]
+        rows = run.judged()
+        stats.seen = len(rows)
+        for group in exact_groups(run.table.digests(rows)):
+            members = rows[group].tolist()
+            keeper = funnel.choose(members)
+            for row in members:
+                if row != keeper:
+                    run.decisions.remove(row, self.name, "identical bytes (SHA-256)", keeper)
+                    stats.removed += 1
+        stats.seconds = time.perf_counter() - t

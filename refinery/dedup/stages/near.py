@@ -13,17 +13,17 @@ rows in an IVF index (ann.approximate_pairs), and the hashes checked on what it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from refinery import ann
-from refinery.config import Config, NearConfig
+from refinery.config import NearConfig
+from refinery.dedup.decisions import StageName
 from refinery.dedup.evidence import Evidence, near_copy
+from refinery.dedup.funnel import Funnel
 from refinery.dedup.groups import star_groups
-from refinery.dedup.stages.moving import MovingCamera
-from refinery.dedup.stages.scenes import Scenes, split_pairs
-from refinery.dedup.state import Run, StageStats, remove_stars
+from refinery.dedup.stages.scenes import split_pairs
+from refinery.dedup.state import remove_stars
 from refinery.features import normalized_thumbs
 
 # The IVF stores float16 codes: search a little below the threshold, then confirm in float32.
@@ -83,30 +83,33 @@ def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.n
     return np.concatenate([pairs, np.array(extra, np.int64).reshape(-1, 2)])
 
 
-def run_near(run: Run, cfg: Config, stages: dict[str, StageStats], choose: Callable[[list[int]], int],
-                scenes: Scenes, frame_pairs: list[tuple[int, int]], moving: MovingCamera) -> int:
-    """2b. near-exact copies: close perceptual hashes, confirmed by the thumbnails."""
-    t = time.perf_counter()
-    table, near = run.table, cfg.near
-    rows = run.judged()
-    stages["near"].seen = len(rows)
-    phash, dhash = table.columns["phash"], table.columns["dhash"]
-    found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
-    evidence = Evidence(table, None, near)
-    confirmed = moving.same_pairs(split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, frame_pairs))
+class Near:
+    """Stage 2b: near-exact copies - close perceptual hashes, confirmed by the thumbnails."""
 
-    def goes_for(i: int, keeper: int) -> bool:
-        # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);
-        # a view the camera panned away from is another picture, and so is a frame of a
-        # moving camera whose things moved.
-        return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and moving.same(i, keeper)
+    name = StageName.NEAR
 
-    # Only confirmed pairs are grouped: a rejected candidate (another object on the same
-    # background) must not join two groups. A keeper still removes only members confirmed
-    # against itself.
-    groups, splits = star_groups(confirmed, choose, goes_for)
-    remove_stars(run, groups, "near", stages)
-    stages["near"].seconds = time.perf_counter() - t
-    return splits
+    def run(self, funnel: Funnel) -> None:
+        t = time.perf_counter()
+        run, stats, near = funnel.run, funnel.stats[self.name], funnel.cfg.near
+        scenes, moving = funnel.found_scenes()
+        table = run.table
+        rows = run.judged()
+        stats.seen = len(rows)
+        phash, dhash = table.columns["phash"], table.columns["dhash"]
+        found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
+        evidence = Evidence(table, None, near)
+        pairs = split_pairs([(a, b) for a, b in rows[found].tolist()], scenes, funnel.frame_pairs)
+        confirmed = moving.same_pairs(pairs)
 
+        def goes_for(i: int, keeper: int) -> bool:
+            # A frame of a scene goes only as a copy of a frame of its scene (the frame stage);
+            # a view the camera panned away from is another picture, and so is a frame of a
+            # moving camera whose things moved.
+            return scenes.of(i) < 0 and evidence.near_copy(i, keeper) and moving.same(i, keeper)
 
+        # Only confirmed pairs are grouped: a rejected candidate (another object on the same
+        # background) must not join two groups. A keeper still removes only members confirmed
+        # against itself.
+        groups, funnel.chain_splits[self.name] = star_groups(confirmed, funnel.choose, goes_for)
+        remove_stars(run, groups, self.name, stats)
+        stats.seconds = time.perf_counter() - t

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from refinery.config import QualityConfig
-from refinery.dedup.decisions import KEEP, REMOVE
-from refinery.dedup.state import Run, StageStats
+from refinery.dedup.decisions import KEEP, REMOVE, StageName
+from refinery.dedup.funnel import Funnel
 from refinery.features import Features
 
 
@@ -80,12 +80,18 @@ def judge(f: Features | Measures, cfg: QualityConfig) -> str | None:
     return None
 
 
-def run_quality(run: Run, stages: dict[str, StageStats]) -> None:
-    """Stage 1: mark what the pass judged blank, too dark, burnt out, blurred or too small
-    (judged there, from the one decode of each file)."""
-    decisions = run.decisions
-    stages["quality"].seen = len(run.judged())
-    for row, reason in run.quality.items():
-        if decisions.code[row] == KEEP:
-            decisions.remove(row, "quality", reason)
-    stages["quality"].removed = len(decisions.rows(REMOVE))
+class Quality:
+    """Stage 1: removes what is blank, too dark, burnt out, blurred or too small. Each picture
+    is judged by `judge` once, where the pass decodes it (whether it is worth embedding
+    hangs on it); this stage marks those judgments among the files the run judges."""
+
+    name = StageName.QUALITY
+
+    def run(self, funnel: Funnel) -> None:
+        run, stats = funnel.run, funnel.stats[self.name]
+        decisions = run.decisions
+        stats.seen = len(run.judged())
+        for row, reason in run.quality.items():
+            if decisions.code[row] == KEEP:
+                decisions.remove(row, self.name, reason)
+        stats.removed = len(decisions.rows(REMOVE))

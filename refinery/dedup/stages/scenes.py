@@ -45,7 +45,7 @@ correlation 0.944 thirty seconds apart on vtest.avi) and global embeddings. So:
    filming gives frames in quick succession, nearly every one with a twin (16x16 thumbnails
    correlating 0.99); crops cut on one window have twins only where they have copies.
 5. The keeper of a group of frames is its most typical frame - the one most others are the
-   same as (refinery/dedup/stages/frames.py) - not the busiest.
+   same as (refinery/dedup/stages/scene_frames.py) - not the busiest.
 
 Why not a background subtractor run over time (MOG2 and the like)? A folder gives no frame
 order, and a median over a sample needs none.
