@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +11,6 @@ import click
 
 from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, echo, handle_errors, main, stop_on_signal
 from refinery.cli.dedup import act_on, destination_journal, preflight
-from refinery.config import Config
 
 if TYPE_CHECKING:
     from refinery.dedup.checks import Planned
@@ -22,11 +21,16 @@ log = logging.getLogger("refinery")
 
 @dataclass
 class _Reviewed:
-    """A decisions file as `act_on` takes a dedup result: a root and the files to act on."""
+    """A decisions file as a plan to act on (refinery.dedup.plan.Plan), each line it refuses
+    logged and counted."""
 
     root: Path
     decisions: DecisionsFile
     refused: int = 0
+
+    @property
+    def follow_symlinks(self) -> bool:  # links are followed as the run that judged the files followed them
+        return self.decisions.follow_symlinks
 
     def planned(self, decision: str) -> list[Planned]:
         planned, refused = self.decisions.plan(decision)
@@ -64,9 +68,6 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
         raise RefineryError(f"{decisions_path}: its folder {decisions.root} is not there")
     preflight(decisions.root, move_rejects_to, copy_keepers_to)
     reviewed = _Reviewed(decisions.root, decisions)
-    # Links are followed as the run that judged the files followed them: dedup's own setting.
-    cfg = Config()
-    cfg = replace(cfg, run=replace(cfg.run, follow_symlinks=decisions.follow_symlinks))
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:
             would = check_moves(decisions.root, reviewed.planned("remove"), decisions.follow_symlinks)
@@ -75,7 +76,7 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
             if would.failed or reviewed.refused:
                 ctx.exit(EXIT_FILE_ERRORS)
             return
-        failed = act_on(ctx, reviewed, cfg, journal, copy_keepers_to, stop)
+        failed = act_on(ctx, reviewed, journal, copy_keepers_to, stop, lambda: "")
         if stop.is_set():
             echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)

@@ -165,28 +165,6 @@ def settings(config_path: Path | None, assignments: tuple[str, ...], model: str 
     return dataclasses.replace(cfg, model=cfg.model.override(model=model, device=device, batch_size=batch_size))
 
 
-def with_model_threshold(cfg: Any, model_path: Path, spec: Any, config_path: Path | None,
-                         assignments: tuple[str, ...]) -> Any:
-    """`cfg` with the semantic threshold calibrated for the model (recorded in its spec), unless
-    the user set semantic.threshold in --config or --set: a model carries its own default."""
-    import dataclasses
-
-    from refinery.config import user_sets
-    from refinery.runner.session import default_model_path
-
-    if user_sets("semantic", "threshold", config_path, assignments):
-        return cfg
-    if spec.semantic_threshold is None:
-        if Path(model_path).resolve() != default_model_path().resolve():
-            log.warning("%s carries no calibrated semantic threshold: using semantic.threshold %.3f, chosen for the "
-                        "shipped MobileNetV2; export it with --calibrate CORPUS, or --set semantic.threshold=X",
-                        Path(model_path).name, cfg.semantic.threshold)
-        return cfg
-    log.info("semantic threshold %.3f, calibrated for %s (from its spec; --set semantic.threshold=X for another)",
-             spec.semantic_threshold, spec.name)
-    return dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, threshold=spec.semantic_threshold))
-
-
 def make_embedder(cfg: Any) -> Any:
     from refinery.runner.session import Embedder
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,9 +24,13 @@ from refinery.cli.common import (
     progress_bar,
     settings,
     stop_on_signal,
-    with_model_threshold,
 )
 from refinery.io.names import printable
+
+if TYPE_CHECKING:
+    from refinery.dedup.journal import Journal
+    from refinery.dedup.plan import Plan
+    from refinery.dedup.run import DedupResult
 
 log = logging.getLogger("refinery")
 
@@ -65,7 +69,7 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
 
     Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
     """
-    from refinery.config import apply_overrides
+    from refinery.config import apply_overrides, user_sets
     from refinery.dedup.report import write_csv, write_json
     from refinery.dedup.run import run_dedup
     from refinery.io.outputs import Kind, Output, check_outputs
@@ -84,12 +88,12 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
                   destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)])
     preflight(root, move_rejects_to, copy_keepers_to)
     embedder = make_embedder(cfg)
-    cfg = with_model_threshold(cfg, embedder.path, embedder.spec, config_path, assignments)
+    threshold_set = user_sets("semantic", "threshold", config_path, assignments)  # else the model's own
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:
             with ProgressBars(ctx) as bars:
-                result = run_dedup(root, cfg, embedder, bars, cache, stop)
+                result = run_dedup(root, cfg, embedder, bars, cache, stop, threshold_set=threshold_set)
         finally:
             if cache:
                 cache.close()
@@ -103,7 +107,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             ctx.exit(EXIT_INTERRUPTED)
         if html_path:  # before anything moves: the page shows the files where they are
             write_page(ctx, result, html_path)
-        failed = act_on(ctx, result, cfg, journal, copy_keepers_to, stop, reviewed=html_path is not None)
+        failed = act_on(ctx, result, journal, copy_keepers_to, stop,
+                        lambda: dry_run_summary(result, reviewed=html_path is not None))
         if stop.is_set():
             echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
@@ -118,7 +123,7 @@ def flag_settings(no_cache: bool, no_quality: bool, follow_symlinks: bool, engin
     return [assignment for given, assignment in flags if given]
 
 
-def write_page(ctx: click.Context, result: Any, html_path: Path) -> None:
+def write_page(ctx: click.Context, result: DedupResult, html_path: Path) -> None:
     """The review page of a dedup run (`--html`)."""
     from refinery.cli.review import review_written
     from refinery.dedup.report import report_dict
@@ -143,7 +148,7 @@ def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: P
 
 
 @contextmanager
-def destination_journal(dest: Path | None) -> Iterator[Any]:
+def destination_journal(dest: Path | None) -> Iterator[Journal | None]:
     """The journal of --move-rejects-to, its lock held for the whole run (None for no moves)."""
     if dest is None:
         yield None
@@ -168,7 +173,7 @@ def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:
     return Path(folder)
 
 
-def dry_run_summary(result: Any, examples: int = 4, reviewed: bool = False) -> str:
+def dry_run_summary(result: DedupResult, examples: int = 4, reviewed: bool = False) -> str:
     """What a dry run would do, a few removals as examples (one of each stage first), and how
     to see them all and act on them."""
     from refinery.dedup.decisions import STAGES
@@ -189,37 +194,31 @@ def dry_run_summary(result: Any, examples: int = 4, reviewed: bool = False) -> s
     return "\n".join(lines)
 
 
-def act_on(ctx: click.Context, result: Any, cfg: Any, journal: Any, copy_keepers_to: Path | None,
-           stop: threading.Event, reviewed: bool = False) -> int:
-    """Move the removed files or copy the kept ones, as asked; how many could not be."""
-    from refinery.dedup import actions
+def act_on(ctx: click.Context, plan: Plan, journal: Journal | None, copy_keepers_to: Path | None,
+           stop: threading.Event, dry_run_text: Callable[[], str]) -> int:
+    """Move the removed files or copy the kept ones, as asked, and say what was done; how
+    many could not be. With neither, prints `dry_run_text()`."""
+    from refinery.dedup import plan as plans
 
     if journal is None and copy_keepers_to is None:
-        echo(dry_run_summary(result, reviewed=reviewed), lines=True)
+        echo(dry_run_text(), lines=True)
         return 0
-    folder = Path(result.root)
-    failed = 0
-    if journal is not None:
-        removed = result.planned("remove")
-        with progress_bar(ctx, "moving", len(removed)) as bar:
-            done = actions.move_out(folder, removed, journal, cfg.run.follow_symlinks, bar.update, stop)
-        failed += done.failed
-        echo(f"moved {done.done} of {len(removed)} files to {journal.dest} "
-             f"(undo: refinery undo {journal.dest})" + left_in_place(done.failed))
-    if copy_keepers_to and not stop.is_set():
-        kept = result.planned("keep")
-        with progress_bar(ctx, "copying", len(kept)) as bar:
-            done = actions.copy_out(folder, kept, copy_keepers_to, bar.update, stop, cfg.run.follow_symlinks)
-        failed += done.failed
-        echo(f"copied {done.done} of {len(kept)} files to {copy_keepers_to}" + left_in_place(done.failed))
-    return failed
+    with ProgressBars(ctx) as bars:
+        acted = plans.act_on(plan, journal=journal, copy_keepers_to=copy_keepers_to, progress=bars, stop=stop)
+    if journal is not None and acted.moved is not None:
+        echo(f"moved {acted.moved.done} of {acted.to_move} files to {journal.dest} "
+             f"(undo: refinery undo {journal.dest})" + left_in_place(acted.moved.failed))
+    if copy_keepers_to is not None and acted.copied is not None:
+        echo(f"copied {acted.copied.done} of {acted.to_copy} files to {copy_keepers_to}"
+             + left_in_place(acted.copied.failed))
+    return acted.failed
 
 
 def left_in_place(failed: int) -> str:
     return f"; {failed} left where they are (each named on an error line)" if failed else ""
 
 
-def summary_table(result: Any) -> str:
+def summary_table(result: DedupResult) -> str:
     """Files per stage kept/removed, time per stage, images/s end to end."""
     from refinery.dedup.decisions import STAGES
     from refinery.dedup.run import NOT_LOADED

@@ -5,6 +5,7 @@ keeps the contract of dedup/funnel.py; STAGES_IN_ORDER is the one list of them."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refinery import features as feats
-from refinery.config import Config
+from refinery.config import Config, SemanticConfig
 from refinery.dedup import featurepass
 from refinery.dedup.checks import Judged, Planned
 from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
@@ -29,7 +30,8 @@ from refinery.dedup.vectors import VectorStore
 from refinery.io.cache import FeatureCache
 from refinery.io.scan import Skipped
 from refinery.parallel import Progress, cpu_count, peak_memory_mb
-from refinery.runner.session import Embedder
+from refinery.runner.session import Embedder, default_model_path
+from refinery.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,13 @@ class DedupResult:
 
 
 def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None,
-              cache: FeatureCache | None = None, stop: threading.Event | None = None) -> DedupResult:
+              cache: FeatureCache | None = None, stop: threading.Event | None = None, *,
+              threshold_set: bool | None = None) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
+
+    The semantic stage uses the cosine calibrated for the model (recorded in its spec) unless
+    the caller set semantic.threshold (`threshold_set`; None: set when it is not the default,
+    see `with_model_threshold`).
 
     With a `cache`, files unchanged since an earlier run (same path, size and mtime) are
     neither read nor embedded again. When `stop` is set the reading ends after the batches
@@ -101,6 +108,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     `root` may then be any URI Ray Data reads.
     """
     start = time.perf_counter()
+    cfg = with_model_threshold(cfg, embedder.path, embedder.spec, threshold_set)
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
     skipped: list[Skipped] = []
@@ -143,6 +151,25 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
                        interrupted=NOT_REACHED in run.decisions.reason.values(), peak_memory_mb=peak_memory_mb(),
                        scenes=scenes.count, scene_frames=len(scenes.frames),
                        semantic_threshold=cfg.semantic.threshold, follow_symlinks=cfg.run.follow_symlinks)
+
+
+def with_model_threshold(cfg: Config, model_path: Path, spec: ModelSpec, threshold_set: bool | None = None) -> Config:
+    """`cfg` with the semantic threshold calibrated for the model (its spec's), unless the
+    caller set semantic.threshold (`threshold_set`; None: taken as set when it differs from
+    the default): a model carries its own default."""
+    if threshold_set is None:
+        threshold_set = cfg.semantic.threshold != SemanticConfig().threshold
+    if threshold_set:
+        return cfg
+    if spec.semantic_threshold is None:
+        if Path(model_path).resolve() != default_model_path().resolve():
+            log.warning("%s carries no calibrated semantic threshold: using semantic.threshold %.3f, chosen for the "
+                        "shipped MobileNetV2; export it with --calibrate CORPUS, or --set semantic.threshold=X",
+                        Path(model_path).name, cfg.semantic.threshold)
+        return cfg
+    log.info("semantic threshold %.3f, calibrated for %s (from its spec; --set semantic.threshold=X for another)",
+             spec.semantic_threshold, spec.name)
+    return dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, threshold=spec.semantic_threshold))
 
 
 def decide(funnel: Funnel) -> Funnel:
