@@ -67,8 +67,8 @@ def seed_run(folder: Path, cfg: Config, embedder: Embedder,
     run = state.Run(files)
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), folder)
     stages = {name: state.StageStats(name) for name in ("pass", "features", "embed")}
-    featurepass.feature_pass(folder, run, len(files), cfg, embedder, stages, None, cache, store, 2, None,
-                           embed_all=True)
+    featurepass.feature_pass(folder, run, len(files), cfg, embedder, stages, store=store, cache=cache, workers=2,
+                             embed_all=True)
     cache.close()
     ok = np.flatnonzero(run.table.filled & (run.vector_row >= 0))
     return run, ok, store.rows(run.vector_row[ok])

@@ -28,7 +28,7 @@ def test_a_run_counts_under_each_stage_and_the_stage_table_adds_up(tmp_path: Pat
     result = run_dedup(root, Config(), Embedder(default_model_path(), device="cpu"))
     removed = {f.path: f.stage for f in result.files if f.decision == "remove"}
     assert set(removed.values()) == set(STAGES)  # the folder has a case for every stage
-    for before, after in zip(STAGES, STAGES[1:]):
+    for before, after in zip(STAGES, STAGES[1:], strict=False):
         assert result.stages[before].kept == result.stages[after].seen, (before, after)
     assert sum(result.stages[name].removed for name in STAGES) == len(removed)
 

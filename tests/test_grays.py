@@ -54,7 +54,7 @@ def test_the_pass_keeps_each_picture_as_decoding_it_again_gives_it(tmp_path: Pat
     run = Run(files)
     stages = {name: StageStats(name) for name in ("pass", "features", "embed")}
     with VectorStore(embedder.spec.output_dim, tmp_path) as vectors, GrayStore(tmp_path, 64) as kept:
-        feature_pass(root, run, len(files), cfg, embedder, stages, None, None, vectors, 1, None, grays=kept)
+        feature_pass(root, run, len(files), cfg, embedder, stages, store=vectors, grays=kept)
         assert len(kept) == len(files)
         from_pass, again = Grays(root, run.table, embedder.spec, kept), Grays(root, run.table, embedder.spec)
         for row, name in enumerate(files):

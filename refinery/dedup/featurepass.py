@@ -105,8 +105,8 @@ def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: P
     stages = {name: StageStats(name) for name in ("pass", "features", "embed")}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store, feats.opencv_single_threaded():
-        feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store, workers,
-                      None, embed_all=True, crop=crop)
+        feature_pass(Path(root), run, len(files), cfg, embedder, stages, store=store, cache=cache,
+                     progress=progress, workers=workers, embed_all=True, crop=crop)
         kept = np.flatnonzero((run.vector_row >= 0) & (run.decisions.code == KEEP))
         vectors = store.rows(run.vector_row[kept])
     left_out = [(files[row], run.decisions.reason[row]) for row in np.flatnonzero(run.decisions.code != KEEP).tolist()]
@@ -212,9 +212,9 @@ class _ChunkReader:
 
 
 def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedder,
-                  stages: dict[str, StageStats], progress: Progress | None, cache: FeatureCache | None,
-                  store: VectorStore, workers: int, stop: threading.Event | None, embed_all: bool = False,
-                  crop: Crop | None = None, grays: GrayStore | None = None) -> None:
+                 stages: dict[str, StageStats], *, store: VectorStore, cache: FeatureCache | None = None,
+                 progress: Progress | None = None, workers: int = 1, stop: threading.Event | None = None,
+                 embed_all: bool = False, crop: Crop | None = None, grays: GrayStore | None = None) -> None:
     """Read, hash, decode, measure and embed the first `count` rows of `run` once each (or
     take them from the cache).
 

@@ -132,11 +132,11 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
         if cfg.run.engine == "ray":
             from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
 
-            ray_pass(root, run, len(files), cfg, embedder, stages, progress, store, cache)
+            ray_pass(root, run, len(files), cfg, embedder, stages, store=store, cache=cache, progress=progress)
         else:
             with feats.opencv_single_threaded():
-                featurepass.feature_pass(Path(root), run, len(files), cfg, embedder, stages, progress, cache, store,
-                                         workers, stop, grays=kept)
+                featurepass.feature_pass(Path(root), run, len(files), cfg, embedder, stages, store=store, cache=cache,
+                                         progress=progress, workers=workers, stop=stop, grays=kept)
         # the stages that look at pixels again read local files only
         grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
         if grays is None and cfg.scenes.mode != "crops":

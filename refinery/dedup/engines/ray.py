@@ -167,8 +167,8 @@ def to_features(record: dict[str, Any]) -> tuple[Features | None, np.ndarray | N
 
 
 def ray_pass(root: Path | str, run: Run, count: int, cfg: Config, embedder: Embedder,
-              stages: dict[str, StageStats], progress: Progress | None, store: VectorStore,
-              cache: FeatureCache | None) -> None:
+              stages: dict[str, StageStats], *, store: VectorStore, cache: FeatureCache | None = None,
+              progress: Progress | None = None) -> None:
     """The feature pass on Ray: the same columns as feature_pass. Files the cache has are
     not sent; every other file is computed (no exact-copy shortcut: actors share nothing)."""
     t = time.perf_counter()
