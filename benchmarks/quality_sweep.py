@@ -54,11 +54,11 @@ def main() -> None:
             reason = judge(measure(str(path), b"", "", decoded), cfg)
             if reason:
                 rejected.append((path, reason))
-    kinds = Counter(reason.split(":")[0] for _, reason in rejected)
+    kinds = Counter(reason.code.value for _, reason in rejected)
     print(f"{judged} pictures in {time.perf_counter() - start:.0f} s; {len(rejected)} rejected: "
           + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
     for path, reason in rejected:
-        print(f"  {path}: {reason}")
+        print(f"  {path}: {reason.text}")
 
 
 if __name__ == "__main__":

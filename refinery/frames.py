@@ -272,9 +272,9 @@ class _Thinner:
         verdict: list[_Verdict | None] = [None] * len(window)
         looks: list[_Look | None] = [None] * len(window)
         for k, sample in enumerate(window):
-            why = judge(sample.measures, self.cfg.quality)
-            if why:
-                verdict[k] = (None, why, None, None)
+            defect = judge(sample.measures, self.cfg.quality)
+            if defect:
+                verdict[k] = (None, defect.text, None, None)
                 continue
             looks[k] = _Look(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
                              phash(sample.gray), dhash(sample.gray),

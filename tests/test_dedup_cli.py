@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
+from refinery.reasons import ReasonCode
 
-REPORT_KEYS = {"path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file"}
+REPORT_KEYS = {"path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file", "reason_code"}
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -33,6 +34,11 @@ def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, 
     for f in data["files"]:
         assert set(f) == REPORT_KEYS
         assert f["decision"] in ("keep", "remove", "error")
+        # a code for programs beside the words: none for a kept file, one of refinery.reasons' otherwise
+        assert (f["reason_code"] is None) == (f["decision"] == "keep"), f
+        assert f["reason_code"] is None or f["reason_code"] in {code.value for code in ReasonCode}, f
+    assert files["sub/a_copy.jpg"]["reason_code"] == "identical_bytes"
+    assert files["broken.jpg"]["reason_code"] == "unreadable"
     for path, stage in expected.items():
         f = files[path]
         if stage == "pair":
@@ -52,7 +58,7 @@ def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, 
     assert "cosine" in removed["scores"]
     assert kept["scores"]["edge_density"] >= removed["scores"]["edge_density"]  # the keep rule
     assert data["summary"]["removed_by_stage"]["quality"] >= 2
-    assert csv_path.read_text().splitlines()[0] == "path,decision,stage,reason,group,kept_as,scores,test,file"
+    assert csv_path.read_text().splitlines()[0] == "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code"
 
 
 def test_move_then_undo_restores_every_byte(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:

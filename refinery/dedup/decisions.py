@@ -7,13 +7,16 @@ removed file) and each FileDecision is built when it is read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
 from refinery.dedup.table import FeatureTable
+from refinery.reasons import ReasonCode
 
 
 class StageName(str, Enum):
@@ -54,6 +57,24 @@ class FileDecision:
     # the file as it was judged: {"bytes", "mtime_ns", "sha256"}; what `refinery apply` checks
     # before it acts on the line (None for errors and skips)
     file: dict | None = None
+    # `reason` as a code for programs (refinery/reasons.py); None for a kept file
+    reason_code: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's JSON line: every field, in FIELDS order."""
+        return {key: getattr(self, key) for key in FIELDS}
+
+    def csv_row(self) -> list[object]:
+        """The report's CSV row: None as an empty cell, the scores and the file as JSON text."""
+        def cell(value: object) -> object:
+            return json.dumps(value) if isinstance(value, dict) else "" if value is None else value
+
+        return [cell(getattr(self, key)) for key in FIELDS]
+
+
+# The report line's fields, in order (new fields are added last: readers of the earlier ones
+# are unaffected).
+FIELDS = tuple(f.name for f in fields(FileDecision))
 
 
 class Decisions(Sequence[FileDecision]):
@@ -70,21 +91,25 @@ class Decisions(Sequence[FileDecision]):
         self.keeper = np.full(n, -1, np.int64)  # the row a removed file is a duplicate of
         self.group = np.zeros(n, np.int32)  # 0: in no group
         self.reason: dict[int, str] = {}  # only rows that have one
+        self.reason_code: dict[int, ReasonCode] = {}  # the reason as a code, likewise
         self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
         self.test: dict[int, str] = {}  # "picture" or "scene": which test made a duplicate of it
         self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns) of each file when it was read
         self._order: np.ndarray | None = None
 
-    def mark(self, row: int, code: int, reason: str) -> None:
+    def mark(self, row: int, code: int, reason: str, reason_code: ReasonCode) -> None:
         """An error or a skip."""
-        self.code[row], self.reason[row] = code, reason
+        self.code[row], self.reason[row], self.reason_code[row] = code, reason, reason_code
 
-    def remove(self, row: int, stage: StageName, reason: str, keeper: int | None = None, **scores: float) -> None:
+    def remove(self, row: int, stage: StageName, reason: str, keeper: int | None = None,
+               reason_code: ReasonCode | None = None) -> None:
+        """`row` removed by `stage`; a duplicate's reason and code may be written later
+        (evidence.explain, against its final keeper)."""
         self.code[row], self.stage[row], self.reason[row] = REMOVE, STAGES.index(stage), reason
+        if reason_code is not None:
+            self.reason_code[row] = reason_code
         if keeper is not None:
             self.keeper[row] = keeper
-        if scores:
-            self.extra_scores[row] = scores
 
     def rows(self, code: int) -> np.ndarray:
         return np.flatnonzero(self.code == code)
@@ -115,7 +140,12 @@ class Decisions(Sequence[FileDecision]):
         return FileDecision(
             self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
             self.reason.get(row, ""), int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.judged(row))
+            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.judged(row),
+            self._reason_code(row))
+
+    def _reason_code(self, row: int) -> str | None:
+        code = self.reason_code.get(row)
+        return None if code is None else code.value
 
     def judged(self, row: int) -> dict | None:
         """What was judged of the file at `row`: its size, modification time and SHA-256."""

@@ -15,6 +15,7 @@ from refinery.dedup.state import Run
 from refinery.dedup.table import FeatureTable
 from refinery.dedup.vectors import VectorStore
 from refinery.features import thumb_correlation
+from refinery.reasons import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
         through = f"; through {paths[first_keeper[row]]}" if first_keeper[row] != keeper else ""
         if table.sha256[row].tobytes() == table.sha256[keeper].tobytes():
             decisions.reason[row] = f"identical bytes to {paths[keeper]} (SHA-256)"
+            decisions.reason_code[row] = ReasonCode.IDENTICAL_BYTES
             decisions.extra_scores.pop(row, None)
             decisions.test[row] = "picture"
             continue
@@ -70,6 +72,7 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
             moved = round(scenes.shift(row, keeper), 4)
             decisions.reason[row] = (f"the same frame as {paths[keeper]}: the same things at the same places "
                                      f"(moved at most {moved:g} of their size){through}")
+            decisions.reason_code[row] = ReasonCode.SAME_FRAME
             decisions.extra_scores[row] = {"largest_move": moved}
             decisions.test[row] = "scene"
             continue
@@ -81,10 +84,11 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
             scores["cosine"] = round(cos, 4)
         # Worded by what holds against the keeper: a near copy of it, or alike in its embedding.
         if cos is not None and (stage == StageName.SEMANTIC or not evidence.near_copy(row, keeper)):
-            text = f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
+            code, text = ReasonCode.LOOKS_LIKE, f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
         else:
-            text = f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
-        decisions.reason[row] = text + through
+            code, text = ReasonCode.SAME_PICTURE, (f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, "
+                                                   f"thumbnail correlation {corr})")
+        decisions.reason[row], decisions.reason_code[row] = text + through, code
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"
 

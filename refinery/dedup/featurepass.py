@@ -29,6 +29,7 @@ from refinery.io.cache import FeatureCache
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.io.scan import Skipped, scan
 from refinery.parallel import Progress, cpu_count, ordered_map
+from refinery.reasons import ReasonCode
 from refinery.runner.session import Embedder
 from refinery.spec import ModelSpec
 
@@ -79,10 +80,10 @@ def file_findings(run: Run, pic: Picture, root: Path | str) -> None:
         return
     if pic.features is not None:
         run.table.put(row, pic.features)
-    if pic.quality_reason:
-        run.quality[row] = pic.quality_reason
+    if pic.defect:
+        run.quality[row] = pic.defect
     if pic.skip:
-        run.skip(row, pic.skip)
+        run.skip(row, pic.skip, ReasonCode.NO_FACE)
 
 
 @dataclass
@@ -136,11 +137,11 @@ def file_stat(path: Path) -> tuple[int, int]:
 
 @dataclass
 class Prepared:
-    """What one decode of a file gave: its features, its quality reason, its model input
+    """What one decode of a file gave: its features, its quality defect, its model input
     (None: not embedded, `skip` says why where that is not the quality), its gray picture."""
 
     features: Features
-    reason: str | None
+    defect: quality.Reason | None
     tensor: np.ndarray | None
     skip: str
     gray: np.ndarray  # at the stages' size, uint8 (features.gray_work)
@@ -154,16 +155,16 @@ def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, 
     decoded = decode_for_stages(data, source, spec)
     gray = gray_work(decoded.image)
     features = measure(rel, data, sha256, decoded, gray)
-    reason = quality.judge(features, quality_cfg)
-    if reason and not embed_all:
-        return Prepared(features, reason, None, "", gray)
+    defect = quality.judge(features, quality_cfg)
+    if defect and not embed_all:
+        return Prepared(features, defect, None, "", gray)
     image = decoded.image
     if crop is not None:
         part, why_not = crop(image)
         if part is None:
-            return Prepared(features, reason, None, why_not, gray)
+            return Prepared(features, defect, None, why_not, gray)
         image = part
-    return Prepared(features, reason, to_input(image, spec), "", gray)
+    return Prepared(features, defect, to_input(image, spec), "", gray)
 
 
 class _ChunkReader:
@@ -205,8 +206,8 @@ class _ChunkReader:
         except UnreadableImage as e:
             pic.error = e.reason
             return None
-        pic.features, pic.quality_reason, pic.skip = found.features, found.reason, found.skip
-        if self.keep_grays and not found.reason:
+        pic.features, pic.defect, pic.skip = found.features, found.defect, found.skip
+        if self.keep_grays and not found.defect:
             pic.gray = found.gray  # the pixel stages look at it again
         return found.tensor
 
@@ -274,12 +275,12 @@ class CacheLink:
         if hit is None:
             return False
         features, vector = hit
-        reason = quality.judge(features, self.cfg.quality)
-        if vector is None and (reason is None or self.embed_all):  # needs a vector it never got: compute it
+        defect = quality.judge(features, self.cfg.quality)
+        if vector is None and (defect is None or self.embed_all):  # needs a vector it never got: compute it
             return False
         run.table.put(row, features)
-        if reason:
-            run.quality[row] = reason
+        if defect:
+            run.quality[row] = defect
         run.cached[row] = run.done[row] = True
         vectors.add(row, vector)
         claimed.add(bytes.fromhex(features.sha256))
@@ -300,13 +301,13 @@ def mark_unreached(run: Run, count: int) -> None:
     """After an interruption: files whose work never came back are not reached, and neither
     are copies of files not reached."""
     for row in np.flatnonzero(~run.done[:count]).tolist():
-        run.skip(row, NOT_REACHED)
+        run.skip(row, NOT_REACHED, ReasonCode.NOT_REACHED)
     if run.copy_of:
         have = set(run.table.digests(np.flatnonzero(run.table.filled)).tolist())
         for copy, digest in list(run.copy_of.items()):
             if digest not in have:
                 del run.copy_of[copy]
-                run.skip(copy, NOT_REACHED)
+                run.skip(copy, NOT_REACHED, ReasonCode.NOT_REACHED)
 
 
 def resolve_copies(run: Run, root: Path) -> list[int]:
@@ -328,7 +329,7 @@ def resolve_copies(run: Run, root: Path) -> list[int]:
         if source in run.quality:
             run.quality[row] = run.quality[source]
         if run.decisions.code[source] == SKIP:  # no face in the original: none in its copy
-            run.skip(row, run.decisions.reason[source])
+            run.skip(row, run.decisions.reason[source], run.decisions.reason_code[source])
         resolved.append(row)
     run.copy_of.clear()
     return resolved

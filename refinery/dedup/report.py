@@ -1,6 +1,7 @@
 """The dedup report: JSON (summary + one entry per file) and CSV. Other tools read these;
-the schema is stable: path, decision, stage, reason, group, kept_as, scores, test, file (new
-fields are added last, so readers of the earlier columns are unaffected)."""
+the schema is stable: a line is a FileDecision (dedup/decisions.py; FIELDS in order: path,
+decision, stage, reason, group, kept_as, scores, test, file, reason_code; new fields are
+added last, so readers of the earlier columns are unaffected)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import csv
 import json
 from pathlib import Path
 
+from refinery.dedup.decisions import FIELDS
 from refinery.dedup.run import DedupResult
 from refinery.io.outputs import JSON_MARKS, Kind, output_path
-
-FIELDS = ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file")
 
 
 def write_json(result: DedupResult, path: Path) -> None:
@@ -21,7 +21,7 @@ def write_json(result: DedupResult, path: Path) -> None:
         mark = json.dumps(JSON_MARKS[Kind.REPORT])
         out.write(f'{{"refinery": {mark},\n "summary": ' + json.dumps(result.summary(), indent=1) + ',\n "files": [\n')
         for k, f in enumerate(result.files):
-            out.write((",\n" if k else "") + json.dumps({key: getattr(f, key) for key in FIELDS}))
+            out.write((",\n" if k else "") + json.dumps(f.as_dict()))
         out.write("\n]}\n")
 
 
@@ -32,11 +32,9 @@ def write_csv(result: DedupResult, path: Path) -> None:
         writer = csv.writer(out)
         writer.writerow(FIELDS)
         for f in result.files:
-            writer.writerow([f.path, f.decision, f.stage or "", f.reason,
-                             "" if f.group is None else f.group, f.kept_as or "", json.dumps(f.scores),
-                             f.test or "", json.dumps(f.file) if f.file else ""])
+            writer.writerow(f.csv_row())
 
 
 def report_dict(result: DedupResult) -> dict:
     """What write_json writes, as a dict (for the review page, without a file in between)."""
-    return {"summary": result.summary(), "files": [{key: getattr(f, key) for key in FIELDS} for f in result.files]}
+    return {"summary": result.summary(), "files": [f.as_dict() for f in result.files]}

@@ -122,7 +122,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progr
     for row, entry in enumerate(skipped, start=len(files)):
         if entry.decision == "error":
             log.error("%s: %s", Path(root) / entry.path, entry.reason)
-        run.decisions.mark(row, ERROR if entry.decision == "error" else SKIP, entry.reason)
+        run.decisions.mark(row, ERROR if entry.decision == "error" else SKIP, entry.reason, entry.code)
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}

@@ -12,6 +12,7 @@ from refinery.dedup.decisions import ERROR, KEEP, SKIP, Decisions, StageName
 from refinery.dedup.groups import StarGroup
 from refinery.dedup.table import FeatureTable
 from refinery.features import Features
+from refinery.reasons import Reason, ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,15 @@ class Run:
         self.done = np.zeros(n, bool)  # its work came back (from the cache or a worker)
         self.cached = np.zeros(n, bool)
         self.stat = self.decisions.stat  # (size, mtime_ns): the cache key, and what was judged; -1 if unknown
-        self.quality: dict[int, str] = {}  # why a row fails the quality stage
+        self.quality: dict[int, Reason] = {}  # why a row fails the quality stage
         self.copy_of: dict[int, bytes] = {}  # row -> SHA-256 of bytes another row claimed first
 
     def error(self, row: int, reason: str) -> None:
-        self.decisions.mark(row, ERROR, reason)
+        """The file could not be read, decoded or hashed."""
+        self.decisions.mark(row, ERROR, reason, ReasonCode.UNREADABLE)
 
-    def skip(self, row: int, reason: str) -> None:
-        self.decisions.mark(row, SKIP, reason)
+    def skip(self, row: int, reason: str, reason_code: ReasonCode) -> None:
+        self.decisions.mark(row, SKIP, reason, reason_code)
 
     def judged(self) -> np.ndarray:
         """Rows with features and no error or skip: the ones the stages judge."""
@@ -64,7 +66,7 @@ class Picture:
     features: Features | None = None
     error: str = ""
     copy_of: bytes | None = None  # SHA-256 already claimed by another file: not decoded
-    quality_reason: str | None = None
+    defect: Reason | None = None  # why it fails the quality stage
     skip: str = ""  # why it is not judged (no face)
     vector: np.ndarray | None = None
     gray: np.ndarray | None = None  # for the run's GrayStore

@@ -8,6 +8,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from refinery.reasons import ReasonCode
+
 # Leading bytes of each format refinery reads: JPEG (and MPO, a camera's multi-picture JPEG),
 # PNG, GIF, BMP, TIFF (both byte orders), WebP (RIFF....WEBP), PNM (P1-P6), and the ISO media
 # formats (....ftypBRAND): HEIC/HEIF from phones (through pillow-heif) and AVIF.
@@ -53,6 +55,7 @@ class Skipped:
     path: str  # relative to the scanned folder, forward slashes
     decision: str  # "skip" (on purpose) or "error" (a broken link)
     reason: str
+    code: ReasonCode = ReasonCode.UNREADABLE
 
 
 @dataclass
@@ -94,7 +97,7 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
                 is_dir = entry.is_dir(follow_symlinks=False)
                 if is_dir or _has_image_suffix(entry.name):
                     kind = "folder" if is_dir else "file"
-                    skipped.append(Skipped(_rel(path, root), "skip", f"hidden {kind}, not read"))
+                    skipped.append(Skipped(_rel(path, root), "skip", f"hidden {kind}, not read", ReasonCode.HIDDEN))
             elif entry.is_symlink():
                 target = _follow(path, root, real_root, follow_symlinks, entered, skipped)
                 if target == "folder":
@@ -107,7 +110,8 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
                 if _is_image(entry.path, entry.name):
                     files.append(path)
                 elif os.path.splitext(entry.name)[1].lower() in VIDEO_SUFFIXES:
-                    skipped.append(Skipped(_rel(path, root), "skip", "a video: use `refinery frames`"))
+                    skipped.append(Skipped(_rel(path, root), "skip", "a video: use `refinery frames`",
+                                           ReasonCode.VIDEO))
             elif _has_image_suffix(entry.name):  # a FIFO, socket or device named like a picture
                 skipped.append(Skipped(_rel(path, root), "error", "not a regular file"))
     return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))
@@ -134,18 +138,20 @@ def _follow(path: Path, root: Path, real_root: Path, follow: bool, entered: set[
     inside = target == real_root or real_root in target.parents
     if inside and not is_dir and not any(part.startswith(".") for part in target.relative_to(real_root).parts):
         skipped.append(Skipped(rel, "skip", f"symbolic link to {target.relative_to(real_root).as_posix()}, "
-                                            "which is judged under its own name"))
+                                            "which is judged under its own name", ReasonCode.LINK))
         return None
     if inside:
-        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} inside the folder; not followed"))
+        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} inside the folder; not followed",
+                               ReasonCode.LINK))
         return None
     if not follow:
         skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} outside the folder ({target}); "
-                                            "not followed (--follow-symlinks judges it)"))
+                                            "not followed (--follow-symlinks judges it)", ReasonCode.LINK))
         return None
     if is_dir:
         if target in entered:
-            skipped.append(Skipped(rel, "skip", f"symbolic link to a folder already read ({target})"))
+            skipped.append(Skipped(rel, "skip", f"symbolic link to a folder already read ({target})",
+                                   ReasonCode.LINK))
             return None
         entered.add(target)
     return kind

@@ -38,6 +38,7 @@ from refinery.io.names import is_plain_path, is_sha256_hex, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
+from refinery.reasons import ReasonCode
 
 THUMB_SIDE = 160  # the longer side of a thumbnail, in pixels
 THUMB_QUALITY = 70  # JPEG quality: ~5 KB a thumbnail
@@ -158,14 +159,17 @@ def evidence(line: dict) -> tuple[str, float]:
     """The kind and strength of the evidence that a removed file duplicates its keeper
     (lower is riskier): identical bytes 1.0; a scene frame 1 less the largest move of a thing
     in it (a share of the thing's size; reports before it gave the foreground's overlap); a
-    picture worded "looks like" its cosine; a near copy its thumbnail correlation."""
+    picture alike in its embedding (reason code looks_like) its cosine; a near copy its
+    thumbnail correlation. A report from before reason codes is read by its words."""
     scores = line.get("scores") or {}
     if line.get("test") == "scene" and "largest_move" in scores:
         return "scene", 1.0 - float(scores["largest_move"])
     if line.get("test") == "scene" and "foreground_overlap" in scores:
         return "overlap", float(scores["foreground_overlap"])
-    if "cosine" in scores and (line.get("stage") == "semantic" or "thumb_correlation" not in scores
-                               or str(line.get("reason", "")).startswith("looks like")):
+    code = line.get("reason_code")
+    looks_like = code == ReasonCode.LOOKS_LIKE if code is not None else \
+        str(line.get("reason", "")).startswith("looks like")
+    if "cosine" in scores and (line.get("stage") == "semantic" or "thumb_correlation" not in scores or looks_like):
         return "semantic", float(scores["cosine"])
     if "thumb_correlation" in scores:
         return "near", float(scores["thumb_correlation"])

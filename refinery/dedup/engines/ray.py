@@ -183,7 +183,7 @@ def ray_pass(root: Path | str, run: Run, count: int, cfg: Config, embedder: Embe
         features, vector, error = to_features(record)
         pic = Picture(rows[record["path"]], features=features, error=error, vector=vector)
         if features is not None:
-            pic.quality_reason = quality.judge(features, cfg.quality)
+            pic.defect = quality.judge(features, cfg.quality)
         file_findings(run, pic, root)
         link.remember(pic.row, vector)
         vectors.add(pic.row, vector)

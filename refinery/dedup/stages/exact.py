@@ -8,6 +8,7 @@ import numpy as np
 
 from refinery.dedup.decisions import StageName
 from refinery.dedup.funnel import Funnel
+from refinery.reasons import ReasonCode
 
 
 def exact_groups(digests: np.ndarray) -> list[np.ndarray]:
@@ -37,6 +38,7 @@ class Exact:
             keeper = funnel.choose(members)
             for row in members:
                 if row != keeper:
-                    run.decisions.remove(row, self.name, "identical bytes (SHA-256)", keeper)
+                    run.decisions.remove(row, self.name, "identical bytes (SHA-256)", keeper,
+                                         reason_code=ReasonCode.IDENTICAL_BYTES)
                     stats.removed += 1
         stats.seconds = time.perf_counter() - t
