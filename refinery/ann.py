@@ -112,7 +112,8 @@ def _spread_sample(read: RowReader, count: int, size: int, block: int) -> np.nda
 
 def hash_codes(values: Sequence[int] | np.ndarray) -> np.ndarray:
     """64-bit hashes as (N, 8) uint8 rows, most significant byte first, for FAISS."""
-    return np.asarray(values, dtype=np.uint64).byteswap().view(np.uint8).reshape(-1, 8)
+    codes: np.ndarray = np.asarray(values, dtype=np.uint64).byteswap().view(np.uint8).reshape(-1, 8)
+    return codes
 
 
 def within(codes: np.ndarray, radius: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,13 +60,13 @@ class Features:
     def pixels(self) -> int:
         return self.width * self.height
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["thumb"] = self.thumb.hex()
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> Features:
+    def from_dict(cls, data: dict[str, Any]) -> Features:
         """The inverse of to_dict."""
         return cls(**{**data, "thumb": bytes.fromhex(data["thumb"])})
 
@@ -124,7 +125,9 @@ def area_mean(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     cv2.resize's INTER_AREA (to within its rounding). Two small matrix products: 7x faster than
     INTER_AREA where the sides do not divide (its general path), as for dhash's 9x8. (A picture
     under 9x8 is enlarged to the same overlap means, where INTER_AREA would repeat pixels.)"""
-    return _area_weights(gray.shape[0], height) @ gray.astype(np.float32) @ _area_weights(gray.shape[1], width).T
+    shrunk: np.ndarray = (_area_weights(gray.shape[0], height) @ gray.astype(np.float32)
+                          @ _area_weights(gray.shape[1], width).T)
+    return shrunk
 
 
 @lru_cache(maxsize=64)
@@ -133,7 +136,7 @@ def _area_weights(source: int, target: int) -> np.ndarray:
     bounds = np.arange(target + 1) * source / target
     cells = np.arange(source)
     overlap = np.minimum(cells + 1, bounds[1:, None]) - np.maximum(cells, bounds[:-1, None])
-    weights = np.clip(overlap, 0, None)
+    weights: np.ndarray = np.clip(overlap, 0, None)
     weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
     weights.flags.writeable = False  # shared by every caller through the cache
     return weights
@@ -159,7 +162,8 @@ def normalized_thumbs(thumbs: list[bytes] | np.ndarray) -> np.ndarray:
         x = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), -1).astype(np.float32)
     x -= x.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    rows: np.ndarray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return rows
 
 
 def thumb_correlation(a: bytes, b: bytes) -> float:
@@ -378,10 +382,13 @@ def median(values: np.ndarray) -> np.floating:
     third of np.median's time on the few thousand values a shaken frame's edges give, where
     its own checks cost more than the sort."""
     half = len(values) // 2
+    middle: np.floating
     if len(values) % 2:
-        return np.partition(values, half)[half]
-    two = np.partition(values, (half - 1, half))
-    return (two[half - 1] + two[half]) / two.dtype.type(2)
+        middle = np.partition(values, half)[half]
+    else:
+        two = np.partition(values, (half - 1, half))
+        middle = (two[half - 1] + two[half]) / two.dtype.type(2)
+    return middle
 
 
 def _pack(bits: np.ndarray) -> int:

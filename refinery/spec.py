@@ -14,7 +14,7 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from refinery.errors import ModelError
 from refinery.io.outputs import Kind, marked, write_output
@@ -22,6 +22,8 @@ from refinery.io.outputs import Kind, marked, write_output
 SPEC_VERSION = 1
 MIN_THRESHOLD = 0.5  # as semantic.threshold's range: below it unrelated pictures merge
 BATCH_DIM = "batch"  # the name exported models give their dynamic batch dimension
+
+_Spec = TypeVar("_Spec", bound="SpecFile")  # the subclass a method is called on: it gives back one of its own
 
 
 class SpecFile:
@@ -31,7 +33,7 @@ class SpecFile:
     file fails at load with a ModelError, never later in a run.
     """
 
-    def replace(self, **changes: Any) -> Any:
+    def replace(self: _Spec, **changes: Any) -> _Spec:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,7 +41,7 @@ class SpecFile:
                 for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Any:
+    def from_dict(cls: type[_Spec], d: dict[str, Any]) -> _Spec:
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         missing = [f.name for f in fields
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -57,7 +59,7 @@ class SpecFile:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_dict().items()}
 
     @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> Any:
+    def from_metadata(cls: type[_Spec], props: dict[str, str]) -> _Spec:
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         str_fields = {f.name for f in fields if f.type in ("str", str)}
         d = {f.name: props[f.name] if f.name in str_fields else json.loads(props[f.name])
@@ -68,7 +70,7 @@ class SpecFile:
         write_output(path, Kind.SPEC, json.dumps(marked(Kind.SPEC, self.to_dict()), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> Any:
+    def load(cls: type[_Spec], path: Path) -> _Spec:
         """The spec in the JSON file `path`; any fault is a ModelError that names the file."""
         try:
             data = json.loads(Path(path).read_text())
@@ -234,7 +236,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _numbers(value: object, n: int, key: str, whole: bool = False) -> tuple:
+def _numbers(value: object, n: int, key: str, whole: bool = False) -> tuple[float, ...]:
     """`value` as a tuple of `n` finite numbers (whole ones if `whole`), or a ModelError."""
     kind = "whole numbers" if whole else "numbers"
     ok = _is_int if whole else _is_number

@@ -95,7 +95,8 @@ def _window_sums(pictures: np.ndarray, side: int) -> np.ndarray:
     """The sum of every side x side window of each (float32) picture: (n, h - side + 1, w - side + 1)."""
     h, w = pictures.shape[1:]
     rows, cols = (_band(len_, side) for len_ in (h, w))
-    return rows @ pictures @ cols.T
+    sums: np.ndarray = rows @ pictures @ cols.T
+    return sums
 
 
 @lru_cache(maxsize=4)

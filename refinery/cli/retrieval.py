@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from refinery.cli.common import (
     settings,
 )
 from refinery.errors import NoFace, RefineryError
+
+if TYPE_CHECKING:
+    from refinery.retrieval.index import Hit
 
 log = logging.getLogger("refinery")
 
@@ -143,7 +147,7 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     check_outputs(sheet, inputs=[index_path, *queries])
     index = RetrievalIndex.load(index_path, device=device)
     check_outputs(sheet, inputs=[index.root])  # the indexed pictures, which the sheet shows
-    answers: list[tuple[Path | str, list]] = [(text, index.search_text(text, k, metric)) for text in texts]
+    answers: list[tuple[Path | str, list[Hit]]] = [(text, index.search_text(text, k, metric)) for text in texts]
     failed = 0
     for query in queries:
         try:

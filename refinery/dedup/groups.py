@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from refinery.features import Features
 
@@ -39,7 +40,7 @@ def components(pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
-def keep_rank(f: Features, min_sharpness: float) -> tuple:
+def keep_rank(f: Features, min_sharpness: float) -> tuple[bool, int, float, float, int, str]:
     """Sort key of the keep rule, best first: sharp enough; most pixels (the original, not a
     downsized copy); least lossy encoding (a re-encoded JPEG's block edges must not pass for
     detail); most detail (strong edge density); larger file; name."""
@@ -96,7 +97,7 @@ def _split(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[tuple[int
     return list(zip(groups, edges, strict=True))
 
 
-def cover_groups(edges: list[tuple[int, int]], rank: Callable[[int], tuple]) -> list[tuple[int, list[int]]]:
+def cover_groups(edges: list[tuple[int, int]], rank: Callable[[int], tuple[Any, ...]]) -> list[tuple[int, list[int]]]:
     """Stars that cover a graph whose edges say "the same": the node with the most neighbours
     left (the most typical; ties go to the best `rank`, which sorts best first) keeps, its
     neighbours go, and so on until no node has a neighbour left. Every removed node is the

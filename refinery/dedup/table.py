@@ -51,7 +51,7 @@ class FeatureTable(Sequence[Features]):
         for column in (*self.columns.values(), self.sha256, self.thumb, self.filled):
             column[dst] = column[src]
 
-    def __getitem__(self, row):  # type: ignore[override]  # rows only, no slices
+    def __getitem__(self, row: int) -> Features:  # type: ignore[override]  # rows only, no slices
         """Row `row` as a Features record (its path from `paths`)."""
         if not self.filled[row]:
             raise KeyError(f"{self.paths[row]} has no features")

@@ -118,7 +118,7 @@ class MBConvBlock(nn.Module):
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = inputs
+        x: torch.Tensor = inputs  # stays typed: a Module's call is typed Any
         if self.has_expand:
             x = self.act(self._bn0(self._expand_conv(x)))
         x = self.act(self._bn1(self._depthwise_conv(x)))
@@ -156,7 +156,7 @@ class EfficientNetLite0(nn.Module):
         self.act = nn.ReLU6()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.pixel_mean) / self.pixel_std
+        x: torch.Tensor = (images - self.pixel_mean) / self.pixel_std
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
@@ -165,7 +165,8 @@ class EfficientNetLite0(nn.Module):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (N, 1000); dropout before `_fc` is identity at inference."""
-        return self._fc(self.forward(images))
+        logits: torch.Tensor = self._fc(self.forward(images))
+        return logits
 
 
 def default_checkpoint() -> Path:

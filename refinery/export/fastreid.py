@@ -84,11 +84,12 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out: torch.Tensor = self.relu(self.bn1(self.conv1(x)))  # a Module's call is typed Any
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = self.downsample(x) if self.downsample is not None else x
-        return self.relu(out + identity)
+        out = self.relu(out + identity)
+        return out
 
 
 class ResNetIBN(nn.Module):
@@ -124,7 +125,8 @@ class ResNetIBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return x
 
 
 class GeneralizedMeanPooling(nn.Module):
@@ -137,7 +139,8 @@ class GeneralizedMeanPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.clamp(min=self.eps).pow(self.p)
-        return F.adaptive_avg_pool2d(x, 1).pow(1.0 / self.p)
+        pooled: torch.Tensor = F.adaptive_avg_pool2d(x, 1)
+        return pooled.pow(1.0 / self.p)
 
 
 class EmbeddingHead(nn.Module):
@@ -149,7 +152,8 @@ class EmbeddingHead(nn.Module):
         self.bottleneck = nn.Sequential(nn.BatchNorm2d(feat_dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.pool_layer(features))[..., 0, 0]
+        neck: torch.Tensor = self.bottleneck(self.pool_layer(features))
+        return neck[..., 0, 0]
 
 
 class FastReIDBoT(nn.Module):
@@ -167,7 +171,8 @@ class FastReIDBoT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.pixel_mean) / self.pixel_std
-        return self.heads(self.backbone(x))
+        features: torch.Tensor = self.heads(self.backbone(x))
+        return features
 
 
 @dataclass

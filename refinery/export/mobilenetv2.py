@@ -42,7 +42,8 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.use_residual else self.conv(x)
+        out: torch.Tensor = self.conv(x)  # a Module's call is typed Any
+        return x + out if self.use_residual else out
 
 
 class MobileNetV2Embedder(nn.Module):
@@ -67,7 +68,8 @@ class MobileNetV2Embedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.pixel_mean) / self.pixel_std
-        return self.features(x).mean((2, 3))
+        features: torch.Tensor = self.features(x)
+        return features.mean((2, 3))
 
 
 def package_checkpoint() -> Path:

@@ -176,13 +176,16 @@ def _describe(oc: Any, model: Any, name: str, source: str, sha256: str) -> Clip:
                 vocab=Path(oc.tokenizer.default_bpe()), source=source, sha256=sha256)
 
 
-def _text_cfg(oc: Any, name: str) -> dict:
+def _text_cfg(oc: Any, name: str) -> dict[str, Any]:
+    text_cfg: dict[str, Any]  # a part of open_clip's JSON config, untyped
     if name.startswith("local-dir:"):
         import json
 
         path = Path(name.removeprefix("local-dir:")) / "open_clip_config.json"
-        return json.loads(path.read_text()).get("model_cfg", {}).get("text_cfg", {})
-    return (oc.get_model_config(name) or {}).get("text_cfg", {})
+        text_cfg = json.loads(path.read_text()).get("model_cfg", {}).get("text_cfg", {})
+        return text_cfg
+    text_cfg = (oc.get_model_config(name) or {}).get("text_cfg", {})
+    return text_cfg
 
 
 def _local_dir_source(folder: Path, source: str, sha256: str) -> tuple[str, str]:
@@ -213,7 +216,8 @@ class ImageTower(nn.Module):
         self.register_buffer("std", torch.tensor(clip.std).view(1, 3, 1, 1) * 255)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.visual((images - self.mean) / self.std)
+        features: torch.Tensor = self.visual((images - self.mean) / self.std)
+        return features
 
 
 class TextTower(nn.Module):
@@ -224,7 +228,8 @@ class TextTower(nn.Module):
         self.clip: Any = clip.model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_text(tokens)
+        features: torch.Tensor = self.clip.encode_text(tokens)
+        return features
 
 
 def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
@@ -232,7 +237,8 @@ def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
     mean = np.asarray(clip.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(clip.std, np.float32).reshape(1, 3, 1, 1)
     with torch.no_grad():
-        return clip.model.encode_image(torch.from_numpy((images / 255 - mean) / std)).numpy()
+        features: torch.Tensor = clip.model.encode_image(torch.from_numpy((images / 255 - mean) / std))
+        return features.numpy()
 
 
 def write_vocab(clip: Clip, path: Path) -> None:

@@ -49,7 +49,8 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of matching rows."""
     num = (a * b).sum(axis=1)
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return num / np.maximum(den, 1e-12)
+    cosine: np.ndarray = num / np.maximum(den, 1e-12)
+    return cosine
 
 
 def measure(label: str, reference: np.ndarray, candidate: np.ndarray, unit: str = "images") -> ParityReport:

@@ -200,7 +200,8 @@ def synthetic_images(n: int, spec: ModelSpec, seed: int = 0) -> np.ndarray:
 
 def torch_outputs(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return model.eval()(torch.from_numpy(images)).numpy()
+        outputs: torch.Tensor = model.eval()(torch.from_numpy(images))
+        return outputs.numpy()
 
 
 def onnx_outputs(path: Path, images: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -59,7 +59,7 @@ class FeatureCache:
         tag = f"{model_sha256[:16]}-{variant}" if variant else model_sha256[:16]
         self.path = cache_dir / f"{tag}-v{SCHEMA_VERSION}-f{FEATURES_VERSION}.sqlite"
         self.folder = hashlib.sha256(os.fsencode(Path(root).resolve())).hexdigest()[:16]
-        self.pending: list[tuple] = []
+        self.pending: list[tuple[str, bytes, int, int, str, bytes | None]] = []  # rows of the files table
         self.db: sqlite3.Connection | None = None
         self.disabled: str | None = None  # why the cache is off for this run, or None
         # The width of this model's vectors: given (the model's output_dim), or the first one seen.

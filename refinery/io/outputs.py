@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from refinery.errors import OutputRefused, RefineryError
 from refinery.io.fileio import atomic_path, check_writable, write_bytes_atomic
@@ -164,7 +164,7 @@ def remove_own(path: Path, kind: Kind) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-def marked(kind: Kind, data: dict) -> dict:
+def marked(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
     """`data` as a JSON output of refinery's: its mark first, the key "refinery" naming its kind."""
     return {"refinery": JSON_MARKS[kind], **data}
 

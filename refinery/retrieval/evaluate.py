@@ -49,7 +49,7 @@ class Scores:
     queries_per_s: float
     queries: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float]:
         return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 

@@ -23,7 +23,8 @@ def _cascade() -> cv2.CascadeClassifier:
         if cascade.empty():
             raise RuntimeError(f"cannot load the face detector {path}; is opencv-python-headless 4.x installed?")
         _local.cascade = cascade
-    return _local.cascade
+    mine: cv2.CascadeClassifier = _local.cascade  # a threading.local's attributes are untyped
+    return mine
 
 
 def largest_face(image: Image.Image) -> tuple[Image.Image | None, str]:

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -37,7 +38,7 @@ from PIL import Image
 
 from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
-from refinery.dedup.featurepass import embed_every_picture
+from refinery.dedup.featurepass import Crop, embed_every_picture
 from refinery.errors import NoFace, RefineryError, UnreadableImage
 from refinery.io.fileio import create_exclusive, file_sha256, read_json
 from refinery.io.images import decode_for_stages, read_bytes, to_input
@@ -124,7 +125,7 @@ class Gallery:
         return order, scores[order]
 
 
-def face_crop(faces: bool) -> Callable | None:
+def face_crop(faces: bool) -> Crop | None:
     return face_finder.largest_face if faces else None
 
 
@@ -156,7 +157,7 @@ class RetrievalIndex:
 
     root: Path
     gallery: Gallery
-    meta: dict
+    meta: dict[str, Any]  # index.json's object
     embedder: Embedder
     device: str = "auto"
     _text: TextEmbedder | None = field(default=None, repr=False)
@@ -209,7 +210,7 @@ class RetrievalIndex:
             assert index is not None  # Gallery makes one
             writers: dict[str, Callable[[_HashingWriter], object]] = {
                 "embedding.faiss": lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)),  # type: ignore[attr-defined]
-                "pixels.npy": lambda f: np.save(f, self.gallery.pixels),  # type: ignore[arg-type]
+                "pixels.npy": lambda f: np.save(f, self.gallery.pixels),
             }
             if sift is not None:
                 writers["sift.npz"] = lambda f: f.write(sift_bytes(sift))
@@ -291,8 +292,8 @@ def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = Non
     ok = [i for i, d in enumerate(done) if not isinstance(d, str)]
     left_out = folder.left_out + [(folder.paths[i], d) for i, d in enumerate(done) if isinstance(d, str)]
     vectors = l2_normalize(folder.vectors[ok]) if ok else folder.vectors
-    pixels = np.stack([done[i][0] for i in ok]) if ok else np.zeros((0, 3 * 32 * 32), np.uint8)  # type: ignore[index]
-    sift = [done[i][1] for i in ok] if with_sift else None  # type: ignore[index]
+    pixels = np.stack([done[i][0] for i in ok]) if ok else np.zeros((0, 3 * 32 * 32), np.uint8)
+    sift = [done[i][1] for i in ok] if with_sift else None
     index = make_faiss_index(vectors, exact_up_to)
     meta = {
         "version": INDEX_VERSION, "root": str(root.resolve()),
@@ -311,7 +312,8 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _reusable(previous: RetrievalIndex | None, with_sift: bool) -> dict[tuple, tuple]:
+def _reusable(previous: RetrievalIndex | None,
+              with_sift: bool) -> dict[tuple[str, int, int], tuple[np.ndarray, SiftFeatures | None]]:
     """Thumbnails (and SIFT) of the previous index, by (path, size, mtime)."""
     if previous is None or (with_sift and previous.gallery.sift is None):
         return {}
@@ -352,7 +354,7 @@ def check_index_folder(out: Path) -> set[str]:
     return listed & names
 
 
-def _index_json(folder: Path) -> dict | None:
+def _index_json(folder: Path) -> dict[str, Any] | None:
     """The index.json of a folder if it is one refinery wrote (a regular file, a JSON object
     with an index's keys), else None."""
     path = folder / "index.json"
@@ -367,7 +369,7 @@ def _index_json(folder: Path) -> dict | None:
     return None
 
 
-def _check_parts(path: Path, meta: dict) -> None:
+def _check_parts(path: Path, meta: dict[str, Any]) -> None:
     """Every file index.json lists is there with the size and SHA-256 it lists."""
     parts = meta.get("parts")
     if not isinstance(parts, dict) or not {"embedding.faiss", "pixels.npy"} <= parts.keys() or \
@@ -384,7 +386,7 @@ def _check_parts(path: Path, meta: dict) -> None:
                                 "writing, or an edit); build it again with `refinery index`")
 
 
-def _check_meta(path: Path, meta: dict) -> None:
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """index.json's fields have the types refinery wrote (it is read back, not trusted)."""
     model, files = meta.get("model"), meta.get("files")
     ok = (isinstance(model, dict) and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
@@ -413,7 +415,7 @@ class _HashingWriter:
         pass
 
 
-def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict]:
+def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict[str, int | str]]:
     """Write a new file under a random name in `folder`; (that name, its size and SHA-256)."""
     fd, tmp = create_exclusive(folder, name, 0o644)
     try:

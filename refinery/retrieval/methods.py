@@ -41,17 +41,21 @@ def pixel_scores(method: str, query: np.ndarray, gallery: np.ndarray) -> np.ndar
     """One score per gallery row; computed over the whole gallery at once."""
     q = query.astype(np.float32)
     g = gallery.astype(np.float32)
+    scores: np.ndarray  # numpy types the means below as Any
     if method == "pixel-l1":
-        return np.abs(g - q).mean(axis=1)
+        scores = np.abs(g - q).mean(axis=1)
+        return scores
     if method == "pixel-l2":
-        return ((g - q) ** 2).mean(axis=1)
+        scores = ((g - q) ** 2).mean(axis=1)
+        return scores
     if method == "pixel-pearson":
         q = q - q.mean()
         g = g - g.mean(axis=1, keepdims=True)
     elif method != "pixel-cosine":
         raise ValueError(f"unknown pixel method {method!r}")
     norms = np.linalg.norm(g, axis=1) * np.linalg.norm(q)
-    return (g @ q) / np.maximum(norms, 1e-9)
+    scores = (g @ q) / np.maximum(norms, 1e-9)
+    return scores
 
 
 @dataclass

@@ -126,7 +126,8 @@ class Embedder:
     @property
     def provider(self) -> str:
         """The execution provider that actually runs the model (the first one registered)."""
-        return self.session.get_providers()[0]
+        provider: str = self.session.get_providers()[0]  # onnxruntime has no types
+        return provider
 
     @property
     def providers(self) -> list[str]:
@@ -210,4 +211,5 @@ def _static(dim: object) -> bool:
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    unit: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return unit

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from refinery.io.fileio import file_sha256
 from refinery.runner.providers import resolve_providers
 from refinery.runner.session import l2_normalize, open_session
 from refinery.spec import ModelSpec, TextSpec
+
+if TYPE_CHECKING:
+    from refinery.runner.tokenizer import ClipTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class TextEmbedder:
         self.spec: TextSpec = TextSpec.load(sidecar) if sidecar.is_file() else self.load().spec
         self.tokenizer = self._tokenizer()
 
-    def _tokenizer(self) -> Any:
+    def _tokenizer(self) -> ClipTokenizer:
         from refinery.runner.tokenizer import ClipTokenizer
 
         vocab = self.path.parent / self.spec.vocab

@@ -114,7 +114,7 @@ def _epoch(model: EmbeddingNet, frozen: list[torch.nn.Module], optimizer: torch.
         else:
             raise RefineryError(f"train.mining = {cfg.mining!r}: choose batch-hard or random")
         optimizer.zero_grad()
-        loss.backward()
+        torch.autograd.backward(loss)  # what loss.backward() runs, which torch leaves unannotated
         optimizer.step()
         total += loss.item()
         advance(loss.item())

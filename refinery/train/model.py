@@ -104,7 +104,8 @@ class PooledBackbone(nn.Module):
         self.trunk = trunk
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trunk(images).mean((2, 3))
+        features: torch.Tensor = self.trunk(images)
+        return features.mean((2, 3))
 
 
 def freeze(backbone: Backbone, stages: int) -> list[nn.Module]:
