@@ -58,7 +58,8 @@ def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, 
     assert "cosine" in removed["scores"]
     assert kept["scores"]["edge_density"] >= removed["scores"]["edge_density"]  # the keep rule
     assert data["summary"]["removed_by_stage"]["quality"] >= 2
-    assert csv_path.read_text().splitlines()[0] == "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code"
+    header = "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code"
+    assert csv_path.read_text().splitlines()[0] == header
 
 
 def test_move_then_undo_restores_every_byte(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
