@@ -10,18 +10,42 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from refinery.errors import Unreachable
 from refinery.io.fileio import descend, fd_sha256, is_regular
+from refinery.io.names import is_sha256_hex
 
 
 @dataclass(frozen=True)
 class Judged:
-    """A file as the run judged it; what must still hold before refinery acts on it."""
+    """A file as the run judged it; what must still hold before refinery acts on it. A
+    report line's `file`, a decisions file's and the review page's are this, as JSON."""
 
     size: int
     mtime_ns: int
     sha256: str  # hex
+
+    def to_json(self) -> dict[str, int | str]:
+        return {"bytes": self.size, "mtime_ns": self.mtime_ns, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, value: object) -> Judged:
+        """`value` as dedup writes it, checked: whole numbers (a size not below 0) and a
+        lower-case hex SHA-256 (ValueError otherwise: it was read back from disk)."""
+        if not isinstance(value, dict):
+            raise ValueError("file must be an object")
+        size, mtime, sha = value.get("bytes"), value.get("mtime_ns"), value.get("sha256")
+        if not (_whole(size) and _whole(mtime) and isinstance(sha, str) and is_sha256_hex(sha) and size >= 0):
+            raise ValueError("file must hold bytes, mtime_ns and a sha256")
+        return cls(size, mtime, sha)
+
+
+UNKNOWN = Judged(-1, -1, "")  # nothing was judged of it: no file matches
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

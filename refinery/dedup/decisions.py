@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.dedup.checks import Judged
 from refinery.dedup.table import FeatureTable
 from refinery.reasons import ReasonCode
 
@@ -54,22 +55,24 @@ class FileDecision:
     # hashes and thumbnails, or embeddings) or "scene" (frames of one fixed camera, by what
     # stands in front of the background); None for keepers and other removals
     test: str | None = None
-    # the file as it was judged: {"bytes", "mtime_ns", "sha256"}; what `refinery apply` checks
+    # the file as it was judged (its size, mtime and SHA-256); what `refinery apply` checks
     # before it acts on the line (None for errors and skips)
-    file: dict | None = None
+    file: Judged | None = None
     # `reason` as a code for programs (refinery/reasons.py); None for a kept file
     reason_code: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report's JSON line: every field, in FIELDS order."""
-        return {key: getattr(self, key) for key in FIELDS}
+        line = {key: getattr(self, key) for key in FIELDS}
+        line["file"] = None if self.file is None else self.file.to_json()
+        return line
 
     def csv_row(self) -> list[object]:
         """The report's CSV row: None as an empty cell, the scores and the file as JSON text."""
         def cell(value: object) -> object:
             return json.dumps(value) if isinstance(value, dict) else "" if value is None else value
 
-        return [cell(getattr(self, key)) for key in FIELDS]
+        return [cell(value) for value in self.as_dict().values()]
 
 
 # The report line's fields, in order (new fields are added last: readers of the earlier ones
@@ -147,13 +150,13 @@ class Decisions(Sequence[FileDecision]):
         code = self.reason_code.get(row)
         return None if code is None else code.value
 
-    def judged(self, row: int) -> dict | None:
+    def judged(self, row: int) -> Judged | None:
         """What was judged of the file at `row`: its size, modification time and SHA-256."""
         code = int(self.code[row])
         size, mtime = self.stat[row].tolist()
         if code not in (KEEP, REMOVE) or not self.table.filled[row] or size < 0:
             return None
-        return {"bytes": size, "mtime_ns": mtime, "sha256": self.table.sha256[row].tobytes().hex()}
+        return Judged(size, mtime, self.table.sha256[row].tobytes().hex())
 
     def order(self) -> np.ndarray:
         """Rows sorted by path (the report's order)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from refinery import features as feats
 from refinery.config import Config, SemanticConfig
 from refinery.dedup import featurepass
-from refinery.dedup.checks import Judged, Planned
+from refinery.dedup.checks import UNKNOWN, Planned
 from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.funnel import Funnel, Stage
@@ -67,9 +67,9 @@ class DedupResult:
         files = self.files
         code, paths, keeper = DECISIONS.index(decision), files.table.paths, files.keeper
         rows = [int(row) for row in files.order() if files.code[row] == code and files.table.filled[row]]
-        return [Planned(paths[row], judged(files.judged(row)),
+        return [Planned(paths[row], files.judged(row) or UNKNOWN,
                         paths[keeper[row]] if keeper[row] >= 0 else None,
-                        judged(files.judged(int(keeper[row]))) if keeper[row] >= 0 else None) for row in rows]
+                        files.judged(int(keeper[row])) or UNKNOWN if keeper[row] >= 0 else None) for row in rows]
 
     def summary(self) -> dict:
         counts = self.files.counts()
@@ -183,8 +183,3 @@ def decide(funnel: Funnel) -> Funnel:
     decisions.assign_groups()
     explain(funnel.run, funnel.store, funnel.cfg, scenes, first_keeper)
     return funnel
-
-
-def judged(file: dict | None) -> Judged:
-    """A report line's `file` as what the actions check (unknown: nothing can match it)."""
-    return Judged(file["bytes"], file["mtime_ns"], file["sha256"]) if file else Judged(-1, -1, "")

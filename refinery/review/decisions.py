@@ -26,7 +26,7 @@ from pathlib import Path
 from refinery.dedup.checks import Judged, Planned
 from refinery.errors import RefineryError
 from refinery.io.fileio import read_json
-from refinery.io.names import is_plain_path, is_sha256_hex
+from refinery.io.names import is_plain_path
 
 VERSION = 1
 DECIDED = ("keep", "remove")
@@ -117,7 +117,8 @@ def _line(line: object) -> Decision | None:
     kept_as = line.get("kept_as")
     if kept_as is not None:
         kept_as = _relative(kept_as)
-    return Decision(_relative(line["path"]), decision, kept_as, _judged(line.get("file")))
+    file = line.get("file")
+    return Decision(_relative(line["path"]), decision, kept_as, None if file is None else Judged.from_json(file))
 
 
 def _relative(value: object) -> str:
@@ -125,15 +126,3 @@ def _relative(value: object) -> str:
         shown = repr(value)
         raise ValueError(f"{shown[:80] + '...' if len(shown) > 80 else shown} is not a plain path below the root")
     return value
-
-
-def _judged(file: object) -> Judged | None:
-    if file is None:
-        return None
-    if not isinstance(file, dict):
-        raise TypeError("file must be an object")
-    size, mtime, sha = file.get("bytes"), file.get("mtime_ns"), file.get("sha256")
-    if not (isinstance(size, int) and isinstance(mtime, int) and not isinstance(size, bool)
-            and is_sha256_hex(sha) and size >= 0):
-        raise ValueError("file must hold bytes, mtime_ns and a sha256")
-    return Judged(size, mtime, sha)

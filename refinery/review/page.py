@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from refinery.dedup.checks import Judged
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
 from refinery.io.images import decode, read_opened
-from refinery.io.names import is_plain_path, is_sha256_hex, printable
+from refinery.io.names import is_plain_path, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
@@ -49,7 +50,6 @@ PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
 DIFF_THRESHOLD = 0.15
 DIFF_MIN_PIXELS = 3  # smaller specks of difference get no box
 DECISIONS = ("keep", "remove", "error", "skip")
-JUDGED = ("bytes", "mtime_ns", "sha256")  # a line's `file`: what was judged of it, as `apply` checks it
 
 
 @dataclass(frozen=True)
@@ -132,13 +132,11 @@ def _unfit(line: object) -> str:
 
 def _judged(value: object) -> bool:
     """A line's `file` as dedup writes it and apply checks it: what was judged of the file."""
-    return isinstance(value, dict) and _whole(value.get("bytes")) and value["bytes"] >= 0 \
-        and _whole(value.get("mtime_ns")) and isinstance(value.get("sha256"), str) \
-        and is_sha256_hex(value["sha256"])
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    try:
+        Judged.from_json(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _number(value: object) -> bool:
@@ -237,7 +235,7 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
         # `file` goes as JSON text, saved back as it came: its mtime_ns (~1.8e18) is more
         # than a JavaScript number holds exactly. Only what apply reads of it goes.
         file = line.get("file")
-        judged = json.dumps({key: file[key] for key in JUDGED} if file else None)
+        judged = json.dumps(Judged.from_json(file).to_json() if file else None)
         if decision == "keep" and group is None:  # shown nowhere; saved with the decisions
             files.append({"path": line["path"], "decision": "keep", "kept_as": None, "file": judged})
             continue
