@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
-from refinery.io.images import decode, read_opened
+from refinery.io.images import REVIEW_THUMB, read_opened, thumbnail
 from refinery.io.names import is_plain_path, is_sha256_hex, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
@@ -301,13 +301,12 @@ def _render(root: Path, follow: bool, files: list[dict], pictures: Mapping[str, 
 
 
 def _thumbnail(root: Path, path: str, follow: bool) -> Image.Image | str:
-    """The picture at root/path (a plain path), its longer side THUMB_SIDE at most; or why it
+    """The picture at root/path (a plain path), its longer side REVIEW_THUMB's at most; or why it
     is not shown. Reached one step at a time without following a symbolic link, unless the
     run followed them, so neither a report edited by hand nor a folder changed since can
     show a picture from outside root."""
     try:
-        image = decode(_read_below(root, path, follow), path, min_long=THUMB_SIDE).image
-        image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+        image = thumbnail(_read_below(root, path, follow), path, REVIEW_THUMB.side)
     except UnreadableImage as e:  # missing, no longer a picture, ...
         return e.reason
     except UnsafePath:
