@@ -25,9 +25,10 @@ from pathlib import Path
 from corpus import cpu_name, ensure_corpus
 
 from refinery.config import load_config
-from refinery.dedup.actions import move_out, undo
+from refinery.dedup.actions import move_out
 from refinery.dedup.journal import open_journal
 from refinery.dedup.run import run_dedup
+from refinery.dedup.undo import undo
 from refinery.runner.session import Embedder
 
 

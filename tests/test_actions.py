@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from refinery.dedup.actions import copy_out, move_out, recover, undo
+from refinery.dedup.actions import move_out
 from refinery.dedup.checks import Judged, Planned
+from refinery.dedup.copies import copy_out
 from refinery.dedup.journal import JOURNAL, open_journal
+from refinery.dedup.undo import recover, undo
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256
 

@@ -139,22 +139,23 @@ def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) ->
 def test_a_still_scene_across_two_windows_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows of 16 frames: the 20 frames of the person standing still cross a window's end,
     and are decided together with the next window's (one frame kept, not one a window)."""
-    from refinery import frames
     from refinery.config import Config
+    from refinery.video import thin
+    from refinery.video.extract import thin_video
 
-    monkeypatch.setattr(frames, "WINDOW", 16)
-    monkeypatch.setattr(frames, "CARRY", 4)
-    monkeypatch.setattr(frames, "LEARN_EVERY", 1)
+    monkeypatch.setattr(thin, "WINDOW", 16)
+    monkeypatch.setattr(thin, "CARRY", 4)
+    monkeypatch.setattr(thin, "LEARN_EVERY", 1)
     video = write_video(tmp_path / "cam.avi", scenes(standing=20, walking=14)[::-1], "MJPG")  # walks, then stands
     out = tmp_path / "out"
     out.mkdir()
-    result = frames.thin_video(video, out, Config())
+    result = thin_video(video, out, Config())
     kept = [w.frame for w in result.written]
     assert sum(1 for f in kept if f >= 14) == 1 and all(f in kept for f in range(14)), kept
 
 
 def test_cut_waits_for_groups_that_reach_the_end_and_never_holds_more_than_half() -> None:
-    from refinery.frames import CARRY, _cut
+    from refinery.video.thin import CARRY, _cut
 
     n = 256
     assert _cut(n, []) == n - CARRY  # nothing joined: the last CARRY frames wait

@@ -38,7 +38,7 @@ def test_the_review_page_runs_what_its_policy_allows() -> None:
 
 def test_the_search_page_runs_what_its_policy_allows() -> None:
     pytest.importorskip("fastapi")
-    from refinery.serve import CSP, render_page
+    from refinery.serve.app import CSP, render_page
 
     page = render_page([], 1 << 20)
     assert re.findall(r"<script>(.*?)</script>", page, re.S) == [asset("search.js")]

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, draw_picture, run_cli, snapshot
-from refinery.dedup.actions import undo
 from refinery.dedup.journal import open_journal
+from refinery.dedup.undo import undo
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256
 

@@ -132,7 +132,7 @@ def test_out_removed_before_the_next_video_stops_the_run_in_one_line(tmp_path: P
     import shutil
 
     from refinery.config import Config
-    from refinery.frames import thin_video
+    from refinery.video.extract import thin_video
 
     video = write_clip(tmp_path / "cam.avi", frames=300)
     out = tmp_path / "out"

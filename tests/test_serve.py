@@ -44,7 +44,7 @@ SMALL_LIMIT = 64 * 1024
 STRICT_SERVER = """
 import sys, uvicorn
 from refinery.retrieval.index import RetrievalIndex
-from refinery.serve import create_app
+from refinery.serve.app import create_app
 index_dir, limit, idle, seconds, port = sys.argv[1:]
 index = RetrievalIndex.load(index_dir, device="cpu")
 index.embedder.load()
@@ -555,7 +555,7 @@ def test_nothing_outside_the_index_can_be_read(server: Server, path: str) -> Non
 
 def test_a_path_that_leaves_the_folder_is_never_shown(tmp_path: Path) -> None:
     """An edited index.json, or a link in the folder to a picture elsewhere."""
-    from refinery.serve import thumbnail_jpeg
+    from refinery.serve.search import thumbnail_jpeg
 
     root = tmp_path / "root"
     root.mkdir()
@@ -587,7 +587,7 @@ def test_the_server_never_loads_torch(server: Server) -> None:
 
 def test_importing_serve_loads_no_web_framework() -> None:
     """`refinery --help` imports serve_command: it must stay instant, and work without the extra."""
-    code = ("import sys, refinery.serve; heavy = {'fastapi', 'uvicorn', 'starlette', 'asyncio', 'faiss', "
+    code = ("import sys, refinery.serve.app; heavy = {'fastapi', 'uvicorn', 'starlette', 'asyncio', 'faiss', "
             "'onnxruntime', 'torch'} & set(sys.modules); assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -699,6 +699,6 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     ("127.0.0.2", ["127.0.0.1", "127.0.0.2", "localhost"]), ("0.0.0.0", ["*"]), ("192.168.1.5", ["*"]),
 ])
 def test_on_loopback_only_this_machines_names_are_answered(host: str, names: list[str]) -> None:
-    from refinery.serve import hosts_to_answer
+    from refinery.serve.app import hosts_to_answer
 
     assert hosts_to_answer(host) == names

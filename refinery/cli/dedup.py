@@ -254,12 +254,12 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
 
     Example: refinery undo rejects/
     """
-    from refinery.dedup import actions
     from refinery.dedup.journal import open_journal
+    from refinery.dedup.undo import undo
 
     with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
             progress_bar(ctx, "restoring", 0) as bar:
-        done = actions.undo(journal, bar.update, stop)
+        done = undo(journal, bar.update, stop)
     echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)

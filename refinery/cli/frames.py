@@ -1,4 +1,4 @@
-"""`refinery frames VIDEO... --out DIR`: video in, thinned frames out (refinery/frames.py)."""
+"""`refinery frames VIDEO... --out DIR`: video in, thinned frames out (refinery/video/)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from refinery.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from refinery.frames import VideoResult
+    from refinery.video.results import VideoResult
 
 log = logging.getLogger("refinery")
 
@@ -59,10 +59,10 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
     `refinery dedup`). Example: refinery frames camera1.mp4 --out frames/ --fps 2 --html r.html
     """
     from refinery.cli.common import settings
-    from refinery.frames import thin_video
     from refinery.io.fileio import check_writable_folder
     from refinery.io.outputs import Kind, Output, check_outputs, marked, write_output
     from refinery.parallel import peak_memory_mb
+    from refinery.video.extract import thin_video
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
@@ -152,8 +152,8 @@ def write_page(ctx: click.Context, results: list, out: Path, html_path: Path) ->
     """The review page of what was kept and skipped (no decisions to flip: the skipped frames
     were never written)."""
     from refinery.cli.review import review_written
-    from refinery.frames import review_report
     from refinery.review.page import write_review
+    from refinery.video.page import review_report
 
     report, pictures = review_report(results, out)
     note = ("Each kept frame in " + str(out) + " beside the spans of frames skipped as its duplicates; a span's "

@@ -1,4 +1,4 @@
-"""`refinery serve`: a small web page to try search (extra [serve]; the app is refinery/serve.py)."""
+"""`refinery serve`: a small web page to try search (extra [serve]; the app is refinery/serve/app.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import click
 
 from refinery.cli.common import echo, finite, main
 from refinery.errors import RefineryError
-from refinery.serve import MAX_UPLOAD_BYTES, MB, NEEDS_EXTRA, create_app, hosts_to_answer, is_loopback
+from refinery.serve.app import NEEDS_EXTRA, create_app, hosts_to_answer, is_loopback
+from refinery.serve.upload import MAX_UPLOAD_BYTES, MB
 
 
 @main.command("serve")

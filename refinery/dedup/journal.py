@@ -141,6 +141,9 @@ class Journal:
     def append(self, entry: dict) -> None:
         """Add one line and make sure it is on disk before the caller goes on. A line that
         cannot be written whole is taken back (the file keeps its earlier length)."""
+        # Not fileio.write_new (a new file, flushed, then named): the journal is one file that
+        # grows a line at a time, each on disk before its move begins, and an old line is never
+        # rewritten; a new file a line would mean renaming over the journal.
         fd = self._open_for_append()
         line = (json.dumps(entry) + "\n").encode("utf-8", "surrogatepass")
         size = os.fstat(fd).st_size

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from refinery.dedup import actions
+from refinery.dedup.actions import move_out
 from refinery.dedup.checks import Planned
+from refinery.dedup.copies import copy_out
 from refinery.dedup.journal import Journal
+from refinery.dedup.transfer import ActionResult
 from refinery.parallel import Progress
 
 
@@ -31,9 +33,9 @@ class Plan(Protocol):
 class Acted:
     """What act_on did: each step's counts (None where it was not asked for), and its plan's size."""
 
-    moved: actions.ActionResult | None = None
+    moved: ActionResult | None = None
     to_move: int = 0
-    copied: actions.ActionResult | None = None
+    copied: ActionResult | None = None
     to_copy: int = 0
 
     @property
@@ -50,10 +52,10 @@ def act_on(plan: Plan, *, journal: Journal | None = None, copy_keepers_to: Path 
         removed = plan.planned("remove")
         acted.to_move = len(removed)
         advance = progress("moving", len(removed)) if progress else (lambda n: None)
-        acted.moved = actions.move_out(folder, removed, journal, plan.follow_symlinks, advance, stop)
+        acted.moved = move_out(folder, removed, journal, plan.follow_symlinks, advance, stop)
     if copy_keepers_to is not None and not (stop and stop.is_set()):
         kept = plan.planned("keep")
         acted.to_copy = len(kept)
         advance = progress("copying", len(kept)) if progress else (lambda n: None)
-        acted.copied = actions.copy_out(folder, kept, copy_keepers_to, advance, stop, plan.follow_symlinks)
+        acted.copied = copy_out(folder, kept, copy_keepers_to, advance, stop, plan.follow_symlinks)
     return acted

@@ -21,8 +21,9 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 from refinery.errors import RefineryError, UnsafePath
 
@@ -30,6 +31,7 @@ from refinery.errors import RefineryError, UnsafePath
 # only print the same line again, so a run stops at the first one.
 DEVICE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 TEMP_SUFFIX = ".refinery-tmp"
+T = TypeVar("T")
 _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -222,6 +224,32 @@ def create_exclusive(folder_fd: int, name: str, mode: int = 0o600) -> tuple[int,
             return fd, tmp
         except FileExistsError:
             continue
+
+
+def write_new(folder_fd: int, name: str, write: Callable[[int], T], mode: int = 0o600) -> tuple[str, T]:
+    """The first half of every new file's write: a file under a random name made from `name`
+    (create_exclusive), filled by `write(fd)`, flushed to disk and closed; (its name, what
+    `write` returned). If anything fails, the file is removed and the error raised. Giving it
+    its name (link_as_new, os.link, os.replace) and removing `tmp` after are the caller's: they
+    differ in what may be taken and where the name goes."""
+    fd, tmp = create_exclusive(folder_fd, name, mode)
+    try:
+        written = write(fd)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with suppress(FileNotFoundError):  # gone with its folder: the first error is the one to tell
+            os.unlink(tmp, dir_fd=folder_fd)
+        raise
+    os.close(fd)
+    return tmp, written
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """All of `data` to `fd` (os.write may write less than it was given)."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def link_as_new(folder_fd: int, tmp: str, name: str) -> str:

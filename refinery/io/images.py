@@ -48,6 +48,22 @@ BACKDROP = (128, 128, 128)
 # quarter of the cost of a full decode.
 WORK_SIZE = 320
 
+
+
+@dataclass(frozen=True)
+class ThumbSize:
+    """A preview's size: its longer side at most `side` pixels, as a JPEG of `quality`."""
+
+    side: int
+    quality: int
+
+
+# Every preview refinery makes, in one place. Each size is what its page was made with: a
+# change shows in every page written since (and the review and search pages are pinned).
+REVIEW_THUMB = ThumbSize(160, 70)  # the review page, frames' skipped spans included: ~5 KB a thumbnail
+SHEET_THUMB = ThumbSize(160, 80)  # the contact sheet of `refinery search --html`
+SEARCH_THUMB = ThumbSize(256, 85)  # `refinery serve`'s results
+
 # refinery checks the declared size itself (decode), before Pillow allocates anything.
 Image.MAX_IMAGE_PIXELS = None
 _big_decode = threading.Semaphore(1)
@@ -224,3 +240,23 @@ def batches(items: list[_T], size: int) -> Iterator[list[_T]]:
     """Consecutive slices of `items`, `size` at a time."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def thumbnail(data: bytes, name: object, side: int) -> Image.Image:
+    """The picture in `data` as a person sees it (decode), its longer side at most `side`:
+    reduced while decoding as far as that allows, then resized (bilinear). UnreadableImage
+    naming `name` if it cannot be decoded."""
+    image = decode(data, name, min_long=side).image
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return image
+
+
+def jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def thumbnail_jpeg(data: bytes, name: object, size: ThumbSize) -> bytes:
+    """A preview of the picture in `data` (thumbnail) as a JPEG of `size`."""
+    return jpeg_bytes(thumbnail(data, name, size.side), size.quality)

@@ -1,7 +1,8 @@
 """refinery's HTML pages as files: the review page (review.html, .css, .js; made by
-review/page.py) and the search page (search.*; served by serve.py). Each is written out as
-one self-contained page: its style and script inlined, and allowed - nothing else is - by
-their hashes in its Content-Security-Policy.
+review/page.py), the search page (search.*; served by serve/app.py) and the contact sheet
+(sheet.html, .css; written by retrieval/sheet.py). Each is written out as one self-contained
+page, its style and script inlined; the review and search pages allow them - nothing else -
+by their hashes in their Content-Security-Policy (the sheet runs no script).
 
 A template holds ${name} where a value goes (string.Template: a literal dollar is $$)."""
 

@@ -40,7 +40,7 @@ from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import Crop, embed_every_picture
 from refinery.errors import NoFace, RefineryError, UnreadableImage
-from refinery.io.fileio import create_exclusive, file_sha256, read_json
+from refinery.io.fileio import file_sha256, read_json, write_all, write_new
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
 from refinery.retrieval import faces as face_finder
@@ -407,8 +407,7 @@ class _HashingWriter:
         view = memoryview(data).cast("B")
         self.sha256.update(view)
         self.bytes += len(view)
-        while view:
-            view = view[os.write(self.fd, view):]
+        write_all(self.fd, view)
         return len(data)
 
     def flush(self) -> None:
@@ -416,18 +415,13 @@ class _HashingWriter:
 
 
 def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict[str, int | str]]:
-    """Write a new file under a random name in `folder`; (that name, its size and SHA-256)."""
-    fd, tmp = create_exclusive(folder, name, 0o644)
-    try:
+    """Write a new file under a random name in `folder` (fileio.write_new); (that name, its size and SHA-256)."""
+    def hashed(fd: int) -> dict[str, int | str]:
         writer = _HashingWriter(fd)
         write(writer)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(folder, tmp)
-        raise
-    os.close(fd)
-    return tmp, {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
+        return {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
+
+    return write_new(folder, name, hashed, 0o644)
 
 
 def _unlink_quietly(folder: int, name: str) -> None:

@@ -1,5 +1,6 @@
 """A contact sheet: each query beside its results, as one self-contained HTML file (the
-thumbnails are inlined, so it can be mailed or opened anywhere; each links to its file).
+thumbnails are inlined, so it can be mailed or opened anywhere; each links to its file). The
+page and its style are files, refinery/pages/sheet.html and sheet.css.
 
 Names are shown as a terminal line shows them (refinery/io/names.py: a byte that is not UTF-8
 as \\xNN), and linked by their bytes, percent-encoded, so every link opens the file it names.
@@ -9,35 +10,22 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
-from PIL import Image
-
 from refinery.errors import UnreadableImage
-from refinery.io.images import decode, read_bytes
+from refinery.io.images import SHEET_THUMB, read_bytes, thumbnail_jpeg
 from refinery.io.names import printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
-
-THUMB = 160
-
-_STYLE = """body{font-family:sans-serif;margin:1em;background:#fafafa}
-.row{display:flex;gap:8px;margin-bottom:1.5em;align-items:flex-start}
-figure{margin:0;width:170px;font-size:12px;word-break:break-all}
-figure img{display:block;max-width:160px;max-height:160px}
-.query{border-right:3px solid #333;padding-right:8px}"""
+from refinery.pages import asset, render
 
 
 def thumbnail(path: Path) -> str:
-    """A data: URI of a small JPEG of the picture, or "" if it cannot be read."""
+    """A data: URI of a small JPEG of the picture (SHEET_THUMB), or "" if it cannot be read."""
     try:
-        image = decode(read_bytes(path), path, min_long=THUMB).image
+        jpeg = thumbnail_jpeg(read_bytes(path), path, SHEET_THUMB)
     except UnreadableImage:
         return ""
-    image.thumbnail((THUMB, THUMB), Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def _text(text: str) -> str:
@@ -67,6 +55,5 @@ def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list]]) -
         cells = [_query(query)]
         cells += [_figure(root / h.path, f"{h.rank}. {h.score:.4f} {h.path}") for h in hits]
         rows.append(f'<div class="row">{"".join(cells)}</div>')
-    page = (f"<!doctype html><meta charset=utf-8>{PAGE_MARK}<title>refinery search</title><style>{_STYLE}</style>"
-            f"<h1>refinery search</h1>{''.join(rows)}")
-    write_output(out, Kind.PAGE, page)
+    page = render("sheet.html", mark=PAGE_MARK, style=asset("sheet.css"), rows="".join(rows))
+    write_output(out, Kind.PAGE, page.removesuffix("\n"))  # the sheet has always ended with its last row

@@ -34,15 +34,13 @@ from PIL import Image, ImageDraw, ImageFilter
 from refinery.dedup.checks import Judged
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
-from refinery.io.images import decode, read_opened
+from refinery.io.images import REVIEW_THUMB, read_opened, thumbnail
 from refinery.io.names import is_plain_path, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.reasons import ReasonCode
 
-THUMB_SIDE = 160  # the longer side of a thumbnail, in pixels
-THUMB_QUALITY = 70  # JPEG quality: ~5 KB a thumbnail
 PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
 # Frames of one camera: a pixel differs where its gray level, each frame over its own mean
 # level, differs by more than this (0.15: a person on a square; JPEG noise and a 5% change of
@@ -303,13 +301,12 @@ def _render(root: Path, follow: bool, files: list[dict], pictures: Mapping[str, 
 
 
 def _thumbnail(root: Path, path: str, follow: bool) -> Image.Image | str:
-    """The picture at root/path (a plain path), its longer side THUMB_SIDE at most; or why it
+    """The picture at root/path (a plain path), its longer side REVIEW_THUMB's at most; or why it
     is not shown. Reached one step at a time without following a symbolic link, unless the
     run followed them, so neither a report edited by hand nor a folder changed since can
     show a picture from outside root."""
     try:
-        image = decode(_read_below(root, path, follow), path, min_long=THUMB_SIDE).image
-        image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+        image = thumbnail(_read_below(root, path, follow), path, REVIEW_THUMB.side)
     except UnreadableImage as e:  # missing, no longer a picture, ...
         return e.reason
     except UnsafePath:
@@ -357,7 +354,7 @@ def _not_below(root: Path, path: str) -> str:
 
 def _jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=THUMB_QUALITY)
+    image.save(out, "JPEG", quality=REVIEW_THUMB.quality)
     return out.getvalue()
 
 
