@@ -119,3 +119,22 @@ def test_the_version_is_written_once() -> None:
 
     assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()
     assert version("refinery") == refinery.__version__
+
+
+MAX_MODULE_LINES = 500  # a module a reader holds in mind at once
+MAX_FUNCTION_LINES = 60  # a function that does one job, read without scrolling
+
+
+def test_modules_and_functions_stay_short() -> None:
+    long_modules, long_functions = [], []
+    for name, path in sorted(modules().items()):
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{name}.{node.name}: {lines} lines")
+    assert not long_modules, f"over {MAX_MODULE_LINES} lines: {long_modules} - split by responsibility"
+    assert not long_functions, f"over {MAX_FUNCTION_LINES} lines: {long_functions} - give each part a name"
