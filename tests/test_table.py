@@ -7,10 +7,11 @@ import hashlib
 
 import numpy as np
 
-from refinery.dedup.decisions import ERROR, REMOVE, Decisions
+from refinery.dedup.decisions import ERROR, REMOVE, Decisions, StageName
 from refinery.dedup.stages.exact import exact_groups
 from refinery.dedup.table import FeatureTable
 from refinery.features import QUALITY_FIGURES, THUMB, Features
+from refinery.reasons import ReasonCode
 
 
 def record(path: str, content: bytes, **kw: object) -> Features:
@@ -53,9 +54,11 @@ def test_decisions_follow_keepers_to_the_last_one_and_read_in_path_order() -> No
     for k, path in enumerate(paths[:4]):
         table.put(k, record(path, path.encode()))
     d = Decisions(table)
-    d.remove(1, "exact", "identical bytes (SHA-256)", keeper=2)  # b -> a ...
-    d.remove(2, "near", "same picture as z.jpg", keeper=0, phash_distance=1)  # ... and a -> z later
-    d.mark(4, ERROR, "cannot decode")
+    d.remove(1, StageName.EXACT, "identical bytes (SHA-256)", keeper=2,
+             reason_code=ReasonCode.IDENTICAL_BYTES)  # b -> a ...
+    d.remove(2, StageName.NEAR, "same picture as z.jpg", keeper=0)  # ... and a -> z later
+    d.extra_scores[2] = {"phash_distance": 1}  # what explain measures against the keeper
+    d.mark(4, ERROR, "cannot decode", ReasonCode.UNREADABLE)
     d.assign_groups()
     lines = list(d)
     assert [f.path for f in lines] == sorted(paths)
@@ -66,4 +69,5 @@ def test_decisions_follow_keepers_to_the_last_one_and_read_in_path_order() -> No
     assert by_path["a.jpg"].scores == {**table.scores(2), "phash_distance": 1}
     assert by_path["d.jpg"].decision == "error" and by_path["d.jpg"].scores == {}
     assert d.counts() == {"keep": 2, "remove": 2, "error": 1, "skip": 0}
+    assert [by_path[p].reason_code for p in sorted(paths)] == [None, "identical_bytes", None, "unreadable", None]
     assert len(d.rows(REMOVE)) == 2 and d[0].path == "a.jpg"
