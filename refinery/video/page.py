@@ -4,12 +4,13 @@ frame beside the spans skipped as its duplicates, and each span's thumbnail."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from refinery.dedup.decisions import FileDecision
 from refinery.io.images import REVIEW_THUMB
+from refinery.reasons import ReasonCode
 from refinery.video.folder import frame_stem
 from refinery.video.results import VideoResult
 
@@ -36,7 +37,7 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
     """The thinning as a report the review page shows (refinery/review/page.py): each kept
     frame of `out` beside the spans skipped as its duplicates, quality spans on their own,
     videos that failed as errors; and the spans' thumbnails, by the name the page gives them."""
-    files: list[dict] = []
+    files: list[FileDecision] = []
     pictures: dict[str, bytes] = {}
     groups: dict[str, int] = {}  # a kept frame's name -> its group
     for result in results:
@@ -44,22 +45,22 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
         for number, span in enumerate(result.skipped):
             when = f"{span.start:.3f} s" if span.frames == 1 else f"{span.start:.3f}-{span.end:.3f} s"
             label = f"{stem} {when}: {span.frames} frame{'s' if span.frames > 1 else ''} skipped"
-            line: dict[str, Any] = {"path": label, "decision": "remove", "file": None,
-                                    "reason": f"the same frame as {span.kept_as}" if span.kept_as else span.why}
+            line = FileDecision(label, "remove", reason_code=span.reason_code)
             if span.kept_as:
                 score = "largest_move" if span.test == "scene" else "thumb_correlation"
-                line |= {"stage": "near", "test": span.test, "kept_as": span.kept_as,
-                         "group": groups.setdefault(span.kept_as, len(groups)), "scores": {score: span.score}}
+                line.stage, line.reason, line.test, line.kept_as = "near", f"the same frame as {span.kept_as}", \
+                    span.test, span.kept_as
+                line.group, line.scores = groups.setdefault(span.kept_as, len(groups)), {score: span.score}
             else:
-                line |= {"stage": "quality"}
+                line.stage, line.reason = "quality", span.why
             files.append(line)
             if result.pictures and number in result.pictures:
                 pictures[label] = result.pictures[number]
         if result.error:
-            files.append({"path": result.video, "decision": "error", "reason": result.error, "file": None})
-    kept = [{"path": w.name, "decision": "keep", "group": groups.get(w.name), "file": None}
-            for result in results for w in result.written]
+            files.append(FileDecision(result.video, "error", reason=result.error, reason_code=ReasonCode.UNREADABLE))
+    kept = [FileDecision(w.name, "keep", group=groups.get(w.name)) for result in results for w in result.written]
     text = (f"{len(results)} video{'s' if len(results) > 1 else ''}: {sum(r.sampled for r in results)} frames "
             f"looked at, {len(kept)} written to {Path(out).resolve()}, "
             f"{sum(s.frames for r in results for s in r.skipped)} skipped in {len(files)} spans")
-    return {"summary": {"root": str(Path(out).resolve()), "text": text}, "files": kept + files}, pictures
+    return {"summary": {"root": str(Path(out).resolve()), "text": text},
+            "files": [line.as_dict() for line in kept + files]}, pictures

@@ -27,6 +27,7 @@ class Span:
     why: str  # of its first frame
     test: str | None = None  # "scene" (largest move of a thing) or "picture" (thumbnail correlation)
     score: float | None = None  # the test's weakest figure in the span
+    reason_code: str | None = None  # `why` as a code (refinery/reasons.py) of its first frame
 
 
 @dataclass

@@ -45,6 +45,7 @@ from refinery.dedup.stages.background import Background, Frame
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import shift, view_distances
 from refinery.features import THUMB, dhash, normalized_correlation, normalized_thumbs, phash
+from refinery.reasons import Reason, ReasonCode
 from refinery.video.folder import FramesFolder, frame_name
 from refinery.video.page import thumbnail_jpeg
 from refinery.video.read import Sample
@@ -61,7 +62,7 @@ LEARN_FROM = 32  # a background is learnt from the last LEARN_FROM of every LEAR
 LEARN_EVERY = 8  # a spread over the last WINDOW frames (25 s at 10 fps)
 LOOK_BACK = 256  # kept frames a new frame is compared with (~20 KB each)
 
-_Verdict = tuple[str | None, str, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
+_Verdict = tuple[str | None, Reason, str | None, float | None]  # (the kept frame it duplicates, why, test, figure)
 
 
 @dataclass
@@ -154,7 +155,7 @@ class Thinner:
         for k, sample in enumerate(window):
             defect = judge(sample.measures, self.cfg.quality)
             if defect:
-                verdict[k] = (None, defect.text, None, None)
+                verdict[k] = (None, defect, None, None)
                 continue
             looks[k] = _Look(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
                              phash(sample.gray), dhash(sample.gray),
@@ -216,13 +217,13 @@ class Thinner:
                 found[k] = (one, two)
         return found
 
-    def skip(self, sample: Sample, kept_as: str | None, why: str, test: str | None = None,
+    def skip(self, sample: Sample, kept_as: str | None, why: Reason, test: str | None = None,
              score: float | None = None) -> None:
         """Add the frame to the span of skipped frames it continues, or start one; the span's
         thumbnail (if asked for) shows its frame least like the keeper."""
-        kind = kept_as or why.split(":")[0]  # the same kept frame, or the same quality reason
+        kind = kept_as or why.code  # the same kept frame, or the same quality defect
         spans = self.result.skipped
-        if self.span_open and spans and (spans[-1].kept_as or spans[-1].why.split(":")[0]) == kind:
+        if self.span_open and spans and (spans[-1].kept_as or spans[-1].reason_code) == kind:
             span = spans[-1]
             span.end, span.frames = sample.t, span.frames + 1
             # weaker evidence: a thing that moved further, a thumbnail that correlates less
@@ -231,7 +232,8 @@ class Thinner:
             if weaker:
                 span.score = round(score, 3)  # type: ignore[arg-type]
         else:
-            spans.append(Span(sample.t, sample.t, 1, kept_as, why, test, None if score is None else round(score, 3)))
+            figure = None if score is None else round(score, 3)
+            spans.append(Span(sample.t, sample.t, 1, kept_as, why.text, test, figure, why.code.value))
             weaker = True
         if weaker and self.result.pictures is not None:
             self.result.pictures[len(spans) - 1] = thumbnail_jpeg(sample.jpeg, max(sample.measures.width,
@@ -253,10 +255,11 @@ class Thinner:
         return target
 
 
-def duplicate_why(name: str, test: str, score: float) -> str:
+def duplicate_why(name: str, test: str, score: float) -> Reason:
     if test == "scene":
-        return f"the same frame as {name} (things moved at most {score:.2f} of their size)"
-    return f"a near copy of {name} (thumbnail correlation {score:.3f})"
+        return Reason(ReasonCode.SAME_FRAME,
+                      f"the same frame as {name} (things moved at most {score:.2f} of their size)")
+    return Reason(ReasonCode.SAME_PICTURE, f"a near copy of {name} (thumbnail correlation {score:.3f})")
 
 
 def _cut(n: int, edges: list[tuple[int, int]]) -> int:
