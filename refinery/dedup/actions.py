@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refinery.dedup.checks import Checker, Entry, Planned, Reach
-from refinery.dedup.journal import Journal
+from refinery.dedup.journal import Journal, Moved
 from refinery.dedup.transfer import ActionResult, Folders, reason, transfer
 from refinery.dedup.undo import recover
 from refinery.errors import DeviceFull, RefineryError, Unreachable, UnsafePath
@@ -135,10 +135,9 @@ def _move_checked(source: _Source, item: Planned, journal: Journal, folders: Fol
         return _device_check(e, journal)
     dst_rel = "/".join([*item.rel.split("/")[:-1], dst_name])
     move_id = journal.new_id()
-    fingerprint = {"link": os.readlink(src.name, dir_fd=src.folder)} if source.is_link else {
-        "sha256": item.judged.sha256, "bytes": item.judged.size}
+    moved = Moved(link=os.readlink(src.name, dir_fd=src.folder)) if source.is_link else Moved.file(item.judged)
     journal.append({"op": "move", "run": journal.run_id, "id": move_id, "src": item.rel, "dst": dst_rel,
-                    **fingerprint})
+                    **moved.to_json()})
     try:
         went = _place(src, dst_folder, dst_name, folders.scratch, source.is_link, source.pinned, item.judged.sha256)
     except OSError as e:

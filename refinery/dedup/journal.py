@@ -35,7 +35,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from refinery.dedup.checks import Judged
 from refinery.errors import DestinationBusy, JournalError, RefineryError, UnsafePath
 from refinery.io.fileio import exists_at, is_regular, open_folder
 from refinery.io.names import is_plain_path, is_sha256_hex
@@ -48,6 +50,39 @@ JOURNAL_VERSION = 2
 _FOLLOW_UPS = ("done", "cancelled", "undone", "renamed")
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What a move took away, as its journal line records it: a file's bytes (its size and
+    SHA-256, as judged) or a symbolic link's text. Undo puts back only an entry that still is it."""
+
+    size: int = -1
+    sha256: str = ""
+    link: str | None = None
+
+    @classmethod
+    def file(cls, judged: Judged) -> Moved:
+        return cls(judged.size, judged.sha256)
+
+    @property
+    def is_link(self) -> bool:
+        return self.link is not None
+
+    def to_json(self) -> dict[str, int | str]:
+        """The journal line's fields for it (sha256 before bytes, as every journal has them)."""
+        return {"link": self.link} if self.link is not None else {"sha256": self.sha256, "bytes": self.size}
+
+    @classmethod
+    def from_json(cls, e: dict[str, Any]) -> Moved:
+        """A move line's record, checked (ValueError: the journal was read back from disk)."""
+        if "link" in e:
+            _expect(e, link=str)
+            return cls(link=e["link"])
+        _expect(e, sha256=str, bytes=int)
+        if not is_sha256_hex(e["sha256"]) or e["bytes"] < 0:
+            raise ValueError("sha256 or bytes is malformed")
+        return cls(e["bytes"], e["sha256"])
+
+
 @dataclass
 class Move:
     """A journaled move, as checked."""
@@ -56,7 +91,7 @@ class Move:
     id: int
     src: str  # relative to root
     dst: str  # relative to DEST
-    fingerprint: dict  # {"sha256", "bytes"} or {"link"}
+    moved: Moved  # what it took away
     root: Path  # the folder its run scanned
     follow_symlinks: bool  # whether that run went through links to folders
     state: str = "move"  # the last op journaled for it
@@ -242,7 +277,7 @@ def _apply(state: JournalState, e: object, real_dest: Path) -> None:
             raise ValueError(f"move {e['id']} of run {e['run']} is journaled twice")
         header = state.runs[e["run"]]
         state.moves[key] = Move(e["run"], e["id"], _relative(e["src"], "src"), _destination(e["dst"]),
-                                _fingerprint(e), Path(header["root"]), header["follow_symlinks"])
+                                Moved.from_json(e), Path(header["root"]), header["follow_symlinks"])
         return
     move = state.moves.get(key)
     if move is None:
@@ -274,16 +309,6 @@ def _destination(value: str) -> str:
     if rel.split("/")[0] == STATE:
         raise ValueError(f"dst {value!r} is inside refinery's own folder")
     return rel
-
-
-def _fingerprint(e: dict) -> dict:
-    if "link" in e:
-        _expect(e, link=str)
-        return {"link": e["link"]}
-    _expect(e, sha256=str, bytes=int)
-    if not is_sha256_hex(e["sha256"]) or e["bytes"] < 0:
-        raise ValueError("sha256 or bytes is malformed")
-    return {"sha256": e["sha256"], "bytes": e["bytes"]}
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from refinery.dedup.checks import Entry
-from refinery.dedup.journal import STATE, Journal, Move
+from refinery.dedup.journal import STATE, Journal, Move, Moved
 from refinery.dedup.transfer import SCRATCH, ActionResult, reason, transfer
 from refinery.errors import DeviceFull, UnsafePath
 from refinery.io.fileio import DEVICE_ERRORS, TEMP_SUFFIX, fd_sha256, is_regular, open_folder
@@ -51,10 +51,10 @@ def _settle(move: Move, dest: Path) -> str:
             if _one_entry(src, dst) or dst_st is None:
                 return "cancelled"
             if src_st is None:
-                return "done" if _matches(dst, move.fingerprint) else "cancelled"
+                return "done" if _matches(dst, move.moved) else "cancelled"
             if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
                 os.unlink(dst.name, dir_fd=dst.folder)  # one file, two names: the one in DEST goes
-            elif _matches(dst, move.fingerprint):
+            elif _matches(dst, move.moved):
                 log.warning("%s: a stopped run left this copy of %s, which stays where it was",
                             dest / move.dst, move.root / move.src)
     except (OSError, UnsafePath):
@@ -108,11 +108,11 @@ def _lstat(entry: Entry) -> os.stat_result | None:
         return None
 
 
-def _matches(entry: Entry, fingerprint: dict) -> bool:
+def _matches(entry: Entry, moved: Moved) -> bool:
     """Whether the entry is what the journal says was moved (a link's text, or a file's bytes)."""
-    if "link" in fingerprint:
+    if moved.link is not None:
         try:
-            return os.readlink(entry.name, dir_fd=entry.folder) == fingerprint["link"]
+            return os.readlink(entry.name, dir_fd=entry.folder) == moved.link
         except OSError:
             return False
     try:
@@ -121,7 +121,7 @@ def _matches(entry: Entry, fingerprint: dict) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        return is_regular(st) and st.st_size == fingerprint["bytes"] and fd_sha256(fd) == fingerprint["sha256"]
+        return is_regular(st) and st.st_size == moved.size and fd_sha256(fd) == moved.sha256
     finally:
         os.close(fd)
 
@@ -161,12 +161,12 @@ def _put_back(move: Move, dest: Path) -> str:
                 return "it is no longer there; was it moved by hand?"
             if _lstat(src) is not None:
                 return "the original path is taken again"
-            if _one_entry(src, dst) or not _matches(dst, move.fingerprint):
+            if _one_entry(src, dst) or not _matches(dst, move.moved):
                 return "it changed since it was moved"
-            is_link = "link" in move.fingerprint
+            is_link = move.moved.is_link
             pinned = None if is_link else os.lstat(dst.name, dir_fd=dst.folder)
             # Across filesystems the copy is made beside its target, in the scanned folder.
-            transfer(dst, src, None, is_link, pinned, move.fingerprint.get("sha256"))
+            transfer(dst, src, None, is_link, pinned, None if move.moved.is_link else move.moved.sha256)
     except FileNotFoundError:
         return "it is no longer there; was it moved by hand?"
     except FileExistsError:
