@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw
 from conftest import draw_picture, extract, run_cli
 from refinery.config import ScenesConfig, load_config
 from refinery.dedup.grays import Grays
-from refinery.dedup.stages.background import Background, Frame, Region, pixel_median
-from refinery.dedup.stages.scenes import _distances, _leaders, _Looks, analyse, shift
+from refinery.dedup.stages.background import Background, Front, Region, pixel_median
+from refinery.dedup.stages.scenes import _distances, _leaders, _ViewFeatures, analyse, shift
 from refinery.dedup.table import FeatureTable
 from refinery.features import median
 from refinery.views import _middle_in, view_match, view_matches
@@ -169,11 +169,11 @@ def test_a_thin_person_who_swayed_is_the_same_frame_and_one_who_stepped_is_not(t
     assert not tighter.same(a, swayed)
 
 
-def box_frame(*boxes: tuple[int, int, int, int]) -> Frame:
+def box_frame(*boxes: tuple[int, int, int, int]) -> Front:
     """A frame whose foreground is the given filled boxes (y0, x0, y1, x1)."""
     regions = tuple(Region(y0, x0, y1, x1, (y1 - y0) * (x1 - x0))
                     for y0, x0, y1, x1 in boxes)
-    return Frame(regions, 0.1, 0.1)
+    return Front(regions, 0.1, 0.1)
 
 
 def test_shift_is_the_largest_move_of_a_thing_over_its_own_size() -> None:
@@ -330,7 +330,7 @@ def test_leader_clustering_puts_each_picture_with_a_leader_it_matches() -> None:
     views = rng.uniform(20, 235, (12, 16, 16))
     thumbs = views[rng.integers(0, 12, 1500)] * rng.uniform(0.9, 1.1, (1500, 1, 1))
     thumbs += rng.normal(0, 4, thumbs.shape) + (rng.random((1500, 16, 16)) < 0.05) * 80
-    looks = _Looks.of(np.clip(thumbs, 0, 255).astype(np.uint8).reshape(1500, 256))
+    looks = _ViewFeatures.of(np.clip(thumbs, 0, 255).astype(np.uint8).reshape(1500, 256))
     label = _leaders(looks, 0.05)
     leaders = [int(np.flatnonzero(label == view)[np.argmin(looks.level[label == view])]) for view in
                range(label.max() + 1)]

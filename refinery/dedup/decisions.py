@@ -143,14 +143,14 @@ class Decisions(Sequence[FileDecision]):
         return FileDecision(
             self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
             self.reason.get(row, ""), int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.judged(row),
+            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.file_as_judged(row),
             self._reason_code(row))
 
     def _reason_code(self, row: int) -> str | None:
         code = self.reason_code.get(row)
         return None if code is None else code.value
 
-    def judged(self, row: int) -> Judged | None:
+    def file_as_judged(self, row: int) -> Judged | None:
         """What was judged of the file at `row`: its size, modification time and SHA-256."""
         code = int(self.code[row])
         size, mtime = self.stat[row].tolist()

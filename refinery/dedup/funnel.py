@@ -1,7 +1,7 @@
 """The funnel's contract: what every stage is given and what it does.
 
 A stage is an object with a `name` (its line in the run's stage table) and a `run(funnel)`
-that judges the rows still kept (`funnel.run.judged()`), marks its removals in
+that judges the rows still kept (`funnel.run.kept_rows()`), marks its removals in
 `funnel.run.decisions` and counts what it saw, removed and spent in `funnel.stats[name]`.
 The stages run in one list, in order (dedup/run.py STAGES_IN_ORDER), each seeing only what
 the one before kept; the Ray engine feeds the same list (it only reads and embeds).

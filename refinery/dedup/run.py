@@ -67,9 +67,13 @@ class DedupResult:
         files = self.files
         code, paths, keeper = DECISIONS.index(decision), files.table.paths, files.keeper
         rows = [int(row) for row in files.order() if files.code[row] == code and files.table.filled[row]]
-        return [Planned(paths[row], files.judged(row) or UNKNOWN,
-                        paths[keeper[row]] if keeper[row] >= 0 else None,
-                        files.judged(int(keeper[row])) or UNKNOWN if keeper[row] >= 0 else None) for row in rows]
+
+        def planned(row: int) -> Planned:
+            kept_as = int(keeper[row])
+            return Planned(paths[row], files.file_as_judged(row) or UNKNOWN, paths[kept_as] if kept_as >= 0 else None,
+                           files.file_as_judged(kept_as) or UNKNOWN if kept_as >= 0 else None)
+
+        return [planned(row) for row in rows]
 
     def summary(self) -> dict:
         counts = self.files.counts()

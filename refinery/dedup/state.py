@@ -53,7 +53,7 @@ class Run:
     def skip(self, row: int, reason: str, reason_code: ReasonCode) -> None:
         self.decisions.mark(row, SKIP, reason, reason_code)
 
-    def judged(self) -> np.ndarray:
+    def kept_rows(self) -> np.ndarray:
         """Rows with features and no error or skip: the ones the stages judge."""
         return np.flatnonzero(self.table.filled & (self.decisions.code == KEEP))
 

@@ -41,7 +41,7 @@ import numpy as np
 from refinery.config import Config
 from refinery.dedup.evidence import near_copy
 from refinery.dedup.groups import components, cover_groups
-from refinery.dedup.stages.background import Background, Frame
+from refinery.dedup.stages.background import Background, Front
 from refinery.dedup.stages.quality import judge
 from refinery.dedup.stages.scenes import shift, view_distances
 from refinery.features import THUMB, dhash, normalized_correlation, normalized_thumbs, phash
@@ -66,7 +66,7 @@ _Verdict = tuple[str | None, Reason, str | None, float | None]  # (the kept fram
 
 
 @dataclass
-class _Look:
+class _FrameFeatures:
     """What the tests compare of a frame (as dedup's near stage and scene test do)."""
 
     thumb: np.ndarray  # THUMB x THUMB gray, normalised (its dot product is a correlation)
@@ -74,13 +74,13 @@ class _Look:
     shape: tuple[int, int]  # the frame's height and width (its thumbnail is square)
     phash: int
     dhash: int
-    front: Frame | None  # what stands in front of the background; None: the picture test judges it
+    front: Front | None  # what stands in front of the background; None: the picture test judges it
 
 
 @dataclass
 class _Kept:
     name: str
-    look: _Look
+    look: _FrameFeatures
 
 
 class Thinner:
@@ -121,7 +121,7 @@ class Thinner:
         Unless `final`, the frames from the first one of a group that reaches the window's
         last CARRY frames on are not decided: they are returned, to be decided with the next
         frames (at most half the window, so that a still scene cannot hold frames forever)."""
-        verdict, looks = self.judge(window)
+        verdict, looks = self.verdicts(window)
         open_rows = [k for k in range(len(window)) if verdict[k] is None]
         pairs = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1:]]
         views = self.views([(looks[a], looks[b]) for a, b in pairs])  # type: ignore[misc]
@@ -147,17 +147,17 @@ class Thinner:
                 self.skip(sample, *verdict[k])  # type: ignore[misc]
         return window[cut:]
 
-    def judge(self, window: list[Sample]) -> tuple[list[_Verdict | None], list[_Look | None]]:
+    def verdicts(self, window: list[Sample]) -> tuple[list[_Verdict | None], list[_FrameFeatures | None]]:
         """Each frame's verdict - None (open), or (the kept frame it duplicates or None, why,
         the test, its figure) - and what the tests compare of it (None: a quality reject)."""
         verdict: list[_Verdict | None] = [None] * len(window)
-        looks: list[_Look | None] = [None] * len(window)
+        looks: list[_FrameFeatures | None] = [None] * len(window)
         for k, sample in enumerate(window):
             defect = judge(sample.measures, self.cfg.quality)
             if defect:
                 verdict[k] = (None, defect, None, None)
                 continue
-            looks[k] = _Look(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
+            looks[k] = _FrameFeatures(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
                              phash(sample.gray), dhash(sample.gray),
                              self.foreground(sample))
         kept = list(reversed(self.kept))  # the latest first
@@ -174,7 +174,7 @@ class Thinner:
                     break
         return verdict, looks
 
-    def foreground(self, sample: Sample) -> Frame | None:
+    def foreground(self, sample: Sample) -> Front | None:
         """What stands in front of the background, if the frame shows the background's view
         (as dedup's scenes: `scenes.view_difference`) and not mostly something in front of it."""
         if self.background is None or self.view is None:
@@ -184,7 +184,7 @@ class Thinner:
         front = self.background.frame(sample.gray.astype(np.float32), self.cfg.scenes)
         return front if front.foreground <= self.cfg.scenes.max_foreground else None
 
-    def same(self, a: _Look, b: _Look, view: tuple[float, bool] | None) -> tuple[str, float] | None:
+    def same(self, a: _FrameFeatures, b: _FrameFeatures, view: tuple[float, bool] | None) -> tuple[str, float] | None:
         """(the test, its figure) if the two frames are one picture, else None: by the scene
         test when both show the background's view, by the near stage's picture test when
         neither does (hashes close, thumbnails correlating, the camera panned at most
@@ -200,7 +200,7 @@ class Thinner:
         moved, clean = view
         return None if clean and moved > most else ("picture", correlation)  # a camera that panned that far
 
-    def views(self, pairs: list[tuple[_Look, _Look]]) -> list[tuple[float, bool] | None]:
+    def views(self, pairs: list[tuple[_FrameFeatures, _FrameFeatures]]) -> list[tuple[float, bool] | None]:
         """For each pair the picture test judges (neither frame shows the background's view,
         their hashes are close and their thumbnails correlate), where the camera's view went
         (views.view_match; all at once); None for the others."""

@@ -40,7 +40,7 @@ class Region:
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
+class Front:
     """What stands in front of its scene's background."""
 
     regions: tuple[Region, ...]
@@ -94,7 +94,7 @@ class Background:
         aligner = _Aligner.on(median) if shaken else _Aligner.still(median)
         return cls(median, noise_threshold(stack, median, cfg), _Light.on(median, median > 10), aligner)
 
-    def frames(self, grays: Sequence[np.ndarray], cfg: ScenesConfig) -> list[Frame]:
+    def frames(self, grays: Sequence[np.ndarray], cfg: ScenesConfig) -> list[Front]:
         """What of each of `grays` (of the background's shape) stands in front of this background."""
         if not grays:
             return []
@@ -108,10 +108,10 @@ class Background:
             regions = foreground_regions(mask, cfg)
             height, width = mask.shape
             extent = max((max((r.y1 - r.y0) / height, (r.x1 - r.x0) / width) for r in regions), default=0.0)
-            out.append(Frame(tuple(regions), sum(r.area for r in regions) / mask.size, extent))
+            out.append(Front(tuple(regions), sum(r.area for r in regions) / mask.size, extent))
         return out
 
-    def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Frame:
+    def frame(self, gray: np.ndarray, cfg: ScenesConfig) -> Front:
         """What of `gray` stands in front of this background."""
         return self.frames([gray], cfg)[0]
 

@@ -31,7 +31,7 @@ class Exact:
     def run(self, funnel: Funnel) -> None:
         t = time.perf_counter()
         run, stats = funnel.run, funnel.stats[self.name]
-        rows = run.judged()
+        rows = run.kept_rows()
         stats.seen = len(rows)
         for group in exact_groups(run.table.digests(rows)):
             members = rows[group].tolist()

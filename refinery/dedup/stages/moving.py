@@ -38,7 +38,7 @@ from refinery import ann
 from refinery.config import ScenesConfig
 from refinery.dedup.grays import Grays
 from refinery.dedup.stages.background import (
-    Frame,
+    Front,
     covered,
     foreground_regions,
     noise_threshold,
@@ -64,7 +64,7 @@ CACHE = 512  # gray pictures kept
 class _Own:
     """A frame's things in front of its own background, and the part of it that was measured."""
 
-    front: Frame
+    front: Front
     measured: np.ndarray  # bool, where three or more neighbours reach
 
 
@@ -126,7 +126,7 @@ class MovingCamera:
             return False  # a moving camera's frame and one that is not (a scene's, at a pan's end): no common ground
         key = (i, j) if i < j else (j, i)
         if key not in self._verdicts:
-            self._verdicts[key] = self._judge(*key)
+            self._verdicts[key] = self._test_pair(*key)
         return self._verdicts[key]
 
     def panned(self, i: int, j: int) -> bool:
@@ -155,12 +155,12 @@ class MovingCamera:
         rows = sorted({row for key in todo for row in key} - self._own.keys())
         for row, own in zip(rows, ordered_map(self._learn, rows, self.workers, 2 * self.workers), strict=True):
             self._own[row] = own
-        for key, verdict in zip(todo, ordered_map(lambda key: self._judge(*key), todo, self.workers, 4 * self.workers),
-                                strict=True):
+        verdicts = ordered_map(lambda key: self._test_pair(*key), todo, self.workers, 4 * self.workers)
+        for key, verdict in zip(todo, verdicts, strict=True):
             self._verdicts[key] = verdict
         return [(i, j) for i, j in pairs if self.same(i, j)]
 
-    def _judge(self, i: int, j: int) -> bool:
+    def _test_pair(self, i: int, j: int) -> bool:
         own_i, own_j = self._own_of(i), self._own_of(j)
         a, b = self._gray(i), self._gray(j)
         if own_i is None or own_j is None or a is None or b is None or a.shape != b.shape:
@@ -173,7 +173,7 @@ class MovingCamera:
         both = own_i.measured & _moved(own_j.measured, dx, dy)
         things_i = [r for r in own_i.front.regions if _within(r.box, both)]
         things_j = [r for r in (r.moved(-round(dy), -round(dx)) for r in own_j.front.regions) if _within(r.box, both)]
-        return shift(Frame(tuple(things_i), 0.0, 0.0), Frame(tuple(things_j), 0.0, 0.0), self.cfg.max_shift) \
+        return shift(Front(tuple(things_i), 0.0, 0.0), Front(tuple(things_j), 0.0, 0.0), self.cfg.max_shift) \
             <= self.cfg.max_shift
 
     def _own_of(self, row: int) -> _Own | None:
@@ -205,7 +205,7 @@ class MovingCamera:
         background = pixel_median(lined)
         mask = ((np.abs(frame - background) > noise_threshold(lined, background, self.cfg)) & measured).astype(np.uint8)
         regions = foreground_regions(mask, self.cfg)
-        return _Own(Frame(regions, sum(r.area for r in regions) / mask.size, 0.0), measured)
+        return _Own(Front(regions, sum(r.area for r in regions) / mask.size, 0.0), measured)
 
     def _offset(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         """How far `b`'s view lies from `a`'s, in pixels (phase correlation)."""

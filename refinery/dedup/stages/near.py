@@ -93,7 +93,7 @@ class Near:
         run, stats, near = funnel.run, funnel.stats[self.name], funnel.cfg.near
         scenes, moving = funnel.found_scenes()
         table = run.table
-        rows = run.judged()
+        rows = run.kept_rows()
         stats.seen = len(rows)
         phash, dhash = table.columns["phash"], table.columns["dhash"]
         found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)

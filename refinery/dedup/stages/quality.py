@@ -96,7 +96,7 @@ class Quality:
     def run(self, funnel: Funnel) -> None:
         run, stats = funnel.run, funnel.stats[self.name]
         decisions = run.decisions
-        stats.seen = len(run.judged())
+        stats.seen = len(run.kept_rows())
         for row, defect in run.quality.items():
             if decisions.code[row] == KEEP:
                 decisions.remove(row, self.name, defect.text, reason_code=defect.code)

@@ -32,7 +32,7 @@ class FindScenes:
     def run(self, funnel: Funnel) -> None:
         t = time.perf_counter()
         run, cfg, stats = funnel.run, funnel.cfg, funnel.stats[self.name]
-        rows = run.judged()
+        rows = run.kept_rows()
         if funnel.grays is None:
             funnel.scenes = Scenes.none(len(run.table), cfg.scenes)
             funnel.moving = MovingCamera.none(run.table, cfg.scenes)

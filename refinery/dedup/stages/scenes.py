@@ -63,7 +63,7 @@ import numpy as np
 from refinery.config import ScenesConfig
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import components
-from refinery.dedup.stages.background import Background, Box, Frame, box_centre
+from refinery.dedup.stages.background import Background, Box, Front, box_centre
 from refinery.dedup.table import FeatureTable
 from refinery.features import normalized_thumbs
 from refinery.parallel import cpu_count, ordered_map
@@ -109,7 +109,7 @@ RELIEF_LAYOUT = 0.5
 
 
 @dataclass(frozen=True)
-class _Looks:
+class _ViewFeatures:
     """8x8 thumbnails over their mean level (shape), that level (log) and their relief (log
     levels less their 3x3 neighbourhood's mean), row by row."""
 
@@ -119,7 +119,7 @@ class _Looks:
     pattern: np.ndarray  # the relief less its mean, of unit length: its layout, whatever its strength
 
     @classmethod
-    def of(cls, thumbs: np.ndarray) -> _Looks:
+    def of(cls, thumbs: np.ndarray) -> _ViewFeatures:
         small = thumbs.reshape(-1, 8, 2, 8, 2).astype(np.float32).mean(axis=(2, 4))
         logs = np.log(np.maximum(small, 1.0))
         # the 3x3 mean of an 8x8 grid, its border reflected, for every row at once
@@ -131,8 +131,8 @@ class _Looks:
         pattern /= np.maximum(np.linalg.norm(pattern, axis=1, keepdims=True), 1e-6)
         return cls(small / mean, np.log(mean[:, 0]), relief, pattern)
 
-    def __getitem__(self, rows: np.ndarray | list[int]) -> _Looks:
-        return _Looks(self.shape[rows], self.level[rows], self.relief[rows], self.pattern[rows])
+    def __getitem__(self, rows: np.ndarray | list[int]) -> _ViewFeatures:
+        return _ViewFeatures(self.shape[rows], self.level[rows], self.relief[rows], self.pattern[rows])
 
     def __len__(self) -> int:
         return len(self.level)
@@ -148,19 +148,19 @@ def _views(thumbs: np.ndarray, match: float) -> np.ndarray:
     background, objects and passing shade voted out) match, again on the merged views'
     medians until nothing more merges, and every picture goes to the merged view whose
     median it matches best."""
-    looks = _Looks.of(thumbs)
+    looks = _ViewFeatures.of(thumbs)
     first = _leaders(looks, match)
     big = [v for v in range(first.max() + 1) if np.count_nonzero(first == v) >= 3]
     if not big:
         return first
     groups = [[v] for v in big]  # each merged view: the first views it holds
     for _ in range(MERGE_ROUNDS):
-        medians = _Looks.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
+        medians = _ViewFeatures.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
         merged = _leaders(medians, match)
         if merged.max() + 1 == len(groups):
             break
         groups = [sum((groups[k] for k in np.flatnonzero(merged == m)), []) for m in range(merged.max() + 1)]
-    scenes = _Looks.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
+    scenes = _ViewFeatures.of(np.stack([np.median(thumbs[np.isin(first, g)], axis=0) for g in groups]))
     best, distance = _nearest(looks, scenes)
     return np.where(distance <= match, best, len(scenes) + first)
 
@@ -169,10 +169,10 @@ def view_distances(thumbs: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """How far each 16x16 gray thumbnail is from showing the view of `reference` (one 16x16
     thumbnail), as `_distances` measures it. A picture with `view_difference` or less shows
     that view."""
-    return _distances(_Looks.of(thumbs), _Looks.of(reference[None]))[:, 0]
+    return _distances(_ViewFeatures.of(thumbs), _ViewFeatures.of(reference[None]))[:, 0]
 
 
-def _distances(a: _Looks, b: _Looks) -> np.ndarray:
+def _distances(a: _ViewFeatures, b: _ViewFeatures) -> np.ndarray:
     """Mean absolute difference of the shapes of every row of `a` to every row of `b`, or of
     their reliefs where that is less, the shapes are within SHADE_SPREAD (a part of the view
     in shade) and the reliefs are laid out alike; infinite where their levels differ by more
@@ -192,7 +192,7 @@ def _distances(a: _Looks, b: _Looks) -> np.ndarray:
     return out
 
 
-def _nearest(rows: _Looks, centres: _Looks, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def _nearest(rows: _ViewFeatures, centres: _ViewFeatures, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the nearest centre and its distance to it."""
     best = np.zeros(len(rows), np.int64)
     distance = np.zeros(len(rows), np.float32)
@@ -202,7 +202,7 @@ def _nearest(rows: _Looks, centres: _Looks, block: int = 256) -> tuple[np.ndarra
     return best, distance
 
 
-def _leaders(rows: _Looks, match: float) -> np.ndarray:
+def _leaders(rows: _ViewFeatures, match: float) -> np.ndarray:
     """Leader clustering: each row joins the first group whose first row is within `match`,
     or starts a new one. Rows go in order of their level, so a block of them is compared with
     the groups of nearby levels only (the others cannot match); its new groups are made in
@@ -230,7 +230,7 @@ def _leaders(rows: _Looks, match: float) -> np.ndarray:
     return label
 
 
-def shift(a: Frame, b: Frame, most: float) -> float:
+def shift(a: Front, b: Front, most: float) -> float:
     """How far the things in front of the background moved from one frame to the other: the
     largest move of any of them as a share of its own size (the longer side of its box, in
     the frame where it is smaller): the distance between its box's centres, or half the
@@ -296,7 +296,7 @@ class Scenes:
     Built by `analyse`; `Scenes.none(n)` has no scenes (every pair goes to the picture test).
     """
 
-    def __init__(self, scene: np.ndarray, frames: dict[int, Frame], cfg: ScenesConfig):
+    def __init__(self, scene: np.ndarray, frames: dict[int, Front], cfg: ScenesConfig):
         self.scene, self.frames, self.cfg = scene, frames, cfg
         self._judging = {row: int(scene[row]) for row in frames}  # `of`, asked for every pair of the run
         self._shifts: dict[tuple[int, int], float] = {}
@@ -356,40 +356,40 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
             return None, {}
         return Background.learn(list(sample.values()), cfg), sample
 
-    frames: dict[int, Frame] = {}
+    frames: dict[int, Front] = {}
     # the backgrounds of the next views are learnt while the frames of this one are judged
     for members, (background, read) in zip(views, ordered_map(learn, views, workers, ahead=workers), strict=True):
         if background is not None:
-            judged = _judge(grays, read, members, background, cfg, workers, advance)
-            if judged and (np.percentile([f.extent for f in judged.values()], 75) <= cfg.max_extent
+            fronts = _fronts(grays, read, members, background, cfg, workers, advance)
+            if fronts and (np.percentile([f.extent for f in fronts.values()], 75) <= cfg.max_extent
                            or footage(table.thumb[members])):
-                frames.update(judged)  # else: big objects in front of a shared window are crops
+                frames.update(fronts)  # else: big objects in front of a shared window are crops
         else:
             advance(len(members))
     log.debug("%d scenes, %d frames judged by what stands in front of them", len(views), len(frames))
     return Scenes(scene, frames, cfg)
 
 
-JUDGED_AT_ONCE = 16  # frames a thread measures in one stack
+FRONTS_AT_ONCE = 16  # frames a thread measures in one stack
 
 
-def _judge(grays: Grays, read: dict[int, np.ndarray], members: np.ndarray, background: Background,
-           cfg: ScenesConfig, workers: int, advance: Callable[[int], None]) -> dict[int, Frame]:
+def _fronts(grays: Grays, read: dict[int, np.ndarray], members: np.ndarray, background: Background,
+            cfg: ScenesConfig, workers: int, advance: Callable[[int], None]) -> dict[int, Front]:
     """What stands in front of `background` in each of the frames `members` (those it is no
     view of, and those that cannot be read now, left out); those in `read` are not read again."""
 
-    def judge(rows: list[int]) -> list[tuple[int, Frame]]:
+    def measure(rows: list[int]) -> list[tuple[int, Front]]:
         shape = background.median.shape
         got = [(row, gray) for row in rows
                if (gray := read.pop(row) if row in read else grays(row)) is not None and gray.shape == shape]
         return list(zip([row for row, _ in got], background.frames([gray for _, gray in got], cfg), strict=True))
 
-    judged: dict[int, Frame] = {}
-    chunks = [members[k:k + JUDGED_AT_ONCE].tolist() for k in range(0, len(members), JUDGED_AT_ONCE)]
-    for chunk, found in zip(chunks, ordered_map(judge, chunks, workers, ahead=2 * workers), strict=True):
-        judged.update((row, frame) for row, frame in found if frame.foreground <= cfg.max_foreground)
+    fronts: dict[int, Front] = {}
+    chunks = [members[k:k + FRONTS_AT_ONCE].tolist() for k in range(0, len(members), FRONTS_AT_ONCE)]
+    for chunk, found in zip(chunks, ordered_map(measure, chunks, workers, ahead=2 * workers), strict=True):
+        fronts.update((row, front) for row, front in found if front.foreground <= cfg.max_foreground)
         advance(len(chunk))
-    return judged
+    return fronts
 
 
 TWIN = 0.99  # 16x16 thumbnails of consecutive frames of a video correlate this much (crops: only copies)

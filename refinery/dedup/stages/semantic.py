@@ -27,7 +27,7 @@ class Semantic:
         t = time.perf_counter()
         run, stats, cfg = funnel.run, funnel.stats[self.name], funnel.cfg.semantic
         scenes, moving = funnel.found_scenes()
-        rows = run.judged()
+        rows = run.kept_rows()
         stats.seen = len(rows)
         vector_rows = run.vector_row[rows]
         found = ann.similar_pairs(lambda start, stop: funnel.store.rows(vector_rows[start:stop]), cfg.threshold,
