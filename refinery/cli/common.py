@@ -189,8 +189,10 @@ class ProgressBars:
         self.bars: list[Any] = []
 
     def __call__(self, label: str, total: int, unit: str = "img") -> Callable[[int], None]:
-        self.bars.append(progress_bar(self.ctx, label, total, unit))
-        return self.bars[-1].update
+        bar = progress_bar(self.ctx, label, total, unit)
+        self.bars.append(bar)
+        advance: Callable[[int], None] = bar.update
+        return advance
 
     def __enter__(self) -> ProgressBars:
         return self

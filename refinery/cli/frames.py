@@ -148,7 +148,7 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def write_page(ctx: click.Context, results: list, out: Path, html_path: Path) -> None:
+def write_page(ctx: click.Context, results: list[VideoResult], out: Path, html_path: Path) -> None:
     """The review page of what was kept and skipped (no decisions to flip: the skipped frames
     were never written)."""
     from refinery.cli.review import review_written

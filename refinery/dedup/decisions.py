@@ -50,7 +50,7 @@ class FileDecision:
     reason: str = ""
     group: int | None = None  # duplicate group id (shared with its keeper), or None
     kept_as: str | None = None  # the keeper this file is a duplicate of
-    scores: dict = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
     # which test found it a duplicate of its keeper: "picture" (the whole picture: bytes,
     # hashes and thumbnails, or embeddings) or "scene" (frames of one fixed camera, by what
     # stands in front of the background); None for keepers and other removals
@@ -168,7 +168,7 @@ class Decisions(Sequence[FileDecision]):
     def __len__(self) -> int:
         return len(self.code)
 
-    def __getitem__(self, k):  # type: ignore[override]
+    def __getitem__(self, k: int | slice) -> FileDecision | list[FileDecision]:  # type: ignore[override]
         if isinstance(k, slice):
             return [self.line(int(row)) for row in self.order()[k]]
         return self.line(int(self.order()[k]))

@@ -29,7 +29,7 @@ from refinery.io.cache import FeatureCache
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.io.scan import Skipped, scan
 from refinery.parallel import Progress, cpu_count, ordered_map
-from refinery.reasons import ReasonCode
+from refinery.reasons import Reason, ReasonCode
 from refinery.runner.session import Embedder
 from refinery.spec import ModelSpec
 
@@ -141,7 +141,7 @@ class Prepared:
     (None: not embedded, `skip` says why where that is not the quality), its gray picture."""
 
     features: Features
-    defect: quality.Reason | None
+    defect: Reason | None
     tensor: np.ndarray | None
     skip: str
     gray: np.ndarray  # at the stages' size, uint8 (features.gray_work)

@@ -101,7 +101,7 @@ class Move:
 class JournalState:
     """What a journal says: the runs' headers and every move, by (run, id)."""
 
-    runs: dict[str, dict] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     moves: dict[tuple[str, int], Move] = field(default_factory=dict)
 
     def unfinished(self) -> list[Move]:
@@ -173,7 +173,7 @@ class Journal:
         self._next_id += 1
         return self._next_id - 1
 
-    def append(self, entry: dict) -> None:
+    def append(self, entry: dict[str, Any]) -> None:
         """Add one line and make sure it is on disk before the caller goes on. A line that
         cannot be written whole is taken back (the file keeps its earlier length)."""
         # Not fileio.write_new (a new file, flushed, then named): the journal is one file that
@@ -289,7 +289,7 @@ def _apply(state: JournalState, e: object, real_dest: Path) -> None:
         move.state = op
 
 
-def _expect(e: dict, **types: type) -> None:
+def _expect(e: dict[str, Any], **types: type) -> None:
     for key, kind in types.items():
         if key not in e:
             raise KeyError(key)

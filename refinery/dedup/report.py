@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 from refinery.dedup.decisions import FIELDS
 from refinery.dedup.run import DedupResult
@@ -35,6 +36,6 @@ def write_csv(result: DedupResult, path: Path) -> None:
             writer.writerow(f.csv_row())
 
 
-def report_dict(result: DedupResult) -> dict:
+def report_dict(result: DedupResult) -> dict[str, Any]:
     """What write_json writes, as a dict (for the review page, without a file in between)."""
     return {"summary": result.summary(), "files": [f.as_dict() for f in result.files]}

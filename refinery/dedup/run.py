@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from refinery import features as feats
 from refinery.config import Config, SemanticConfig
@@ -75,7 +76,7 @@ class DedupResult:
 
         return [planned(row) for row in rows]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         counts = self.files.counts()
         return {
             "root": self.root if isinstance(self.root, str) else str(Path(self.root).resolve()),

@@ -11,12 +11,16 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from refinery.errors import UnreadableImage
 from refinery.io.images import SHEET_THUMB, read_bytes, thumbnail_jpeg
 from refinery.io.names import printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, render
+
+if TYPE_CHECKING:
+    from refinery.retrieval.index import Hit
 
 
 def thumbnail(path: Path) -> str:
@@ -48,7 +52,7 @@ def _query(query: Path | str) -> str:
     return f'<figure class="query"><figcaption>query: {_text(query)}</figcaption></figure>'
 
 
-def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list]]) -> None:
+def write_sheet(out: Path, root: Path, answers: list[tuple[Path | str, list[Hit]]]) -> None:
     """`answers`: (query file or words, its hits) per query; hit paths are relative to `root`."""
     rows = []
     for query, hits in answers:

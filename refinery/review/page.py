@@ -66,7 +66,7 @@ class _Shown:
     diff: bytes | None = None  # JPEG: where a scene frame differs from its keeper
 
 
-def load_report(path: Path) -> dict:
+def load_report(path: Path) -> dict[str, Any]:
     """A dedup report (`refinery dedup --report`), checked to be one the page can show and
     save; else RefineryError in one line naming the file and what is wrong."""
     report = read_json(path, "a dedup report")  # its own line names the file
@@ -76,7 +76,7 @@ def load_report(path: Path) -> dict:
         raise RefineryError(f"{path}: {e}") from None
 
 
-def check_report(report: object) -> dict:
+def check_report(report: object) -> dict[str, Any]:
     """`report`, if it is a dedup report whose every line the page can show and save as it is:
     a summary whose root is an absolute folder, and a list of lines, each a keep, remove, error
     or skip of a path, every value the page uses of the type dedup writes (docs/review.md, "A
@@ -151,7 +151,7 @@ def _cut(text: str, most: int = 80) -> str:
     return text if len(text) <= most else text[:most] + "..."
 
 
-def evidence(line: dict) -> tuple[str, float]:
+def evidence(line: dict[str, Any]) -> tuple[str, float]:
     """The kind and strength of the evidence that a removed file duplicates its keeper
     (lower is riskier): identical bytes 1.0; a scene frame 1 less the largest move of a thing
     in it (a share of the thing's size; reports before it gave the foreground's overlap); a
@@ -172,7 +172,7 @@ def evidence(line: dict) -> tuple[str, float]:
     return "exact", 1.0
 
 
-def write_review(report: dict, out: Path, progress: Progress | None = None, workers: int = 0,
+def write_review(report: dict[str, Any], out: Path, progress: Progress | None = None, workers: int = 0,
                  pictures: Mapping[str, bytes] | None = None, note: str = "") -> ReviewStats:
     """Write the review page of `report` (a dedup report's dict) to `out`, atomically.
 
@@ -219,9 +219,9 @@ def write_review(report: dict, out: Path, progress: Progress | None = None, work
     return ReviewStats(len(data["groups"]), shown_files, len(page.encode()))
 
 
-def _plan(report: dict) -> tuple[dict, list[list[int]]]:
+def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
     """The page's data without thumbnails, and the files to make thumbnails of, by group."""
-    files: list[dict] = []
+    files: list[dict[str, Any]] = []
     members: dict[Any, list[int]] = {}
     rejects, errors = [], []
     for line in report["files"]:
@@ -271,7 +271,7 @@ def _plan(report: dict) -> tuple[dict, list[list[int]]]:
     return data, tasks
 
 
-def _render(root: Path, follow: bool, files: list[dict], pictures: Mapping[str, bytes],
+def _render(root: Path, follow: bool, files: list[dict[str, Any]], pictures: Mapping[str, bytes],
             task: list[int]) -> list[_Shown]:
     """Thumbnails of a group's files (a file's bytes read once for its copies; `pictures`
     made already), and for each scene frame where it differs from its keeper."""
@@ -386,7 +386,7 @@ def difference(removed: Image.Image, keeper: Image.Image) -> Image.Image:
     return out
 
 
-def render_page(data: dict) -> str:
+def render_page(data: dict[str, Any]) -> str:
     """The page: static markup, its own style and script (allowed by hash, nothing else is),
     and `data` as JSON. Every name is put in the page by the script as text, never as markup."""
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" inside

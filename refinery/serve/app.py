@@ -70,7 +70,7 @@ def _answer(served: list[Served], number: int, upload: Upload, method: str, metr
 
 
 async def _security_headers(request: Request, call_next: Any) -> Response:
-    response = await call_next(request)
+    response: Response = await call_next(request)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response

@@ -4,6 +4,7 @@ frame beside the spans skipped as its duplicates, and each span's thumbnail."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,7 +34,7 @@ def thumbnail_jpeg(jpeg: bytes, longer_side: int) -> bytes:
     return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, REVIEW_THUMB.quality])[1].tobytes()
 
 
-def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str, bytes]]:
+def review_report(results: list[VideoResult], out: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The thinning as a report the review page shows (refinery/review/page.py): each kept
     frame of `out` beside the spans skipped as its duplicates, quality spans on their own,
     videos that failed as errors; and the spans' thumbnails, by the name the page gives them."""
@@ -50,7 +51,8 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict, dict[str
                 score = "largest_move" if span.test == "scene" else "thumb_correlation"
                 line.stage, line.reason, line.test, line.kept_as = "near", f"the same frame as {span.kept_as}", \
                     span.test, span.kept_as
-                line.group, line.scores = groups.setdefault(span.kept_as, len(groups)), {score: span.score}
+                line.group = groups.setdefault(span.kept_as, len(groups))
+                line.scores = {score: span.score} if span.score is not None else {}
             else:
                 line.stage, line.reason = "quality", span.why
             files.append(line)

@@ -4,6 +4,7 @@ what went wrong (refinery/video/extract.py fills it in)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -48,7 +49,7 @@ class VideoResult:
     # its keeper (or of its first frame), REVIEW_THUMB's size, ~5 KB. Not in the report.
     pictures: dict[int, bytes] | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         written = [{k: v for k, v in vars(w).items() if v is not None} for w in self.written]  # instead_of if taken
         return {"video": self.video, "fps": self.fps, "frames": self.frames, "sampled": self.sampled,
                 "written": written, "skipped": [vars(s) for s in self.skipped],

@@ -56,8 +56,8 @@ class Featurizer:
         self.quality = quality_cfg
         self.root = root
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"path": [], "features": [], "vector": [], "error": []}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"path": [], "features": [], "vector": [], "error": []}
         ready: list[tuple[int, np.ndarray]] = []
         for k, rel in enumerate(batch["path"]):
             rel = str(rel)
@@ -131,9 +131,10 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # refinery draws its own
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+    gpus = int(resources.get("GPU", 0))
     device = "cuda" if gpus and cfg.model.device in ("auto", "cuda") else ("cpu" if gpus else cfg.model.device)
-    actors = max(1, gpus) if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = max(1, gpus) if gpus else max(1, int(resources.get("CPU", 1)))
     dataset: ray.data.Dataset
     if is_local(root):
         # Blocks of about one batch: a block goes to one actor, so one big block would use one.

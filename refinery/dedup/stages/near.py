@@ -44,13 +44,16 @@ def near_pairs(phash: np.ndarray, dhash: np.ndarray, thumbs: np.ndarray, cfg: Ne
     # one key a pair: np.unique on rows (axis=0) sorts them as records, ten times slower
     keys = np.unique(candidates[:, 0] * len(phash) + candidates[:, 1])
     pairs = np.stack([keys // len(phash), keys % len(phash)], axis=1)
-    return pairs[near_copy(_distances(pairs, phash), _distances(pairs, dhash), _correlations(pairs, thumbs), cfg)]
+    confirmed: np.ndarray = pairs[near_copy(_distances(pairs, phash), _distances(pairs, dhash),
+                                            _correlations(pairs, thumbs), cfg)]
+    return confirmed
 
 
 def _distances(pairs: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     """The Hamming distance between the two 64-bit hashes of each pair."""
     x = (hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]]).view(np.uint8).reshape(-1, 8)
-    return np.unpackbits(x, axis=1).sum(axis=1)
+    bits: np.ndarray = np.unpackbits(x, axis=1).sum(axis=1)
+    return bits
 
 
 def _correlations(pairs: np.ndarray, thumbs: np.ndarray, block: int = 8192) -> np.ndarray:

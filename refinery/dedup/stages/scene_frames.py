@@ -63,7 +63,7 @@ class SceneFrames:
         table, min_sharp = run.table, funnel.cfg.keep.min_sharpness
         evidence = Evidence(table, None, funnel.cfg.near)
 
-        def rank(row: int) -> tuple:
+        def rank(row: int) -> tuple[bool, int, float, float, int, str]:
             return keep_rank(table[row], min_sharp)
 
         for keeper, subjects in cover_groups(same, rank):
