@@ -38,7 +38,7 @@ def plan(root: Path, *rels: str, keeper: str | None = None) -> list[Planned]:
 
 def move(root: Path, dest: Path, items: list[Planned], follow: bool = False):  # noqa: ANN201
     with open_journal(dest, create=True) as journal:
-        return move_out(root, items, journal, follow)
+        return move_out(root, items, journal, follow_symlinks=follow)
 
 
 def undo_all(dest: Path):  # noqa: ANN201

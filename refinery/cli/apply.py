@@ -70,7 +70,7 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
     reviewed = _Reviewed(decisions.root, decisions)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:
-            would = check_moves(decisions.root, reviewed.planned("remove"), decisions.follow_symlinks)
+            would = check_moves(decisions.root, reviewed.planned("remove"), follow_symlinks=decisions.follow_symlinks)
             echo(f"{would.done} files would be moved, {would.failed + reviewed.refused} left as they are; act "
                  "with --move-rejects-to DEST or --copy-keepers-to DEST")
             if would.failed or reviewed.refused:

@@ -93,7 +93,8 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:
             with ProgressBars(ctx) as bars:
-                result = run_dedup(root, cfg, embedder, bars, cache, stop, threshold_set=threshold_set)
+                result = run_dedup(root, cfg, embedder, progress=bars, cache=cache, stop=stop,
+                                   threshold_set=threshold_set)
         finally:
             if cache:
                 cache.close()
@@ -259,7 +260,7 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
 
     with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
             progress_bar(ctx, "restoring", 0) as bar:
-        done = undo(journal, bar.update, stop)
+        done = undo(journal, advance=bar.update, stop=stop)
     echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)

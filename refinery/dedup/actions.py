@@ -49,7 +49,7 @@ def check_destination(root: Path, dest: Path, flag: str) -> None:
         raise RefineryError(f"{flag} {dest} holds the scanned folder {root}; choose a folder outside it")
 
 
-def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks: bool = False,
+def move_out(root: Path, plan: list[Planned], journal: Journal, *, follow_symlinks: bool = False,
              advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
     """Move root/REL to DEST/REL for each planned file that is still what was judged,
     journaling each move first. Files are reached as the run that judged them reached them:
@@ -78,7 +78,7 @@ def move_out(root: Path, plan: list[Planned], journal: Journal, follow_symlinks:
     return result
 
 
-def check_moves(root: Path, plan: list[Planned], follow_symlinks: bool = False) -> ActionResult:
+def check_moves(root: Path, plan: list[Planned], *, follow_symlinks: bool = False) -> ActionResult:
     """What move_out would do now, moving nothing: each file checked as it would be, and each
     one that would stay logged as move_out logs it; `done` counts the files that would move."""
     root = Path(root)

@@ -52,10 +52,12 @@ def act_on(plan: Plan, *, journal: Journal | None = None, copy_keepers_to: Path 
         removed = plan.planned("remove")
         acted.to_move = len(removed)
         advance = progress("moving", len(removed)) if progress else (lambda n: None)
-        acted.moved = move_out(folder, removed, journal, plan.follow_symlinks, advance, stop)
+        acted.moved = move_out(folder, removed, journal, follow_symlinks=plan.follow_symlinks, advance=advance,
+                               stop=stop)
     if copy_keepers_to is not None and not (stop and stop.is_set()):
         kept = plan.planned("keep")
         acted.to_copy = len(kept)
         advance = progress("copying", len(kept)) if progress else (lambda n: None)
-        acted.copied = copy_out(folder, kept, copy_keepers_to, advance, stop, plan.follow_symlinks)
+        acted.copied = copy_out(folder, kept, copy_keepers_to, follow_symlinks=plan.follow_symlinks,
+                                advance=advance, stop=stop)
     return acted

@@ -97,8 +97,8 @@ class DedupResult:
 
 
 
-def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None,
-              cache: FeatureCache | None = None, stop: threading.Event | None = None, *,
+def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, *, progress: Progress | None = None,
+              cache: FeatureCache | None = None, stop: threading.Event | None = None,
               threshold_set: bool | None = None) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
 

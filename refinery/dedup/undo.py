@@ -126,7 +126,7 @@ def _matches(entry: Entry, moved: Moved) -> bool:
         os.close(fd)
 
 
-def undo(journal: Journal, advance: Callable[[int], None] = lambda n: None,
+def undo(journal: Journal, *, advance: Callable[[int], None] = lambda n: None,
          stop: threading.Event | None = None) -> ActionResult:
     """Put back every file the journal says was moved and not yet put back, newest first.
 
