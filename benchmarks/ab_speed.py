@@ -45,10 +45,27 @@ def one_run(checkout: Path, folder: Path) -> tuple[float, int, float]:
         report = Path(tmp) / "report.json"
         env = {**os.environ, "PYTHONPATH": str(checkout), "XDG_CACHE_HOME": tmp}
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(folder), "--no-cache", "--report",
-                        str(report), "--config", str(shipped(checkout, "configs/refinery.toml")),
-                        "--model", str(shipped(checkout, "models/default.onnx"))],
-                       check=True, stdout=subprocess.DEVNULL, env=env, cwd=checkout)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "refinery",
+                "-q",
+                "dedup",
+                str(folder),
+                "--no-cache",
+                "--report",
+                str(report),
+                "--config",
+                str(shipped(checkout, "configs/refinery.toml")),
+                "--model",
+                str(shipped(checkout, "models/default.onnx")),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            cwd=checkout,
+        )
         seconds = time.perf_counter() - start
         written = json.loads(report.read_text())
         return seconds, len(written["files"]), written["summary"]["seconds"]
@@ -57,8 +74,9 @@ def one_run(checkout: Path, folder: Path) -> tuple[float, int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+")
-    parser.add_argument("--baseline", type=Path, help="a checkout of the build to compare with (none: compare "
-                        "the folders)")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout of the build to compare with (none: compare the folders)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
@@ -76,8 +94,10 @@ def main() -> None:
         medians = {name: statistics.median(times) for name, times in seconds.items()}
         print(f"{folder} ({files} files, median of {args.runs} cold runs each, interleaved)")
         for name, median in medians.items():
-            print(f"  {name:9s} {median:7.1f} s  {files / median:6.1f} images/s   runs: "
-                  + ", ".join(f"{t:.1f}" for t in seconds[name]))
+            print(
+                f"  {name:9s} {median:7.1f} s  {files / median:6.1f} images/s   runs: "
+                + ", ".join(f"{t:.1f}" for t in seconds[name])
+            )
         print(f"  this / baseline images/s: {medians['baseline'] / medians['this']:.3f}")
 
 
@@ -92,13 +112,17 @@ def compare_folders(folders: list[Path], runs: int) -> None:
             took, files[folder], inside = one_run(HERE, folder)
             wall[folder].append(took)
             own[folder].append(inside)
-    rates = {folder: (files[folder] / statistics.median(wall[folder]), files[folder] / statistics.median(own[folder]))
-             for folder in folders}
+    rates = {
+        folder: (files[folder] / statistics.median(wall[folder]), files[folder] / statistics.median(own[folder]))
+        for folder in folders
+    }
     first = rates[folders[0]]
     print(f"median of {runs} cold runs each, interleaved; share of {folders[0]}'s images/s")
     for folder, (end_to_end, inside) in rates.items():
-        print(f"  {folder} ({files[folder]} files): {end_to_end:6.1f} images/s end to end "
-              f"({end_to_end / first[0]:.3f}), {inside:6.1f} in the run ({inside / first[1]:.3f})")
+        print(
+            f"  {folder} ({files[folder]} files): {end_to_end:6.1f} images/s end to end "
+            f"({end_to_end / first[0]:.3f}), {inside:6.1f} in the run ({inside / first[1]:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ def one_folder(folder: Path, runs: int, overrides: list[str]) -> None:
     scratch = featurepass.scratch_dir(cfg)
     with VectorStore(embedder.spec.output_dim, scratch) as store, GrayStore(scratch, cfg.run.scratch_grays_mb) as kept:
         with feats.opencv_single_threaded():
-            featurepass.feature_pass(folder, run, len(files), cfg, embedder, stages, store=store, workers=workers,
-                                     grays=kept)
+            featurepass.feature_pass(
+                folder, run, len(files), cfg, embedder, stages, store=store, workers=workers, grays=kept
+            )
         seconds: dict[str, list[float]] = {name: [] for name in (*STAGES, "all")}
         for _ in range(runs):
             fresh = copy.deepcopy(run)

@@ -43,7 +43,7 @@ def fft_high(gray: np.ndarray, radius: int = 30) -> float:
     """Mean log magnitude of the picture rebuilt without its lowest frequencies."""
     spectrum = np.fft.fftshift(np.fft.fft2(gray.astype(np.float32)))
     cy, cx = gray.shape[0] // 2, gray.shape[1] // 2
-    spectrum[cy - radius:cy + radius, cx - radius:cx + radius] = 0
+    spectrum[cy - radius : cy + radius, cx - radius : cx + radius] = 0
     return float(np.mean(20 * np.log(np.abs(np.fft.ifft2(np.fft.ifftshift(spectrum))) + 1e-6)))
 
 
@@ -53,13 +53,20 @@ def blurriness(gray: np.ndarray) -> dict[str, float]:
     figures = quality_figures(gray)
     cfg = QualityConfig()
     lap = laplacian_variance(gray)
-    rule = figures["edge_width"] > cfg.max_edge_width or \
-        (figures["edge_width"] > cfg.soft_edge_width and lap < cfg.min_soft_detail)
-    out = {"laplacian_variance": -lap, "tenengrad": -float(np.mean(gx * gx + gy * gy)),
-           "fft_high": -fft_high(gray), "edge_width": figures["edge_width"],
-           "smear_width": figures["smear_width"], "refinery_rule": float(rule)}
+    rule = figures["edge_width"] > cfg.max_edge_width or (
+        figures["edge_width"] > cfg.soft_edge_width and lap < cfg.min_soft_detail
+    )
+    out = {
+        "laplacian_variance": -lap,
+        "tenengrad": -float(np.mean(gx * gx + gy * gy)),
+        "fft_high": -fft_high(gray),
+        "edge_width": figures["edge_width"],
+        "smear_width": figures["smear_width"],
+        "refinery_rule": float(rule),
+    }
     try:
         from skimage.measure import blur_effect
+
         out["blur_effect"] = float(blur_effect(gray))
     except ImportError:
         pass
@@ -110,8 +117,12 @@ def auc(good: np.ndarray, bad: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sets", nargs="+", type=Path)
-    parser.add_argument("--side", type=int, default=features.WORK_SIZE,
-                        help="measure the pictures this many px across (the stage: %(default)s)")
+    parser.add_argument(
+        "--side",
+        type=int,
+        default=features.WORK_SIZE,
+        help="measure the pictures this many px across (the stage: %(default)s)",
+    )
     args = parser.parse_args()
     set_side(args.side)
     print(f"CPU: {cpu_name()}; measured {args.side} px across (edge window {features.EDGE_WINDOW} px)")
@@ -131,18 +142,24 @@ def main() -> None:
             g = np.array([m[measure] for m in good])
             d = np.array([m[measure] for m in blurred])
             line = np.sort(g)[::-1][allowed]
-            print(f"  {measure:20s} AUC {auc(g, d):.3f}   caught with at most {allowed} good over the line: "
-                  f"{int((d > line).sum())} of {len(d)}")
+            print(
+                f"  {measure:20s} AUC {auc(g, d):.3f}   caught with at most {allowed} good over the line: "
+                f"{int((d > line).sum())} of {len(d)}"
+            )
     jpegs = [path.read_bytes() for folder in args.sets for path in sorted((folder / "images").glob("*.jpg"))]
     # Alternated, the best of three each: the machine's other work falls on both alike.
     runs = [(stage_cost(jpegs, features.WORK_SIZE), stage_cost(jpegs, args.side)) for _ in range(3)]
     base, cost = min(r[0] for r in runs), min(r[1] for r in runs)
     set_side(args.side)
-    print(f"decode, gray and quality figures, one core, {len(jpegs)} JPEGs: {features.WORK_SIZE} px "
-          f"{base:.2f} ms a picture, {args.side} px {cost:.2f} ms ({cost / base:.2f}x)")
+    print(
+        f"decode, gray and quality figures, one core, {len(jpegs)} JPEGs: {features.WORK_SIZE} px "
+        f"{base:.2f} ms a picture, {args.side} px {cost:.2f} ms ({cost / base:.2f}x)"
+    )
     if args.side == features.WORK_SIZE:
-        print(f"refinery's rule as set: {int(sum(m['refinery_rule'] for m in seen['defocus']))} defocused "
-              f"caught, {int(sum(m['refinery_rule'] for m in good))} good rejected")
+        print(
+            f"refinery's rule as set: {int(sum(m['refinery_rule'] for m in seen['defocus']))} defocused "
+            f"caught, {int(sum(m['refinery_rule'] for m in good))} good rejected"
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,11 @@ def main() -> None:
 
     def scores(pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.array(pairs)
-        return (hamming(ph[p[:, 0]], ph[p[:, 1]]), hamming(dh[p[:, 0]], dh[p[:, 1]]),
-                (vectors[p[:, 0]] * vectors[p[:, 1]]).sum(1))
+        return (
+            hamming(ph[p[:, 0]], ph[p[:, 1]]),
+            hamming(dh[p[:, 0]], dh[p[:, 1]]),
+            (vectors[p[:, 0]] * vectors[p[:, 1]]).sum(1),
+        )
 
     print(f"\npairs: near {len(pos['near'])}, semantic {len(pos['semantic'])}, hard negatives {len(neg)}")
     for label, pairs in (("near", pos["near"]), ("semantic", pos["semantic"]), ("hard neg", neg)):
@@ -91,12 +94,16 @@ def main() -> None:
         for td in range(4, 16, 2):
             merged = int(((p <= tp) & (d <= td)).sum())
             pn, dn, _ = scores(pos["near"])
-            print(f"pHash<={tp:2d} dHash<={td:2d}: hard negatives merged {merged:4d}, "
-                  f"near pairs caught {((pn <= tp) & (dn <= td)).mean():.3f}")
+            print(
+                f"pHash<={tp:2d} dHash<={td:2d}: hard negatives merged {merged:4d}, "
+                f"near pairs caught {((pn <= tp) & (dn <= td)).mean():.3f}"
+            )
     _, _, cs = scores(pos["semantic"])
     for t in (0.80, 0.85, 0.88, 0.90, 0.92, 0.94):
-        print(f"cosine>={t:.2f}: hard negatives merged {int((c >= t).sum()):4d}, "
-              f"semantic pairs caught {(cs >= t).mean():.3f}")
+        print(
+            f"cosine>={t:.2f}: hard negatives merged {int((c >= t).sum()):4d}, "
+            f"semantic pairs caught {(cs >= t).mean():.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ def shade_band(shape: tuple[int, int], progress: float, angle: float, depth: flo
 
 def shaken(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     matrix = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
-    return cv2.warpAffine(image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def main() -> None:
@@ -81,11 +82,16 @@ def main() -> None:
             dx, dy = rng.uniform(-1, 1, 2) * args.shake / np.sqrt(2)
             light = shade_band(image.shape[:2], i / max(1, len(names) - 1), angle, args.shade) * gains[i]
             image = shaken(image, dx, dy).astype(np.float32) * light[..., None]
-            cv2.imwrite(str(args.out / "images" / name), np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+            cv2.imwrite(
+                str(args.out / "images" / name),
+                np.clip(np.rint(image), 0, 255).astype(np.uint8),
+                [cv2.IMWRITE_JPEG_QUALITY, 90],
+            )
     shutil.copyfile(args.corpus / "truth.json", args.out / "truth.json")
-    print(f"{len(truth['frames'])} frames in {len(by_sequence)} sequences -> {args.out}/images "
-          f"(shake {args.shake} px, shade {args.shade}, exposure 1 +- {args.wander})")
+    print(
+        f"{len(truth['frames'])} frames in {len(by_sequence)} sequences -> {args.out}/images "
+        f"(shake {args.shake} px, shade {args.shade}, exposure 1 +- {args.wander})"
+    )
 
 
 if __name__ == "__main__":

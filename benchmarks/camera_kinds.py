@@ -81,19 +81,31 @@ def encode(canvas: Image.Image, nrng: np.random.Generator, light: float, quality
 def inside(x: float, y: float, size: int) -> bool:
     """At least half of a thing of SIZE centred at (x, y) in the frame (make_sequences.py's rule)."""
     half = size / 2
-    return (max(0.0, min(x + half, W) - max(x - half, 0)) * max(0.0, min(y + half, H) - max(y - half, 0))
-            >= 0.5 * size * size)
+    return (
+        max(0.0, min(x + half, W) - max(x - half, 0)) * max(0.0, min(y + half, H) - max(y - half, 0))
+        >= 0.5 * size * size
+    )
 
 
-def sequence(kind: str, frames: int, rng: random.Random, stamps: list[Image.Image], world: Image.Image,
-             first: int) -> list[tuple[Image.Image, list[list]]]:
+def sequence(
+    kind: str, frames: int, rng: random.Random, stamps: list[Image.Image], world: Image.Image, first: int
+) -> list[tuple[Image.Image, list[list]]]:
     """FRAMES pictures of one sequence of KIND and their objects."""
     out = []
     if kind == "fishtank":
         bg = world.crop((0, 0, W, H))
-        fish = [Mover(first + k, rng.randrange(len(stamps)), rng.randint(30, 50), rng.uniform(60, W - 60),
-                      rng.uniform(60, H - 60), rng.choice((-1, 1)) * rng.uniform(1, 4),
-                      rng.choice((-1, 1)) * rng.uniform(0.5, 2)) for k in range(rng.randint(10, 14))]
+        fish = [
+            Mover(
+                first + k,
+                rng.randrange(len(stamps)),
+                rng.randint(30, 50),
+                rng.uniform(60, W - 60),
+                rng.uniform(60, H - 60),
+                rng.choice((-1, 1)) * rng.uniform(1, 4),
+                rng.choice((-1, 1)) * rng.uniform(0.5, 2),
+            )
+            for k in range(rng.randint(10, 14))
+        ]
         for _ in range(frames):
             canvas = bg.copy()
             for f in fish:
@@ -118,9 +130,17 @@ def sequence(kind: str, frames: int, rng: random.Random, stamps: list[Image.Imag
                 setattr(head, axis, pos)
             if rng.random() < 0.02:  # now and then something small passes behind
                 left = rng.random() < 0.5
-                passers.append(Mover(first + 1 + t, rng.randrange(len(stamps)), rng.randint(40, 70),
-                                     -30.0 if left else W + 30.0, rng.uniform(60, 200),
-                                     rng.uniform(3, 8) * (1 if left else -1), 0.0))
+                passers.append(
+                    Mover(
+                        first + 1 + t,
+                        rng.randrange(len(stamps)),
+                        rng.randint(40, 70),
+                        -30.0 if left else W + 30.0,
+                        rng.uniform(60, 200),
+                        rng.uniform(3, 8) * (1 if left else -1),
+                        0.0,
+                    )
+                )
             canvas = bg.copy()
             objects = []
             for p in passers:
@@ -133,11 +153,27 @@ def sequence(kind: str, frames: int, rng: random.Random, stamps: list[Image.Imag
             out.append((canvas, [[head.track, round(head.x, 1), round(head.y, 1), head.size], *objects]))
     else:  # pan
         wide = world.width - W, world.height - H
-        view = Mover(VIEW + first, 0, W, wide[0] * rng.random(), wide[1] * rng.random(),
-                     rng.choice((-1, 1)) * rng.uniform(1.5, 4), rng.uniform(-1, 1))
-        walkers = [Mover(first + 1 + k, rng.randrange(len(stamps)), rng.randint(50, 90),
-                         rng.uniform(50, world.width - 50), rng.uniform(world.height * 0.4, world.height - 50),
-                         rng.choice((-1, 1)) * rng.uniform(1, 5), 0.0) for k in range(rng.randint(4, 8))]
+        view = Mover(
+            VIEW + first,
+            0,
+            W,
+            wide[0] * rng.random(),
+            wide[1] * rng.random(),
+            rng.choice((-1, 1)) * rng.uniform(1.5, 4),
+            rng.uniform(-1, 1),
+        )
+        walkers = [
+            Mover(
+                first + 1 + k,
+                rng.randrange(len(stamps)),
+                rng.randint(50, 90),
+                rng.uniform(50, world.width - 50),
+                rng.uniform(world.height * 0.4, world.height - 50),
+                rng.choice((-1, 1)) * rng.uniform(1, 5),
+                0.0,
+            )
+            for k in range(rng.randint(4, 8))
+        ]
         for _ in range(frames):
             view.x = min(max(view.x + view.vx, 0), wide[0])
             view.y = min(max(view.y + view.vy, 0), wide[1])
@@ -153,8 +189,11 @@ def sequence(kind: str, frames: int, rng: random.Random, stamps: list[Image.Imag
             frame = canvas.crop((x0, y0, x0 + W, y0 + H))
             # the view: its centre moves against the camera (a pan right moves the world left)
             objects = [[view.track, round(W / 2 - (x0 - wide[0] / 2), 1), round(H / 2 - (y0 - wide[1] / 2), 1), W]]
-            objects += [[w.track, round(w.x - x0, 1), round(w.y - y0, 1), w.size] for w in walkers
-                        if inside(w.x - x0, w.y - y0, w.size)]
+            objects += [
+                [w.track, round(w.x - x0, 1), round(w.y - y0, 1), w.size]
+                for w in walkers
+                if inside(w.x - x0, w.y - y0, w.size)
+            ]
             out.append((frame, objects))
     return out
 

@@ -29,8 +29,13 @@ from corpus import cpu_name
 from refinery.runner.session import Embedder
 from refinery.runner.text import TextEmbedder
 
-PROMPTS = ["a red truck at night", "a person on a bicycle", "two dogs playing in the snow",
-           "a white van parked in front of a shop", "an empty road in the rain"]
+PROMPTS = [
+    "a red truck at night",
+    "a person on a bicycle",
+    "two dogs playing in the snow",
+    "a white van parked in front of a shop",
+    "an empty road in the rain",
+]
 
 
 def export(arch: str, work: Path, images: Path | None) -> Path:
@@ -90,12 +95,16 @@ def main() -> None:
         model = export(arch, args.work, args.images)
         ips = images_per_s(model, args.seconds)
         spec = Embedder(model, device="cpu").spec
-        print(f"  image tower {spec.input_size[0]}x{spec.input_size[1]}: {ips:.1f} images/s "
-              f"({ips / baseline:.2f}x MobileNetV2)")
+        print(
+            f"  image tower {spec.input_size[0]}x{spec.input_size[1]}: {ips:.1f} images/s "
+            f"({ips / baseline:.2f}x MobileNetV2)"
+        )
         text = TextEmbedder(model.with_suffix(".text.onnx"), device="cpu")
         whole, tokens = queries_per_s(text, args.seconds / 2)
-        print(f"  text tower: {whole:.1f} queries/s one at a time (tokenise + tower); tokenizer alone "
-              f"{tokens:.0f} queries/s")
+        print(
+            f"  text tower: {whole:.1f} queries/s one at a time (tokenise + tower); tokenizer alone "
+            f"{tokens:.0f} queries/s"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,22 @@ def run_refinery(images: Path, report: Path, settings: list[str]) -> tuple[list[
     report.unlink(missing_ok=True)  # a run that fails must not be scored on an older report
     start = time.perf_counter()
     # --no-cache: every run reads, measures and embeds (a cached run's images/s says nothing).
-    subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--no-cache",
-                    "--report", str(report), *(a for s in settings for a in ("--set", s))],
-                   check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refinery",
+            "-q",
+            "dedup",
+            str(images),
+            "--no-cache",
+            "--report",
+            str(report),
+            *(a for s in settings for a in ("--set", s)),
+        ],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - start
     if not report.exists():
         sys.exit(f"refinery wrote no report for {images}: run it by hand to see why")
@@ -60,15 +73,21 @@ def peer_env() -> dict[str, str]:
 
 def available_peers(python: str) -> list[str]:
     """The peers installed in the environment of PYTHON."""
-    out = subprocess.run([python, str(HERE / "peers.py"), "--available"], check=True, capture_output=True,
-                         text=True, env=peer_env())
+    out = subprocess.run(
+        [python, str(HERE / "peers.py"), "--available"], check=True, capture_output=True, text=True, env=peer_env()
+    )
     return out.stdout.split()
 
 
 def run_peer(python: str, tool: str, images: Path, out: Path) -> tuple[list[str], float]:
     start = time.perf_counter()
-    done = subprocess.run([python, str(HERE / "peers.py"), tool, str(images), str(out)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=peer_env())
+    done = subprocess.run(
+        [python, str(HERE / "peers.py"), tool, str(images), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=peer_env(),
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{tool} failed (exit {done.returncode}):\n" + "\n".join(done.stderr.splitlines()[-15:]))
@@ -97,8 +116,7 @@ def ensure_sequences(corpus: Path, seed: int, shared: Path = SHARED) -> None:
     """Build fixed-camera sequences into CORPUS (make_sequences.py replaces the folder: only a new or empty one)."""
     if corpus.exists() and any(corpus.iterdir()):
         sys.exit(f"{corpus} has files but no truth.json: give a new or empty folder to build sequences in")
-    subprocess.run([sys.executable, str(shared / "make_sequences.py"), str(corpus), "--seed", str(seed)],
-                   check=True)
+    subprocess.run([sys.executable, str(shared / "make_sequences.py"), str(corpus), "--seed", str(seed)], check=True)
 
 
 def choose_tools(arg: str | None, peer_python: str | None) -> list[str]:
@@ -114,8 +132,9 @@ def choose_tools(arg: str | None, peer_python: str | None) -> list[str]:
     return tools
 
 
-def run_tools(tools: list[str], images: Path, corpus: Path, peer_python: str | None, settings: list[str]
-              ) -> tuple[list[tuple[str, list[str], float]], dict | None]:
+def run_tools(
+    tools: list[str], images: Path, corpus: Path, peer_python: str | None, settings: list[str]
+) -> tuple[list[tuple[str, list[str], float]], dict | None]:
     """Each tool's removal list and seconds, and refinery's report if it ran."""
     runs, report = [], None
     for tool in tools:
@@ -132,17 +151,25 @@ def print_crops(corpus: Path, truth: dict, seed: object, runs: list, report: dic
     scorer = load_scorer(shared)
     rows = [(tool, scorer.score(truth, removed), sec) for tool, removed, sec in runs]
     print(f"corpus {corpus} ({len(truth)} files, seed {seed})")
-    print(f"{'tool':12s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'lost':>5s} {'dups left':>9s} "
-          f"{'defects left':>12s} {'images/s':>9s}")
+    print(
+        f"{'tool':12s} {'precision':>9s} {'recall':>7s} {'F1':>7s} {'lost':>5s} {'dups left':>9s} "
+        f"{'defects left':>12s} {'images/s':>9s}"
+    )
     for tool, s, sec in rows:
-        print(f"{tool:12s} {s['precision']:9.4f} {s['recall']:7.4f} {s['f1']:7.4f} {s['lost_groups']:5d} "
-              f"{s['residual_dups']:9d} {s['defects_kept']:12d} {len(truth) / sec:9.1f}")
+        print(
+            f"{tool:12s} {s['precision']:9.4f} {s['recall']:7.4f} {s['f1']:7.4f} {s['lost_groups']:5d} "
+            f"{s['residual_dups']:9d} {s['defects_kept']:12d} {len(truth) / sec:9.1f}"
+        )
     for tool, s, _ in rows:
         print(f"{tool:12s} removed by role: " + ", ".join(f"{k} {v:.0%}" for k, v in s["removed_by_role"].items()))
     if report is not None:
-        print("refinery per stage (removed, wrong merges, groups lost): " + ", ".join(
-            f"{stage} {report['summary']['removed_by_stage'][stage]}/{w}/{lost}"
-            for stage, (w, lost) in stage_damage(report, truth).items()))
+        print(
+            "refinery per stage (removed, wrong merges, groups lost): "
+            + ", ".join(
+                f"{stage} {report['summary']['removed_by_stage'][stage]}/{w}/{lost}"
+                for stage, (w, lost) in stage_damage(report, truth).items()
+            )
+        )
 
 
 def print_sequences(corpus: Path, truth: dict, runs: list, shared: Path) -> None:
@@ -171,16 +198,32 @@ def main() -> None:
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--n", type=int, default=2000, help="files, when building a crop corpus")
     ap.add_argument("--seed", type=int, default=0, help="seed, when building a crop corpus")
-    ap.add_argument("--sequence-seed", type=int, default=None,
-                    help="build fixed-camera sequences with this seed if CORPUS has no truth.json")
-    ap.add_argument("--tools", default=None,
-                    help=f"comma-separated, from refinery,{','.join(PEERS)} "
-                         "(default: refinery and every peer installed in --peer-python)")
+    ap.add_argument(
+        "--sequence-seed",
+        type=int,
+        default=None,
+        help="build fixed-camera sequences with this seed if CORPUS has no truth.json",
+    )
+    ap.add_argument(
+        "--tools",
+        default=None,
+        help=f"comma-separated, from refinery,{','.join(PEERS)} "
+        "(default: refinery and every peer installed in --peer-python)",
+    )
     ap.add_argument("--peer-python", default=None, help="python of the environment with the peers installed")
-    ap.add_argument("--shared", type=Path, default=SHARED,
-                    help="folder with make_corpus.py, make_sequences.py, score.py, score_sequences.py")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a refinery setting for this run (as refinery dedup --set), again for more")
+    ap.add_argument(
+        "--shared",
+        type=Path,
+        default=SHARED,
+        help="folder with make_corpus.py, make_sequences.py, score.py, score_sequences.py",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a refinery setting for this run (as refinery dedup --set), again for more",
+    )
     args = ap.parse_args()
 
     tools = choose_tools(args.tools, args.peer_python)

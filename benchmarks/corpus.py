@@ -16,8 +16,10 @@ SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "bench"
 def ensure_corpus(corpus: Path, n: int, seed: int, shared: Path = SHARED) -> dict:
     """truth.json's files of CORPUS, building it with make_corpus.py first if needed."""
     if not (corpus / "truth.json").exists():
-        subprocess.run([sys.executable, str(shared / "make_corpus.py"), str(corpus), "--n", str(n),
-                        "--seed", str(seed)], check=True)
+        subprocess.run(
+            [sys.executable, str(shared / "make_corpus.py"), str(corpus), "--n", str(n), "--seed", str(seed)],
+            check=True,
+        )
     return json.loads((corpus / "truth.json").read_text())["files"]
 
 

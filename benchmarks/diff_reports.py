@@ -35,8 +35,10 @@ def main() -> None:
     a, b = decisions(args.before), decisions(args.after)
     changed = sorted(p for p in a.keys() | b.keys() if a.get(p) != b.get(p))
     flipped = [p for p in changed if (a.get(p) or ("",))[0] != (b.get(p) or ("",))[0]]
-    print(f"{len(a)} files before, {len(b)} after; {len(changed)} differ "
-          f"({len(changed) / max(len(a), 1):.2%}), {len(flipped)} of them keep <-> remove")
+    print(
+        f"{len(a)} files before, {len(b)} after; {len(changed)} differ "
+        f"({len(changed) / max(len(a), 1):.2%}), {len(flipped)} of them keep <-> remove"
+    )
     for p in changed[: args.show]:
         print(f"  {p}: {a.get(p)} -> {b.get(p)}")
     if args.truth:

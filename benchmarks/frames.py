@@ -35,8 +35,14 @@ SETTINGS: list[str] = []  # --set for refinery frames
 
 
 def refinery(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "refinery", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def megabytes(folder: Path) -> float:
@@ -46,13 +52,26 @@ def megabytes(folder: Path) -> float:
 def thin(video: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    proc = refinery("frames", str(video), "--out", str(out), "--report", str(out.with_suffix(".json")),
-                    *(arg for setting in SETTINGS for arg in ("--set", setting)))
+    proc = refinery(
+        "frames",
+        str(video),
+        "--out",
+        str(out),
+        "--report",
+        str(out.with_suffix(".json")),
+        *(arg for setting in SETTINGS for arg in ("--set", setting)),
+    )
     seconds = time.perf_counter() - start
     result = json.loads(out.with_suffix(".json").read_text())["videos"][0]
     peak = re.search(r"peak memory (\d+) MB", proc.stdout)
-    return {"seconds": seconds, "frames": result["frames"], "written": len(result["written"]),
-            "mb": megabytes(out), "peak_mb": int(peak.group(1)) if peak else None, "result": result}
+    return {
+        "seconds": seconds,
+        "frames": result["frames"],
+        "written": len(result["written"]),
+        "mb": megabytes(out),
+        "peak_mb": int(peak.group(1)) if peak else None,
+        "result": result,
+    }
 
 
 def extract_then_dedup(video: Path, folder: Path, cache: Path) -> dict:
@@ -71,8 +90,13 @@ def extract_then_dedup(video: Path, folder: Path, cache: Path) -> dict:
     refinery("-q", "dedup", str(folder / "images"), "--report", str(report), env={"XDG_CACHE_HOME": str(cache)})
     seconds = time.perf_counter() - start
     files = json.loads(report.read_text())["files"]
-    return {"seconds": seconds, "extract_seconds": extracted, "frames": k,
-            "kept": sum(f["decision"] == "keep" for f in files), "mb": megabytes(folder / "images")}
+    return {
+        "seconds": seconds,
+        "extract_seconds": extracted,
+        "frames": k,
+        "kept": sum(f["decision"] == "keep" for f in files),
+        "mb": megabytes(folder / "images"),
+    }
 
 
 def compare(video: Path, work: Path) -> None:
@@ -80,10 +104,14 @@ def compare(video: Path, work: Path) -> None:
     batch = extract_then_dedup(video, work / f"{video.stem}-extracted", work / "cache")
     n = online["frames"]
     print(f"{video.name}: {n} frames")
-    print(f"  refinery frames       {n / online['seconds']:7.1f} frames/s  {online['written']:6d} written  "
-          f"{online['mb']:7.1f} MB  peak {online['peak_mb']} MB")
-    print(f"  extract all + dedup   {n / batch['seconds']:7.1f} frames/s  {batch['kept']:6d} kept     "
-          f"{batch['mb']:7.1f} MB written (extracting alone {n / batch['extract_seconds']:.1f} frames/s)")
+    print(
+        f"  refinery frames       {n / online['seconds']:7.1f} frames/s  {online['written']:6d} written  "
+        f"{online['mb']:7.1f} MB  peak {online['peak_mb']} MB"
+    )
+    print(
+        f"  extract all + dedup   {n / batch['seconds']:7.1f} frames/s  {batch['kept']:6d} kept     "
+        f"{batch['mb']:7.1f} MB written (extracting alone {n / batch['extract_seconds']:.1f} frames/s)"
+    )
     print(f"  kept: frames keeps {online['written'] / max(1, batch['kept']) - 1:+.1%} against dedup")
 
 
@@ -109,10 +137,12 @@ def sequences(corpus: Path, work: Path) -> None:
     removed = set(frames) - kept
     score = load_sequence_scorer().score(truth, removed)
     base = score["every_kth_frame"]
-    print(f"sequences {corpus} ({len(frames)} frames, {len(by_sequence)} videos): refinery frames kept {len(kept)}, "
-          f"lost {score['lost']}, redundant {score['redundant']}, thinned {score['thinned']} "
-          f"({len(frames) / seconds:.1f} frames/s); every k-th frame at that count: lost {base['lost']}, "
-          f"redundant {base['redundant']}")
+    print(
+        f"sequences {corpus} ({len(frames)} frames, {len(by_sequence)} videos): refinery frames kept {len(kept)}, "
+        f"lost {score['lost']}, redundant {score['redundant']}, thinned {score['thinned']} "
+        f"({len(frames) / seconds:.1f} frames/s); every k-th frame at that count: lost {base['lost']}, "
+        f"redundant {base['redundant']}"
+    )
 
 
 def long_video(corpus: Path, work: Path, minutes: float) -> None:
@@ -126,9 +156,11 @@ def long_video(corpus: Path, work: Path, minutes: float) -> None:
             writer.write(pictures[k % len(pictures)])
         writer.release()
         online = thin(video, work / f"long{length:g}-frames")
-        print(f"{video.name} ({length:g} min, {online['frames']} frames at 960x540): "
-              f"{online['frames'] / online['seconds']:.1f} frames/s, {online['written']} written, "
-              f"peak memory {online['peak_mb']} MB")
+        print(
+            f"{video.name} ({length:g} min, {online['frames']} frames at 960x540): "
+            f"{online['frames'] / online['seconds']:.1f} frames/s, {online['written']} written, "
+            f"peak memory {online['peak_mb']} MB"
+        )
     compare(video, work)  # the longer one, against extracting every frame and dedup
 
 
@@ -138,8 +170,13 @@ def main() -> None:
     parser.add_argument("--video", type=Path, action="append", default=[])
     parser.add_argument("--sequences", type=Path, default=None)
     parser.add_argument("--long-minutes", type=float, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a setting for refinery frames (dedup runs with its defaults)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a setting for refinery frames (dedup runs with its defaults)",
+    )
     args = parser.parse_args()
     SETTINGS.extend(args.set)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -56,26 +56,33 @@ def column_bytes(run: state.Run) -> int:
     d = run.decisions
     arrays = (run.vector_row, run.done, run.cached, run.stat, d.code, d.stage, d.keeper, d.group)
     paths = run.table.paths
-    return (run.table.nbytes() + sum(a.nbytes for a in arrays) + sum(sys.getsizeof(p) for p in paths)
-            + 8 * len(paths))
+    return run.table.nbytes() + sum(a.nbytes for a in arrays) + sum(sys.getsizeof(p) for p in paths) + 8 * len(paths)
 
 
-def seed_run(folder: Path, cfg: Config, embedder: Embedder,
-             store: VectorStore) -> tuple[state.Run, np.ndarray, np.ndarray]:
+def seed_run(
+    folder: Path, cfg: Config, embedder: Embedder, store: VectorStore
+) -> tuple[state.Run, np.ndarray, np.ndarray]:
     """The folder's real rows: the run, the rows with a vector, and those vectors (float32)."""
     files, _ = featurepass.list_files(folder, cfg)
     run = state.Run(files)
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), folder)
     stages = {name: state.StageStats(name) for name in ("pass", "features", "embed")}
-    featurepass.feature_pass(folder, run, len(files), cfg, embedder, stages, store=store, cache=cache, workers=2,
-                             embed_all=True)
+    featurepass.feature_pass(
+        folder, run, len(files), cfg, embedder, stages, store=store, cache=cache, workers=2, embed_all=True
+    )
     cache.close()
     ok = np.flatnonzero(run.table.filled & (run.vector_row >= 0))
     return run, ok, store.rows(run.vector_row[ok])
 
 
-def grow(seed: state.Run, seed_rows: np.ndarray, seed_vectors: np.ndarray, size: int,
-         store: VectorStore, rng: np.random.Generator) -> state.Run:
+def grow(
+    seed: state.Run,
+    seed_rows: np.ndarray,
+    seed_vectors: np.ndarray,
+    size: int,
+    store: VectorStore,
+    rng: np.random.Generator,
+) -> state.Run:
     """A run of `size` rows grown from the seed's (see the module's docstring)."""
     run = state.Run([f"{k // 1000:04d}/{k:07d}.jpg" for k in range(size)])
     src, dst = seed.table, run.table
@@ -100,8 +107,9 @@ def grow(seed: state.Run, seed_rows: np.ndarray, seed_vectors: np.ndarray, size:
             values = dst.columns[name][rows]
             flips = np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64)
             values = np.where(near, values ^ flips, values)
-            dst.columns[name][rows] = np.where(other, rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64),
-                                               values)
+            dst.columns[name][rows] = np.where(
+                other, rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64), values
+            )
         digests = np.frombuffer(b"".join(hashlib.sha256(b"%d" % k).digest() for k in rows), np.uint8)
         dst.sha256[rows] = digests.reshape(n, 32)
         exact = ~(near | other)
@@ -128,8 +136,9 @@ def sampled_recall(pairs: set, run: state.Run, cfg: Config, rng: np.random.Gener
     for r in rng.choice(len(t), samples, replace=False).tolist():
         both = np.stack([np.full(len(t), r), np.arange(len(t))], axis=1)
         both = both[both[:, 1] != r]
-        close = (near._distances(both, t.columns["phash"]) <= cfg.near.max_phash) | \
-            (near._distances(both, t.columns["dhash"]) <= cfg.near.max_dhash)
+        close = (near._distances(both, t.columns["phash"]) <= cfg.near.max_phash) | (
+            near._distances(both, t.columns["dhash"]) <= cfg.near.max_dhash
+        )
         ok = np.zeros(len(both), bool)
         ok[close] = near._correlations(both[close], t.thumb) >= cfg.near.min_correlation
         truth |= {(min(a, b), max(a, b)) for a, b in both[ok].tolist()}
@@ -147,11 +156,13 @@ def near_both_ways(run: state.Run, cfg: Config, rng: np.random.Generator) -> Non
         start = time.perf_counter()
         pairs = near.near_pairs(*args, settings)
         found[name] = {tuple(p) for p in pairs.tolist()}
-        print(f"| {len(t):,} | {name}{'' if name == 'exact' else f' nprobe={settings.nprobe}'} | "
-              f"{time.perf_counter() - start:.1f} | {len(pairs):,} | "
-              f"{recall(found[name], found.get('exact')) if ways else sampled_recall(found[name], run, cfg, rng)} | "
-              f"{peak_memory_mb():.0f} |",
-              flush=True)
+        print(
+            f"| {len(t):,} | {name}{'' if name == 'exact' else f' nprobe={settings.nprobe}'} | "
+            f"{time.perf_counter() - start:.1f} | {len(pairs):,} | "
+            f"{recall(found[name], found.get('exact')) if ways else sampled_recall(found[name], run, cfg, rng)} | "
+            f"{peak_memory_mb():.0f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -173,8 +184,10 @@ def main() -> None:
             with VectorStore(embedder.spec.output_dim, featurepass.scratch_dir(cfg)) as store:
                 near_both_ways(grow(seed, seed_rows, seed_vectors, size, store, rng), cfg, rng)
         return
-    print("| pictures | columns B/file | RSS with columns MB | peak after stages MB | quality s | exact s | "
-          "near s | semantic s | removed (by stage) |")
+    print(
+        "| pictures | columns B/file | RSS with columns MB | peak after stages MB | quality s | exact s | "
+        "near s | semantic s | removed (by stage) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     for size in [*sizes, *([args.columns_only] if args.columns_only else [])]:
@@ -190,10 +203,13 @@ def main() -> None:
             # no grays: grown rows are no frames to decode, so no scenes
             dedup_run.decide(Funnel(run, store, cfg, stages))
             seconds = {k: v.seconds for k, v in stages.items()}
-            print(f"| {size:,} | {per_file:.0f} | {columns:.0f} | {peak_memory_mb():.0f} | "
-                  f"{seconds['quality']:.1f} | {seconds['exact']:.1f} | {seconds['near']:.1f} | "
-                  f"{seconds['semantic']:.1f} | {'/'.join(f'{v.removed:,}' for v in stages.values())} "
-                  f"(total {time.perf_counter() - start:.0f} s) |", flush=True)
+            print(
+                f"| {size:,} | {per_file:.0f} | {columns:.0f} | {peak_memory_mb():.0f} | "
+                f"{seconds['quality']:.1f} | {seconds['exact']:.1f} | {seconds['near']:.1f} | "
+                f"{seconds['semantic']:.1f} | {'/'.join(f'{v.removed:,}' for v in stages.values())} "
+                f"(total {time.perf_counter() - start:.0f} s) |",
+                flush=True,
+            )
         del run
     sys.stdout.flush()
 

@@ -63,8 +63,12 @@ def pair_sets(truth: dict, names: list[str]) -> tuple[list, list, list]:
             pos.append((a, b))
             if "semantic" in (truth[names[a]]["role"], truth[names[b]]["role"]):
                 sem.append((a, b))
-    neg = [(a, b) for members in by_scene.values() for a, b in combinations(members, 2)
-           if truth[names[a]]["group"] != truth[names[b]]["group"]]
+    neg = [
+        (a, b)
+        for members in by_scene.values()
+        for a, b in combinations(members, 2)
+        if truth[names[a]]["group"] != truth[names[b]]["group"]
+    ]
     return pos, sem, neg
 
 
@@ -76,7 +80,7 @@ def sims(v: np.ndarray, pairs: list) -> np.ndarray:
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that a random positive pair scores above a random negative pair."""
     ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def main() -> None:
@@ -89,16 +93,19 @@ def main() -> None:
     names = sorted(truth)[: args.limit or None]
     files = [args.corpus / "images" / n for n in names]
     pos, sem, neg = pair_sets(truth, names)
-    print(f"{len(files)} images; {len(pos)} same-picture pairs ({len(sem)} semantic), "
-          f"{len(neg)} hard-negative pairs")
-    print(f"{'model':32s} {'e2e img/s':>9s} {'model img/s':>11s} {'AUC':>7s} "
-          f"{'recall@FPR0.1%':>14s} {'semantic recall':>15s} {'recall@max-neg':>14s}")
+    print(f"{len(files)} images; {len(pos)} same-picture pairs ({len(sem)} semantic), {len(neg)} hard-negative pairs")
+    print(
+        f"{'model':32s} {'e2e img/s':>9s} {'model img/s':>11s} {'AUC':>7s} "
+        f"{'recall@FPR0.1%':>14s} {'semantic recall':>15s} {'recall@max-neg':>14s}"
+    )
     for model in args.models:
         v, e2e, alone = embed_corpus(model, files)
         p, s, n = sims(v, pos), sims(v, sem), sims(v, neg)
         cut = np.quantile(n, 0.999)
-        print(f"{model.name:32s} {e2e:9.1f} {alone:11.1f} {auc(p, n):7.4f} "
-              f"{(p > cut).mean():14.3f} {(s > cut).mean():15.3f} {(p > n.max()).mean():14.3f}")
+        print(
+            f"{model.name:32s} {e2e:9.1f} {alone:11.1f} {auc(p, n):7.4f} "
+            f"{(p > cut).mean():14.3f} {(s > cut).mean():15.3f} {(p > n.max()).mean():14.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ def main() -> None:
         cfg = load_config()
         plan = run_dedup(root, cfg, Embedder("default", device="cpu")).planned("remove")
         size = sum(item.judged.size for item in plan) / 1e6
-        print(f"{len(plan)} files to move, {size:.1f} MB; DEST on {'another' if args.other_fs else 'the same'} "
-              "filesystem")
+        print(
+            f"{len(plan)} files to move, {size:.1f} MB; DEST on {'another' if args.other_fs else 'the same'} filesystem"
+        )
 
         dest = dest_base / "plain"
         t = time.perf_counter()

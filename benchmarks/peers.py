@@ -30,8 +30,9 @@ def cleanvision(images: Path) -> list[str]:
     from cleanvision import Imagelab
 
     lab = Imagelab(data_path=str(images))
-    lab.find_issues({"exact_duplicates": {}, "near_duplicates": {}, "blurry": {}, "dark": {}, "light": {}},
-                    verbose=False)
+    lab.find_issues(
+        {"exact_duplicates": {}, "near_duplicates": {}, "blurry": {}, "dark": {}, "light": {}}, verbose=False
+    )
     removed: set[str] = set()
     for kind in ("exact_duplicates", "near_duplicates"):
         for group in lab.info[kind]["sets"]:

@@ -49,20 +49,24 @@ class Verdicts:
 def run_refinery(images: Path, report: Path, root: Path) -> tuple[Verdicts, dict]:
     """refinery dedup (ROOT's package) on IMAGES; what its quality stage removed, and the report."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--report", str(report),
-                    "--no-cache"], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--report", str(report), "--no-cache"],
+        cwd=root,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - start
     data = json.loads(report.read_text())
-    rejected = {f["path"]: f["reason"] for f in data["files"]
-                if f["decision"] == "remove" and f["stage"] == "quality"}
+    rejected = {f["path"]: f["reason"] for f in data["files"] if f["decision"] == "remove" and f["stage"] == "quality"}
     return Verdicts("refinery", rejected, seconds), data
 
 
 def run_cleanvision(images: Path, python: str, out: Path) -> Verdicts:
     """This script's --cleanvision-worker under PYTHON (a venv with cleanvision)."""
     start = time.perf_counter()
-    done = subprocess.run([python, __file__, "--cleanvision-worker", str(images), str(out)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [python, __file__, "--cleanvision-worker", str(images), str(out)], capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(f"cleanvision failed ({python}):\n{done.stderr[-3000:]}")
     seconds = time.perf_counter() - start
@@ -76,8 +80,10 @@ def cleanvision_flags(images: Path) -> dict[str, list[str]]:
 
     lab = Imagelab(data_path=str(images))
     lab.find_issues({issue: {} for issue in CLEANVISION_ISSUES}, verbose=False)
-    return {Path(path).name: [issue for issue in CLEANVISION_ISSUES if row[f"is_{issue}_issue"]]
-            for path, row in lab.issues.iterrows()}
+    return {
+        Path(path).name: [issue for issue in CLEANVISION_ISSUES if row[f"is_{issue}_issue"]]
+        for path, row in lab.issues.iterrows()
+    }
 
 
 def table(truth: dict[str, dict], tools: list[Verdicts]) -> list[str]:
@@ -104,17 +110,21 @@ def share(k: int, n: int) -> str:
 
 def good_rejected(truth: dict[str, dict], tool: Verdicts) -> list[str]:
     """Good pictures TOOL rejected: name, kind, source, why."""
-    return [f"  {n}  {truth[n]['kind']:9} {source(truth[n])}: {tool.rejected[n]}"
-            for n in sorted(tool.rejected.keys() & truth.keys(), key=lambda n: (truth[n]["kind"], n))
-            if truth[n]["label"] == "good"]
+    return [
+        f"  {n}  {truth[n]['kind']:9} {source(truth[n])}: {tool.rejected[n]}"
+        for n in sorted(tool.rejected.keys() & truth.keys(), key=lambda n: (truth[n]["kind"], n))
+        if truth[n]["label"] == "good"
+    ]
 
 
 def defects_missed(truth: dict[str, dict], tool: Verdicts, scores: dict[str, dict]) -> list[str]:
     """Defects TOOL let through: name, kind, how it was made, and refinery's scores of it."""
     missed = [n for n, t in truth.items() if t["label"] == "defect" and n not in tool.rejected]
-    return [f"  {n}  {truth[n]['kind']:8} {truth[n]['strength'] or '':36} "
-            + " ".join(f"{k} {v:g}" for k, v in scores.get(n, {}).items() if k not in PAIR_SCORES)
-            for n in sorted(missed, key=lambda n: (truth[n]["kind"], truth[n]["strength"] or "", n))]
+    return [
+        f"  {n}  {truth[n]['kind']:8} {truth[n]['strength'] or '':36} "
+        + " ".join(f"{k} {v:g}" for k, v in scores.get(n, {}).items() if k not in PAIR_SCORES)
+        for n in sorted(missed, key=lambda n: (truth[n]["kind"], truth[n]["strength"] or "", n))
+    ]
 
 
 def source(t: dict) -> str:
@@ -133,8 +143,10 @@ def score(out: Path, cleanvision_python: str | None, root: Path) -> None:
     summary = report["summary"]
     print(f"CPU: {cpu_name()} ({platform.machine()}, {platform.processor() or 'processor unknown'})")
     print(f"{out}: {len(truth)} pictures; good rows count good pictures rejected, defect rows defects caught")
-    print(f"refinery ({root / 'refinery'}): quality stage only; {summary['images_per_s']} images/s end to end "
-          f"({summary['files']} files, {summary['seconds']} s, {summary['provider']})")
+    print(
+        f"refinery ({root / 'refinery'}): quality stage only; {summary['images_per_s']} images/s end to end "
+        f"({summary['files']} files, {summary['seconds']} s, {summary['provider']})"
+    )
     if cleanvision_python:
         print(f"cleanvision: any of {', '.join(CLEANVISION_ISSUES)}; {tools[1].seconds:.1f} s")
     print("\n" + "\n".join(table(truth, tools)))
@@ -153,8 +165,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a folder quality_set.py built")
     parser.add_argument("--cleanvision-python", help="a Python with cleanvision installed")
-    parser.add_argument("--refinery-root", type=Path, default=REPO,
-                        help="the folder holding the refinery package to run (default: this checkout)")
+    parser.add_argument(
+        "--refinery-root",
+        type=Path,
+        default=REPO,
+        help="the folder holding the refinery package to run (default: this checkout)",
+    )
     args = parser.parse_args()
     score(args.out, args.cleanvision_python, args.refinery_root.resolve())
 

@@ -48,41 +48,67 @@ WHEELS = {"scikit-image": ("skimage", "data"), "scikit-learn": ("sklearn", "data
 # Good pictures used as shipped, by kind. "package:path" under the package's folder.
 GOOD = {
     "photo": [
-        "opencv-doc:aloeL.jpg", "opencv-doc:apple.jpg", "opencv-doc:orange.jpg",
-        "opencv-doc:basketball1.png", "opencv-doc:butterfly.jpg", "opencv-doc:chicky_512.png",
-        "opencv-doc:ela_original.jpg", "opencv-doc:leuvenA.jpg", "opencv-doc:pca_test1.jpg",
-        "opencv-doc:rubberwhale1.png", "opencv-doc:squirrel_cls.jpg", "opencv-doc:stuff.jpg",
-        "opencv-doc:Blender_Suzanne1.jpg", "opencv-doc:graf1.png",
-        "scikit-image:camera.png", "scikit-image:ihc.png", "scikit-image:moon.png",
-        "scikit-image:cell.png", "scikit-learn:china.jpg",
+        "opencv-doc:aloeL.jpg",
+        "opencv-doc:apple.jpg",
+        "opencv-doc:orange.jpg",
+        "opencv-doc:basketball1.png",
+        "opencv-doc:butterfly.jpg",
+        "opencv-doc:chicky_512.png",
+        "opencv-doc:ela_original.jpg",
+        "opencv-doc:leuvenA.jpg",
+        "opencv-doc:pca_test1.jpg",
+        "opencv-doc:rubberwhale1.png",
+        "opencv-doc:squirrel_cls.jpg",
+        "opencv-doc:stuff.jpg",
+        "opencv-doc:Blender_Suzanne1.jpg",
+        "opencv-doc:graf1.png",
+        "scikit-image:camera.png",
+        "scikit-image:ihc.png",
+        "scikit-image:moon.png",
+        "scikit-image:cell.png",
+        "scikit-learn:china.jpg",
         "plasma-workspace-wallpapers:FallenLeaf/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:ColdRipple/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:Kite/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:summer_1am/contents/images/2560x1600.jpg",
-        "mate-backgrounds:nature/Aqua.jpg", "mate-backgrounds:nature/Blinds.jpg",
-        "mate-backgrounds:nature/FreshFlower.jpg", "mate-backgrounds:nature/LadyBird.jpg",
-        "mate-backgrounds:nature/RainDrops.jpg", "mate-backgrounds:nature/TwoWings.jpg",
+        "mate-backgrounds:nature/Aqua.jpg",
+        "mate-backgrounds:nature/Blinds.jpg",
+        "mate-backgrounds:nature/FreshFlower.jpg",
+        "mate-backgrounds:nature/LadyBird.jpg",
+        "mate-backgrounds:nature/RainDrops.jpg",
+        "mate-backgrounds:nature/TwoWings.jpg",
     ],
     "bright": [  # high-key as shipped: documents, cards, sweets and a logo on white, pale wood
-        "opencv-doc:cards.png", "opencv-doc:smarties.png", "opencv-doc:imageTextN.png",
-        "opencv-doc:imageTextR.png", "opencv-doc:notes.png", "opencv-doc:pic3.png",
-        "scikit-image:horse.png", "mate-backgrounds:nature/Wood.jpg",
+        "opencv-doc:cards.png",
+        "opencv-doc:smarties.png",
+        "opencv-doc:imageTextN.png",
+        "opencv-doc:imageTextR.png",
+        "opencv-doc:notes.png",
+        "opencv-doc:pic3.png",
+        "scikit-image:horse.png",
+        "mate-backgrounds:nature/Wood.jpg",
         "mate-backgrounds:desktop/GreenTraditional.jpg",
     ],
     "dark": [  # low-key that keeps its detail: a night launch pad, deep sky, dark wallpapers
-        "scikit-image:rocket.jpg", "scikit-image:hubble_deep_field.jpg",
-        "ukui-wallpapers:the-mouse.jpg", "ukui-wallpapers:focal-ubuntukylin.png",
+        "scikit-image:rocket.jpg",
+        "scikit-image:hubble_deep_field.jpg",
+        "ukui-wallpapers:the-mouse.jpg",
+        "ukui-wallpapers:focal-ubuntukylin.png",
         "plasma-workspace-wallpapers:Kay/contents/images_dark/5120x2880.png",
         "plasma-workspace-wallpapers:MilkyWay/contents/images/5120x2880.png",
         "plasma-workspace-wallpapers:Path/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:Flow/contents/images_dark/5120x2880.jpg",
         "mate-backgrounds:desktop/Ubuntu-Mate-Dark-no-logo.png",
         "mate-backgrounds:desktop/Ubuntu-Mate-Warm-no-logo.png",
-        "gnome-backgrounds:wood-d.webp", "gnome-backgrounds:adwaita-d.webp",
+        "gnome-backgrounds:wood-d.webp",
+        "gnome-backgrounds:adwaita-d.webp",
     ],
     "on_black": [  # graphics and scans on black, as shipped
-        "opencv-doc:detect_blob.png", "opencv-doc:digits.png", "opencv-doc:opencv-logo.png",
-        "scikit-image:phantom.png", "scikit-image:retina.jpg",
+        "opencv-doc:detect_blob.png",
+        "opencv-doc:digits.png",
+        "opencv-doc:opencv-logo.png",
+        "scikit-image:phantom.png",
+        "scikit-image:retina.jpg",
     ],
     "smooth": [  # few edges but sharp: fog, sky over a horizon, gradients, flat vector art
         "plasma-workspace-wallpapers:DarkestHour/contents/images/2560x1600.jpg",
@@ -93,23 +119,39 @@ GOOD = {
         "plasma-workspace-wallpapers:Opal/contents/images/3840x2160.png",
         "plasma-workspace-wallpapers:Kokkini/contents/images/3840x2160.png",
         "plasma-workspace-wallpapers:Kay/contents/images/1080x1920.png",
-        "mate-backgrounds:nature/Storm.jpg", "mate-backgrounds:desktop/Ubuntu-Mate-Cold-no-logo.png",
-        "gnome-backgrounds:adwaita-l.webp", "gnome-backgrounds:symbolic-l.webp",
-        "ukui-wallpapers:fluent-color.png", "ukui-wallpapers:calla.png", "ukui-wallpapers:city.png",
-        "ukui-wallpapers:desert.png", "ukui-wallpapers:goldfish.png", "ukui-wallpapers:rhythm.jpg",
-        "ukui-wallpapers:rollpaper.png", "ukui-wallpapers:firstgeneration.jpg",
-        "gnome-backgrounds:pixels-l.webp", "scikit-image:logo.png", "opencv-doc:pic1.png",
+        "mate-backgrounds:nature/Storm.jpg",
+        "mate-backgrounds:desktop/Ubuntu-Mate-Cold-no-logo.png",
+        "gnome-backgrounds:adwaita-l.webp",
+        "gnome-backgrounds:symbolic-l.webp",
+        "ukui-wallpapers:fluent-color.png",
+        "ukui-wallpapers:calla.png",
+        "ukui-wallpapers:city.png",
+        "ukui-wallpapers:desert.png",
+        "ukui-wallpapers:goldfish.png",
+        "ukui-wallpapers:rhythm.jpg",
+        "ukui-wallpapers:rollpaper.png",
+        "ukui-wallpapers:firstgeneration.jpg",
+        "gnome-backgrounds:pixels-l.webp",
+        "scikit-image:logo.png",
+        "opencv-doc:pic1.png",
         "opencv-doc:pic5.png",
     ],
     "busy": [
-        "opencv-doc:baboon.jpg", "opencv-doc:board.jpg", "opencv-doc:starry_night.jpg",
-        "opencv-doc:chessboard.png", "opencv-doc:sudoku.png",
-        "scikit-image:grass.png", "scikit-image:gravel.png", "scikit-image:brick.png",
+        "opencv-doc:baboon.jpg",
+        "opencv-doc:board.jpg",
+        "opencv-doc:starry_night.jpg",
+        "opencv-doc:chessboard.png",
+        "opencv-doc:sudoku.png",
+        "scikit-image:grass.png",
+        "scikit-image:gravel.png",
+        "scikit-image:brick.png",
         "plasma-workspace-wallpapers:OneStandsOut/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:Grey/contents/images/2560x1600.jpg",
         "plasma-workspace-wallpapers:ColorfulCups/contents/images/2560x1600.jpg",
-        "gnome-backgrounds:licorice-l.webp", "gnome-backgrounds:licorice-d.webp",
-        "gnome-backgrounds:truchet-d.webp", "ukui-wallpapers:string.jpg",
+        "gnome-backgrounds:licorice-l.webp",
+        "gnome-backgrounds:licorice-d.webp",
+        "gnome-backgrounds:truchet-d.webp",
+        "ukui-wallpapers:string.jpg",
     ],
 }
 # Good pictures made from real ones (a window of the frame, so not a copy of a good one).
@@ -117,34 +159,53 @@ HIGH_KEY = [
     "plasma-workspace-wallpapers:ColdRipple/contents/images/2560x1600.jpg",
     "plasma-workspace-wallpapers:Kite/contents/images/2560x1600.jpg",
     "plasma-workspace-wallpapers:summer_1am/contents/images/2560x1600.jpg",
-    "mate-backgrounds:nature/Storm.jpg", "mate-backgrounds:nature/TwoWings.jpg",
+    "mate-backgrounds:nature/Storm.jpg",
+    "mate-backgrounds:nature/TwoWings.jpg",
     "opencv-doc:squirrel_cls.jpg",
-    "scikit-image:camera.png", "scikit-image:ihc.png", "opencv-doc:leuvenA.jpg",
+    "scikit-image:camera.png",
+    "scikit-image:ihc.png",
+    "opencv-doc:leuvenA.jpg",
 ]
 NIGHT = [
     "plasma-workspace-wallpapers:summer_1am/contents/images/2560x1600.jpg",
     "plasma-workspace-wallpapers:FallenLeaf/contents/images/2560x1600.jpg",
     "plasma-workspace-wallpapers:Grey/contents/images/2560x1600.jpg",
-    "mate-backgrounds:nature/RainDrops.jpg", "opencv-doc:aloeL.jpg", "scikit-learn:china.jpg",
+    "mate-backgrounds:nature/RainDrops.jpg",
+    "opencv-doc:aloeL.jpg",
+    "scikit-learn:china.jpg",
 ]
 STAMPS_ON = {"on_white": 30, "on_black": 15}
 
 # Defects are made from these, and only these, real pictures.
 DEFECT_SOURCES = [
-    "opencv-doc:aero1.jpg", "opencv-doc:aero3.jpg", "opencv-doc:building.jpg",
-    "opencv-doc:fruits.jpg", "opencv-doc:home.jpg", "opencv-doc:messi5.jpg",
-    "opencv-doc:left.jpg", "opencv-doc:right.jpg", "opencv-doc:box_in_scene.png",
-    "opencv-doc:left03.jpg", "opencv-doc:right08.jpg",
-    "scikit-image:coffee.png", "scikit-image:motorcycle_left.png", "scikit-image:astronaut.png",
-    "scikit-image:chelsea.png", "scikit-learn:flower.jpg",
-    "mate-backgrounds:nature/Garden.jpg", "mate-backgrounds:nature/GreenMeadow.jpg",
-    "mate-backgrounds:nature/YellowFlower.jpg", "mate-backgrounds:nature/Dune.jpg",
+    "opencv-doc:aero1.jpg",
+    "opencv-doc:aero3.jpg",
+    "opencv-doc:building.jpg",
+    "opencv-doc:fruits.jpg",
+    "opencv-doc:home.jpg",
+    "opencv-doc:messi5.jpg",
+    "opencv-doc:left.jpg",
+    "opencv-doc:right.jpg",
+    "opencv-doc:box_in_scene.png",
+    "opencv-doc:left03.jpg",
+    "opencv-doc:right08.jpg",
+    "scikit-image:coffee.png",
+    "scikit-image:motorcycle_left.png",
+    "scikit-image:astronaut.png",
+    "scikit-image:chelsea.png",
+    "scikit-learn:flower.jpg",
+    "mate-backgrounds:nature/Garden.jpg",
+    "mate-backgrounds:nature/GreenMeadow.jpg",
+    "mate-backgrounds:nature/YellowFlower.jpg",
+    "mate-backgrounds:nature/Dune.jpg",
     "plasma-workspace-wallpapers:BytheWater/contents/images/2560x1600.jpg",
     "plasma-workspace-wallpapers:EveningGlow/contents/images/2560x1600.jpg",
 ]
 SHIPPED_BLURRED = {  # blurred as shipped: real defects nobody here made
-    "opencv-doc:licenseplate_motion.jpg": "motion", "opencv-doc:text_motion.jpg": "motion",
-    "scikit-image:clock_motion.png": "motion", "opencv-doc:text_defocus.jpg": "defocus",
+    "opencv-doc:licenseplate_motion.jpg": "motion",
+    "opencv-doc:text_motion.jpg": "motion",
+    "scikit-image:clock_motion.png": "motion",
+    "opencv-doc:text_defocus.jpg": "defocus",
 }
 BLANKS = {"flat": 4, "lens cap": 4, "white wall": 4}
 
@@ -181,16 +242,18 @@ class Library:
 
 
 def debian_version(package: str) -> str:
-    return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", package], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def wheel_folder(python: str, package: str, module: str) -> tuple[Path, str]:
     """The installed folder of MODULE and the version of PACKAGE, in another Python."""
-    code = ("import importlib.util as u, importlib.metadata as m, os;"
-            f"print(os.path.dirname(u.find_spec('{module}').origin)); print(m.version('{package}'))")
-    folder, version = subprocess.run([python, "-c", code], check=True, capture_output=True,
-                                     text=True).stdout.split()
+    code = (
+        "import importlib.util as u, importlib.metadata as m, os;"
+        f"print(os.path.dirname(u.find_spec('{module}').origin)); print(m.version('{package}'))"
+    )
+    folder, version = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.split()
     return Path(folder), version
 
 
@@ -222,10 +285,11 @@ def window(rgb: np.ndarray, rng: random.Random, share: float = 0.7) -> np.ndarra
     share = max(share, 400 / max(h, w))
     ch, cw = round(h * share), round(w * share)
     y, x = rng.randrange(h - ch + 1), rng.randrange(w - cw + 1)
-    return rgb[y:y + ch, x:x + cw]
+    return rgb[y : y + ch, x : x + cw]
 
 
 # Good pictures made from real ones --------------------------------------------------------
+
 
 def high_key(rgb: np.ndarray, level: float) -> tuple[np.ndarray, float]:
     """Snow-like, at mean gray LEVEL if p <= 6 reaches it: each pixel moves toward white so
@@ -240,7 +304,7 @@ def night(rgb: np.ndarray, level: float) -> tuple[np.ndarray, float]:
     """Night-like, at mean gray LEVEL if gamma <= 5 reaches it: each pixel darkens so that its
     gray L becomes L^gamma, colours kept: midtones sink, lit parts stay lit; no noise added.
     Returns it and gamma."""
-    gamma = solve(gray(rgb), lambda x, g: x ** g, level, 1, 5)
+    gamma = solve(gray(rgb), lambda x, g: x**g, level, 1, 5)
     return to_uint8(rgb.astype(np.float32) * gray(rgb)[..., None] ** (gamma - 1)), gamma
 
 
@@ -249,8 +313,7 @@ def gray(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255
 
 
-def solve(x: np.ndarray, curve: Callable[[np.ndarray, float], np.ndarray], level: float,
-          lo: float, hi: float) -> float:
+def solve(x: np.ndarray, curve: Callable[[np.ndarray, float], np.ndarray], level: float, lo: float, hi: float) -> float:
     """The parameter in [LO, HI] of a tone CURVE (monotone in it) that brings the mean of
     255 curve(X) closest to LEVEL."""
     x = cv2.resize(x, (96, 96), interpolation=cv2.INTER_AREA)
@@ -270,8 +333,9 @@ def on_background(stamp: Image.Image, background: int, share: float, rng: random
     long_side = min(1024, max(400, round(max(stamp.size) / share)))
     w, h = (long_side, round(long_side / aspect)) if aspect >= 1 else (round(long_side * aspect), long_side)
     scale = min(share * long_side / max(stamp.size), 0.95 * w / stamp.width, 0.95 * h / stamp.height)
-    obj = stamp.resize((max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))),
-                       Image.Resampling.LANCZOS)
+    obj = stamp.resize(
+        (max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))), Image.Resampling.LANCZOS
+    )
     frame = Image.new("RGBA", (w, h), (background,) * 3 + (255,))
     frame.alpha_composite(obj, (rng.randrange(w - obj.width + 1), rng.randrange(h - obj.height + 1)))
     return np.asarray(frame.convert("RGB"))
@@ -297,6 +361,7 @@ def stamps(root: Path, background: int, n: int, taken: set[Path], rng: random.Ra
 
 
 # Defects ---------------------------------------------------------------------------------
+
 
 def at_640(rgb: np.ndarray) -> float:
     """How many pixels of this picture make one pixel at 640 px (strengths are given at 640)."""
@@ -329,7 +394,7 @@ def underexposed(rgb: np.ndarray, gain: float, gamma: float, rng: np.random.Gene
     variance grows with the level) and read noise, each channel on its own."""
     y = 255 * (gain * rgb.astype(np.float32) / 255) ** gamma
     read = rng.uniform(1.5, 4.0)
-    noisy = y + rng.normal(0, 1, y.shape) * np.sqrt(read ** 2 + 0.8 * y)
+    noisy = y + rng.normal(0, 1, y.shape) * np.sqrt(read**2 + 0.8 * y)
     return to_uint8(noisy)
 
 
@@ -348,8 +413,8 @@ def blank(kind: str, tint: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         level, noise = np.full(3, rng.uniform(2, 10)), rng.uniform(1, 3)
     else:  # white wall, a little darker toward the corners
         level, noise = np.full(3, rng.uniform(215, 240)), rng.uniform(1, 2)
-    yy, xx = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
-    falloff = 1 - (0.08 if kind == "white wall" else 0.0) * (xx ** 2 + yy ** 2) / 2
+    yy, xx = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j]
+    falloff = 1 - (0.08 if kind == "white wall" else 0.0) * (xx**2 + yy**2) / 2
     frame = level[None, None, :] * falloff[..., None]
     return to_uint8(frame + rng.normal(0, noise, (h, w, 3)))
 
@@ -406,6 +471,7 @@ def spread(lo: float, hi: float, n: int, rng: random.Random) -> list[float]:
 
 # The set ---------------------------------------------------------------------------------
 
+
 class Writer:
     """Writes pictures under neutral names and keeps their truth."""
 
@@ -429,24 +495,32 @@ class Writer:
 def add_good(lib: Library, w: Writer, rng: random.Random) -> None:
     for kind, sources in GOOD.items():
         for source in sources:
-            w.add(fit(load(lib.path(source), 0 if kind == "on_black" else 255), rng),
-                  Truth("good", kind, source))
+            w.add(fit(load(lib.path(source), 0 if kind == "on_black" else 255), rng), Truth("good", kind, source))
     for source in HIGH_KEY:
         rgb, p = high_key(window(load(lib.path(source)), rng), rng.uniform(205, 235))
-        w.add(fit(rgb, rng), Truth("good", "bright", source,
-                                   f"high-key 1-(1-L)^{p:.1f}, mean gray {255 * gray(rgb).mean():.0f}"))
+        w.add(
+            fit(rgb, rng),
+            Truth("good", "bright", source, f"high-key 1-(1-L)^{p:.1f}, mean gray {255 * gray(rgb).mean():.0f}"),
+        )
     for source in NIGHT:
         rgb, gamma = night(window(load(lib.path(source)), rng), rng.uniform(25, 50))
-        w.add(fit(rgb, rng), Truth("good", "dark", source,
-                                   f"night L^{gamma:.1f}, mean gray {255 * gray(rgb).mean():.0f}"))
+        w.add(
+            fit(rgb, rng), Truth("good", "dark", source, f"night L^{gamma:.1f}, mean gray {255 * gray(rgb).mean():.0f}")
+        )
     root, taken = lib.roots["tuxpaint-stamps-default"], set[Path]()
     for kind, n in STAMPS_ON.items():
         background = 255 if kind == "on_white" else 0
         for path in stamps(root, background, n, taken, rng):
             share = rng.uniform(0.3, 0.85)
-            w.add(on_background(Image.open(path).convert("RGBA"), background, share, rng),
-                  Truth("good", kind, f"tuxpaint-stamps-default:{path.relative_to(root)}",
-                        f"object {share:.2f} of the longer side"))
+            w.add(
+                on_background(Image.open(path).convert("RGBA"), background, share, rng),
+                Truth(
+                    "good",
+                    kind,
+                    f"tuxpaint-stamps-default:{path.relative_to(root)}",
+                    f"object {share:.2f} of the longer side",
+                ),
+            )
 
 
 def add_defects(lib: Library, w: Writer, rngs: Rngs) -> None:
@@ -466,8 +540,7 @@ def add_defects(lib: Library, w: Writer, rngs: Rngs) -> None:
         for _ in range(n):
             source = rng.choice(DEFECT_SOURCES)  # a flat frame takes its colour from a photo
             tint = pictures[source].reshape(-1, 3).mean(axis=0)
-            w.add(blank(style, tint, rngs.np),
-                  Truth("defect", "blank", source if style == "flat" else "none", style))
+            w.add(blank(style, tint, rngs.np), Truth("defect", "blank", source if style == "flat" else "none", style))
 
 
 def build(out: Path, seed: int, samples_python: str) -> dict[str, Truth]:
@@ -477,8 +550,9 @@ def build(out: Path, seed: int, samples_python: str) -> dict[str, Truth]:
     add_good(lib, writer, rngs.py)
     add_defects(lib, writer, rngs)
     files = {name: asdict(t) for name, t in sorted(writer.truth.items())}
-    (out / "truth.json").write_text(json.dumps({"seed": seed, "packages": lib.versions,
-                                                "files": files}, indent=1) + "\n")
+    (out / "truth.json").write_text(
+        json.dumps({"seed": seed, "packages": lib.versions, "files": files}, indent=1) + "\n"
+    )
     return writer.truth
 
 
@@ -486,8 +560,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples-python", default="/work/q-venv/bin/python",
-                        help="a Python with scikit-image and scikit-learn installed")
+    parser.add_argument(
+        "--samples-python",
+        default="/work/q-venv/bin/python",
+        help="a Python with scikit-image and scikit-learn installed",
+    )
     args = parser.parse_args()
     truth = build(args.out, args.seed, args.samples_python)
     labels = [t.label for t in truth.values()]

@@ -31,8 +31,12 @@ from refinery.features import measure  # noqa: E402
 from refinery.io.images import decode  # noqa: E402
 
 Image.MAX_IMAGE_PIXELS = None  # wallpapers reach 5120x2880: installed files, not a hostile input
-FOLDERS = ["/usr/share/wallpapers", "/usr/share/backgrounds", "/usr/share/tuxpaint/stamps",
-           "/usr/share/doc/opencv-doc/examples/data"]
+FOLDERS = [
+    "/usr/share/wallpapers",
+    "/usr/share/backgrounds",
+    "/usr/share/tuxpaint/stamps",
+    "/usr/share/doc/opencv-doc/examples/data",
+]
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
@@ -55,8 +59,10 @@ def main() -> None:
             if reason:
                 rejected.append((path, reason))
     kinds = Counter(reason.code.value for _, reason in rejected)
-    print(f"{judged} pictures in {time.perf_counter() - start:.0f} s; {len(rejected)} rejected: "
-          + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()))
+    print(
+        f"{judged} pictures in {time.perf_counter() - start:.0f} s; {len(rejected)} rejected: "
+        + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    )
     for path, reason in rejected:
         print(f"  {path}: {reason.text}")
 

@@ -32,8 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def state(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in root.rglob("*") if p.is_file() and ".refinery" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and ".refinery" not in p.parts
+    }
 
 
 def writer(photos: Path, rng: random.Random, touched: dict[str, str | None], stop: threading.Event) -> None:
@@ -73,8 +76,13 @@ def one_seed(source: Path, base: Path, seed: int) -> str:
     stop = threading.Event()
     thread = threading.Thread(target=writer, args=(photos, random.Random(seed), touched, stop))
     thread.start()
-    run = subprocess.run([*refinery, "dedup", str(photos), "--move-rejects-to", str(base / "rejects"),
-                          "--device", "cpu"], env=env, capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        [*refinery, "dedup", str(photos), "--move-rejects-to", str(base / "rejects"), "--device", "cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     stop.set()
     thread.join()
     moved = len(state(base / "rejects"))
@@ -88,9 +96,11 @@ def one_seed(source: Path, base: Path, seed: int) -> str:
     differ = sum(expected.get(rel) != after.get(rel) for rel in set(expected) | set(after))
     errors = sum(line.startswith("error:") for line in run.stderr.splitlines())
     tracebacks = "Traceback" in run.stderr + undo.stderr
-    return (f"seed {seed}: dedup exit {run.returncode}, {moved} moved, {errors} error lines, writer touched "
-            f"{len(touched)}; undo exit {undo.returncode}; differ after undo: {differ}; left in rejects: "
-            f"{len(state(base / 'rejects'))}; tracebacks: {tracebacks}")
+    return (
+        f"seed {seed}: dedup exit {run.returncode}, {moved} moved, {errors} error lines, writer touched "
+        f"{len(touched)}; undo exit {undo.returncode}; differ after undo: {differ}; left in rejects: "
+        f"{len(state(base / 'rejects'))}; tracebacks: {tracebacks}"
+    )
 
 
 def main() -> None:

@@ -66,8 +66,10 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",")):
         vectors = grow(seed, size, rng)
-        queries = l2_normalize(vectors[rng.integers(0, size, args.queries)]
-                               + rng.normal(0, 0.01, (args.queries, vectors.shape[1])).astype(np.float32))
+        queries = l2_normalize(
+            vectors[rng.integers(0, size, args.queries)]
+            + rng.normal(0, 0.01, (args.queries, vectors.shape[1])).astype(np.float32)
+        )
         flat = faiss.IndexFlatIP(vectors.shape[1])
         flat.add(vectors)
         flat_ms, truth = per_query_ms(flat, queries, args.k)
@@ -82,8 +84,11 @@ def main() -> None:
         recall = np.mean([len(set(t) & set(f)) / args.k for t, f in zip(truth, found, strict=True)])
         mb = vectors.nbytes / 2**20
         links = size * HNSW_M * 2 * 4 / 2**20  # neighbour lists, level 0 (2M links of 4 bytes)
-        print(f"| {size:,} | {flat_ms:.2f} | {mb:.0f} | {build_s:.1f} | {hnsw_ms:.2f} | {mb + links:.0f} | "
-              f"{recall:.4f} |", flush=True)
+        print(
+            f"| {size:,} | {flat_ms:.2f} | {mb:.0f} | {build_s:.1f} | {hnsw_ms:.2f} | {mb + links:.0f} | "
+            f"{recall:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

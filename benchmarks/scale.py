@@ -41,26 +41,31 @@ def grow(seed: np.ndarray, size: int, rng: np.random.Generator, chunk: int = 100
     """`size` unit rows: the seed, then near copies (a fifth) and far variations of seed rows,
     made a chunk at a time (a million 1280-d rows are 5 GB; their temporaries would be 20)."""
     out = np.empty((max(size, len(seed)), seed.shape[1]), np.float32)
-    out[:len(seed)] = seed
+    out[: len(seed)] = seed
     for start in range(len(seed), size, chunk):
         n = min(chunk, size - start)
         base = seed[rng.integers(0, len(seed), n)]
         scale = np.where(rng.random(n) < 0.2, 0.15, 1.5)[:, None] / np.sqrt(seed.shape[1])
         base += rng.normal(0, 1, base.shape).astype(np.float32) * scale.astype(np.float32)
-        out[start:start + n] = l2_normalize(base)
+        out[start : start + n] = l2_normalize(base)
     return out[:size]
 
 
-def sampled_recall(vectors: np.ndarray, pairs: set[tuple[int, int]], rng: np.random.Generator,
-                   samples: int = 300) -> float:
+def sampled_recall(
+    vectors: np.ndarray, pairs: set[tuple[int, int]], rng: np.random.Generator, samples: int = 300
+) -> float:
     """Share of the exact pairs of `samples` random rows (exact: a flat search over all rows)
     that `pairs` holds."""
     rows = rng.choice(len(vectors), samples, replace=False)
     flat = faiss.IndexFlatIP(vectors.shape[1])
     flat.add(vectors)
     lims, _, found = flat.range_search(vectors[rows], THRESHOLD)
-    truth = {(min(r, int(j)), max(r, int(j))) for k, r in enumerate(rows.tolist())
-             for j in found[lims[k]:lims[k + 1]] if int(j) != r}
+    truth = {
+        (min(r, int(j)), max(r, int(j)))
+        for k, r in enumerate(rows.tolist())
+        for j in found[lims[k] : lims[k + 1]]
+        if int(j) != r
+    }
     return len(truth & pairs) / max(1, len(truth))
 
 
@@ -70,8 +75,11 @@ def semantic_stage(vectors: np.ndarray, nprobes: list[int], rng: np.random.Gener
     if n <= EXACT_LIMIT:
         start = time.perf_counter()
         exact = {(i, j) for i, j, _ in ann.similar_pairs(vectors, THRESHOLD)}
-        print(f"| {n:,} | exact | | {time.perf_counter() - start:.1f} | {vectors.nbytes / 2**20:.0f} | "
-              f"{len(exact):,} | 1 |", flush=True)
+        print(
+            f"| {n:,} | exact | | {time.perf_counter() - start:.1f} | {vectors.nbytes / 2**20:.0f} | "
+            f"{len(exact):,} | 1 |",
+            flush=True,
+        )
     best: list[tuple[int, int]] = []
     for nprobe in nprobes:
         start = time.perf_counter()
@@ -80,8 +88,11 @@ def semantic_stage(vectors: np.ndarray, nprobes: list[int], rng: np.random.Gener
         pairs = {(i, j) for i, j, _ in found}
         recall = len(pairs & exact) / max(1, len(exact)) if exact is not None else sampled_recall(vectors, pairs, rng)
         how = "all pairs" if exact is not None else "sample"
-        print(f"| {n:,} | IVF nprobe={nprobe} | {int(4 * np.sqrt(n))} lists | {seconds:.1f} | "
-              f"{vectors.nbytes / 2 / 2**20:.0f} | {len(pairs):,} | {recall:.4f} ({how}) |", flush=True)
+        print(
+            f"| {n:,} | IVF nprobe={nprobe} | {int(4 * np.sqrt(n))} lists | {seconds:.1f} | "
+            f"{vectors.nbytes / 2 / 2**20:.0f} | {len(pairs):,} | {recall:.4f} ({how}) |",
+            flush=True,
+        )
         best = sorted(pairs)
     return best
 
@@ -90,8 +101,11 @@ def graph_stage(pairs: list[tuple[int, int]], vectors: np.ndarray) -> None:
     start = time.perf_counter()
     groups, splits = star_groups(pairs, min, lambda i, keeper: float(vectors[i] @ vectors[keeper]) >= THRESHOLD)
     seconds = time.perf_counter() - start
-    print(f"graph: {len(pairs):,} pairs over {len(vectors):,} pictures -> {len(groups):,} groups "
-          f"({splits} chains cut) in {seconds:.1f} s", flush=True)
+    print(
+        f"graph: {len(pairs):,} pairs over {len(vectors):,} pictures -> {len(groups):,} groups "
+        f"({splits} chains cut) in {seconds:.1f} s",
+        flush=True,
+    )
 
 
 def hash_stage(size: int, rng: np.random.Generator) -> None:
@@ -106,8 +120,10 @@ def hash_stage(size: int, rng: np.random.Generator) -> None:
     for radius in (8, 10):
         start = time.perf_counter()
         pairs = ann.within(codes, radius)
-        print(f"hash: {size:,} codes, radius {radius}: {len(pairs):,} pairs in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        print(
+            f"hash: {size:,} codes, radius {radius}: {len(pairs):,} pairs in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -133,8 +149,10 @@ def main() -> None:
     cache = FeatureCache(default_cache_dir(), file_sha256(embedder.path), args.folder)
     seed = l2_normalize(embed_every_picture(args.folder, Config(), embedder, cache=cache).vectors)
     cache.close()
-    print(f"seed: {len(seed)} real embeddings ({seed.shape[1]}-d); threshold {THRESHOLD}; "
-          f"{faiss.omp_get_max_threads()} threads")
+    print(
+        f"seed: {len(seed)} real embeddings ({seed.shape[1]}-d); threshold {THRESHOLD}; "
+        f"{faiss.omp_get_max_threads()} threads"
+    )
     print("| pictures | search | lists | seconds | vectors MB | pairs | pair recall |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for size in sizes:

@@ -95,9 +95,12 @@ def drop_page_cache() -> bool:
 def end_to_end(images: Path, report: Path, model: str, cache: Path) -> tuple[float, dict, float]:
     """(seconds, report summary, peak RSS in MB) of one `refinery dedup` run."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--report", str(report),
-                    "--model", model], check=False, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    subprocess.run(
+        [sys.executable, "-m", "refinery", "-q", "dedup", str(images), "--report", str(report), "--model", model],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+    )
     seconds = time.perf_counter() - start
     summary = json.loads(report.read_text())["summary"]
     return seconds, summary, summary["peak_memory_mb"]  # the run's own VmHWM, not a parent's
@@ -122,8 +125,7 @@ def main() -> None:
         cold = drop_page_cache()
         colds.append((*end_to_end(images, args.corpus / "speed-report.json", args.model, cache), cache))
     e2e_s, summary, peak, cache = sorted(colds, key=lambda c: c[0])[len(colds) // 2]
-    warm_s = min(end_to_end(images, args.corpus / "speed-report-warm.json", args.model, cache)[0]
-                 for _ in range(3))
+    warm_s = min(end_to_end(images, args.corpus / "speed-report-warm.json", args.model, cache)[0] for _ in range(3))
     for *_, c in colds:
         shutil.rmtree(c, ignore_errors=True)
     decode = decode_limit(files, args.model)
@@ -133,8 +135,10 @@ def main() -> None:
     shared = 1 / (1 / decode + 1 / model)  # both need the same cores: their work adds up
     e2e = len(files) / e2e_s
     stage = summary["seconds_by_stage"]
-    print(f"{len(files)} files, {os.cpu_count()} cores, model {args.model}, batch {batch_size} per worker "
-          f"({'cold' if cold else 'warm: could not drop the page cache'} first run; median of {len(colds)})")
+    print(
+        f"{len(files)} files, {os.cpu_count()} cores, model {args.model}, batch {batch_size} per worker "
+        f"({'cold' if cold else 'warm: could not drop the page cache'} first run; median of {len(colds)})"
+    )
     rows = [
         ("decode limit: read, decode, measure, model input; a process per core", decode),
         (f"model limit: one run per core in parallel, batch {batch_size}", per_core),
@@ -145,14 +149,20 @@ def main() -> None:
     ]
     for label, value in rows:
         print(f"  {label:75s} {value:8.1f} images/s")
-    print(f"ratio of the slower limit ({'decode' if decode < model else 'model'}) to end to end: {limit / e2e:.2f}x; "
-          f"of the combined limit: {shared / e2e:.2f}x; "
-          f"{e2e / REFERENCE_IMAGES_PER_S:.2f}x the original's {REFERENCE_IMAGES_PER_S:.0f} images/s")
+    print(
+        f"ratio of the slower limit ({'decode' if decode < model else 'model'}) to end to end: {limit / e2e:.2f}x; "
+        f"of the combined limit: {shared / e2e:.2f}x; "
+        f"{e2e / REFERENCE_IMAGES_PER_S:.2f}x the original's {REFERENCE_IMAGES_PER_S:.0f} images/s"
+    )
     print(f"peak RSS of refinery dedup: {peak:.0f} MB")
-    print(f"seconds: pass {stage['pass']} (thread time: decode+measure {stage['features']}, model {stage['embed']}), "
-          f"quality {stage['quality']}, exact {stage['exact']}, near {stage['near']}, semantic {stage['semantic']}")
-    print(f"| {len(files)} | {decode:.0f} | {model:.0f} | {shared:.0f} | **{e2e:.1f}** | {limit / e2e:.2f}x | "
-          f"{shared / e2e:.2f}x | {e2e / REFERENCE_IMAGES_PER_S:.2f}x | {e2e_s / warm_s:.0f}x | {peak:.0f} MB |")
+    print(
+        f"seconds: pass {stage['pass']} (thread time: decode+measure {stage['features']}, model {stage['embed']}), "
+        f"quality {stage['quality']}, exact {stage['exact']}, near {stage['near']}, semantic {stage['semantic']}"
+    )
+    print(
+        f"| {len(files)} | {decode:.0f} | {model:.0f} | {shared:.0f} | **{e2e:.1f}** | {limit / e2e:.2f}x | "
+        f"{shared / e2e:.2f}x | {e2e / REFERENCE_IMAGES_PER_S:.2f}x | {e2e_s / warm_s:.0f}x | {peak:.0f} MB |"
+    )
 
 
 if __name__ == "__main__":

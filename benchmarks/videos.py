@@ -46,8 +46,10 @@ from corpus import load_sequence_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = Path(__file__).resolve().parent / "data" / "video_labels.json"
-VIDEO_DIRS = [Path("/usr/share/doc/opencv-doc/examples/data"),
-              Path("/tmp/ocv/x/usr/share/doc/opencv-doc/examples/data")]
+VIDEO_DIRS = [
+    Path("/usr/share/doc/opencv-doc/examples/data"),
+    Path("/tmp/ocv/x/usr/share/doc/opencv-doc/examples/data"),
+]
 
 
 def find_video(file: str, videos_dir: Path | None) -> Path:
@@ -55,8 +57,10 @@ def find_video(file: str, videos_dir: Path | None) -> Path:
         if (d / file).is_file():
             return d / file
     where = videos_dir or " or ".join(map(str, VIDEO_DIRS))
-    sys.exit(f"{file} not found in {where}: apt-get download opencv-doc && dpkg -x opencv-doc_*.deb x, "
-             "then --videos-dir x/usr/share/doc/opencv-doc/examples/data")
+    sys.exit(
+        f"{file} not found in {where}: apt-get download opencv-doc && dpkg -x opencv-doc_*.deb x, "
+        "then --videos-dir x/usr/share/doc/opencv-doc/examples/data"
+    )
 
 
 def extract(video: Path, images: Path, prefix: str) -> list[str]:
@@ -65,8 +69,10 @@ def extract(video: Path, images: Path, prefix: str) -> list[str]:
     ours = re.compile(rf"{re.escape(prefix)}_\d{{4}}\.jpg")
     others = sorted(p.name for p in images.iterdir() if not ours.fullmatch(p.name))
     if others:
-        sys.exit(f"{images} holds files this script did not write ({', '.join(others[:3])}...): "
-                 "they would be judged with the frames; use another OUT")
+        sys.exit(
+            f"{images} holds files this script did not write ({', '.join(others[:3])}...): "
+            "they would be judged with the frames; use another OUT"
+        )
     for p in images.iterdir():
         p.unlink()
     cap = cv2.VideoCapture(str(video))
@@ -102,18 +108,29 @@ def still_and_hand_checks(truth: dict, report: dict, relation) -> list[str]:
     hand = sorted(n for n in frames if frames[n]["objects"])
     still = sorted(n for n in frames if not frames[n]["objects"])
 
-    distinct = [n for n in hand if not any(relation(frames[n]["objects"], frames[m]["objects"], tol["duplicate"])
-                                           for m in hand if m != n)]
+    distinct = [
+        n
+        for n in hand
+        if not any(relation(frames[n]["objects"], frames[m]["objects"], tol["duplicate"]) for m in hand if m != n)
+    ]
     lost = [n for n in distinct if n not in kept]
     shown = [n for n in lost if any(relation(frames[n]["objects"], frames[k]["objects"], tol["shown"]) for k in kept)]
-    lines = [f"(a) hand frames no other hand frame duplicates: {len(distinct)} "
-             f"({', '.join(n.removesuffix('.jpg') for n in distinct)}); kept {len(distinct) - len(lost)}"
-             f" -> {'PASS' if not lost else 'FAIL'}"
-             + (f"; removed: {', '.join(lost)} ({len(shown)} of them still shown by a kept frame within 0.5)"
-                if lost else "")]
+    lines = [
+        f"(a) hand frames no other hand frame duplicates: {len(distinct)} "
+        f"({', '.join(n.removesuffix('.jpg') for n in distinct)}); kept {len(distinct) - len(lost)}"
+        f" -> {'PASS' if not lost else 'FAIL'}"
+        + (
+            f"; removed: {', '.join(lost)} ({len(shown)} of them still shown by a kept frame within 0.5)"
+            if lost
+            else ""
+        )
+    ]
     hand_kept = sum(1 for n in hand if n in kept)
-    hand_lost = sum(1 for n in hand if n not in kept and not any(
-        relation(frames[n]["objects"], frames[k]["objects"], tol["shown"]) for k in kept))
+    hand_lost = sum(
+        1
+        for n in hand
+        if n not in kept and not any(relation(frames[n]["objects"], frames[k]["objects"], tol["shown"]) for k in kept)
+    )
     lines.append(f"    all {len(hand)} hand frames: kept {hand_kept}, removed and shown by no kept frame {hand_lost}")
 
     keepers: dict[str, int] = {}
@@ -129,17 +146,32 @@ def still_and_hand_checks(truth: dict, report: dict, relation) -> list[str]:
             unkept.append(f"{n} ({e.get('stage')}: {e.get('reason')})")
     bad = sorted(k for k in keepers if k not in frames or frames[k]["objects"])
     kept_still = sum(1 for n in still if n in kept)
-    lines.append(f"(b) still frames: {len(still)}, kept {kept_still}, removed {len(still) - kept_still}"
-                 + (" as duplicates of " + ", ".join(f"{k.removesuffix('.jpg')}{' (HAND)' if k in bad else ''} x{c}"
-                                                     for k, c in sorted(keepers.items(), key=lambda kc: -kc[1]))
-                    if keepers else "")
-                 + f" -> {'PASS' if not bad and kept_still else 'FAIL'}")
+    lines.append(
+        f"(b) still frames: {len(still)}, kept {kept_still}, removed {len(still) - kept_still}"
+        + (
+            " as duplicates of "
+            + ", ".join(
+                f"{k.removesuffix('.jpg')}{' (HAND)' if k in bad else ''} x{c}"
+                for k, c in sorted(keepers.items(), key=lambda kc: -kc[1])
+            )
+            if keepers
+            else ""
+        )
+        + f" -> {'PASS' if not bad and kept_still else 'FAIL'}"
+    )
     if unkept:
         lines.append(f"    removed with no keeper: {', '.join(unkept)}")
-    into_still = [n for n in hand if n not in kept and entries[n].get("kept_as")
-                  and not frames.get(os.path.basename(entries[n]["kept_as"]), {"objects": [0]})["objects"]]
-    lines.append(f"    hand frames removed as duplicates of a still frame: {len(into_still)}"
-                 + (f" ({', '.join(into_still)})" if into_still else ""))
+    into_still = [
+        n
+        for n in hand
+        if n not in kept
+        and entries[n].get("kept_as")
+        and not frames.get(os.path.basename(entries[n]["kept_as"]), {"objects": [0]})["objects"]
+    ]
+    lines.append(
+        f"    hand frames removed as duplicates of a still frame: {len(into_still)}"
+        + (f" ({', '.join(into_still)})" if into_still else "")
+    )
     return lines
 
 
@@ -148,10 +180,14 @@ def bench(name: str, spec: dict, out: Path, args: argparse.Namespace, scorer: Mo
     where = out / name
     names = extract(video, where / "images", name)
     if len(names) != spec["frames"] or len(spec["objects"]) != spec["frames"]:
-        sys.exit(f"{video} gave {len(names)} frames, the labels have {len(spec['objects'])}: "
-                 "another decoder? the labels are for the frames cv2.VideoCapture reads")
-    truth = {"frames": {n: {"sequence": 0, "t": t, "objects": spec["objects"][t]} for t, n in enumerate(names)},
-             "tolerance": tolerance}
+        sys.exit(
+            f"{video} gave {len(names)} frames, the labels have {len(spec['objects'])}: "
+            "another decoder? the labels are for the frames cv2.VideoCapture reads"
+        )
+    truth = {
+        "frames": {n: {"sequence": 0, "t": t, "objects": spec["objects"][t]} for t, n in enumerate(names)},
+        "tolerance": tolerance,
+    }
     (where / "truth.json").write_text(json.dumps(truth, indent=1))
 
     report_path = where / "report.json"
@@ -163,13 +199,17 @@ def bench(name: str, spec: dict, out: Path, args: argparse.Namespace, scorer: Mo
     b = s["every_kth_frame"]
 
     own = report.get("summary", {}).get("images_per_s")
-    print(f"\n{spec['file']}: {s['frames']} frames, {s['removable']} removable by the labels; refinery "
-          + (f"{own:.1f} images/s by its report, " if isinstance(own, (int, float)) else "")
-          + f"{s['frames'] / seconds:.1f} images/s by the wall clock ({seconds:.1f} s, start-up included)")
+    print(
+        f"\n{spec['file']}: {s['frames']} frames, {s['removable']} removable by the labels; refinery "
+        + (f"{own:.1f} images/s by its report, " if isinstance(own, (int, float)) else "")
+        + f"{s['frames'] / seconds:.1f} images/s by the wall clock ({seconds:.1f} s, start-up included)"
+    )
     print(f"  {'':22} {'removed':>7} {'kept':>5} {'lost':>5} {'redundant':>9} {'thinned':>7}")
     for label, f in (("refinery", s), ("every k-th frame", b)):
-        print(f"  {label:22} {f['removed']:7d} {f['kept']:5d} {f['lost']:5d} {f['redundant']:9d} "
-              f"{f['thinned'] if f['thinned'] is not None else '-':>7}")
+        print(
+            f"  {label:22} {f['removed']:7d} {f['kept']:5d} {f['lost']:5d} {f['redundant']:9d} "
+            f"{f['thinned'] if f['thinned'] is not None else '-':>7}"
+        )
     if s["unknown_names"]:
         print(f"  warning: {s['unknown_names']} removed names are not in the truth")
     if name == "tree":
@@ -182,8 +222,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--video", choices=["vtest", "tree", "all"], default="all")
     parser.add_argument("--videos-dir", type=Path, default=None, help="the folder holding vtest.avi and tree.avi")
-    parser.add_argument("--refinery-args", nargs=argparse.REMAINDER, default=[],
-                        help="passed on to `refinery dedup` (everything after this option)")
+    parser.add_argument(
+        "--refinery-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="passed on to `refinery dedup` (everything after this option)",
+    )
     args = parser.parse_args()
     labels = json.loads(LABELS.read_text())
     scorer = load_sequence_scorer()

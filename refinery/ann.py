@@ -23,9 +23,14 @@ HNSW_M = 32
 HNSW_EF_SEARCH = 128
 
 
-def similar_pairs(vectors: np.ndarray | RowReader, threshold: float, count: int | None = None,
-                  block: int = BLOCK, exact_up_to: int | None = None,
-                  nprobe: int = 8) -> list[tuple[int, int, float]]:
+def similar_pairs(
+    vectors: np.ndarray | RowReader,
+    threshold: float,
+    count: int | None = None,
+    block: int = BLOCK,
+    exact_up_to: int | None = None,
+    nprobe: int = 8,
+) -> list[tuple[int, int, float]]:
     """All pairs (i < j) of L2-normalised rows with inner product >= threshold.
 
     `vectors` is a matrix, or a function (start, stop) -> float32 rows of `count` rows kept
@@ -64,8 +69,9 @@ def _exact_pairs(read: RowReader, count: int, threshold: float, block: int) -> l
     return sorted(pairs)
 
 
-def approximate_pairs(read: RowReader, count: int, threshold: float, nprobe: int = 8,
-                      block: int = BLOCK) -> list[tuple[int, int, float]]:
+def approximate_pairs(
+    read: RowReader, count: int, threshold: float, nprobe: int = 8, block: int = BLOCK
+) -> list[tuple[int, int, float]]:
     """Pairs above `threshold` from an IVF index: ~4 sqrt(N) lists (k-means on a spread-out
     sample), float16 codes (the run keeps its vectors in float16 anyway), each row compared
     with the rows of its `nprobe` nearest lists only. A pair found from either side counts;
@@ -74,8 +80,9 @@ def approximate_pairs(read: RowReader, count: int, threshold: float, nprobe: int
     return list(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), sims.tolist(), strict=True))
 
 
-def approximate_pair_array(read: RowReader, count: int, threshold: float, nprobe: int = 8,
-                           block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def approximate_pair_array(
+    read: RowReader, count: int, threshold: float, nprobe: int = 8, block: int = BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
     """approximate_pairs as arrays: (K, 2) int64 pairs (i < j, sorted) and their K
     similarities - 16 bytes a pair instead of ~150 as Python tuples."""
     import faiss
@@ -84,8 +91,9 @@ def approximate_pair_array(read: RowReader, count: int, threshold: float, nprobe
     dim = first.shape[1]
     nlist = max(1, min(int(4 * np.sqrt(count)), count // 40))  # k-means wants ~40 rows per list
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
     index.train(_spread_sample(read, count, min(count, 40 * nlist), block))
     for start in range(0, count, block):
         index.add(read(start, min(count, start + block)))
@@ -143,4 +151,3 @@ def make_faiss_index(vectors: np.ndarray, exact_up_to: int = EXACT_UP_TO) -> fai
     if len(vectors):
         index.add(np.ascontiguousarray(vectors, np.float32))
     return index
-

@@ -46,9 +46,11 @@ class Calibration:
     semantic_caught: float  # share of same-picture pairs with a semantic copy at or above the threshold
 
     def line(self) -> str:
-        return (f"semantic threshold {self.threshold:.3f}: above the most similar of {self.different_pairs} "
-                f"different-picture pairs ({self.most_similar[0]}, {self.most_similar[1]}) of {self.pictures} "
-                f"pictures; catches {self.semantic_caught:.1%} of {self.semantic_pairs} semantic-copy pairs")
+        return (
+            f"semantic threshold {self.threshold:.3f}: above the most similar of {self.different_pairs} "
+            f"different-picture pairs ({self.most_similar[0]}, {self.most_similar[1]}) of {self.pictures} "
+            f"pictures; catches {self.semantic_caught:.1%} of {self.semantic_pairs} semantic-copy pairs"
+        )
 
 
 def read_labelled(corpus: Path) -> Labelled:
@@ -58,14 +60,16 @@ def read_labelled(corpus: Path) -> Labelled:
         files = read_json(truth_path, "a corpus' truth.json")["files"]  # type: ignore[index]
         rows = sorted((name, int(v["group"]), str(v["role"])) for name, v in files.items() if v["role"] in ROLES)
     except (RefineryError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelError(f"{truth_path}: cannot read the corpus labels ({type(e).__name__}: {e}); --calibrate takes a "
-                         "folder as ../shared/bench/make_corpus.py writes it (images/ and truth.json)") from None
+        raise ModelError(
+            f"{truth_path}: cannot read the corpus labels ({type(e).__name__}: {e}); --calibrate takes a "
+            "folder as ../shared/bench/make_corpus.py writes it (images/ and truth.json)"
+        ) from None
     rows = [r for r in rows if "/" not in r[0] and (Path(corpus) / "images" / r[0]).is_file()]
     if len({g for _, g, _ in rows}) < 2:
-        raise ModelError(f"{corpus}: calibration needs pictures of at least two groups in images/, found "
-                         f"{len(rows)} pictures")
-    return Labelled([Path(corpus) / "images" / n for n, _, _ in rows], [g for _, g, _ in rows],
-                    [r for _, _, r in rows])
+        raise ModelError(
+            f"{corpus}: calibration needs pictures of at least two groups in images/, found {len(rows)} pictures"
+        )
+    return Labelled([Path(corpus) / "images" / n for n, _, _ in rows], [g for _, g, _ in rows], [r for _, _, r in rows])
 
 
 def calibrate(labelled: Labelled, vectors: np.ndarray) -> Calibration:
@@ -81,6 +85,11 @@ def calibrate(labelled: Labelled, vectors: np.ndarray) -> Calibration:
     semantic = np.asarray([r == "semantic" for r in labelled.roles])
     positive = upper & same & (semantic[:, None] | semantic[None, :])
     caught = float((sims[positive] >= threshold).mean()) if positive.any() else 0.0
-    return Calibration(threshold=round(threshold, 3), pictures=len(vectors), different_pairs=int(different.sum()),
-                       most_similar=(labelled.paths[a].name, labelled.paths[b].name),
-                       semantic_pairs=int(positive.sum()), semantic_caught=caught)
+    return Calibration(
+        threshold=round(threshold, 3),
+        pictures=len(vectors),
+        different_pairs=int(different.sum()),
+        most_similar=(labelled.paths[a].name, labelled.paths[b].name),
+        semantic_pairs=int(positive.sum()),
+        semantic_caught=caught,
+    )

@@ -29,11 +29,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def between(default: Any, low: float, high: float, doc: str = "", *, open_low: bool = False,
-            open_high: bool = False) -> Any:
+def between(
+    default: Any, low: float, high: float, doc: str = "", *, open_low: bool = False, open_high: bool = False
+) -> Any:
     """A field whose value must lie in [low, high] (open at an end where told)."""
-    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low,
-                                            "open_high": open_high, "doc": doc})
+    return field(
+        default=default, metadata={"low": low, "high": high, "open_low": open_low, "open_high": open_high, "doc": doc}
+    )
 
 
 def at_least(default: Any, low: float, doc: str = "") -> Any:
@@ -177,8 +179,9 @@ class ScenesConfig:
     # of where it stood, and grew or shrank by at most twice that (a person 60 px tall: 9 px).
     # The labels of real footage and of make_sequences.py call a frame a duplicate at 0.15.
     # A camera that panned or tilted by more than this share of the picture shows another one.
-    max_shift: float = between(0.15, 0.0, 1.0, "how far a thing may move, as a share of its own size, "
-                               "for two frames to be one")
+    max_shift: float = between(
+        0.15, 0.0, 1.0, "how far a thing may move, as a share of its own size, for two frames to be one"
+    )
     # Crops on one background window can make a view: there, what stands in front is one big
     # object. A view whose frames' largest foreground region spans more than this share of the
     # frame's width or height in a quarter of them is crops, not a camera (labelled sequences
@@ -192,8 +195,9 @@ class ScenesConfig:
     # frames of a video go to the scene test when their 16x16 gray thumbnails correlate this
     # much (docs/frames.md: 0.99, the near stage's own, kept 40% more frames than dedup on a
     # noisy, low-contrast camera).
-    video_correlation: float = between(0.9, 0.0, 1.0, "thumbnail correlation at which refinery frames "
-                                       "compares two frames by the scene test")
+    video_correlation: float = between(
+        0.9, 0.0, 1.0, "thumbnail correlation at which refinery frames compares two frames by the scene test"
+    )
 
 
 @dataclass(frozen=True)
@@ -229,13 +233,13 @@ class TrainConfig:
     pictures_per_identity: int = at_least(4, 2, "K of a P x K batch")
     mining: str = one_of("batch-hard", "batch-hard", "random", doc="hardest triplets in the batch, or random ones")
     # Unit vectors are at most 2 apart, so a larger margin can never be met.
-    margin: float = between(0.2, 0, 2, "of the triplet loss, in Euclidean distance of unit vectors",
-                            open_low=True)
+    margin: float = between(0.2, 0, 2, "of the triplet loss, in Euclidean distance of unit vectors", open_low=True)
     learning_rate: float = between(3e-4, 0, 1, "Adam's step size", open_low=True)
     erasing: float = between(0.5, 0, 1, "probability of random erasing per picture")
     # Both sides need identities: the training and the before/after evaluation.
-    test_share: float = between(0.2, 0, 1, "share of identities held out for the before/after evaluation",
-                                open_low=True, open_high=True)
+    test_share: float = between(
+        0.2, 0, 1, "share of identities held out for the before/after evaluation", open_low=True, open_high=True
+    )
     seed: int = at_least(0, 0, "random seed; numpy's generators take no negative one")
 
 
@@ -277,8 +281,10 @@ def _allowed(meta: Mapping[str, Any]) -> str:
         low, high = meta["low"], meta["high"]
         if not (meta["open_low"] or meta["open_high"]):
             return f"between {low} and {high}"
-        return (f"{'more than' if meta['open_low'] else 'at least'} {low} and "
-                f"{'less than' if meta['open_high'] else 'at most'} {high}")
+        return (
+            f"{'more than' if meta['open_low'] else 'at least'} {low} and "
+            f"{'less than' if meta['open_high'] else 'at most'} {high}"
+        )
     if "low" in meta:
         return f"{meta['low']} or more"
     return ""
@@ -334,8 +340,12 @@ def validate(cfg: Config) -> Config:
     for section in dataclasses.fields(cfg):
         current = getattr(cfg, section.name)
         sections[section.name] = dataclasses.replace(
-            current, **{name: check(section.name, name, getattr(current, name), kind, meta)
-                        for name, kind, meta in _keys(type(current))})
+            current,
+            **{
+                name: check(section.name, name, getattr(current, name), kind, meta)
+                for name, kind, meta in _keys(type(current))
+            },
+        )
     return Config(**sections)
 
 
@@ -346,7 +356,7 @@ def default_config_path() -> Path:
 # Settings that were replaced, and what to set instead.
 RENAMED = {
     ("scenes", "min_overlap"): "two frames are now one when every thing moved at most scenes.max_shift "
-                               "of its own size (0.15); set that instead",
+    "of its own size (0.15); set that instead",
 }
 
 
@@ -376,8 +386,9 @@ def load_config(path: Path | None = None) -> Config:
             if (name, key) in RENAMED:
                 raise ConfigError(f"{path}: [{name}] {key} is gone: {RENAMED[name, key]}")
         if bad:
-            raise ConfigError(f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; "
-                              f"known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{path}: unknown key(s) in [{name}]: {', '.join(bad)}; known: {', '.join(sorted(known))}"
+            )
         built[name] = cls(**values)
     try:
         return validate(Config(**built))

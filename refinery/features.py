@@ -101,8 +101,7 @@ def scale_work(gray: np.ndarray) -> np.ndarray:
     h, w = gray.shape
     scale = WORK_SIZE / max(h, w)
     if scale < 1:
-        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                          interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return gray
 
 
@@ -125,8 +124,9 @@ def area_mean(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     cv2.resize's INTER_AREA (to within its rounding). Two small matrix products: 7x faster than
     INTER_AREA where the sides do not divide (its general path), as for dhash's 9x8. (A picture
     under 9x8 is enlarged to the same overlap means, where INTER_AREA would repeat pixels.)"""
-    shrunk: np.ndarray = (_area_weights(gray.shape[0], height) @ gray.astype(np.float32)
-                          @ _area_weights(gray.shape[1], width).T)
+    shrunk: np.ndarray = (
+        _area_weights(gray.shape[0], height) @ gray.astype(np.float32) @ _area_weights(gray.shape[1], width).T
+    )
     return shrunk
 
 
@@ -181,8 +181,20 @@ def normalized_correlation(x: np.ndarray, y: np.ndarray, same_bytes: bool) -> fl
 
 
 # What quality_figures measures, in the order of Features' fields.
-QUALITY_FIGURES = ("edge_width", "smear_width", "smear_angle", "cross_width", "light", "shade", "white", "white_edge",
-                   "clipped", "clipped_colour", "detail", "noise")
+QUALITY_FIGURES = (
+    "edge_width",
+    "smear_width",
+    "smear_angle",
+    "cross_width",
+    "light",
+    "shade",
+    "white",
+    "white_edge",
+    "clipped",
+    "clipped_colour",
+    "detail",
+    "noise",
+)
 # Quality figures are measured on the gray work picture (WORK_SIZE across) and on a copy
 # reduced 4x more, where noise is averaged away and what is left is what a person sees.
 EDGE_CONTRAST = 24  # gray levels an edge must span to tell its width (noise and texture do not)
@@ -253,17 +265,28 @@ def quality_figures(gray: np.ndarray, edges: Edges | None = None) -> dict[str, f
     width, smear, direction, cross = edge_widths(counts, max(gray.shape))
     # The darkest tone beside each edge (thin strokes count): an object on white keeps its
     # dark outlines, a blown-out picture has none left.
-    beside = np.bincount(darkest.ravel()[at], minlength=256) if len(at) >= MIN_EDGES \
+    beside = (
+        np.bincount(darkest.ravel()[at], minlength=256)
+        if len(at) >= MIN_EDGES
         else cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()
+    )
     h, w = gray.shape
     reduced = cv2.resize(gray, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
     three = np.ones((3, 3), np.uint8)
     spread = cv2.subtract(cv2.dilate(reduced, three), cv2.erode(reduced, three))
     clipped = (spread < EMPTY) & (reduced > CLIPPED_WHITE)
-    return {"edge_width": width, "smear_width": smear, "smear_angle": direction, "cross_width": cross,
-            "light": quantile(reduced, 0.995), "shade": _histogram_quantile(beside, 0.05),
-            "white": float(clipped.mean()), "white_edge": _crisp_border(reduced, clipped),
-            "detail": float((spread >= DETAIL).mean()), "noise": noise_level(gray, contrast < NOISE_RANGE)}
+    return {
+        "edge_width": width,
+        "smear_width": smear,
+        "smear_angle": direction,
+        "cross_width": cross,
+        "light": quantile(reduced, 0.995),
+        "shade": _histogram_quantile(beside, 0.05),
+        "white": float(clipped.mean()),
+        "white_edge": _crisp_border(reduced, clipped),
+        "detail": float((spread >= DETAIL).mean()),
+        "noise": noise_level(gray, contrast < NOISE_RANGE),
+    }
 
 
 CLIP = 250  # a channel at or above this is clipped
@@ -340,16 +363,19 @@ def edge_widths(counts: np.ndarray, side: int) -> tuple[float, float, float, flo
     orientations, levels = counts.shape
     cumulative = np.cumsum(counts, axis=1)
     sharpest = np.count_nonzero(cumulative < SHARPEST * cumulative[:, -1:], axis=1)  # each row's quantile
-    widths = {b: levels / (int(sharpest[b]) + 0.5)
-              for b in range(orientations) if cumulative[b, -1] >= ORIENTATION_EDGES}
+    widths = {
+        b: levels / (int(sharpest[b]) + 0.5) for b in range(orientations) if cumulative[b, -1] >= ORIENTATION_EDGES
+    }
     if not widths:
         return 0.0, 0.0, 0.0, 0.0
     # A smear widens the orientations on both sides of its own too (by the cosine of 22.5
     # degrees): an orientation counts as wide only as far as both neighbours are, so one bin
     # of a drawing's soft curves, or a sharp subject that has no edges of one orientation in
     # front of a defocused background, is no motion.
-    smear = {b: min(w, widths.get((b - 1) % orientations, 0.0), widths.get((b + 1) % orientations, 0.0))
-             for b, w in widths.items()}
+    smear = {
+        b: min(w, widths.get((b - 1) % orientations, 0.0), widths.get((b + 1) % orientations, 0.0))
+        for b, w in widths.items()
+    }
     widest = max(smear, key=smear.__getitem__)
     # A smear leaves the edges across its path sharp; a soft subject in front of one sharp
     # pattern (a blurred planet on stripes) leaves every orientation but the pattern's soft.
@@ -401,13 +427,18 @@ def measure(rel: str, data: bytes, sha256: str, decoded: Decoded, gray: np.ndarr
     gray = gray_of(rgb) if gray is None else gray
     edges = Edges.of(gray)
     return Features(
-        path=rel, file_size=len(data), sha256=sha256,
-        width=decoded.width, height=decoded.height,
+        path=rel,
+        file_size=len(data),
+        sha256=sha256,
+        width=decoded.width,
+        height=decoded.height,
         sharpness=laplacian_variance(gray),
         brightness=cv2.mean(gray)[0],  # 8x numpy's mean of uint8
         edge_density=edges.density(),
-        dhash=dhash(gray), phash=phash(gray),
+        dhash=dhash(gray),
+        phash=phash(gray),
         thumb=cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA).tobytes(),
-        compression=decoded.quantiser, **quality_figures(gray, edges), **colour_clipping(rgb))
-
-
+        compression=decoded.quantiser,
+        **quality_figures(gray, edges),
+        **colour_clipping(rgb),
+    )

@@ -37,15 +37,16 @@ class SpecFile:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[_Spec], d: dict[str, Any]) -> _Spec:
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        missing = [f.name for f in fields
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and f.name not in d]
+        missing = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in d
+        ]
         if missing:
             raise ModelError(f"model spec lacks {', '.join(missing)}")
         kw = {f.name: d[f.name] for f in fields if f.name in d}
@@ -62,8 +63,11 @@ class SpecFile:
     def from_metadata(cls: type[_Spec], props: dict[str, str]) -> _Spec:
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         str_fields = {f.name for f in fields if f.type in ("str", str)}
-        d = {f.name: props[f.name] if f.name in str_fields else json.loads(props[f.name])
-             for f in fields if f.name in props}
+        d = {
+            f.name: props[f.name] if f.name in str_fields else json.loads(props[f.name])
+            for f in fields
+            if f.name in props
+        }
         return cls.from_dict(d)
 
     def save(self, path: Path) -> None:
@@ -121,8 +125,10 @@ class ModelSpec(SpecFile):
         _check_strings(self, ("name", "input_name", "output_name"), ("source", "sha256", "text_model", "text_sha256"))
         _check_file_name(self.text_model, "text_model")
         if bool(self.text_model) != _is_sha256(self.text_sha256):
-            raise ModelError("text_model and text_sha256 go together: a file name beside the model and its "
-                             f"SHA-256, not {self.text_model!r} and {self.text_sha256!r}")
+            raise ModelError(
+                "text_model and text_sha256 go together: a file name beside the model and its "
+                f"SHA-256, not {self.text_model!r} and {self.text_sha256!r}"
+            )
         t = self.semantic_threshold
         if t is not None and not (_is_number(t) and MIN_THRESHOLD <= t <= 1.0):
             raise ModelError(f"semantic_threshold must be between {MIN_THRESHOLD} and 1.0 (or null), not {t!r}")
@@ -164,7 +170,6 @@ class ModelSpec(SpecFile):
     def identity_normalisation(self) -> bool:
         """True when the graph normalises inside and the runner only casts pixels."""
         return self.scale == 1.0 and self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0)
-
 
 
 @dataclass(frozen=True)
@@ -243,4 +248,3 @@ def _numbers(value: object, n: int, key: str, whole: bool = False) -> tuple[floa
     if not isinstance(value, (tuple, list)) or len(value) != n or not all(ok(v) for v in value):
         raise ModelError(f"{key} must be {n} {kind}, not {value!r}")
     return tuple(value)
-

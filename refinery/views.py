@@ -64,14 +64,14 @@ def _middle_in(pictures: np.ndarray, others: np.ndarray) -> tuple[np.ndarray, np
     Every sum is of integers below 2**24, so float32 holds them exactly and the correlations
     do not depend on the order of the additions."""
     n, m, places = len(pictures), _MIDDLE, _PLACES
-    middle = pictures[:, VIEW_REACH:THUMB - VIEW_REACH, VIEW_REACH:THUMB - VIEW_REACH]
+    middle = pictures[:, VIEW_REACH : THUMB - VIEW_REACH, VIEW_REACH : THUMB - VIEW_REACH]
     # cross[k, y, x]: the middle times the other's window at (y, x). rows[k, r, x, i] is row r
     # of the other from column x on times row i of the middle; the window at (y, x) sums i = r - y.
     rows = np.matmul(sliding_window_view(others, m, axis=2).reshape(n, THUMB * places, m), middle.transpose(0, 2, 1))
     rows = rows.reshape(n, THUMB, places, m)
     cross = rows[:, :places, :, 0].astype(np.float64)
     for r in range(1, m):
-        cross += rows[:, r:r + places, :, r]
+        cross += rows[:, r : r + places, :, r]
     area = m * m
     s_t = middle.sum((1, 2), dtype=np.float64)
     var_t = area * np.square(middle, dtype=np.float64).sum((1, 2)) - s_t * s_t  # area**2 times the variance

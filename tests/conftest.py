@@ -69,8 +69,10 @@ def fastreid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     from refinery.export.fastreid import write_random_checkpoint
 
     root = tmp_path_factory.mktemp("ckpt")
-    return {layout: write_random_checkpoint(root / f"{layout}.pth", layout, seed=i)
-            for i, layout in enumerate(("legacy", "current"))}
+    return {
+        layout: write_random_checkpoint(root / f"{layout}.pth", layout, seed=i)
+        for i, layout in enumerate(("legacy", "current"))
+    }
 
 
 TINY_CLIP = REPO / "tests" / "data" / "tinyclip"  # an open_clip config: 2 layers of 64 wide, 32-d, 32x32 input
@@ -91,12 +93,19 @@ def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out.with_suffix(".onnx")
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the real `refinery` entry point in a fresh interpreter."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "refinery", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
 
 
 def next_frame(im: Image.Image, dx: int = 3, dy: int = 2) -> Image.Image:
@@ -131,10 +140,20 @@ def draw_dup_folder(root: Path) -> dict[str, str | None]:
     Image.blend(d, Image.new("RGB", size, "white"), 0.92).save(root / "d_bright.jpg")
     d.filter(ImageFilter.GaussianBlur(8)).save(root / "d_blur.jpg")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    return {"a.jpg": None, "sub/a_copy.jpg": "exact", "b.png": None, "b_small.jpg": "near",
-            "b_low.jpg": "near", "c.jpg": "pair", "c_next.jpg": "pair", "d.jpg": None,
-            "d_dark.jpg": "quality", "d_bright.jpg": "quality", "d_blur.jpg": "quality|near",
-            "broken.jpg": "error"}
+    return {
+        "a.jpg": None,
+        "sub/a_copy.jpg": "exact",
+        "b.png": None,
+        "b_small.jpg": "near",
+        "b_low.jpg": "near",
+        "c.jpg": "pair",
+        "c_next.jpg": "pair",
+        "d.jpg": None,
+        "d_dark.jpg": "quality",
+        "d_bright.jpg": "quality",
+        "d_blur.jpg": "quality|near",
+        "broken.jpg": "error",
+    }
 
 
 @pytest.fixture

@@ -42,8 +42,9 @@ def drop_root_file_access() -> None:
 
 def unreadable_in_child(path: Path) -> bool:
     """Whether a child started with `drop_root_file_access` (as the tests start the CLI) fails to read `path`."""
-    probe = subprocess.run([sys.executable, "-c", f"open({str(path)!r}, 'rb').read(1)"],
-                           preexec_fn=child_setup(), capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"open({str(path)!r}, 'rb').read(1)"], preexec_fn=child_setup(), capture_output=True
+    )
     return probe.returncode != 0
 
 
@@ -60,6 +61,7 @@ def child_setup():  # noqa: ANN201 - a preexec_fn or None
 
 def bomb_png(width: int, height: int) -> bytes:
     """A small PNG whose header declares width x height pixels (a decompression bomb)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -97,7 +99,7 @@ def with_alpha(seed: int, size: tuple[int, int]) -> Image.Image:
     """A cut-out: a picture on a transparent background."""
     im = draw_picture(seed, size).convert("RGBA")
     alpha = np.zeros(size[::-1], np.uint8)
-    alpha[size[1] // 6: -size[1] // 6, size[0] // 6: -size[0] // 6] = 255
+    alpha[size[1] // 6 : -size[1] // 6, size[0] // 6 : -size[0] // 6] = 255
     im.putalpha(Image.fromarray(alpha))
     return im
 

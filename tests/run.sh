@@ -18,7 +18,8 @@ TORCH="torch==2.13.0"  # pinned first: a bare `torch` requirement can pull a mul
 if [ "${1:-}" = "--fast" ]; then
   shift
   [ -x .venv/bin/python ] || { echo "no .venv yet: run 'bash tests/run.sh' once" >&2; exit 2; }
-  # The code as written first: lint (ruff) and types (mypy), both configured in pyproject.toml.
+  # The code as written first: format and lint (ruff) and types (mypy), configured in pyproject.toml.
+  .venv/bin/python -m ruff format --check refinery tests benchmarks
   .venv/bin/python -m ruff check refinery tests benchmarks
   .venv/bin/python -m mypy
   bash tests/lint_js.sh
@@ -62,8 +63,9 @@ if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id 
     echo "could not install chromium: the browser test will be skipped" >&2
   fi
 fi
-# The code as written: lint (ruff) and types (mypy), both configured in pyproject.toml, and
-# the pages' scripts (ESLint, tests/lint_js.sh).
+# The code as written: format and lint (ruff) and types (mypy), configured in pyproject.toml,
+# and the pages' scripts (ESLint, tests/lint_js.sh).
+.venv/bin/python -m ruff format --check refinery tests benchmarks
 .venv/bin/python -m ruff check refinery tests benchmarks
 .venv/bin/python -m mypy
 bash tests/lint_js.sh

@@ -33,8 +33,10 @@ def picture(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
     draw = ImageDraw.Draw(im)
     for _ in range(4):
         x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        draw.rectangle([x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
-                       fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        draw.rectangle(
+            [x0, y0, x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))],
+            fill=tuple(int(c) for c in rng.integers(0, 256, 3)),
+        )
     return im
 
 
@@ -66,7 +68,7 @@ def video(path: Path) -> Path:
     for k in range(20):
         frame = street.copy()
         if 5 <= k < 15:
-            frame[40:80, 10 * k - 40:10 * k] = (20, 200, 240)
+            frame[40:80, 10 * k - 40 : 10 * k] = (20, 200, 240)
         writer.write(np.ascontiguousarray(frame))
     writer.release()
     return path
@@ -81,15 +83,28 @@ def free_port() -> int:
 def search_over_http(index: Path, query: Path) -> None:
     """`refinery serve` starts, and answers one search."""
     port = free_port()
-    server = subprocess.Popen([REFINERY, "serve", str(index), "--port", str(port), "--device", "cpu"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [REFINERY, "serve", str(index), "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n3\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.png\"\r\n"
-                "Content-Type: image/png\r\n\r\n").encode() + query.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/search", data=body, method="POST",
-                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="k"\r\n\r\n3\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.png"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + query.read_bytes()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/search",
+            data=body,
+            method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -151,17 +166,43 @@ def main() -> None:
                 picture(10 * c).rotate(3 * j).save(classes / f"c{c}" / f"{j}.png")
         run("eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu")
         run("export-model", "--list")
-        tiny = ["--set", "train.input_size=32", "--set", "train.dim=8", "--set", "train.hidden=16",
-                "--set", "train.identities_per_batch=2", "--set", "train.pictures_per_identity=2",
-                "--set", "train.test_share=0.34"]
+        tiny = [
+            "--set",
+            "train.input_size=32",
+            "--set",
+            "train.dim=8",
+            "--set",
+            "train.hidden=16",
+            "--set",
+            "train.identities_per_batch=2",
+            "--set",
+            "train.pictures_per_identity=2",
+            "--set",
+            "train.test_share=0.34",
+        ]
         run("train", str(classes), "--out", str(work / "run"), "--epochs", "1", "--no-eval", *tiny)
         search_over_http(work / "index", photos / "p3.png")
         # CLIP (the [clip] extra): a tiny random-init open_clip model, then search by words.
         tiny_clip = Path(__file__).resolve().parent / "data" / "tinyclip"
-        run("export-model", "--arch", f"openclip:local-dir:{tiny_clip}", "--out", str(work / "clip" / "tiny"),
-            "--format", "onnx")
-        run("index", str(photos), "--model", str(work / "clip" / "tiny.onnx"), "--out", str(work / "clip-index"),
-            "--device", "cpu")
+        run(
+            "export-model",
+            "--arch",
+            f"openclip:local-dir:{tiny_clip}",
+            "--out",
+            str(work / "clip" / "tiny"),
+            "--format",
+            "onnx",
+        )
+        run(
+            "index",
+            str(photos),
+            "--model",
+            str(work / "clip" / "tiny.onnx"),
+            "--out",
+            str(work / "clip-index"),
+            "--device",
+            "cpu",
+        )
         found = run("search", str(work / "clip-index"), "--text", "a red truck at night", "-k", "2")
         if found.stdout.count(".png") != 2:
             sys.exit(f"smoke: search --text did not answer two pictures:\n{found.stdout}")

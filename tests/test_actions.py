@@ -88,8 +88,9 @@ def test_a_file_changed_since_it_was_judged_stays(tmp_path: Path, caplog: pytest
 
 
 @pytest.mark.parametrize("what", ["deleted", "changed"])
-def test_a_duplicate_whose_keeper_is_gone_or_changed_stays(tmp_path: Path, what: str,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_a_duplicate_whose_keeper_is_gone_or_changed_stays(
+    tmp_path: Path, what: str, caplog: pytest.LogCaptureFixture
+) -> None:
     root, dest = tmp_path / "root", tmp_path / "dest"
     make(root, "keeper.jpg", b"k")
     make(root, "copy.jpg", b"k")
@@ -109,8 +110,17 @@ def test_undo_after_a_crash_before_the_move(tmp_path: Path) -> None:
     src = make(root, "x.jpg", b"x")
     with open_journal(dest, create=True) as journal:
         journal.start_run(root, False)
-        journal.append({"op": "move", "run": journal.run_id, "id": 1, "src": "x.jpg", "dst": "x.jpg",
-                        "sha256": file_sha256(src), "bytes": 1})
+        journal.append(
+            {
+                "op": "move",
+                "run": journal.run_id,
+                "id": 1,
+                "src": "x.jpg",
+                "dst": "x.jpg",
+                "sha256": file_sha256(src),
+                "bytes": 1,
+            }
+        )
     result = undo_all(dest)
     assert (result.done, result.skipped) == (0, 0)
     assert src.read_bytes() == b"x"
@@ -124,8 +134,17 @@ def test_a_move_killed_between_link_and_unlink_is_rolled_back_and_done_by_the_ne
     make(root, "y.jpg", b"y")
     with open_journal(dest, create=True) as journal:
         journal.start_run(root, False)
-        journal.append({"op": "move", "run": journal.run_id, "id": 1, "src": "x.jpg", "dst": "x.jpg",
-                        "sha256": file_sha256(src), "bytes": 1})
+        journal.append(
+            {
+                "op": "move",
+                "run": journal.run_id,
+                "id": 1,
+                "src": "x.jpg",
+                "dst": "x.jpg",
+                "sha256": file_sha256(src),
+                "bytes": 1,
+            }
+        )
         (dest / "x.jpg").hardlink_to(src)  # killed here: one file, two names
         assert recover(journal) == 1
     assert src.read_bytes() == b"x" and not (dest / "x.jpg").exists()
@@ -142,14 +161,22 @@ def test_a_copy_left_by_a_stopped_run_never_costs_the_original(tmp_path: Path) -
     make(dest, "x.jpg", b"x")  # a finished copy across filesystems; killed before the source went
     with open_journal(dest, create=True) as journal:
         journal.start_run(root, False)
-        journal.append({"op": "move", "run": journal.run_id, "id": 1, "src": "x.jpg", "dst": "x.jpg",
-                        "sha256": file_sha256(src), "bytes": 1})
+        journal.append(
+            {
+                "op": "move",
+                "run": journal.run_id,
+                "id": 1,
+                "src": "x.jpg",
+                "dst": "x.jpg",
+                "sha256": file_sha256(src),
+                "bytes": 1,
+            }
+        )
         recover(journal)
     assert src.read_bytes() == b"x" and (dest / "x.jpg").read_bytes() == b"x"
 
 
-def test_undo_leaves_a_file_that_changed_since_it_was_moved(tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_undo_leaves_a_file_that_changed_since_it_was_moved(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root, dest = tmp_path / "root", tmp_path / "dest"
     make(root, "x.jpg", b"x")
     move(root, dest, plan(root, "x.jpg"))
@@ -227,8 +254,7 @@ def test_damaged_last_journal_line_is_dropped(tmp_path: Path) -> None:
     assert journal_lines(dest)[-1]["op"] == "undone"  # the cut line is gone, every line parses
 
 
-def test_copy_out_copies_what_was_judged_and_never_overwrites(tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_copy_out_copies_what_was_judged_and_never_overwrites(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root, dest = tmp_path / "root", tmp_path / "dest"
     make(root, "a/x.jpg", b"x")
     make(root, "y.jpg", b"y")

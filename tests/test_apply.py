@@ -18,8 +18,11 @@ def reviewed(dup_folder: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]
     report = tmp_path / "r.json"
     assert run_cli("dedup", str(root), "--report", str(report), "--device", "cpu").returncode == 3
     data = json.loads(report.read_text())
-    files = [{k: f[k] for k in ("path", "decision", "kept_as", "file")} for f in data["files"]
-             if f["decision"] in ("keep", "remove")]
+    files = [
+        {k: f[k] for k in ("path", "decision", "kept_as", "file")}
+        for f in data["files"]
+        if f["decision"] in ("keep", "remove")
+    ]
     return root, {"refinery_decisions": 1, "root": data["summary"]["root"], "files": files}
 
 
@@ -33,8 +36,7 @@ def line(decisions: dict, path: str) -> dict:
     return next(f for f in decisions["files"] if f["path"] == path)
 
 
-def test_apply_moves_exactly_what_was_approved_and_undo_restores(reviewed: tuple[Path, dict],
-                                                                 tmp_path: Path) -> None:
+def test_apply_moves_exactly_what_was_approved_and_undo_restores(reviewed: tuple[Path, dict], tmp_path: Path) -> None:
     root, decisions = reviewed
     before = snapshot(root)
     line(decisions, "b_small.jpg").update(decision="keep", kept_as=None)  # "keep too"
@@ -66,15 +68,19 @@ def test_a_duplicate_whose_keeper_is_not_kept_stays(reviewed: tuple[Path, dict],
     assert (root / "sub" / "a_copy.jpg").exists()
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    (lambda d: d.update(refinery_decisions=2), "decisions version 2"),
-    (lambda d: d["files"][0].update(path="../../etc/passwd"), "not a plain path below the root"),
-    (lambda d: d["files"][0].update(decision="delete"), "is not keep or remove"),
-    (lambda d: d["files"][0].update(file={"bytes": "many"}), "file must hold"),
-    (lambda d: d.update(root="relative/folder"), "no absolute root"),
-])
-def test_a_bad_decisions_file_is_one_line_and_moves_nothing(reviewed: tuple[Path, dict], tmp_path: Path,
-                                                            change, says: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda d: d.update(refinery_decisions=2), "decisions version 2"),
+        (lambda d: d["files"][0].update(path="../../etc/passwd"), "not a plain path below the root"),
+        (lambda d: d["files"][0].update(decision="delete"), "is not keep or remove"),
+        (lambda d: d["files"][0].update(file={"bytes": "many"}), "file must hold"),
+        (lambda d: d.update(root="relative/folder"), "no absolute root"),
+    ],
+)
+def test_a_bad_decisions_file_is_one_line_and_moves_nothing(
+    reviewed: tuple[Path, dict], tmp_path: Path, change, says: str
+) -> None:  # noqa: ANN001
     root, decisions = reviewed
     before = snapshot(root)
     change(decisions)

@@ -54,8 +54,9 @@ def test_a_changed_file_is_computed_again(dup_folder: tuple[Path, dict], embedde
     assert decisions(again) == decisions(fresh)
 
 
-def test_another_folder_does_not_share_entries(dup_folder: tuple[Path, dict], embedder: Embedder,
-                                                tmp_path: Path) -> None:
+def test_another_folder_does_not_share_entries(
+    dup_folder: tuple[Path, dict], embedder: Embedder, tmp_path: Path
+) -> None:
     root, _ = dup_folder
     run(root, embedder, tmp_path / "cache")
     other = tmp_path / "other"
@@ -64,8 +65,9 @@ def test_another_folder_does_not_share_entries(dup_folder: tuple[Path, dict], em
     assert run(other, embedder, tmp_path / "cache").cached == 0
 
 
-def test_features_of_another_version_are_not_reused(dup_folder: tuple[Path, dict], embedder: Embedder,
-                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_of_another_version_are_not_reused(
+    dup_folder: tuple[Path, dict], embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, _ = dup_folder
     run(root, embedder, tmp_path / "cache")
     import refinery.io.cache

@@ -21,9 +21,20 @@ SIZE, MTIME = 1234, 5_000_000_000
 
 
 def features() -> Features:
-    return Features(path=REL, file_size=SIZE, sha256="ab" * 32, width=320, height=240, sharpness=150.5,
-                    brightness=120.0, edge_density=0.05, dhash=2**63 + 5, phash=12345,
-                    thumb=bytes(range(256))[: THUMB * THUMB], compression=2.5)
+    return Features(
+        path=REL,
+        file_size=SIZE,
+        sha256="ab" * 32,
+        width=320,
+        height=240,
+        sharpness=150.5,
+        brightness=120.0,
+        edge_density=0.05,
+        dhash=2**63 + 5,
+        phash=12345,
+        thumb=bytes(range(256))[: THUMB * THUMB],
+        compression=2.5,
+    )
 
 
 def filled_cache(cache_dir: Path, folder: Path) -> Path:
@@ -117,25 +128,44 @@ def _features_without(key: str) -> Callable[[sqlite3.Connection], None]:
     return _set("features", json.dumps(d))
 
 
-@pytest.mark.parametrize("damage", [
-    _set("features", "{not json"),
-    _set("features", None),
-    _set("features", json.dumps([1, 2, 3])),
-    _features_without("width"),
-    _features_with(extra=1),
-    _features_with(width="abc"),
-    _features_with(sharpness="NaN"),
-    _features_with(dhash=-1),
-    _features_with(sha256="abc"),
-    _features_with(thumb="zz"),
-    _features_with(thumb="00" * 10),
-    _set("vector", b"\x00" * 5),
-    _set("vector", b""),
-    _set("vector", "text, not bytes"),
-], ids=["not-json", "null", "a-list", "missing-key", "unknown-key", "width-str", "sharpness-str",
-        "negative-hash", "short-sha", "bad-hex", "short-thumb", "vector-5-bytes", "empty-vector", "vector-text"])
-def test_a_bad_row_is_damage(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                             damage: Callable[[sqlite3.Connection], None]) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _set("features", "{not json"),
+        _set("features", None),
+        _set("features", json.dumps([1, 2, 3])),
+        _features_without("width"),
+        _features_with(extra=1),
+        _features_with(width="abc"),
+        _features_with(sharpness="NaN"),
+        _features_with(dhash=-1),
+        _features_with(sha256="abc"),
+        _features_with(thumb="zz"),
+        _features_with(thumb="00" * 10),
+        _set("vector", b"\x00" * 5),
+        _set("vector", b""),
+        _set("vector", "text, not bytes"),
+    ],
+    ids=[
+        "not-json",
+        "null",
+        "a-list",
+        "missing-key",
+        "unknown-key",
+        "width-str",
+        "sharpness-str",
+        "negative-hash",
+        "short-sha",
+        "bad-hex",
+        "short-thumb",
+        "vector-5-bytes",
+        "empty-vector",
+        "vector-text",
+    ],
+)
+def test_a_bad_row_is_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[sqlite3.Connection], None]
+) -> None:
     path = filled_cache(tmp_path / "cache", tmp_path)
     with sqlite3.connect(path) as db:
         damage(db)
@@ -171,8 +201,9 @@ def test_vectors_of_another_width_are_damage(tmp_path: Path, caplog: pytest.LogC
     assert "bad row for c.jpg: vector of 4 floats, others have 8" in warning
 
 
-def test_the_first_vector_read_is_checked_against_the_model_width(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_the_first_vector_read_is_checked_against_the_model_width(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = FeatureCache(tmp_path / "cache", "model-hash", tmp_path)
     cache.put(REL, SIZE, MTIME, features(), np.zeros(4, np.float32))  # a row of another model's width
     cache.close()

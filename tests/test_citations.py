@@ -10,22 +10,35 @@ from conftest import REPO
 
 # A path the project's own text cites: from the repository's root (refinery/dedup/run.py), or
 # from inside the package as the code's comments write it (dedup/run.py, stages/scenes.py).
-CITED = re.compile(r"(?<![\w/.-])((?:refinery|benchmarks|tests|docs|\.ci|dedup|io|cli|export|runner|retrieval|"
-                   r"review|train|configs|stages|engines)/[\w/.-]*\w\.(?:py|md|toml|json|sh|js|css|html))")
+CITED = re.compile(
+    r"(?<![\w/.-])((?:refinery|benchmarks|tests|docs|\.ci|dedup|io|cli|export|runner|retrieval|"
+    r"review|train|configs|stages|engines)/[\w/.-]*\w\.(?:py|md|toml|json|sh|js|css|html))"
+)
 ROOTS = (REPO, REPO / "refinery", REPO / "refinery" / "dedup")
 
 
 def texts() -> list[Path]:
-    found = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "benchmarks").glob("*.md"),
-             *(REPO / "benchmarks").glob("*.py"), *(REPO / "refinery").rglob("*.py"), *(REPO / "tests").glob("*.py")]
+    found = [
+        REPO / "README.md",
+        *(REPO / "docs").glob("*.md"),
+        *(REPO / "benchmarks").glob("*.md"),
+        *(REPO / "benchmarks").glob("*.py"),
+        *(REPO / "refinery").rglob("*.py"),
+        *(REPO / "tests").glob("*.py"),
+    ]
     here = Path(__file__).resolve()  # not this file: its examples are stale on purpose
     return [path for path in found if path.exists() and path.resolve() != here]
 
 
 def test_every_cited_project_path_exists() -> None:
-    stale = sorted({f"{path.relative_to(REPO)}: {cited}" for path in texts()
-                    for cited in CITED.findall(path.read_text(encoding="utf-8"))
-                    if not any((root / cited).exists() for root in ROOTS)})
+    stale = sorted(
+        {
+            f"{path.relative_to(REPO)}: {cited}"
+            for path in texts()
+            for cited in CITED.findall(path.read_text(encoding="utf-8"))
+            if not any((root / cited).exists() for root in ROOTS)
+        }
+    )
     assert not stale, "cited paths that do not exist:\n" + "\n".join(stale)
 
 

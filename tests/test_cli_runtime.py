@@ -25,8 +25,7 @@ def test_embed_writes_paths_and_vectors(image_dir: Path, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert "CPUExecutionProvider" in proc.stderr  # which provider ran is logged
     data = np.load(out)
-    assert sorted(data["paths"]) == sorted(p.relative_to(image_dir).as_posix()
-                                           for p in image_dir.rglob("*.*"))
+    assert sorted(data["paths"]) == sorted(p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*.*"))
     assert "sub/pic_7.jpg" in set(data["paths"])
     assert data["vectors"].shape == (8, 1280) and data["vectors"].dtype == np.float32
 
@@ -49,9 +48,9 @@ def test_asking_for_cuda_without_it_fails_in_one_line(image_dir: Path, tmp_path:
 
 
 # Shadows the real torch: records any attempt (even one a try/except would swallow), then fails.
-TORCH_TRAP = '''print("TORCH_IMPORT_ATTEMPTED")\nraise ImportError("torch was imported by the runtime path")\n'''
+TORCH_TRAP = """print("TORCH_IMPORT_ATTEMPTED")\nraise ImportError("torch was imported by the runtime path")\n"""
 
-NO_TORCH_RUN = textwrap.dedent('''
+NO_TORCH_RUN = textwrap.dedent("""
     import sys
     from refinery.cli.main import main
     try:
@@ -60,7 +59,7 @@ NO_TORCH_RUN = textwrap.dedent('''
     finally:
         leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
         print("TORCH_MODULES=" + ",".join(leaked))
-''')
+""")
 
 
 @pytest.mark.parametrize("command", ["embed", "dedup", "index+search+eval"])
@@ -71,13 +70,24 @@ def test_runtime_never_imports_torch(command: str, image_dir: Path, tmp_path: Pa
     for i, picture in enumerate(sorted(image_dir.rglob("*.*"))):
         (classes / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         (classes / "ab"[i % 2] / picture.name).write_bytes(picture.read_bytes())
-    runs = {"embed": [["embed", str(image_dir), "--out", str(out), "--device", "cpu"]],
-            "dedup": [["dedup", str(image_dir), "--report", str(out), "--device", "cpu"]],
-            "index+search+eval": [["index", str(image_dir), "--out", str(out), "--sift", "--device", "cpu"],
-                                  ["search", str(out), str(image_dir / "pic_1.jpg"), "--method", "sift",
-                                   "--html", str(tmp_path / "sheet.html")],
-                                  ["search", str(out), str(image_dir / "pic_1.jpg"), "--device", "cpu"],
-                                  ["eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu"]]}
+    runs = {
+        "embed": [["embed", str(image_dir), "--out", str(out), "--device", "cpu"]],
+        "dedup": [["dedup", str(image_dir), "--report", str(out), "--device", "cpu"]],
+        "index+search+eval": [
+            ["index", str(image_dir), "--out", str(out), "--sift", "--device", "cpu"],
+            [
+                "search",
+                str(out),
+                str(image_dir / "pic_1.jpg"),
+                "--method",
+                "sift",
+                "--html",
+                str(tmp_path / "sheet.html"),
+            ],
+            ["search", str(out), str(image_dir / "pic_1.jpg"), "--device", "cpu"],
+            ["eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu"],
+        ],
+    }
     assert_no_torch(runs[command], tmp_path)
     assert out.exists()
 
@@ -87,9 +97,13 @@ def assert_no_torch(runs: list[list[str]], tmp_path: Path) -> str:
     trap = tmp_path / "trap"
     (trap / "torch").mkdir(parents=True, exist_ok=True)
     (trap / "torch" / "__init__.py").write_text(TORCH_TRAP)
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN.format(runs=runs)],
-                          capture_output=True, text=True, cwd=REPO,
-                          env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_RUN.format(runs=runs)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(trap), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "TORCH_IMPORT_ATTEMPTED" not in proc.stdout
     assert "TORCH_MODULES=\n" in proc.stdout
@@ -100,9 +114,14 @@ def test_search_by_words_never_imports_torch(clip_model: Path, image_dir: Path, 
     """A CLIP model end to end without torch: index, search --text (tokenizer and text tower), dedup."""
     out = tmp_path / "index"
     model = ["--model", str(clip_model), "--device", "cpu"]
-    stdout = assert_no_torch([["index", str(image_dir), "--out", str(out), *model],
-                              ["search", str(out), "--text", "a red truck at night", "-k", "3"],
-                              ["dedup", str(image_dir), *model]], tmp_path)
+    stdout = assert_no_torch(
+        [
+            ["index", str(image_dir), "--out", str(out), *model],
+            ["search", str(out), "--text", "a red truck at night", "-k", "3"],
+            ["dedup", str(image_dir), *model],
+        ],
+        tmp_path,
+    )
     hits = re.findall(r"^ +[123]  +-?[\d.]+  (\S+)$", stdout.split('query: "a red truck at night"')[1], re.M)
     assert len(hits) == 3 and len(set(hits)) == 3  # whichever three a random-init CLIP ranks first
 
@@ -125,14 +144,14 @@ def test_fully_cached_run_never_loads_the_model(image_dir: Path, tmp_path: Path)
     """A second dedup of an unchanged folder takes every vector from the cache: no session,
     not even an onnxruntime import (a fifth of a warm run's time)."""
     args = ["dedup", str(image_dir), "--report", str(tmp_path / "r.json"), "--device", "cpu"]
-    script = textwrap.dedent(f'''
+    script = textwrap.dedent(f"""
         import sys
         from refinery.cli.main import main
         try:
             main({args!r}, standalone_mode=False)
         finally:
             print("ORT_LOADED=" + str("onnxruntime" in sys.modules))
-    ''')
+    """)
     env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env)
     second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, env=env)

@@ -78,8 +78,17 @@ def test_export_parity_of_both_towers_and_calibration(tmp_path: Path) -> None:
         files[f"s{i}.jpg"] = {"group": i, "role": "semantic"}
     (corpus / "truth.json").write_text(json.dumps({"files": files}))
     prefix = tmp_path / "m" / "tiny"
-    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
-                   "--format", "onnx", "--calibrate", str(corpus))
+    proc = run_cli(
+        "export-model",
+        "--arch",
+        f"openclip:local-dir:{TINY_CLIP}",
+        "--out",
+        str(prefix),
+        "--format",
+        "onnx",
+        "--calibrate",
+        str(corpus),
+    )
     assert proc.returncode == 0, proc.stderr
     figures = parity_lines(proc.stdout)
     assert set(figures) == {"onnx text fp32", "onnx fp32"}
@@ -90,7 +99,8 @@ def test_export_parity_of_both_towers_and_calibration(tmp_path: Path) -> None:
     assert f"semantic threshold {threshold:.3f}" in proc.stdout
     # The threshold is just above the most similar different pair, as the runner sees them.
     vectors = Embedder(prefix.with_suffix(".onnx"), device="cpu").embed(
-        np.stack([load(corpus / "images" / n, prefix) for n in sorted(files)]))
+        np.stack([load(corpus / "images" / n, prefix) for n in sorted(files)])
+    )
     groups = np.array([files[n]["group"] for n in sorted(files)])
     sims = vectors @ vectors.T
     most = max(sims[a, b] for a in range(len(groups)) for b in range(a + 1, len(groups)) if groups[a] != groups[b])
@@ -128,13 +138,35 @@ def test_named_architectures_export_with_parity(arch: str, tmp_path: Path) -> No
     name = {"openclip-vit-b-32": "ViT-B-32", "openclip-rn50": "RN50"}[arch]
     subprocess.run([sys.executable, "-c", WRITE_CHECKPOINT, name, str(good), str(bad)], check=True, cwd=REPO)
     prefix = tmp_path / arch
-    proc = run_cli("export-model", "--arch", arch, "--image-size", "64", "--checkpoint", str(bad),
-                   "--out", str(prefix), "--format", "onnx")
+    proc = run_cli(
+        "export-model",
+        "--arch",
+        arch,
+        "--image-size",
+        "64",
+        "--checkpoint",
+        str(bad),
+        "--out",
+        str(prefix),
+        "--format",
+        "onnx",
+    )
     assert proc.returncode == 1 and "cannot build" in proc.stderr and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "Missing key(s)" in errors[0], proc.stderr
-    proc = run_cli("export-model", "--arch", arch, "--image-size", "64", "--checkpoint", str(good),
-                   "--out", str(prefix), "--format", "onnx")
+    proc = run_cli(
+        "export-model",
+        "--arch",
+        arch,
+        "--image-size",
+        "64",
+        "--checkpoint",
+        str(good),
+        "--out",
+        str(prefix),
+        "--format",
+        "onnx",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "random weights" not in proc.stderr
     figures = parity_lines(proc.stdout)
@@ -234,8 +266,18 @@ def test_dedup_takes_the_threshold_the_model_carries(clip_copy: Path, pictures: 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(report.read_text())["summary"]["semantic_threshold"] == 0.97
     assert "semantic threshold 0.970, calibrated for" in proc.stderr
-    proc = run_cli("dedup", str(pictures), "--model", str(clip_copy), "--report", str(report), "--device", "cpu",
-                   "--set", "semantic.threshold=0.9")
+    proc = run_cli(
+        "dedup",
+        str(pictures),
+        "--model",
+        str(clip_copy),
+        "--report",
+        str(report),
+        "--device",
+        "cpu",
+        "--set",
+        "semantic.threshold=0.9",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(report.read_text())["summary"]["semantic_threshold"] == 0.9
     summary = json.loads(report.read_text())["summary"]
@@ -257,8 +299,9 @@ def test_image_tower_converts_to_coreml(tmp_path: Path) -> None:
     """The image tower through the Core ML path (predictions are checked on macOS only)."""
     coremltools = pytest.importorskip("coremltools")
     prefix = tmp_path / "tiny"
-    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
-                   "--format", "onnx,coreml")
+    proc = run_cli(
+        "export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix), "--format", "onnx,coreml"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Core ML: converted" in proc.stdout
     desc = coremltools.utils.load_spec(str(prefix.with_suffix(".mlpackage"))).description
@@ -273,8 +316,18 @@ def test_eval_asks_each_class_by_words(clip_model: Path, tmp_path: Path) -> None
         (tmp_path / "c" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         draw_picture(i).save(tmp_path / "c" / "ab"[i % 2] / f"p{i}.png")
     out = tmp_path / "eval.json"
-    proc = run_cli("eval", str(tmp_path / "c"), "--models", str(clip_model), "--methods", "embedding,text",
-                   "--json", str(out), "--device", "cpu")
+    proc = run_cli(
+        "eval",
+        str(tmp_path / "c"),
+        "--models",
+        str(clip_model),
+        "--methods",
+        "embedding,text",
+        "--json",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(out.read_text())["methods"][f"text:{clip_model.stem}"]
     assert scores["queries"] == 2 and 0 <= scores["map"] <= 1
@@ -291,8 +344,15 @@ def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running export holds it
-        proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(tmp_path / "m"),
-                       "--format", "onnx")
+        proc = run_cli(
+            "export-model",
+            "--arch",
+            f"openclip:local-dir:{TINY_CLIP}",
+            "--out",
+            str(tmp_path / "m"),
+            "--format",
+            "onnx",
+        )
     finally:
         os.close(fd)
     assert proc.returncode == 1 and "another `refinery export-model` is writing there" in proc.stderr
@@ -303,12 +363,20 @@ def test_a_second_export_into_the_same_folder_is_refused(tmp_path: Path) -> None
 def test_weights_that_cannot_be_had_are_one_line(tmp_path: Path) -> None:
     """No network here: an unknown release and a local-dir model given other weights are refused
     before anything is fetched or written."""
-    proc = run_cli("export-model", "--arch", "openclip-vit-b-32", "--pretrained", "nosuchtag", "--out",
-                   str(tmp_path / "m"))
+    proc = run_cli(
+        "export-model", "--arch", "openclip-vit-b-32", "--pretrained", "nosuchtag", "--out", str(tmp_path / "m")
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
     assert proc.returncode == 1 and len(errors) == 1 and "laion2b_s34b_b79k" in errors[0], proc.stderr
-    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--pretrained", "openai", "--out",
-                   str(tmp_path / "m"))
+    proc = run_cli(
+        "export-model",
+        "--arch",
+        f"openclip:local-dir:{TINY_CLIP}",
+        "--pretrained",
+        "openai",
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert proc.returncode == 1 and "takes its weights from its folder" in proc.stderr
     proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--fp16", "--out", str(tmp_path / "m"))
     assert proc.returncode == 1 and "--fp16 and --int8 are not made for CLIP towers" in proc.stderr

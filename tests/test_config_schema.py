@@ -76,16 +76,38 @@ BAD = [
 
 # Values at the edges of what is allowed.
 GOOD = [
-    ("model.device", '"coreml"'), ("model.batch_size", "1"), ("model.batch_size", "1024"),
-    ("model.threads", "0"), ("quality.max_edge_width", "0"), ("quality.min_light", "0"),
-    ("quality.max_shade", "255"), ("quality.min_side", "1"), ("quality.enabled", "false"), ("near.max_phash", "0"),
-    ("near.max_dhash", "64"), ("near.min_correlation", "1"), ("near.exact_up_to", "0"),
-    ("near.nprobe", "1"), ("semantic.threshold", "0.5"), ("semantic.threshold", "1"),
-    ("semantic.chain_guard", "false"), ("keep.min_sharpness", "0"), ("run.workers", "1024"),
-    ("run.engine", '"ray"'), ("run.scratch_dir", '"/tmp/refinery"'), ("train.arch", '"fastreid-r50-ibn"'),
-    ("train.mining", '"random"'), ("train.dim", "1"), ("train.input_size", "32"),
-    ("train.frozen_stages", "-1"), ("train.identities_per_batch", "2"), ("train.pictures_per_identity", "2"),
-    ("train.margin", "2"), ("train.learning_rate", "1"), ("train.erasing", "0"), ("train.test_share", "0.99"),
+    ("model.device", '"coreml"'),
+    ("model.batch_size", "1"),
+    ("model.batch_size", "1024"),
+    ("model.threads", "0"),
+    ("quality.max_edge_width", "0"),
+    ("quality.min_light", "0"),
+    ("quality.max_shade", "255"),
+    ("quality.min_side", "1"),
+    ("quality.enabled", "false"),
+    ("near.max_phash", "0"),
+    ("near.max_dhash", "64"),
+    ("near.min_correlation", "1"),
+    ("near.exact_up_to", "0"),
+    ("near.nprobe", "1"),
+    ("semantic.threshold", "0.5"),
+    ("semantic.threshold", "1"),
+    ("semantic.chain_guard", "false"),
+    ("keep.min_sharpness", "0"),
+    ("run.workers", "1024"),
+    ("run.engine", '"ray"'),
+    ("run.scratch_dir", '"/tmp/refinery"'),
+    ("train.arch", '"fastreid-r50-ibn"'),
+    ("train.mining", '"random"'),
+    ("train.dim", "1"),
+    ("train.input_size", "32"),
+    ("train.frozen_stages", "-1"),
+    ("train.identities_per_batch", "2"),
+    ("train.pictures_per_identity", "2"),
+    ("train.margin", "2"),
+    ("train.learning_rate", "1"),
+    ("train.erasing", "0"),
+    ("train.test_share", "0.99"),
 ]
 
 
@@ -118,8 +140,9 @@ def test_a_bad_value_in_a_config_file_names_the_file_too(tmp_path: Path, key: st
 def test_the_message_reads_as_one_line_with_the_reason() -> None:
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), ["semantic.threshold=-1"])
-    assert str(e.value) == ("semantic.threshold = -1: must be between 0.5 and 1.0 "
-                            "(cosine similarity above which two pictures are one)")
+    assert str(e.value) == (
+        "semantic.threshold = -1: must be between 0.5 and 1.0 (cosine similarity above which two pictures are one)"
+    )
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), ["run.workers=two"])  # a bare word is a string
     assert str(e.value).startswith('run.workers = "two": must be a whole number (int), between 0 and 1024')

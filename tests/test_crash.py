@@ -43,8 +43,13 @@ def start_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     import os
 
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "refinery", *args], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=REPO, env={**os.environ, **env})
+        return subprocess.Popen(
+            [sys.executable, "-m", "refinery", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, **env},
+        )
 
 
 def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 300) -> None:
@@ -107,8 +112,12 @@ def decisions(report: Path) -> dict[str, tuple]:
 
 def contents(*roots: Path) -> Counter:
     """The multiset of file contents under `roots` (journal files aside): nothing lost, nothing doubled."""
-    return Counter(entry[1] for root in roots for rel, entry in snapshot(root).items()
-                   if entry[0] == "file" and not rel.startswith(".refinery"))
+    return Counter(
+        entry[1]
+        for root in roots
+        for rel, entry in snapshot(root).items()
+        if entry[0] == "file" and not rel.startswith(".refinery")
+    )
 
 
 def test_killed_while_embedding_the_cache_is_sound_and_the_next_run_finishes(burst: tuple, tmp_path: Path) -> None:
@@ -116,8 +125,16 @@ def test_killed_while_embedding_the_cache_is_sound_and_the_next_run_finishes(bur
     reference = tmp_path / "reference.json"
     assert run_cli("dedup", str(root), "--no-cache", "--report", str(reference), env=env).returncode == 0
 
-    proc = start_cli("dedup", str(root), "--report", str(tmp_path / "killed.json"), "--set", "run.workers=1",
-                     env=env, log=tmp_path / "killed.log")
+    proc = start_cli(
+        "dedup",
+        str(root),
+        "--report",
+        str(tmp_path / "killed.json"),
+        "--set",
+        "run.workers=1",
+        env=env,
+        log=tmp_path / "killed.log",
+    )
     wait_until(proc, lambda: cached_rows(env) >= 16, "16 files in the cache")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
@@ -135,8 +152,7 @@ def test_killed_while_embedding_the_cache_is_sound_and_the_next_run_finishes(bur
     assert decisions(tmp_path / "resumed.json") == decisions(reference)
 
 
-def test_killed_while_moving_the_next_run_finishes_and_undo_restores_every_byte(burst: tuple,
-                                                                                 tmp_path: Path) -> None:
+def test_killed_while_moving_the_next_run_finishes_and_undo_restores_every_byte(burst: tuple, tmp_path: Path) -> None:
     root, env = burst
     dest = tmp_path / "rejects"
     before, original = snapshot(root), contents(root)
@@ -170,8 +186,18 @@ def test_ctrl_c_while_reading_writes_a_partial_report_and_moves_nothing(burst: t
     root, env = burst
     dest, report = tmp_path / "rejects", tmp_path / "partial.json"
     before = snapshot(root)
-    proc = start_cli("dedup", str(root), "--report", str(report), "--move-rejects-to", str(dest),
-                     "--set", "run.workers=1", env=env, log=tmp_path / "run.log")
+    proc = start_cli(
+        "dedup",
+        str(root),
+        "--report",
+        str(report),
+        "--move-rejects-to",
+        str(dest),
+        "--set",
+        "run.workers=1",
+        env=env,
+        log=tmp_path / "run.log",
+    )
     wait_until(proc, lambda: cached_rows(env) >= 16, "16 files in the cache")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130

@@ -17,17 +17,21 @@ from refinery.spec import ModelSpec
 SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "default.json")  # 224x224 input
 
 
-@pytest.mark.parametrize("size, min_long, min_short, factor", [
-    ((640, 640), 320, 224, 2),     # the corpus: half size
-    ((1280, 960), 320, 224, 4),    # 320x240
-    ((4000, 3000), 320, 224, 8),   # a camera: 500x375
-    ((640, 480), 320, 224, 2),     # 320x240
-    ((600, 400), 320, 224, 1),     # 300 < 320
-    ((2000, 300), 320, 224, 1),    # the short side is the limit
-    ((5000, 5000), 0, 0, 1),       # nothing asked: full size
-])
-def test_reduction_keeps_both_sides_at_their_minimum(size: tuple[int, int], min_long: int, min_short: int,
-                                                     factor: int) -> None:
+@pytest.mark.parametrize(
+    "size, min_long, min_short, factor",
+    [
+        ((640, 640), 320, 224, 2),  # the corpus: half size
+        ((1280, 960), 320, 224, 4),  # 320x240
+        ((4000, 3000), 320, 224, 8),  # a camera: 500x375
+        ((640, 480), 320, 224, 2),  # 320x240
+        ((600, 400), 320, 224, 1),  # 300 < 320
+        ((2000, 300), 320, 224, 1),  # the short side is the limit
+        ((5000, 5000), 0, 0, 1),  # nothing asked: full size
+    ],
+)
+def test_reduction_keeps_both_sides_at_their_minimum(
+    size: tuple[int, int], min_long: int, min_short: int, factor: int
+) -> None:
     assert reduction(*size, min_long, min_short) == factor
 
 
@@ -72,5 +76,3 @@ def test_small_pictures_are_not_reduced(tmp_path: Path) -> None:
 def _save(im: Image.Image, path: Path, **kw: object) -> bytes:
     im.save(path, **kw)
     return path.read_bytes()
-
-

@@ -13,8 +13,11 @@ REPORT_KEYS = {"path", "decision", "stage", "reason", "group", "kept_as", "score
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:
@@ -130,8 +133,9 @@ def test_second_run_uses_the_cache_unless_told_not_to(dup_folder: tuple[Path, di
     assert "0 from the cache" in off.stdout
 
 
-def test_undo_reports_files_moved_or_changed_by_hand_and_restores_the_rest(dup_folder: tuple[Path, dict],
-                                                                          tmp_path: Path) -> None:
+def test_undo_reports_files_moved_or_changed_by_hand_and_restores_the_rest(
+    dup_folder: tuple[Path, dict], tmp_path: Path
+) -> None:
     root, _ = dup_folder
     before = tree_hashes(root)
     dest = tmp_path / "rejects"

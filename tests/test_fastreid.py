@@ -96,6 +96,7 @@ def test_garbage_file_is_not_a_checkpoint(tmp_path: Path) -> None:
 
 # --- the oracle: upstream fastreid (PyPI `fastreid`, installed by .ci/run) ------------------
 
+
 def fastreid_reference(layout: str, state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """fastreid's own Baseline for configs/VehicleID/bagtricks_R50-ibn.yml, with `state` loaded.
 
@@ -123,8 +124,10 @@ def fastreid_reference(layout: str, state: dict[str, torch.Tensor]) -> torch.nn.
     if layout == "legacy":
         model.backbone.maxpool = torch.nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         model.heads.pool_layer = GeneralizedMeanPoolingP()
-        state = {k.replace("heads.bnneck.", "heads.bottleneck.0.")
-                  .replace("heads.classifier.weight", "heads.weight"): v for k, v in state.items()}
+        state = {
+            k.replace("heads.bnneck.", "heads.bottleneck.0.").replace("heads.classifier.weight", "heads.weight"): v
+            for k, v in state.items()
+        }
         model.pixel_mean.copy_(state.pop("pixel_mean"))
         model.pixel_std.copy_(state.pop("pixel_std"))
     result = model.load_state_dict(state, strict=True)
@@ -145,4 +148,3 @@ def test_same_feature_as_upstream_fastreid(layout: str, fastreid_checkpoints: di
     centred = torch.nn.functional.cosine_similarity(got - expected.mean(0), expected - expected.mean(0))
     assert rel < 1e-5
     assert centred.min().item() > 0.99999
-

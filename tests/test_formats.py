@@ -17,8 +17,9 @@ from refinery.io.scan import scan
 def formats(tmp_path: Path) -> Path:
     root = tmp_path / "formats"
     root.mkdir()
-    for k, (name, fmt) in enumerate((("phone.heic", "HEIF"), ("phone.avif", "AVIF"), ("scan.ppm", "PPM"),
-                                     ("camera.mpo", "MPO"), ("a.png", "PNG"))):
+    for k, (name, fmt) in enumerate(
+        (("phone.heic", "HEIF"), ("phone.avif", "AVIF"), ("scan.ppm", "PPM"), ("camera.mpo", "MPO"), ("a.png", "PNG"))
+    ):
         draw_picture(200 + k, (160, 120)).save(root / name, fmt)
     draw_picture(200, (160, 120)).convert("L").save(root / "gray.pgm")
     draw_picture(201, (160, 120)).convert("1").save(root / "bits.pbm")

@@ -73,8 +73,15 @@ def test_bad_videos_are_one_line_each_and_the_rest_goes_on(tmp_path: Path) -> No
     truncated.write_bytes(data[: len(data) // 2])
     (tmp_path / "notes.mp4").write_text("not a video")
     (tmp_path / "empty.avi").write_bytes(b"")
-    proc = run_cli("frames", str(truncated), str(tmp_path / "notes.mp4"), str(tmp_path / "empty.avi"), str(good),
-                   "--out", str(tmp_path / "out"))
+    proc = run_cli(
+        "frames",
+        str(truncated),
+        str(tmp_path / "notes.mp4"),
+        str(tmp_path / "empty.avi"),
+        str(good),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 3
@@ -119,9 +126,14 @@ def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) ->
     walk = scenes(0, 14)
     video = write_video(tmp_path / "long.avi", [walk[k % 14] for k in range(1500)], "MJPG")
     out, report = tmp_path / "out", tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "refinery", "frames", str(video), "--out", str(out), "--report",
-                             str(report)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refinery", "frames", str(video), "--out", str(out), "--report", str(report)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(out.glob("*.jpg"))) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -194,8 +206,10 @@ def test_the_html_page_shows_spans_without_buttons(tmp_path: Path, browser: tupl
     driver.get(page.as_uri())
     WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.documentElement.dataset.firstPageMs"))
     tiles = driver.find_elements(By.CSS_SELECTOR, "figure.tile")
-    assert [t.get_attribute("data-path") for t in tiles] == ["cam_t000000.000.jpg",
-                                                             "cam 0.100-1.900 s: 19 frames skipped"]
+    assert [t.get_attribute("data-path") for t in tiles] == [
+        "cam_t000000.000.jpg",
+        "cam 0.100-1.900 s: 19 frames skipped",
+    ]
     assert driver.execute_script("return [...document.querySelectorAll('#list img')].every(i => i.naturalWidth > 0)")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#list img")) == 3  # keeper, span, where the span differs
     assert not driver.find_elements(By.CSS_SELECTOR, "button[data-act]")
@@ -234,8 +248,14 @@ def test_a_full_disk_is_one_line_and_leaves_every_written_frame_whole(tmp_path: 
     def small_files() -> None:  # in the child: writes past 8 KB fail with EFBIG (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
 
-    proc = subprocess.run([sys.executable, "-m", "refinery", "frames", str(first), str(second), "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, preexec_fn=small_files, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "refinery", "frames", str(first), str(second), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        preexec_fn=small_files,
+        timeout=300,
+    )
     assert "Traceback" not in proc.stderr and proc.returncode == 3, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors[0].startswith(f"error: {first}: cannot write {out / 'a_t000000.000.jpg'}: File too large")

@@ -78,9 +78,27 @@ def test_a_scratch_folder_that_fills_up_changes_no_decision(tmp_path: Path) -> N
         def cap(limit: int = limit) -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-        done = subprocess.run([sys.executable, "-m", "refinery", "dedup", str(root), "--no-cache", "--device", "cpu",
-                               "--report", str(reports[name]), "--set", f"run.scratch_dir={tmp_path / 'scratch'}"],
-                              capture_output=True, text=True, cwd=REPO, preexec_fn=cap, timeout=600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "refinery",
+                "dedup",
+                str(root),
+                "--no-cache",
+                "--device",
+                "cpu",
+                "--report",
+                str(reports[name]),
+                "--set",
+                f"run.scratch_dir={tmp_path / 'scratch'}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            preexec_fn=cap,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr
     room, full = _decisions(reports["room"]), _decisions(reports["full"])
     assert room == full
@@ -96,9 +114,26 @@ def test_scratch_space_inside_the_folder_leaves_it_as_it_was(tmp_path: Path) -> 
     reports = {}
     for name, scratch in (("elsewhere", tmp_path / "scratch"), ("inside", root)):
         reports[name] = tmp_path / f"{name}.json"
-        done = subprocess.run([sys.executable, "-m", "refinery", "dedup", str(root), "--no-cache", "--device", "cpu",
-                               "--report", str(reports[name]), "--set", f"run.scratch_dir={scratch}"],
-                              capture_output=True, text=True, cwd=REPO, timeout=600)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "refinery",
+                "dedup",
+                str(root),
+                "--no-cache",
+                "--device",
+                "cpu",
+                "--report",
+                str(reports[name]),
+                "--set",
+                f"run.scratch_dir={scratch}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr
     assert {p.name: p.read_bytes() for p in root.iterdir()} == before
     assert _decisions(reports["inside"]) == _decisions(reports["elsewhere"])

@@ -25,8 +25,14 @@ HostileRun = tuple[Path, dict, subprocess.CompletedProcess, dict]  # folder's pa
 
 def run_cli_locked_out(*args: str) -> subprocess.CompletedProcess:
     """The real CLI in a child process; as root, without the power to read mode-000 files."""
-    return subprocess.run([sys.executable, "-m", "refinery", *args], capture_output=True, text=True,
-                          errors="surrogateescape", cwd=REPO, preexec_fn=hostile.child_setup())
+    return subprocess.run(
+        [sys.executable, "-m", "refinery", *args],
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        cwd=REPO,
+        preexec_fn=hostile.child_setup(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,9 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
     root = base / "photos"
     expect = hostile.build(root, base / "elsewhere")
     before = snapshot(root)
-    run = run_cli_locked_out("dedup", str(root), "--report", str(base / "r.json"), "--csv", str(base / "r.csv"),
-                       "--device", "cpu")
+    run = run_cli_locked_out(
+        "dedup", str(root), "--report", str(base / "r.json"), "--csv", str(base / "r.csv"), "--device", "cpu"
+    )
     assert snapshot(root) == before  # a dry run touches nothing
     report = json.loads((base / "r.json").read_text())
     return base, expect, run, report
@@ -112,8 +119,17 @@ def test_move_keeps_links_whole_and_undo_restores_every_entry(tmp_path: Path) ->
     hostile.build(root, outside, huge=False)
     before, outside_before = snapshot(root), snapshot(outside)
 
-    run = run_cli_locked_out("dedup", str(root), "--move-rejects-to", str(dest), "--follow-symlinks",
-                       "--report", str(tmp_path / "r.json"), "--device", "cpu")
+    run = run_cli_locked_out(
+        "dedup",
+        str(root),
+        "--move-rejects-to",
+        str(dest),
+        "--follow-symlinks",
+        "--report",
+        str(tmp_path / "r.json"),
+        "--device",
+        "cpu",
+    )
     assert run.returncode == 3, run.stderr
     files = {f["path"]: f for f in json.loads((tmp_path / "r.json").read_text())["files"]}
     # Followed: the link out is a copy of good_2.jpg, and the link (not its target) was moved.

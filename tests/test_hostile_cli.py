@@ -99,9 +99,14 @@ def test_a_damaged_index_is_one_line(index: Path, photos: Path, tmp_path: Path, 
     assert proc.returncode == 1 and str(bad) in one_error_line(proc)
 
 
-@pytest.mark.parametrize("args", [("frames", "TMP/v.avi", "--out", "TMP/o", "--fps", "nan"),
-                                  ("serve", "IDX", "--max-upload-mb", "nan"),
-                                  ("serve", "IDX", "--max-upload-mb", "inf")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("frames", "TMP/v.avi", "--out", "TMP/o", "--fps", "nan"),
+        ("serve", "IDX", "--max-upload-mb", "nan"),
+        ("serve", "IDX", "--max-upload-mb", "inf"),
+    ],
+)
 def test_a_number_option_must_be_finite(index: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
     args = tuple(str(index) if a == "IDX" else a.replace("TMP", str(tmp_path)) for a in args)
     proc = run_cli(*args, timeout=60)

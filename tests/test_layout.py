@@ -34,7 +34,7 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:  # relative imports
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
     return {name for name in found if name in known}
 
@@ -52,7 +52,7 @@ def test_no_import_cycles() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -93,16 +93,19 @@ def test_every_error_is_defined_in_errors_and_named_in_its_tree() -> None:
     a subclass of one of its errors, and its docstring's tree names every class it defines."""
     from refinery import errors
 
-    ours = {name for name, value in vars(errors).items() if isinstance(value, type)
-            and issubclass(value, errors.RefineryError)}
+    ours = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.RefineryError)
+    }
     elsewhere = []
     for name, path in modules().items():
         if name == "refinery.errors":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and any(
-                    (base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")) in ours
-                    for base in node.bases):
+                (base.id if isinstance(base, ast.Name) else getattr(base, "attr", "")) in ours for base in node.bases
+            ):
                 elsewhere.append(f"{name}.{node.name}")
     assert not elsewhere, f"errors defined outside refinery/errors.py: {elsewhere}"
     tree = errors.__doc__ or ""
@@ -122,7 +125,9 @@ def test_the_version_is_written_once() -> None:
 
 
 MAX_MODULE_LINES = 500  # a module a reader holds in mind at once
-MAX_FUNCTION_LINES = 60  # a function that does one job, read without scrolling
+# A function that does one job, read without scrolling: its body, docstring included (the
+# formatter writes a command's options one per line in its signature).
+MAX_FUNCTION_LINES = 60
 
 
 def test_modules_and_functions_stay_short() -> None:
@@ -133,7 +138,7 @@ def test_modules_and_functions_stay_short() -> None:
             long_modules.append(f"{name}: {text.count(chr(10))} lines")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
-                lines = node.end_lineno - node.lineno + 1
+                lines = node.end_lineno - node.body[0].lineno + 1
                 if lines > MAX_FUNCTION_LINES:
                     long_functions.append(f"{name}.{node.name}: {lines} lines")
     assert not long_modules, f"over {MAX_MODULE_LINES} lines: {long_modules} - split by responsibility"

@@ -63,6 +63,7 @@ def report(photos: Path, tmp_path: Path) -> Path:
 
 # --- the rule, in-process -------------------------------------------------------------------
 
+
 def test_each_kind_knows_its_own_mark(tmp_path: Path) -> None:
     user = tmp_path / "user.txt"
     user.write_text('{"summary": {}, "files": []}')  # looks like an old report, carries no mark
@@ -156,6 +157,7 @@ def test_read_json_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
 
 # --- every command, through the real CLI --------------------------------------------------
 
+
 def test_dedup_report_and_page_on_one_path_are_refused(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "x"
     proc = run_cli("dedup", str(photos), "--report", str(out), "--html", str(out), *CPU)
@@ -191,8 +193,7 @@ def test_search_never_writes_its_sheet_over_an_indexed_picture(photos: Path, tmp
         proc = run_cli("search", str(index), str(photos / "p1.jpg"), "--html", str(target), "--device", "cpu")
         assert proc.returncode == 1 and "Error:" in one_error_line(proc)
     assert snapshot(photos) == before and snapshot(index) == index_before
-    proc = run_cli("search", str(index), str(photos / "p1.jpg"), "--html", str(tmp_path / "s.html"),
-                   "--device", "cpu")
+    proc = run_cli("search", str(index), str(photos / "p1.jpg"), "--html", str(tmp_path / "s.html"), "--device", "cpu")
     assert proc.returncode == 0 and is_ours(tmp_path / "s.html", Kind.PAGE)
 
 
@@ -234,8 +235,9 @@ def test_export_refuses_a_users_file_at_any_of_its_names(tmp_path: Path, taken: 
     prefix = tmp_path / "m"
     user = prefix.with_suffix(taken)
     user.write_bytes(b"the user's own file")
-    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
-                   "--format", "onnx")
+    proc = run_cli(
+        "export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix), "--format", "onnx"
+    )
     assert proc.returncode == 1 and "refinery writes over nothing it did not write" in one_error_line(proc)
     assert user.read_bytes() == b"the user's own file"
     assert sorted(p.name for p in tmp_path.iterdir()) == [user.name]
@@ -247,11 +249,17 @@ def test_export_again_replaces_its_own_files(clip_model: Path, tmp_path: Path) -
     for path in clip_model.parent.iterdir():
         shutil.copy(path, tmp_path / path.name)
     prefix = tmp_path / clip_model.stem
-    proc = run_cli("export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix),
-                   "--format", "onnx")
+    proc = run_cli(
+        "export-model", "--arch", f"openclip:local-dir:{TINY_CLIP}", "--out", str(prefix), "--format", "onnx"
+    )
     assert proc.returncode == 0, proc.stderr
-    for suffix, kind in ((".onnx", Kind.ONNX), (".json", Kind.SPEC), (".text.onnx", Kind.ONNX),
-                         (".text.json", Kind.SPEC), (".vocab.txt.gz", Kind.VOCAB)):
+    for suffix, kind in (
+        (".onnx", Kind.ONNX),
+        (".json", Kind.SPEC),
+        (".text.onnx", Kind.ONNX),
+        (".text.json", Kind.SPEC),
+        (".vocab.txt.gz", Kind.VOCAB),
+    ):
         refuse_unless_ours(prefix.with_suffix(suffix), kind)
 
 
@@ -284,10 +292,12 @@ def test_a_full_disk_under_an_output_is_one_line(photos: Path, tmp_path: Path, c
     full = tmp_path / "full"
     full.mkdir()
     flag, name = ("--report", "r.json") if command == "dedup" else ("--out", "v.npz")
-    script = (f"mount -t tmpfs -o size=64k none {full} && "
-              f"(head -c 100000 /dev/zero > {full}/filler 2>/dev/null; true) && "
-              f"{sys.executable} -m refinery {command} {photos} {flag} {full}/{name} --device cpu; echo rc=$?; "
-              f"ls -A {full}")
+    script = (
+        f"mount -t tmpfs -o size=64k none {full} && "
+        f"(head -c 100000 /dev/zero > {full}/filler 2>/dev/null; true) && "
+        f"{sys.executable} -m refinery {command} {photos} {flag} {full}/{name} --device cpu; echo rc=$?; "
+        f"ls -A {full}"
+    )
     proc = in_namespace(script)
     assert "rc=1" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
     assert f"cannot write {full}/{name}: No space left on device" in one_error_line(proc)
@@ -301,6 +311,9 @@ def test_a_newline_in_a_name_cannot_forge_an_output_line(photos: Path, tmp_path:
     assert run_cli("index", str(photos), "--out", str(index), *CPU).returncode == 0
     proc = run_cli("search", str(index), str(photos / forged), "-k", "2", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    assert not any(line.strip().endswith("forged") and not line.startswith("query") for line in
-                   proc.stdout.splitlines() if "\\x0a" not in line), proc.stdout
+    assert not any(
+        line.strip().endswith("forged") and not line.startswith("query")
+        for line in proc.stdout.splitlines()
+        if "\\x0a" not in line
+    ), proc.stdout
     assert "q.jpg\\x0a   1     1.0000  forged" in proc.stdout

@@ -28,8 +28,7 @@ def test_auto_on_apple_silicon_asks_coreml_for_mlprogram(tmp_path: Path) -> None
 
 
 def test_auto_prefers_cuda_on_linux() -> None:
-    assert names(resolve_providers("auto", available=ALL, machine="Linux-x86_64")) == [
-        "CUDAExecutionProvider", CPU]
+    assert names(resolve_providers("auto", available=ALL, machine="Linux-x86_64")) == ["CUDAExecutionProvider", CPU]
 
 
 def test_auto_falls_back_to_cpu() -> None:

@@ -14,8 +14,10 @@ pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
 
 
 def decisions(report: Path) -> dict[str, tuple]:
-    return {f["path"]: (f["decision"], f["stage"], f["kept_as"], f["group"])
-            for f in json.loads(report.read_text())["files"]}
+    return {
+        f["path"]: (f["decision"], f["stage"], f["kept_as"], f["group"])
+        for f in json.loads(report.read_text())["files"]
+    }
 
 
 @pytest.mark.slow
@@ -55,8 +57,18 @@ def test_a_uri_is_listed_and_read_by_ray_data(dup_folder: tuple[Path, dict], tmp
     (root / "notes.txt").write_text("not a picture")
     local, uri = tmp_path / "local.json", tmp_path / "uri.json"
     run_cli("dedup", str(root), "--report", str(local), "--no-cache", "--device", "cpu")
-    proc = run_cli("dedup", root.as_uri(), "--engine", "ray", "--report", str(uri), "--device", "cpu",
-                   env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+    proc = run_cli(
+        "dedup",
+        root.as_uri(),
+        "--engine",
+        "ray",
+        "--report",
+        str(uri),
+        "--device",
+        "cpu",
+        env={"RAY_USAGE_STATS_ENABLED": "0"},
+        timeout=300,
+    )
     assert proc.returncode == 3, proc.stderr  # broken.jpg, read through Ray Data, is named
     assert "broken.jpg" in proc.stderr
     from_uri = decisions(uri)

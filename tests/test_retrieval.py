@@ -95,8 +95,18 @@ def test_text_output_html_sheet_and_a_bad_query(index: Path, classes: Path, tmp_
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a picture")
     sheet = tmp_path / "sheet.html"
-    proc = run_cli("search", str(index), str(classes / "class_0" / "view_1.jpg"), str(bad), "-k", "2",
-                   "--html", str(sheet), "--device", "cpu")
+    proc = run_cli(
+        "search",
+        str(index),
+        str(classes / "class_0" / "view_1.jpg"),
+        str(bad),
+        "-k",
+        "2",
+        "--html",
+        str(sheet),
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 3  # one query could not be read; the other was answered
     assert f"error: {bad}: not an image" in proc.stderr
     lines = proc.stdout.splitlines()

@@ -89,12 +89,15 @@ def test_review_command_writes_the_same_page(reviewed: Reviewed, tmp_path: Path)
     assert again.read_bytes() == reviewed.html.read_bytes()
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("not json {", "not JSON"),
-    ('{"files": []}', "not a dedup report"),
-    ('{"summary": {}, "files": []}', "names no root folder"),
-    ('{"summary": {"root": "/x"}, "files": [{"path": "a.jpg"}]}', "file entry 1 is not a report line"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json {", "not JSON"),
+        ('{"files": []}', "not a dedup report"),
+        ('{"summary": {}, "files": []}', "names no root folder"),
+        ('{"summary": {"root": "/x"}, "files": [{"path": "a.jpg"}]}', "file entry 1 is not a report line"),
+    ],
+)
 def test_review_refuses_what_is_not_a_report(tmp_path: Path, content: str, message: str) -> None:
     report = tmp_path / "r.json"
     report.write_text(content)
@@ -119,10 +122,26 @@ def frame(background: Image.Image, at: tuple[int, int]) -> Image.Image:
     return out
 
 
-def line(path: str, decision: str, group: int | None, kept_as: str | None = None, stage: str | None = None,
-         test: str | None = None, **scores: float) -> dict:
-    return {"path": path, "decision": decision, "stage": stage, "reason": "", "group": group, "kept_as": kept_as,
-            "scores": {"sharpness": 100.0, **scores}, "test": test, "file": None}
+def line(
+    path: str,
+    decision: str,
+    group: int | None,
+    kept_as: str | None = None,
+    stage: str | None = None,
+    test: str | None = None,
+    **scores: float,
+) -> dict:
+    return {
+        "path": path,
+        "decision": decision,
+        "stage": stage,
+        "reason": "",
+        "group": group,
+        "kept_as": kept_as,
+        "scores": {"sharpness": 100.0, **scores},
+        "test": test,
+        "file": None,
+    }
 
 
 def test_groups_come_riskiest_first_and_a_lost_file_gets_a_placeholder(tmp_path: Path) -> None:
@@ -132,17 +151,24 @@ def test_groups_come_riskiest_first_and_a_lost_file_gets_a_placeholder(tmp_path:
         draw_picture(20 + k).save(tmp_path / f"{name}.jpg")
         draw_picture(30 + k).save(tmp_path / f"{name}2.jpg")
     (tmp_path / "gone2.jpg").unlink()  # read for the report, gone since
-    report = {"summary": {"root": str(tmp_path)}, "files": [
-        line("x.jpg", "keep", 1), line("x2.jpg", "remove", 1, "x.jpg", "exact", "picture"),
-        line("y.jpg", "keep", 2), line("y2.jpg", "remove", 2, "y.jpg", "near", "picture",
-                                       thumb_correlation=0.95, cosine=0.99),
-        line("z.jpg", "keep", 3), line("z2.jpg", "remove", 3, "z.jpg", "semantic", "picture",
-                                       thumb_correlation=0.5, cosine=0.96),
-        line("w.jpg", "keep", 4), line("w2.jpg", "remove", 4, "w.jpg", "near", "scene", largest_move=0.12),
-        # a report written before the scene test measured moves
-        line("v.jpg", "keep", 5), line("v2.jpg", "remove", 5, "v.jpg", "near", "scene", foreground_overlap=0.6),
-        line("gone.jpg", "keep", None), line("gone2.jpg", "remove", None, stage="quality"),
-    ]}
+    report = {
+        "summary": {"root": str(tmp_path)},
+        "files": [
+            line("x.jpg", "keep", 1),
+            line("x2.jpg", "remove", 1, "x.jpg", "exact", "picture"),
+            line("y.jpg", "keep", 2),
+            line("y2.jpg", "remove", 2, "y.jpg", "near", "picture", thumb_correlation=0.95, cosine=0.99),
+            line("z.jpg", "keep", 3),
+            line("z2.jpg", "remove", 3, "z.jpg", "semantic", "picture", thumb_correlation=0.5, cosine=0.96),
+            line("w.jpg", "keep", 4),
+            line("w2.jpg", "remove", 4, "w.jpg", "near", "scene", largest_move=0.12),
+            # a report written before the scene test measured moves
+            line("v.jpg", "keep", 5),
+            line("v2.jpg", "remove", 5, "v.jpg", "near", "scene", foreground_overlap=0.6),
+            line("gone.jpg", "keep", None),
+            line("gone2.jpg", "remove", None, stage="quality"),
+        ],
+    }
     stats = write_review(report, tmp_path / "page.html")
     data = page_data(tmp_path / "page.html")
     order = [(g["evidence"], g["risk"]) for g in data["groups"]]
@@ -162,8 +188,8 @@ def test_a_scene_frame_shows_where_it_differs_from_its_keeper() -> None:
     red = (marked[:, :, 0] > 200) & (marked[:, :, 1] < 60) & (marked[:, :, 2] < 60)
     near_squares = np.zeros_like(red)
     for x, y in ((20, 20), (100, 70)):
-        near_squares[y - 4:y + 35, x - 4:x + 35] = True
-        assert red[y + 5:y + 26, x + 5:x + 26].mean() > 0.9  # where the square came and where it went
+        near_squares[y - 4 : y + 35, x - 4 : x + 35] = True
+        assert red[y + 5 : y + 26, x + 5 : x + 26].mean() > 0.9  # where the square came and where it went
     assert not red[~near_squares].any()  # and nowhere else
 
 
@@ -173,18 +199,20 @@ def browser(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     of the test's own."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.skip(f"no {' or '.join(missing)}: install Debian's chromium and chromium-driver "
-                    "(tests/run.sh does, when it runs as root)")
+        pytest.skip(
+            f"no {' or '.join(missing)}: install Debian's chromium and chromium-driver "
+            "(tests/run.sh does, when it runs as root)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver")
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
         options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     try:
@@ -210,14 +238,23 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
         return driver.find_element(By.CSS_SELECTOR, f'figure.tile[data-path="{path}"]')
 
     assert len(css(By.CSS_SELECTOR, "section.group")) == 3
-    assert visible_paths() == ["a.jpg", "b.png", "b_low.jpg", "b_small.jpg", "broken.jpg", "c.jpg", "c_next.jpg",
-                               "d_dark.jpg", "sub/a_copy.jpg"]
+    assert visible_paths() == [
+        "a.jpg",
+        "b.png",
+        "b_low.jpg",
+        "b_small.jpg",
+        "broken.jpg",
+        "c.jpg",
+        "c_next.jpg",
+        "d_dark.jpg",
+        "sub/a_copy.jpg",
+    ]
     assert driver.execute_script(
         "const imgs = [...document.querySelectorAll('#list img')];"
-        "return imgs.length >= 8 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+        "return imgs.length >= 8 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+    )
     reasons = " | ".join(e.text for e in css(By.CSS_SELECTOR, ".reason"))
-    for text in ("identical bytes to a.jpg", "same picture as b.png", "looks like c", "too dark",
-                 "cannot decode"):
+    for text in ("identical bytes to a.jpg", "same picture as b.png", "looks like c", "too dark", "cannot decode"):
         assert text in reasons
     risks = [e.text for e in css(By.CSS_SELECTOR, "section.group .risk")]
     assert risks[-1] == "identical bytes" and risks[0].startswith(("cosine", "thumbnail correlation"))
@@ -234,8 +271,9 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
     driver.find_element(By.ID, "search").clear()
     driver.find_element(By.ID, "search").send_keys("dark")
     assert visible_paths() == ["d_dark.jpg"]
-    driver.execute_script("const s = document.getElementById('search'); s.value = '';"
-                          "s.dispatchEvent(new Event('input'))")
+    driver.execute_script(
+        "const s = document.getElementById('search'); s.value = '';s.dispatchEvent(new Event('input'))"
+    )
     assert len(visible_paths()) == 9
 
     # A keeper with removed duplicates cannot be removed; "keep instead" swaps, and is undone.
@@ -266,8 +304,11 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
 
     report = json.loads(reviewed.report.read_text())
     assert decisions["refinery_decisions"] == 1 and decisions["root"] == report["summary"]["root"]
-    expected = [{key: f[key] for key in ("path", "decision", "kept_as", "file")} for f in report["files"]
-                if f["decision"] in ("keep", "remove")]
+    expected = [
+        {key: f[key] for key in ("path", "decision", "kept_as", "file")}
+        for f in report["files"]
+        if f["decision"] in ("keep", "remove")
+    ]
     for f in expected:
         if f["path"] == "sub/a_copy.jpg":
             f.update(decision="keep", kept_as=None)

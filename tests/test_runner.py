@@ -46,7 +46,7 @@ def test_vectors_are_unit_length_and_tell_pictures_apart(embedder: Embedder, tmp
 def test_batches_larger_and_smaller_than_batch_size_agree(embedder: Embedder, image_dir: Path) -> None:
     batch = np.stack([load_input(p, embedder.spec) for p in find_images(image_dir)])
     whole = embedder.embed(batch)  # 8 images: two calls of 4
-    one_by_one = np.concatenate([embedder.embed(batch[i:i + 1]) for i in range(len(batch))])
+    one_by_one = np.concatenate([embedder.embed(batch[i : i + 1]) for i in range(len(batch))])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
 
 
@@ -70,8 +70,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert load_rgb(tmp_path / "rot.jpg").size == (120, 160)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", "empty file"), (b"\x89PNG\r\n\x1a\nrandom", "not an image")])
+@pytest.mark.parametrize("content, reason", [(b"", "empty file"), (b"\x89PNG\r\n\x1a\nrandom", "not an image")])
 def test_unreadable_images_name_the_file_and_reason(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "bad.png"
     path.write_bytes(content)
@@ -119,13 +118,17 @@ def model_with_sidecar(tmp_path: Path, metadata: bool = True, **changes: object)
 
 
 @pytest.mark.parametrize("metadata", [True, False], ids=["with-metadata", "sidecar-only"])
-@pytest.mark.parametrize("changes, says", [
-    ({"input_size": [256, 128]}, "x.json says input 256x128, but the graph takes 224x224"),
-    ({"output_dim": 512}, "x.json says output 512-d, but the graph gives 1280-d"),
-    ({"input_name": "pixels"}, "x.json says input 'pixels', but the graph's inputs are 'images'"),
-])
-def test_a_sidecar_that_disagrees_with_the_graph_is_a_model_error(tmp_path: Path, metadata: bool,
-                                                                  changes: dict, says: str) -> None:
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        ({"input_size": [256, 128]}, "x.json says input 256x128, but the graph takes 224x224"),
+        ({"output_dim": 512}, "x.json says output 512-d, but the graph gives 1280-d"),
+        ({"input_name": "pixels"}, "x.json says input 'pixels', but the graph's inputs are 'images'"),
+    ],
+)
+def test_a_sidecar_that_disagrees_with_the_graph_is_a_model_error(
+    tmp_path: Path, metadata: bool, changes: dict, says: str
+) -> None:
     path = model_with_sidecar(tmp_path, metadata, **changes)
     embedder = Embedder(path, device="cpu")
     with pytest.raises(ModelError) as info:
@@ -140,25 +143,28 @@ def test_a_sidecar_that_agrees_with_the_graph_loads(tmp_path: Path) -> None:
     assert embedder.spec.input_size == (224, 224) and embedder.spec.output_dim == 1280
 
 
-@pytest.mark.parametrize("changes, key", [
-    ({"input_size": "abc"}, "input_size"),
-    ({"input_size": [224]}, "input_size"),
-    ({"input_size": [224, -1]}, "input_size"),
-    ({"input_size": [224.5, 224]}, "input_size"),
-    ({"input_size": 5}, "input_size"),
-    ({"output_dim": "1280"}, "output_dim"),
-    ({"output_dim": 0}, "output_dim"),
-    ({"output_dim": True}, "output_dim"),
-    ({"mean": [0, 0]}, "mean"),
-    ({"std": [1, 0, 1]}, "std"),
-    ({"std": ["a", 1, 1]}, "std"),
-    ({"scale": None}, "scale"),
-    ({"normalized": "no"}, "normalized"),
-    ({"name": ""}, "name"),
-    ({"input_name": 3}, "input_name"),
-    ({"precision": "fp8"}, "precision"),
-    ({"opset": "18"}, "opset"),
-])
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"input_size": "abc"}, "input_size"),
+        ({"input_size": [224]}, "input_size"),
+        ({"input_size": [224, -1]}, "input_size"),
+        ({"input_size": [224.5, 224]}, "input_size"),
+        ({"input_size": 5}, "input_size"),
+        ({"output_dim": "1280"}, "output_dim"),
+        ({"output_dim": 0}, "output_dim"),
+        ({"output_dim": True}, "output_dim"),
+        ({"mean": [0, 0]}, "mean"),
+        ({"std": [1, 0, 1]}, "std"),
+        ({"std": ["a", 1, 1]}, "std"),
+        ({"scale": None}, "scale"),
+        ({"normalized": "no"}, "normalized"),
+        ({"name": ""}, "name"),
+        ({"input_name": 3}, "input_name"),
+        ({"precision": "fp8"}, "precision"),
+        ({"opset": "18"}, "opset"),
+    ],
+)
 def test_a_garbage_sidecar_is_a_model_error_naming_the_file(tmp_path: Path, changes: dict, key: str) -> None:
     path = model_with_sidecar(tmp_path, **changes)
     with pytest.raises(ModelError, match=key) as info:

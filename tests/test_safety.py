@@ -77,8 +77,13 @@ def without_lock(entries: dict) -> dict:
 
 def contents(*roots: Path) -> Counter:
     """The multiset of file contents under `roots`, refinery's own folder aside."""
-    return Counter(entry[1] for root in roots if root.exists() for rel, entry in snapshot(root).items()
-                   if entry[0] == "file" and not rel.startswith(".refinery"))
+    return Counter(
+        entry[1]
+        for root in roots
+        if root.exists()
+        for rel, entry in snapshot(root).items()
+        if entry[0] == "file" and not rel.startswith(".refinery")
+    )
 
 
 # --- 1. `refinery index --out` never writes into a folder that is not an index ----------
@@ -138,15 +143,42 @@ def forged_journals(photos: Path, dest: Path, victim: Path) -> dict[str, list]:
     return {
         "old absolute lines, src = dst": [{"op": "move", "id": 1, "src": str(x), "dst": str(x)}],
         "done with the right hash, from anywhere to anywhere": [
-            header(photos), {"op": "move", "run": "r1", "id": 1, "src": str(x), "dst": str(victim / "new" / "y.txt"),
-                             "sha256": sha, "bytes": x.stat().st_size},
-            {"op": "done", "run": "r1", "id": 1}],
+            header(photos),
+            {
+                "op": "move",
+                "run": "r1",
+                "id": 1,
+                "src": str(x),
+                "dst": str(victim / "new" / "y.txt"),
+                "sha256": sha,
+                "bytes": x.stat().st_size,
+            },
+            {"op": "done", "run": "r1", "id": 1},
+        ],
         "paths with ../": [
-            header(photos), {"op": "move", "run": "r1", "id": 1, "src": "../victim/x.txt",
-                             "dst": "../victim/x.txt", "sha256": sha, "bytes": x.stat().st_size}],
+            header(photos),
+            {
+                "op": "move",
+                "run": "r1",
+                "id": 1,
+                "src": "../victim/x.txt",
+                "dst": "../victim/x.txt",
+                "sha256": sha,
+                "bytes": x.stat().st_size,
+            },
+        ],
         "a run whose folder is DEST": [
-            header(dest), {"op": "move", "run": "r1", "id": 1, "src": "x.txt", "dst": "x.txt",
-                           "sha256": sha, "bytes": x.stat().st_size}],
+            header(dest),
+            {
+                "op": "move",
+                "run": "r1",
+                "id": 1,
+                "src": "x.txt",
+                "dst": "x.txt",
+                "sha256": sha,
+                "bytes": x.stat().st_size,
+            },
+        ],
         "garbage line": [header(photos), "this is not json"],
         "wrong types": [header(photos), {"op": "move", "run": "r1", "id": "1", "src": 5, "dst": None}],
         "a done without its move": [header(photos), {"op": "done", "run": "r1", "id": 7}],
@@ -159,10 +191,18 @@ def write_journal(dest: Path, lines: list) -> None:
     (dest / ".refinery" / "journal.jsonl").write_text(text)
 
 
-@pytest.mark.parametrize("case", ["old absolute lines, src = dst",
-                                  "done with the right hash, from anywhere to anywhere", "paths with ../",
-                                  "a run whose folder is DEST", "garbage line", "wrong types",
-                                  "a done without its move"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "old absolute lines, src = dst",
+        "done with the right hash, from anywhere to anywhere",
+        "paths with ../",
+        "a run whose folder is DEST",
+        "garbage line",
+        "wrong types",
+        "a done without its move",
+    ],
+)
 def test_a_forged_or_broken_journal_is_refused_whole(photos: Path, victim: Path, tmp_path: Path, case: str) -> None:
     dest = tmp_path / "rejects"
     dest.mkdir()
@@ -178,8 +218,9 @@ def test_a_forged_or_broken_journal_is_refused_whole(photos: Path, victim: Path,
 
 
 @pytest.mark.parametrize("planted", ["journal.jsonl", ".refinery"])
-def test_a_journal_or_state_folder_that_is_a_link_is_never_followed(photos: Path, victim: Path, tmp_path: Path,
-                                                                    planted: str) -> None:
+def test_a_journal_or_state_folder_that_is_a_link_is_never_followed(
+    photos: Path, victim: Path, tmp_path: Path, planted: str
+) -> None:
     dest = tmp_path / "rejects"
     if planted == "journal.jsonl":
         (dest / ".refinery").mkdir(parents=True)
@@ -195,9 +236,23 @@ def test_a_journal_or_state_folder_that_is_a_link_is_never_followed(photos: Path
 
 def random_line(rng: random.Random, photos: Path, dest: Path, victim: Path, runs: list[str]) -> object:
     """One journal line: garbage, or well-formed with paths that try to leave DIR and DEST."""
-    names = ["x.txt", "thesis.txt", "a.jpg", "sub/a_copy.jpg", "b.png", "new.jpg", "vlink/x.txt", "vlink/new.txt",
-             "../victim/x.txt", str(victim / "x.txt"), "sub/../../victim/x.txt", ".refinery/journal.jsonl", "", ".",
-             "a.jpg/../../victim/thesis.txt"]
+    names = [
+        "x.txt",
+        "thesis.txt",
+        "a.jpg",
+        "sub/a_copy.jpg",
+        "b.png",
+        "new.jpg",
+        "vlink/x.txt",
+        "vlink/new.txt",
+        "../victim/x.txt",
+        str(victim / "x.txt"),
+        "sub/../../victim/x.txt",
+        ".refinery/journal.jsonl",
+        "",
+        ".",
+        "a.jpg/../../victim/thesis.txt",
+    ]
     shas = [file_sha256(p) for p in (victim / "x.txt", victim / "thesis.txt", photos / "a.jpg")] + ["0" * 64, "zz"]
     kind = rng.random()
     if kind < 0.15:
@@ -205,10 +260,17 @@ def random_line(rng: random.Random, photos: Path, dest: Path, victim: Path, runs
     if kind < 0.3 or not runs:
         run = rng.choice(runs + ["r" + str(rng.randrange(100))])
         runs.append(run)
-        root = rng.choice([str(photos), str(dest), str(dest / "sub"), "relative/path", str(photos / "sub"),
-                           "/nonexistent/folder", 7])
-        return {"op": "run", "run": run, "version": rng.choice([2, 2, 2, 1, "2"]), "root": root,
-                "follow_symlinks": rng.choice([False, True, "yes"]), "started": ""}
+        root = rng.choice(
+            [str(photos), str(dest), str(dest / "sub"), "relative/path", str(photos / "sub"), "/nonexistent/folder", 7]
+        )
+        return {
+            "op": "run",
+            "run": run,
+            "version": rng.choice([2, 2, 2, 1, "2"]),
+            "root": root,
+            "follow_symlinks": rng.choice([False, True, "yes"]),
+            "started": "",
+        }
     op = rng.choice(["move", "move", "done", "done", "cancelled", "undone", "renamed"])
     line: dict = {"op": op, "run": rng.choice(runs), "id": rng.choice([1, 2, 3, 0, -1, True, "1"])}
     if op in ("move", "renamed"):
@@ -265,8 +327,7 @@ def test_a_destination_in_use_is_refused_with_its_holder(photos: Path, tmp_path:
         lock.write("pid 4242 on elsewhere (refinery dedup big/, since 10:00:00)\n")
         lock.flush()
         before = snapshot(photos)
-        for proc in (run_cli("dedup", str(photos), "--move-rejects-to", str(dest), *CPU),
-                     run_cli("undo", str(dest))):
+        for proc in (run_cli("dedup", str(photos), "--move-rejects-to", str(dest), *CPU), run_cli("undo", str(dest))):
             assert proc.returncode == 1
             assert "is in use by pid 4242 on elsewhere" in one_error_line(proc)
         assert snapshot(photos) == before
@@ -278,9 +339,16 @@ def test_two_runs_into_one_destination_at_once(tmp_path: Path) -> None:
     folders = [make_photos(tmp_path / f"photos{k}") for k in (1, 2)]
     befores = [snapshot(f) for f in folders]
     dest = tmp_path / "rejects"
-    procs = [subprocess.Popen([sys.executable, "-m", "refinery", "dedup", str(f), "--move-rejects-to", str(dest),
-                               *CPU], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for f in folders]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "refinery", "dedup", str(f), "--move-rejects-to", str(dest), *CPU],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for f in folders
+    ]
     outcomes = [(p.returncode, p.communicate(timeout=300)[1]) for p in procs]
     outcomes = [(p.returncode, err) for p, (_, err) in zip(procs, outcomes, strict=True)]
     codes = sorted(code for code, _ in outcomes)
@@ -353,9 +421,26 @@ def test_a_keeper_deleted_during_the_run_keeps_its_duplicate(tmp_path: Path) -> 
         draw_picture(600 + i, (320, 240)).save(photos / f"m{i:03d}.jpg", quality=90)
     dest, clean, env = tmp_path / "rejects", tmp_path / "clean", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     with open(tmp_path / "run.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "refinery", "dedup", str(photos), "--move-rejects-to", str(dest),
-                                 "--copy-keepers-to", str(clean), "--set", "run.workers=1", *CPU],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "refinery",
+                "dedup",
+                str(photos),
+                "--move-rejects-to",
+                str(dest),
+                "--copy-keepers-to",
+                str(clean),
+                "--set",
+                "run.workers=1",
+                *CPU,
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
     from test_crash import cached_rows, wait_until
 
     wait_until(proc, lambda: cached_rows(env) >= 16, "16 files read")
@@ -377,8 +462,15 @@ def mount_namespace() -> list[str] | None:
     for prefix in (["unshare", "-m"], ["unshare", "-Urm"]):
         if shutil.which("unshare") is None:
             return None
-        probe = subprocess.run([*prefix, "sh", "-c", "mount -t tmpfs -o size=64k none /mnt 2>/dev/null || "
-                                "mount -t tmpfs -o size=64k none /tmp"], capture_output=True)
+        probe = subprocess.run(
+            [
+                *prefix,
+                "sh",
+                "-c",
+                "mount -t tmpfs -o size=64k none /mnt 2>/dev/null || mount -t tmpfs -o size=64k none /tmp",
+            ],
+            capture_output=True,
+        )
         if probe.returncode == 0:
             return prefix
     return None
@@ -388,8 +480,14 @@ def in_namespace(script: str, env: dict | None = None) -> subprocess.CompletedPr
     prefix = mount_namespace()
     if prefix is None:
         pytest.skip("cannot mount a tmpfs here (no root, no user namespaces)")
-    return subprocess.run([*prefix, "sh", "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*prefix, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def big_photos(root: Path, count: int = 6) -> Path:
@@ -410,12 +508,17 @@ def test_a_full_disk_is_one_line_and_undo_restores_everything(tmp_path: Path, ac
     dest = tmp_path / "small"
     dest.mkdir()
     cli = f"{sys.executable} -m refinery"
-    script = (f"mount -t tmpfs -o size=600k none {dest} && {cli} dedup {photos} {action} {dest}/out --device cpu "
-              f"> {tmp_path}/dedup.out 2> {tmp_path}/dedup.err; echo $? > {tmp_path}/dedup.rc; "
-              f"find {dest} -name '*.refinery-tmp' > {tmp_path}/temps; "
-              f"cat {dest}/out/.refinery/journal.jsonl > {tmp_path}/journal 2>/dev/null; "
-              + (f"{cli} undo {dest}/out > {tmp_path}/undo.out 2>&1; echo $? > {tmp_path}/undo.rc"
-                 if action == "--move-rejects-to" else "true"))
+    script = (
+        f"mount -t tmpfs -o size=600k none {dest} && {cli} dedup {photos} {action} {dest}/out --device cpu "
+        f"> {tmp_path}/dedup.out 2> {tmp_path}/dedup.err; echo $? > {tmp_path}/dedup.rc; "
+        f"find {dest} -name '*.refinery-tmp' > {tmp_path}/temps; "
+        f"cat {dest}/out/.refinery/journal.jsonl > {tmp_path}/journal 2>/dev/null; "
+        + (
+            f"{cli} undo {dest}/out > {tmp_path}/undo.out 2>&1; echo $? > {tmp_path}/undo.rc"
+            if action == "--move-rejects-to"
+            else "true"
+        )
+    )
     proc = in_namespace(script)
     assert proc.returncode == 0, proc.stderr
     err = (tmp_path / "dedup.err").read_text()
@@ -435,9 +538,11 @@ def test_a_journal_that_cannot_be_written_stops_before_any_move(photos: Path, tm
     before = snapshot(photos)
     dest = tmp_path / "full"
     dest.mkdir()
-    script = (f"mount -t tmpfs -o size=64k none {dest} && mkdir {dest}/out/ {dest}/out/.refinery && "
-              f"(head -c 1M /dev/zero > {dest}/filler 2>/dev/null; true) && "
-              f"{sys.executable} -m refinery dedup {photos} --move-rejects-to {dest}/out --device cpu")
+    script = (
+        f"mount -t tmpfs -o size=64k none {dest} && mkdir {dest}/out/ {dest}/out/.refinery && "
+        f"(head -c 1M /dev/zero > {dest}/filler 2>/dev/null; true) && "
+        f"{sys.executable} -m refinery dedup {photos} --move-rejects-to {dest}/out --device cpu"
+    )
     proc = in_namespace(script)
     assert proc.returncode == 1
     assert "cannot write the journal: No space left on device" in one_error_line(proc)
@@ -448,8 +553,10 @@ def test_a_journal_that_cannot_be_written_stops_before_any_move(photos: Path, tm
 def test_a_read_only_destination_is_refused_before_the_scan(photos: Path, tmp_path: Path, action: str) -> None:
     dest = tmp_path / "ro"
     dest.mkdir()
-    proc = in_namespace(f"mount -t tmpfs -o ro,size=64k none {dest} && "
-                        f"{sys.executable} -m refinery dedup {photos} {action} {dest}/out --device cpu")
+    proc = in_namespace(
+        f"mount -t tmpfs -o ro,size=64k none {dest} && "
+        f"{sys.executable} -m refinery dedup {photos} {action} {dest}/out --device cpu"
+    )
     assert proc.returncode == 1 and "Read-only file system" in one_error_line(proc)
     assert "images/s" not in proc.stdout
 
@@ -484,8 +591,9 @@ def test_a_report_never_overwrites_a_file_of_the_judged_folder(photos: Path, fla
     assert snapshot(photos) == before
 
 
-@pytest.mark.parametrize("setting", ["--set=semantic.threshold=-1", "--set=model.batch_size=0",
-                                     "--set=run.workers=two"])
+@pytest.mark.parametrize(
+    "setting", ["--set=semantic.threshold=-1", "--set=model.batch_size=0", "--set=run.workers=two"]
+)
 def test_a_bad_setting_is_a_usage_error_before_any_work(photos: Path, setting: str) -> None:
     proc = run_cli("dedup", str(photos), setting, *CPU)
     key = setting.split("=")[1]
@@ -533,7 +641,8 @@ def test_a_fifo_named_like_a_picture_is_reported(photos: Path, tmp_path: Path) -
     proc = run_cli("dedup", str(photos), "--report", str(report), *CPU, timeout=120)
     assert proc.returncode == 3 and "camera.jpg: not a regular file" in one_error_line(proc)
     assert {"path": "camera.jpg", "decision": "error"}.items() <= next(
-        f for f in json.loads(report.read_text())["files"] if f["path"] == "camera.jpg").items()
+        f for f in json.loads(report.read_text())["files"] if f["path"] == "camera.jpg"
+    ).items()
 
 
 def test_a_file_that_cannot_be_written_is_one_line_and_the_old_one_stays(tmp_path: Path) -> None:

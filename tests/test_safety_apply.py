@@ -83,8 +83,9 @@ def journaled_moves(dest: Path) -> list[tuple]:
 # --- 1. a report of a run that followed links: apply journals and undoes as dedup does --------
 
 
-def test_apply_of_a_run_that_followed_links_moves_and_undoes_as_dedup_does(linked: tuple[Path, Path],
-                                                                           tmp_path: Path) -> None:
+def test_apply_of_a_run_that_followed_links_moves_and_undoes_as_dedup_does(
+    linked: tuple[Path, Path], tmp_path: Path
+) -> None:
     photos, outside = linked
     before, outside_before = snapshot(photos), snapshot(outside)
     report = tmp_path / "r.json"
@@ -110,15 +111,22 @@ def test_apply_of_a_run_that_followed_links_moves_and_undoes_as_dedup_does(linke
     assert snapshot(photos) == before and snapshot(outside) == outside_before
 
 
-def test_the_review_page_saves_whether_its_run_followed_links(linked: tuple[Path, Path], tmp_path: Path,
-                                                              browser: tuple[Any, Path]) -> None:  # noqa: F811
+def test_the_review_page_saves_whether_its_run_followed_links(
+    linked: tuple[Path, Path],
+    tmp_path: Path,
+    browser: tuple[Any, Path],  # noqa: F811
+) -> None:
     """The page keeps the report's follow_symlinks and its "Save decisions" writes it; apply of
     that file goes through the link as the run did, and undo restores both trees."""
     photos, outside = linked
     before, outside_before = snapshot(photos), snapshot(outside)
     report, html = tmp_path / "r.json", tmp_path / "review.html"
-    assert run_cli("dedup", str(photos), "--follow-symlinks", "--report", str(report), "--html", str(html),
-                   *CPU).returncode == 0
+    assert (
+        run_cli(
+            "dedup", str(photos), "--follow-symlinks", "--report", str(report), "--html", str(html), *CPU
+        ).returncode
+        == 0
+    )
     found = DATA.search(html.read_text())
     assert found and json.loads(found.group(1))["follow_symlinks"] is True
     driver, downloads = browser
@@ -141,12 +149,16 @@ def test_the_review_page_saves_whether_its_run_followed_links(linked: tuple[Path
 
 
 @pytest.mark.parametrize("saved_by", ["a decisions file", "a decisions file saying false", "a report"])
-def test_a_crafted_file_moves_nothing_through_a_link_its_run_did_not_follow(linked: tuple[Path, Path],
-                                                                            tmp_path: Path, saved_by: str) -> None:
+def test_a_crafted_file_moves_nothing_through_a_link_its_run_did_not_follow(
+    linked: tuple[Path, Path], tmp_path: Path, saved_by: str
+) -> None:
     photos, outside = linked
     before, outside_before = snapshot(photos), snapshot(outside)
-    data = decisions(photos, {"sub/a_copy.jpg": "a.jpg", "linked/a_again.jpg": "a.jpg",
-                              "linked/e_again.jpg": "e.jpg", "e_dark.jpg": None}, keep=("a.jpg", "e.jpg"))
+    data = decisions(
+        photos,
+        {"sub/a_copy.jpg": "a.jpg", "linked/a_again.jpg": "a.jpg", "linked/e_again.jpg": "e.jpg", "e_dark.jpg": None},
+        keep=("a.jpg", "e.jpg"),
+    )
     if saved_by == "a decisions file saying false":
         data["follow_symlinks"] = False
     elif saved_by == "a report":
@@ -164,8 +176,9 @@ def test_a_crafted_file_moves_nothing_through_a_link_its_run_did_not_follow(link
     assert snapshot(photos) == before and snapshot(outside) == outside_before
 
 
-def test_a_crafted_file_copies_nothing_through_a_link_its_run_did_not_follow(linked: tuple[Path, Path],
-                                                                             tmp_path: Path) -> None:
+def test_a_crafted_file_copies_nothing_through_a_link_its_run_did_not_follow(
+    linked: tuple[Path, Path], tmp_path: Path
+) -> None:
     """--copy-keepers-to reaches its files as moves do: what lies behind the link stays unread."""
     photos, _ = linked
     data = decisions(photos, {}, keep=("a.jpg", "linked/a_again.jpg", "linked/e_again.jpg"))
@@ -181,12 +194,14 @@ def test_a_crafted_file_copies_nothing_through_a_link_its_run_did_not_follow(lin
     assert moved(tmp_path / "k2") == {"a.jpg"} | THROUGH_LINK
 
 
-def test_a_keeper_reached_through_a_link_the_run_did_not_follow_is_not_kept(linked: tuple[Path, Path],
-                                                                            tmp_path: Path) -> None:
+def test_a_keeper_reached_through_a_link_the_run_did_not_follow_is_not_kept(
+    linked: tuple[Path, Path], tmp_path: Path
+) -> None:
     photos, outside = linked
     before, outside_before = snapshot(photos), snapshot(outside)
-    data = decisions(photos, {"a.jpg": "linked/a_again.jpg", "e_dark.jpg": None},
-                     keep=("linked/a_again.jpg", "sub/a_copy.jpg"))
+    data = decisions(
+        photos, {"a.jpg": "linked/a_again.jpg", "e_dark.jpg": None}, keep=("linked/a_again.jpg", "sub/a_copy.jpg")
+    )
     dest = tmp_path / "rejects"
     proc = run_cli("apply", str(write(tmp_path / "d.json", data)), "--move-rejects-to", str(dest))
     assert proc.returncode == 3, proc.stderr
@@ -199,8 +214,9 @@ def test_a_keeper_reached_through_a_link_the_run_did_not_follow_is_not_kept(link
     assert snapshot(photos) == before
 
 
-def test_a_run_that_followed_links_still_reaches_only_what_a_scan_reaches(linked: tuple[Path, Path],
-                                                                          tmp_path: Path) -> None:
+def test_a_run_that_followed_links_still_reaches_only_what_a_scan_reaches(
+    linked: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Even when the run followed links, a hidden folder and a link to a folder inside the
     scanned one are not entered (the scan enters neither): those files stay, one line each."""
     photos, outside = linked
@@ -208,8 +224,12 @@ def test_a_run_that_followed_links_still_reaches_only_what_a_scan_reaches(linked
     (photos / ".hidden" / "a2.jpg").write_bytes((photos / "a.jpg").read_bytes())
     (photos / "inner").symlink_to(photos / "sub", target_is_directory=True)
     before, outside_before = snapshot(photos), snapshot(outside)
-    data = decisions(photos, {".hidden/a2.jpg": "a.jpg", "inner/a_copy.jpg": "a.jpg", "linked/a_again.jpg": "a.jpg"},
-                     keep=("a.jpg",), follow_symlinks=True)
+    data = decisions(
+        photos,
+        {".hidden/a2.jpg": "a.jpg", "inner/a_copy.jpg": "a.jpg", "linked/a_again.jpg": "a.jpg"},
+        keep=("a.jpg",),
+        follow_symlinks=True,
+    )
     dest = tmp_path / "rejects"
     proc = run_cli("apply", str(write(tmp_path / "d.json", data)), "--move-rejects-to", str(dest))
     assert proc.returncode == 3, proc.stderr
@@ -226,14 +246,18 @@ def test_a_run_that_followed_links_still_reaches_only_what_a_scan_reaches(linked
 # --- 3. and 4. files that are not decisions: one line, nothing moved -------------------------
 
 
-@pytest.mark.parametrize(("content", "says"), [
-    (b'{"refinery_decisions": true, "root": "/tmp", "files": []}', "decisions version True"),
-    (b'{"refinery_decisions": 1, "root": "/tmp", "follow_symlinks": "yes", "files": []}', "follow_symlinks"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"refinery_decisions": 1, "root": "/tmp", "files": ["\xff"]}', "not a decisions file"),
-])
-def test_a_file_that_is_not_decisions_is_one_line(linked: tuple[Path, Path], tmp_path: Path, content: bytes,
-                                                  says: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"refinery_decisions": true, "root": "/tmp", "files": []}', "decisions version True"),
+        (b'{"refinery_decisions": 1, "root": "/tmp", "follow_symlinks": "yes", "files": []}', "follow_symlinks"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"refinery_decisions": 1, "root": "/tmp", "files": ["\xff"]}', "not a decisions file"),
+    ],
+)
+def test_a_file_that_is_not_decisions_is_one_line(
+    linked: tuple[Path, Path], tmp_path: Path, content: bytes, says: str
+) -> None:
     photos, _ = linked
     before = snapshot(photos)
     path = tmp_path / "d.json"
@@ -249,15 +273,20 @@ def test_a_file_that_is_not_decisions_is_one_line(linked: tuple[Path, Path], tmp
 
 def test_the_dry_run_counts_only_what_would_really_move(linked: tuple[Path, Path], tmp_path: Path) -> None:
     photos, outside = linked
-    data = decisions(photos, {"sub/a_copy.jpg": "a.jpg", "b_small.jpg": "b.png", "linked/a_again.jpg": "a.jpg",
-                              "e_dark.jpg": None}, keep=("a.jpg", "b.png"))
+    data = decisions(
+        photos,
+        {"sub/a_copy.jpg": "a.jpg", "b_small.jpg": "b.png", "linked/a_again.jpg": "a.jpg", "e_dark.jpg": None},
+        keep=("a.jpg", "b.png"),
+    )
     (photos / "e_dark.jpg").write_bytes(b"changed since it was judged")
     path = write(tmp_path / "d.json", data)
     before, outside_before = snapshot(photos), snapshot(outside)
     dry = run_cli("apply", str(path))
     assert "2 files would be moved, 2 left as they are" in dry.stdout, dry.stdout + dry.stderr
-    assert dry.returncode == 3 and {named(line) for line in errors(dry)} == {str(photos / "e_dark.jpg"),
-                                                                             str(photos / "linked/a_again.jpg")}
+    assert dry.returncode == 3 and {named(line) for line in errors(dry)} == {
+        str(photos / "e_dark.jpg"),
+        str(photos / "linked/a_again.jpg"),
+    }
     assert snapshot(photos) == before and snapshot(outside) == outside_before and not (tmp_path / "rejects").exists()
     real = run_cli("apply", str(path), "--move-rejects-to", str(tmp_path / "rejects"))
     assert real.returncode == 3 and moved(tmp_path / "rejects") == {"sub/a_copy.jpg", "b_small.jpg"}, real.stderr

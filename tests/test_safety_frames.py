@@ -69,7 +69,7 @@ def test_a_video_whose_name_is_not_utf8_is_read_between_two_good_ones(tmp_path: 
     videos = json.loads(report.read_text())["videos"]
     assert [len(v["written"]) for v in videos] == [20, 20, 20]
     names = names_in(out)
-    assert len(names) == 60 and len({n[:-len(b"_t000000.000.jpg")] for n in names}) == 3
+    assert len(names) == 60 and len({n[: -len(b"_t000000.000.jpg")] for n in names}) == 3
     for name in names:
         name.decode("utf-8")  # every name is UTF-8: no byte of the odd name carried over undecoded
         Image.open(out / os.fsdecode(name)).load()
@@ -84,8 +84,18 @@ def test_long_names_are_shortened_by_bytes_and_the_next_video_is_read(tmp_path: 
     utf8_long = write_clip(tmp_path / ("é" * 125 + ".avi"), kind="still")  # 250 bytes + .avi
     last = write_clip(tmp_path / "last.avi")
     out, report = tmp_path / "out", tmp_path / "r.json"
-    proc = run_cli("frames", str(ascii_long), str(ascii_twin), str(utf8_long), str(last), "--out", str(out),
-                   "--report", str(report), timeout=120)
+    proc = run_cli(
+        "frames",
+        str(ascii_long),
+        str(ascii_twin),
+        str(utf8_long),
+        str(last),
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert errors_of(proc) == []
     videos = json.loads(report.read_text())["videos"]
@@ -103,9 +113,24 @@ def test_out_renamed_away_mid_run_is_one_line_and_the_report_covers_what_was_don
     video = write_clip(tmp_path / "long.avi", frames=3000)
     after = write_clip(tmp_path / "after.avi")
     out, moved, report = tmp_path / "out", tmp_path / "moved", tmp_path / "r.json"
-    proc = subprocess.Popen([sys.executable, "-m", "refinery", "frames", str(video), str(after), "--out", str(out),
-                             "--report", str(report)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "refinery",
+            "frames",
+            str(video),
+            str(after),
+            "--out",
+            str(out),
+            "--report",
+            str(report),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (out.is_dir() and any(p.suffix == ".jpg" for p in out.iterdir())) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before a frame was written"
@@ -220,8 +245,9 @@ def test_hostile_paths_are_one_line_each_and_the_run_goes_on(tmp_path: Path) -> 
     linked.symlink_to(good)  # a link to a video is read: the user named it
     hostile = [folder, fifo, dangling, tmp_path / "zero.avi", truncated, tmp_path / "text.mp4"]
     out, report = tmp_path / "out", tmp_path / "r.json"
-    proc = run_cli("frames", *map(str, hostile), str(good), str(linked), "--out", str(out), "--report", str(report),
-                   timeout=120)
+    proc = run_cli(
+        "frames", *map(str, hostile), str(good), str(linked), "--out", str(out), "--report", str(report), timeout=120
+    )
     assert proc.returncode == 3, proc.stderr
     errors = errors_of(proc)
     assert [e.split(": ")[1] for e in errors] == list(map(str, hostile)), errors

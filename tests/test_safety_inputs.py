@@ -32,8 +32,19 @@ def nested(depth: int) -> list:
 
 # What a hand or a hostile tool may put in place of any value of a report.
 VALUES: dict[str, Any] = {
-    "missing": MISSING, "null": None, "true": True, "0": 0, "-1": -1, "1e308": 1e308, "string": "string",
-    "empty": "", "list": [], "object": {}, "1MB": "x" * (1 << 20), "deep": nested(300), "NaN": math.nan,
+    "missing": MISSING,
+    "null": None,
+    "true": True,
+    "0": 0,
+    "-1": -1,
+    "1e308": 1e308,
+    "string": "string",
+    "empty": "",
+    "list": [],
+    "object": {},
+    "1MB": "x" * (1 << 20),
+    "deep": nested(300),
+    "NaN": math.nan,
 }
 
 
@@ -89,8 +100,10 @@ def put(report: dict, where: tuple[str, ...], value: Any) -> dict:
 
 def strict_json(text: str) -> Any:
     """JSON as a browser parses it: NaN and Infinity are not JSON."""
+
     def refuse(name: str) -> None:
         raise ValueError(f"{name} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -110,18 +123,27 @@ def review_in_process(report: Path, page: Path) -> tuple[str, str]:
 def saved_decisions(page: Path, tmp: Path) -> Path:
     """What the page's "Save decisions" downloads, made as its script makes it."""
     data = strict_json(DATA.search(page.read_text()).group(1))
-    lines = [f'{{"path": {json.dumps(f["path"])}, "decision": {json.dumps(f["decision"])}, '
-             f'"kept_as": {json.dumps(f["kept_as"])}, "file": {f["file"]}}}'
-             for f in data["files"] if f["decision"] in ("keep", "remove")]
+    lines = [
+        f'{{"path": {json.dumps(f["path"])}, "decision": {json.dumps(f["decision"])}, '
+        f'"kept_as": {json.dumps(f["kept_as"])}, "file": {f["file"]}}}'
+        for f in data["files"]
+        if f["decision"] in ("keep", "remove")
+    ]
     out = tmp / "decisions.json"
-    out.write_text('{"refinery_decisions": 1, "root": ' + json.dumps(data["root"]) + ', "follow_symlinks": ' +
-                   json.dumps(data["follow_symlinks"]) + ', "files": [\n' + ",\n".join(lines) + "\n]}\n")
+    out.write_text(
+        '{"refinery_decisions": 1, "root": '
+        + json.dumps(data["root"])
+        + ', "follow_symlinks": '
+        + json.dumps(data["follow_symlinks"])
+        + ', "files": [\n'
+        + ",\n".join(lines)
+        + "\n]}\n"
+    )
     return out
 
 
 @pytest.mark.parametrize("value", VALUES, ids=list(VALUES))
-def test_any_value_anywhere_in_a_report_is_one_line_or_a_page(small: dict, value: str,
-                                                              tmp_path: Path) -> None:
+def test_any_value_anywhere_in_a_report_is_one_line_or_a_page(small: dict, value: str, tmp_path: Path) -> None:
     from refinery.review.decisions import load as load_decisions
 
     problems: dict[str, str] = {}
@@ -162,16 +184,21 @@ def write_report(path: Path, report: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("where", "value", "message"), [
-    (("files", "1", "file"), "string", "file entry 2 is not a report line: "),
-    (("files", "1", "scores"), 0.5, "file entry 2 is not a report line: "),
-    (("files", "1", "scores", "cosine"), "0.97", "file entry 2 is not a report line: "),
-    (("files", "0", "group"), [1], "file entry 1 is not a report line: "),
-    (("files", "1", "kept_as"), ["a.jpg"], "file entry 2 is not a report line: "),
-    (("summary", "root"), "photos", "names no root folder"),
-], ids=["file-string", "scores-number", "cosine-string", "group-list", "kept_as-list", "root-relative"])
-def test_the_command_refuses_a_bad_line_in_one_line(small: dict, tmp_path: Path, where: tuple[str, ...],
-                                                    value: object, message: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (("files", "1", "file"), "string", "file entry 2 is not a report line: "),
+        (("files", "1", "scores"), 0.5, "file entry 2 is not a report line: "),
+        (("files", "1", "scores", "cosine"), "0.97", "file entry 2 is not a report line: "),
+        (("files", "0", "group"), [1], "file entry 1 is not a report line: "),
+        (("files", "1", "kept_as"), ["a.jpg"], "file entry 2 is not a report line: "),
+        (("summary", "root"), "photos", "names no root folder"),
+    ],
+    ids=["file-string", "scores-number", "cosine-string", "group-list", "kept_as-list", "root-relative"],
+)
+def test_the_command_refuses_a_bad_line_in_one_line(
+    small: dict, tmp_path: Path, where: tuple[str, ...], value: object, message: str
+) -> None:
     report = write_report(tmp_path / "r.json", put(small, where, value))
     proc = run_cli("review", str(report), "--html", str(tmp_path / "page.html"))
     assert proc.returncode == 1, proc.stderr
@@ -180,11 +207,15 @@ def test_the_command_refuses_a_bad_line_in_one_line(small: dict, tmp_path: Path,
     assert not (tmp_path / "page.html").exists()
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b'{"summary": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
-    (b'{"summary": {"root": "/\xff"}, "files": []}', "not JSON"),
-    (b"", "not JSON"),
-], ids=["deep", "not-utf8", "empty"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"summary": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"summary": {"root": "/\xff"}, "files": []}', "not JSON"),
+        (b"", "not JSON"),
+    ],
+    ids=["deep", "not-utf8", "empty"],
+)
 def test_a_report_that_is_not_json_is_one_line(tmp_path: Path, content: bytes, message: str) -> None:
     report = tmp_path / "r.json"
     report.write_bytes(content)
@@ -299,7 +330,8 @@ def test_search_writes_names_that_are_not_utf8(odd_folder: Path, odd_index: Path
     answer = strict_json(done.stdout)  # run_cli decodes it as UTF-8, strictly
     assert os.fsencode(answer[0]["query"]) == os.fsencode(query)
     assert {os.fsencode(r["path"]) for r in answer[0]["results"]} == {
-        os.fsencode(n) for n in ("plain.jpg", BAD, ESC, ODD)}
+        os.fsencode(n) for n in ("plain.jpg", BAD, ESC, ODD)
+    }
 
 
 def test_search_by_words_that_are_not_utf8(clip_model: Path, odd_folder: Path, tmp_path: Path) -> None:

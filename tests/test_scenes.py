@@ -48,8 +48,9 @@ def background(seed: int, dots: bool = False) -> np.ndarray:
     return bg
 
 
-def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float | np.ndarray = 1.0,
-          shake: float = 0.0) -> bytes:
+def frame(
+    bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: float | np.ndarray = 1.0, shake: float = 0.0
+) -> bytes:
     """One JPEG frame: the background, the things (ellipses 1.5 times as tall as wide), a
     brightness (or a light map, H x W x 1), the whole frame shifted by up to `shake` px in
     each direction, fresh noise."""
@@ -61,17 +62,25 @@ def frame(bg: np.ndarray, things: list[Thing], rng: np.random.Generator, light: 
     pixels = np.asarray(im, np.float32)
     if shake:
         dx, dy = rng.uniform(-shake, shake, 2)
-        pixels = cv2.warpAffine(pixels, np.array([[1, 0, dx], [0, 1, dy]], np.float32), (W, H),
-                                borderMode=cv2.BORDER_REPLICATE)
+        pixels = cv2.warpAffine(
+            pixels, np.array([[1, 0, dx], [0, 1, dy]], np.float32), (W, H), borderMode=cv2.BORDER_REPLICATE
+        )
     pixels = pixels * light + rng.normal(0, 2.0, (H, W, 3))
     out = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(out, "JPEG", quality=90)
     return out.getvalue()
 
 
-def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing]] | None = None,
-                 light: dict[str, float | np.ndarray] | None = None, cloud: bool = False,
-                 shake: float = 0.0, dots: bool = False) -> dict[str, list[Thing]]:
+def scene_folder(
+    root: Path,
+    seed: int,
+    frames: int,
+    extra: dict[str, list[Thing]] | None = None,
+    light: dict[str, float | np.ndarray] | None = None,
+    cloud: bool = False,
+    shake: float = 0.0,
+    dots: bool = False,
+) -> dict[str, list[Thing]]:
     """`frames` frames of one camera with people passing (their truth by name), plus `extra`
     frames as given; file names in random order, as a folder gives them. With `cloud`, a
     cloud's shade crosses the view over the frames; with `shake`, every frame is shifted by
@@ -93,8 +102,9 @@ def scene_folder(root: Path, seed: int, frames: int, extra: dict[str, list[Thing
     truth.update(extra or {})
     root.mkdir(parents=True, exist_ok=True)
     for name, things in truth.items():
-        (root / name).write_bytes(frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02))),
-                                        shake))
+        (root / name).write_bytes(
+            frame(bg, things, rng, (light or {}).get(name, float(rng.uniform(0.98, 1.02))), shake)
+        )
     return truth
 
 
@@ -171,8 +181,7 @@ def test_a_thin_person_who_swayed_is_the_same_frame_and_one_who_stepped_is_not(t
 
 def box_frame(*boxes: tuple[int, int, int, int]) -> Front:
     """A frame whose foreground is the given filled boxes (y0, x0, y1, x1)."""
-    regions = tuple(Region(y0, x0, y1, x1, (y1 - y0) * (x1 - x0))
-                    for y0, x0, y1, x1 in boxes)
+    regions = tuple(Region(y0, x0, y1, x1, (y1 - y0) * (x1 - x0)) for y0, x0, y1, x1 in boxes)
     return Front(regions, 0.1, 0.1)
 
 
@@ -221,8 +230,14 @@ def test_a_cloud_shade_crossing_the_view_is_light_not_foreground(tmp_path: Path)
     scene, and a person in the shade is the same frame as the person in full light; moved
     by twice their width, they are not."""
     moved = Thing(9, PERSON.x + 2 * PERSON.size / 1.5, PERSON.y, PERSON.size, PERSON.colour)
-    scene_folder(tmp_path, 7, 40, {"shaded.jpg": [PERSON], "lit.jpg": [PERSON], "moved.jpg": [moved]},
-                 light={"shaded.jpg": shade(0.3), "lit.jpg": 1.0, "moved.jpg": shade(0.3)}, cloud=True)
+    scene_folder(
+        tmp_path,
+        7,
+        40,
+        {"shaded.jpg": [PERSON], "lit.jpg": [PERSON], "moved.jpg": [moved]},
+        light={"shaded.jpg": shade(0.3), "lit.jpg": 1.0, "moved.jpg": shade(0.3)},
+        cloud=True,
+    )
     assert_one_scene_same_unless_moved(tmp_path, "shaded.jpg", "lit.jpg", "moved.jpg")
 
 
@@ -257,8 +272,9 @@ def test_frames_are_lined_up_only_where_the_camera_shook() -> None:
     bg = cv2.GaussianBlur(rng.uniform(20, 235, (180, 320)).astype(np.float32), (0, 0), 2)
 
     def shot(dx: float) -> np.ndarray:
-        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
-                               borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.warpAffine(
+            bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180), borderMode=cv2.BORDER_REPLICATE
+        )
         return moved + rng.normal(0, 1.5, bg.shape).astype(np.float32)
 
     still = Background.learn([shot(0) for _ in range(12)], ScenesConfig())
@@ -277,8 +293,9 @@ def test_what_a_lined_up_frame_took_from_outside_itself_is_no_foreground() -> No
     bg[:, 310:] = 250.0
 
     def shot(dx: float) -> np.ndarray:
-        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
-                               borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.warpAffine(
+            bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180), borderMode=cv2.BORDER_REPLICATE
+        )
         return moved + rng.normal(0, 1.5, bg.shape).astype(np.float32)
 
     shaken = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], ScenesConfig())
@@ -294,21 +311,25 @@ def test_a_stack_of_frames_is_judged_as_each_frame_alone() -> None:
     bg[:30, :40] = 4.0  # unlit: no light is read there
 
     def shot(dx: float, light: float | np.ndarray = 1.0, things: int = 0) -> np.ndarray:
-        moved = cv2.warpAffine(bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180),
-                               borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.warpAffine(
+            bg, np.array([[1, 0, dx], [0, 1, 0]], np.float32), (320, 180), borderMode=cv2.BORDER_REPLICATE
+        )
         for _ in range(things):
             y, x = rng.integers(10, 160), rng.integers(10, 300)
-            moved[y:y + 12, x:x + 8] = rng.uniform(0, 255)
+            moved[y : y + 12, x : x + 8] = rng.uniform(0, 255)
         return moved * light + rng.normal(0, 1.5, bg.shape).astype(np.float32)
 
     cfg = ScenesConfig()
     background = Background.learn([shot(float(rng.uniform(-2, 2))) for _ in range(12)], cfg)
-    frames = [shot(float(rng.uniform(-2, 2)), 1.0 if k % 3 else cv2.resize(shade(k / 12)[..., 0], (320, 180)),
-                   things=k % 4) for k in range(12)] + [np.zeros((180, 320), np.float32)]
+    frames = [
+        shot(float(rng.uniform(-2, 2)), 1.0 if k % 3 else cv2.resize(shade(k / 12)[..., 0], (320, 180)), things=k % 4)
+        for k in range(12)
+    ] + [np.zeros((180, 320), np.float32)]
     alone = [background.frame(f, cfg) for f in frames]
     stacked = background.frames(frames, cfg)
-    assert [(f.boxes, [r.area for r in f.regions]) for f in stacked] == [(f.boxes, [r.area for r in f.regions])
-                                                                           for f in alone]
+    assert [(f.boxes, [r.area for r in f.regions]) for f in stacked] == [
+        (f.boxes, [r.area for r in f.regions]) for f in alone
+    ]
     assert sum(len(f.regions) for f in alone) >= 10
 
 
@@ -332,8 +353,9 @@ def test_leader_clustering_puts_each_picture_with_a_leader_it_matches() -> None:
     thumbs += rng.normal(0, 4, thumbs.shape) + (rng.random((1500, 16, 16)) < 0.05) * 80
     looks = _ViewFeatures.of(np.clip(thumbs, 0, 255).astype(np.uint8).reshape(1500, 256))
     label = _leaders(looks, 0.05)
-    leaders = [int(np.flatnonzero(label == view)[np.argmin(looks.level[label == view])]) for view in
-               range(label.max() + 1)]
+    leaders = [
+        int(np.flatnonzero(label == view)[np.argmin(looks.level[label == view])]) for view in range(label.max() + 1)
+    ]
     assert 12 <= len(leaders) < 1500
     for view, leader in enumerate(leaders):
         assert (_distances(looks[np.flatnonzero(label == view)], looks[[leader]]) <= 0.05).all()
@@ -350,8 +372,12 @@ def test_a_view_of_too_few_pictures_is_no_scene_unless_told(tmp_path: Path) -> N
 
 def person_at(x: float) -> list[Thing]:
     """A person seen by a webcam: shoulders, a face and its eyes, 230 px tall in a 270 px frame."""
-    return [Thing(0, x, 215, 150, (40, 60, 170)), Thing(0, x, 110, 120, (225, 180, 150)),
-            Thing(0, x - 18, 95, 14, (30, 30, 30)), Thing(0, x + 18, 95, 14, (30, 30, 30))]
+    return [
+        Thing(0, x, 215, 150, (40, 60, 170)),
+        Thing(0, x, 110, 120, (225, 180, 150)),
+        Thing(0, x - 18, 95, 14, (30, 30, 30)),
+        Thing(0, x + 18, 95, 14, (30, 30, 30)),
+    ]
 
 
 def webcam_folder(root: Path, frames: int) -> dict[str, tuple[float, bool]]:
@@ -416,16 +442,20 @@ def same_things(a: list[Thing], b: list[Thing], tolerance: float) -> bool:
     if len(a) != len(b):
         return False
     where = {t.track: t for t in b}
-    return all(t.track in where and max(abs(t.x - where[t.track].x), abs(t.y - where[t.track].y)) <= tolerance * t.size
-               for t in a)
+    return all(
+        t.track in where and max(abs(t.x - where[t.track].x), abs(t.y - where[t.track].y)) <= tolerance * t.size
+        for t in a
+    )
 
 
 def test_two_cameras_never_share_a_group(tmp_path: Path) -> None:
     """Two cameras, each a scene; even with a semantic threshold that makes their frames
     alike, no group holds frames of both."""
     root = tmp_path / "frames"
-    camera = {**{name: 1 for name in scene_folder(root, 4, 24, standing(4))},
-              **{name: 2 for name in scene_folder(root, 5, 24, standing(5))}}
+    camera = {
+        **{name: 1 for name in scene_folder(root, 4, 24, standing(4))},
+        **{name: 2 for name in scene_folder(root, 5, 24, standing(5))},
+    }
     _, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.5")
     groups: dict[int, set[int]] = {}
     for f in files:
@@ -511,7 +541,7 @@ def thumb(pixels: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("offset", [0, 24, 72, 110])
 def test_view_match_finds_how_far_the_camera_panned(offset: int) -> None:
     street = wide_view(31, W + 200)
-    moved, clean = view_match(thumb(street[:, :W]), thumb(street[:, offset:offset + W]), W, H)
+    moved, clean = view_match(thumb(street[:, :W]), thumb(street[:, offset : offset + W]), W, H)
     assert clean and moved == pytest.approx(offset / W, abs=0.03)
 
 
@@ -519,7 +549,7 @@ def test_view_matches_of_many_pairs_are_each_pair_alone_and_opencv_correlations(
     """The batched search gives each pair what it gives that pair alone, and its correlation
     is OpenCV's TM_CCOEFF_NORMED (to float32's rounding), whose peak it reports as clean."""
     street = wide_view(33, W + 200)
-    views = [thumb(street[:, x:x + W]) for x in range(0, 200, 8)]
+    views = [thumb(street[:, x : x + W]) for x in range(0, 200, 8)]
     rng = np.random.default_rng(0)
     pairs = rng.integers(0, len(views), (3000, 2))  # three batches of VIEW_PAIRS, the last one short
     a, b = (np.stack([views[k].ravel() for k in pairs[:, side]]) for side in (0, 1))
@@ -559,7 +589,7 @@ def test_frames_of_a_panning_camera_are_one_picture_only_a_little_apart(tmp_path
     where = {}
     for offset in (0, 4, 8, 104, 108, 112):
         name = f"{rng.integers(1 << 40):012x}.jpg"
-        pixels = np.clip(street[:, offset:offset + W] + rng.normal(0, 2.0, (H, W, 3)), 0, 255).astype(np.uint8)
+        pixels = np.clip(street[:, offset : offset + W] + rng.normal(0, 2.0, (H, W, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(root / name, "JPEG", quality=90)
         where[name] = offset
     removed, files = removed_and_report(root, tmp_path, "--set", "semantic.threshold=0.5")
@@ -582,7 +612,7 @@ def test_a_walker_seen_by_a_panning_camera_is_not_lost(tmp_path: Path, still: in
     for t in range(40 + still):
         view = 3 * min(t, 39)
         x = 40 + 6 * t - view  # where the walker stands in the frame
-        im = Image.fromarray(street[:, view:view + W].copy())
+        im = Image.fromarray(street[:, view : view + W].copy())
         ImageDraw.Draw(im).ellipse([x - 10, 150, x + 10, 180], fill=(250, 30, 30))
         pixels = np.clip(np.asarray(im, np.float32) + rng.normal(0, 2.0, (H, W, 3)), 0, 255).astype(np.uint8)
         name = f"{rng.integers(1 << 40):012x}.jpg"

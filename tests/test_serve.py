@@ -133,11 +133,18 @@ def form(data: bytes | None, filename: str = "query.jpg", **fields: str) -> tupl
     """A search's body as a browser's FormData would send it, and its Content-Type; no file
     part when `data` is None (a search by words)."""
     boundary = uuid.uuid4().hex
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                    for k, v in fields.items())
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    )
     if data is not None:
-        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-                 "Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+        body += (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -182,10 +189,26 @@ def server(index_dirs: list[Path], pictures: Path) -> Iterator[Server]:
     from refinery.retrieval.index import RetrievalIndex
 
     port = free_port()
-    argv = [sys.executable, "-m", "refinery", "serve", *map(str, index_dirs), "--port", str(port), "--device", "cpu",
-            "--max-upload-mb", str(LIMIT_MB)]
-    with running(argv, port, pictures.parent / "server.log", RetrievalIndex.load(index_dirs[0], device="cpu").paths,
-                 pictures.parent / "query.jpg") as server:
+    argv = [
+        sys.executable,
+        "-m",
+        "refinery",
+        "serve",
+        *map(str, index_dirs),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--max-upload-mb",
+        str(LIMIT_MB),
+    ]
+    with running(
+        argv,
+        port,
+        pictures.parent / "server.log",
+        RetrievalIndex.load(index_dirs[0], device="cpu").paths,
+        pictures.parent / "query.jpg",
+    ) as server:
         yield server
 
 
@@ -194,8 +217,16 @@ def strict_server(index_dirs: list[Path], pictures: Path, server: Server) -> Ite
     """create_app on the pictures' index with SMALL_LIMIT, IDLE_S and DEADLINE_S, under uvicorn in
     its own process."""
     port = free_port()
-    argv = [sys.executable, "-c", STRICT_SERVER, str(index_dirs[0]), str(SMALL_LIMIT), str(IDLE_S), str(DEADLINE_S),
-            str(port)]
+    argv = [
+        sys.executable,
+        "-c",
+        STRICT_SERVER,
+        str(index_dirs[0]),
+        str(SMALL_LIMIT),
+        str(IDLE_S),
+        str(DEADLINE_S),
+        str(port),
+    ]
     with running(argv, port, pictures.parent / "strict.log", server.paths, server.query) as strict:
         yield strict
 
@@ -211,10 +242,25 @@ def clip_server(clip_model: Path, index_dirs: list[Path], pictures: Path) -> Ite
     out = pictures.parent / "clip.index"
     build_index(pictures, Config(), Embedder(clip_model, device="cpu", threads=1), with_sift=False).save(out)
     port = free_port()
-    argv = [sys.executable, "-m", "refinery", "serve", str(out), str(index_dirs[0]), "--port", str(port),
-            "--device", "cpu"]
-    with running(argv, port, pictures.parent / "clip.log", RetrievalIndex.load(out, device="cpu").paths,
-                 pictures.parent / "query.jpg") as clip:
+    argv = [
+        sys.executable,
+        "-m",
+        "refinery",
+        "serve",
+        str(out),
+        str(index_dirs[0]),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
+    with running(
+        argv,
+        port,
+        pictures.parent / "clip.log",
+        RetrievalIndex.load(out, device="cpu").paths,
+        pictures.parent / "query.jpg",
+    ) as clip:
         yield clip
 
 
@@ -222,8 +268,11 @@ def stall(server: Server, body: bytes, kind: str, sent: int) -> socket.socket:
     """A client that sends a search's headers and the first `sent` bytes of its body, then
     nothing, and keeps the connection open."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    sock.sendall(f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: {kind}\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
+    sock.sendall(
+        f"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:sent]
+    )
     return sock
 
 
@@ -260,8 +309,9 @@ def test_the_page_is_served_whole_with_no_outside_assets(server: Server) -> None
 
 @pytest.mark.parametrize("method", ["embedding", "pixel-cosine"])
 def test_a_picture_of_the_index_comes_first_with_its_thumbnail(server: Server, method: str) -> None:
-    reply = search(server, server.query.read_bytes(), "camera shot.jpg", index="0", method=method, k="4",
-                   metric="cosine")
+    reply = search(
+        server, server.query.read_bytes(), "camera shot.jpg", index="0", method=method, k="4", metric="cosine"
+    )
     assert reply.status == 200, reply.body
     answer = reply.json()
     assert answer["query"] == "camera shot.jpg" and answer["model"] == "default.onnx" and answer["method"] == method
@@ -328,7 +378,7 @@ def test_an_upload_that_only_trickles_in_gets_408_at_the_deadline(strict_server:
     for byte in range(100, len(body) - 1):  # never the last one: the body is never whole
         if select.select([sock], [], [], 0.5)[0] or time.monotonic() - start > 30:
             break  # answered
-        sock.sendall(body[byte:byte + 1])
+        sock.sendall(body[byte : byte + 1])
     reply = answer(sock)
     assert reply.status == 408 and reply.json()["detail"] == f"the upload took longer than {DEADLINE_S} s"
     assert DEADLINE_S * 0.9 < time.monotonic() - start < 30
@@ -346,8 +396,11 @@ def test_uploads_past_the_byte_budget_get_503_at_once(strict_server: Server, chu
         probe, probe_kind = form(os.urandom(40_000))
         start = time.monotonic()
         while True:  # until the server has read what the stalled ones sent
-            reply = post_chunked(server, probe, probe_kind) if chunked else fetch(
-                server.url + "/api/search", probe, {"Content-Type": probe_kind})
+            reply = (
+                post_chunked(server, probe, probe_kind)
+                if chunked
+                else fetch(server.url + "/api/search", probe, {"Content-Type": probe_kind})
+            )
             if reply.status == 503 or time.monotonic() - start > IDLE_S / 2:
                 break
             time.sleep(0.05)
@@ -361,16 +414,20 @@ def test_uploads_past_the_byte_budget_get_503_at_once(strict_server: Server, chu
             sock.close()
 
 
-@pytest.mark.parametrize(("data", "fields", "detail"), [
-    (b"not a picture at all", {}, "not an image Pillow can read"),
-    (b"\xff\xd8\xff\xe0 a broken JPEG", {}, "cannot decode"),
-    (None, {"method": "magic"}, "unknown method 'magic'; this index has embedding, pixel-l1"),
-    (None, {"k": "0"}, "k must be between 1 and 100"),
-    (None, {"index": "3"}, "no index number 3; there are 2"),
-    (None, {"metric": "manhattan"}, "metric must be cosine or l2"),
-])
-def test_a_bad_request_gets_400_and_a_one_line_reason(server: Server, data: bytes | None, fields: dict[str, str],
-                                                      detail: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "fields", "detail"),
+    [
+        (b"not a picture at all", {}, "not an image Pillow can read"),
+        (b"\xff\xd8\xff\xe0 a broken JPEG", {}, "cannot decode"),
+        (None, {"method": "magic"}, "unknown method 'magic'; this index has embedding, pixel-l1"),
+        (None, {"k": "0"}, "k must be between 1 and 100"),
+        (None, {"index": "3"}, "no index number 3; there are 2"),
+        (None, {"metric": "manhattan"}, "metric must be cosine or l2"),
+    ],
+)
+def test_a_bad_request_gets_400_and_a_one_line_reason(
+    server: Server, data: bytes | None, fields: dict[str, str], detail: str
+) -> None:
     reply = search(server, server.query.read_bytes() if data is None else data, **fields)
     assert reply.status == 400
     assert reply.json()["detail"].startswith(detail) and "\n" not in reply.json()["detail"]
@@ -378,14 +435,19 @@ def test_a_bad_request_gets_400_and_a_one_line_reason(server: Server, data: byte
 
 def declared_png(width: int, height: int) -> bytes:
     """A black 1-bit PNG of width x height pixels: a few KB however many pixels it declares."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     packer = zlib.compressobj(9)
     row = bytes(1 + (width + 7) // 8)  # the filter byte, then the row's bits
     pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
 
 
 def long_thin_jpeg() -> bytes:
@@ -394,12 +456,15 @@ def long_thin_jpeg() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize(("make", "size"), [
-    (lambda: declared_png(119_000_000, 1), "119000000x1 pixels, too long and thin to reduce: 119 Mpx"),
-    (long_thin_jpeg, "65500x256 pixels, too long and thin to reduce: 16.8 Mpx"),
-], ids=["png-119000000x1", "jpeg-65500x256"])
-def test_a_picture_too_long_and_thin_to_reduce_is_refused_from_its_header(server: Server, make: Any,
-                                                                          size: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "size"),
+    [
+        (lambda: declared_png(119_000_000, 1), "119000000x1 pixels, too long and thin to reduce: 119 Mpx"),
+        (long_thin_jpeg, "65500x256 pixels, too long and thin to reduce: 16.8 Mpx"),
+    ],
+    ids=["png-119000000x1", "jpeg-65500x256"],
+)
+def test_a_picture_too_long_and_thin_to_reduce_is_refused_from_its_header(server: Server, make: Any, size: str) -> None:
     """A 14.5 KB PNG of 119,000,000 x 1 pixels is under the 120 Mpx limit, but no side can be
     halved: it took 9 s to search, holding every other search up."""
     data = make()
@@ -448,8 +513,10 @@ def test_words_find_pictures_on_a_clip_index(clip_server: Server, metric: str) -
 
 def test_words_rank_as_cosine_and_l2_agree(clip_server: Server) -> None:
     """On unit vectors squared L2 is 2 - 2 cos: the same pictures, in the same order."""
-    by = {metric: search(clip_server, None, text=WORDS, index="0", k=str(PICTURES), metric=metric).json()["results"]
-          for metric in ("cosine", "l2")}
+    by = {
+        metric: search(clip_server, None, text=WORDS, index="0", k=str(PICTURES), metric=metric).json()["results"]
+        for metric in ("cosine", "l2")
+    }
     assert [r["path"] for r in by["cosine"]] == [r["path"] for r in by["l2"]]
     for cos, l2 in zip(by["cosine"], by["l2"], strict=True):
         assert l2["score"] == pytest.approx(2 - 2 * cos["score"], abs=1e-4)
@@ -470,16 +537,24 @@ def test_words_on_an_index_with_no_text_tower_get_400_naming_the_model(server: S
     assert detail.startswith("default.onnx") and "has no text tower" in detail and "\n" not in detail
 
 
-@pytest.mark.parametrize(("data", "fields", "detail"), [
-    ("query", {"text": WORDS}, "send a picture (form field 'file') or words (form field 'text'), not both"),
-    (None, {}, "no picture (form field 'file') and no words (form field 'text') in the request"),
-    (b"", {"text": "   "}, "no picture (form field 'file') and no words (form field 'text') in the request"),
-    (None, {"text": WORDS, "method": "pixel-l1"}, "words search by embedding only, not 'pixel-l1'"),
-    (None, {"text": "x" * 1001}, "the words (form field 'text') are longer than 1000 bytes"),
-    (None, {"text": "é" * 501}, "the words (form field 'text') are longer than 1000 bytes"),  # bytes, not characters
-])
-def test_a_bad_search_by_words_gets_400(clip_server: Server, data: bytes | str | None, fields: dict[str, str],
-                                        detail: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "fields", "detail"),
+    [
+        ("query", {"text": WORDS}, "send a picture (form field 'file') or words (form field 'text'), not both"),
+        (None, {}, "no picture (form field 'file') and no words (form field 'text') in the request"),
+        (b"", {"text": "   "}, "no picture (form field 'file') and no words (form field 'text') in the request"),
+        (None, {"text": WORDS, "method": "pixel-l1"}, "words search by embedding only, not 'pixel-l1'"),
+        (None, {"text": "x" * 1001}, "the words (form field 'text') are longer than 1000 bytes"),
+        (
+            None,
+            {"text": "é" * 501},
+            "the words (form field 'text') are longer than 1000 bytes",
+        ),  # bytes, not characters
+    ],
+)
+def test_a_bad_search_by_words_gets_400(
+    clip_server: Server, data: bytes | str | None, fields: dict[str, str], detail: str
+) -> None:
     picture = clip_server.query.read_bytes() if data == "query" else data
     assert not isinstance(picture, str)
     reply = search(clip_server, picture, index="0", **fields)
@@ -505,7 +580,8 @@ def test_the_page_offers_words_only_on_a_clip_index(server: Server, clip_server:
 
 
 def test_a_text_tower_gone_from_beside_its_model_gets_500_and_its_path_stays_on_the_server(
-        clip_model: Path, pictures: Path, tmp_path: Path) -> None:
+    clip_model: Path, pictures: Path, tmp_path: Path
+) -> None:
     """The image tower copied without its text tower: the index is searchable by words by its
     model's spec, and the words search fails on the server, which logs why."""
     import shutil
@@ -519,12 +595,14 @@ def test_a_text_tower_gone_from_beside_its_model_gets_500_and_its_path_stays_on_
     for suffix in (".onnx", ".json"):
         shutil.copy(clip_model.with_suffix(suffix), alone / clip_model.with_suffix(suffix).name)
     out = tmp_path / "alone.index"
-    build_index(pictures, Config(), Embedder(alone / clip_model.name, device="cpu", threads=1),
-                with_sift=False).save(out)
+    build_index(pictures, Config(), Embedder(alone / clip_model.name, device="cpu", threads=1), with_sift=False).save(
+        out
+    )
     port = free_port()
     argv = [sys.executable, "-m", "refinery", "serve", str(out), "--port", str(port), "--device", "cpu"]
-    with running(argv, port, tmp_path / "alone.log", RetrievalIndex.load(out, device="cpu").paths,
-                 pictures.parent / "query.jpg") as alone_server:
+    with running(
+        argv, port, tmp_path / "alone.log", RetrievalIndex.load(out, device="cpu").paths, pictures.parent / "query.jpg"
+    ) as alone_server:
         assert 'data-text="true"' in fetch(alone_server.url + "/").body.decode()
         reply = search(alone_server, None, text=WORDS)
         assert reply.status == 500
@@ -542,11 +620,21 @@ def test_a_search_by_words_loads_no_torch(clip_server: Server) -> None:
     assert "onnxruntime" in loaded and "torch" not in loaded
 
 
-@pytest.mark.parametrize("path", [
-    "/image/0/../../etc/passwd", "/image/0/%2e%2e/%2e%2e/etc/passwd", "/image/%2e%2e/0", "/image/0/999999",
-    "/image/5/0", "/image/0/-1", "/image/0/1/../../../../../../etc/passwd", "/../../../../etc/passwd",
-    "/image/0/pic_5.jpg", "/image/0/%2fetc%2fpasswd",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/image/0/../../etc/passwd",
+        "/image/0/%2e%2e/%2e%2e/etc/passwd",
+        "/image/%2e%2e/0",
+        "/image/0/999999",
+        "/image/5/0",
+        "/image/0/-1",
+        "/image/0/1/../../../../../../etc/passwd",
+        "/../../../../etc/passwd",
+        "/image/0/pic_5.jpg",
+        "/image/0/%2fetc%2fpasswd",
+    ],
+)
 def test_nothing_outside_the_index_can_be_read(server: Server, path: str) -> None:
     reply = raw_get(server.port, path)
     assert reply.status in (404, 422), reply.body
@@ -587,15 +675,22 @@ def test_the_server_never_loads_torch(server: Server) -> None:
 
 def test_importing_serve_loads_no_web_framework() -> None:
     """`refinery --help` imports serve_command: it must stay instant, and work without the extra."""
-    code = ("import sys, refinery.serve.app; heavy = {'fastapi', 'uvicorn', 'starlette', 'asyncio', 'faiss', "
-            "'onnxruntime', 'torch'} & set(sys.modules); assert not heavy, heavy")
+    code = (
+        "import sys, refinery.serve.app; heavy = {'fastapi', 'uvicorn', 'starlette', 'asyncio', 'faiss', "
+        "'onnxruntime', 'torch'} & set(sys.modules); assert not heavy, heavy"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_a_folder_that_is_not_an_index_fails_with_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "refinery", "serve", str(tmp_path), "--device", "cpu"],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "refinery", "serve", str(tmp_path), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: ") and "not a refinery index" in proc.stderr
 
@@ -605,14 +700,15 @@ def browser() -> Iterator[Any]:
     """Debian's headless Chromium, driven through its chromedriver."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.skip(f"no {' or '.join(missing)}: install Debian's chromium and chromium-driver "
-                    "(tests/run.sh does, when it runs as root)")
+        pytest.skip(
+            f"no {' or '.join(missing)}: install Debian's chromium and chromium-driver "
+            "(tests/run.sh does, when it runs as root)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     # Root in a container: no sandbox; /dev/shm may be tiny; there is no GPU to use.
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
@@ -642,8 +738,11 @@ def test_a_person_searches_in_a_browser(server: Server, browser: Any, tmp_path: 
     assert hits[0].find_element(By.CLASS_NAME, "rank").text == "#1"
     assert find(By.CSS_SELECTOR, "#grid figure.query .path").text == "query.jpg"
     # Every thumbnail, and the query shown from the browser's own copy, really loaded.
-    wait.until(lambda d: d.execute_script(
-        "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+    wait.until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
     shot = tmp_path / "serve.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 0
 
@@ -675,8 +774,11 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     assert find(By.CSS_SELECTOR, "#grid figure.query .words").text == WORDS
     assert not find(By.CSS_SELECTOR, "#grid figure.query").find_elements(By.TAG_NAME, "img")  # words, no picture
     assert find(By.ID, "status").text == "3 results from tiny.onnx, embedding."
-    wait.until(lambda d: d.execute_script(
-        "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"))
+    wait.until(
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
 
     # The query is whichever was given last: a picture empties the box, words drop the picture.
     find(By.NAME, "file").send_keys(str(clip_server.query))
@@ -694,10 +796,16 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     assert not problems  # no script error, no Content-Security-Policy violation, no failed load
 
 
-@pytest.mark.parametrize(("host", "names"), [
-    ("127.0.0.1", ["127.0.0.1", "localhost"]), ("localhost", ["127.0.0.1", "localhost"]),
-    ("127.0.0.2", ["127.0.0.1", "127.0.0.2", "localhost"]), ("0.0.0.0", ["*"]), ("192.168.1.5", ["*"]),
-])
+@pytest.mark.parametrize(
+    ("host", "names"),
+    [
+        ("127.0.0.1", ["127.0.0.1", "localhost"]),
+        ("localhost", ["127.0.0.1", "localhost"]),
+        ("127.0.0.2", ["127.0.0.1", "127.0.0.2", "localhost"]),
+        ("0.0.0.0", ["*"]),
+        ("192.168.1.5", ["*"]),
+    ],
+)
 def test_on_loopback_only_this_machines_names_are_answered(host: str, names: list[str]) -> None:
     from refinery.serve.app import hosts_to_answer
 

@@ -10,9 +10,20 @@ from refinery.config import load_config
 from refinery.errors import ConfigError, ModelError
 from refinery.spec import ModelSpec
 
-SPEC = ModelSpec(name="m", input_name="images", input_size=(256, 128), output_name="features",
-                 output_dim=2048, normalized=False, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0),
-                 scale=0.5, source="x.pth", sha256="ab" * 32, opset=18)
+SPEC = ModelSpec(
+    name="m",
+    input_name="images",
+    input_size=(256, 128),
+    output_name="features",
+    output_dim=2048,
+    normalized=False,
+    mean=(1.0, 2.0, 3.0),
+    std=(4.0, 5.0, 6.0),
+    scale=0.5,
+    source="x.pth",
+    sha256="ab" * 32,
+    opset=18,
+)
 
 
 def test_spec_round_trips_through_metadata_and_json(tmp_path: Path) -> None:
@@ -26,8 +37,7 @@ def test_spec_round_trips_through_metadata_and_json(tmp_path: Path) -> None:
 
 def test_spec_requires_the_contract_keys() -> None:
     with pytest.raises(ModelError, match="input_size"):
-        ModelSpec.from_dict({"name": "m", "input_name": "x", "output_name": "y",
-                             "output_dim": 3, "normalized": False})
+        ModelSpec.from_dict({"name": "m", "input_name": "x", "output_name": "y", "output_dim": 3, "normalized": False})
 
 
 def test_spec_rejects_unknown_layout() -> None:

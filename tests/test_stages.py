@@ -25,10 +25,29 @@ SPEC = ModelSpec.load(Path(__file__).parent.parent / "refinery" / "models" / "de
 
 
 def features(path: str = "x.jpg", **kw: object) -> Features:
-    base = dict(path=path, file_size=1000, sha256="0" * 64, width=640, height=480, sharpness=100.0,
-                brightness=120.0, edge_density=0.05, dhash=0, phash=0, thumb=b"", edge_width=2.2, smear_width=2.6,
-                smear_angle=0.0, cross_width=2.2,
-                light=240.0, shade=20.0, white=0.0, white_edge=1.0, detail=0.5, noise=1.0)
+    base = dict(
+        path=path,
+        file_size=1000,
+        sha256="0" * 64,
+        width=640,
+        height=480,
+        sharpness=100.0,
+        brightness=120.0,
+        edge_density=0.05,
+        dhash=0,
+        phash=0,
+        thumb=b"",
+        edge_width=2.2,
+        smear_width=2.6,
+        smear_angle=0.0,
+        cross_width=2.2,
+        light=240.0,
+        shade=20.0,
+        white=0.0,
+        white_edge=1.0,
+        detail=0.5,
+        noise=1.0,
+    )
     base.update(kw)
     return Features(**base)  # type: ignore[arg-type]
 
@@ -38,30 +57,34 @@ def save(im: Image.Image, path: Path, **kw: object) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kw, says", [
-    ({"detail": 0.001}, "blank: detail in 0.10% of it"),
-    ({"light": 10.0}, "too dark: its brightest parts reach gray 10 of 255 (under 32)"),
-    ({"light": 40.0, "noise": 2.0}, "too dark: its brightest parts reach gray 40 of 255, 20x its noise"),
-    ({"light": 40.0, "noise": 0.5}, None),  # a dark but clean design: nothing lost in noise
-    ({"shade": 200.0}, "burnt out: even its darkest detail is gray 200"),
-    ({"shade": 180.0}, None),  # pale wood, a high-key picture
-    ({"white": 0.6, "white_edge": 0.05}, "burnt out: 60% of it clipped to white, fading into the rest"),
-    ({"white": 0.6, "white_edge": 0.05, "detail": 0.1}, None),  # a pale design with a white field
-    ({"edge_width": 6.2, "smear_width": 7.0}, "blurred: even its sharpest edges are 6.2 px wide"),
-    ({"edge_width": 4.1, "sharpness": 13.0}, "blurred: even its sharpest edges are 4.1 px wide (over 3.9 px"),
-    ({"edge_width": 4.1, "sharpness": 60.0}, None),  # soft edges, but fine detail elsewhere: a soft scan
-    ({"edge_width": 2.2, "sharpness": 3.0}, None),  # little fine detail, but crisp edges: a sky over a horizon
-    ({"smear_width": 9.3, "smear_angle": 30.0}, "motion blur: edges smeared 9.3 px at 30 degrees"),
-    # Soft across the smear too: a soft subject in front of one sharp pattern, no motion.
-    ({"smear_width": 9.3, "cross_width": 7.0}, None),
-    ({"smear_width": 9.3, "cross_width": 0.0}, None),  # nothing across it to compare with
-    ({"white": 0.9, "white_edge": 0.9}, None),  # an object on a white background
-    ({"clipped": 0.3, "clipped_colour": 0.25, "white_edge": 0.4}, "burnt out: 30% of it clipped to white, fading"),
-    ({"clipped": 0.3, "clipped_colour": 0.0, "white_edge": 0.4}, None),  # colours fade to white together
-    ({"clipped": 0.8, "clipped_colour": 0.25, "white_edge": 0.95}, None),  # a coloured object on white
-    ({"brightness": 10.0, "light": 250.0}, None),  # a logo on black: its mean gray says nothing
-    ({"edge_width": 0.0, "smear_width": 0.0}, None),  # no edge at all: smooth, not blurred
-    ({}, None)])
+@pytest.mark.parametrize(
+    "kw, says",
+    [
+        ({"detail": 0.001}, "blank: detail in 0.10% of it"),
+        ({"light": 10.0}, "too dark: its brightest parts reach gray 10 of 255 (under 32)"),
+        ({"light": 40.0, "noise": 2.0}, "too dark: its brightest parts reach gray 40 of 255, 20x its noise"),
+        ({"light": 40.0, "noise": 0.5}, None),  # a dark but clean design: nothing lost in noise
+        ({"shade": 200.0}, "burnt out: even its darkest detail is gray 200"),
+        ({"shade": 180.0}, None),  # pale wood, a high-key picture
+        ({"white": 0.6, "white_edge": 0.05}, "burnt out: 60% of it clipped to white, fading into the rest"),
+        ({"white": 0.6, "white_edge": 0.05, "detail": 0.1}, None),  # a pale design with a white field
+        ({"edge_width": 6.2, "smear_width": 7.0}, "blurred: even its sharpest edges are 6.2 px wide"),
+        ({"edge_width": 4.1, "sharpness": 13.0}, "blurred: even its sharpest edges are 4.1 px wide (over 3.9 px"),
+        ({"edge_width": 4.1, "sharpness": 60.0}, None),  # soft edges, but fine detail elsewhere: a soft scan
+        ({"edge_width": 2.2, "sharpness": 3.0}, None),  # little fine detail, but crisp edges: a sky over a horizon
+        ({"smear_width": 9.3, "smear_angle": 30.0}, "motion blur: edges smeared 9.3 px at 30 degrees"),
+        # Soft across the smear too: a soft subject in front of one sharp pattern, no motion.
+        ({"smear_width": 9.3, "cross_width": 7.0}, None),
+        ({"smear_width": 9.3, "cross_width": 0.0}, None),  # nothing across it to compare with
+        ({"white": 0.9, "white_edge": 0.9}, None),  # an object on a white background
+        ({"clipped": 0.3, "clipped_colour": 0.25, "white_edge": 0.4}, "burnt out: 30% of it clipped to white, fading"),
+        ({"clipped": 0.3, "clipped_colour": 0.0, "white_edge": 0.4}, None),  # colours fade to white together
+        ({"clipped": 0.8, "clipped_colour": 0.25, "white_edge": 0.95}, None),  # a coloured object on white
+        ({"brightness": 10.0, "light": 250.0}, None),  # a logo on black: its mean gray says nothing
+        ({"edge_width": 0.0, "smear_width": 0.0}, None),  # no edge at all: smooth, not blurred
+        ({}, None),
+    ],
+)
 def test_quality_reasons_say_what_was_measured_against_what(kw: dict, says: str | None) -> None:
     reason = judge(features(**kw), QualityConfig())
     assert (reason is None) if says is None else (reason is not None and reason.text.startswith(says)), reason
@@ -163,17 +186,28 @@ def test_near_pairs_radius_is_inclusive_in_either_hash() -> None:
     cfg = NearConfig(max_phash=2, max_dhash=1)
     far = 0xFFFF_FFFF_0000_0000
     thumbs = np.tile(np.arange(256, dtype=np.uint8), (4, 1))  # all alike: only the hashes decide
-    pairs = near_pairs(hashes(0, 0b11, far, 0b111),  # 0-1: pHash 2 bits; 1-3: 1 bit; 0-3: 3 bits
-                       hashes(0, far, 0b1, 0b11 | far), thumbs, cfg)  # 0-2: dHash 1 bit
+    pairs = near_pairs(
+        hashes(0, 0b11, far, 0b111),  # 0-1: pHash 2 bits; 1-3: 1 bit; 0-3: 3 bits
+        hashes(0, far, 0b1, 0b11 | far),
+        thumbs,
+        cfg,
+    )  # 0-2: dHash 1 bit
     assert {tuple(p) for p in pairs.tolist()} == {(0, 1), (0, 2), (1, 3)}
 
 
 def test_near_pairs_need_the_thumbnails_to_agree() -> None:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, 256).astype(np.uint8)
-    thumbs = np.stack([base, np.clip(base.astype(int) + 2, 0, 255).astype(np.uint8),  # same picture
-                       rng.integers(0, 256, 256).astype(np.uint8),  # another object, same hashes
-                       np.full(256, 7, np.uint8), np.full(256, 7, np.uint8), np.full(256, 9, np.uint8)])
+    thumbs = np.stack(
+        [
+            base,
+            np.clip(base.astype(int) + 2, 0, 255).astype(np.uint8),  # same picture
+            rng.integers(0, 256, 256).astype(np.uint8),  # another object, same hashes
+            np.full(256, 7, np.uint8),
+            np.full(256, 7, np.uint8),
+            np.full(256, 9, np.uint8),
+        ]
+    )
     pairs = near_pairs(np.zeros(6, np.uint64), np.zeros(6, np.uint64), thumbs, NearConfig())
     assert pairs.tolist() == [[0, 1], [3, 4]]  # flat thumbnails: only equal ones
 
@@ -190,7 +224,7 @@ def test_near_pairs_beyond_exact_up_to_are_the_same_pairs() -> None:
     thumbs = np.concatenate([base, *copies, impostors, flat]).astype(np.uint8)
     group_hash = rng.integers(0, 2**63, n_groups, dtype=np.int64).astype(np.uint64)
     ph = np.concatenate([group_hash] * 5 + [np.zeros(4, np.uint64)])
-    ph[n_groups:4 * n_groups] ^= np.uint64(1) << rng.integers(0, 64, 3 * n_groups).astype(np.uint64)
+    ph[n_groups : 4 * n_groups] ^= np.uint64(1) << rng.integers(0, 64, 3 * n_groups).astype(np.uint64)
     dh = rng.integers(0, 2**63, len(ph), dtype=np.int64).astype(np.uint64)
     exact = near_pairs(ph, dh, thumbs, NearConfig())
     approx = near_pairs(ph, dh, thumbs, NearConfig(exact_up_to=0, nprobe=4))
@@ -224,8 +258,7 @@ def test_blocked_search_on_disk_finds_what_one_search_in_memory_finds(tmp_path: 
 def test_star_groups_cut_chains() -> None:
     # 0~1 and 1~2, but 0 and 2 are unlike: with keeper 0, 2 must not go as 0's duplicate.
     close = {(0, 1), (1, 2)}
-    groups, splits = star_groups([(0, 1), (1, 2)], choose=min,
-                                 close=lambda a, b: (min(a, b), max(a, b)) in close)
+    groups, splits = star_groups([(0, 1), (1, 2)], choose=min, close=lambda a, b: (min(a, b), max(a, b)) in close)
     assert [(g.keeper, g.subjects) for g in groups] == [(0, [1])]
     assert splits == 1  # 2 was released; alone, it is kept
 
@@ -235,10 +268,12 @@ def test_components() -> None:
 
 
 def test_keep_rule_prefers_sharp_then_large_then_detailed_then_name() -> None:
-    fs = [features("b.jpg", edge_density=0.09, sharpness=5.0),  # most detail but blurred
-          features("c.jpg", edge_density=0.05),
-          features("a.jpg", edge_density=0.07, width=320, height=240),  # downsized copy
-          features("d.jpg", edge_density=0.06)]
+    fs = [
+        features("b.jpg", edge_density=0.09, sharpness=5.0),  # most detail but blurred
+        features("c.jpg", edge_density=0.05),
+        features("a.jpg", edge_density=0.07, width=320, height=240),  # downsized copy
+        features("d.jpg", edge_density=0.06),
+    ]
     assert choose_keeper([0, 1, 2, 3], fs, min_sharpness=10.0) == 3
     assert choose_keeper([1, 3], fs, 10.0) == 3
     assert choose_keeper([1, 1], fs, 10.0) == 1

@@ -15,9 +15,20 @@ from refinery.reasons import ReasonCode
 
 
 def record(path: str, content: bytes, **kw: object) -> Features:
-    base = dict(path=path, file_size=len(content), sha256=hashlib.sha256(content).hexdigest(), width=640,
-                height=480, sharpness=123.456789, brightness=120.25, edge_density=0.0512345, dhash=2**64 - 1,
-                phash=2**63 + 5, thumb=bytes(range(256)), compression=3.5)
+    base = dict(
+        path=path,
+        file_size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        width=640,
+        height=480,
+        sharpness=123.456789,
+        brightness=120.25,
+        edge_density=0.0512345,
+        dhash=2**64 - 1,
+        phash=2**63 + 5,
+        thumb=bytes(range(256)),
+        compression=3.5,
+    )
     base.update(kw)
     return Features(**base)  # type: ignore[arg-type]
 
@@ -32,9 +43,12 @@ def test_a_row_reads_back_as_the_record_it_was_given() -> None:
     g = record("a.jpg", b"other")
     table.put(0, g)
     assert table[0] == g and table[0].sha256 == g.sha256
-    assert table.scores(0) == {"sharpness": round(g.sharpness, 2), "brightness": round(g.brightness, 2),
-                               "edge_density": round(g.edge_density, 5),
-                               **{name: round(getattr(g, name), 3) for name in QUALITY_FIGURES}}
+    assert table.scores(0) == {
+        "sharpness": round(g.sharpness, 2),
+        "brightness": round(g.brightness, 2),
+        "edge_density": round(g.edge_density, 5),
+        **{name: round(getattr(g, name), 3) for name in QUALITY_FIGURES},
+    }
     table.copy_row(1, 0)
     assert table[1] == Features(**{**g.to_dict(), "path": "b/c.png", "thumb": g.thumb})
 
@@ -54,8 +68,9 @@ def test_decisions_follow_keepers_to_the_last_one_and_read_in_path_order() -> No
     for k, path in enumerate(paths[:4]):
         table.put(k, record(path, path.encode()))
     d = Decisions(table)
-    d.remove(1, StageName.EXACT, "identical bytes (SHA-256)", keeper=2,
-             reason_code=ReasonCode.IDENTICAL_BYTES)  # b -> a ...
+    d.remove(
+        1, StageName.EXACT, "identical bytes (SHA-256)", keeper=2, reason_code=ReasonCode.IDENTICAL_BYTES
+    )  # b -> a ...
     d.remove(2, StageName.NEAR, "same picture as z.jpg", keeper=0)  # ... and a -> z later
     d.extra_scores[2] = {"phash_distance": 1}  # what explain measures against the keeper
     d.mark(4, ERROR, "cannot decode", ReasonCode.UNREADABLE)

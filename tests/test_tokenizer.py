@@ -258,8 +258,12 @@ def adversarial_words() -> list[str]:
     vocabulary = ["the", "a", "photo", "of", "dog", "cat", "night", "red", "truck", "ing", "ed", "s", "un", "re"]
     for _ in range(60):
         words.append("".join(rng.choice(vocabulary) for _ in range(rng.randint(2, 40))))
-        words.append("".join(rng.choice(rng.choice(["ab", "abc", "aeiou", "stre", "abcdefghijklmnopqrstuvwxyz"]))
-                             for _ in range(rng.randint(2, 300))))
+        words.append(
+            "".join(
+                rng.choice(rng.choice(["ab", "abc", "aeiou", "stre", "abcdefghijklmnopqrstuvwxyz"]))
+                for _ in range(rng.randint(2, 300))
+            )
+        )
     return words
 
 
@@ -303,8 +307,10 @@ def test_a_vocabulary_whose_joins_make_better_ranked_pairs(tmp_path: Path, oc_to
     ours, reference = ClipTokenizer(path), oc_tokenizer.SimpleTokenizer(bpe_path=str(path))
     rng = random.Random(7)
     words = [unit * n for unit in ("th", "xy", "ab", "er", "tht", "aab") for n in range(1, 12)]
-    words += ["".join(rng.choice(rng.choice(["th", "xyab", "thxyaber"])) for _ in range(rng.randint(2, 60)))
-              for _ in range(200)]
+    words += [
+        "".join(rng.choice(rng.choice(["th", "xyab", "thxyaber"])) for _ in range(rng.randint(2, 60)))
+        for _ in range(200)
+    ]
     for word in words:
         assert ours.encode(word) == reference.encode(word), word
 

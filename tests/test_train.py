@@ -49,11 +49,13 @@ def test_losses_on_hand_made_vectors() -> None:
     # anchor 1: positive 0 (0.894), negative 2 (0.632); anchor 2: positive 3 (1.414), negative 1 (0.632)
     # anchor 3: positive 2 (1.414), negative 1 (1.789)
     margin = 0.3
-    expected = torch.relu(torch.stack([d[0, 1] - d[0, 2], d[1, 0] - d[1, 2], d[2, 3] - d[2, 1],
-                                       d[3, 2] - d[3, 1]]) + margin).mean()
+    expected = torch.relu(
+        torch.stack([d[0, 1] - d[0, 2], d[1, 0] - d[1, 2], d[2, 3] - d[2, 1], d[3, 2] - d[3, 1]]) + margin
+    ).mean()
     assert batch_hard_loss(e, labels, margin).item() == pytest.approx(expected.item(), abs=1e-5)
     assert triplet_loss(e[:1], e[1:2], e[2:3], margin).item() == pytest.approx(
-        max(0.0, (d[0, 1] - d[0, 2]).item() + margin), abs=1e-5)
+        max(0.0, (d[0, 1] - d[0, 2]).item() + margin), abs=1e-5
+    )
     assert batch_hard_loss(e, torch.zeros(4, dtype=torch.long), margin).item() == 0  # no negatives: no loss
 
 
@@ -73,9 +75,20 @@ def test_train_writes_a_model_the_runner_loads_and_resumes(tmp_path: Path) -> No
     from refinery.runner.session import Embedder
 
     folder, out = identity_folder(tmp_path / "ids"), tmp_path / "run"
-    tiny = ["--set", "train.input_size=32", "--set", "train.dim=16", "--set", "train.hidden=32",
-            "--set", "train.identities_per_batch=3", "--set", "train.pictures_per_identity=2",
-            "--set", "train.test_share=0.34"]
+    tiny = [
+        "--set",
+        "train.input_size=32",
+        "--set",
+        "train.dim=16",
+        "--set",
+        "train.hidden=32",
+        "--set",
+        "train.identities_per_batch=3",
+        "--set",
+        "train.pictures_per_identity=2",
+        "--set",
+        "train.test_share=0.34",
+    ]
     first = run_cli("train", str(folder), "--out", str(out), "--epochs", "1", *tiny, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "loner: one picture only, left out" in first.stderr

@@ -42,14 +42,23 @@ class _Reviewed:
 
 @main.command("apply")
 @click.argument("decisions_path", metavar="DECISIONS", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Move the files decided `remove` here (journaled; `refinery undo DEST` puts them back).")
-@click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the files decided `keep` here.")
+@click.option(
+    "--move-rejects-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Move the files decided `remove` here (journaled; `refinery undo DEST` puts them back).",
+)
+@click.option(
+    "--copy-keepers-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Copy the files decided `keep` here.",
+)
 @click.pass_context
 @handle_errors
-def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | None,
-              copy_keepers_to: Path | None) -> None:
+def apply_cmd(
+    ctx: click.Context, decisions_path: Path, move_rejects_to: Path | None, copy_keepers_to: Path | None
+) -> None:
     """Act on a decisions file (saved from the review page) or a dedup report.
 
     Every file is checked to be what was judged before it moves or is copied, and reached
@@ -71,8 +80,10 @@ def apply_cmd(ctx: click.Context, decisions_path: Path, move_rejects_to: Path | 
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:
             would = check_moves(decisions.root, reviewed.planned("remove"), follow_symlinks=decisions.follow_symlinks)
-            echo(f"{would.done} files would be moved, {would.failed + reviewed.refused} left as they are; act "
-                 "with --move-rejects-to DEST or --copy-keepers-to DEST")
+            echo(
+                f"{would.done} files would be moved, {would.failed + reviewed.refused} left as they are; act "
+                "with --move-rejects-to DEST or --copy-keepers-to DEST"
+            )
             if would.failed or reviewed.refused:
                 ctx.exit(EXIT_FILE_ERRORS)
             return

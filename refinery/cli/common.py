@@ -69,16 +69,32 @@ def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> f
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--config, --set, --model, --device, --batch-size: shared by every command that embeds."""
-    func = click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",
-                        help="Override one setting, e.g. --set semantic.threshold=0.96 (repeatable).")(func)
-    func = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                        default=None, help="A refinery TOML config (default: `refinery config --show`).")(func)
-    func = click.option("--batch-size", type=click.IntRange(1), default=None,
-                        help="Images per model call (config: model.batch_size).")(func)
-    func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default=None,
-                        help="Execution provider; auto = CoreML on Apple Silicon, CUDA on NVIDIA, else CPU.")(func)
-    func = click.option("--model", "model", default=None,
-                        help="An exported .onnx model, or 'default' for the one that ships.")(func)
+    func = click.option(
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one setting, e.g. --set semantic.threshold=0.96 (repeatable).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="A refinery TOML config (default: `refinery config --show`).",
+    )(func)
+    func = click.option(
+        "--batch-size", type=click.IntRange(1), default=None, help="Images per model call (config: model.batch_size)."
+    )(func)
+    func = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda", "coreml"]),
+        default=None,
+        help="Execution provider; auto = CoreML on Apple Silicon, CUDA on NVIDIA, else CPU.",
+    )(func)
+    func = click.option(
+        "--model", "model", default=None, help="An exported .onnx model, or 'default' for the one that ships."
+    )(func)
     return func
 
 
@@ -123,8 +139,14 @@ def echo(text: str = "", err: bool = False, lines: bool = False) -> None:
 class _Group(click.Group):
     """The command group, whose usage errors show a name escaped like every other line."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -154,8 +176,13 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"quiet": quiet}
 
 
-def settings(config_path: Path | None, assignments: tuple[str, ...], model: str | None,
-             device: str | None, batch_size: int | None) -> Any:
+def settings(
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+) -> Any:
     """The config file, then --set overrides, then the named flags."""
     import dataclasses
 
@@ -177,8 +204,9 @@ def make_embedder(cfg: Any) -> Any:
 def progress_bar(ctx: click.Context, label: str, total: int, unit: str = "img") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=printable(label), unit=unit, disable=ctx.obj["quiet"] or None,
-                file=sys.stderr, leave=False)
+    return tqdm(
+        total=total, desc=printable(label), unit=unit, disable=ctx.obj["quiet"] or None, file=sys.stderr, leave=False
+    )
 
 
 class ProgressBars:
@@ -209,7 +237,10 @@ def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
     from refinery.io.cache import FeatureCache, default_cache_dir
     from refinery.io.fileio import file_sha256
 
-    return FeatureCache(Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
-                        file_sha256(embedder.path), folder, variant, embedder.spec.output_dim)
-
-
+    return FeatureCache(
+        Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
+        file_sha256(embedder.path),
+        folder,
+        variant,
+        embedder.spec.output_dim,
+    )

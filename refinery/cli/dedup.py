@@ -37,32 +37,77 @@ log = logging.getLogger("refinery")
 
 @main.command("dedup")
 @click.argument("folder")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the JSON report: a summary and one entry per file.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the per-file decisions as CSV.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the review page: every decision as pictures, to flip and save (`refinery review`).")
-@click.option("--move-rejects-to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).")
-@click.option("--copy-keepers-to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the kept files here (relative paths kept).")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON report: a summary and one entry per file.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the per-file decisions as CSV.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the review page: every decision as pictures, to flip and save (`refinery review`).",
+)
+@click.option(
+    "--move-rejects-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Move removed files here (relative paths kept, journaled; `refinery undo DEST` puts them back).",
+)
+@click.option(
+    "--copy-keepers-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Copy the kept files here (relative paths kept).",
+)
 @click.option("--no-cache", is_flag=True, help="Compute everything again; neither read nor write the cache.")
-@click.option("--no-quality", is_flag=True,
-              help="Keep blank, dark, burnt-out and blurred pictures: only duplicates go (config: quality.enabled).")
-@click.option("--follow-symlinks", is_flag=True,
-              help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
-              help="Where reading and embedding run: threads here, or Ray (RAY_ADDRESS, else a local instance; "
-                   "FOLDER may then be a URI). Config: run.engine.")
+@click.option(
+    "--no-quality",
+    is_flag=True,
+    help="Keep blank, dark, burnt-out and blurred pictures: only duplicates go (config: quality.enabled).",
+)
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where reading and embedding run: threads here, or Ray (RAY_ADDRESS, else a local instance; "
+    "FOLDER may then be a URI). Config: run.engine.",
+)
 @model_options
 @click.pass_context
 @handle_errors
-def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Path | None, html_path: Path | None,
-              move_rejects_to: Path | None, copy_keepers_to: Path | None, no_cache: bool, no_quality: bool,
-              follow_symlinks: bool,
-              engine: str | None, config_path: Path | None, assignments: tuple[str, ...], model: str | None,
-              device: str | None, batch_size: int | None) -> None:
+def dedup_cmd(
+    ctx: click.Context,
+    folder: str,
+    report: Path | None,
+    csv_path: Path | None,
+    html_path: Path | None,
+    move_rejects_to: Path | None,
+    copy_keepers_to: Path | None,
+    no_cache: bool,
+    no_quality: bool,
+    follow_symlinks: bool,
+    engine: str | None,
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
     """Find blurred, dark, burnt-out, copied and near-identical images under FOLDER.
 
     A dry run unless --move-rejects-to or --copy-keepers-to is given; nothing is deleted.
@@ -74,18 +119,24 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
     from refinery.dedup.run import run_dedup
     from refinery.io.outputs import Kind, Output, check_outputs
 
-    cfg = apply_overrides(settings(config_path, assignments, model, device, batch_size),
-                          flag_settings(no_cache, no_quality, follow_symlinks, engine))
+    cfg = apply_overrides(
+        settings(config_path, assignments, model, device, batch_size),
+        flag_settings(no_cache, no_quality, follow_symlinks, engine),
+    )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
     if html_path and not isinstance(root, Path):
         raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
-    check_outputs([Output(report, "--report", Kind.REPORT) if report else None,
-                   Output(csv_path, "--csv", Kind.CSV) if csv_path else None,
-                   Output(html_path, "--html", Kind.PAGE) if html_path else None],
-                  inputs=[root if isinstance(root, Path) else None, config_path],
-                  destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)])
+    check_outputs(
+        [
+            Output(report, "--report", Kind.REPORT) if report else None,
+            Output(csv_path, "--csv", Kind.CSV) if csv_path else None,
+            Output(html_path, "--html", Kind.PAGE) if html_path else None,
+        ],
+        inputs=[root if isinstance(root, Path) else None, config_path],
+        destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)],
+    )
     preflight(root, move_rejects_to, copy_keepers_to)
     embedder = make_embedder(cfg)
     threshold_set = user_sets("semantic", "threshold", config_path, assignments)  # else the model's own
@@ -93,8 +144,9 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
         cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
         try:
             with ProgressBars(ctx) as bars:
-                result = run_dedup(root, cfg, embedder, progress=bars, cache=cache, stop=stop,
-                                   threshold_set=threshold_set)
+                result = run_dedup(
+                    root, cfg, embedder, progress=bars, cache=cache, stop=stop, threshold_set=threshold_set
+                )
         finally:
             if cache:
                 cache.close()
@@ -108,8 +160,9 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
             ctx.exit(EXIT_INTERRUPTED)
         if html_path:  # before anything moves: the page shows the files where they are
             write_page(ctx, result, html_path)
-        failed = act_on(ctx, result, journal, copy_keepers_to, stop,
-                        lambda: dry_run_summary(result, reviewed=html_path is not None))
+        failed = act_on(
+            ctx, result, journal, copy_keepers_to, stop, lambda: dry_run_summary(result, reviewed=html_path is not None)
+        )
         if stop.is_set():
             echo("interrupted: the files not yet moved stay where they are; the journal is whole")
             ctx.exit(EXIT_INTERRUPTED)
@@ -119,8 +172,12 @@ def dedup_cmd(ctx: click.Context, folder: str, report: Path | None, csv_path: Pa
 
 def flag_settings(no_cache: bool, no_quality: bool, follow_symlinks: bool, engine: str | None) -> list[str]:
     """dedup's own flags as the settings they stand for (`--set` assignments)."""
-    flags = [(no_cache, "run.cache=false"), (no_quality, "quality.enabled=false"),
-             (follow_symlinks, "run.follow_symlinks=true"), (bool(engine), f"run.engine={engine}")]
+    flags = [
+        (no_cache, "run.cache=false"),
+        (no_quality, "quality.enabled=false"),
+        (follow_symlinks, "run.follow_symlinks=true"),
+        (bool(engine), f"run.engine={engine}"),
+    ]
     return [assignment for given, assignment in flags if given]
 
 
@@ -185,18 +242,26 @@ def dry_run_summary(result: DedupResult, examples: int = 4, reviewed: bool = Fal
         shown: list[Any] = []
         for stage in reversed(STAGES):  # the riskier kinds first
             shown += [f for f in removed if f.stage == stage][:1]
-        shown += [f for f in removed if f not in shown][:max(0, examples - len(shown))]
+        shown += [f for f in removed if f not in shown][: max(0, examples - len(shown))]
         lines.append(f"{len(removed)} files would be removed, for example:")
         lines += [f"  {printable(f.path)}: {printable(f.reason)}" for f in shown[:examples]]
         if not reviewed:
-            lines.append("see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
-                         "review.html`);")
+            lines.append(
+                "see them all as pictures: add --html review.html (or `refinery review REPORT.json --html "
+                "review.html`);"
+            )
     lines.append("act with --move-rejects-to DEST (undo: refinery undo DEST) or --copy-keepers-to DEST")
     return "\n".join(lines)
 
 
-def act_on(ctx: click.Context, plan: Plan, journal: Journal | None, copy_keepers_to: Path | None,
-           stop: threading.Event, dry_run_text: Callable[[], str]) -> int:
+def act_on(
+    ctx: click.Context,
+    plan: Plan,
+    journal: Journal | None,
+    copy_keepers_to: Path | None,
+    stop: threading.Event,
+    dry_run_text: Callable[[], str],
+) -> int:
     """Move the removed files or copy the kept ones, as asked, and say what was done; how
     many could not be. With neither, prints `dry_run_text()`."""
     from refinery.dedup import plan as plans
@@ -207,11 +272,15 @@ def act_on(ctx: click.Context, plan: Plan, journal: Journal | None, copy_keepers
     with ProgressBars(ctx) as bars:
         acted = plans.act_on(plan, journal=journal, copy_keepers_to=copy_keepers_to, progress=bars, stop=stop)
     if journal is not None and acted.moved is not None:
-        echo(f"moved {acted.moved.done} of {acted.to_move} files to {journal.dest} "
-             f"(undo: refinery undo {journal.dest})" + left_in_place(acted.moved.failed))
+        echo(
+            f"moved {acted.moved.done} of {acted.to_move} files to {journal.dest} "
+            f"(undo: refinery undo {journal.dest})" + left_in_place(acted.moved.failed)
+        )
     if copy_keepers_to is not None and acted.copied is not None:
-        echo(f"copied {acted.copied.done} of {acted.to_copy} files to {copy_keepers_to}"
-             + left_in_place(acted.copied.failed))
+        echo(
+            f"copied {acted.copied.done} of {acted.to_copy} files to {copy_keepers_to}"
+            + left_in_place(acted.copied.failed)
+        )
     return acted.failed
 
 
@@ -231,18 +300,24 @@ def summary_table(result: DedupResult) -> str:
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
     if result.scenes:
-        lines.append(f"scenes: {result.scenes} fixed-camera views; {result.scene_frames} frames judged by what stands "
-                     f"in front of their background ({s['scenes'].seconds:.1f} s)")
+        lines.append(
+            f"scenes: {result.scenes} fixed-camera views; {result.scene_frames} frames judged by what stands "
+            f"in front of their background ({s['scenes'].seconds:.1f} s)"
+        )
     summary = result.summary()
     where = "not loaded" if result.provider == NOT_LOADED else f"on {result.provider}"
-    lines.append(f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
-                 f"{summary['error']} unreadable, {summary['skip']} skipped; "
-                 f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
-                 f"({result.model} {where}; {result.cached} from the cache; "
-                 f"peak memory {summary['peak_memory_mb']} MB)")
+    lines.append(
+        f"{len(result.files)} files: {summary['keep']} kept, {summary['remove']} removed, "
+        f"{summary['error']} unreadable, {summary['skip']} skipped; "
+        f"{summary['seconds']:.1f} s, {summary['images_per_s']} images/s "
+        f"({result.model} {where}; {result.cached} from the cache; "
+        f"peak memory {summary['peak_memory_mb']} MB)"
+    )
     if result.cached < len(result.files) and result.provider != "ray":
-        lines.append(f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
-                     f"{s['embed'].seconds:.1f} s in the model (thread time)")
+        lines.append(
+            f"read+embed on {result.workers} threads: {s['features'].seconds:.1f} s decoding and measuring, "
+            f"{s['embed'].seconds:.1f} s in the model (thread time)"
+        )
     return "\n".join(lines)
 
 
@@ -258,16 +333,17 @@ def undo_cmd(ctx: click.Context, dest: Path) -> None:
     from refinery.dedup.journal import open_journal
     from refinery.dedup.undo import undo
 
-    with stop_on_signal() as stop, open_journal(dest, create=False) as journal, \
-            progress_bar(ctx, "restoring", 0) as bar:
+    with (
+        stop_on_signal() as stop,
+        open_journal(dest, create=False) as journal,
+        progress_bar(ctx, "restoring", 0) as bar,
+    ):
         done = undo(journal, advance=bar.update, stop=stop)
     echo(f"restored {done.done} files; {done.skipped} could not be restored (each named above)")
     if stop.is_set():
         ctx.exit(EXIT_INTERRUPTED)
     if done.skipped:
         ctx.exit(EXIT_FILE_ERRORS)
-
-
 
 
 @main.command("config")
@@ -285,5 +361,3 @@ def config_cmd(show: bool, config_path: Path | None, assignments: tuple[str, ...
     cfg = apply_overrides(load_config(config_path), list(assignments))
     echo(f"# {config_path or default_config_path()}")
     echo(to_toml(cfg), lines=True)
-
-

@@ -29,29 +29,64 @@ log = logging.getLogger("refinery")
 
 @main.command("frames")
 @click.argument("videos", metavar="VIDEO...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for the kept frames (STEM_t000123.400.jpg); made if missing, nothing in it overwritten.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the kept frames (STEM_t000123.400.jpg); made if missing, nothing in it overwritten.",
+)
 @click.option("--every", type=click.IntRange(1), default=None, help="Look at every N-th frame (default: every frame).")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None, callback=finite,
-              help="Look at about this many frames a second instead.")
-@click.option("--quality", "jpeg_quality", type=click.IntRange(50, 100), default=92, show_default=True,
-              help="JPEG quality of the frames written.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write every kept frame (time, frame number) and every skipped span (from, to, the kept "
-                   "frame it duplicates, why) as JSON.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a page that shows each kept frame beside the spans skipped as its duplicates "
-                   "(a picture of each span: its frame least like the keeper, where it differs in red).")
-@click.option("--no-quality", is_flag=True,
-              help="Keep blank, dark, burnt-out and blurred frames too (config: quality.enabled).")
+@click.option(
+    "--fps",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    callback=finite,
+    help="Look at about this many frames a second instead.",
+)
+@click.option(
+    "--quality",
+    "jpeg_quality",
+    type=click.IntRange(50, 100),
+    default=92,
+    show_default=True,
+    help="JPEG quality of the frames written.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write every kept frame (time, frame number) and every skipped span (from, to, the kept "
+    "frame it duplicates, why) as JSON.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a page that shows each kept frame beside the spans skipped as its duplicates "
+    "(a picture of each span: its frame least like the keeper, where it differs in red).",
+)
+@click.option(
+    "--no-quality", is_flag=True, help="Keep blank, dark, burnt-out and blurred frames too (config: quality.enabled)."
+)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
 @click.pass_context
 @handle_errors
-def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: int | None, fps: float | None,
-               jpeg_quality: int, report: Path | None, html_path: Path | None, no_quality: bool,
-               config_path: Path | None,
-               assignments: tuple[str, ...]) -> None:
+def frames_cmd(
+    ctx: click.Context,
+    videos: tuple[Path, ...],
+    out: Path,
+    every: int | None,
+    fps: float | None,
+    jpeg_quality: int,
+    report: Path | None,
+    html_path: Path | None,
+    no_quality: bool,
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+) -> None:
     """Read each VIDEO once and write only the frames a person would keep.
 
     Blurred, dark and burnt-out frames are skipped, and so is every frame that shows the
@@ -60,45 +95,44 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
     """
     from refinery.cli.common import settings
     from refinery.io.fileio import check_writable_folder
-    from refinery.io.outputs import Kind, Output, check_outputs, marked, write_output
-    from refinery.parallel import peak_memory_mb
+    from refinery.io.outputs import Kind, Output, check_outputs
     from refinery.video.extract import thin_video
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
     cfg = settings(config_path, assignments + ("quality.enabled=false",) * no_quality, None, None, None)
-    check_outputs([Output(report, "--report", Kind.FRAMES_REPORT) if report else None,
-                   Output(html_path, "--html", Kind.PAGE) if html_path else None],
-                  inputs=[*videos, out, config_path])
+    check_outputs(
+        [
+            Output(report, "--report", Kind.FRAMES_REPORT) if report else None,
+            Output(html_path, "--html", Kind.PAGE) if html_path else None,
+        ],
+        inputs=[*videos, out, config_path],
+    )
     check_writable_folder(out)
     results, failed, gone = [], 0, False
     with stop_on_signal() as stop, ProgressBars(ctx) as bars:
         for video in videos:
             if stop.is_set():
                 break
-            result = thin_video(video, out, cfg, every or 1, fps or 0.0, jpeg_quality, frame_bar(bars), stop,
-                                thumbnails=html_path is not None)
+            result = thin_video(
+                video,
+                out,
+                cfg,
+                every or 1,
+                fps or 0.0,
+                jpeg_quality,
+                frame_bar(bars),
+                stop,
+                thumbnails=html_path is not None,
+            )
             results.append(result)
-            left = len(videos) - len(results) if result.cannot_write else 0
-            if result.error:  # the folder gone: one line, with what that leaves undone
-                more = f"; {left} more video{'s' if left > 1 else ''} not read" if result.out_gone and left else ""
-                log.error("%s: %s%s", video, result.error, more)
-            if result.taken:
-                log_taken(out, result)
+            tell_result(video, result, len(videos) - len(results) if result.cannot_write else 0, out)
             failed += bool(result.error or result.taken)
             gone = gone or result.out_gone
-            if result.sampled or not result.error:
-                echo(f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
-                     f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
-                     f"peak memory {peak_memory_mb():.0f} MB)")
             if result.cannot_write:
-                if left and not result.out_gone:
-                    log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left,
-                              "s" if left > 1 else "")
                 break
     if report:
-        write_output(report, Kind.FRAMES_REPORT, json.dumps(marked(Kind.FRAMES_REPORT, {
-            "out": str(out.resolve()), "videos": [r.to_dict() for r in results]}), indent=1))
+        write_report(report, out, results)
     if html_path:
         write_page(ctx, results, out, html_path)
     if stop.is_set():
@@ -110,6 +144,34 @@ def frames_cmd(ctx: click.Context, videos: tuple[Path, ...], out: Path, every: i
         ctx.exit(EXIT_FILE_ERRORS)
 
 
+def tell_result(video: Path, result: VideoResult, left: int, out: Path) -> None:
+    """The lines a video's thinning earns: its error, the names it found taken, what it looked
+    at and wrote, and why no more videos are read (`left` of them) when `out` takes no more."""
+    from refinery.parallel import peak_memory_mb
+
+    if result.error:  # the folder gone: one line, with what that leaves undone
+        more = f"; {left} more video{'s' if left > 1 else ''} not read" if result.out_gone and left else ""
+        log.error("%s: %s%s", video, result.error, more)
+    if result.taken:
+        log_taken(out, result)
+    if result.sampled or not result.error:
+        echo(
+            f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
+            f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
+            f"peak memory {peak_memory_mb():.0f} MB)"
+        )
+    if result.cannot_write and left and not result.out_gone:
+        log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left, "s" * (left > 1))
+
+
+def write_report(report: Path, out: Path, results: list[VideoResult]) -> None:
+    """`--report`: every video's frames written and spans skipped, as JSON."""
+    from refinery.io.outputs import Kind, marked, write_output
+
+    videos = {"out": str(out.resolve()), "videos": [r.to_dict() for r in results]}
+    write_output(report, Kind.FRAMES_REPORT, json.dumps(marked(Kind.FRAMES_REPORT, videos), indent=1))
+
+
 def log_taken(out: Path, result: VideoResult) -> None:
     """One line for the frames of a video whose names were taken in `out`: never overwritten,
     each went to a free name."""
@@ -119,8 +181,15 @@ def log_taken(out: Path, result: VideoResult) -> None:
         log.error("%s: already there; not overwritten: the frame went to %s", out / taken, free)
     else:
         (taken, free), n = moved[0], len(moved)
-        log.error("%s: %d frame names of %s were already there (%s, ...); not overwritten: those frames went to "
-                  "free names (%s, ...)", out, n, result.video, taken, free)
+        log.error(
+            "%s: %d frame names of %s were already there (%s, ...); not overwritten: those frames went to "
+            "free names (%s, ...)",
+            out,
+            n,
+            result.video,
+            taken,
+            free,
+        )
 
 
 def frame_bar(bars: ProgressBars) -> Callable[[str, int, float], Callable[[int], None]]:
@@ -156,9 +225,11 @@ def write_page(ctx: click.Context, results: list[VideoResult], out: Path, html_p
     from refinery.video.page import review_report
 
     report, pictures = review_report(results, out)
-    note = ("Each kept frame in " + str(out) + " beside the spans of frames skipped as its duplicates; a span's "
-            "picture is its frame least like the keeper, red where it differs. Skipped frames were never written: "
-            "to keep more, lower scenes.max_shift (refinery config) and run again.")
+    note = (
+        "Each kept frame in " + str(out) + " beside the spans of frames skipped as its duplicates; a span's "
+        "picture is its frame least like the keeper, red where it differs. Skipped frames were never written: "
+        "to keep more, lower scenes.max_shift (refinery config) and run again."
+    )
     with ProgressBars(ctx) as bars:
         stats = write_review(report, html_path, progress=bars, pictures=pictures, note=note)
     echo(review_written(html_path, stats))

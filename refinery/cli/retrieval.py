@@ -29,13 +29,26 @@ log = logging.getLogger("refinery")
 
 @main.command("embed")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output .npz with arrays `paths` (relative to FOLDER) and `vectors` (float32).")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output .npz with arrays `paths` (relative to FOLDER) and `vectors` (float32).",
+)
 @model_options
 @click.pass_context
 @handle_errors
-def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | None, assignments: tuple[str, ...],
-              model: str | None, device: str | None, batch_size: int | None) -> None:
+def embed_cmd(
+    ctx: click.Context,
+    folder: Path,
+    out: Path,
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
     """Embed every image under FOLDER with the runner (onnxruntime, no torch).
 
     Example: refinery embed photos/ --out vectors.npz
@@ -58,26 +71,43 @@ def embed_cmd(ctx: click.Context, folder: Path, out: Path, config_path: Path | N
             cache.close()
     with output_path(out, Kind.NPZ) as tmp, open(tmp, "wb") as f:
         np.savez(f, paths=np.array(found.paths, dtype=str), vectors=l2_normalize(found.vectors).astype(np.float32))
-    log.info("wrote %s: %d vectors of %d-d; %d files unreadable", out, len(found.paths), found.vectors.shape[1],
-             found.errors)
+    log.info(
+        "wrote %s: %d vectors of %d-d; %d files unreadable", out, len(found.paths), found.vectors.shape[1], found.errors
+    )
     if found.errors:
         ctx.exit(EXIT_FILE_ERRORS)
 
 
-
-
 @main.command("index")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="The index folder to write (built again in place, incrementally, if it exists).")
-@click.option("--faces", is_flag=True, help="Index the largest face of each picture (Haar cascade); "
-                                             "pictures without one are listed, not indexed.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The index folder to write (built again in place, incrementally, if it exists).",
+)
+@click.option(
+    "--faces",
+    is_flag=True,
+    help="Index the largest face of each picture (Haar cascade); pictures without one are listed, not indexed.",
+)
 @click.option("--sift", is_flag=True, help="Also keep SIFT features, for `refinery search --method sift`.")
 @model_options
 @click.pass_context
 @handle_errors
-def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bool, config_path: Path | None,
-              assignments: tuple[str, ...], model: str | None, device: str | None, batch_size: int | None) -> None:
+def index_cmd(
+    ctx: click.Context,
+    folder: Path,
+    out: Path,
+    faces: bool,
+    sift: bool,
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+) -> None:
     """Make FOLDER searchable by image: embeddings (FAISS), thumbnails, optionally SIFT.
 
     Example: refinery index photos/ --out photos.index
@@ -103,29 +133,60 @@ def index_cmd(ctx: click.Context, folder: Path, out: Path, faces: bool, sift: bo
     index.save(out)
     for rel, why in index.meta["left_out"]:
         log.warning("%s: left out: %s", folder / rel, why)
-    echo(f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
-         f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
-         f"{len(index.meta['left_out'])} left out")
+    echo(
+        f"indexed {len(index.paths)} pictures of {folder} in {out} ({index.meta['kind']} index, "
+        f"{index.meta['model']['name']}, {index.meta['cached']} embeddings from the cache); "
+        f"{len(index.meta['left_out'])} left out"
+    )
 
 
 @main.command("search")
 @click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("queries", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--text", "texts", multiple=True, metavar="WORDS",
-              help='Search by words (a CLIP index): --text "a red truck at night"; may be repeated.')
+@click.option(
+    "--text",
+    "texts",
+    multiple=True,
+    metavar="WORDS",
+    help='Search by words (a CLIP index): --text "a red truck at night"; may be repeated.',
+)
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Results per query.")
-@click.option("--method", default="embedding", show_default=True,
-              help="embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, or sift (index built with --sift).")
-@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine", show_default=True,
-              help="For embeddings: cosine similarity (higher is closer) or squared L2 distance (lower is).")
+@click.option(
+    "--method",
+    default="embedding",
+    show_default=True,
+    help="embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, or sift (index built with --sift).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "l2"]),
+    default="cosine",
+    show_default=True,
+    help="For embeddings: cosine similarity (higher is closer) or squared L2 distance (lower is).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: [{query, results: [{rank, score, path}]}].")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a contact sheet of each query and its results.")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a contact sheet of each query and its results.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
 @click.pass_context
 @handle_errors
-def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], texts: tuple[str, ...], k: int,
-               method: str, metric: str, as_json: bool, html_out: Path | None, device: str) -> None:
+def search_cmd(
+    ctx: click.Context,
+    index_path: Path,
+    queries: tuple[Path, ...],
+    texts: tuple[str, ...],
+    k: int,
+    method: str,
+    metric: str,
+    as_json: bool,
+    html_out: Path | None,
+    device: str,
+) -> None:
     """The pictures in INDEX most like each QUERY picture, or nearest each --text: rank, score, path.
 
     Example: refinery search photos.index query.jpg -k 5
@@ -160,8 +221,14 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
     if as_json:
         # ASCII: a byte of a name that is not UTF-8 is written \udcNN (Python's surrogateescape,
         # as the dedup report writes it): os.fsencode(json.loads(...)) gives the name's bytes back.
-        echo(json.dumps([{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
-                        indent=1, ensure_ascii=True), lines=True)
+        echo(
+            json.dumps(
+                [{"query": str(q), "results": [vars(h) for h in hits]} for q, hits in answers],
+                indent=1,
+                ensure_ascii=True,
+            ),
+            lines=True,
+        )
     else:
         for asked, hits in answers:
             echo(f"query: {asked}" if isinstance(asked, Path) else f'query: "{asked}"')
@@ -178,22 +245,44 @@ def search_cmd(ctx: click.Context, index_path: Path, queries: tuple[Path, ...], 
 
 @main.command("eval")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--models", default="default", show_default=True,
-              help="Comma-separated embedding models to compare (each an .onnx path or 'default').")
-@click.option("--methods", default=None,
-              help="Comma-separated subset of: embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, sift "
-                   "(default: all of these), and text (CLIP models: each class asked by words, 'a photo of a CLASS.').")
+@click.option(
+    "--models",
+    default="default",
+    show_default=True,
+    help="Comma-separated embedding models to compare (each an .onnx path or 'default').",
+)
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma-separated subset of: embedding, pixel-l1, pixel-l2, pixel-cosine, pixel-pearson, sift "
+    "(default: all of these), and text (CLIP models: each class asked by words, 'a photo of a CLASS.').",
+)
 @click.option("-k", type=click.IntRange(1), default=5, show_default=True, help="k of precision@k and recall@k.")
 @click.option("--faces", is_flag=True, help="Crop the largest face first, for queries and gallery.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help='Write {"methods": {NAME: {top1, top5, precision_at_k, recall_at_k, map, queries_per_s}}}.')
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='Write {"methods": {NAME: {top1, top5, precision_at_k, recall_at_k, map, queries_per_s}}}.',
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE")
 @click.pass_context
 @handle_errors
-def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None, k: int, faces: bool,
-             json_out: Path | None, device: str, config_path: Path | None, assignments: tuple[str, ...]) -> None:
+def eval_cmd(
+    ctx: click.Context,
+    folder: Path,
+    models: str,
+    methods: str | None,
+    k: int,
+    faces: bool,
+    json_out: Path | None,
+    device: str,
+    config_path: Path | None,
+    assignments: tuple[str, ...],
+) -> None:
     """Retrieval quality of each method on FOLDER's class sub-folders (held-out queries).
 
     Example: refinery eval /usr/share/tuxpaint/stamps --json eval.json
@@ -207,11 +296,23 @@ def eval_cmd(ctx: click.Context, folder: Path, models: str, methods: str | None,
     cfg = settings(config_path, assignments, None, None, None)
     wanted = [m.strip() for m in methods.split(",")] if methods else None
     with ProgressBars(ctx) as bars:
-        results = evaluate(folder, cfg, [m.strip() for m in models.split(",")], wanted, k, faces, device, bars,
-                           cache_for=lambda emb: open_cache(cfg, emb, folder, "faces" if faces else ""))
+        results = evaluate(
+            folder,
+            cfg,
+            [m.strip() for m in models.split(",")],
+            wanted,
+            k,
+            faces,
+            device,
+            bars,
+            cache_for=lambda emb: open_cache(cfg, emb, folder, "faces" if faces else ""),
+        )
     echo(table(results, k), lines=True)
     if json_out:
-        write_output(json_out, Kind.EVAL, json.dumps(
-            marked(Kind.EVAL, {"k": k, "methods": {name: s.to_dict() for name, s in results.items()}}), indent=1))
-
-
+        write_output(
+            json_out,
+            Kind.EVAL,
+            json.dumps(
+                marked(Kind.EVAL, {"k": k, "methods": {name: s.to_dict() for name, s in results.items()}}), indent=1
+            ),
+        )

@@ -12,8 +12,13 @@ from refinery.cli.common import ProgressBars, echo, handle_errors, main
 
 @main.command("review")
 @click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Write the review page here: one HTML file that opens from disk.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Write the review page here: one HTML file that opens from disk.",
+)
 @click.pass_context
 @handle_errors
 def review_cmd(ctx: click.Context, report: Path, html_path: Path) -> None:

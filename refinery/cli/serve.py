@@ -13,14 +13,29 @@ from refinery.serve.upload import MAX_UPLOAD_BYTES, MB
 
 
 @main.command("serve")
-@click.argument("index_paths", metavar="INDEX...", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. 0.0.0.0 lets other machines (a phone) in, with no password.")
+@click.argument(
+    "index_paths",
+    metavar="INDEX...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. 0.0.0.0 lets other machines (a phone) in, with no password.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "coreml"]), default="auto", show_default=True)
-@click.option("--max-upload-mb", type=click.FloatRange(0, 4096, min_open=True), default=MAX_UPLOAD_BYTES / MB,
-              show_default=True, callback=finite, help="Largest picture accepted, in MB (2^20 bytes).")
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(0, 4096, min_open=True),
+    default=MAX_UPLOAD_BYTES / MB,
+    show_default=True,
+    callback=finite,
+    help="Largest picture accepted, in MB (2^20 bytes).",
+)
 def serve_command(index_paths: tuple[Path, ...], host: str, port: int, device: str, max_upload_mb: float) -> None:
     """A small web page to try search on INDEX (one per model): upload a picture or use a
     phone's camera, see the best matches.
@@ -42,8 +57,11 @@ def serve_command(index_paths: tuple[Path, ...], host: str, port: int, device: s
     except RefineryError as e:
         raise click.ClickException(str(e)) from e
     if not is_loopback(host):
-        echo(f"warning: listening on {host}: anyone who can reach this machine can search these "
-             "indexes and see their pictures' thumbnails", err=True)
+        echo(
+            f"warning: listening on {host}: anyone who can reach this machine can search these "
+            "indexes and see their pictures' thumbnails",
+            err=True,
+        )
     check_listen(host, port)
     app = create_app(indexes, int(max_upload_mb * MB), allowed_hosts=hosts_to_answer(host))
     uvicorn.run(app, host=host, port=port, server_header=False)
@@ -61,5 +79,6 @@ def check_listen(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             probe.bind(address)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --host or "
-                                   "--port") from None
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --host or --port"
+        ) from None

@@ -49,8 +49,15 @@ def check_destination(root: Path, dest: Path, flag: str) -> None:
         raise RefineryError(f"{flag} {dest} holds the scanned folder {root}; choose a folder outside it")
 
 
-def move_out(root: Path, plan: list[Planned], journal: Journal, *, follow_symlinks: bool = False,
-             advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
+def move_out(
+    root: Path,
+    plan: list[Planned],
+    journal: Journal,
+    *,
+    follow_symlinks: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
+) -> ActionResult:
     """Move root/REL to DEST/REL for each planned file that is still what was judged,
     journaling each move first. Files are reached as the run that judged them reached them:
     through symbolic links only with `follow_symlinks` (what the journal's header then says).
@@ -136,8 +143,9 @@ def _move_checked(source: _Source, item: Planned, journal: Journal, folders: Fol
     dst_rel = "/".join([*item.rel.split("/")[:-1], dst_name])
     move_id = journal.new_id()
     moved = Moved(link=os.readlink(src.name, dir_fd=src.folder)) if source.is_link else Moved.file(item.judged)
-    journal.append({"op": "move", "run": journal.run_id, "id": move_id, "src": item.rel, "dst": dst_rel,
-                    **moved.to_json()})
+    journal.append(
+        {"op": "move", "run": journal.run_id, "id": move_id, "src": item.rel, "dst": dst_rel, **moved.to_json()}
+    )
     try:
         went = _place(src, dst_folder, dst_name, folders.scratch, source.is_link, source.pinned, item.judged.sha256)
     except OSError as e:
@@ -145,14 +153,22 @@ def _move_checked(source: _Source, item: Planned, journal: Journal, folders: Fol
         log.error("%s: not moved to %s: %s; left where it is", src_path, journal.dest / dst_rel, reason(e))
         return _device_check(e, journal)
     if went != dst_name:
-        journal.append({"op": "renamed", "run": journal.run_id, "id": move_id,
-                        "dst": "/".join([*item.rel.split("/")[:-1], went])})
+        journal.append(
+            {"op": "renamed", "run": journal.run_id, "id": move_id, "dst": "/".join([*item.rel.split("/")[:-1], went])}
+        )
     journal.append({"op": "done", "run": journal.run_id, "id": move_id})
     return True
 
 
-def _place(src: Entry, dst_folder: int, name: str, scratch: int, is_link: bool,
-           pinned: os.stat_result | None, expect_sha: str | None) -> str:
+def _place(
+    src: Entry,
+    dst_folder: int,
+    name: str,
+    scratch: int,
+    is_link: bool,
+    pinned: os.stat_result | None,
+    expect_sha: str | None,
+) -> str:
     """Move `src` to `name` in `dst_folder`, or to the first free `name.N` if that is taken
     (even if taken between looking and moving); the name it went to."""
     while True:
@@ -166,6 +182,8 @@ def _place(src: Entry, dst_folder: int, name: str, scratch: int, is_link: bool,
 def _device_check(e: BaseException, journal: Journal) -> bool:
     """Stop the run when the destination as a whole cannot take more; else go on (False)."""
     if isinstance(e, OSError) and e.errno in DEVICE_ERRORS:
-        raise DeviceFull(f"{journal.dest}: {e.strerror}; stopped moving (the journal is whole: "
-                         f"`refinery undo {journal.dest}` puts back what moved)")
+        raise DeviceFull(
+            f"{journal.dest}: {e.strerror}; stopped moving (the journal is whole: "
+            f"`refinery undo {journal.dest}` puts back what moved)"
+        )
     return False

@@ -89,7 +89,7 @@ class Reach:
 
     def folder(self, parts: list[str]) -> int:
         """A descriptor of root/parts[0]/parts[1]/..., each step taken as the run could take it."""
-        return descend(os.open(self.root, FOLDER), len(parts), lambda fd, k: self._step(fd, parts[:k + 1]))
+        return descend(os.open(self.root, FOLDER), len(parts), lambda fd, k: self._step(fd, parts[: k + 1]))
 
     def _step(self, fd: int, parts: list[str]) -> int:
         where = "/".join(parts)
@@ -106,8 +106,7 @@ class Reach:
         except OSError:
             raise Unreachable(f"{where} is a broken symbolic link") from None
         if target == self.real_root or self.real_root in target.parents:
-            raise Unreachable(f"{where} is a symbolic link to a folder inside the scanned folder, which no run "
-                              "follows")
+            raise Unreachable(f"{where} is a symbolic link to a folder inside the scanned folder, which no run follows")
         step = os.open(parts[-1], FOLDER, dir_fd=fd)
         try:
             st, expected = os.fstat(step), os.stat(target)
@@ -136,8 +135,7 @@ class Reach:
     def link(self, where: str) -> None:
         """Unreachable unless the run followed links (root/where is one)."""
         if not self.follow:
-            raise Unreachable(f"{where} is a symbolic link, and the run that judged these files did not follow "
-                              "links")
+            raise Unreachable(f"{where} is a symbolic link, and the run that judged these files did not follow links")
 
 
 class Checker:

@@ -18,8 +18,15 @@ from refinery.io.fileio import DEVICE_ERRORS, is_regular, link_as_new
 log = logging.getLogger(__name__)
 
 
-def copy_out(root: Path, plan: list[Planned], dest: Path, *, follow_symlinks: bool = False,
-             advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> ActionResult:
+def copy_out(
+    root: Path,
+    plan: list[Planned],
+    dest: Path,
+    *,
+    follow_symlinks: bool = False,
+    advance: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
+) -> ActionResult:
     """Copy root/REL to dest/REL for each planned file that is still what was judged (never
     over an existing file; the bytes copied are the bytes judged), each reached as the run
     that judged it did (through symbolic links only with `follow_symlinks`). Stops between

@@ -69,6 +69,7 @@ class FileDecision:
 
     def csv_row(self) -> list[object]:
         """The report's CSV row: None as an empty cell, the scores and the file as JSON text."""
+
         def cell(value: object) -> object:
             return json.dumps(value) if isinstance(value, dict) else "" if value is None else value
 
@@ -104,8 +105,9 @@ class Decisions(Sequence[FileDecision]):
         """An error or a skip."""
         self.code[row], self.reason[row], self.reason_code[row] = code, reason, reason_code
 
-    def remove(self, row: int, stage: StageName, reason: str, keeper: int | None = None,
-               reason_code: ReasonCode | None = None) -> None:
+    def remove(
+        self, row: int, stage: StageName, reason: str, keeper: int | None = None, reason_code: ReasonCode | None = None
+    ) -> None:
         """`row` removed by `stage`; a duplicate's reason and code may be written later
         (evidence.explain, against its final keeper)."""
         self.code[row], self.stage[row], self.reason[row] = REMOVE, STAGES.index(stage), reason
@@ -141,10 +143,17 @@ class Decisions(Sequence[FileDecision]):
         scores.update(self.extra_scores.get(row, {}))
         keeper = int(self.keeper[row])
         return FileDecision(
-            self.table.paths[row], DECISIONS[code], STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
-            self.reason.get(row, ""), int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None, scores, self.test.get(row), self.file_as_judged(row),
-            self._reason_code(row))
+            self.table.paths[row],
+            DECISIONS[code],
+            STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
+            self.reason.get(row, ""),
+            int(self.group[row]) or None,
+            self.table.paths[keeper] if keeper >= 0 else None,
+            scores,
+            self.test.get(row),
+            self.file_as_judged(row),
+            self._reason_code(row),
+        )
 
     def _reason_code(self, row: int) -> str | None:
         code = self.reason_code.get(row)

@@ -31,8 +31,9 @@ def near_copy(phash_distance: Any, dhash_distance: Any, correlation: Any, cfg: N
 class Evidence:
     """What the stages measure between two pictures, from the run's columns."""
 
-    def __init__(self, table: FeatureTable, store: VectorStore | None, near: NearConfig,
-                 vector_row: np.ndarray | None = None):
+    def __init__(
+        self, table: FeatureTable, store: VectorStore | None, near: NearConfig, vector_row: np.ndarray | None = None
+    ):
         self.table, self.store, self.near, self.vector_row = table, store, near, vector_row
 
     def hash_distances(self, i: int, j: int) -> tuple[int, int]:
@@ -70,8 +71,10 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
             continue
         if scenes.judged_by_scene(row, keeper):
             moved = round(scenes.shift(row, keeper), 4)
-            decisions.reason[row] = (f"the same frame as {paths[keeper]}: the same things at the same places "
-                                     f"(moved at most {moved:g} of their size){through}")
+            decisions.reason[row] = (
+                f"the same frame as {paths[keeper]}: the same things at the same places "
+                f"(moved at most {moved:g} of their size){through}"
+            )
             decisions.reason_code[row] = ReasonCode.SAME_FRAME
             decisions.extra_scores[row] = {"largest_move": moved}
             decisions.test[row] = "scene"
@@ -86,10 +89,10 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
         if cos is not None and (stage == StageName.SEMANTIC or not evidence.near_copy(row, keeper)):
             code, text = ReasonCode.LOOKS_LIKE, f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
         else:
-            code, text = ReasonCode.SAME_PICTURE, (f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, "
-                                                   f"thumbnail correlation {corr})")
+            code, text = (
+                ReasonCode.SAME_PICTURE,
+                (f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"),
+            )
         decisions.reason[row], decisions.reason_code[row] = text + through, code
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"
-
-

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Crop = Callable[[Image.Image], tuple[Image.Image | None, str]]
 CACHE_VECTORS_PER_WRITE = 1024  # cached vectors gathered before one write to the run's VectorStore
 
+
 def list_files(root: Path, cfg: Config) -> tuple[list[str], list[Skipped]]:
     """The files to judge under a local folder (relative paths) and the entries the scan left out."""
     found = scan(root, cfg.run.follow_symlinks)
@@ -97,8 +98,14 @@ class FolderVectors:
     errors: int = 0  # of left_out, the files that could not be read (each logged as an error)
 
 
-def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: Progress | None = None,
-                        cache: FeatureCache | None = None, crop: Crop | None = None) -> FolderVectors:
+def embed_every_picture(
+    root: Path,
+    cfg: Config,
+    embedder: Embedder,
+    progress: Progress | None = None,
+    cache: FeatureCache | None = None,
+    crop: Crop | None = None,
+) -> FolderVectors:
     """Embed every readable picture under `root` (quality failures too), through the same
     read-once pass and feature cache as dedup: what dedup embedded is not embedded again."""
     files, skipped = list_files(Path(root), cfg)
@@ -106,8 +113,20 @@ def embed_every_picture(root: Path, cfg: Config, embedder: Embedder, progress: P
     stages = {name: StageStats(name) for name in ("pass", "features", "embed")}
     workers = cfg.run.workers or cpu_count()
     with VectorStore(embedder.spec.output_dim, scratch_dir(cfg)) as store, feats.opencv_single_threaded():
-        feature_pass(Path(root), run, len(files), cfg, embedder, stages, store=store, cache=cache,
-                     progress=progress, workers=workers, embed_all=True, crop=crop)
+        feature_pass(
+            Path(root),
+            run,
+            len(files),
+            cfg,
+            embedder,
+            stages,
+            store=store,
+            cache=cache,
+            progress=progress,
+            workers=workers,
+            embed_all=True,
+            crop=crop,
+        )
         kept = np.flatnonzero((run.vector_row >= 0) & (run.decisions.code == KEEP))
         vectors = store.rows(run.vector_row[kept])
     left_out = [(files[row], run.decisions.reason[row]) for row in np.flatnonzero(run.decisions.code != KEEP).tolist()]
@@ -147,8 +166,16 @@ class Prepared:
     gray: np.ndarray  # at the stages' size, uint8 (features.gray_work)
 
 
-def measure_and_prepare(rel: str, data: bytes, sha256: str, source: Path | str, spec: ModelSpec,
-                        quality_cfg: QualityConfig, embed_all: bool = False, crop: Crop | None = None) -> Prepared:
+def measure_and_prepare(
+    rel: str,
+    data: bytes,
+    sha256: str,
+    source: Path | str,
+    spec: ModelSpec,
+    quality_cfg: QualityConfig,
+    embed_all: bool = False,
+    crop: Crop | None = None,
+) -> Prepared:
     """Decode `data` once and measure it. Dedup embeds only the pictures that pass the quality
     stage, retrieval (`embed_all`) every readable one; `crop` cuts out the part to embed, or
     says there is none. Shared by the local workers and the Ray actors, so both engines judge alike."""
@@ -172,8 +199,17 @@ class _ChunkReader:
     `claimed` (shared by the workers, under a lock) holds the SHA-256 of every file decoded or
     cached so far: an exact copy costs a hash, not a decode."""
 
-    def __init__(self, root: Path, paths: Sequence[str], claimed: set[bytes], cfg: Config, embedder: Embedder,
-                 embed_all: bool, crop: Crop | None, keep_grays: bool):
+    def __init__(
+        self,
+        root: Path,
+        paths: Sequence[str],
+        claimed: set[bytes],
+        cfg: Config,
+        embedder: Embedder,
+        embed_all: bool,
+        crop: Crop | None,
+        keep_grays: bool,
+    ):
         self.root, self.paths, self.claimed, self.cfg, self.embedder = root, paths, claimed, cfg, embedder
         self.embed_all, self.crop, self.keep_grays = embed_all, crop, keep_grays
         self.lock = threading.Lock()
@@ -201,8 +237,16 @@ class _ChunkReader:
                     pic.copy_of = digest
                     return None
                 self.claimed.add(digest)
-            found = measure_and_prepare(self.paths[pic.row], data, digest.hex(), path, self.embedder.spec,
-                                        self.cfg.quality, self.embed_all, self.crop)
+            found = measure_and_prepare(
+                self.paths[pic.row],
+                data,
+                digest.hex(),
+                path,
+                self.embedder.spec,
+                self.cfg.quality,
+                self.embed_all,
+                self.crop,
+            )
         except UnreadableImage as e:
             pic.error = e.reason
             return None
@@ -212,10 +256,23 @@ class _ChunkReader:
         return found.tensor
 
 
-def feature_pass(root: Path, run: Run, count: int, cfg: Config, embedder: Embedder,
-                 stages: dict[str, StageStats], *, store: VectorStore, cache: FeatureCache | None = None,
-                 progress: Progress | None = None, workers: int = 1, stop: threading.Event | None = None,
-                 embed_all: bool = False, crop: Crop | None = None, grays: GrayStore | None = None) -> None:
+def feature_pass(
+    root: Path,
+    run: Run,
+    count: int,
+    cfg: Config,
+    embedder: Embedder,
+    stages: dict[str, StageStats],
+    *,
+    store: VectorStore,
+    cache: FeatureCache | None = None,
+    progress: Progress | None = None,
+    workers: int = 1,
+    stop: threading.Event | None = None,
+    embed_all: bool = False,
+    crop: Crop | None = None,
+    grays: GrayStore | None = None,
+) -> None:
     """Read, hash, decode, measure and embed the first `count` rows of `run` once each (or
     take them from the cache).
 
@@ -333,5 +390,3 @@ def resolve_copies(run: Run, root: Path) -> list[int]:
         resolved.append(row)
     run.copy_of.clear()
     return resolved
-
-

@@ -52,7 +52,6 @@ def choose_keeper(members: Sequence[int], features: Sequence[Features], min_shar
     return min(members, key=lambda i: keep_rank(features[i], min_sharpness))
 
 
-
 @dataclass
 class StarGroup:
     """A keeper and the members removed as its duplicates."""
@@ -61,8 +60,9 @@ class StarGroup:
     subjects: list[int] = field(default_factory=list)
 
 
-def star_groups(pairs: list[tuple[int, int]], choose: Callable[[list[int]], int],
-                close: Callable[[int, int], bool]) -> tuple[list[StarGroup], int]:
+def star_groups(
+    pairs: list[tuple[int, int]], choose: Callable[[list[int]], int], close: Callable[[int, int], bool]
+) -> tuple[list[StarGroup], int]:
     """Components of the pair graph, each cut into stars around a keeper.
 
     Similarity is not transitive: a component can chain A~B~C with A and C unlike. A member

@@ -144,8 +144,10 @@ class Journal:
             try:
                 _apply(state, json.loads(raw), real_dest)
             except (ValueError, TypeError, KeyError) as e:
-                raise JournalError(f"{self.path} line {number}: {_why(e)}; refinery will not act on a journal it "
-                                   "cannot trust (move it aside to start a new one)") from None
+                raise JournalError(
+                    f"{self.path} line {number}: {_why(e)}; refinery will not act on a journal it "
+                    "cannot trust (move it aside to start a new one)"
+                ) from None
         return state
 
     def _read_bytes(self) -> bytes:
@@ -166,8 +168,16 @@ class Journal:
         """Write this run's header; its moves are numbered from 1."""
         self.run_id = uuid.uuid4().hex
         self._next_id = 1
-        self.append({"op": "run", "run": self.run_id, "version": JOURNAL_VERSION, "root": str(Path(root).resolve()),
-                     "follow_symlinks": follow_symlinks, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.append(
+            {
+                "op": "run",
+                "run": self.run_id,
+                "version": JOURNAL_VERSION,
+                "root": str(Path(root).resolve()),
+                "follow_symlinks": follow_symlinks,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
 
     def new_id(self) -> int:
         self._next_id += 1
@@ -197,8 +207,12 @@ class Journal:
     def _open_for_append(self) -> int:
         if self._fd is None:
             try:
-                fd = os.open(JOURNAL_NAME, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
-                             0o644, dir_fd=self._state_fd)
+                fd = os.open(
+                    JOURNAL_NAME,
+                    os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                    0o644,
+                    dir_fd=self._state_fd,
+                )
             except OSError as e:
                 raise JournalError(f"{self.path}: cannot open the journal: {_unsafe(e)}") from None
             if not is_regular(os.fstat(fd)):
@@ -276,8 +290,15 @@ def _apply(state: JournalState, e: object, real_dest: Path) -> None:
         if key in state.moves:
             raise ValueError(f"move {e['id']} of run {e['run']} is journaled twice")
         header = state.runs[e["run"]]
-        state.moves[key] = Move(e["run"], e["id"], _relative(e["src"], "src"), _destination(e["dst"]),
-                                Moved.from_json(e), Path(header["root"]), header["follow_symlinks"])
+        state.moves[key] = Move(
+            e["run"],
+            e["id"],
+            _relative(e["src"], "src"),
+            _destination(e["dst"]),
+            Moved.from_json(e),
+            Path(header["root"]),
+            header["follow_symlinks"],
+        )
         return
     move = state.moves.get(key)
     if move is None:
@@ -327,8 +348,10 @@ def open_journal(dest: Path, create: bool) -> Iterator[Journal]:
     except FileNotFoundError:
         raise JournalError(f"{dest}: no refinery journal ({JOURNAL}); nothing was moved there") from None
     except UnsafePath:
-        raise JournalError(f"{dest / STATE} is a symbolic link or not a folder; refinery keeps its journal "
-                           "only in a real folder (move it aside)") from None
+        raise JournalError(
+            f"{dest / STATE} is a symbolic link or not a folder; refinery keeps its journal "
+            "only in a real folder (move it aside)"
+        ) from None
     except OSError as e:
         raise RefineryError(f"{dest}: cannot write there: {e.strerror or e}") from None
     journal = Journal(dest, state_fd)
@@ -357,12 +380,17 @@ def _locked(dest: Path, state_fd: int) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another refinery run"
-            raise DestinationBusy(f"{dest} is in use by {holder}; wait for it to finish, "
-                                  "or choose another folder") from None
+            raise DestinationBusy(
+                f"{dest} is in use by {holder}; wait for it to finish, or choose another folder"
+            ) from None
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({_command()}, since "
-                          f"{time.strftime('%H:%M:%S')})\n".encode(), 0)
+            os.pwrite(
+                fd,
+                f"pid {os.getpid()} on {socket.gethostname()} ({_command()}, since "
+                f"{time.strftime('%H:%M:%S')})\n".encode(),
+                0,
+            )
         except OSError:
             pass  # a full disk: the lock holds all the same, only its note is missing
         yield
@@ -374,5 +402,3 @@ def _command() -> str:
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     words = ["refinery" if name in ("__main__.py", "refinery") else name, *sys.argv[1:3]]
     return " ".join(words)[:200]
-
-

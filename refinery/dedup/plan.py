@@ -43,8 +43,14 @@ class Acted:
         return sum(step.failed for step in (self.moved, self.copied) if step is not None)
 
 
-def act_on(plan: Plan, *, journal: Journal | None = None, copy_keepers_to: Path | None = None,
-           progress: Progress | None = None, stop: threading.Event | None = None) -> Acted:
+def act_on(
+    plan: Plan,
+    *,
+    journal: Journal | None = None,
+    copy_keepers_to: Path | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> Acted:
     """Move the plan's removed files to the journal's folder and/or copy its kept files to
     `copy_keepers_to`; stops between two files when `stop` is set (no copying after a stop)."""
     folder, acted = Path(plan.root), Acted()
@@ -52,12 +58,14 @@ def act_on(plan: Plan, *, journal: Journal | None = None, copy_keepers_to: Path 
         removed = plan.planned("remove")
         acted.to_move = len(removed)
         advance = progress("moving", len(removed)) if progress else (lambda n: None)
-        acted.moved = move_out(folder, removed, journal, follow_symlinks=plan.follow_symlinks, advance=advance,
-                               stop=stop)
+        acted.moved = move_out(
+            folder, removed, journal, follow_symlinks=plan.follow_symlinks, advance=advance, stop=stop
+        )
     if copy_keepers_to is not None and not (stop and stop.is_set()):
         kept = plan.planned("keep")
         acted.to_copy = len(kept)
         advance = progress("copying", len(kept)) if progress else (lambda n: None)
-        acted.copied = copy_out(folder, kept, copy_keepers_to, follow_symlinks=plan.follow_symlinks,
-                                advance=advance, stop=stop)
+        acted.copied = copy_out(
+            folder, kept, copy_keepers_to, follow_symlinks=plan.follow_symlinks, advance=advance, stop=stop
+        )
     return acted

@@ -28,8 +28,10 @@ def write_json(result: DedupResult, path: Path) -> None:
 
 def write_csv(result: DedupResult, path: Path) -> None:
     # surrogateescape: a file name that is not UTF-8 is written back as the bytes it has on disk.
-    with output_path(path, Kind.CSV) as tmp, \
-            open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
+    with (
+        output_path(path, Kind.CSV) as tmp,
+        open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out,
+    ):
         writer = csv.writer(out)
         writer.writerow(FIELDS)
         for f in result.files:

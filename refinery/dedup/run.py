@@ -71,8 +71,12 @@ class DedupResult:
 
         def planned(row: int) -> Planned:
             kept_as = int(keeper[row])
-            return Planned(paths[row], files.file_as_judged(row) or UNKNOWN, paths[kept_as] if kept_as >= 0 else None,
-                           files.file_as_judged(kept_as) or UNKNOWN if kept_as >= 0 else None)
+            return Planned(
+                paths[row],
+                files.file_as_judged(row) or UNKNOWN,
+                paths[kept_as] if kept_as >= 0 else None,
+                files.file_as_judged(kept_as) or UNKNOWN if kept_as >= 0 else None,
+            )
 
         return [planned(row) for row in rows]
 
@@ -80,12 +84,15 @@ class DedupResult:
         counts = self.files.counts()
         return {
             "root": self.root if isinstance(self.root, str) else str(Path(self.root).resolve()),
-            "files": len(self.files), **counts,
+            "files": len(self.files),
+            **counts,
             "removed_by_stage": {s: self.stages[s].removed for s in STAGES},
             "seconds_by_stage": {k: round(v.seconds, 3) for k, v in self.stages.items()},
             "seconds": round(self.seconds, 3),
             "images_per_s": round(len(self.files) / self.seconds, 1) if self.seconds else None,
-            "model": self.model, "provider": self.provider, "semantic_threshold": self.semantic_threshold,
+            "model": self.model,
+            "provider": self.provider,
+            "semantic_threshold": self.semantic_threshold,
             "chain_splits": self.chain_splits,
             "cached": self.cached,
             "workers": self.workers,
@@ -96,10 +103,16 @@ class DedupResult:
         }
 
 
-
-def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, *, progress: Progress | None = None,
-              cache: FeatureCache | None = None, stop: threading.Event | None = None,
-              threshold_set: bool | None = None) -> DedupResult:
+def run_dedup(
+    root: Path | str,
+    cfg: Config,
+    embedder: Embedder,
+    *,
+    progress: Progress | None = None,
+    cache: FeatureCache | None = None,
+    stop: threading.Event | None = None,
+    threshold_set: bool | None = None,
+) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
 
     The semantic stage uses the cosine calibrated for the model (recorded in its spec) unless
@@ -116,6 +129,69 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, *, progress: Pr
     cfg = with_model_threshold(cfg, embedder.path, embedder.spec, threshold_set)
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
+    run, count = _listed(root, cfg)
+    # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
+    # time spent on each inside it (they overlap on several threads).
+    stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}
+    workers = cfg.run.workers or cpu_count()
+    scratch = featurepass.scratch_dir(cfg)
+    with VectorStore(embedder.spec.output_dim, scratch) as store, GrayStore(scratch, cfg.run.scratch_grays_mb) as kept:
+        if cfg.run.engine == "ray":
+            from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
+
+            ray_pass(root, run, count, cfg, embedder, stages, store=store, cache=cache, progress=progress)
+        else:
+            with feats.opencv_single_threaded():
+                featurepass.feature_pass(
+                    Path(root),
+                    run,
+                    count,
+                    cfg,
+                    embedder,
+                    stages,
+                    store=store,
+                    cache=cache,
+                    progress=progress,
+                    workers=workers,
+                    stop=stop,
+                    grays=kept,
+                )
+        # the stages that look at pixels again read local files only
+        grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
+        if grays is None and cfg.scenes.mode != "crops":
+            log.warning(
+                "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
+            )
+        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers))
+    return _result(root, funnel, embedder, time.perf_counter() - start)
+
+
+def _result(root: Path | str, funnel: Funnel, embedder: Embedder, seconds: float) -> DedupResult:
+    run, cfg = funnel.run, funnel.cfg
+    provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
+    scenes, _ = funnel.found_scenes()
+    return DedupResult(
+        root,
+        run.decisions,
+        funnel.stats,
+        seconds,
+        provider,
+        embedder.path.name,
+        chain_splits={str(k): v for k, v in funnel.chain_splits.items()},
+        cached=int(run.cached.sum()),
+        workers=funnel.workers,
+        interrupted=NOT_REACHED in run.decisions.reason.values(),
+        peak_memory_mb=peak_memory_mb(),
+        scenes=scenes.count,
+        scene_frames=len(scenes.frames),
+        semantic_threshold=cfg.semantic.threshold,
+        follow_symlinks=cfg.run.follow_symlinks,
+    )
+
+
+def _listed(root: Path | str, cfg: Config) -> tuple[Run, int]:
+    """A run over the files under `root` (the first `count` rows: the pictures to read), its
+    entries left out (hidden, links, videos) already marked skip or error."""
     skipped: list[Skipped] = []
     if isinstance(root, str):  # a URI: the Ray engine lists it
         from refinery.dedup.engines import ray as ray_engine
@@ -128,34 +204,7 @@ def run_dedup(root: Path | str, cfg: Config, embedder: Embedder, *, progress: Pr
         if entry.decision == "error":
             log.error("%s: %s", Path(root) / entry.path, entry.reason)
         run.decisions.mark(row, ERROR if entry.decision == "error" else SKIP, entry.reason, entry.code)
-    # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
-    # time spent on each inside it (they overlap on several threads).
-    stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}
-    workers = cfg.run.workers or cpu_count()
-    scratch = featurepass.scratch_dir(cfg)
-    with VectorStore(embedder.spec.output_dim, scratch) as store, GrayStore(scratch, cfg.run.scratch_grays_mb) as kept:
-        if cfg.run.engine == "ray":
-            from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
-
-            ray_pass(root, run, len(files), cfg, embedder, stages, store=store, cache=cache, progress=progress)
-        else:
-            with feats.opencv_single_threaded():
-                featurepass.feature_pass(Path(root), run, len(files), cfg, embedder, stages, store=store, cache=cache,
-                                         progress=progress, workers=workers, stop=stop, grays=kept)
-        # the stages that look at pixels again read local files only
-        grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
-        if grays is None and cfg.scenes.mode != "crops":
-            log.warning("frames of fixed cameras are judged as whole pictures in a URI folder (the scene test "
-                        "reads files here)")
-        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers))
-    provider = "ray" if cfg.run.engine == "ray" else embedder.provider if embedder.loaded else NOT_LOADED
-    scenes, _ = funnel.found_scenes()
-    return DedupResult(root, run.decisions, stages, time.perf_counter() - start, provider,
-                       embedder.path.name, chain_splits={str(k): v for k, v in funnel.chain_splits.items()},
-                       cached=int(run.cached.sum()), workers=workers,
-                       interrupted=NOT_REACHED in run.decisions.reason.values(), peak_memory_mb=peak_memory_mb(),
-                       scenes=scenes.count, scene_frames=len(scenes.frames),
-                       semantic_threshold=cfg.semantic.threshold, follow_symlinks=cfg.run.follow_symlinks)
+    return run, len(files)
 
 
 def with_model_threshold(cfg: Config, model_path: Path, spec: ModelSpec, threshold_set: bool | None = None) -> Config:
@@ -168,12 +217,18 @@ def with_model_threshold(cfg: Config, model_path: Path, spec: ModelSpec, thresho
         return cfg
     if spec.semantic_threshold is None:
         if Path(model_path).resolve() != default_model_path().resolve():
-            log.warning("%s carries no calibrated semantic threshold: using semantic.threshold %.3f, chosen for the "
-                        "shipped MobileNetV2; export it with --calibrate CORPUS, or --set semantic.threshold=X",
-                        Path(model_path).name, cfg.semantic.threshold)
+            log.warning(
+                "%s carries no calibrated semantic threshold: using semantic.threshold %.3f, chosen for the "
+                "shipped MobileNetV2; export it with --calibrate CORPUS, or --set semantic.threshold=X",
+                Path(model_path).name,
+                cfg.semantic.threshold,
+            )
         return cfg
-    log.info("semantic threshold %.3f, calibrated for %s (from its spec; --set semantic.threshold=X for another)",
-             spec.semantic_threshold, spec.name)
+    log.info(
+        "semantic threshold %.3f, calibrated for %s (from its spec; --set semantic.threshold=X for another)",
+        spec.semantic_threshold,
+        spec.name,
+    )
     return dataclasses.replace(cfg, semantic=dataclasses.replace(cfg.semantic, threshold=spec.semantic_threshold))
 
 

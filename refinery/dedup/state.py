@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 NOT_REACHED = "not reached: the run was interrupted"
 
+
 @dataclass
 class StageStats:
     name: str

@@ -17,9 +17,15 @@ from refinery.features import QUALITY_FIGURES, THUMB, Features
 
 # name -> dtype of each scalar column; the names are Features' fields.
 SCALARS: dict[str, type] = {
-    "file_size": np.int64, "width": np.int32, "height": np.int32,
-    "sharpness": np.float64, "brightness": np.float64, "edge_density": np.float64,
-    "compression": np.float64, "dhash": np.uint64, "phash": np.uint64,
+    "file_size": np.int64,
+    "width": np.int32,
+    "height": np.int32,
+    "sharpness": np.float64,
+    "brightness": np.float64,
+    "edge_density": np.float64,
+    "compression": np.float64,
+    "dhash": np.uint64,
+    "phash": np.uint64,
     **{name: np.float32 for name in QUALITY_FIGURES},
 }
 
@@ -56,16 +62,19 @@ class FeatureTable(Sequence[Features]):
         if not self.filled[row]:
             raise KeyError(f"{self.paths[row]} has no features")
         values = {name: column[row].item() for name, column in self.columns.items()}
-        return Features(path=self.paths[row], sha256=self.sha256[row].tobytes().hex(), thumb=self.thumb[row].tobytes(),
-                        **values)
+        return Features(
+            path=self.paths[row], sha256=self.sha256[row].tobytes().hex(), thumb=self.thumb[row].tobytes(), **values
+        )
 
     def scores(self, row: int) -> dict[str, float]:
         """The quality scores of a report line (Features.scores) without building the record."""
         c = self.columns
-        return {"sharpness": round(float(c["sharpness"][row]), 2),
-                "brightness": round(float(c["brightness"][row]), 2),
-                "edge_density": round(float(c["edge_density"][row]), 5),
-                **{name: round(float(c[name][row]), 3) for name in QUALITY_FIGURES}}
+        return {
+            "sharpness": round(float(c["sharpness"][row]), 2),
+            "brightness": round(float(c["brightness"][row]), 2),
+            "edge_density": round(float(c["edge_density"][row]), 5),
+            **{name: round(float(c[name][row]), 3) for name in QUALITY_FIGURES},
+        }
 
     def digests(self, rows: np.ndarray) -> np.ndarray:
         """SHA-256 of `rows` as one 32-byte value each, comparable and sortable by numpy."""

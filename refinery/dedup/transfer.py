@@ -30,8 +30,9 @@ class ActionResult:
     failed: int = 0  # could not be moved or was not what was judged (each logged as an error); left where it was
 
 
-def transfer(src: Entry, dst: Entry, scratch: int | None, is_link: bool, pinned: os.stat_result | None,
-              expect_sha: str | None) -> None:
+def transfer(
+    src: Entry, dst: Entry, scratch: int | None, is_link: bool, pinned: os.stat_result | None, expect_sha: str | None
+) -> None:
     """Move `src` to `dst` (whose name must be free), never overwriting. A link moves as a link.
 
     `pinned` is the status of the file that was checked: the move goes through only if that
@@ -114,6 +115,7 @@ def copy_new(fd_in: int, st: os.stat_result, folder: int, name: str) -> tuple[st
     """A copy of the open file `fd_in`, whose status is `st` (its mode, writable by its owner,
     and its times go with it), as a new file under a random name made from `name` in `folder`
     (fileio.write_new): (that name, the SHA-256 of what was copied)."""
+
     def copy(fd_out: int) -> str:
         digest = copy_fd(fd_in, fd_out)
         os.utime(fd_out, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -55,8 +55,11 @@ def _settle(move: Move, dest: Path) -> str:
             if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino):
                 os.unlink(dst.name, dir_fd=dst.folder)  # one file, two names: the one in DEST goes
             elif _matches(dst, move.moved):
-                log.warning("%s: a stopped run left this copy of %s, which stays where it was",
-                            dest / move.dst, move.root / move.src)
+                log.warning(
+                    "%s: a stopped run left this copy of %s, which stays where it was",
+                    dest / move.dst,
+                    move.root / move.src,
+                )
     except (OSError, UnsafePath):
         pass
     return "cancelled"
@@ -126,8 +129,9 @@ def _matches(entry: Entry, moved: Moved) -> bool:
         os.close(fd)
 
 
-def undo(journal: Journal, *, advance: Callable[[int], None] = lambda n: None,
-         stop: threading.Event | None = None) -> ActionResult:
+def undo(
+    journal: Journal, *, advance: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None
+) -> ActionResult:
     """Put back every file the journal says was moved and not yet put back, newest first.
 
     A file that is no longer in DEST, or whose bytes changed there, or whose original path is
@@ -141,8 +145,12 @@ def undo(journal: Journal, *, advance: Callable[[int], None] = lambda n: None,
             break
         problem = _put_back(move, journal.dest)
         if problem:
-            log.error("%s: cannot put back to %s: %s; left where it is", journal.dest / move.dst,
-                      move.root / move.src, problem)
+            log.error(
+                "%s: cannot put back to %s: %s; left where it is",
+                journal.dest / move.dst,
+                move.root / move.src,
+                problem,
+            )
             result.skipped += 1
         else:
             journal.append({"op": "undone", "run": move.run, "id": move.id})
@@ -175,7 +183,8 @@ def _put_back(move: Move, dest: Path) -> str:
         return str(e)
     except OSError as e:
         if e.errno in DEVICE_ERRORS:
-            raise DeviceFull(f"{move.root}: {e.strerror}; stopped putting back (run undo again when there "
-                             "is room)") from None
+            raise DeviceFull(
+                f"{move.root}: {e.strerror}; stopped putting back (run undo again when there is room)"
+            ) from None
         return reason(e)
     return ""

@@ -33,8 +33,10 @@ class ScratchFile:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             self._file = tempfile.TemporaryFile(dir=folder, prefix=prefix)
         except OSError as e:
-            raise RefineryError(f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
-                                f"({e.strerror or e}); set run.scratch_dir to a writable folder") from e
+            raise RefineryError(
+                f"{folder or tempfile.gettempdir()}: cannot keep the run's scratch files there "
+                f"({e.strerror or e}); set run.scratch_dir to a writable folder"
+            ) from e
 
     def close(self) -> None:
         self._file.close()

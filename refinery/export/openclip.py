@@ -45,9 +45,18 @@ TEXT_INPUT = "tokens"
 # Prompts for the text tower's parity: plain, punctuated, unicode (accents, CJK, emoji,
 # mojibake that ftfy mends, HTML entities), empty, and longer than the context.
 PARITY_PROMPTS = (
-    "a red truck at night", "a person on a bicycle", "", "   ", "A PHOTO OF A DOG.",
-    "two cats, one dog & 3 birds!", "it's a café in São Paulo", "東京の夜の電車", "a 🚲 on the 🌉",
-    "Ã©tÃ© à la plage", "&amp;lt;b&amp;gt;bold&amp;lt;/b&amp;gt;", "שלום עולם",
+    "a red truck at night",
+    "a person on a bicycle",
+    "",
+    "   ",
+    "A PHOTO OF A DOG.",
+    "two cats, one dog & 3 birds!",
+    "it's a café in São Paulo",
+    "東京の夜の電車",
+    "a 🚲 on the 🌉",
+    "Ã©tÃ© à la plage",
+    "&amp;lt;b&amp;gt;bold&amp;lt;/b&amp;gt;",
+    "שלום עולם",
     " ".join(f"word{i} and a long tail of text" for i in range(60)),
 )
 
@@ -100,8 +109,9 @@ def _quiet_import(name: str) -> Any:
         return importlib.import_module(name)
 
 
-def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: str | None = None,
-              image_size: int | None = None) -> Clip:
+def load_clip(
+    open_clip_name: str, checkpoint: Path | None = None, pretrained: str | None = None, image_size: int | None = None
+) -> Clip:
     """The open_clip model `open_clip_name` with weights from a file, a named release, or
     neither (random init: only tests want that).
 
@@ -112,8 +122,10 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     if checkpoint is not None and pretrained is not None:
         raise ModelError("give --checkpoint or --pretrained, not both")
     if open_clip_name.startswith("local-dir:") and (checkpoint or pretrained):
-        raise ModelError(f"{open_clip_name}: a local-dir model takes its weights from its folder "
-                         "(open_clip_model.safetensors or open_clip_pytorch_model.bin); drop --checkpoint/--pretrained")
+        raise ModelError(
+            f"{open_clip_name}: a local-dir model takes its weights from its folder "
+            "(open_clip_model.safetensors or open_clip_pytorch_model.bin); drop --checkpoint/--pretrained"
+        )
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointNotFound(f"{checkpoint}: checkpoint not found")
     source, sha256 = "random init", ""
@@ -123,8 +135,10 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     elif pretrained is not None:
         tags = oc.list_pretrained_tags_by_model(open_clip_name)
         if pretrained not in tags:
-            raise CheckpointMismatch(f"--pretrained {pretrained}: open_clip has no such release of {open_clip_name}; "
-                                     f"it has {', '.join(tags) or 'none'} (or give --checkpoint FILE)")
+            raise CheckpointMismatch(
+                f"--pretrained {pretrained}: open_clip has no such release of {open_clip_name}; "
+                f"it has {', '.join(tags) or 'none'} (or give --checkpoint FILE)"
+            )
         weights = pretrained
         source = f"open_clip=={metadata.version('open_clip_torch')}:{open_clip_name}/{pretrained}"
     # OpenAI's releases were trained with QuickGELU: built with plain GELU they load without a
@@ -133,11 +147,19 @@ def load_clip(open_clip_name: str, checkpoint: Path | None = None, pretrained: s
     try:
         with warnings.catch_warnings(), _root_log_quiet():
             warnings.simplefilter("ignore")
-            model = oc.create_model(open_clip_name, pretrained=weights, force_image_size=image_size,
-                                    force_quick_gelu=quick_gelu, pretrained_text=False, device="cpu")
+            model = oc.create_model(
+                open_clip_name,
+                pretrained=weights,
+                force_image_size=image_size,
+                force_quick_gelu=quick_gelu,
+                pretrained_text=False,
+                device="cpu",
+            )
     except RuntimeError as e:  # open_clip's word for a bad tag, a failed download, keys that do not fit
-        raise CheckpointMismatch(f"{checkpoint or pretrained or open_clip_name}: open_clip cannot build "
-                                 f"{open_clip_name} from it: {_one_line(e)}") from None
+        raise CheckpointMismatch(
+            f"{checkpoint or pretrained or open_clip_name}: open_clip cannot build "
+            f"{open_clip_name} from it: {_one_line(e)}"
+        ) from None
     if open_clip_name.startswith("local-dir:"):
         source, sha256 = _local_dir_source(Path(open_clip_name.removeprefix("local-dir:")), source, sha256)
     return _describe(oc, model.eval(), open_clip_name, source, sha256)
@@ -160,8 +182,10 @@ def _root_log_quiet() -> Iterator[None]:
 
 def _describe(oc: Any, model: Any, name: str, source: str, sha256: str) -> Clip:
     if not hasattr(model, "encode_text") or not hasattr(model, "token_embedding"):
-        raise ModelError(f"{name}: refinery exports CLIP models with open_clip's own text transformer; "
-                         "this one's text tower is a Hugging Face model")
+        raise ModelError(
+            f"{name}: refinery exports CLIP models with open_clip's own text transformer; "
+            "this one's text tower is a Hugging Face model"
+        )
     tokenizer = oc.get_tokenizer(name)
     if type(tokenizer).__name__ != "SimpleTokenizer":
         raise ModelError(f"{name}: its tokenizer is {type(tokenizer).__name__}; refinery reads OpenCLIP's BPE only")
@@ -169,11 +193,18 @@ def _describe(oc: Any, model: Any, name: str, source: str, sha256: str) -> Clip:
     size = cfg.get("size", model.visual.image_size)
     size = (size, size) if isinstance(size, int) else tuple(size)
     clean = getattr(tokenizer, "clean", None) or _text_cfg(oc, name).get("tokenizer_kwargs", {}).get("clean", "lower")
-    return Clip(model=model, open_clip_name=name, image_size=(int(size[0]), int(size[1])),
-                mean=tuple(float(v) for v in cfg.get("mean", oc.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
-                std=tuple(float(v) for v in cfg.get("std", oc.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
-                context_length=int(model.context_length), clean=str(clean),
-                vocab=Path(oc.tokenizer.default_bpe()), source=source, sha256=sha256)
+    return Clip(
+        model=model,
+        open_clip_name=name,
+        image_size=(int(size[0]), int(size[1])),
+        mean=tuple(float(v) for v in cfg.get("mean", oc.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg.get("std", oc.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
+        context_length=int(model.context_length),
+        clean=str(clean),
+        vocab=Path(oc.tokenizer.default_bpe()),
+        source=source,
+        sha256=sha256,
+    )
 
 
 def _text_cfg(oc: Any, name: str) -> dict[str, Any]:
@@ -244,8 +275,12 @@ def reference_image_features(clip: Clip, images: np.ndarray) -> np.ndarray:
 def write_vocab(clip: Clip, path: Path) -> None:
     """Copy open_clip's vocabulary beside the towers, its gzip header naming refinery (how a
     later export knows the file is its own to replace)."""
-    with output_path(path, Kind.VOCAB) as tmp, gzip.open(clip.vocab, "rb") as src, open(tmp, "wb") as raw, \
-            gzip.GzipFile(GZIP_NAME, "wb", fileobj=raw, mtime=0) as out:
+    with (
+        output_path(path, Kind.VOCAB) as tmp,
+        gzip.open(clip.vocab, "rb") as src,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(GZIP_NAME, "wb", fileobj=raw, mtime=0) as out,
+    ):
         shutil.copyfileobj(src, out)
 
 
@@ -255,18 +290,30 @@ def export_text_tower(clip: Clip, name: str, path: Path, vocab: Path, opset: int
     from refinery.runner.text import TextEmbedder
     from refinery.runner.tokenizer import ClipTokenizer
 
-    spec = TextSpec(name=name, input_name=TEXT_INPUT, output_name="features", output_dim=clip.output_dim,
-                    context_length=clip.context_length, vocab=vocab.name, vocab_sha256=file_sha256(vocab),
-                    clean=clip.clean, source=clip.source, sha256=clip.sha256)
+    spec = TextSpec(
+        name=name,
+        input_name=TEXT_INPUT,
+        output_name="features",
+        output_dim=clip.output_dim,
+        context_length=clip.context_length,
+        vocab=vocab.name,
+        vocab_sha256=file_sha256(vocab),
+        clean=clip.clean,
+        source=clip.source,
+        sha256=clip.sha256,
+    )
     ours = ClipTokenizer(vocab, clip.context_length, clip.clean)(prompts)
     theirs = import_open_clip().get_tokenizer(clip.open_clip_name)(prompts)
     differ = [p for p, a, b in zip(prompts, ours, theirs.numpy(), strict=True) if not np.array_equal(a, b)]
     if differ:
-        raise ParityError(f"text: refinery's tokenizer and open_clip's differ on {len(differ)} of {len(prompts)} "
-                          f"prompts, first {differ[0][:60]!r}")
+        raise ParityError(
+            f"text: refinery's tokenizer and open_clip's differ on {len(differ)} of {len(prompts)} "
+            f"prompts, first {differ[0][:60]!r}"
+        )
     spec = spec.replace(opset=opset)
-    onnx_export.export_graph(TextTower(clip), torch.from_numpy(ours[:2]), spec.input_name, spec.output_name, path,
-                             opset, spec.to_metadata())
+    onnx_export.export_graph(
+        TextTower(clip), torch.from_numpy(ours[:2]), spec.input_name, spec.output_name, path, opset, spec.to_metadata()
+    )
     remove_own(path.with_suffix(".json"), Kind.SPEC)  # as write_onnx: the new one goes once parity holds
     with torch.no_grad():  # open_clip's own path: its tokens, then `encode_text`
         reference = clip.model.encode_text(theirs).numpy()
@@ -299,8 +346,9 @@ def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
     tower = ImageTower(clip).eval()
     built = Built(tower, clip.image_size, clip.output_dim, "bicubic", clip.source, clip.sha256)
     spec = pipeline.spec_of(arch.name, built).replace(text_model=text_path.name, text_sha256=file_sha256(text_path))
-    result = pipeline.ExportResult(spec=spec, files=[vocab, text_path, text_path.with_suffix(".json")],
-                                   parity=[text_report])
+    result = pipeline.ExportResult(
+        spec=spec, files=[vocab, text_path, text_path.with_suffix(".json")], parity=[text_report]
+    )
     images, result.parity_source = pipeline.parity_images(opts.images, spec)
     reference = reference_image_features(clip, images)
     if opts.calibrate:
@@ -310,6 +358,7 @@ def export_clip(opts: Any, arch: Any, step: Callable[[str], None]) -> Any:
     pipeline.write_onnx(tower, spec, out.with_suffix(".onnx"), opts.opset, images, reference, result)
     if "coreml" in opts.formats:
         step("converting the image tower to Core ML")
-        result.coreml_note = pipeline.export_coreml(tower, result.spec, out.with_suffix(".mlpackage"), images,
-                                                    reference, result)
+        result.coreml_note = pipeline.export_coreml(
+            tower, result.spec, out.with_suffix(".mlpackage"), images, reference, result
+        )
     return result

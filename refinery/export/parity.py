@@ -40,9 +40,11 @@ class ParityReport:
     unit: str = "images"  # what the rows are: images, prompts
 
     def line(self) -> str:
-        return (f"{self.label}: {self.images} {self.unit}, max abs diff {self.max_abs_diff:.3g}, "
-                f"max rel diff {self.max_rel_diff:.3g}, min cosine {self.min_cosine:.6f}, "
-                f"min centred cosine {self.min_centered_cosine:.6f}")
+        return (
+            f"{self.label}: {self.images} {self.unit}, max abs diff {self.max_abs_diff:.3g}, "
+            f"max rel diff {self.max_rel_diff:.3g}, min cosine {self.min_cosine:.6f}, "
+            f"min centred cosine {self.min_centered_cosine:.6f}"
+        )
 
 
 def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,16 +63,24 @@ def measure(label: str, reference: np.ndarray, candidate: np.ndarray, unit: str 
     mean = reference.mean(axis=0, keepdims=True)
     centered = row_cosine(reference - mean, candidate - mean) if len(reference) > 1 else np.ones(1)
     return ParityReport(
-        label=label, images=len(reference),
+        label=label,
+        images=len(reference),
         max_abs_diff=float(diff.max()),
         max_rel_diff=float(diff.max() / max(np.abs(reference).max(), 1e-12)),
         min_cosine=float(row_cosine(reference, candidate).min()),
-        min_centered_cosine=float(centered.min()), unit=unit)
+        min_centered_cosine=float(centered.min()),
+        unit=unit,
+    )
 
 
-def check_parity(label: str, reference: np.ndarray, candidate: np.ndarray,
-                 tolerance: Tolerance = FP32, names: tuple[list[str], list[str]] | None = None,
-                 unit: str = "images") -> ParityReport:
+def check_parity(
+    label: str,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    tolerance: Tolerance = FP32,
+    names: tuple[list[str], list[str]] | None = None,
+    unit: str = "images",
+) -> ParityReport:
     """Measure parity and raise ParityError listing every failure: names, shapes, then values.
 
     `names` is (expected output names, candidate output names) where they can differ.

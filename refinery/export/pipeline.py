@@ -97,8 +97,7 @@ def export_model(opts: ExportOptions, step: Callable[[str], None] = lambda s: No
 
     if "coreml" in opts.formats:
         step("converting to Core ML")
-        result.coreml_note = export_coreml(built.model, spec, out.with_suffix(".mlpackage"),
-                                           images, reference, result)
+        result.coreml_note = export_coreml(built.model, spec, out.with_suffix(".mlpackage"), images, reference, result)
     return result
 
 
@@ -113,13 +112,28 @@ def check_formats(opts: ExportOptions) -> None:
 
 def spec_of(name: str, built: Built, normalized: bool = False) -> ModelSpec:
     """The runner's contract for `built`: RGB 0..255 in, its features out."""
-    return ModelSpec(name=name, input_name=INPUT_NAME, input_size=built.input_size,
-                     output_name=OUTPUT_NAME, output_dim=built.output_dim, normalized=normalized,
-                     interpolation=built.interpolation, source=built.source, sha256=built.sha256)
+    return ModelSpec(
+        name=name,
+        input_name=INPUT_NAME,
+        input_size=built.input_size,
+        output_name=OUTPUT_NAME,
+        output_dim=built.output_dim,
+        normalized=normalized,
+        interpolation=built.interpolation,
+        source=built.source,
+        sha256=built.sha256,
+    )
 
 
-def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: int, images: np.ndarray,
-               reference: np.ndarray, result: ExportResult) -> ModelSpec:
+def write_onnx(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    onnx_path: Path,
+    opset: int,
+    images: np.ndarray,
+    reference: np.ndarray,
+    result: ExportResult,
+) -> ModelSpec:
     """PATH.onnx with its metadata and PATH.json beside it, after proving onnxruntime gives
     what PyTorch gives on `images`; shared by export-model and train."""
     spec = onnx_export.export_onnx(model, spec, onnx_path, opset)
@@ -133,8 +147,9 @@ def write_onnx(model: torch.nn.Module, spec: ModelSpec, onnx_path: Path, opset: 
     return spec
 
 
-def calibrated(model: torch.nn.Module, spec: ModelSpec, corpus: Path, result: ExportResult,
-               batch: int = 32) -> ModelSpec:
+def calibrated(
+    model: torch.nn.Module, spec: ModelSpec, corpus: Path, result: ExportResult, batch: int = 32
+) -> ModelSpec:
     """`spec` with the semantic threshold calibrated on the labelled `corpus` (refinery.calibration)."""
     from refinery.calibration import calibrate, read_labelled
     from refinery.runner.session import l2_normalize
@@ -142,7 +157,7 @@ def calibrated(model: torch.nn.Module, spec: ModelSpec, corpus: Path, result: Ex
     labelled = read_labelled(corpus)
     vectors = []
     for i in range(0, len(labelled.paths), batch):
-        chunk = np.stack([load_input(p, spec) for p in labelled.paths[i:i + batch]])
+        chunk = np.stack([load_input(p, spec) for p in labelled.paths[i : i + batch]])
         vectors.append(torch_outputs(model, chunk))
     found = calibrate(labelled, l2_normalize(np.concatenate(vectors)))
     result.calibration = found.line()
@@ -154,8 +169,9 @@ def require_coremltools() -> None:
         with coreml_export.quiet_coremltools():
             import coremltools  # noqa: F401
     except ImportError:
-        raise ModelError("--format coreml needs coremltools: pip install 'refinery[export]', "
-                         "or pass --format onnx") from None
+        raise ModelError(
+            "--format coreml needs coremltools: pip install 'refinery[export]', or pass --format onnx"
+        ) from None
 
 
 def parity_images(folder: Path | None, spec: ModelSpec, limit: int = PARITY_IMAGES) -> tuple[np.ndarray, str]:
@@ -194,7 +210,7 @@ def synthetic_images(n: int, spec: ModelSpec, seed: int = 0) -> np.ndarray:
             wave = np.sin(xx / w * fx * 6.28 + phase) * np.cos(yy / h * fy * 6.28)
             out[i, c] = 127 + 90 * wave + rng.normal(0, 12, (h, w))
         y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
-        out[i, :, y0:y0 + h // 3, x0:x0 + w // 3] = rng.uniform(0, 255, (3, 1, 1))
+        out[i, :, y0 : y0 + h // 3, x0 : x0 + w // 3] = rng.uniform(0, 255, (3, 1, 1))
     return np.clip(out, 0, 255)
 
 
@@ -211,14 +227,16 @@ def onnx_outputs(path: Path, images: np.ndarray) -> tuple[np.ndarray, list[str]]
     return embedder.run(images), [o.name for o in embedder.session.get_outputs()]
 
 
-def check_onnx(path: Path, spec: ModelSpec, images: np.ndarray, reference: np.ndarray,
-               label: str, tolerance: Tolerance) -> ParityReport:
+def check_onnx(
+    path: Path, spec: ModelSpec, images: np.ndarray, reference: np.ndarray, label: str, tolerance: Tolerance
+) -> ParityReport:
     outputs, names = onnx_outputs(path, images)
     return check_parity(label, reference, outputs, tolerance, names=([spec.output_name], names))
 
 
-def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference: np.ndarray,
-                result: ExportResult) -> ParityReport:
+def export_fp16(
+    onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference: np.ndarray, result: ExportResult
+) -> ParityReport:
     """PREFIX.fp16.onnx: weights and compute in float16, float32 input and output."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -235,8 +253,9 @@ def export_fp16(onnx_path: Path, spec: ModelSpec, images: np.ndarray, reference:
     return report
 
 
-def export_int8(onnx_path: Path, spec: ModelSpec, opts: ExportOptions, images: np.ndarray,
-                result: ExportResult) -> QuantReport:
+def export_int8(
+    onnx_path: Path, spec: ModelSpec, opts: ExportOptions, images: np.ndarray, result: ExportResult
+) -> QuantReport:
     """PREFIX.int8.onnx, calibrated on opts.int8_calibration, compared with fp32 on the parity images."""
     assert opts.int8_calibration is not None
     calibration = load_folder(opts.int8_calibration, spec, opts.calibration_limit)
@@ -247,16 +266,19 @@ def export_int8(onnx_path: Path, spec: ModelSpec, opts: ExportOptions, images: n
     evaluation = images if opts.images else calibration
     report = compare_int8(onnx_path, path, evaluation, len(calibration))
     if report.mean_cosine < MIN_INT8_COSINE:
-        raise ParityError(f"{path}: int8 embeddings drift too far from fp32 "
-                          f"(mean cosine {report.mean_cosine:.4f} < {MIN_INT8_COSINE}); "
-                          "try more or more varied calibration images")
+        raise ParityError(
+            f"{path}: int8 embeddings drift too far from fp32 "
+            f"(mean cosine {report.mean_cosine:.4f} < {MIN_INT8_COSINE}); "
+            "try more or more varied calibration images"
+        )
     int8_spec.save(path.with_suffix(".json"))
     result.files += [path, path.with_suffix(".json")]
     return report
 
 
-def export_coreml(model: torch.nn.Module, spec: ModelSpec, path: Path, images: np.ndarray,
-                  reference: np.ndarray, result: ExportResult) -> str:
+def export_coreml(
+    model: torch.nn.Module, spec: ModelSpec, path: Path, images: np.ndarray, reference: np.ndarray, result: ExportResult
+) -> str:
     """Write PREFIX.mlpackage; check its interface, and its outputs where Core ML runs."""
     coreml_export.export_coreml(model, spec, path)
     check = coreml_export.check_coreml(path, spec)

@@ -31,10 +31,12 @@ class QuantReport:
     int8_images_per_s: float
 
     def line(self) -> str:
-        return (f"int8 vs fp32: {self.images} images, cosine mean {self.mean_cosine:.4f} "
-                f"min {self.min_cosine:.4f}, top-{self.topk} neighbour agreement "
-                f"{self.topk_agreement:.3f}; speed {self.fp32_images_per_s:.1f} -> "
-                f"{self.int8_images_per_s:.1f} images/s on CPU")
+        return (
+            f"int8 vs fp32: {self.images} images, cosine mean {self.mean_cosine:.4f} "
+            f"min {self.min_cosine:.4f}, top-{self.topk} neighbour agreement "
+            f"{self.topk_agreement:.3f}; speed {self.fp32_images_per_s:.1f} -> "
+            f"{self.int8_images_per_s:.1f} images/s on CPU"
+        )
 
 
 class _Batches:
@@ -49,8 +51,9 @@ class _Batches:
         return None if batch is None else {self.input_name: batch}
 
 
-def quantize_int8(fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.ndarray,
-                  batch_size: int = 8) -> ModelSpec:
+def quantize_int8(
+    fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.ndarray, batch_size: int = 8
+) -> ModelSpec:
     """Write an INT8 QDQ copy of `fp32_model` to `out`, calibrated on `calibration` (N, 3, H, W)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -58,19 +61,24 @@ def quantize_int8(fp32_model: Path, out: Path, spec: ModelSpec, calibration: np.
 
     from refinery.export.onnx import set_metadata
 
-    batches = [calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)]
+    batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
     with output_path(Path(out), Kind.ONNX) as tmp, _quiet_root_logger():
         prepared = tmp.with_suffix(".pre.onnx")
         quant_pre_process(str(fp32_model), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(prepared), str(tmp), _Batches(spec.input_name, batches),
+            str(prepared),
+            str(tmp),
+            _Batches(spec.input_name, batches),
             # Only the convolutions and matmuls: quantising the norms (InstanceNorm in IBN)
             # and GeM's pow moved random-init fastreid features to cosine 0.80; with
             # convolutions only they stay at 0.9998 and still run ~1.8x faster.
             op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax)
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
         prepared.unlink()
         spec = spec.replace(precision="int8")
         proto = onnx.load(str(tmp))
@@ -118,13 +126,20 @@ def timed_run(model: Path, images: np.ndarray, batch_size: int = 32) -> tuple[np
     return out, len(images) / (time.perf_counter() - start)
 
 
-def compare_int8(fp32_model: Path, int8_model: Path, images: np.ndarray, calibration_images: int,
-                 k: int = 10) -> QuantReport:
+def compare_int8(
+    fp32_model: Path, int8_model: Path, images: np.ndarray, calibration_images: int, k: int = 10
+) -> QuantReport:
     """How far INT8 embeddings move from fp32 ones on `images`, and both speeds."""
     ref, fp32_speed = timed_run(fp32_model, images)
     q, int8_speed = timed_run(int8_model, images)
     cos = row_cosine(ref, q)
-    return QuantReport(images=len(images), calibration_images=calibration_images,
-                       mean_cosine=float(cos.mean()), min_cosine=float(cos.min()), topk=k,
-                       topk_agreement=topk_agreement(ref, q, k),
-                       fp32_images_per_s=fp32_speed, int8_images_per_s=int8_speed)
+    return QuantReport(
+        images=len(images),
+        calibration_images=calibration_images,
+        mean_cosine=float(cos.mean()),
+        min_cosine=float(cos.min()),
+        topk=k,
+        topk_agreement=topk_agreement(ref, q, k),
+        fp32_images_per_s=fp32_speed,
+        int8_images_per_s=int8_speed,
+    )

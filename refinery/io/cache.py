@@ -102,8 +102,10 @@ class FeatureCache:
         if self.db is None:
             return None
         try:
-            row = self.db.execute("SELECT size, mtime_ns, features, vector FROM files WHERE folder=? AND path=?",
-                                  (self.folder, os.fsencode(rel))).fetchone()
+            row = self.db.execute(
+                "SELECT size, mtime_ns, features, vector FROM files WHERE folder=? AND path=?",
+                (self.folder, os.fsencode(rel)),
+            ).fetchone()
         except sqlite3.Error as e:
             self._fault(e)
             return None
@@ -125,8 +127,9 @@ class FeatureCache:
         if blob is None:
             return f, None
         if not isinstance(blob, bytes) or len(blob) == 0 or len(blob) % 4:
-            raise BadRow(f"vector of {len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, "
-                         "not float32s")
+            raise BadRow(
+                f"vector of {len(blob) if isinstance(blob, bytes) else type(blob).__name__} bytes, not float32s"
+            )
         self._check_width(len(blob))
         return f, np.frombuffer(blob, dtype=np.float32).copy()
 
@@ -217,17 +220,21 @@ def _kind(e: sqlite3.Error) -> str:
 
 def _check_features(f: Features) -> None:
     """BadRow unless every field of `f` has the type and range that measure() gives it."""
-    problems = [name for name, ok in (
-        ("path", isinstance(f.path, str)),
-        ("sha256", is_sha256_hex(f.sha256)),
-        ("file_size", _whole(f.file_size, 0, 2**63)),
-        ("width", _whole(f.width, 1, 2**31)),
-        ("height", _whole(f.height, 1, 2**31)),
-        ("dhash", _whole(f.dhash, 0, 2**64)),
-        ("phash", _whole(f.phash, 0, 2**64)),
-        ("thumb", len(f.thumb) in (0, THUMB * THUMB)),
-        *((name, _number(getattr(f, name))) for name in ("sharpness", "brightness", "edge_density", "compression")),
-    ) if not ok]
+    problems = [
+        name
+        for name, ok in (
+            ("path", isinstance(f.path, str)),
+            ("sha256", is_sha256_hex(f.sha256)),
+            ("file_size", _whole(f.file_size, 0, 2**63)),
+            ("width", _whole(f.width, 1, 2**31)),
+            ("height", _whole(f.height, 1, 2**31)),
+            ("dhash", _whole(f.dhash, 0, 2**64)),
+            ("phash", _whole(f.phash, 0, 2**64)),
+            ("thumb", len(f.thumb) in (0, THUMB * THUMB)),
+            *((name, _number(getattr(f, name))) for name in ("sharpness", "brightness", "edge_density", "compression")),
+        )
+        if not ok
+    ]
     if problems:
         raise BadRow(f"features: bad {', '.join(problems)}")
 

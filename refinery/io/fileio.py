@@ -36,8 +36,9 @@ _OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 
 
 @contextmanager
-def atomic_path(path: Path, replace_folder: bool = False,
-                place: Callable[[Path], None] | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: Path, replace_folder: bool = False, place: Callable[[Path], None] | None = None
+) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
     Works for files and for directories (a Core ML .mlpackage is a directory). An existing
@@ -166,8 +167,9 @@ def fd_sha256(fd: int) -> str:
     return h.hexdigest()
 
 
-def open_folder(base: Path | int, parts: list[str] | tuple[str, ...], create: bool = False,
-                follow: bool = False) -> int:
+def open_folder(
+    base: Path | int, parts: list[str] | tuple[str, ...], create: bool = False, follow: bool = False
+) -> int:
     """A descriptor of the folder base/parts[0]/parts[1]/..., opened one step at a time.
 
     `base` (a path, or a descriptor that stays the caller's) is taken as it is; below it no
@@ -187,8 +189,10 @@ def open_folder(base: Path | int, parts: list[str] | tuple[str, ...], create: bo
             return os.open(parts[k], _OPEN_FOLDER | nofollow, dir_fd=fd)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise UnsafePath(f"{'/'.join(parts[:k + 1])} is a symbolic link or not a folder; refinery goes "
-                                 "only through real folders there") from None
+                raise UnsafePath(
+                    f"{'/'.join(parts[: k + 1])} is a symbolic link or not a folder; refinery goes "
+                    "only through real folders there"
+                ) from None
             raise
 
     start = os.open(base, _OPEN_FOLDER) if not isinstance(base, int) else os.dup(base)
@@ -219,8 +223,12 @@ def create_exclusive(folder_fd: int, name: str, mode: int = 0o600) -> tuple[int,
     while True:
         tmp = f".{stem}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                         mode, dir_fd=folder_fd)
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                mode,
+                dir_fd=folder_fd,
+            )
             return fd, tmp
         except FileExistsError:
             continue
@@ -249,7 +257,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     """All of `data` to `fd` (os.write may write less than it was given)."""
     view = memoryview(data).cast("B")
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def link_as_new(folder_fd: int, tmp: str, name: str) -> str:

@@ -36,9 +36,15 @@ BIG_PIXELS = 16_000_000
 MAX_FILE_BYTES = 256 * 1024 * 1024  # refuse to read larger files into memory
 ORIENTATION = 0x0112  # the EXIF tag
 # How to turn the stored pixels into the picture a person sees, by EXIF orientation.
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
-              7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 TRANSPOSED = {5, 6, 7, 8}  # orientations that swap width and height
 # Transparent pixels are judged over mid-gray: a cut-out's empty areas make it neither
 # "too dark" nor "burnt out".
@@ -47,7 +53,6 @@ BACKDROP = (128, 128, 128)
 # blur, exposure, edges and hashes, and half of a 640 px JPEG, which the decoder gives at a
 # quarter of the cost of a full decode.
 WORK_SIZE = 320
-
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,11 @@ def check_pixels(width: int, height: int, name: object) -> None:
     """UnreadableImage when a picture declaring width x height pixels is over MAX_PIXELS (`name`
     labels it): such a picture is not decoded."""
     if width * height > MAX_PIXELS:
-        raise UnreadableImage(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), "
-                                    f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded")
+        raise UnreadableImage(
+            name,
+            f"declares {width}x{height} pixels ({width * height / 1e6:.0f} Mpx), "
+            f"over the limit of {MAX_PIXELS / 1e6:.0f} Mpx; not decoded",
+        )
 
 
 def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: int = 0) -> Decoded:
@@ -239,7 +247,7 @@ _T = TypeVar("_T")
 def batches(items: list[_T], size: int) -> Iterator[list[_T]]:
     """Consecutive slices of `items`, `size` at a time."""
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def thumbnail(data: bytes, name: object, side: int) -> Image.Image:

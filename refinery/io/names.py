@@ -57,5 +57,9 @@ def is_sha256_hex(value: object) -> TypeGuard[str]:
 def is_plain_path(value: object) -> TypeGuard[str]:
     """A relative path, read back from disk, that stays below its folder: every step a name
     (no leading '/', no '..', '.' or empty step, no NUL)."""
-    return isinstance(value, str) and bool(value) and "\x00" not in value \
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and "\x00" not in value
         and all(part not in ("", ".", "..") for part in value.split("/"))
+    )

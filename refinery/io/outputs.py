@@ -61,8 +61,12 @@ class Kind(Enum):
 
 # The first key of every JSON file refinery writes: {"refinery": "dedup report", ...}. A report
 # never replaces a model's spec, nor an eval result a report that `apply` still needs.
-JSON_MARKS = {Kind.REPORT: "dedup report", Kind.FRAMES_REPORT: "frames report", Kind.EVAL: "eval",
-              Kind.SPEC: "model spec"}
+JSON_MARKS = {
+    Kind.REPORT: "dedup report",
+    Kind.FRAMES_REPORT: "frames report",
+    Kind.EVAL: "eval",
+    Kind.SPEC: "model spec",
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,11 @@ class Output:
     kind: Kind
 
 
-def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[Path | None] = (),
-                  destinations: Iterable[tuple[str, Path | None]] = ()) -> None:
+def check_outputs(
+    outputs: Iterable[Output | None],
+    inputs: Iterable[Path | None] = (),
+    destinations: Iterable[tuple[str, Path | None]] = (),
+) -> None:
     """Refuse now, in one line, any output that would land on an input, on another output, or
     on a file refinery did not write; and any whose folder cannot be written.
 
@@ -88,14 +95,17 @@ def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[Path | None
     for flag, dest in destinations:
         for out in outs:
             if dest is not None and _holds(dest, out.path):
-                raise OutputRefused(f"{out.flag} {out.path} is inside {flag} {dest}, where files are moved or "
-                                    "copied; write it elsewhere")
+                raise OutputRefused(
+                    f"{out.flag} {out.path} is inside {flag} {dest}, where files are moved or "
+                    "copied; write it elsewhere"
+                )
     seen: dict[tuple[int, int] | str, Output] = {}
     for out in outs:
         key = _identity(out.path)
         if key in seen:
-            raise OutputRefused(f"{out.flag} {out.path} and {seen[key].flag} {seen[key].path} are the same "
-                                "file; give each its own name")
+            raise OutputRefused(
+                f"{out.flag} {out.path} and {seen[key].flag} {seen[key].path} are the same file; give each its own name"
+            )
         seen[key] = out
         for source in ins:
             _refuse_input(out, source)
@@ -114,15 +124,18 @@ def refuse_unless_ours(path: Path, kind: Kind, flag: str = "") -> None:
     except OSError as e:
         raise OutputRefused(f"{what}: cannot write there: {e.strerror or e}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise OutputRefused(f"{what} is a symbolic link; refinery writes no file through a link or over one: "
-                            "give another name")
+        raise OutputRefused(
+            f"{what} is a symbolic link; refinery writes no file through a link or over one: give another name"
+        )
     if stat.S_ISDIR(st.st_mode):
         raise OutputRefused(f"{what} is a folder; give the name of a file to write")
     if not stat.S_ISREG(st.st_mode):
         raise OutputRefused(f"{what} is not a regular file (a FIFO, a device or a socket); give another name")
     if not is_ours(path, kind):
-        raise OutputRefused(f"{what} already exists and is not {kind.value}; refinery writes over nothing it "
-                            "did not write: give another name, or move that file away yourself")
+        raise OutputRefused(
+            f"{what} already exists and is not {kind.value}; refinery writes over nothing it "
+            "did not write: give another name, or move that file away yourself"
+        )
 
 
 def is_ours(path: Path, kind: Kind) -> bool:
@@ -171,8 +184,9 @@ def marked(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
 
 def write_output(path: Path, kind: Kind, data: str | bytes) -> None:
     """Write a whole output at once, as `output_path` does; a full disk is one line."""
-    write_bytes_atomic(Path(path), data.encode() if isinstance(data, str) else data,
-                       place=lambda tmp: _place(tmp, Path(path), kind))
+    write_bytes_atomic(
+        Path(path), data.encode() if isinstance(data, str) else data, place=lambda tmp: _place(tmp, Path(path), kind)
+    )
 
 
 def _place(tmp: Path, path: Path, kind: Kind) -> None:
@@ -198,8 +212,7 @@ def _refuse_input(out: Output, source: Path) -> None:
     if os.path.isdir(target) and _holds(target, source):
         raise OutputRefused(f"{out.flag} {target} holds {source}, an input of this command; write it elsewhere")
     if os.path.lexists(target) and _holds(source, target) and not is_ours(target, out.kind):
-        raise OutputRefused(f"{out.flag} {target} is a file in {source}, an input of this command; write it "
-                            "elsewhere")
+        raise OutputRefused(f"{out.flag} {target} is a file in {source}, an input of this command; write it elsewhere")
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -251,7 +264,7 @@ def _sniff_vocab(f: BinaryIO) -> bool:
     # gzip header: magic, method, flags (FNAME = 8), mtime, xfl, os, then the zero-ended name.
     if head[:3] != b"\x1f\x8b\x08" or not head[3] & 8:
         return False
-    return head[10:10 + len(GZIP_NAME) + 1] == GZIP_NAME.encode() + b"\0"
+    return head[10 : 10 + len(GZIP_NAME) + 1] == GZIP_NAME.encode() + b"\0"
 
 
 def _sniff_checkpoint(f: BinaryIO) -> bool:
@@ -261,6 +274,12 @@ def _sniff_checkpoint(f: BinaryIO) -> bool:
         return len(pickles) == 1 and CHECKPOINT_MARK.encode() in z.read(pickles[0])
 
 
-_SNIFFERS = {**{kind: _json_sniffer(kind) for kind in JSON_MARKS}, Kind.CSV: _sniff_csv, Kind.PAGE: _sniff_page,
-             Kind.NPZ: _sniff_npz, Kind.ONNX: _sniff_onnx, Kind.VOCAB: _sniff_vocab,
-             Kind.CHECKPOINT: _sniff_checkpoint}
+_SNIFFERS = {
+    **{kind: _json_sniffer(kind) for kind in JSON_MARKS},
+    Kind.CSV: _sniff_csv,
+    Kind.PAGE: _sniff_page,
+    Kind.NPZ: _sniff_npz,
+    Kind.ONNX: _sniff_onnx,
+    Kind.VOCAB: _sniff_vocab,
+    Kind.CHECKPOINT: _sniff_checkpoint,
+}

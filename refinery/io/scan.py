@@ -22,16 +22,47 @@ _SIGNATURES = (
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
 )
-_ISO_BRANDS = {b"heic": "heif", b"heix": "heif", b"hevc": "heif", b"heim": "heif", b"heis": "heif",
-               b"hevm": "heif", b"hevs": "heif", b"mif1": "heif", b"msf1": "heif", b"avif": "avif",
-               b"avis": "avif"}
+_ISO_BRANDS = {
+    b"heic": "heif",
+    b"heix": "heif",
+    b"hevc": "heif",
+    b"heim": "heif",
+    b"heis": "heif",
+    b"hevm": "heif",
+    b"hevs": "heif",
+    b"mif1": "heif",
+    b"msf1": "heif",
+    b"avif": "avif",
+    b"avis": "avif",
+}
 # Videos are not pictures: a dedup run names them (`refinery frames` thins them).
-VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                            ".ts", ".mts", ".3gp"})
+VIDEO_SUFFIXES = frozenset(
+    {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp"}
+)
 # Names worth a look even when their content is not recognised: so that a broken
 # photo.jpg is reported as an error instead of being silently skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".mpo",
-                            ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".hif", ".avif"})
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".mpo",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".heic",
+        ".heif",
+        ".hif",
+        ".avif",
+    }
+)
 
 
 def sniff(head: bytes) -> str | None:
@@ -110,15 +141,17 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
                 if _is_image(entry.path, entry.name):
                     files.append(path)
                 elif os.path.splitext(entry.name)[1].lower() in VIDEO_SUFFIXES:
-                    skipped.append(Skipped(_rel(path, root), "skip", "a video: use `refinery frames`",
-                                           ReasonCode.VIDEO))
+                    skipped.append(
+                        Skipped(_rel(path, root), "skip", "a video: use `refinery frames`", ReasonCode.VIDEO)
+                    )
             elif _has_image_suffix(entry.name):  # a FIFO, socket or device named like a picture
                 skipped.append(Skipped(_rel(path, root), "error", "not a regular file"))
     return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))
 
 
-def _follow(path: Path, root: Path, real_root: Path, follow: bool, entered: set[Path],
-            skipped: list[Skipped]) -> str | None:
+def _follow(
+    path: Path, root: Path, real_root: Path, follow: bool, entered: set[Path], skipped: list[Skipped]
+) -> str | None:
     """What to do with the symbolic link `path`: "file" (judge it), "folder" (enter it) or
     None (a `skip` or `error` line has been added, or it is no image)."""
     rel = _rel(path, root)
@@ -127,9 +160,13 @@ def _follow(path: Path, root: Path, real_root: Path, follow: bool, entered: set[
         is_dir = target.is_dir()
     except OSError as e:
         if _has_image_suffix(path.name):
-            why = ("a symbolic link loop" if e.errno == errno.ELOOP
-                   else f"broken symbolic link: its target {os.readlink(path)} does not exist"
-                   if e.errno == errno.ENOENT else f"broken symbolic link: {e.strerror or e}")
+            why = (
+                "a symbolic link loop"
+                if e.errno == errno.ELOOP
+                else f"broken symbolic link: its target {os.readlink(path)} does not exist"
+                if e.errno == errno.ENOENT
+                else f"broken symbolic link: {e.strerror or e}"
+            )
             skipped.append(Skipped(rel, "error", why))
         return None
     if not is_dir and not _is_image(str(target), path.name):
@@ -137,21 +174,33 @@ def _follow(path: Path, root: Path, real_root: Path, follow: bool, entered: set[
     kind = "folder" if is_dir else "file"
     inside = target == real_root or real_root in target.parents
     if inside and not is_dir and not any(part.startswith(".") for part in target.relative_to(real_root).parts):
-        skipped.append(Skipped(rel, "skip", f"symbolic link to {target.relative_to(real_root).as_posix()}, "
-                                            "which is judged under its own name", ReasonCode.LINK))
+        skipped.append(
+            Skipped(
+                rel,
+                "skip",
+                f"symbolic link to {target.relative_to(real_root).as_posix()}, which is judged under its own name",
+                ReasonCode.LINK,
+            )
+        )
         return None
     if inside:
-        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} inside the folder; not followed",
-                               ReasonCode.LINK))
+        skipped.append(
+            Skipped(rel, "skip", f"symbolic link to a {kind} inside the folder; not followed", ReasonCode.LINK)
+        )
         return None
     if not follow:
-        skipped.append(Skipped(rel, "skip", f"symbolic link to a {kind} outside the folder ({target}); "
-                                            "not followed (--follow-symlinks judges it)", ReasonCode.LINK))
+        skipped.append(
+            Skipped(
+                rel,
+                "skip",
+                f"symbolic link to a {kind} outside the folder ({target}); not followed (--follow-symlinks judges it)",
+                ReasonCode.LINK,
+            )
+        )
         return None
     if is_dir:
         if target in entered:
-            skipped.append(Skipped(rel, "skip", f"symbolic link to a folder already read ({target})",
-                                   ReasonCode.LINK))
+            skipped.append(Skipped(rel, "skip", f"symbolic link to a folder already read ({target})", ReasonCode.LINK))
             return None
         entered.add(target)
     return kind

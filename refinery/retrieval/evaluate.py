@@ -84,23 +84,33 @@ def average_precision(relevant: np.ndarray) -> float:
     return float(np.mean(hits[relevant] / ranks))
 
 
-def score_rankings(rankings: list[np.ndarray], query_labels: list[str], gallery_labels: np.ndarray, k: int,
-                   seconds: float) -> Scores:
+def score_rankings(
+    rankings: list[np.ndarray], query_labels: list[str], gallery_labels: np.ndarray, k: int, seconds: float
+) -> Scores:
     """The metrics of one method from its rankings (gallery rows best first, one per query)."""
     per_class = Counter(gallery_labels.tolist())
     rows = []
     for order, label in zip(rankings, query_labels, strict=True):
         relevant = gallery_labels[order] == label
         found = relevant[:k].sum()
-        rows.append((relevant[0], relevant[:5].any(), found / k, found / max(1, per_class[label]),
-                     average_precision(relevant)))
+        rows.append(
+            (relevant[0], relevant[:5].any(), found / k, found / max(1, per_class[label]), average_precision(relevant))
+        )
     top1, top5, p_k, r_k, ap = (float(np.mean(column)) for column in zip(*rows, strict=True))
     return Scores(top1, top5, p_k, r_k, ap, len(rankings) / seconds if seconds else 0.0, len(rankings))
 
 
-def evaluate(root: Path, cfg: Config, models: list[str], methods: list[str] | None = None, k: int = 5,
-             faces: bool = False, device: str = "auto", progress: object = None,
-             cache_for: Callable[[Embedder], object] | None = None) -> dict[str, Scores]:
+def evaluate(
+    root: Path,
+    cfg: Config,
+    models: list[str],
+    methods: list[str] | None = None,
+    k: int = 5,
+    faces: bool = False,
+    device: str = "auto",
+    progress: object = None,
+    cache_for: Callable[[Embedder], object] | None = None,
+) -> dict[str, Scores]:
     """Scores of every method (embeddings of each model, pixel metrics, SIFT) on DIR's classes.
 
     The gallery is indexed once per model (embeddings from the feature cache when there is
@@ -117,8 +127,12 @@ def evaluate(root: Path, cfg: Config, models: list[str], methods: list[str] | No
         gallery_paths, query_paths = split_queries(index.paths)
         rows = {rel: i for i, rel in enumerate(index.paths)}
         g = np.array([rows[rel] for rel in gallery_paths])
-        gallery = Gallery(gallery_paths, index.gallery.vectors[g], index.gallery.pixels[g],
-                          [index.gallery.sift[i] for i in g] if index.gallery.sift is not None else None)
+        gallery = Gallery(
+            gallery_paths,
+            index.gallery.vectors[g],
+            index.gallery.pixels[g],
+            [index.gallery.sift[i] for i in g] if index.gallery.sift is not None else None,
+        )
         labels = np.array([label_of(rel) for rel in gallery_paths])
         wanted = [m for m in gallery.methods() if (m == "embedding" or first) and (methods is None or m in methods)]
         maker = QueryMaker(embedder, faces, want_sift)
@@ -144,9 +158,11 @@ def run_text_queries(embedder: Embedder, gallery: Gallery, labels: np.ndarray, k
     return score_rankings(rankings, classes, labels, k, time.perf_counter() - start)
 
 
-def run_queries(root: Path, query_paths: list[str], gallery: Gallery, labels: np.ndarray, method: str,
-                maker: QueryMaker, k: int) -> Scores:
+def run_queries(
+    root: Path, query_paths: list[str], gallery: Gallery, labels: np.ndarray, method: str, maker: QueryMaker, k: int
+) -> Scores:
     """Answer every query from its file with `method`, timing the whole of it."""
+
     def answer(rel: str) -> np.ndarray | None:
         try:
             image = maker.picture(read_bytes(root / rel), rel)
@@ -171,9 +187,13 @@ def run_queries(root: Path, query_paths: list[str], gallery: Gallery, labels: np
 
 def table(results: dict[str, Scores], k: int) -> str:
     """The results as a markdown table, best mAP first."""
-    lines = [f"| method | top-1 | top-5 | precision@{k} | recall@{k} | mAP | queries/s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| method | top-1 | top-5 | precision@{k} | recall@{k} | mAP | queries/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, s in sorted(results.items(), key=lambda item: -item[1].map):
-        lines.append(f"| {name} | {s.top1:.3f} | {s.top5:.3f} | {s.precision_at_k:.3f} | {s.recall_at_k:.3f} | "
-                     f"{s.map:.3f} | {s.queries_per_s:.1f} |")
+        lines.append(
+            f"| {name} | {s.top1:.3f} | {s.top5:.3f} | {s.precision_at_k:.3f} | {s.recall_at_k:.3f} | "
+            f"{s.map:.3f} | {s.queries_per_s:.1f} |"
+        )
     return "\n".join(lines)

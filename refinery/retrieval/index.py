@@ -96,8 +96,9 @@ class Gallery:
     def methods(self) -> list[str]:
         return ["embedding", *PIXEL_METHODS] + (["sift"] if self.sift is not None else [])
 
-    def scores(self, query: Query, method: str, metric: str = "cosine", k: int | None = None) -> tuple[np.ndarray,
-                                                                                                           np.ndarray]:
+    def scores(
+        self, query: Query, method: str, metric: str = "cosine", k: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(gallery rows best first, their scores); the k best, or the whole gallery."""
         n = len(self.paths)
         k = n if k is None else min(k, n)
@@ -170,8 +171,9 @@ class RetrievalIndex:
     def query_maker(self) -> QueryMaker:
         return QueryMaker(self.embedder, self.meta["faces"], self.gallery.sift is not None)
 
-    def search(self, data: bytes, name: str, k: int = 10, method: str = "embedding",
-               metric: str = "cosine") -> list[Hit]:
+    def search(
+        self, data: bytes, name: str, k: int = 10, method: str = "embedding", metric: str = "cosine"
+    ) -> list[Hit]:
         """The k pictures most like the query bytes, best first."""
         return self._hits(self.query_maker(data, name), method, metric, k)
 
@@ -186,8 +188,10 @@ class RetrievalIndex:
 
     def _hits(self, query: Query, method: str, metric: str, k: int) -> list[Hit]:
         rows, scores = self.gallery.scores(query, method, metric, k)
-        return [Hit(rank, round(float(score), 6), self.paths[row])
-                for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)]
+        return [
+            Hit(rank, round(float(score), 6), self.paths[row])
+            for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)
+        ]
 
     @property
     def searchable_by_text(self) -> bool:
@@ -236,18 +240,23 @@ class RetrievalIndex:
         try:
             meta = read_json(path / "index.json", "an index's index.json")
         except RefineryError as e:
-            raise RefineryError(f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out "
-                                f"{path}`") from None
+            raise RefineryError(
+                f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out {path}`"
+            ) from None
         if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
             version = meta.get("version") if isinstance(meta, dict) else None
-            raise RefineryError(f"{path}: index version {version}, this refinery reads "
-                                f"{INDEX_VERSION}; build it again with `refinery index`")
+            raise RefineryError(
+                f"{path}: index version {version}, this refinery reads "
+                f"{INDEX_VERSION}; build it again with `refinery index`"
+            )
         _check_parts(path, meta)
         _check_meta(path, meta)
         model = Path(meta["model"]["path"])
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
-            raise RefineryError(f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
-                                "which is not there any more; build the index again")
+            raise RefineryError(
+                f"{path}: built with the model {model} (SHA-256 {meta['model']['sha256'][:12]}), "
+                "which is not there any more; build the index again"
+            )
         try:  # the parts' hashes are in index.json, which a hand can edit too
             index = faiss.read_index(str(path / "embedding.faiss"))
             sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
@@ -255,21 +264,32 @@ class RetrievalIndex:
         except (RuntimeError, ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
             text = str(e).strip()  # faiss' messages end with what went wrong, after its source location
             why = text.rsplit(" failed: ", 1)[-1].splitlines()[-1][-160:] if text else type(e).__name__
-            raise RefineryError(f"{path}: damaged index: its files cannot be read ({why}); build it again with "
-                                "`refinery index`") from None
+            raise RefineryError(
+                f"{path}: damaged index: its files cannot be read ({why}); build it again with `refinery index`"
+            ) from None
         if isinstance(index, faiss.IndexHNSWFlat):
             index.hnsw.efSearch = HNSW_EF_SEARCH
         paths = [f[0] for f in meta["files"]]
         if not (index.ntotal == len(pixels) == len(paths) and (sift is None or len(sift) == len(paths))):
-            raise RefineryError(f"{path}: damaged index: its files hold different numbers of pictures; build it "
-                                "again with `refinery index`")
+            raise RefineryError(
+                f"{path}: damaged index: its files hold different numbers of pictures; build it "
+                "again with `refinery index`"
+            )
         gallery = Gallery(paths, np.zeros((0, index.d), np.float32), pixels, sift, index)
         return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device), device)
 
 
-def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = None, progress: object = None,
-                faces: bool = False, with_sift: bool = False, previous: RetrievalIndex | None = None,
-                exact_up_to: int = EXACT_UP_TO) -> RetrievalIndex:
+def build_index(
+    root: Path,
+    cfg: Config,
+    embedder: Embedder,
+    cache: object = None,
+    progress: object = None,
+    faces: bool = False,
+    with_sift: bool = False,
+    previous: RetrievalIndex | None = None,
+    exact_up_to: int = EXACT_UP_TO,
+) -> RetrievalIndex:
     """Embed every readable picture under `root` and make it searchable by every method."""
     root = Path(root)
     folder = embed_every_picture(root, cfg, embedder, progress, cache, face_crop(faces))  # type: ignore[arg-type]
@@ -296,11 +316,18 @@ def build_index(root: Path, cfg: Config, embedder: Embedder, cache: object = Non
     sift = [done[i][1] for i in ok] if with_sift else None
     index = make_faiss_index(vectors, exact_up_to)
     meta = {
-        "version": INDEX_VERSION, "root": str(root.resolve()),
-        "model": {"path": str(embedder.path.resolve()), "sha256": file_sha256(embedder.path),
-                  "name": embedder.path.name, "dim": int(vectors.shape[1])},
-        "faces": faces, "kind": "flat" if isinstance(index, faiss.IndexFlatIP) else "hnsw",
-        "files": [[folder.paths[i], *stats[i]] for i in ok], "left_out": sorted(left_out),
+        "version": INDEX_VERSION,
+        "root": str(root.resolve()),
+        "model": {
+            "path": str(embedder.path.resolve()),
+            "sha256": file_sha256(embedder.path),
+            "name": embedder.path.name,
+            "dim": int(vectors.shape[1]),
+        },
+        "faces": faces,
+        "kind": "flat" if isinstance(index, faiss.IndexFlatIP) else "hnsw",
+        "files": [[folder.paths[i], *stats[i]] for i in ok],
+        "left_out": sorted(left_out),
         "cached": folder.cached,
     }
     gallery = Gallery([folder.paths[i] for i in ok], vectors, pixels, sift, index)  # type: ignore[arg-type]
@@ -312,22 +339,29 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _reusable(previous: RetrievalIndex | None,
-              with_sift: bool) -> dict[tuple[str, int, int], tuple[np.ndarray, SiftFeatures | None]]:
+def _reusable(
+    previous: RetrievalIndex | None, with_sift: bool
+) -> dict[tuple[str, int, int], tuple[np.ndarray, SiftFeatures | None]]:
     """Thumbnails (and SIFT) of the previous index, by (path, size, mtime)."""
     if previous is None or (with_sift and previous.gallery.sift is None):
         return {}
     sift = previous.gallery.sift
-    return {tuple(f): (previous.gallery.pixels[i], sift[i] if (with_sift and sift) else None)
-            for i, f in enumerate(previous.meta["files"])}
+    return {
+        tuple(f): (previous.gallery.pixels[i], sift[i] if (with_sift and sift) else None)
+        for i, f in enumerate(previous.meta["files"])
+    }
 
 
 def sift_bytes(features: list[SiftFeatures]) -> bytes:
     """SIFT features as the bytes of an .npz file."""
     counts = np.array([len(f.descriptors) for f in features], np.int64)
     out = io.BytesIO()
-    np.savez(out, counts=counts, descriptors=np.concatenate([f.descriptors for f in features]),
-             points=np.concatenate([f.points for f in features]))
+    np.savez(
+        out,
+        counts=counts,
+        descriptors=np.concatenate([f.descriptors for f in features]),
+        points=np.concatenate([f.points for f in features]),
+    )
     return out.getvalue()
 
 
@@ -346,9 +380,11 @@ def check_index_folder(out: Path) -> set[str]:
         return set()
     meta = _index_json(out)
     if meta is None:
-        raise RefineryError(f"{out} already holds files and is not a refinery index (no index.json of refinery's); "
-                            "refinery writes an index only into a new or empty folder, or over an index it made: "
-                            "choose another --out")
+        raise RefineryError(
+            f"{out} already holds files and is not a refinery index (no index.json of refinery's); "
+            "refinery writes an index only into a new or empty folder, or over an index it made: "
+            "choose another --out"
+        )
     parts = meta.get("parts")
     listed = set(parts) & set(INDEX_FILES) if isinstance(parts, dict) else set(INDEX_FILES)  # version 1: all of them
     return listed & names
@@ -372,27 +408,40 @@ def _index_json(folder: Path) -> dict[str, Any] | None:
 def _check_parts(path: Path, meta: dict[str, Any]) -> None:
     """Every file index.json lists is there with the size and SHA-256 it lists."""
     parts = meta.get("parts")
-    if not isinstance(parts, dict) or not {"embedding.faiss", "pixels.npy"} <= parts.keys() or \
-            not set(parts) <= set(INDEX_FILES):
+    if (
+        not isinstance(parts, dict)
+        or not {"embedding.faiss", "pixels.npy"} <= parts.keys()
+        or not set(parts) <= set(INDEX_FILES)
+    ):
         raise RefineryError(f"{path}: index.json does not list the index's files; build it again with `refinery index`")
     for name, part in parts.items():
         try:
             size, digest = (path / name).stat().st_size, file_sha256(path / name)
         except OSError as e:
-            raise RefineryError(f"{path}: damaged index: {name}: {e.strerror or e}; build it again with "
-                                "`refinery index`") from None
+            raise RefineryError(
+                f"{path}: damaged index: {name}: {e.strerror or e}; build it again with `refinery index`"
+            ) from None
         if not isinstance(part, dict) or [size, digest] != [part.get("bytes"), part.get("sha256")]:
-            raise RefineryError(f"{path}: damaged index: {name} is not the file index.json lists (a crash while "
-                                "writing, or an edit); build it again with `refinery index`")
+            raise RefineryError(
+                f"{path}: damaged index: {name} is not the file index.json lists (a crash while "
+                "writing, or an edit); build it again with `refinery index`"
+            )
 
 
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     """index.json's fields have the types refinery wrote (it is read back, not trusted)."""
     model, files = meta.get("model"), meta.get("files")
-    ok = (isinstance(model, dict) and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
-          and isinstance(files, list) and all(isinstance(f, list) and len(f) == 3 and isinstance(f[0], str)
-                                              and all(isinstance(x, int) for x in f[1:]) for f in files)
-          and isinstance(meta.get("root"), str) and isinstance(meta.get("faces"), bool))
+    ok = (
+        isinstance(model, dict)
+        and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
+        and isinstance(files, list)
+        and all(
+            isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and all(isinstance(x, int) for x in f[1:])
+            for f in files
+        )
+        and isinstance(meta.get("root"), str)
+        and isinstance(meta.get("faces"), bool)
+    )
     if not ok:
         raise RefineryError(f"{path}: index.json is malformed; build the index again with `refinery index`")
 
@@ -416,6 +465,7 @@ class _HashingWriter:
 
 def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict[str, int | str]]:
     """Write a new file under a random name in `folder` (fileio.write_new); (that name, its size and SHA-256)."""
+
     def hashed(fd: int) -> dict[str, int | str]:
         writer = _HashingWriter(fd)
         write(writer)
@@ -434,5 +484,7 @@ def _unlink_quietly(folder: int, name: str) -> None:
 def load_sift(path: Path) -> list[SiftFeatures]:
     data = np.load(path)
     bounds = np.concatenate([[0], np.cumsum(data["counts"])])
-    return [SiftFeatures(data["descriptors"][a:b], data["points"][a:b])
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [
+        SiftFeatures(data["descriptors"][a:b], data["points"][a:b])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]

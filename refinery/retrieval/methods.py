@@ -81,8 +81,9 @@ class SiftGallery:
 
     def __init__(self, features: list[SiftFeatures]):
         self.features = features
-        self.owner = np.concatenate([np.full(len(f.descriptors), i, np.int64) for i, f in enumerate(features)]
-                                    or [np.zeros(0, np.int64)])
+        self.owner = np.concatenate(
+            [np.full(len(f.descriptors), i, np.int64) for i, f in enumerate(features)] or [np.zeros(0, np.int64)]
+        )
         self.index = faiss.IndexFlatL2(128)
         if len(self.owner):
             self.index.add(np.concatenate([f.descriptors for f in features]).astype(np.float32))
@@ -116,5 +117,3 @@ class SiftGallery:
         dst = other.points[[m.trainIdx for m in good]]
         _, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 5.0)
         return float(inliers.sum()) if inliers is not None else float(len(good)) / 2
-
-

@@ -41,8 +41,10 @@ def _figure(path: Path, caption: str, css: str = "") -> str:
     """A picture's cell: its thumbnail, linked to the file (a file: URL made from the name's
     bytes, so a name that is not UTF-8 links to itself), and `caption`."""
     link = html.escape(path.absolute().as_uri())
-    return (f'<figure class="{css}"><a href="{link}"><img src="{thumbnail(path)}" alt="{_text(path.name)}"></a>'
-            f"<figcaption>{_text(caption)}</figcaption></figure>")
+    return (
+        f'<figure class="{css}"><a href="{link}"><img src="{thumbnail(path)}" alt="{_text(path.name)}"></a>'
+        f"<figcaption>{_text(caption)}</figcaption></figure>"
+    )
 
 
 def _query(query: Path | str) -> str:

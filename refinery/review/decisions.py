@@ -61,8 +61,9 @@ class DecisionsFile:
             if d.file is None:
                 refused.append((d.path, "nothing was judged of it (an error line?)"))
             elif d.kept_as and (keeper is None or keeper.file is None):
-                refused.append((d.path, f"its keeper {d.kept_as} is not kept in the decisions; left, so the "
-                                        "picture is not lost"))
+                refused.append(
+                    (d.path, f"its keeper {d.kept_as} is not kept in the decisions; left, so the picture is not lost")
+                )
             else:
                 planned.append(Planned(d.path, d.file, d.kept_as, keeper.file if keeper else None))
         return planned, refused

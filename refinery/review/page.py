@@ -82,10 +82,14 @@ def check_report(report: object) -> dict[str, Any]:
     or skip of a path, every value the page uses of the type dedup writes (docs/review.md, "A
     report edited by hand"); else RefineryError in one line. Keys the page does not use are
     not looked at."""
-    if not isinstance(report, dict) or not isinstance(report.get("summary"), dict) \
-            or not isinstance(report.get("files"), list):
-        raise RefineryError("not a dedup report (it needs a summary and a list of files); "
-                            "write one with refinery dedup --report")
+    if (
+        not isinstance(report, dict)
+        or not isinstance(report.get("summary"), dict)
+        or not isinstance(report.get("files"), list)
+    ):
+        raise RefineryError(
+            "not a dedup report (it needs a summary and a list of files); write one with refinery dedup --report"
+        )
     root = report["summary"].get("root")
     if not isinstance(root, str) or not os.path.isabs(root) or "\x00" in root:
         raise RefineryError("the report's summary names no root folder (an absolute path)")
@@ -163,8 +167,9 @@ def evidence(line: dict[str, Any]) -> tuple[str, float]:
     if line.get("test") == "scene" and "foreground_overlap" in scores:
         return "overlap", float(scores["foreground_overlap"])
     code = line.get("reason_code")
-    looks_like = code == ReasonCode.LOOKS_LIKE if code is not None else \
-        str(line.get("reason", "")).startswith("looks like")
+    looks_like = (
+        code == ReasonCode.LOOKS_LIKE if code is not None else str(line.get("reason", "")).startswith("looks like")
+    )
     if "cosine" in scores and (line.get("stage") == "semantic" or "thumb_correlation" not in scores or looks_like):
         return "semantic", float(scores["cosine"])
     if "thumb_correlation" in scores:
@@ -172,8 +177,14 @@ def evidence(line: dict[str, Any]) -> tuple[str, float]:
     return "exact", 1.0
 
 
-def write_review(report: dict[str, Any], out: Path, progress: Progress | None = None, workers: int = 0,
-                 pictures: Mapping[str, bytes] | None = None, note: str = "") -> ReviewStats:
+def write_review(
+    report: dict[str, Any],
+    out: Path,
+    progress: Progress | None = None,
+    workers: int = 0,
+    pictures: Mapping[str, bytes] | None = None,
+    note: str = "",
+) -> ReviewStats:
     """Write the review page of `report` (a dedup report's dict) to `out`, atomically.
 
     Every file is read again from the report's root for its thumbnail, unless `pictures`
@@ -202,8 +213,7 @@ def write_review(report: dict[str, Any], out: Path, progress: Progress | None = 
 
     files = data["files"]
     workers = workers or cpu_count()
-    rendered = ordered_map(functools.partial(_render, root, follow, files, pictures or {}), tasks, workers,
-                           4 * workers)
+    rendered = ordered_map(functools.partial(_render, root, follow, files, pictures or {}), tasks, workers, 4 * workers)
     for task, shown in zip(tasks, rendered, strict=True):
         for index, one in zip(task, shown, strict=True):
             files[index]["thumb"] = store(one.thumb)
@@ -237,14 +247,43 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
         if decision == "keep" and group is None:  # shown nowhere; saved with the decisions
             files.append({"path": line["path"], "decision": "keep", "kept_as": None, "file": judged})
             continue
-        files.append({key: line.get(key) for key in ("path", "decision", "stage", "reason", "group", "kept_as",
-                                                     "scores", "test")} | {"file": judged})
+        files.append(
+            {
+                key: line.get(key)
+                for key in ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
+            }
+            | {"file": judged}
+        )
         if decision == "error":
             errors.append(index)
         elif group is not None:
             members.setdefault(group, []).append(index)
         else:
             rejects.append(index)
+    groups = _groups(files, members, rejects)
+    rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
+    counts = {
+        d: sum(1 for line in report["files"] if line["decision"] == d) for d in ("keep", "remove", "error", "skip")
+    }
+    # Saved with the decisions: `refinery apply` goes through links only if this run did.
+    data = {
+        "root": report["summary"]["root"],
+        "follow_symlinks": report["summary"].get("follow_symlinks") is True,
+        "counts": counts,
+        "page_size": PAGE_SIZE,
+        "files": files,
+        "groups": groups,
+        "rejects": rejects,
+        "errors": errors,
+    }
+    tasks = [[g["keeper"], *g["members"]] for g in groups] + [[i] for i in rejects]
+    return data, tasks
+
+
+def _groups(files: list[dict[str, Any]], members: dict[Any, list[int]], rejects: list[int]) -> list[dict[str, Any]]:
+    """Each group as the page shows it - its keeper, then its removed files from the weakest
+    evidence up, then its other kept files - riskiest first; a group without a keeper or
+    without a removed file goes to `rejects`, each shown on its own."""
     groups = []
     for group, indexes in members.items():
         removed = [i for i in indexes if files[i]["decision"] == "remove"]
@@ -260,19 +299,12 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
         kind, risk = strength[others[0]]
         groups.append({"id": group, "keeper": keeper, "members": others, "risk": risk, "evidence": kind})
     groups.sort(key=lambda g: (g["risk"], files[g["keeper"]]["path"]))
-    rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
-    counts = {d: sum(1 for line in report["files"] if line["decision"] == d) for d in ("keep", "remove", "error",
-                                                                                      "skip")}
-    # Saved with the decisions: `refinery apply` goes through links only if this run did.
-    data = {"root": report["summary"]["root"], "follow_symlinks": report["summary"].get("follow_symlinks") is True,
-            "counts": counts, "page_size": PAGE_SIZE,
-            "files": files, "groups": groups, "rejects": rejects, "errors": errors}
-    tasks = [[g["keeper"], *g["members"]] for g in groups] + [[i] for i in rejects]
-    return data, tasks
+    return groups
 
 
-def _render(root: Path, follow: bool, files: list[dict[str, Any]], pictures: Mapping[str, bytes],
-            task: list[int]) -> list[_Shown]:
+def _render(
+    root: Path, follow: bool, files: list[dict[str, Any]], pictures: Mapping[str, bytes], task: list[int]
+) -> list[_Shown]:
     """Thumbnails of a group's files (a file's bytes read once for its copies; `pictures`
     made already), and for each scene frame where it differs from its keeper."""
     images: dict[str, Image.Image | str] = {}
@@ -323,8 +355,9 @@ def _read_below(root: Path, path: str, follow: bool) -> bytes:
     try:
         folder = open_folder(root, folders, follow=follow)
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW),
-                         dir_fd=folder)
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), dir_fd=folder
+            )
         finally:
             os.close(folder)
     except FileNotFoundError:
@@ -391,6 +424,8 @@ def render_page(data: dict[str, Any]) -> str:
     and `data` as JSON. Every name is put in the page by the script as text, never as markup."""
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no "</script>" inside
     style, script = asset("review.css"), asset("review.js")
-    csp = (f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
-           "img-src data:; base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
     return render("review.html", mark=PAGE_MARK, csp=csp, style=style, payload=payload, script=script)

@@ -51,8 +51,12 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def resolve_providers(device: str = "auto", available: list[str] | None = None,
-                      machine: str | None = None, coreml_cache: Path | None = None) -> ProviderList:
+def resolve_providers(
+    device: str = "auto",
+    available: list[str] | None = None,
+    machine: str | None = None,
+    coreml_cache: Path | None = None,
+) -> ProviderList:
     """The providers to hand to onnxruntime for `device`, best first, CPU always last.
 
     `auto` picks CoreML on Apple Silicon, CUDA where onnxruntime-gpu sees a GPU, else CPU.
@@ -74,7 +78,8 @@ def resolve_providers(device: str = "auto", available: list[str] | None = None,
         if _PROVIDER[device] not in available:
             raise ProviderUnavailable(
                 f"device {device!r} asked for, but onnxruntime here offers only "
-                f"{', '.join(available)}; {_INSTALL_HINT[device]}")
+                f"{', '.join(available)}; {_INSTALL_HINT[device]}"
+            )
         return provider(device) + cpu
     if machine == "Darwin-arm64" and _PROVIDER["coreml"] in available:
         return provider("coreml") + cpu

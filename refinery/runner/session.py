@@ -38,13 +38,16 @@ def read_spec(model_path: Path, metadata: dict[str, str] | None = None) -> Model
         try:
             return ModelSpec.from_metadata(metadata)
         except (ModelError, TypeError, ValueError) as e:
-            raise ModelError(f"{model_path}: bad model spec in its metadata: {e}; export it again with "
-                             "`refinery export-model`") from e
+            raise ModelError(
+                f"{model_path}: bad model spec in its metadata: {e}; export it again with `refinery export-model`"
+            ) from e
     sidecar = Path(model_path).with_suffix(".json")
     if sidecar.is_file():
         return ModelSpec.load(sidecar)
-    raise ModelError(f"{model_path}: no refinery model spec in its metadata and no {sidecar.name} "
-                     "beside it; export it with `refinery export-model`")
+    raise ModelError(
+        f"{model_path}: no refinery model spec in its metadata and no {sidecar.name} "
+        "beside it; export it with `refinery export-model`"
+    )
 
 
 class Embedder:
@@ -59,9 +62,15 @@ class Embedder:
         >>> vectors = emb.embed(batch)   # float32 (N, output_dim), L2-normalised
     """
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto",
-                 providers: ProviderList | None = None, threads: int = 0,
-                 batch_size: int = 32, fixed_batch: bool | None = None):
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        device: str = "auto",
+        providers: ProviderList | None = None,
+        threads: int = 0,
+        batch_size: int = 32,
+        fixed_batch: bool | None = None,
+    ):
         self.path = resolve_model_path(model)
         self.batch_size = batch_size
         self._device, self._asked, self._threads, self._fixed_batch = device, providers, threads, fixed_batch
@@ -90,14 +99,15 @@ class Embedder:
         sidecar = self.path.with_suffix(".json")
         in_metadata = bool(metadata) and "input_size" in metadata
         if hasattr(self, "spec"):  # read from the sidecar, the likelier stale one: checked against the graph first
-            check_graph(self.path, self.spec, session, f"{sidecar.name} says",
-                        f" (or delete the stale {sidecar.name})")
+            check_graph(self.path, self.spec, session, f"{sidecar.name} says", f" (or delete the stale {sidecar.name})")
         spec = read_spec(self.path, metadata)
         if in_metadata or not hasattr(self, "spec"):
             check_graph(self.path, spec, session, "its metadata says" if in_metadata else f"{sidecar.name} says", "")
         if hasattr(self, "spec") and spec != self.spec:
-            raise ModelError(f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe "
-                             "different models; export it again with `refinery export-model`")
+            raise ModelError(
+                f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe "
+                "different models; export it again with `refinery export-model`"
+            )
         self.spec = spec
         inputs = session.get_inputs()
         batch_dim = inputs[0].shape[0]
@@ -106,8 +116,14 @@ class Embedder:
             self.batch_size = batch_dim
         self._input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
         self._session = session
-        log.info("model %s (%s, %s, %d-d) on %s", self.path.name, spec.name, spec.precision,
-                 spec.output_dim, session.get_providers()[0])
+        log.info(
+            "model %s (%s, %s, %d-d) on %s",
+            self.path.name,
+            spec.name,
+            spec.precision,
+            spec.output_dim,
+            session.get_providers()[0],
+        )
 
     @property
     def session(self) -> Any:
@@ -137,8 +153,9 @@ class Embedder:
         """Raw model output for a prepared (N, 3, H, W) batch, not normalised by refinery."""
         if len(batch) == 0:
             return np.zeros((0, self.spec.output_dim), np.float32)
-        return np.concatenate([self._run_chunk(batch[i:i + self.batch_size])
-                               for i in range(0, len(batch), self.batch_size)])
+        return np.concatenate(
+            [self._run_chunk(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+        )
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         session = self.session
@@ -169,8 +186,12 @@ def open_session(path: Path, asked: ProviderList, threads: int = 0, fixed_batch:
     if fixed_batch:
         options.add_free_dimension_override_by_name(BATCH_DIM, fixed_batch)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=[name for name, _ in asked],
-                                    provider_options=[opts for _, opts in asked])
+        return ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=[name for name, _ in asked],
+            provider_options=[opts for _, opts in asked],
+        )
     except Exception as e:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from e
 
@@ -182,25 +203,28 @@ def check_graph(model_path: Path, spec: ModelSpec, session: Any, says: str, hint
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     if spec.input_name not in inputs:
-        raise ModelError(f"{model_path}: {says} input {spec.input_name!r}, but the graph's inputs are "
-                         f"{', '.join(map(repr, inputs))}{fix}")
+        raise ModelError(
+            f"{model_path}: {says} input {spec.input_name!r}, but the graph's inputs are "
+            f"{', '.join(map(repr, inputs))}{fix}"
+        )
     if spec.output_name not in outputs:
-        raise ModelError(f"{model_path}: {says} output {spec.output_name!r}, but the graph's outputs are "
-                         f"{', '.join(map(repr, outputs))}{fix}")
+        raise ModelError(
+            f"{model_path}: {says} output {spec.output_name!r}, but the graph's outputs are "
+            f"{', '.join(map(repr, outputs))}{fix}"
+        )
     shape = list(inputs[spec.input_name].shape or [])
     if len(shape) != 4:
-        raise ModelError(f"{model_path}: the graph's input {spec.input_name!r} has shape {shape}, "
-                         f"not (N, 3, H, W){fix}")
+        raise ModelError(
+            f"{model_path}: the graph's input {spec.input_name!r} has shape {shape}, not (N, 3, H, W){fix}"
+        )
     if _static(shape[1]) and shape[1] != 3:
         raise ModelError(f"{model_path}: the graph takes {shape[1]} colour channels, refinery feeds 3{fix}")
     h, w = spec.input_size
     if (_static(shape[2]) and shape[2] != h) or (_static(shape[3]) and shape[3] != w):
-        raise ModelError(f"{model_path}: {says} input {h}x{w}, but the graph takes "
-                         f"{shape[2]}x{shape[3]}{fix}")
+        raise ModelError(f"{model_path}: {says} input {h}x{w}, but the graph takes {shape[2]}x{shape[3]}{fix}")
     out_shape = list(outputs[spec.output_name].shape or [])
     if out_shape and _static(out_shape[-1]) and out_shape[-1] != spec.output_dim:
-        raise ModelError(f"{model_path}: {says} output {spec.output_dim}-d, but the graph gives "
-                         f"{out_shape[-1]}-d{fix}")
+        raise ModelError(f"{model_path}: {says} output {spec.output_dim}-d, but the graph gives {out_shape[-1]}-d{fix}")
 
 
 def _static(dim: object) -> bool:

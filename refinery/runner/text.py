@@ -56,8 +56,9 @@ class TextEmbedder:
         if not vocab.is_file():
             raise ModelError(f"{self.path}: its vocabulary {vocab.name} is not beside it; {EXPORT_CLIP}")
         if file_sha256(vocab) != self.spec.vocab_sha256:
-            raise ModelError(f"{vocab}: not the vocabulary {self.path.name} was exported with (SHA-256 differs); "
-                             f"{EXPORT_CLIP}")
+            raise ModelError(
+                f"{vocab}: not the vocabulary {self.path.name} was exported with (SHA-256 differs); {EXPORT_CLIP}"
+            )
         return ClipTokenizer(vocab, self.spec.context_length, self.spec.clean)
 
     def load(self) -> TextEmbedder:
@@ -70,8 +71,9 @@ class TextEmbedder:
     def _open(self) -> None:
         # Text comes a query at a time: the CPU answers one in milliseconds, and Core ML would
         # want static shapes; CUDA is used where it was asked for and is there.
-        asked = [p for p in resolve_providers(self._device) if p[0] != "CoreMLExecutionProvider"] \
-            or [("CPUExecutionProvider", {})]
+        asked = [p for p in resolve_providers(self._device) if p[0] != "CoreMLExecutionProvider"] or [
+            ("CPUExecutionProvider", {})
+        ]
         session = open_session(self.path, asked, self._threads)
         metadata = session.get_modelmeta().custom_metadata_map
         if "vocab" not in metadata:
@@ -81,8 +83,10 @@ class TextEmbedder:
         except (ModelError, TypeError, ValueError) as e:
             raise ModelError(f"{self.path}: bad text spec in its metadata: {e}; {EXPORT_CLIP}") from None
         if hasattr(self, "spec") and spec != self.spec:
-            raise ModelError(f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe different "
-                             f"models; {EXPORT_CLIP}")
+            raise ModelError(
+                f"{self.path}: its metadata and {self.path.with_suffix('.json').name} describe different "
+                f"models; {EXPORT_CLIP}"
+            )
         check_text_graph(self.path, spec, session)
         self.spec, self._session = spec, session
 
@@ -112,13 +116,20 @@ def check_text_graph(path: Path, spec: TextSpec, session: Any) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     if spec.input_name not in inputs or spec.output_name not in outputs:
-        raise ModelError(f"{path}: its spec says {spec.input_name!r} -> {spec.output_name!r}, but the graph takes "
-                         f"{', '.join(inputs)} and gives {', '.join(outputs)}{fix}")
+        raise ModelError(
+            f"{path}: its spec says {spec.input_name!r} -> {spec.output_name!r}, but the graph takes "
+            f"{', '.join(inputs)} and gives {', '.join(outputs)}{fix}"
+        )
     shape = list(inputs[spec.input_name].shape or [])
-    if "int64" not in inputs[spec.input_name].type or len(shape) != 2 or \
-            (isinstance(shape[1], int) and shape[1] != spec.context_length):
-        raise ModelError(f"{path}: the graph's input is {inputs[spec.input_name].type} {shape}, not int64 "
-                         f"(N, {spec.context_length}){fix}")
+    if (
+        "int64" not in inputs[spec.input_name].type
+        or len(shape) != 2
+        or (isinstance(shape[1], int) and shape[1] != spec.context_length)
+    ):
+        raise ModelError(
+            f"{path}: the graph's input is {inputs[spec.input_name].type} {shape}, not int64 "
+            f"(N, {spec.context_length}){fix}"
+        )
     out = list(outputs[spec.output_name].shape or [])
     if out and isinstance(out[-1], int) and out[-1] != spec.output_dim:
         raise ModelError(f"{path}: its spec says {spec.output_dim}-d, the graph gives {out[-1]}-d{fix}")
@@ -127,16 +138,21 @@ def check_text_graph(path: Path, spec: TextSpec, session: Any) -> None:
 def text_tower_of(model_path: Path, spec: ModelSpec, device: str = "auto") -> TextEmbedder:
     """The text tower the image model `model_path` was exported with, checked, or NoTextTower."""
     if not spec.text_model:
-        raise NoTextTower(f"{Path(model_path).name} ({spec.name}) has no text tower, so it cannot be searched by "
-                          f"words; {EXPORT_CLIP} and index with its image model")
+        raise NoTextTower(
+            f"{Path(model_path).name} ({spec.name}) has no text tower, so it cannot be searched by "
+            f"words; {EXPORT_CLIP} and index with its image model"
+        )
     path = Path(model_path).parent / spec.text_model
     if not path.is_file():
         raise ModelError(f"{path}: the text tower of {Path(model_path).name} is not beside it; {EXPORT_CLIP}")
     if file_sha256(path) != spec.text_sha256:
-        raise ModelError(f"{path}: not the text tower {Path(model_path).name} was exported with (SHA-256 differs); "
-                         f"{EXPORT_CLIP}")
+        raise ModelError(
+            f"{path}: not the text tower {Path(model_path).name} was exported with (SHA-256 differs); {EXPORT_CLIP}"
+        )
     text = TextEmbedder(path, device=device)
     if text.spec.output_dim != spec.output_dim:
-        raise ModelError(f"{path}: gives {text.spec.output_dim}-d vectors, {Path(model_path).name} "
-                         f"{spec.output_dim}-d; {EXPORT_CLIP}")
+        raise ModelError(
+            f"{path}: gives {text.spec.output_dim}-d vectors, {Path(model_path).name} "
+            f"{spec.output_dim}-d; {EXPORT_CLIP}"
+        )
     return text

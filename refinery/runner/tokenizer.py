@@ -131,8 +131,9 @@ def _build_encoder(merges: list[tuple[str, str]]) -> dict[str, int]:
     return dict(zip(vocab, range(len(vocab)), strict=True))
 
 
-def _apply_merges(word: tuple[str, ...], ranks: dict[tuple[str, str], int],
-                  merges: list[tuple[str, str]]) -> tuple[str, ...]:
+def _apply_merges(
+    word: tuple[str, ...], ranks: dict[tuple[str, str], int], merges: list[tuple[str, str]]
+) -> tuple[str, ...]:
     """`word` merged as open_clip merges it, in O(n log n) for a word of n symbols.
 
     open_clip repeats, until no adjacent pair has a rank: take the best-ranked pair present (ranks
@@ -150,8 +151,11 @@ def _apply_merges(word: tuple[str, ...], ranks: dict[tuple[str, str], int],
     symbols = list(word)  # symbols[i] == "": joined into the symbol before it
     after = [*range(1, len(symbols)), -1]  # the next live position; -1 at the end
     before = list(range(-1, len(symbols) - 1))
-    heap = [(rank, i) for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
-            if (rank := ranks.get(pair)) is not None]
+    heap = [
+        (rank, i)
+        for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
+        if (rank := ranks.get(pair)) is not None
+    ]
     heapq.heapify(heap)
     while heap:
         rank = heap[0][0]

@@ -59,14 +59,21 @@ def _image_route(served: list[Served]) -> Callable[[Request], Response]:
     return image
 
 
-def _answer(served: list[Served], number: int, upload: Upload, method: str, metric: str,
-            hits: list[Hit]) -> dict[str, Any]:
+def _answer(
+    served: list[Served], number: int, upload: Upload, method: str, metric: str, hits: list[Hit]
+) -> dict[str, Any]:
     """A search's JSON answer: what was asked, and each hit with the URL of its thumbnail."""
     rows = served[number].rows
-    return {"query": upload.query, "index": number, "model": served[number].index.meta["model"]["name"],
-            "method": method, "metric": metric,
-            "results": [{"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"}
-                        for h in hits]}
+    return {
+        "query": upload.query,
+        "index": number,
+        "model": served[number].index.meta["model"]["name"],
+        "method": method,
+        "metric": metric,
+        "results": [
+            {"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"} for h in hits
+        ],
+    }
 
 
 async def _security_headers(request: Request, call_next: Any) -> Response:
@@ -76,9 +83,14 @@ async def _security_headers(request: Request, call_next: Any) -> Response:
     return response
 
 
-def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: list[str] | None = None, *, upload_idle_seconds: float = UPLOAD_IDLE_SECONDS,
-               upload_seconds: float = UPLOAD_SECONDS) -> FastAPI:
+def create_app(
+    indexes: list[RetrievalIndex],
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    allowed_hosts: list[str] | None = None,
+    *,
+    upload_idle_seconds: float = UPLOAD_IDLE_SECONDS,
+    upload_seconds: float = UPLOAD_SECONDS,
+) -> FastAPI:
     """The web app over `indexes` (one per model). `allowed_hosts`: the Host names answered
     (default: this machine's loopback names; ["*"] for any). `upload_idle_seconds`,
     `upload_seconds`: how long a body may stop coming, and take in all, before a 408."""
@@ -101,8 +113,9 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
         # budget, given back when the request ends (its picture is no longer held).
         claim, stream = budget.claim(), request.stream()
         try:
-            upload = await read_upload(request, body_chunks(stream, upload_idle_seconds, upload_seconds),
-                                       max_upload_bytes, claim)
+            upload = await read_upload(
+                request, body_chunks(stream, upload_idle_seconds, upload_seconds), max_upload_bytes, claim
+            )
             number, method, k, metric = choose(upload, served)
             hits = await run_in_threadpool(search_one, number, upload, method, k, metric)
         except BadUpload as e:
@@ -141,9 +154,11 @@ def create_app(indexes: list[RetrievalIndex], max_upload_bytes: int = MAX_UPLOAD
 # The page runs only its own inline script and style (by hash), talks only to this server,
 # shows only this server's images, the query picture (a blob: URL) and no favicon (data:,),
 # and is not framed.
-CSP = (f"default-src 'none'; script-src {csp_hash(asset('search.js'))}; "
-       f"style-src {csp_hash(asset('search.css'))}; "
-       "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    f"default-src 'none'; script-src {csp_hash(asset('search.js'))}; "
+    f"style-src {csp_hash(asset('search.css'))}; "
+    "img-src 'self' blob: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def render_page(served: list[Served], max_upload_bytes: int) -> str:
@@ -151,9 +166,17 @@ def render_page(served: list[Served], max_upload_bytes: int) -> str:
     options = "".join(
         f'<option value="{i}" data-methods="{html.escape(",".join(s.index.gallery.methods()))}" '
         f'data-text="{str(s.index.searchable_by_text).lower()}">{html.escape(s.label)}</option>'
-        for i, s in enumerate(served))
-    return render("search.html", style=asset("search.css"), script=asset("search.js"), options=options,
-                  max_bytes=max_upload_bytes, max_text_bytes=MAX_TEXT_BYTES, max_k=MAX_K)
+        for i, s in enumerate(served)
+    )
+    return render(
+        "search.html",
+        style=asset("search.css"),
+        script=asset("search.js"),
+        options=options,
+        max_bytes=max_upload_bytes,
+        max_text_bytes=MAX_TEXT_BYTES,
+        max_k=MAX_K,
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -41,7 +41,6 @@ class Served:
         return cls(index, {path: row for row, path in enumerate(index.paths)}, label)
 
 
-
 def choose(upload: Upload, served: list[Served]) -> tuple[int, str, int, str]:
     """(index number, method, k, metric) from the form, or BadUpload saying what is wrong."""
     fields = {**FIELDS, **upload.fields}
@@ -80,9 +79,12 @@ def check_header(data: bytes, name: str, spec: ModelSpec) -> None:
     check_pixels(width, height, name)
     left = width * height // reduction(width, height, *stage_minimums(spec)) ** 2
     if left > MAX_QUERY_PIXELS:
-        raise UnreadableImage(name, f"declares {width}x{height} pixels, too long and thin to reduce: "
-                                    f"{left / 1e6:.3g} Mpx to work on, over the limit of "
-                                    f"{MAX_QUERY_PIXELS / 1e6:.0f} Mpx for a query; not decoded")
+        raise UnreadableImage(
+            name,
+            f"declares {width}x{height} pixels, too long and thin to reduce: "
+            f"{left / 1e6:.3g} Mpx to work on, over the limit of "
+            f"{MAX_QUERY_PIXELS / 1e6:.0f} Mpx for a query; not decoded",
+        )
 
 
 def thumbnail_jpeg(root: Path, rel: str) -> bytes:

@@ -108,7 +108,6 @@ class Upload:
         return self.name if self.text is None else self.text
 
 
-
 @dataclass
 class _FormReader:
     """python-multipart callbacks that keep every part in memory, within the limits."""
@@ -118,8 +117,13 @@ class _FormReader:
     _header: tuple[bytes, bytes] = (b"", b"")
 
     def callbacks(self) -> dict[str, Any]:
-        return {"on_part_begin": self._begin, "on_header_field": self._name, "on_header_value": self._value,
-                "on_header_end": self._header_end, "on_part_data": self._data}
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._name,
+            "on_header_value": self._value,
+            "on_header_end": self._header_end,
+            "on_part_data": self._data,
+        }
 
     def _begin(self) -> None:
         if len(self.parts) == MAX_PARTS:
@@ -242,7 +246,8 @@ async def drain(request: Request, refused: BadUpload, rest: AsyncGenerator[bytes
 
     declared = request.headers.get("content-length", "")
     if (declared.isdigit() and int(declared) > DRAIN_BYTES) or (
-            refused.unread and request.headers.get("expect", "").lower() == "100-continue"):
+        refused.unread and request.headers.get("expect", "").lower() == "100-continue"
+    ):
         return
     read = 0
     try:

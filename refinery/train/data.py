@@ -46,14 +46,17 @@ def find_identities(root: Path) -> Identities:
         log.warning("%s: one picture only, left out (an identity needs two)", root / name)
         del pictures[name]
     if len(pictures) < 2:
-        raise RefineryError(f"{root}: found {len(pictures)} identity folder(s) with two or more pictures; "
-                            "training needs at least 2 (one sub-folder per identity)")
+        raise RefineryError(
+            f"{root}: found {len(pictures)} identity folder(s) with two or more pictures; "
+            "training needs at least 2 (one sub-folder per identity)"
+        )
     return Identities(root, pictures)
 
 
 def split_identities(names: list[str], test_share: float) -> tuple[list[str], list[str]]:
     """(train, test) by a hash of each name: the same split on every run and machine, and
     adding an identity never moves another. Both sides get at least one when there are two."""
+
     def rank(name: str) -> float:
         return int(hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) / 2**32
 
@@ -67,8 +70,9 @@ def split_identities(names: list[str], test_share: float) -> tuple[list[str], li
     return sorted(train), sorted(test)
 
 
-def load_pictures(ids: Identities, names: list[str], side: int,
-                  crop: Crop | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_pictures(
+    ids: Identities, names: list[str], side: int, crop: Crop | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(pictures (N, side, side, 3) uint8, labels (N,) int) of the identities `names`, each
     decoded once and resized; unreadable files (or without a face) are named and skipped."""
     images, labels = [], []

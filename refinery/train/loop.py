@@ -46,8 +46,16 @@ class TrainResult:
     table: str = ""  # refinery eval on the held-out identities, before and after
 
 
-def train(folder: Path, out: Path, cfg: TrainConfig, checkpoint: Path | None = None, faces: bool = False,
-          resume: bool = False, progress: Progress | None = None, evaluate: bool = True) -> TrainResult:
+def train(
+    folder: Path,
+    out: Path,
+    cfg: TrainConfig,
+    checkpoint: Path | None = None,
+    faces: bool = False,
+    resume: bool = False,
+    progress: Progress | None = None,
+    evaluate: bool = True,
+) -> TrainResult:
     """Fine-tune `cfg.arch` on `folder`'s identities into OUT/model.onnx (+ .json)."""
     out = Path(out)
     state_path = out / CHECKPOINT
@@ -60,8 +68,9 @@ def train(folder: Path, out: Path, cfg: TrainConfig, checkpoint: Path | None = N
     crop = _face_crop() if faces else None
     side = round(cfg.input_size * CROP_SLACK)
     pictures, labels = data.load_pictures(ids, train_ids, side, crop)
-    log.info("training on %d pictures of %d identities; %d identities held out", len(pictures), len(train_ids),
-             len(test_ids))
+    log.info(
+        "training on %d pictures of %d identities; %d identities held out", len(pictures), len(train_ids), len(test_ids)
+    )
 
     backbone = build_backbone(cfg.arch, checkpoint)
     start_model = PooledBackbone(build_backbone(cfg.arch, checkpoint).trunk)  # untouched copy for "before"
@@ -93,9 +102,17 @@ def train(folder: Path, out: Path, cfg: TrainConfig, checkpoint: Path | None = N
     return result
 
 
-def _epoch(model: EmbeddingNet, frozen: list[torch.nn.Module], optimizer: torch.optim.Optimizer,
-           pictures: np.ndarray, labels: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
-           progress: Progress | None, epoch: int) -> float:
+def _epoch(
+    model: EmbeddingNet,
+    frozen: list[torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    pictures: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    progress: Progress | None,
+    epoch: int,
+) -> float:
     batches = data.pk_batches(labels, cfg.identities_per_batch, cfg.pictures_per_identity, rng)
     advance = progress(f"epoch {epoch + 1}/{cfg.epochs}", len(batches)) if progress else (lambda loss: None)
     model.train()
@@ -131,7 +148,7 @@ def augment(pictures: np.ndarray, size: int, erasing: float, rng: np.random.Gene
     for i in range(n):
         crop = int(rng.integers(size, side + 1))
         top, left = (int(v) for v in rng.integers(0, side - crop + 1, 2))
-        patch = x[i:i + 1, :, top:top + crop, left:left + crop]
+        patch = x[i : i + 1, :, top : top + crop, left : left + crop]
         if crop != size:
             patch = torch.nn.functional.interpolate(patch, size=(size, size), mode="bilinear", align_corners=False)
         if rng.random() < 0.5:
@@ -142,7 +159,9 @@ def augment(pictures: np.ndarray, size: int, erasing: float, rng: np.random.Gene
             aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
             h, w = (min(size, max(1, int(round(v)))) for v in (np.sqrt(area * aspect), np.sqrt(area / aspect)))
             top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
-            out[i, :, top:top + h, left:left + w] = torch.from_numpy(rng.uniform(0, 255, (3, h, w)).astype(np.float32))
+            out[i, :, top : top + h, left : left + w] = torch.from_numpy(
+                rng.uniform(0, 255, (3, h, w)).astype(np.float32)
+            )
     return out
 
 
@@ -154,21 +173,40 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
                 state[key] = value.to(device)
 
 
-def _save_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                train_ids: list[str], epochs_done: int, losses: list[float]) -> None:
+def _save_state(
+    path: Path,
+    model: EmbeddingNet,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    train_ids: list[str],
+    epochs_done: int,
+    losses: list[float],
+) -> None:
     with output_path(path, Kind.CHECKPOINT) as tmp:  # a kill while saving leaves the previous epoch's one
-        torch.save({"refinery": CHECKPOINT_MARK, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epochs_done": epochs_done, "losses": losses, "config": dataclasses.asdict(cfg),
-                    "train_identities": train_ids}, tmp)
+        torch.save(
+            {
+                "refinery": CHECKPOINT_MARK,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epochs_done": epochs_done,
+                "losses": losses,
+                "config": dataclasses.asdict(cfg),
+                "train_identities": train_ids,
+            },
+            tmp,
+        )
 
 
-def _load_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                train_ids: list[str]) -> tuple[int, list[float]]:
+def _load_state(
+    path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimizer, cfg: TrainConfig, train_ids: list[str]
+) -> tuple[int, list[float]]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     settings = {k: v for k, v in state["config"].items() if k != "epochs"}
     if settings != {k: v for k, v in dataclasses.asdict(cfg).items() if k != "epochs"}:
-        raise RefineryError(f"{path} was trained with other settings ({settings}); resume with the same [train] "
-                            "settings (only epochs may grow)")
+        raise RefineryError(
+            f"{path} was trained with other settings ({settings}); resume with the same [train] "
+            "settings (only epochs may grow)"
+        )
     if state["train_identities"] != train_ids:
         raise RefineryError(f"{path} was trained on other identities; resume on the same folder")
     model.load_state_dict(state["model"])
@@ -176,8 +214,9 @@ def _load_state(path: Path, model: EmbeddingNet, optimizer: torch.optim.Optimize
     return int(state["epochs_done"]), list(state["losses"])
 
 
-def _export(model: torch.nn.Module, path: Path, cfg: TrainConfig, source: str, sha256: str, dim: int,
-            normalized: bool) -> None:
+def _export(
+    model: torch.nn.Module, path: Path, cfg: TrainConfig, source: str, sha256: str, dim: int, normalized: bool
+) -> None:
     """PATH.onnx + PATH.json through export-model's writer (parity checked)."""
     built = Built(model.eval(), (cfg.input_size, cfg.input_size), dim, "bilinear", source, sha256)
     spec = spec_of(f"{cfg.arch}-triplet-{dim}" if normalized else cfg.arch, built, normalized)
@@ -198,20 +237,24 @@ def _before_after(ids: data.Identities, test_ids: list[str], result: TrainResult
             target = heldout / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if Path(os.path.realpath(target.parent)) != Path(os.path.realpath(heldout)) / Path(rel).parent:
-                raise RefineryError(f"{target.parent} is a symbolic link out of {heldout}; refinery puts held-out "
-                                    "pictures only into real folders there: move it, or choose another --out")
+                raise RefineryError(
+                    f"{target.parent} is a symbolic link out of {heldout}; refinery puts held-out "
+                    "pictures only into real folders there: move it, or choose another --out"
+                )
             try:
                 os.link(ids.root / rel, target)
             except FileExistsError:
-                raise RefineryError(f"{target} is in the way (not put there by refinery); move it, or "
-                                    "choose another --out") from None
+                raise RefineryError(
+                    f"{target} is in the way (not put there by refinery); move it, or choose another --out"
+                ) from None
             except OSError:  # another filesystem
                 shutil.copy2(ids.root / rel, target)
             placed.append(rel)
     write_text_atomic(heldout / HELDOUT_LIST, json.dumps(placed))
     cfg = dataclasses.replace(Config(), run=dataclasses.replace(Config().run, cache=False))
-    scores = evaluate(heldout, cfg, [str(result.start), str(result.model)], ["embedding"], k=5, faces=faces,
-                      device="cpu")
+    scores = evaluate(
+        heldout, cfg, [str(result.start), str(result.model)], ["embedding"], k=5, faces=faces, device="cpu"
+    )
     return table(scores, 5)
 
 
@@ -234,8 +277,13 @@ def _clear_heldout(heldout: Path) -> None:
     for rel in placed:
         path = heldout / rel
         # Only a file really below heldout/: a folder in the list's way may be a link planted out.
-        if ".." not in Path(rel).parts and not Path(rel).is_absolute() and path.is_file() and not path.is_symlink() \
-                and Path(os.path.realpath(path)) == real / rel:
+        if (
+            ".." not in Path(rel).parts
+            and not Path(rel).is_absolute()
+            and path.is_file()
+            and not path.is_symlink()
+            and Path(os.path.realpath(path)) == real / rel
+        ):
             path.unlink()
     listing.unlink()
     for folder in sorted((p for p in heldout.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):

@@ -76,8 +76,11 @@ def _resnet(arch: str, checkpoint: Path | None) -> Backbone:
         model, _ = load_fastreid(Path(checkpoint))
         net, norm, source = model.backbone, Normalize(PIXEL_MEAN, PIXEL_STD), f"fastreid:{Path(checkpoint).name}"
     else:
-        net, norm, source = ResNetIBN(last_stride=2, stem_pool="pad", ibn=False), imagenet_normalize(), \
-            "resnet50:random-init"
+        net, norm, source = (
+            ResNetIBN(last_stride=2, stem_pool="pad", ibn=False),
+            imagenet_normalize(),
+            "resnet50:random-init",
+        )
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     stages: list[nn.Module] = [stem, net.layer1, net.layer2, net.layer3, net.layer4]
     return Backbone(nn.Sequential(norm, *stages), stages, 2048, 2, source)
@@ -89,8 +92,13 @@ class EmbeddingNet(nn.Module):
     def __init__(self, backbone: Backbone, dim: int = 128, hidden: int = 512):
         super().__init__()
         self.trunk = backbone.trunk
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(backbone.channels, hidden),
-                                  nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(backbone.channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, dim),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.trunk(images)), dim=1)

@@ -21,9 +21,17 @@ from refinery.video.thin import Thinner
 FrameProgress = Callable[[str, int, float], Callable[[int], None]]
 
 
-def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float = 0.0, jpeg_quality: int = 92,
-               progress: FrameProgress | None = None, stop: threading.Event | None = None,
-               thumbnails: bool = False) -> VideoResult:
+def thin_video(
+    video: Path,
+    out: Path,
+    cfg: Config,
+    every: int = 1,
+    fps: float = 0.0,
+    jpeg_quality: int = 92,
+    progress: FrameProgress | None = None,
+    stop: threading.Event | None = None,
+    thumbnails: bool = False,
+) -> VideoResult:
     """Read `video` once and write the frames to keep into `out`; what was written and what
     was skipped, and why. Every `every`-th frame is sampled, or `fps` frames a second.
     `progress(name, frames, fps)` is told of the video and returns what counts frames read.
@@ -53,8 +61,15 @@ def thin_video(video: Path, out: Path, cfg: Config, every: int = 1, fps: float =
     return result
 
 
-def _thin(capture: cv2.VideoCapture, thinner: Thinner, every: int, fps: float, jpeg_quality: int,
-          progress: FrameProgress | None, stop: threading.Event | None) -> None:
+def _thin(
+    capture: cv2.VideoCapture,
+    thinner: Thinner,
+    every: int,
+    fps: float,
+    jpeg_quality: int,
+    progress: FrameProgress | None,
+    stop: threading.Event | None,
+) -> None:
     """Read the opened video to its end (or to `stop`) through `thinner`; what went wrong is
     its result's `error`."""
     result = thinner.result
@@ -75,12 +90,22 @@ def _thin(capture: cv2.VideoCapture, thinner: Thinner, every: int, fps: float, j
         if index == 0:
             result.error = "no frame could be read (empty, truncated or not a video)"
         elif total and index < total - 1:
-            result.error = f"decoding stopped at frame {index} of {total} (t={index / rate:.1f} s)" if rate else \
-                f"decoding stopped at frame {index} of {total}"
+            result.error = (
+                f"decoding stopped at frame {index} of {total} (t={index / rate:.1f} s)"
+                if rate
+                else f"decoding stopped at frame {index} of {total}"
+            )
 
 
-def _read(capture: cv2.VideoCapture, thinner: Thinner, step: int, rate: float, jpeg_quality: int,
-          advance: Callable[[int], None], stop: threading.Event | None) -> int:
+def _read(
+    capture: cv2.VideoCapture,
+    thinner: Thinner,
+    step: int,
+    rate: float,
+    jpeg_quality: int,
+    advance: Callable[[int], None],
+    stop: threading.Event | None,
+) -> int:
     """Read the video to its end (or to `stop`), giving every `step`-th frame to `thinner`;
     the number of frames read."""
     index = 0

@@ -21,16 +21,28 @@ def thumbnail_jpeg(jpeg: bytes, longer_side: int) -> bytes:
     eighth of its size where that is still big enough (libjpeg scales as it decodes).
     OpenCV's, not io/images.thumbnail's: the frame is a JPEG OpenCV made, and Pillow's decode,
     resize and encode would give other bytes than the pages made so far."""
-    reduce = next((flag for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                                             (2, cv2.IMREAD_REDUCED_COLOR_2))
-                   if longer_side // factor >= REVIEW_THUMB.side), cv2.IMREAD_COLOR)
+    reduce = next(
+        (
+            flag
+            for factor, flag in (
+                (8, cv2.IMREAD_REDUCED_COLOR_8),
+                (4, cv2.IMREAD_REDUCED_COLOR_4),
+                (2, cv2.IMREAD_REDUCED_COLOR_2),
+            )
+            if longer_side // factor >= REVIEW_THUMB.side
+        ),
+        cv2.IMREAD_COLOR,
+    )
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), reduce)
     if bgr is None:  # cannot be: refinery encoded it
         raise ValueError("a frame's own JPEG did not decode")
     scale = REVIEW_THUMB.side / max(bgr.shape[:2])
     if scale < 1:
-        bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
-                         interpolation=cv2.INTER_AREA)
+        bgr = cv2.resize(
+            bgr,
+            (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
     return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, REVIEW_THUMB.quality])[1].tobytes()
 
 
@@ -49,8 +61,12 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict[str, Any]
             line = FileDecision(label, "remove", reason_code=span.reason_code)
             if span.kept_as:
                 score = "largest_move" if span.test == "scene" else "thumb_correlation"
-                line.stage, line.reason, line.test, line.kept_as = "near", f"the same frame as {span.kept_as}", \
-                    span.test, span.kept_as
+                line.stage, line.reason, line.test, line.kept_as = (
+                    "near",
+                    f"the same frame as {span.kept_as}",
+                    span.test,
+                    span.kept_as,
+                )
                 line.group = groups.setdefault(span.kept_as, len(groups))
                 line.scores = {score: span.score} if span.score is not None else {}
             else:
@@ -61,8 +77,12 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict[str, Any]
         if result.error:
             files.append(FileDecision(result.video, "error", reason=result.error, reason_code=ReasonCode.UNREADABLE))
     kept = [FileDecision(w.name, "keep", group=groups.get(w.name)) for result in results for w in result.written]
-    text = (f"{len(results)} video{'s' if len(results) > 1 else ''}: {sum(r.sampled for r in results)} frames "
-            f"looked at, {len(kept)} written to {Path(out).resolve()}, "
-            f"{sum(s.frames for r in results for s in r.skipped)} skipped in {len(files)} spans")
-    return {"summary": {"root": str(Path(out).resolve()), "text": text},
-            "files": [line.as_dict() for line in kept + files]}, pictures
+    text = (
+        f"{len(results)} video{'s' if len(results) > 1 else ''}: {sum(r.sampled for r in results)} frames "
+        f"looked at, {len(kept)} written to {Path(out).resolve()}, "
+        f"{sum(s.frames for r in results for s in r.skipped)} skipped in {len(files)} spans"
+    )
+    return {
+        "summary": {"root": str(Path(out).resolve()), "text": text},
+        "files": [line.as_dict() for line in kept + files],
+    }, pictures

@@ -45,8 +45,9 @@ def opened(video: Path) -> Iterator[cv2.VideoCapture]:
     try:
         fd = os.open(video, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise UnreadableVideo("no such file (a broken symbolic link)" if os.path.islink(video) else "no such file") \
-            from None
+        raise UnreadableVideo(
+            "no such file (a broken symbolic link)" if os.path.islink(video) else "no such file"
+        ) from None
     except OSError as e:
         raise UnreadableVideo(f"cannot open: {e.strerror or e}") from None
     try:
@@ -83,8 +84,8 @@ def sample(bgr: np.ndarray, index: int, rate: float, jpeg_quality: int) -> Sampl
     gray = scale_work(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))  # PIL's "L" weights, as dedup decodes
     small = cv2.resize(gray, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     height, width = bgr.shape[:2]
-    measures = Measures(width, height, laplacian_variance(gray), **quality_figures(gray),
-                        **colour_clipping(bgr))  # BGR or RGB: the channels' order does not matter there
+    measures = Measures(
+        width, height, laplacian_variance(gray), **quality_figures(gray), **colour_clipping(bgr)
+    )  # BGR or RGB: the channels' order does not matter there
     _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    return Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small,
-                   measures)
+    return Sample(index / rate if rate > 0 else float(index), index, jpeg.tobytes(), gray, small, measures)

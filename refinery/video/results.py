@@ -51,6 +51,14 @@ class VideoResult:
 
     def to_dict(self) -> dict[str, Any]:
         written = [{k: v for k, v in vars(w).items() if v is not None} for w in self.written]  # instead_of if taken
-        return {"video": self.video, "fps": self.fps, "frames": self.frames, "sampled": self.sampled,
-                "written": written, "skipped": [vars(s) for s in self.skipped],
-                "taken": self.taken, "error": self.error or None, "interrupted": self.interrupted}
+        return {
+            "video": self.video,
+            "fps": self.fps,
+            "frames": self.frames,
+            "sampled": self.sampled,
+            "written": written,
+            "skipped": [vars(s) for s in self.skipped],
+            "taken": self.taken,
+            "error": self.error or None,
+            "interrupted": self.interrupted,
+        }

@@ -123,10 +123,14 @@ class Thinner:
         frames (at most half the window, so that a still scene cannot hold frames forever)."""
         verdict, looks = self.verdicts(window)
         open_rows = [k for k in range(len(window)) if verdict[k] is None]
-        pairs = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1:]]
-        views = self.views([(looks[a], looks[b]) for a, b in pairs])  # type: ignore[misc]
-        tests = {(a, b): hit for (a, b), view in zip(pairs, views, strict=True)
-                 if (hit := self.same(looks[a], looks[b], view)) is not None}  # type: ignore[arg-type]
+        pairs = [(a, b) for i, a in enumerate(open_rows) for b in open_rows[i + 1 :]]
+        seen = {k: look for k in open_rows if (look := looks[k]) is not None}  # every open frame was looked at
+        views = self.views([(seen[a], seen[b]) for a, b in pairs])
+        tests = {
+            (a, b): hit
+            for (a, b), view in zip(pairs, views, strict=True)
+            if (hit := self.same(seen[a], seen[b], view)) is not None
+        }
         cut = len(window) if final else _cut(len(window), list(tests))
         edges = [(a, b) for a, b in tests if b < cut]  # a < b
         keeper_of = {i: keeper for keeper, subjects in cover_groups(edges, lambda k: (k,)) for i in subjects}
@@ -157,9 +161,14 @@ class Thinner:
             if defect:
                 verdict[k] = (None, defect, None, None)
                 continue
-            looks[k] = _FrameFeatures(normalized_thumbs(sample.small[None])[0], sample.small, sample.gray.shape,
-                             phash(sample.gray), dhash(sample.gray),
-                             self.foreground(sample))
+            looks[k] = _FrameFeatures(
+                normalized_thumbs(sample.small[None])[0],
+                sample.small,
+                sample.gray.shape,
+                phash(sample.gray),
+                dhash(sample.gray),
+                self.foreground(sample),
+            )
         kept = list(reversed(self.kept))  # the latest first
         thumbs = np.stack([one.look.thumb for one in kept]) if kept else np.zeros((0, THUMB * THUMB), np.float32)
         least = min(self.cfg.scenes.video_correlation, self.cfg.near.min_correlation)
@@ -205,9 +214,18 @@ class Thinner:
         their hashes are close and their thumbnails correlate), where the camera's view went
         (views.view_match; all at once); None for the others."""
         near = self.cfg.near
-        asked = [k for k, (a, b) in enumerate(pairs) if a.front is None and b.front is None
-                 and near_copy((a.phash ^ b.phash).bit_count(), (a.dhash ^ b.dhash).bit_count(),
-                               normalized_correlation(a.thumb, b.thumb, bool(np.array_equal(a.small, b.small))), near)]
+        asked = [
+            k
+            for k, (a, b) in enumerate(pairs)
+            if a.front is None
+            and b.front is None
+            and near_copy(
+                (a.phash ^ b.phash).bit_count(),
+                (a.dhash ^ b.dhash).bit_count(),
+                normalized_correlation(a.thumb, b.thumb, bool(np.array_equal(a.small, b.small))),
+                near,
+            )
+        ]
         found: list[tuple[float, bool] | None] = [None] * len(pairs)
         if asked:
             first, second = (np.stack([pairs[k][side].small.ravel() for k in asked]) for side in (0, 1))
@@ -217,8 +235,9 @@ class Thinner:
                 found[k] = (one, two)
         return found
 
-    def skip(self, sample: Sample, kept_as: str | None, why: Reason, test: str | None = None,
-             score: float | None = None) -> None:
+    def skip(
+        self, sample: Sample, kept_as: str | None, why: Reason, test: str | None = None, score: float | None = None
+    ) -> None:
         """Add the frame to the span of skipped frames it continues, or start one; the span's
         thumbnail (if asked for) shows its frame least like the keeper."""
         kind = kept_as or why.code  # the same kept frame, or the same quality defect
@@ -227,8 +246,9 @@ class Thinner:
             span = spans[-1]
             span.end, span.frames = sample.t, span.frames + 1
             # weaker evidence: a thing that moved further, a thumbnail that correlates less
-            weaker = score is not None and (span.score is None or (score > span.score if span.test == "scene"
-                                                                   else score < span.score))
+            weaker = score is not None and (
+                span.score is None or (score > span.score if span.test == "scene" else score < span.score)
+            )
             if weaker:
                 span.score = round(score, 3)  # type: ignore[arg-type]
         else:
@@ -236,8 +256,9 @@ class Thinner:
             spans.append(Span(sample.t, sample.t, 1, kept_as, why.text, test, figure, why.code.value))
             weaker = True
         if weaker and self.result.pictures is not None:
-            self.result.pictures[len(spans) - 1] = thumbnail_jpeg(sample.jpeg, max(sample.measures.width,
-                                                                                    sample.measures.height))
+            self.result.pictures[len(spans) - 1] = thumbnail_jpeg(
+                sample.jpeg, max(sample.measures.width, sample.measures.height)
+            )
         self.span_open = True
 
     def store(self, sample: Sample) -> str:
@@ -257,8 +278,9 @@ class Thinner:
 
 def duplicate_why(name: str, test: str, score: float) -> Reason:
     if test == "scene":
-        return Reason(ReasonCode.SAME_FRAME,
-                      f"the same frame as {name} (things moved at most {score:.2f} of their size)")
+        return Reason(
+            ReasonCode.SAME_FRAME, f"the same frame as {name} (things moved at most {score:.2f} of their size)"
+        )
     return Reason(ReasonCode.SAME_PICTURE, f"a near copy of {name} (thumbnail correlation {score:.3f})")
 
 

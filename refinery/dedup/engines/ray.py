@@ -84,8 +84,9 @@ class Featurizer:
                 data = read_bytes(Path(self.root) / rel)
             elif problem := size_problem(len(data)):
                 raise UnreadableImage(rel, problem)
-            found = measure_and_prepare(rel, data, hashlib.sha256(data).hexdigest(), rel, self.embedder.spec,
-                                        self.quality)
+            found = measure_and_prepare(
+                rel, data, hashlib.sha256(data).hexdigest(), rel, self.embedder.spec, self.quality
+            )
         except UnreadableImage as e:
             return None, None, e.reason
         return found.features, found.tensor, ""
@@ -109,8 +110,11 @@ def list_files(uri: str) -> list[str]:
     except (OSError, ValueError) as e:
         raise RefineryError(f"{uri}: cannot list it ({e})") from None
     rels = (_relative(info.path, base) for info in infos if info.type == pafs.FileType.File)
-    return sorted(rel for rel in rels if Path(rel).suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in rel.split("/")))
+    return sorted(
+        rel
+        for rel in rels
+        if Path(rel).suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel.split("/"))
+    )
 
 
 def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, model: Path) -> Iterator[dict[str, Any]]:
@@ -144,20 +148,25 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
         base = str(root).rstrip("/")
         # Reading is I/O: its tasks take no CPU of their own, else actors holding every CPU
         # would leave none to read with and the job would wait forever.
-        dataset = ray.data.read_binary_files([f"{base}/{rel}" for rel in rel_paths], include_paths=True,
-                                             ray_remote_args={"num_cpus": 0}).map(
-            lambda row: {"path": _relative(row["path"], base), "bytes": row["bytes"]})
+        dataset = ray.data.read_binary_files(
+            [f"{base}/{rel}" for rel in rel_paths], include_paths=True, ray_remote_args={"num_cpus": 0}
+        ).map(lambda row: {"path": _relative(row["path"], base), "bytes": row["bytes"]})
     records = dataset.map_batches(
-        Featurizer, fn_constructor_args=(str(model), device, cfg.quality, str(root)),
-        batch_size=ROWS_PER_BATCH, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1 if not gpus else 0,
-        batch_format="numpy")
+        Featurizer,
+        fn_constructor_args=(str(model), device, cfg.quality, str(root)),
+        batch_size=ROWS_PER_BATCH,
+        concurrency=actors,
+        num_gpus=1 if gpus else 0,
+        num_cpus=1 if not gpus else 0,
+        batch_format="numpy",
+    )
     yield from records.iter_rows()
 
 
 def _relative(path: str, root: str) -> str:
     root = root.rstrip("/").split("://", 1)[-1]
     path = path.split("://", 1)[-1]
-    return path[len(root):].lstrip("/") if path.startswith(root) else path
+    return path[len(root) :].lstrip("/") if path.startswith(root) else path
 
 
 def to_features(record: dict[str, Any]) -> tuple[Features | None, np.ndarray | None, str]:
@@ -167,9 +176,18 @@ def to_features(record: dict[str, Any]) -> tuple[Features | None, np.ndarray | N
     return features, vector, record["error"]
 
 
-def ray_pass(root: Path | str, run: Run, count: int, cfg: Config, embedder: Embedder,
-              stages: dict[str, StageStats], *, store: VectorStore, cache: FeatureCache | None = None,
-              progress: Progress | None = None) -> None:
+def ray_pass(
+    root: Path | str,
+    run: Run,
+    count: int,
+    cfg: Config,
+    embedder: Embedder,
+    stages: dict[str, StageStats],
+    *,
+    store: VectorStore,
+    cache: FeatureCache | None = None,
+    progress: Progress | None = None,
+) -> None:
     """The feature pass on Ray: the same columns as feature_pass. Files the cache has are
     not sent; every other file is computed (no exact-copy shortcut: actors share nothing)."""
     t = time.perf_counter()
@@ -195,5 +213,3 @@ def ray_pass(root: Path | str, run: Run, count: int, cfg: Config, embedder: Embe
     link.commit()
     mark_unreached(run, count)
     stages["pass"].seconds = time.perf_counter() - t
-
-

@@ -164,8 +164,9 @@ class _Aligner:
         if not (0.25 <= max(abs(dx), abs(dy)) <= SHAKE * max(frame.shape)):
             return frame, 0.0, 0.0
         back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
-        moved = cv2.warpAffine(frame, back, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+        moved = cv2.warpAffine(
+            frame, back, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         ref, before, after = self.reference[::2, ::2], frame[::2, ::2], moved[::2, ::2]
         gain = float(median(before[self.edges] / np.maximum(ref[self.edges], 1.0)))
         ref, before, after = gain * ref[self.edges], before[self.edges], after[self.edges]
@@ -250,7 +251,7 @@ class _Light:
         ch, cw = h // rows // LIGHT_STEP * LIGHT_STEP, w // cols // LIGHT_STEP * LIGHT_STEP
         if ch < 2 * LIGHT_STEP or cw < 2 * LIGHT_STEP or not lit.any():
             return cls(reference, lit, (0, 0, 0, 0), None)
-        sampled = np.s_[:rows * ch:LIGHT_STEP, :cols * cw:LIGHT_STEP]
+        sampled = np.s_[: rows * ch : LIGHT_STEP, : cols * cw : LIGHT_STEP]
         under = np.where(lit[sampled], np.maximum(reference[sampled], 1e-3), np.nan).astype(np.float32)
         return cls(reference, lit, (rows, cols, ch, cw), under)
 
@@ -259,7 +260,7 @@ class _Light:
         rows, cols, ch, cw = self.grid
         if self.under is None:
             return np.stack([np.full_like(f, _gain(f, self.reference, self.lit)) for f in frames])
-        ratio = frames[:, :rows * ch:LIGHT_STEP, :cols * cw:LIGHT_STEP] / self.under
+        ratio = frames[:, : rows * ch : LIGHT_STEP, : cols * cw : LIGHT_STEP] / self.under
         grids = _cell_medians(ratio, rows, cols, np.nan)
         counted = np.isfinite(grids)
         gain_only = ~counted.any(axis=(1, 2))
@@ -270,8 +271,7 @@ class _Light:
         if refine:
             size = (ratio.shape[2], ratio.shape[1])
             off = ratio / np.stack([cv2.resize(grid, size, interpolation=cv2.INTER_LINEAR) for grid in grids])
-            grids *= _cell_medians(np.where(np.abs(off - 1) <= LIGHT_REFINE, off, np.nan), rows, cols, 1.0,
-                                   least=0.5)
+            grids *= _cell_medians(np.where(np.abs(off - 1) <= LIGHT_REFINE, off, np.nan), rows, cols, 1.0, least=0.5)
         light = _spread(grids, ch, cw, frames.shape[1], frames.shape[2])
         for k in np.flatnonzero(gain_only).tolist():
             light[k] = _gain(frames[k], self.reference, self.lit)
@@ -291,7 +291,7 @@ def _spread(grids: np.ndarray, ch: int, cw: int, h: int, w: int) -> np.ndarray:
         whole = cv2.resize(grid, (cols * cw, rows * ch), interpolation=cv2.INTER_LINEAR)
         if any(short):
             whole = cv2.copyMakeBorder(whole, 0, short[0], 0, short[1], cv2.BORDER_REPLICATE)
-        out[k] = whole[ch:ch + h, cw:cw + w]
+        out[k] = whole[ch : ch + h, cw : cw + w]
     return out
 
 

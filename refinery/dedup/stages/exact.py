@@ -38,7 +38,8 @@ class Exact:
             keeper = funnel.choose(members)
             for row in members:
                 if row != keeper:
-                    run.decisions.remove(row, self.name, "identical bytes (SHA-256)", keeper,
-                                         reason_code=ReasonCode.IDENTICAL_BYTES)
+                    run.decisions.remove(
+                        row, self.name, "identical bytes (SHA-256)", keeper, reason_code=ReasonCode.IDENTICAL_BYTES
+                    )
                     stats.removed += 1
         stats.seconds = time.perf_counter() - t

@@ -71,9 +71,15 @@ class _Own:
 class MovingCamera:
     """The test between two frames of a camera that moves (see the module's text)."""
 
-    def __init__(self, grays: Grays | None, table: FeatureTable, cfg: ScenesConfig,
-                 neighbours: dict[int, list[int]], views: dict[tuple[int, int], tuple[float, bool]] | None = None,
-                 workers: int = 1):
+    def __init__(
+        self,
+        grays: Grays | None,
+        table: FeatureTable,
+        cfg: ScenesConfig,
+        neighbours: dict[int, list[int]],
+        views: dict[tuple[int, int], tuple[float, bool]] | None = None,
+        workers: int = 1,
+    ):
         self.grays, self.table, self.cfg, self.neighbours, self.workers = grays, table, cfg, neighbours, workers
         self._views = views or {}  # view_match of the pairs looked at, (i, j) with i < j
         self._grays: OrderedDict[int, np.ndarray | None] = OrderedDict()
@@ -87,8 +93,18 @@ class MovingCamera:
         return cls(None, table, cfg, {})
 
     @classmethod
-    def find(cls, grays: Grays, rows: np.ndarray, scenes: Scenes, store: VectorStore, vector_row: np.ndarray,
-             cfg: ScenesConfig, exact_up_to: int, nprobe: int, workers: int = 1) -> MovingCamera:
+    def find(
+        cls,
+        grays: Grays,
+        rows: np.ndarray,
+        scenes: Scenes,
+        store: VectorStore,
+        vector_row: np.ndarray,
+        cfg: ScenesConfig,
+        exact_up_to: int,
+        nprobe: int,
+        workers: int = 1,
+    ) -> MovingCamera:
         """The frames of moving cameras among `rows` (those no scene judges), with their neighbours."""
         table = grays.table
         if cfg.mode == "crops":
@@ -97,8 +113,13 @@ class MovingCamera:
         if len(rows) <= LEAST:
             return cls.none(table, cfg)
         vectors = vector_row[rows]
-        found = ann.similar_pairs(lambda start, stop: store.rows(vectors[start:stop]), CANDIDATE, count=len(rows),
-                                  exact_up_to=exact_up_to, nprobe=nprobe)
+        found = ann.similar_pairs(
+            lambda start, stop: store.rows(vectors[start:stop]),
+            CANDIDATE,
+            count=len(rows),
+            exact_up_to=exact_up_to,
+            nprobe=nprobe,
+        )
         views = _views(table, [(int(rows[a]), int(rows[b])) for a, b, _ in found])
         near: dict[int, list[tuple[float, int]]] = {}
         for (i, j), (moved, clean) in views.items():
@@ -173,8 +194,10 @@ class MovingCamera:
         both = own_i.measured & _moved(own_j.measured, dx, dy)
         things_i = [r for r in own_i.front.regions if _within(r.box, both)]
         things_j = [r for r in (r.moved(-round(dy), -round(dx)) for r in own_j.front.regions) if _within(r.box, both)]
-        return shift(Front(tuple(things_i), 0.0, 0.0), Front(tuple(things_j), 0.0, 0.0), self.cfg.max_shift) \
+        return (
+            shift(Front(tuple(things_i), 0.0, 0.0), Front(tuple(things_j), 0.0, 0.0), self.cfg.max_shift)
             <= self.cfg.max_shift
+        )
 
     def _own_of(self, row: int) -> _Own | None:
         if row not in self.neighbours:
@@ -239,8 +262,9 @@ def _views(table: FeatureTable, pairs: list[tuple[int, int]]) -> dict[tuple[int,
     width, height = table.columns["width"], table.columns["height"]
     ends = np.sort(np.array(pairs, np.int64), axis=1)
     first, second = ends[(width[ends[:, 0]] == width[ends[:, 1]]) & (height[ends[:, 0]] == height[ends[:, 1]])].T
-    moved, clean = view_matches(table.thumb[first], table.thumb[second], width[first].astype(np.float64),
-                                height[first].astype(np.float64))
+    moved, clean = view_matches(
+        table.thumb[first], table.thumb[second], width[first].astype(np.float64), height[first].astype(np.float64)
+    )
     keys = zip(first.tolist(), second.tolist(), strict=True)
     return dict(zip(keys, zip(moved.tolist(), clean.tolist(), strict=True), strict=True))
 
@@ -254,8 +278,14 @@ def _spread(found: list[tuple[float, int]]) -> list[int]:
 def _moved(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """A mask of one frame in the place of the other, whose view lies (dx, dy) away."""
     back = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
-    return cv2.warpAffine(mask.astype(np.uint8), back, (mask.shape[1], mask.shape[0]), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    return cv2.warpAffine(
+        mask.astype(np.uint8),
+        back,
+        (mask.shape[1], mask.shape[0]),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    ).astype(bool)
 
 
 def _within(box: tuple[int, int, int, int], measured: np.ndarray) -> bool:

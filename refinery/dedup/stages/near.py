@@ -37,15 +37,17 @@ def near_pairs(phash: np.ndarray, dhash: np.ndarray, thumbs: np.ndarray, cfg: Ne
     if len(phash) < 2:
         return np.zeros((0, 2), np.int64)
     if len(phash) <= cfg.exact_up_to:
-        candidates = np.concatenate([ann.within(ann.hash_codes(phash), cfg.max_phash),
-                                     ann.within(ann.hash_codes(dhash), cfg.max_dhash)])
+        candidates = np.concatenate(
+            [ann.within(ann.hash_codes(phash), cfg.max_phash), ann.within(ann.hash_codes(dhash), cfg.max_dhash)]
+        )
     else:
         candidates = _correlated_pairs(thumbs, cfg.min_correlation - SEARCH_SLACK, cfg.nprobe)
     # one key a pair: np.unique on rows (axis=0) sorts them as records, ten times slower
     keys = np.unique(candidates[:, 0] * len(phash) + candidates[:, 1])
     pairs = np.stack([keys // len(phash), keys % len(phash)], axis=1)
-    confirmed: np.ndarray = pairs[near_copy(_distances(pairs, phash), _distances(pairs, dhash),
-                                            _correlations(pairs, thumbs), cfg)]
+    confirmed: np.ndarray = pairs[
+        near_copy(_distances(pairs, phash), _distances(pairs, dhash), _correlations(pairs, thumbs), cfg)
+    ]
     return confirmed
 
 
@@ -61,19 +63,20 @@ def _correlations(pairs: np.ndarray, thumbs: np.ndarray, block: int = 8192) -> n
     of float rows)."""
     out = np.zeros(len(pairs), np.float32)
     for start in range(0, len(pairs), block):
-        i, j = pairs[start:start + block, 0], pairs[start:start + block, 1]
+        i, j = pairs[start : start + block, 0], pairs[start : start + block, 1]
         rows, at = np.unique(np.concatenate([i, j]), return_inverse=True)  # each row normalised once
         normal = normalized_thumbs(thumbs[rows])
-        a, b = normal[at[:len(i)]], normal[at[len(i):]]
+        a, b = normal[at[: len(i)]], normal[at[len(i) :]]
         flat = ~a.any(axis=1) | ~b.any(axis=1)  # no shape to correlate: equal or not
         same = (thumbs[i] == thumbs[j]).all(axis=1)
-        out[start:start + block] = np.where(flat, same, np.einsum("ij,ij->i", a, b))
+        out[start : start + block] = np.where(flat, same, np.einsum("ij,ij->i", a, b))
     return out
 
 
 def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.ndarray:
     """Pairs whose thumbnails correlate above `threshold`, from an IVF index of the
     normalised thumbnails; flat thumbnails (zero rows, never found by it) pair by equal bytes."""
+
     def read(start: int, stop: int) -> np.ndarray:
         return normalized_thumbs(thumbs[start:stop])
 
@@ -82,7 +85,7 @@ def _correlated_pairs(thumbs: np.ndarray, threshold: float, nprobe: int) -> np.n
     same: dict[bytes, list[int]] = {}
     for row in flat.tolist():
         same.setdefault(thumbs[row].tobytes(), []).append(row)
-    extra = [(a, b) for rows in same.values() for k, a in enumerate(rows) for b in rows[k + 1:]]
+    extra = [(a, b) for rows in same.values() for k, a in enumerate(rows) for b in rows[k + 1 :]]
     return np.concatenate([pairs, np.array(extra, np.int64).reshape(-1, 2)])
 
 

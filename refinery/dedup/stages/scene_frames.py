@@ -40,9 +40,17 @@ class FindScenes:
             with feats.opencv_single_threaded():
                 funnel.scenes = scene_test.analyse(funnel.grays, rows, cfg.scenes, funnel.progress, funnel.workers)
             stats.seen = len(funnel.scenes.frames)
-            funnel.moving = MovingCamera.find(funnel.grays, rows, funnel.scenes, funnel.store, run.vector_row,
-                                              cfg.scenes, cfg.semantic.exact_up_to, cfg.semantic.nprobe,
-                                              funnel.workers)
+            funnel.moving = MovingCamera.find(
+                funnel.grays,
+                rows,
+                funnel.scenes,
+                funnel.store,
+                run.vector_row,
+                cfg.scenes,
+                cfg.semantic.exact_up_to,
+                cfg.semantic.nprobe,
+                funnel.workers,
+            )
         stats.seconds += time.perf_counter() - t
 
 

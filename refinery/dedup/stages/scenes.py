@@ -124,7 +124,7 @@ class _ViewFeatures:
         logs = np.log(np.maximum(small, 1.0))
         # the 3x3 mean of an 8x8 grid, its border reflected, for every row at once
         padded = np.pad(logs, ((0, 0), (1, 1), (1, 1)), mode="reflect")
-        around = sum(padded[:, dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)) / 9
+        around = sum(padded[:, dy : dy + 8, dx : dx + 8] for dy in range(3) for dx in range(3)) / 9
         small, relief = small.reshape(-1, 64), (logs - around).reshape(-1, 64)
         mean = np.maximum(small.mean(axis=1, keepdims=True), 1.0)
         pattern = relief - relief.mean(axis=1, keepdims=True)
@@ -198,7 +198,7 @@ def _nearest(rows: _ViewFeatures, centres: _ViewFeatures, block: int = 256) -> t
     distance = np.zeros(len(rows), np.float32)
     for start in range(0, len(rows), block):
         d = _distances(rows[np.arange(start, min(start + block, len(rows)))], centres)
-        best[start:start + block], distance[start:start + block] = d.argmin(axis=1), d.min(axis=1)
+        best[start : start + block], distance[start : start + block] = d.argmin(axis=1), d.min(axis=1)
     return best, distance
 
 
@@ -213,7 +213,7 @@ def _leaders(rows: _ViewFeatures, match: float) -> np.ndarray:
     leaders: list[int] = []
     levels: list[float] = []  # of the leaders, in increasing order
     for start in range(0, len(rows), LEADER_BLOCK):
-        block = order[start:start + LEADER_BLOCK]
+        block = order[start : start + LEADER_BLOCK]
         first = int(np.searchsorted(levels, rows.level[block].min() - LEVEL))
         if first < len(leaders):
             best, distance = _nearest(rows[block], rows[leaders[first:]])
@@ -271,8 +271,9 @@ def _moved(box_a: Box, centre_a: tuple[float, float, int], box_b: Box, centre_b:
     is smaller (a mask's shadow or a neighbour that merged with it in one frame does not make
     it bigger): its centre's move, or half the change of its height or width where that is more."""
     (ya, xa, sa), (yb, xb, sb) = centre_a, centre_b
-    resized = max(abs((box_a[2] - box_a[0]) - (box_b[2] - box_b[0])),
-                  abs((box_a[3] - box_a[1]) - (box_b[3] - box_b[1]))) / 2
+    resized = (
+        max(abs((box_a[2] - box_a[0]) - (box_b[2] - box_b[0])), abs((box_a[3] - box_a[1]) - (box_b[3] - box_b[1]))) / 2
+    )
     return max(math.hypot(ya - yb, xa - xb), resized) / min(sa, sb)
 
 
@@ -335,8 +336,13 @@ class Scenes:
         return len({int(self.scene[row]) for row in self.frames})
 
 
-def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
-            progress: Callable[[str, int], Callable[[int], None]] | None = None, workers: int = 0) -> Scenes:
+def analyse(
+    grays: Grays,
+    rows: np.ndarray,
+    cfg: ScenesConfig,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    workers: int = 0,
+) -> Scenes:
     """Find the scenes among `rows` and what stands in front of each of their frames. A file
     that cannot be read now leaves its scene and goes to the picture test."""
     table = grays.table
@@ -350,8 +356,11 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
 
     def learn(members: np.ndarray) -> tuple[Background | None, dict[int, np.ndarray]]:
         """The view's background, and the frames it was learnt from (judged without reading them again)."""
-        sample = {row: g for row in members[:: max(1, len(members) // cfg.sample)][:cfg.sample].tolist()
-                  if (g := grays(row)) is not None}
+        sample = {
+            row: g
+            for row in members[:: max(1, len(members) // cfg.sample)][: cfg.sample].tolist()
+            if (g := grays(row)) is not None
+        }
         if len(sample) < 3 or len({g.shape for g in sample.values()}) > 1:
             return None, {}
         return Background.learn(list(sample.values()), cfg), sample
@@ -361,8 +370,10 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
     for members, (background, read) in zip(views, ordered_map(learn, views, workers, ahead=workers), strict=True):
         if background is not None:
             fronts = _fronts(grays, read, members, background, cfg, workers, advance)
-            if fronts and (np.percentile([f.extent for f in fronts.values()], 75) <= cfg.max_extent
-                           or footage(table.thumb[members])):
+            if fronts and (
+                np.percentile([f.extent for f in fronts.values()], 75) <= cfg.max_extent
+                or footage(table.thumb[members])
+            ):
                 frames.update(fronts)  # else: big objects in front of a shared window are crops
         else:
             advance(len(members))
@@ -373,19 +384,29 @@ def analyse(grays: Grays, rows: np.ndarray, cfg: ScenesConfig,
 FRONTS_AT_ONCE = 16  # frames a thread measures in one stack
 
 
-def _fronts(grays: Grays, read: dict[int, np.ndarray], members: np.ndarray, background: Background,
-            cfg: ScenesConfig, workers: int, advance: Callable[[int], None]) -> dict[int, Front]:
+def _fronts(
+    grays: Grays,
+    read: dict[int, np.ndarray],
+    members: np.ndarray,
+    background: Background,
+    cfg: ScenesConfig,
+    workers: int,
+    advance: Callable[[int], None],
+) -> dict[int, Front]:
     """What stands in front of `background` in each of the frames `members` (those it is no
     view of, and those that cannot be read now, left out); those in `read` are not read again."""
 
     def measure(rows: list[int]) -> list[tuple[int, Front]]:
         shape = background.median.shape
-        got = [(row, gray) for row in rows
-               if (gray := read.pop(row) if row in read else grays(row)) is not None and gray.shape == shape]
+        got = [
+            (row, gray)
+            for row in rows
+            if (gray := read.pop(row) if row in read else grays(row)) is not None and gray.shape == shape
+        ]
         return list(zip([row for row, _ in got], background.frames([gray for _, gray in got], cfg), strict=True))
 
     fronts: dict[int, Front] = {}
-    chunks = [members[k:k + FRONTS_AT_ONCE].tolist() for k in range(0, len(members), FRONTS_AT_ONCE)]
+    chunks = [members[k : k + FRONTS_AT_ONCE].tolist() for k in range(0, len(members), FRONTS_AT_ONCE)]
     for chunk, found in zip(chunks, ordered_map(measure, chunks, workers, ahead=2 * workers), strict=True):
         fronts.update((row, front) for row, front in found if front.foreground <= cfg.max_foreground)
         advance(len(chunk))
@@ -412,8 +433,9 @@ def footage(thumbs: np.ndarray) -> bool:
     return twinned >= FOOTAGE * len(sample)
 
 
-def split_pairs(pairs: list[tuple[int, int]], scenes: Scenes, frame_pairs: list[tuple[int, int]]
-                   ) -> list[tuple[int, int]]:
+def split_pairs(
+    pairs: list[tuple[int, int]], scenes: Scenes, frame_pairs: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """The pairs the picture test judges; pairs inside one scene go to `frame_pairs`, pairs
     of two scenes nowhere (two cameras never show one picture)."""
     out = []

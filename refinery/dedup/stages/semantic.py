@@ -30,8 +30,13 @@ class Semantic:
         rows = run.kept_rows()
         stats.seen = len(rows)
         vector_rows = run.vector_row[rows]
-        found = ann.similar_pairs(lambda start, stop: funnel.store.rows(vector_rows[start:stop]), cfg.threshold,
-                                  count=len(rows), exact_up_to=cfg.exact_up_to, nprobe=cfg.nprobe)
+        found = ann.similar_pairs(
+            lambda start, stop: funnel.store.rows(vector_rows[start:stop]),
+            cfg.threshold,
+            count=len(rows),
+            exact_up_to=cfg.exact_up_to,
+            nprobe=cfg.nprobe,
+        )
         evidence = Evidence(run.table, funnel.store, funnel.cfg.near, run.vector_row)
         pairs = split_pairs([(int(rows[a]), int(rows[b])) for a, b, _ in found], scenes, funnel.frame_pairs)
 
