@@ -327,3 +327,15 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
     assert moved == approved and "sub/a_copy.jpg" not in moved
     assert run_cli("undo", str(dest)).returncode == 0
     assert snapshot(reviewed.root) == before
+
+
+def test_the_page_ranks_a_duplicate_by_its_reason_code_and_an_older_report_by_its_words() -> None:
+    from refinery.review.page import evidence
+
+    near_scores = {"thumb_correlation": 0.995, "cosine": 0.97}
+    coded = {"stage": "near", "reason": "same picture as a.jpg", "scores": near_scores, "reason_code": "looks_like"}
+    assert evidence(coded) == ("semantic", 0.97)  # the code says: alike in its embedding
+    assert evidence(coded | {"reason_code": "same_picture", "reason": "looks like a.jpg"}) == ("near", 0.995)
+    older = {"stage": "near", "reason": "looks like a.jpg (cosine 0.97)", "scores": near_scores}
+    assert evidence(older) == ("semantic", 0.97)  # a report written before reason codes
+    assert evidence(older | {"reason": "same picture as a.jpg"}) == ("near", 0.995)
