@@ -12,6 +12,7 @@
     ├── ImageError               an image file
     │   └── UnreadableImage      a file that cannot be decoded as an image
     ├── UnreadableVideo          a video path OpenCV may not be given, or with no frame
+    ├── NoPictures               a folder to judge, index or embed holds no picture
     ├── NoFace                   a query picture in which --faces found no face
     ├── UnsafePath               a folder on the way to a destination is a link
     │   └── Unreachable          a path the judging run could not have taken
@@ -83,6 +84,10 @@ class UnreadableImage(ImageError):
 class UnreadableVideo(RefineryError):
     """A video path that is not a file OpenCV may be given (a folder, a FIFO, missing), or
     one from which no frame could be read."""
+
+
+class NoPictures(RefineryError):
+    """A folder to judge, index or embed holds no picture (the message says what it holds)."""
 
 
 class NoFace(RefineryError):

@@ -1,6 +1,7 @@
 """Why a file got its decision, as a code a program reads (a report line's `reason_code`),
 beside the reason in words a person reads. Readers rank and group by the code; the words may
-change, the codes do not (new ones are added)."""
+change, the codes do not (new ones are added). A duplicate's code says why it goes against
+its keeper (`kept_as`): a byte copy whose twin went later carries the twin's."""
 
 from __future__ import annotations
 

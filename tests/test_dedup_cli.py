@@ -151,3 +151,30 @@ def test_undo_reports_files_moved_or_changed_by_hand_and_restores_the_rest(
     after = tree_hashes(root)
     assert {p: h for p, h in before.items() if p not in ("d_dark.jpg", "d_bright.jpg")} == after
     assert (dest / "d_bright.jpg").read_bytes() == b"edited"  # left where it is
+
+
+def test_a_folder_without_pictures_gets_one_line_saying_what_it_holds(tmp_path: Path) -> None:
+    empty, text = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    text.mkdir()
+    for k in range(3):
+        (text / f"n{k}.txt").write_text("no picture")
+    (text / "clip.mp4").write_bytes(b"\0" * 64)
+    (text / ".hidden.jpg").write_bytes(b"\0" * 64)
+    says = {
+        empty: "no picture found - the folder is empty",
+        text: "no picture found - 3 files, none a picture (3 .txt); 1 video (refinery frames reads it); "
+        "1 hidden entry not read",
+    }
+    for folder, said in says.items():
+        commands = (
+            ["dedup", str(folder)],
+            ["index", str(folder), "--out", str(tmp_path / "i")],
+            ["embed", str(folder), "--out", str(tmp_path / "e.npz")],
+        )
+        for command in commands:
+            proc = run_cli(*command, "--device", "cpu")
+            errors = [line for line in proc.stderr.splitlines() if "no picture" in line]
+            assert proc.returncode == 1 and errors == [f"Error: {folder}: {said}"], (command, proc.stderr)
+            assert "images/s" not in proc.stdout  # no table of zeros
+    assert not (tmp_path / "i").exists() and not (tmp_path / "e.npz").exists()

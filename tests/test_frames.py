@@ -101,15 +101,65 @@ def test_a_frame_already_in_out_is_never_overwritten(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["videos"][0]["taken"] == ["cam_t000000.000.jpg"]
 
 
+def test_two_videos_of_one_name_keep_apart_and_a_second_run_writes_nothing_again(tmp_path: Path) -> None:
+    """camA/clip.avi and camB/clip.avi: frames named camA_clip_t... and camB_clip_t... (the
+    report says each video's name); the same run again finds every frame already there, byte
+    for byte, says so in one line a video and exits 0."""
+    videos = []
+    for camera, seed in (("camA", 3), ("camB", 6)):
+        (tmp_path / camera).mkdir()
+        videos.append(write_video(tmp_path / camera / "clip.avi", scenes(seed, 4), "MJPG"))
+    out, report = tmp_path / "out", tmp_path / "r.json"
+    proc = run_cli("frames", *map(str, videos), "--out", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())["videos"]
+    assert [v["name"] for v in data] == ["camA_clip", "camB_clip"]
+    assert all(w["name"].startswith(v["name"] + "_t") for v in data for w in v["written"])
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(first) == sum(len(v["written"]) for v in data) and "frames are named camA_clip_t" in proc.stdout
+
+    again = run_cli("frames", *map(str, videos), "--out", str(out), "--report", str(report))
+    assert again.returncode == 0 and "error" not in again.stderr, again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # nothing new, nothing touched
+    for v, line in zip(data, again.stdout.splitlines(), strict=True):
+        assert f"0 written ({len(v['written'])} already in {out}, the same bytes: not written again)" in line
+    assert all(w["already"] for v in json.loads(report.read_text())["videos"] for w in v["written"])
+
+
+def test_a_picture_is_refused_in_one_line_and_the_videos_go_on(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "cam.avi", scenes(3, 2), "MJPG")
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((64, 64, 3), 128, np.uint8))
+    proc = run_cli("frames", str(tmp_path / "photo.jpg"), str(video), "--out", str(tmp_path / "out"))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 3 and errors == [
+        f"error: {tmp_path / 'photo.jpg'}: a picture, not a video: `refinery dedup` judges pictures"
+    ]
+    assert any(p.name.startswith("cam_t") for p in (tmp_path / "out").iterdir())
+
+
+def test_video_names_tell_same_named_videos_apart_by_their_folders(tmp_path: Path) -> None:
+    from refinery.video.folder import video_names
+
+    paths = [tmp_path / "a" / "x" / "clip.avi", tmp_path / "b" / "x" / "clip.avi", tmp_path / "c" / "other.avi"]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert video_names(paths) == ["a_x_clip", "b_x_clip", "other"]
+    assert video_names([paths[0], paths[0]]) == ["clip", "clip"]  # the same file twice: one name
+    assert video_names([paths[2]]) == ["other"]
+
+
 def test_dedup_names_a_video_and_leaves_it(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
     write_video(folder / "cam.mp4", scenes(3, 0), "mp4v")
+    cv2.imwrite(str(folder / "photo.jpg"), frame_pixels(background(21), [], np.random.default_rng(0)))
     report = tmp_path / "r.json"
     proc = run_cli("dedup", str(folder), "--report", str(report), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    [line] = json.loads(report.read_text())["files"]
+    line, _ = json.loads(report.read_text())["files"]
     assert line["path"] == "cam.mp4" and line["decision"] == "skip" and "refinery frames" in line["reason"]
+    assert line["reason_code"] == "video"
 
 
 def test_ctrl_c_leaves_every_written_frame_whole_and_a_report(tmp_path: Path) -> None:

@@ -88,13 +88,15 @@ def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def index_dirs(pictures: Path) -> list[Path]:
-    """The pictures' index, and a second one of an empty folder (the page serves several)."""
+    """The pictures' index, and a second, empty one (the page serves several): of a folder
+    whose one picture cannot be read (a folder without pictures is refused)."""
     from refinery.config import Config
     from refinery.retrieval.index import build_index
     from refinery.runner.session import Embedder
 
     embedder = Embedder("default", device="cpu", threads=1)
     (pictures.parent / "empty").mkdir()
+    (pictures.parent / "empty" / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
     outs = []
     for folder in (pictures, pictures.parent / "empty"):
         outs.append(folder.parent / f"{folder.name}.index")

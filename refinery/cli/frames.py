@@ -97,6 +97,7 @@ def frames_cmd(
     from refinery.io.fileio import check_writable_folder
     from refinery.io.outputs import Kind, Output, check_outputs
     from refinery.video.extract import thin_video
+    from refinery.video.folder import video_names
 
     if every and fps:
         raise click.UsageError("give --every or --fps, not both")
@@ -110,8 +111,9 @@ def frames_cmd(
     )
     check_writable_folder(out)
     results, failed, gone = [], 0, False
+    names = video_names(list(videos))  # two clip.avi of two cameras: camA_clip, camB_clip
     with stop_on_signal() as stop, ProgressBars(ctx) as bars:
-        for video in videos:
+        for video, name in zip(videos, names, strict=True):
             if stop.is_set():
                 break
             result = thin_video(
@@ -124,6 +126,7 @@ def frames_cmd(
                 frame_bar(bars),
                 stop,
                 thumbnails=html_path is not None,
+                name=name,
             )
             results.append(result)
             tell_result(video, result, len(videos) - len(results) if result.cannot_write else 0, out)
@@ -148,6 +151,7 @@ def tell_result(video: Path, result: VideoResult, left: int, out: Path) -> None:
     """The lines a video's thinning earns: its error, the names it found taken, what it looked
     at and wrote, and why no more videos are read (`left` of them) when `out` takes no more."""
     from refinery.parallel import peak_memory_mb
+    from refinery.video.folder import frame_stem
 
     if result.error:  # the folder gone: one line, with what that leaves undone
         more = f"; {left} more video{'s' if left > 1 else ''} not read" if result.out_gone and left else ""
@@ -155,10 +159,13 @@ def tell_result(video: Path, result: VideoResult, left: int, out: Path) -> None:
     if result.taken:
         log_taken(out, result)
     if result.sampled or not result.error:
+        already = sum(bool(w.already) for w in result.written)
         echo(
-            f"{video}: {result.sampled} frames looked at, {len(result.written)} written, "
-            f"{sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
+            f"{video}: {result.sampled} frames looked at, {len(result.written) - already} written"
+            + (f" ({already} already in {out}, the same bytes: not written again)" if already else "")
+            + f", {sum(s.frames for s in result.skipped)} skipped ({result.fps:g} fps; "
             f"peak memory {peak_memory_mb():.0f} MB)"
+            + (f"; its frames are named {frame_stem(result.name)}_t..." if result.name != Path(video).stem else "")
         )
     if result.cannot_write and left and not result.out_gone:
         log.error("stopped: nothing more can be written into %s; %d more video%s not read", out, left, "s" * (left > 1))
@@ -172,23 +179,30 @@ def write_report(report: Path, out: Path, results: list[VideoResult]) -> None:
     write_output(report, Kind.FRAMES_REPORT, json.dumps(marked(Kind.FRAMES_REPORT, videos), indent=1))
 
 
+# Frames of the same video already there with other bytes: a run with other settings, most likely.
+OTHER_RUN = " (an earlier run with other settings? give each its own --out)"
+
+
 def log_taken(out: Path, result: VideoResult) -> None:
     """One line for the frames of a video whose names were taken in `out`: never overwritten,
     each went to a free name."""
     moved = [(w.instead_of, w.name) for w in result.written if w.instead_of]
     if len(moved) == 1:
         [(taken, free)] = moved
-        log.error("%s: already there; not overwritten: the frame went to %s", out / taken, free)
+        log.error(
+            "%s: already there, other bytes; not overwritten: the frame went to %s%s", out / taken, free, OTHER_RUN
+        )
     else:
         (taken, free), n = moved[0], len(moved)
         log.error(
-            "%s: %d frame names of %s were already there (%s, ...); not overwritten: those frames went to "
-            "free names (%s, ...)",
+            "%s: %d frame names of %s were already there, other bytes (%s, ...); not overwritten: those frames "
+            "went to free names (%s, ...)%s",
             out,
             n,
             result.video,
             taken,
             free,
+            OTHER_RUN,
         )
 
 

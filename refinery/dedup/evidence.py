@@ -55,11 +55,14 @@ class Evidence:
 
 def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_keeper: np.ndarray) -> None:
     """Each removed duplicate's reason and scores, measured against its final keeper (the
-    file that stays), not against a partner that was itself removed later."""
+    file that stays), not against a partner that was itself removed later - but a byte copy
+    whose twin went later says so first: "identical bytes to its twin, which goes too: (the
+    twin's reason)", with the twin's code (the code says why it goes against the keeper)."""
     decisions, table = run.decisions, run.table
     evidence = Evidence(table, store, cfg.near, run.vector_row)
     paths = table.paths
-    for row in np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist():
+    removed = np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist()
+    for row in removed:
         keeper = int(decisions.keeper[row])
         stage = STAGES[decisions.stage[row]]
         through = f"; through {paths[first_keeper[row]]}" if first_keeper[row] != keeper else ""
@@ -96,3 +99,10 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
         decisions.reason[row], decisions.reason_code[row] = text + through, code
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"
+    exact = STAGES.index(StageName.EXACT)
+    for row in removed:
+        twin = int(first_keeper[row])
+        if decisions.stage[row] == exact and twin != decisions.keeper[row]:  # its twin went as well
+            twin_reason = decisions.reason[twin]
+            decisions.reason[row] = f"identical bytes to {paths[twin]} (SHA-256), which goes too: {twin_reason}"
+            decisions.reason_code[row] = decisions.reason_code[twin]

@@ -23,7 +23,7 @@ from refinery.dedup.grays import GrayStore
 from refinery.dedup.stages import quality
 from refinery.dedup.state import NOT_REACHED, Picture, Run, StageStats
 from refinery.dedup.vectors import VectorStore
-from refinery.errors import UnreadableImage
+from refinery.errors import NoPictures, UnreadableImage
 from refinery.features import Features, gray_work, measure
 from refinery.io.cache import FeatureCache
 from refinery.io.images import decode_for_stages, read_bytes, to_input
@@ -42,8 +42,11 @@ CACHE_VECTORS_PER_WRITE = 1024  # cached vectors gathered before one write to th
 
 
 def list_files(root: Path, cfg: Config) -> tuple[list[str], list[Skipped]]:
-    """The files to judge under a local folder (relative paths) and the entries the scan left out."""
+    """The files to judge under a local folder (relative paths) and the entries the scan left
+    out; NoPictures, saying what is there instead, when there is no picture to judge."""
     found = scan(root, cfg.run.follow_symlinks)
+    if not found.files:
+        raise NoPictures(f"{root}: no picture found - {found.without_pictures()}")
     return [path.relative_to(root).as_posix() for path in found.files], found.skipped
 
 

@@ -253,6 +253,15 @@ def write_new(folder_fd: int, name: str, write: Callable[[int], T], mode: int = 
     return tmp, written
 
 
+def read_all(fd: int, most: int) -> bytes:
+    """Up to `most` bytes of `fd` from where it stands (os.read may read less than asked)."""
+    chunks, left = [], most
+    while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """All of `data` to `fd` (os.write may write less than it was given)."""
     view = memoryview(data).cast("B")

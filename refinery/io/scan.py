@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from refinery.reasons import ReasonCode
@@ -93,6 +94,35 @@ class Skipped:
 class Scan:
     files: list[Path]  # to judge, sorted
     skipped: list[Skipped]
+    others: Counter[str] = field(default_factory=Counter)  # other files, by suffix ("" for none)
+
+    def without_pictures(self) -> str:
+        """What was found instead of pictures, in a few words: "the folder is empty", or e.g.
+        "12 files, none a picture (8 .txt, 4 .md); 2 videos (refinery frames reads them)"."""
+        kinds = Counter(s.code for s in self.skipped)
+        parts = []
+        if self.others:
+            shown = ", ".join(f"{n} {suffix or 'without a suffix'}" for suffix, n in self.others.most_common(3))
+            count = sum(self.others.values())
+            parts.append(
+                f"{_count(count, 'file', 'files')}, none a picture ({shown}{', ...' * (len(self.others) > 3)})"
+            )
+        for code, one, many in _LEFT_OUT:
+            if kinds[code]:
+                parts.append(_count(kinds[code], one, many))
+        return "; ".join(parts) or "the folder is empty"
+
+
+_LEFT_OUT = (
+    (ReasonCode.VIDEO, "video (refinery frames reads it)", "videos (refinery frames reads them)"),
+    (ReasonCode.HIDDEN, "hidden entry not read", "hidden entries not read"),
+    (ReasonCode.LINK, "symbolic link not followed", "symbolic links not followed"),
+    (ReasonCode.UNREADABLE, "entry that could not be read", "entries that could not be read"),
+)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def find_images(root: Path) -> list[Path]:
@@ -112,6 +142,7 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
     real_root = Path(os.path.realpath(root))
     files: list[Path] = []
     skipped: list[Skipped] = []
+    others: Counter[str] = Counter()
     entered = {real_root}
     folders = [root]
     while folders:
@@ -144,9 +175,11 @@ def scan(root: Path, follow_symlinks: bool = False) -> Scan:
                     skipped.append(
                         Skipped(_rel(path, root), "skip", "a video: use `refinery frames`", ReasonCode.VIDEO)
                     )
+                else:
+                    others[os.path.splitext(entry.name)[1].lower()] += 1
             elif _has_image_suffix(entry.name):  # a FIFO, socket or device named like a picture
                 skipped.append(Skipped(_rel(path, root), "error", "not a regular file"))
-    return Scan(sorted(files), sorted(skipped, key=lambda s: s.path))
+    return Scan(sorted(files), sorted(skipped, key=lambda s: s.path), others)
 
 
 def _follow(

@@ -31,15 +31,17 @@ def thin_video(
     progress: FrameProgress | None = None,
     stop: threading.Event | None = None,
     thumbnails: bool = False,
+    name: str | None = None,
 ) -> VideoResult:
     """Read `video` once and write the frames to keep into `out`; what was written and what
     was skipped, and why. Every `every`-th frame is sampled, or `fps` frames a second.
     `progress(name, frames, fps)` is told of the video and returns what counts frames read.
-    With `thumbnails`, each skipped span keeps a thumbnail for the review page.
+    With `thumbnails`, each skipped span keeps a thumbnail for the review page. The frames'
+    names begin with `name` (the run's name for the video, video_names), else its stem.
     A video that cannot be read, or whose frames cannot all be written, is the result's
     `error`; with `cannot_write`, frames cannot be written into `out` at all (the folder went
     away: `out_gone`)."""
-    result = VideoResult(str(video), pictures={} if thumbnails else None)
+    result = VideoResult(str(video), name or Path(video).stem, pictures={} if thumbnails else None)
     out = Path(out)
     try:
         folder = os.open(out, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
@@ -51,7 +53,7 @@ def thin_video(
             if not capture.isOpened():
                 result.error = "not a video OpenCV can read"
                 return result
-            stem = frame_stem(Path(video), name_max(folder))
+            stem = frame_stem(result.name, name_max(folder))
             thinner = Thinner(FramesFolder(out, folder, stem), cfg, result)
             _thin(capture, thinner, every, fps, jpeg_quality, progress, stop)
     except UnreadableVideo as e:

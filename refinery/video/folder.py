@@ -7,11 +7,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from contextlib import suppress
 from pathlib import Path
 
 from refinery.errors import CannotWrite, NameRefused, OutGone
-from refinery.io.fileio import link_as_new, write_all, write_new
+from refinery.io.fileio import link_as_new, read_all, write_all, write_new
 
 NAME_MAX = 255  # bytes in a file name (ext4, XFS, Btrfs, APFS); less where the folder's file system says so
 # Bytes of a frame's name besides its stem: "_t" and the time to 115 days, ".jpg", and room
@@ -24,12 +25,36 @@ def frame_name(stem: str, t: float) -> str:
     return f"{stem}_t{t:010.3f}.jpg"
 
 
-def frame_stem(video: Path, name_max: int = NAME_MAX) -> str:
-    """What a video's frame names start with: its stem, in UTF-8, short enough that every frame
-    name fits in `name_max` bytes. Bytes that are not UTF-8 become U+FFFD; a stem that had to
-    change (cut, or bytes replaced) ends with "~" and 8 hex digits of the stem it was, so two
-    videos whose names differ only there keep apart."""
-    raw = os.fsencode(Path(video).stem)
+def video_names(videos: list[Path]) -> list[str]:
+    """Each video's name in a run (what its frames' names begin with): its stem, or where two
+    videos of the run share a stem, the stem after as many of its folders as tell them apart
+    (`camA/clip.avi`, `camB/clip.avi`: `camA_clip`, `camB_clip`). The same file given twice
+    keeps one name."""
+    real = [Path(os.path.realpath(v)) for v in videos]
+    depth = {path: 0 for path in real}
+
+    def name(path: Path) -> str:
+        folders = path.parent.parts[len(path.parent.parts) - depth[path] :] if depth[path] else ()
+        return "_".join([*(f for f in folders if f != "/"), path.stem])
+
+    while True:
+        by_name: dict[str, set[Path]] = {}
+        for path in real:
+            by_name.setdefault(name(path), set()).add(path)
+        clashes = {path for paths in by_name.values() if len(paths) > 1 for path in paths}
+        deeper = {path for path in clashes if depth[path] < len(path.parent.parts)}
+        if not deeper:
+            return [name(path) for path in real]
+        for path in deeper:
+            depth[path] += 1
+
+
+def frame_stem(name: str, name_max: int = NAME_MAX) -> str:
+    """What a video's frame names start with: its run's name (video_names), in UTF-8, short
+    enough that every frame name fits in `name_max` bytes. Bytes that are not UTF-8 become
+    U+FFFD; a stem that had to change (cut, or bytes replaced) ends with "~" and 8 hex digits
+    of the name it was, so two videos whose names differ only there keep apart."""
+    raw = os.fsencode(name)
     stem = raw.decode("utf-8", "replace")
     room = max(name_max - _NAME_TAIL, 16)
     if stem.encode() == raw and len(raw) <= room:
@@ -51,15 +76,18 @@ class FramesFolder:
         self.out, self.fd, self.stem = out, fd, stem
         self.identity = _identity(os.fstat(fd))
 
-    def write(self, name: str, jpeg: bytes, t: float) -> str:
+    def write(self, name: str, jpeg: bytes, t: float) -> tuple[str, bool]:
         """Write the frame at `t` as `name` or, if that is taken, the first free `NAME.N.jpg`
-        (a new file: never over anything); the name it went to.
-        Raises OutGone if `out` is no longer where it was, NameRefused or CannotWrite."""
+        (a new file: never over anything); the name it went to, and whether it was there
+        already - `name` holding these very bytes (an earlier run's frame): then nothing is
+        written. Raises OutGone if `out` is no longer where it was, NameRefused or CannotWrite."""
         self.check(t)
+        if self.holds(name, jpeg):
+            return name, True
         try:
             tmp, _ = write_new(self.fd, fit_bytes(name, 100), lambda fd: write_all(fd, jpeg), 0o644)
             try:
-                return link_as_new(self.fd, tmp, name)
+                return link_as_new(self.fd, tmp, name), False
             finally:
                 with suppress(FileNotFoundError):  # gone with the folder
                     os.unlink(tmp, dir_fd=self.fd)
@@ -69,6 +97,20 @@ class FramesFolder:
             if e.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
                 raise NameRefused(why, t) from None
             raise CannotWrite(why, t) from None
+
+    def holds(self, name: str, jpeg: bytes) -> bool:
+        """Whether `name` is a regular file of exactly these bytes (never a link followed)."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            return stat.S_ISREG(st.st_mode) and st.st_size == len(jpeg) and read_all(fd, len(jpeg) + 1) == jpeg
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def check(self, t: float) -> None:
         """Raise OutGone unless `out` still names the folder the frames go to."""

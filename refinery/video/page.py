@@ -54,7 +54,7 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict[str, Any]
     pictures: dict[str, bytes] = {}
     groups: dict[str, int] = {}  # a kept frame's name -> its group
     for result in results:
-        stem = frame_stem(Path(result.video))  # UTF-8, as the frames' names
+        stem = frame_stem(result.name)  # UTF-8, as the frames' names
         for number, span in enumerate(result.skipped):
             when = f"{span.start:.3f} s" if span.frames == 1 else f"{span.start:.3f}-{span.end:.3f} s"
             label = f"{stem} {when}: {span.frames} frame{'s' if span.frames > 1 else ''} skipped"

@@ -18,6 +18,7 @@ import numpy as np
 from refinery.dedup.stages.quality import Measures
 from refinery.errors import UnreadableVideo
 from refinery.features import THUMB, colour_clipping, laplacian_variance, quality_figures, scale_work
+from refinery.io.scan import IMAGE_SUFFIXES, sniff
 
 # FFmpeg's own messages ("[mjpeg @ 0x...] overread 8") would interleave with refinery's one
 # line per bad video: quiet unless the user asked for them.
@@ -58,6 +59,8 @@ def opened(video: Path) -> Iterator[cv2.VideoCapture]:
             raise UnreadableVideo("not a regular file (a FIFO, a device or a socket): not read")
         if st.st_size == 0:
             raise UnreadableVideo("no frame could be read (an empty file)")
+        if _a_picture(os.pread(fd, 32, 0), Path(video).suffix.lower()):
+            raise UnreadableVideo("a picture, not a video: `refinery dedup` judges pictures")
         api = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
         level = cv2.utils.logging.getLogLevel()  # a file that is not a video: our one line, not OpenCV's warning
         cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
@@ -71,6 +74,14 @@ def opened(video: Path) -> Iterator[cv2.VideoCapture]:
             capture.release()
     finally:
         os.close(fd)
+
+
+def _a_picture(head: bytes, suffix: str) -> bool:
+    """A still picture by its first bytes and its name (OpenCV would read it as a one-frame
+    video). A GIF may be an animation, and a raw MJPEG stream starts like a JPEG: neither is
+    refused unless it is named like a still picture."""
+    kind = sniff(head)
+    return kind is not None and kind != "gif" and suffix in IMAGE_SUFFIXES
 
 
 def finite(value: float) -> float:

@@ -15,6 +15,7 @@ class Written:
     t: float
     frame: int
     instead_of: str | None = None  # its own name, when that was taken in `out` (then `name` is a free one)
+    already: bool | None = None  # True: `name` held this very frame (an earlier run's): not written again
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Span:
 @dataclass
 class VideoResult:
     video: str
+    name: str = ""  # what its frames' names begin with (unique in the run: see video/folder.video_names)
     fps: float = 0.0
     frames: int = 0  # frames read
     sampled: int = 0
@@ -61,4 +63,5 @@ class VideoResult:
             "taken": self.taken,
             "error": self.error or None,
             "interrupted": self.interrupted,
+            "name": self.name,  # what its frames' names begin with
         }

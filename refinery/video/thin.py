@@ -266,9 +266,11 @@ class Thinner:
         free `NAME.N.jpg` (FramesFolder.write), and record it (the result's `written`, in time
         order); the name it went to. Raises OutGone, NameRefused or CannotWrite."""
         name = frame_name(self.folder.stem, sample.t)
-        target = self.folder.write(name, sample.jpeg, sample.t)
+        target, already = self.folder.write(name, sample.jpeg, sample.t)
         written = self.result.written
-        written.append(Written(target, round(sample.t, 3), sample.frame, None if target == name else name))
+        written.append(
+            Written(target, round(sample.t, 3), sample.frame, None if target == name else name, already or None)
+        )
         if len(written) > 1 and written[-2].frame > sample.frame:  # a keeper written before frames it stands for
             written.sort(key=lambda w: w.frame)
         if target != name:
