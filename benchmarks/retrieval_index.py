@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 
 from refinery.config import Config
-from refinery.retrieval.index import HNSW_EF_SEARCH, HNSW_M
+from refinery.ann import HNSW_EF_SEARCH, HNSW_M
 from refinery.runner.session import Embedder, l2_normalize
 
 

@@ -120,7 +120,14 @@ def test_unknown_method_and_a_folder_that_is_no_index(index: Path, classes: Path
     proc = run_cli("search", str(index), query, "--method", "colour-histogram")
     assert proc.returncode == 1 and "unknown method 'colour-histogram'" in proc.stderr
     proc = run_cli("search", str(tmp_path), query)
-    assert proc.returncode == 1 and "not a refinery index" in proc.stderr
+    assert proc.returncode == 1 and "not a refinery index (no index.json in it)" in proc.stderr
+    # the photos themselves: indexed into a folder of their own, never into themselves
+    proc = run_cli("search", str(classes), query)
+    assert proc.returncode == 1 and "Errno" not in proc.stderr
+    assert proc.stderr.strip().endswith(
+        f"{classes}: a folder of pictures, not a refinery index; index it first: `refinery index {classes} "
+        f"--out {classes}.index`, then `refinery search {classes}.index QUERY`"
+    )
 
 
 def test_indexing_again_is_incremental(classes: Path, tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ def index_cmd(
 
     Example: refinery index photos/ --out photos.index
     """
-    from refinery.retrieval.index import RetrievalIndex, build_index, check_index_folder
+    from refinery.retrieval.index import RetrievalIndex, build_index
+    from refinery.retrieval.storage import check_index_folder
 
     cfg = settings(config_path, assignments, model, device, batch_size)
     check_index_folder(out)  # before the work: an OUT that is not an index is never written into

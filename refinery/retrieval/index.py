@@ -22,8 +22,6 @@ thumbnails and SIFT of files whose size and mtime did not change from the old in
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import zipfile
@@ -40,7 +38,7 @@ from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import Crop, embed_every_picture
 from refinery.errors import NoFace, RefineryError, UnreadableImage
-from refinery.io.fileio import file_sha256, read_json, write_all, write_new
+from refinery.io.fileio import file_sha256, read_json
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import cpu_count, ordered_map
 from refinery.retrieval import faces as face_finder
@@ -53,11 +51,21 @@ from refinery.retrieval.methods import (
     pixel_vector,
     sift_features,
 )
+from refinery.retrieval.storage import (
+    INDEX_VERSION,
+    HashingWriter,
+    check_index_folder,
+    check_meta,
+    check_parts,
+    load_sift,
+    not_an_index,
+    sift_bytes,
+    unlink_quietly,
+    write_part,
+)
 from refinery.runner.session import Embedder, l2_normalize
 from refinery.runner.text import TextEmbedder, text_tower_of
 
-INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
-INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
 METRICS = ("cosine", "l2")
 
 
@@ -212,45 +220,45 @@ class RetrievalIndex:
         try:
             index, sift = self.gallery.index, self.gallery.sift
             assert index is not None  # Gallery makes one
-            writers: dict[str, Callable[[_HashingWriter], object]] = {
+            writers: dict[str, Callable[[HashingWriter], object]] = {
                 "embedding.faiss": lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)),  # type: ignore[attr-defined]
                 "pixels.npy": lambda f: np.save(f, self.gallery.pixels),
             }
             if sift is not None:
                 writers["sift.npz"] = lambda f: f.write(sift_bytes(sift))
-            written = {name: _write_new(folder, name, write) for name, write in writers.items()}
+            written = {name: write_part(folder, name, write) for name, write in writers.items()}
             meta = {**self.meta, "parts": {name: part for name, (_, part) in written.items()}}
-            index_json = _write_new(folder, "index.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            index_json = write_part(folder, "index.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
             try:
                 for name, (tmp, _) in [*written.items(), ("index.json", index_json)]:
                     os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
             except BaseException:
                 for tmp, _ in [*written.values(), index_json]:
-                    _unlink_quietly(folder, tmp)
+                    unlink_quietly(folder, tmp)
                 raise
             # A part the old index had and this one has not (sift.npz) goes with the old index.
             for name in old - written.keys():
-                _unlink_quietly(folder, name)
+                unlink_quietly(folder, name)
         finally:
             os.close(folder)
 
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> RetrievalIndex:
         path = Path(path)
+        if not (path / "index.json").exists():
+            raise RefineryError(not_an_index(path))
         try:
             meta = read_json(path / "index.json", "an index's index.json")
         except RefineryError as e:
-            raise RefineryError(
-                f"{path}: not a refinery index ({e}); make one with `refinery index DIR --out {path}`"
-            ) from None
+            raise RefineryError(f"{path}: not a refinery index ({e})") from None
         if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
             version = meta.get("version") if isinstance(meta, dict) else None
             raise RefineryError(
                 f"{path}: index version {version}, this refinery reads "
                 f"{INDEX_VERSION}; build it again with `refinery index`"
             )
-        _check_parts(path, meta)
-        _check_meta(path, meta)
+        check_parts(path, meta)
+        check_meta(path, meta)
         model = Path(meta["model"]["path"])
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
             raise RefineryError(
@@ -350,141 +358,3 @@ def _reusable(
         tuple(f): (previous.gallery.pixels[i], sift[i] if (with_sift and sift) else None)
         for i, f in enumerate(previous.meta["files"])
     }
-
-
-def sift_bytes(features: list[SiftFeatures]) -> bytes:
-    """SIFT features as the bytes of an .npz file."""
-    counts = np.array([len(f.descriptors) for f in features], np.int64)
-    out = io.BytesIO()
-    np.savez(
-        out,
-        counts=counts,
-        descriptors=np.concatenate([f.descriptors for f in features]),
-        points=np.concatenate([f.points for f in features]),
-    )
-    return out.getvalue()
-
-
-def check_index_folder(out: Path) -> set[str]:
-    """Refuse an `out` that refinery must not write into: anything but a new or empty folder,
-    or a refinery index. Returns the parts the index there has (empty for a new folder)."""
-    out = Path(out)
-    if not out.exists():
-        if out.is_symlink():
-            raise RefineryError(f"{out} is a broken symbolic link; give a folder for the index")
-        return set()
-    if not out.is_dir():
-        raise RefineryError(f"{out} is a file, not a folder; give a new or empty folder, or an index, for --out")
-    names = set(os.listdir(out))
-    if not names:
-        return set()
-    meta = _index_json(out)
-    if meta is None:
-        raise RefineryError(
-            f"{out} already holds files and is not a refinery index (no index.json of refinery's); "
-            "refinery writes an index only into a new or empty folder, or over an index it made: "
-            "choose another --out"
-        )
-    parts = meta.get("parts")
-    listed = set(parts) & set(INDEX_FILES) if isinstance(parts, dict) else set(INDEX_FILES)  # version 1: all of them
-    return listed & names
-
-
-def _index_json(folder: Path) -> dict[str, Any] | None:
-    """The index.json of a folder if it is one refinery wrote (a regular file, a JSON object
-    with an index's keys), else None."""
-    path = folder / "index.json"
-    try:
-        if not path.is_file() or path.is_symlink():
-            return None
-        meta = read_json(path, "an index's index.json")
-    except (OSError, RefineryError):
-        return None
-    if isinstance(meta, dict) and isinstance(meta.get("version"), int) and {"files", "model", "root"} <= meta.keys():
-        return meta
-    return None
-
-
-def _check_parts(path: Path, meta: dict[str, Any]) -> None:
-    """Every file index.json lists is there with the size and SHA-256 it lists."""
-    parts = meta.get("parts")
-    if (
-        not isinstance(parts, dict)
-        or not {"embedding.faiss", "pixels.npy"} <= parts.keys()
-        or not set(parts) <= set(INDEX_FILES)
-    ):
-        raise RefineryError(f"{path}: index.json does not list the index's files; build it again with `refinery index`")
-    for name, part in parts.items():
-        try:
-            size, digest = (path / name).stat().st_size, file_sha256(path / name)
-        except OSError as e:
-            raise RefineryError(
-                f"{path}: damaged index: {name}: {e.strerror or e}; build it again with `refinery index`"
-            ) from None
-        if not isinstance(part, dict) or [size, digest] != [part.get("bytes"), part.get("sha256")]:
-            raise RefineryError(
-                f"{path}: damaged index: {name} is not the file index.json lists (a crash while "
-                "writing, or an edit); build it again with `refinery index`"
-            )
-
-
-def _check_meta(path: Path, meta: dict[str, Any]) -> None:
-    """index.json's fields have the types refinery wrote (it is read back, not trusted)."""
-    model, files = meta.get("model"), meta.get("files")
-    ok = (
-        isinstance(model, dict)
-        and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
-        and isinstance(files, list)
-        and all(
-            isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and all(isinstance(x, int) for x in f[1:])
-            for f in files
-        )
-        and isinstance(meta.get("root"), str)
-        and isinstance(meta.get("faces"), bool)
-    )
-    if not ok:
-        raise RefineryError(f"{path}: index.json is malformed; build the index again with `refinery index`")
-
-
-class _HashingWriter:
-    """A write-only file over a descriptor that hashes what goes through it."""
-
-    def __init__(self, fd: int):
-        self.fd, self.sha256, self.bytes = fd, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data).cast("B")
-        self.sha256.update(view)
-        self.bytes += len(view)
-        write_all(self.fd, view)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _write_new(folder: int, name: str, write: Callable[[_HashingWriter], object]) -> tuple[str, dict[str, int | str]]:
-    """Write a new file under a random name in `folder` (fileio.write_new); (that name, its size and SHA-256)."""
-
-    def hashed(fd: int) -> dict[str, int | str]:
-        writer = _HashingWriter(fd)
-        write(writer)
-        return {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
-
-    return write_new(folder, name, hashed, 0o644)
-
-
-def _unlink_quietly(folder: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=folder)
-    except FileNotFoundError:
-        pass
-
-
-def load_sift(path: Path) -> list[SiftFeatures]:
-    data = np.load(path)
-    bounds = np.concatenate([[0], np.cumsum(data["counts"])])
-    return [
-        SiftFeatures(data["descriptors"][a:b], data["points"][a:b])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
