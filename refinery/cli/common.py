@@ -16,13 +16,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from refinery import __version__
 from refinery.errors import ConfigError, RefineryError
 from refinery.io.names import printable
+
+if TYPE_CHECKING:
+    from refinery.config import Config
+    from refinery.io.cache import FeatureCache
+    from refinery.runner.session import Embedder
 
 log = logging.getLogger("refinery")
 
@@ -182,7 +187,7 @@ def settings(
     model: str | None,
     device: str | None,
     batch_size: int | None,
-) -> Any:
+) -> Config:
     """The config file, then --set overrides, then the named flags."""
     import dataclasses
 
@@ -192,13 +197,10 @@ def settings(
     return dataclasses.replace(cfg, model=cfg.model.override(model=model, device=device, batch_size=batch_size))
 
 
-def make_embedder(cfg: Any) -> Any:
-    from refinery.runner.session import Embedder
+def make_embedder(cfg: Config) -> Embedder:
+    from refinery.runner.session import embedder_for
 
-    m = cfg.model
-    # Every worker runs the model on its own batches with one thread: on shared CPU cores that
-    # beats one run spread over all of them (benchmarks/speed.py), and it suits GPUs as well.
-    return Embedder(m.path, device=m.device, batch_size=m.batch_size, threads=m.threads or 1)
+    return embedder_for(cfg.model)
 
 
 def progress_bar(ctx: click.Context, label: str, total: int, unit: str = "img") -> Any:
@@ -230,17 +232,8 @@ class ProgressBars:
             bar.close()
 
 
-def open_cache(cfg: Any, embedder: Any, folder: Path, variant: str = "") -> Any:
+def open_cache(cfg: Config, embedder: Embedder, folder: Path, variant: str = "") -> FeatureCache | None:
     """The feature cache for this model and folder, or None when switched off."""
-    if not cfg.run.cache:
-        return None
-    from refinery.io.cache import FeatureCache, default_cache_dir
-    from refinery.io.fileio import file_sha256
+    from refinery.io import cache
 
-    return FeatureCache(
-        Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
-        file_sha256(embedder.path),
-        folder,
-        variant,
-        embedder.spec.output_dim,
-    )
+    return cache.open_cache(cfg, embedder, folder, variant)

@@ -127,7 +127,9 @@ def index_cmd(
     cache = open_cache(cfg, embedder, folder, "faces" if faces else "")
     try:
         with ProgressBars(ctx) as bars:
-            index = build_index(folder, cfg, embedder, cache, bars, faces=faces, with_sift=sift, previous=previous)
+            index = build_index(
+                folder, cfg, embedder, cache=cache, progress=bars, faces=faces, with_sift=sift, previous=previous
+            )
     finally:
         if cache:
             cache.close()

@@ -20,12 +20,17 @@ import math
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from refinery.features import FEATURES_VERSION, THUMB, Features
-from refinery.io.fileio import cache_home
+from refinery.io.fileio import cache_home, file_sha256
 from refinery.io.names import is_sha256_hex
+
+if TYPE_CHECKING:
+    from refinery.config import Config
+    from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +250,17 @@ def _whole(value: object, low: int, high: int) -> bool:
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def open_cache(cfg: Config, embedder: Embedder, folder: Path, variant: str = "") -> FeatureCache | None:
+    """The feature cache for this model and folder (`variant`: "faces" for face crops), or
+    None when the settings switch it off (run.cache)."""
+    if not cfg.run.cache:
+        return None
+    return FeatureCache(
+        Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir(),
+        file_sha256(embedder.path),
+        folder,
+        variant,
+        embedder.spec.output_dim,
+    )

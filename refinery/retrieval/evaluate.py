@@ -29,8 +29,9 @@ import numpy as np
 
 from refinery.config import Config
 from refinery.errors import NoFace, RefineryError, UnreadableImage
+from refinery.io.cache import FeatureCache
 from refinery.io.images import read_bytes, to_input
-from refinery.parallel import cpu_count, ordered_map
+from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.retrieval.index import Gallery, Query, QueryMaker, build_index
 from refinery.retrieval.methods import PIXEL_METHODS, pixel_vector, sift_features
 from refinery.runner.session import Embedder
@@ -108,8 +109,8 @@ def evaluate(
     k: int = 5,
     faces: bool = False,
     device: str = "auto",
-    progress: object = None,
-    cache_for: Callable[[Embedder], object] | None = None,
+    progress: Progress | None = None,
+    cache_for: Callable[[Embedder], FeatureCache | None] | None = None,
 ) -> dict[str, Scores]:
     """Scores of every method (embeddings of each model, pixel metrics, SIFT) on DIR's classes.
 
@@ -123,7 +124,7 @@ def evaluate(
         cache = cache_for(embedder) if cache_for else None
         first = n == 0  # pixel and SIFT results do not depend on the model: measured once
         want_sift = first and (methods is None or "sift" in methods)
-        index = build_index(root, cfg, embedder, cache, progress, faces=faces, with_sift=want_sift)
+        index = build_index(root, cfg, embedder, cache=cache, progress=progress, faces=faces, with_sift=want_sift)
         gallery_paths, query_paths = split_queries(index.paths)
         rows = {rel: i for i, rel in enumerate(index.paths)}
         g = np.array([rows[rel] for rel in gallery_paths])

@@ -38,9 +38,10 @@ from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import Crop, embed_every_picture
 from refinery.errors import NoFace, RefineryError, UnreadableImage
+from refinery.io.cache import FeatureCache
 from refinery.io.fileio import file_sha256, read_json
 from refinery.io.images import decode_for_stages, read_bytes, to_input
-from refinery.parallel import cpu_count, ordered_map
+from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.retrieval import faces as face_finder
 from refinery.retrieval.methods import (
     DISTANCES,
@@ -291,8 +292,9 @@ def build_index(
     root: Path,
     cfg: Config,
     embedder: Embedder,
-    cache: object = None,
-    progress: object = None,
+    *,
+    cache: FeatureCache | None = None,
+    progress: Progress | None = None,
     faces: bool = False,
     with_sift: bool = False,
     previous: RetrievalIndex | None = None,
@@ -300,7 +302,7 @@ def build_index(
 ) -> RetrievalIndex:
     """Embed every readable picture under `root` and make it searchable by every method."""
     root = Path(root)
-    folder = embed_every_picture(root, cfg, embedder, progress, cache, face_crop(faces))  # type: ignore[arg-type]
+    folder = embed_every_picture(root, cfg, embedder, progress, cache, face_crop(faces))
     maker = QueryMaker(embedder, faces, with_sift)
     stats = [_stat(root / p) for p in folder.paths]
     reusable = _reusable(previous, with_sift)

@@ -6,13 +6,16 @@ import logging
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from refinery.errors import ModelError
 from refinery.runner.providers import ProviderList, resolve_providers
 from refinery.spec import BATCH_DIM, ModelSpec
+
+if TYPE_CHECKING:
+    from refinery.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +240,10 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit: np.ndarray = vectors / np.maximum(norms, 1e-12)
     return unit
+
+
+def embedder_for(model: ModelConfig) -> Embedder:
+    """The Embedder the settings' [model] section asks for. Every worker runs the model on its
+    own batches with one thread (model.threads 0): on shared CPU cores that beats one run
+    spread over all of them (benchmarks/speed.py), and it suits GPUs as well."""
+    return Embedder(model.path, device=model.device, batch_size=model.batch_size, threads=model.threads or 1)
