@@ -22,6 +22,7 @@ from typing import Any
 
 from refinery.errors import ConfigError, RefineryError
 from refinery.io.fileio import read_regular
+from refinery.io.names import is_plain_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,6 +149,12 @@ class SemanticConfig:
 class KeepConfig:
     # Keepers must be at least this sharp (Laplacian variance) when a group offers one that is.
     min_sharpness: float = at_least(20.0, 0, "variance of the Laplacian a keeper should reach")
+    # Which member of a group stays: best (sharp enough, most pixels, least lossy, most
+    # detail, largest file), largest (pixels, then bytes), oldest or newest (modification
+    # time); ties go on by best.
+    policy: str = one_of("best", "best", "largest", "oldest", "newest", doc="which member of a group stays")
+    # A folder (relative to the judged one) whose files stay before any other; "" for none.
+    prefer: str = ""
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,10 @@ def validate(cfg: Config) -> Config:
                 for name, kind, meta in _keys(type(current))
             },
         )
+    prefer = sections["keep"].prefer.strip("/")
+    if prefer and not is_plain_path(prefer):
+        raise ConfigError(f"keep.prefer = {toml_value(prefer)}: must be a folder inside the judged one, e.g. originals")
+    sections["keep"] = dataclasses.replace(sections["keep"], prefer=prefer)
     return Config(**sections)
 
 

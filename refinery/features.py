@@ -23,7 +23,7 @@ from refinery.io.images import WORK_SIZE, Decoded
 THUMB = 16  # side of the gray thumbnail kept per picture
 # Bump when a feature is computed differently (decode size, WORK_SIZE, a formula): cached
 # features of another version are not reused.
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5  # 5: a lossy WebP, HEIF or AVIF has a compression (io/images.UNKNOWN_LOSS)
 
 
 @dataclass(slots=True)  # slots: no per-object dict, a third less memory per file
@@ -41,7 +41,8 @@ class Features:
     dhash: int  # 64-bit gradient-sign hash
     phash: int  # 64-bit DCT hash
     thumb: bytes = b""  # THUMB x THUMB gray thumbnail, uint8: confirms near-exact copies
-    compression: float = 0.0  # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless or unknown
+    # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless; io/images.UNKNOWN_LOSS: lossy, how much unknown
+    compression: float = 0.0
     # What the quality stage judges (quality_figures): detail lost to blur, to black, to white.
     edge_width: float = 0.0  # px at WORK_SIZE: how wide even the sharpest edges are (0: no edges to say)
     smear_width: float = 0.0  # px: the sharpest edges' width in the orientation where they are widest

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import draw_picture, run_cli
 from refinery.reasons import ReasonCode
 
 REPORT_KEYS = {"path", "decision", "stage", "reason", "group", "kept_as", "scores", "test", "file", "reason_code"}
@@ -178,3 +178,23 @@ def test_a_folder_without_pictures_gets_one_line_saying_what_it_holds(tmp_path: 
             assert proc.returncode == 1 and errors == [f"Error: {folder}: {said}"], (command, proc.stderr)
             assert "images/s" not in proc.stdout  # no table of zeros
     assert not (tmp_path / "i").exists() and not (tmp_path / "e.npz").exists()
+
+
+def test_keep_and_prefer_choose_the_keeper_and_the_reason_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "originals").mkdir(parents=True)
+    picture = draw_picture(4, (320, 240))
+    picture.save(root / "edited.png")
+    picture.save(root / "originals" / "shot.jpg", quality=70)
+    report = tmp_path / "r.json"
+    proc = run_cli("dedup", str(root), "--prefer", "originals", "--report", str(report), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    lines = {f["path"]: f for f in json.loads(report.read_text())["files"]}
+    assert lines["originals/shot.jpg"]["decision"] == "keep"
+    assert lines["edited.png"]["kept_as"] == "originals/shot.jpg"
+    assert lines["edited.png"]["reason"].endswith("; kept: in the preferred folder originals/")
+    proc = run_cli("dedup", str(root), "--report", str(report), "--device", "cpu")  # the best: lossless
+    assert json.loads(report.read_text())["files"][0]["decision"] == "keep"  # edited.png
+    for bad, says in (("elsewhere", "no folder elsewhere in"), ("../x", "must be a folder inside the judged one")):
+        proc = run_cli("dedup", str(root), "--prefer", bad)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr

@@ -331,3 +331,39 @@ def test_approximate_pairs_find_what_the_exact_search_finds() -> None:
     assert len(exact) > 5000
     assert len(approx & exact) / len(exact) >= 0.99
     assert approx <= loose
+
+
+def test_a_lossless_copy_stays_before_a_lossy_one_of_the_same_size(tmp_path: Path) -> None:
+    """One photo as TIFF, BMP, PNG and WebP (lossy, quality 80): a lossless one stays - the
+    WebP's artefacts must not pass for detail (a lossy WebP says nothing of its quality)."""
+    photo = draw_picture(3, (480, 360)).filter(ImageFilter.DETAIL)
+    names = ["p.tiff", "p.bmp", "p.png", "p.webp", "lossless.webp"]
+    for name in names[:4]:
+        save(photo, tmp_path / name, **({"quality": 80} if name.endswith("webp") else {}))
+    save(photo, tmp_path / "lossless.webp", lossless=True)
+    fs = [extract(tmp_path / name, name, SPEC)[0] for name in names]
+    assert fs[3].compression > 0 and fs[4].compression == 0  # lossy WebP: unknown loss; lossless: none
+    assert names[choose_keeper(range(4), fs, 10.0)] != "p.webp"
+    assert choose_keeper([3, 4], fs, 10.0) == 4
+
+
+def test_keep_policies_prefer_a_folder_then_the_policy_then_the_best() -> None:
+    from refinery.config import KeepConfig
+    from refinery.dedup.groups import KeepRule
+
+    fs = [
+        features("big.jpg", width=1280, height=960, file_size=900),
+        features("old.jpg", file_size=500),
+        features("new.jpg", file_size=700),
+        features("originals/a.jpg", width=320, height=240),
+    ]
+    mtime = [200, 100, 300, 250]
+
+    def keeper(**kw: object) -> str:
+        return fs[KeepRule(fs, mtime, KeepConfig(**kw)).choose(range(4))].path  # type: ignore[arg-type]
+
+    assert keeper() == keeper(policy="largest") == "big.jpg"
+    assert keeper(policy="oldest") == "old.jpg" and keeper(policy="newest") == "new.jpg"
+    assert keeper(prefer="originals", policy="newest") == "originals/a.jpg"  # the folder first
+    rule = KeepRule(fs, mtime, KeepConfig(policy="oldest"))
+    assert rule.why(1) == "kept: the oldest of its group" and KeepRule(fs, mtime, KeepConfig()).why(0) == ""

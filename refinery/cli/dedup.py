@@ -81,6 +81,20 @@ log = logging.getLogger("refinery")
     help="Judge symbolic links to files and folders outside FOLDER too (config: run.follow_symlinks).",
 )
 @click.option(
+    "--keep",
+    "keep_policy",
+    type=click.Choice(["best", "largest", "oldest", "newest"]),
+    default=None,
+    help="Which member of a group stays: best (sharp, most pixels, least lossy, most detail; the default), "
+    "largest, oldest or newest (config: keep.policy).",
+)
+@click.option(
+    "--prefer",
+    metavar="FOLDER",
+    default=None,
+    help="Files under FOLDER (inside the judged one) stay before any other (config: keep.prefer).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default=None,
@@ -101,6 +115,8 @@ def dedup_cmd(
     no_cache: bool,
     no_quality: bool,
     follow_symlinks: bool,
+    keep_policy: str | None,
+    prefer: str | None,
     engine: str | None,
     config_path: Path | None,
     assignments: tuple[str, ...],
@@ -121,9 +137,11 @@ def dedup_cmd(
 
     cfg = apply_overrides(
         settings(config_path, assignments, model, device, batch_size),
-        flag_settings(no_cache, no_quality, follow_symlinks, engine),
+        flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer),
     )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
+    if cfg.keep.prefer and isinstance(root, Path) and not (root / cfg.keep.prefer).is_dir():
+        raise click.BadParameter(f"no folder {cfg.keep.prefer} in {root}", param_hint="--prefer / keep.prefer")
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
     if html_path and not isinstance(root, Path):
@@ -170,9 +188,20 @@ def dedup_cmd(
         ctx.exit(EXIT_FILE_ERRORS)
 
 
-def flag_settings(no_cache: bool, no_quality: bool, follow_symlinks: bool, engine: str | None) -> list[str]:
+def flag_settings(
+    no_cache: bool,
+    no_quality: bool,
+    follow_symlinks: bool,
+    engine: str | None,
+    keep_policy: str | None = None,
+    prefer: str | None = None,
+) -> list[str]:
     """dedup's own flags as the settings they stand for (`--set` assignments)."""
+    import json
+
     flags = [
+        (bool(keep_policy), f"keep.policy={keep_policy}"),
+        (prefer is not None, f"keep.prefer={json.dumps(prefer)}"),
         (no_cache, "run.cache=false"),
         (no_quality, "quality.enabled=false"),
         (follow_symlinks, "run.follow_symlinks=true"),

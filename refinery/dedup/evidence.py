@@ -10,6 +10,7 @@ import numpy as np
 
 from refinery.config import Config, NearConfig
 from refinery.dedup.decisions import REMOVE, STAGES, StageName
+from refinery.dedup.groups import KeepRule
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run
 from refinery.dedup.table import FeatureTable
@@ -53,7 +54,9 @@ class Evidence:
         return float(a @ b)
 
 
-def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_keeper: np.ndarray) -> None:
+def explain(
+    run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_keeper: np.ndarray, keep: KeepRule | None = None
+) -> None:
     """Each removed duplicate's reason and scores, measured against its final keeper (the
     file that stays), not against a partner that was itself removed later - but a byte copy
     whose twin went later says so first: "identical bytes to its twin, which goes too: (the
@@ -99,6 +102,10 @@ def explain(run: Run, store: VectorStore, cfg: Config, scenes: Scenes, first_kee
         decisions.reason[row], decisions.reason_code[row] = text + through, code
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"
+    for row in removed:  # what chose the keeper, where the settings did: "; kept: the oldest of its group"
+        note = keep.why(int(decisions.keeper[row])) if keep is not None else ""
+        if note:
+            decisions.reason[row] += f"; {note}"
     exact = STAGES.index(StageName.EXACT)
     for row in removed:
         twin = int(first_keeper[row])

@@ -10,11 +10,12 @@ the one before kept; the Ray engine feeds the same list (it only reads and embed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from refinery.config import Config
 from refinery.dedup.grays import Grays
-from refinery.dedup.groups import choose_keeper
+from refinery.dedup.groups import KeepRule
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run, StageStats
@@ -40,9 +41,14 @@ class Funnel:
     frame_pairs: list[tuple[int, int]] = field(default_factory=list)  # near and semantic candidates in a scene
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
 
+    @cached_property
+    def keep(self) -> KeepRule:
+        """Which member of a group stays (the settings' [keep]; made once, after the pass)."""
+        return KeepRule(self.run.table, self.run.stat[:, 1].tolist(), self.cfg.keep)
+
     def choose(self, members: list[int]) -> int:
         """The keeper of `members` (rows of one group), by the keep rule."""
-        return choose_keeper(members, self.run.table, self.cfg.keep.min_sharpness)
+        return self.keep.choose(members)
 
     def found_scenes(self) -> tuple[Scenes, MovingCamera]:
         """The scenes and moving cameras the scene finder found (a stage after it asks)."""

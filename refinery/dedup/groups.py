@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from refinery.config import KeepConfig
 from refinery.features import Features
 
 
@@ -50,6 +51,38 @@ def keep_rank(f: Features, min_sharpness: float) -> tuple[bool, int, float, floa
 def choose_keeper(members: Sequence[int], features: Sequence[Features], min_sharpness: float) -> int:
     """The member the keep rule prefers; deterministic."""
     return min(members, key=lambda i: keep_rank(features[i], min_sharpness))
+
+
+class KeepRule:
+    """Which member of a group stays, by the settings (keep.policy, keep.prefer): files under
+    the preferred folder first, then the policy, then the best rule (keep_rank) for ties.
+    `mtime_ns` is each row's modification time, for oldest and newest."""
+
+    def __init__(self, features: Sequence[Features], mtime_ns: Sequence[int], cfg: KeepConfig):
+        self.features, self.mtime_ns, self.cfg = features, mtime_ns, cfg
+        self.prefix = cfg.prefer + "/" if cfg.prefer else ""
+
+    def rank(self, row: int) -> tuple[Any, ...]:
+        """The sort key of `row`, best first."""
+        f = self.features[row]
+        preferred = bool(self.prefix) and f.path.startswith(self.prefix)
+        policy = {
+            "best": (),
+            "largest": (-f.pixels, -f.file_size),
+            "oldest": (self.mtime_ns[row],),
+            "newest": (-self.mtime_ns[row],),
+        }[self.cfg.policy]
+        return (not preferred, *policy, *keep_rank(f, self.cfg.min_sharpness))
+
+    def choose(self, members: Sequence[int]) -> int:
+        return min(members, key=self.rank)
+
+    def why(self, keeper: int) -> str:
+        """What chose `keeper` when the settings did (a removed file's reason ends with it), else ""."""
+        if self.prefix and self.features[keeper].path.startswith(self.prefix):
+            return f"kept: in the preferred folder {self.cfg.prefer}/"
+        words = {"largest": "the largest", "oldest": "the oldest", "newest": "the newest"}
+        return f"kept: {words[self.cfg.policy]} of its group" if self.cfg.policy in words else ""
 
 
 @dataclass

@@ -241,5 +241,5 @@ def decide(funnel: Funnel) -> Funnel:
     scenes, _ = funnel.found_scenes()
     first_keeper = decisions.keeper.copy()
     decisions.assign_groups()
-    explain(funnel.run, funnel.store, funnel.cfg, scenes, first_keeper)
+    explain(funnel.run, funnel.store, funnel.cfg, scenes, first_keeper, funnel.keep)
     return funnel

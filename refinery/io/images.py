@@ -126,7 +126,26 @@ class Decoded:
     image: Image.Image  # RGB, as a person sees it (EXIF orientation applied)
     width: int  # of the full picture, as a person sees it
     height: int
-    quantiser: float = 0.0  # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless or unknown
+    # mean JPEG luminance quantiser (1 = quality 100); 0 = lossless; UNKNOWN_LOSS: lossy, how much unknown
+    quantiser: float = 0.0
+
+
+# A lossy encoding that says nothing of how lossy (WebP's VP8, HEIF, AVIF) counts as a JPEG of
+# quality 90 (the IJG luminance table's mean, 57.6, at 20%): behind any lossless copy of the
+# same picture, beside a good JPEG.
+UNKNOWN_LOSS = 11.5
+_LOSSY = ("WEBP", "HEIF", "AVIF")
+
+
+def _unknown_loss(format_of: str, data: bytes) -> float:
+    """How lossy a picture without JPEG tables was saved: 0 for a lossless format (PNG, TIFF,
+    BMP, GIF, PNM, a lossless WebP), UNKNOWN_LOSS for a lossy one."""
+    if format_of == "WEBP":  # its image chunk: VP8L lossless, "VP8 " lossy (after any ICC or EXIF chunk)
+        head = data[12 : 1 << 16]
+        lossless, lossy = head.find(b"VP8L"), head.find(b"VP8 ")
+        if lossless >= 0 and (lossy < 0 or lossless < lossy):
+            return 0.0
+    return UNKNOWN_LOSS if format_of in _LOSSY else 0.0
 
 
 def check_pixels(width: int, height: int, name: object) -> None:
@@ -156,6 +175,7 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
         width, height = im.size
         check_pixels(width, height, name)
         tables = getattr(im, "quantization", None)  # JPEG only: how lossy it was saved
+        format_of = im.format or ""
         factor = reduction(width, height, min_long, min_short)
         if factor > 1 and im.format == "JPEG":
             im.draft(im.mode, (width // factor, height // factor))
@@ -171,7 +191,7 @@ def decode(data: bytes, name: object = "<bytes>", min_long: int = 0, min_short: 
             width, height = height, width
         if orientation in _TRANSPOSE:
             im = im.transpose(_TRANSPOSE[orientation])
-        quantiser = float(np.mean(tables[min(tables)])) if tables else 0.0
+        quantiser = float(np.mean(tables[min(tables)])) if tables else _unknown_loss(format_of, data)
         return Decoded(_flatten(im), width, height, quantiser)
     except UnidentifiedImageError:
         raise UnreadableImage(name, "not an image Pillow can read") from None

@@ -13,7 +13,7 @@ from refinery import features as feats
 from refinery.dedup.decisions import KEEP, StageName
 from refinery.dedup.evidence import Evidence
 from refinery.dedup.funnel import Funnel
-from refinery.dedup.groups import cover_groups, keep_rank
+from refinery.dedup.groups import cover_groups
 from refinery.dedup.stages import scenes as scene_test
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
@@ -68,13 +68,8 @@ class SceneFrames:
         alive = (run.decisions.code == KEEP).tolist()  # a list: 80,000 look-ups on seq0
         edges = sorted({(a, b) if a < b else (b, a) for a, b in funnel.frame_pairs if alive[a] and alive[b]})
         same = [(a, b) for a, b in edges if scenes.same(a, b)]
-        table, min_sharp = run.table, funnel.cfg.keep.min_sharpness
-        evidence = Evidence(table, None, funnel.cfg.near)
-
-        def rank(row: int) -> tuple[bool, int, float, float, int, str]:
-            return keep_rank(table[row], min_sharp)
-
-        for keeper, subjects in cover_groups(same, rank):
+        evidence = Evidence(run.table, None, funnel.cfg.near)
+        for keeper, subjects in cover_groups(same, funnel.keep.rank):
             for i in subjects:
                 stage = StageName.NEAR if evidence.near_copy(i, keeper) else StageName.SEMANTIC
                 run.decisions.remove(i, stage, "", keeper)
