@@ -20,8 +20,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from refinery.config import Config
 from refinery.ann import HNSW_EF_SEARCH, HNSW_M
+from refinery.config import Config
 from refinery.runner.session import Embedder, l2_normalize
 
 
