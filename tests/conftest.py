@@ -76,7 +76,7 @@ def fastreid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
 
 
 TINY_CLIP = REPO / "tests" / "data" / "tinyclip"  # an open_clip config: 2 layers of 64 wide, 32-d, 32x32 input
-NO_OPEN_CLIP = "the CLIP tests export with open_clip: pip install 'refinery[clip]'"
+NO_OPEN_CLIP = "the CLIP tests export with open_clip: pip install '.[clip]'"
 # A test that runs a CLIP export (found, not imported: open_clip would bring torch in)
 needs_open_clip = pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason=NO_OPEN_CLIP)
 

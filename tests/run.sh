@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Test refinery as it is delivered. This is the README's test command; .ci/run calls exactly this.
 #
-#   bash tests/run.sh          build the wheel; install it (not editable) in a clean venv and run
-#                              every command from there (tests/smoke.py); install it in .venv with
-#                              the export extras and the fastreid oracle; run the whole suite
-#                              against the installed package (never the checkout's sources)
+#   bash tests/run.sh          build the wheel; install it (not editable) in a clean venv without
+#                              torch and run every runtime command from there (tests/smoke.py);
+#                              install it in .venv with every extra, torch and the fastreid oracle
+#                              (the one venv with torch), run export-model and train from there,
+#                              then the whole suite against the installed package (never the
+#                              checkout's sources)
 #   bash tests/run.sh --fast   day to day: lint and types, then the torch-free runtime tests in
 #                              the existing .venv (a few minutes); give pytest options after it.
 #                              Passes on a torch-free install too (the CLIP export tests skip)
@@ -31,16 +33,15 @@ fi
 # 1. The wheel, as pip builds it for a user.
 rm -rf build/dist
 "$PYTHON" -m pip wheel -q --no-deps -w build/dist .
-WHEEL=$(ls build/dist/refinery-*.whl)
+WHEEL=$(ls build/dist/image_refinery-*.whl)
 
-# 2. A clean venv with only the wheel and its [train,serve,clip] extras: every command runs from there,
-#    outside the checkout.
+# 2. A clean venv with only the wheel and its [serve] extra - no torch, as a user's runner has
+#    none: every command but export-model and train runs from there, outside the checkout.
 rm -rf build/smoke-venv
 "$PYTHON" -m venv build/smoke-venv
 build/smoke-venv/bin/python -m pip install -q --upgrade pip
-build/smoke-venv/bin/python -m pip install -q "$TORCH"
-build/smoke-venv/bin/python -m pip install -q "${WHEEL}[train,serve,clip]"
-(cd "${TMPDIR:-/tmp}" && "$REPO/build/smoke-venv/bin/python" "$REPO/tests/smoke.py")
+build/smoke-venv/bin/python -m pip install -q "${WHEEL}[serve]"
+(cd "${TMPDIR:-/tmp}" && "$REPO/build/smoke-venv/bin/python" "$REPO/tests/smoke.py" runtime)
 
 # 3. The test environment: the same wheel with every extra, and the fastreid oracle.
 if [ ! -x .venv/bin/python ]; then
@@ -53,6 +54,8 @@ fi
 # Upstream fastreid, only as the oracle the loader is checked against. Its metadata pins
 # torch 1.13, so it goes in without dependencies; the modeling code runs on current torch.
 .venv/bin/python -m pip install -q --no-deps -r tests/oracle-requirements.txt
+# export-model and train from the installed wheel too, outside the checkout (torch is only here).
+(cd "${TMPDIR:-/tmp}" && "$REPO/.venv/bin/python" "$REPO/tests/smoke.py" torch)
 # The browser test in tests/test_serve.py drives Debian's Chromium through chromedriver; as
 # root with apt-get, install them if missing (otherwise that test is skipped, saying why).
 if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$(id -u)" = 0 ] \

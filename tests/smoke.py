@@ -1,6 +1,8 @@
-"""Every command of an installed refinery, run as a user runs it: `python tests/smoke.py`
-with the python of a venv where the wheel (and its [train,serve,clip] extras) is installed, from
-outside the checkout so that only the installed package can be imported.
+"""Every command of an installed refinery, run as a user runs it, from outside the checkout so
+that only the installed package can be imported: `python tests/smoke.py runtime` with the
+python of a venv holding the wheel and its [serve] extra and no torch (every command but
+export-model and train), `python tests/smoke.py torch` with one that has the [export,train,clip]
+extras too (those two, and search by words through a CLIP model they export); `all` both.
 
 It makes its own pictures and a short video, runs each command through the `refinery`
 executable beside that python, checks the exit code and what it must have written, and prints
@@ -124,90 +126,101 @@ def search_over_http(index: Path, query: Path) -> None:
         server.wait(timeout=30)
 
 
+# The commands that need torch (the [export] and [train] extras): run by `--part torch` from
+# the test venv; every other command by `--part runtime` from a venv that has no torch at all.
+TORCH_SIDE = {"export-model", "train"}
+
+
+def make_photos(work: Path) -> Path:
+    photos = work / "photos"
+    photos.mkdir()
+    for k in range(6):
+        picture(k).save(photos / f"p{k}.png")
+    (photos / "p0_copy.png").write_bytes((photos / "p0.png").read_bytes())
+    return photos
+
+
+def make_classes(work: Path) -> Path:
+    classes = work / "classes"
+    for c in range(3):
+        (classes / f"c{c}").mkdir(parents=True)
+        for j in range(5):
+            picture(10 * c).rotate(3 * j).save(classes / f"c{c}" / f"{j}.png")
+    return classes
+
+
+def runtime(work: Path, photos: Path, classes: Path) -> None:
+    """Every command but the torch side's, from an install without torch."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        sys.exit("smoke: the runtime part runs where torch is not installed, as a user's runner would")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    run("--version")
+    run("config", "--show")
+    run("dedup", str(photos), "--report", str(work / "r.json"), "--device", "cpu")
+    run("dedup", str(photos), "--move-rejects-to", str(work / "rejects"), "--device", "cpu")
+    if (work / "rejects" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
+        sys.exit("smoke: dedup did not move the copy")
+    run("undo", str(work / "rejects"))
+    if {p.name: p.read_bytes() for p in photos.iterdir()} != before:
+        sys.exit("smoke: undo did not restore the folder")
+    run("review", str(work / "r.json"), "--html", str(work / "review.html"))
+    if "<html" not in (work / "review.html").read_text(encoding="utf-8").lower():
+        sys.exit("smoke: review wrote no page")
+    run("apply", str(work / "r.json"), "--move-rejects-to", str(work / "applied"))
+    if (work / "applied" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
+        sys.exit("smoke: apply did not move the copy")
+    run("undo", str(work / "applied"))
+    run("frames", str(video(work / "street.avi")), "--out", str(work / "frames"))
+    if not 1 <= len(list((work / "frames").glob("*.jpg"))) < 20:
+        sys.exit("smoke: frames kept no frame, or every one")
+    run("embed", str(photos), "--out", str(work / "v.npz"), "--device", "cpu")
+    run("index", str(photos), "--out", str(work / "index"), "--device", "cpu")
+    found = run("search", str(work / "index"), str(photos / "p3.png"), "-k", "1", "--device", "cpu")
+    if "p3.png" not in found.stdout:
+        sys.exit(f"smoke: search did not find the query itself:\n{found.stdout}")
+    run("eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu")
+    search_over_http(work / "index", photos / "p3.png")
+
+
+def torch_side(work: Path, photos: Path, classes: Path) -> None:
+    """export-model and train (the [export], [train] and [clip] extras), then search by words
+    through the CLIP model exported."""
+    run("export-model", "--list")
+    tiny = [
+        "train.input_size=32",
+        "train.dim=8",
+        "train.hidden=16",
+        "train.identities_per_batch=2",
+        "train.pictures_per_identity=2",
+        "train.test_share=0.34",
+    ]
+    settings = [arg for setting in tiny for arg in ("--set", setting)]
+    run("train", str(classes), "--out", str(work / "run"), "--epochs", "1", "--no-eval", *settings)
+    # CLIP (the [clip] extra): a tiny random-init open_clip model, then search by words.
+    tiny_clip = Path(__file__).resolve().parent / "data" / "tinyclip"
+    clip = str(work / "clip" / "tiny")
+    run("export-model", "--arch", f"openclip:local-dir:{tiny_clip}", "--out", clip, "--format", "onnx")
+    index = str(work / "clip-index")
+    run("index", str(photos), "--model", clip + ".onnx", "--out", index, "--device", "cpu")
+    found = run("search", index, "--text", "a red truck at night", "-k", "2")
+    if found.stdout.count(".png") != 2:
+        sys.exit(f"smoke: search --text did not answer two pictures:\n{found.stdout}")
+
+
 def main() -> None:
-    commands = registered()
+    part = sys.argv[1] if len(sys.argv) > 1 else "all"  # runtime, torch or all
+    expected = {"runtime": registered() - TORCH_SIDE, "torch": TORCH_SIDE, "all": registered()}[part]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        photos = work / "photos"
-        photos.mkdir()
-        for k in range(6):
-            picture(k).save(photos / f"p{k}.png")
-        (photos / "p0_copy.png").write_bytes((photos / "p0.png").read_bytes())
-        before = {p.name: p.read_bytes() for p in photos.iterdir()}
-
-        run("--version")
-        run("config", "--show")
-        run("dedup", str(photos), "--report", str(work / "r.json"), "--device", "cpu")
-        run("dedup", str(photos), "--move-rejects-to", str(work / "rejects"), "--device", "cpu")
-        if (work / "rejects" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
-            sys.exit("smoke: dedup did not move the copy")
-        run("undo", str(work / "rejects"))
-        if {p.name: p.read_bytes() for p in photos.iterdir()} != before:
-            sys.exit("smoke: undo did not restore the folder")
-        run("review", str(work / "r.json"), "--html", str(work / "review.html"))
-        if "<html" not in (work / "review.html").read_text(encoding="utf-8").lower():
-            sys.exit("smoke: review wrote no page")
-        run("apply", str(work / "r.json"), "--move-rejects-to", str(work / "applied"))
-        if (work / "applied" / "p0_copy.png").read_bytes() != before["p0_copy.png"]:
-            sys.exit("smoke: apply did not move the copy")
-        run("undo", str(work / "applied"))
-        run("frames", str(video(work / "street.avi")), "--out", str(work / "frames"))
-        if not 1 <= len(list((work / "frames").glob("*.jpg"))) < 20:
-            sys.exit("smoke: frames kept no frame, or every one")
-        run("embed", str(photos), "--out", str(work / "v.npz"), "--device", "cpu")
-        run("index", str(photos), "--out", str(work / "index"), "--device", "cpu")
-        found = run("search", str(work / "index"), str(photos / "p3.png"), "-k", "1", "--device", "cpu")
-        if "p3.png" not in found.stdout:
-            sys.exit(f"smoke: search did not find the query itself:\n{found.stdout}")
-        classes = work / "classes"
-        for c in range(3):
-            (classes / f"c{c}").mkdir(parents=True)
-            for j in range(5):
-                picture(10 * c).rotate(3 * j).save(classes / f"c{c}" / f"{j}.png")
-        run("eval", str(classes), "--methods", "embedding,pixel-l1", "--device", "cpu")
-        run("export-model", "--list")
-        tiny = [
-            "--set",
-            "train.input_size=32",
-            "--set",
-            "train.dim=8",
-            "--set",
-            "train.hidden=16",
-            "--set",
-            "train.identities_per_batch=2",
-            "--set",
-            "train.pictures_per_identity=2",
-            "--set",
-            "train.test_share=0.34",
-        ]
-        run("train", str(classes), "--out", str(work / "run"), "--epochs", "1", "--no-eval", *tiny)
-        search_over_http(work / "index", photos / "p3.png")
-        # CLIP (the [clip] extra): a tiny random-init open_clip model, then search by words.
-        tiny_clip = Path(__file__).resolve().parent / "data" / "tinyclip"
-        run(
-            "export-model",
-            "--arch",
-            f"openclip:local-dir:{tiny_clip}",
-            "--out",
-            str(work / "clip" / "tiny"),
-            "--format",
-            "onnx",
-        )
-        run(
-            "index",
-            str(photos),
-            "--model",
-            str(work / "clip" / "tiny.onnx"),
-            "--out",
-            str(work / "clip-index"),
-            "--device",
-            "cpu",
-        )
-        found = run("search", str(work / "clip-index"), "--text", "a red truck at night", "-k", "2")
-        if found.stdout.count(".png") != 2:
-            sys.exit(f"smoke: search --text did not answer two pictures:\n{found.stdout}")
-    if commands - ran:
-        sys.exit(f"smoke: the CLI registers commands this test does not run: {sorted(commands - ran)}")
+        photos, classes = make_photos(work), make_classes(work)
+        if part in ("runtime", "all"):
+            runtime(work, photos, classes)
+        if part in ("torch", "all"):
+            torch_side(work, photos, classes)
+    if expected - ran:
+        sys.exit(f"smoke: the CLI registers commands this part does not run: {sorted(expected - ran)}")
 
 
 if __name__ == "__main__":

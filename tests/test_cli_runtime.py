@@ -42,7 +42,7 @@ def test_embed_names_the_bad_file_and_goes_on(messy_dir: Path, tmp_path: Path) -
 def test_asking_for_cuda_without_it_fails_in_one_line(image_dir: Path, tmp_path: Path) -> None:
     proc = run_cli("embed", str(image_dir), "--out", str(tmp_path / "v.npz"), "--device", "cuda")
     assert proc.returncode == 1
-    assert "refinery[gpu]" in proc.stderr
+    assert "image-refinery[gpu]" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "v.npz").exists()
 

@@ -193,6 +193,7 @@ def test_keep_and_prefer_choose_the_keeper_and_the_reason_says_so(tmp_path: Path
     assert lines["originals/shot.jpg"]["decision"] == "keep"
     assert lines["edited.png"]["kept_as"] == "originals/shot.jpg"
     assert lines["edited.png"]["reason"].endswith("; kept: in the preferred folder originals/")
+    assert lines["originals/shot.jpg"]["reason"] == "kept: in the preferred folder originals/"
     proc = run_cli("dedup", str(root), "--report", str(report), "--device", "cpu")  # the best: lossless
     assert json.loads(report.read_text())["files"][0]["decision"] == "keep"  # edited.png
     for bad, says in (("elsewhere", "no folder elsewhere in"), ("../x", "must be a folder inside the judged one")):

@@ -64,3 +64,4 @@ def test_a_byte_copy_whose_twin_goes_later_says_so_first(tmp_path: Path) -> None
     assert twin.stage == "near" and copy.stage == "exact"
     assert copy.reason == f"identical bytes to small.jpg (SHA-256), which goes too: {twin.reason}"
     assert copy.reason_code == twin.reason_code == "same_picture"  # why it goes, against its keeper
+    assert lines["big.png"].reason == "kept: the most pixels (640x480)"  # why it stays rather than them

@@ -500,8 +500,9 @@ def test_a_frame_is_never_removed_as_a_copy_of_another_cameras_frame(tmp_path: P
 
 def test_a_reason_names_the_file_that_stays_and_the_evidence_against_it(tmp_path: Path) -> None:
     """A byte copy of a picture that is itself removed as a duplicate of a third one: its
-    reason names the third (its keeper) with what was measured against it, not "identical
-    bytes" (those are the removed partner's)."""
+    reason says first that it is its twin's bytes, then why the twin goes - against the third,
+    its keeper, with what was measured against it (issue 28: a user reads "byte-identical to
+    x.jpg" before anything else)."""
     from conftest import next_frame
 
     root = tmp_path / "photos"
@@ -514,9 +515,10 @@ def test_a_reason_names_the_file_that_stays_and_the_evidence_against_it(tmp_path
     line = {f["path"]: f for f in files}
     assert line["x.jpg"]["kept_as"] == line["x_copy.jpg"]["kept_as"] == "y.jpg"
     copy = line["x_copy.jpg"]
-    assert copy["stage"] == "exact" and "identical bytes" not in copy["reason"]
-    assert copy["reason"].startswith("looks like y.jpg (cosine") and copy["reason"].endswith("; through x.jpg")
-    assert copy["scores"]["cosine"] >= 0.9 and copy["test"] == "picture"
+    assert copy["stage"] == "exact"
+    assert copy["reason"] == f"identical bytes to x.jpg (SHA-256), which goes too: {line['x.jpg']['reason']}"
+    assert line["x.jpg"]["reason"].startswith("looks like y.jpg (cosine")
+    assert copy["scores"]["cosine"] >= 0.9 and copy["test"] == "picture"  # measured against its keeper
 
 
 def wide_view(seed: int, width: int) -> np.ndarray:

@@ -140,8 +140,6 @@ def dedup_cmd(
         flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer),
     )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
-    if cfg.keep.prefer and isinstance(root, Path) and not (root / cfg.keep.prefer).is_dir():
-        raise click.BadParameter(f"no folder {cfg.keep.prefer} in {root}", param_hint="--prefer / keep.prefer")
     # Everything that can be checked before a long run is checked now: where the results
     # go, and that the destination is free (its lock is held until the moves are done).
     if html_path and not isinstance(root, Path):
@@ -155,7 +153,7 @@ def dedup_cmd(
         inputs=[root if isinstance(root, Path) else None, config_path],
         destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)],
     )
-    preflight(root, move_rejects_to, copy_keepers_to)
+    preflight(root, move_rejects_to, copy_keepers_to, cfg.keep.prefer)
     embedder = make_embedder(cfg)
     threshold_set = user_sets("semantic", "threshold", config_path, assignments)  # else the model's own
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
@@ -221,12 +219,15 @@ def write_page(ctx: click.Context, result: DedupResult, html_path: Path) -> None
     echo(review_written(html_path, stats))
 
 
-def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None) -> None:
+def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None, prefer: str = "") -> None:
     """Refuse now, in one line, a destination that would fail or do harm after the whole scan
-    (the files a command writes are checked by refinery.io.outputs.check_outputs)."""
+    (the files a command writes are checked by refinery.io.outputs.check_outputs), and a
+    preferred folder (keep.prefer) that is not there."""
     from refinery.dedup.actions import check_destination
     from refinery.io.fileio import check_writable_folder
 
+    if prefer and isinstance(root, Path) and not (root / prefer).is_dir():
+        raise click.BadParameter(f"no folder {prefer} in {root}", param_hint="--prefer / keep.prefer")
     for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
         if dest is not None and isinstance(root, Path):
             check_destination(root, dest, flag)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from refinery import install_hint
 from refinery.cli.common import (
     echo,
     handle_errors,
@@ -180,7 +181,7 @@ def export_model_cmd(
             from refinery.export.openclip import export_clip
     except ImportError as e:
         raise click.ClickException(
-            f"export needs PyTorch and friends ({e.name} is missing): pip install 'refinery[export]'"
+            f"export needs PyTorch and friends ({e.name} is missing): {install_hint('export')}"
         ) from e
 
     opts = ExportOptions(

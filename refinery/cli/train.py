@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from refinery import install_hint
 from refinery.cli.common import (
     echo,
     handle_errors,
@@ -93,7 +94,7 @@ def train_cmd(
     try:
         from refinery.train.loop import train
     except ImportError as e:
-        raise RefineryError(f"refinery train needs the [train] extra: pip install '.[train]' ({e})") from None
+        raise RefineryError(f"refinery train needs the [train] extra: {install_hint('train')} ({e})") from None
     cfg = apply_overrides(
         settings(config_path, assignments, None, None, None),
         [f"train.arch={arch}"] * bool(arch) + [f"train.epochs={epochs}"] * bool(epochs),

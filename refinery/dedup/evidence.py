@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from refinery.config import Config, NearConfig
-from refinery.dedup.decisions import REMOVE, STAGES, StageName
+from refinery.dedup.decisions import REMOVE, STAGES, Decisions, StageName
 from refinery.dedup.groups import KeepRule
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run
@@ -52,6 +52,19 @@ class Evidence:
             return None
         a, b = self.store.rows([self.vector_row[i], self.vector_row[j]])
         return float(a @ b)
+
+
+def _say_why_kept(decisions: Decisions, removed: list[int], keep: KeepRule) -> None:
+    """Each keeper's reason: why it stays rather than the files removed as its duplicates (a
+    fixed camera's frame: the one most of them are the same as)."""
+    duplicates: dict[int, list[int]] = {}
+    for row in removed:
+        duplicates.setdefault(int(decisions.keeper[row]), []).append(row)
+    for keeper, rows in duplicates.items():
+        if any(decisions.test.get(row) == "scene" for row in rows):
+            decisions.reason[keeper] = "kept: the frame the others are the same as"
+        else:
+            decisions.reason[keeper] = keep.kept_because(keeper, rows)
 
 
 def explain(
@@ -106,6 +119,8 @@ def explain(
         note = keep.why(int(decisions.keeper[row])) if keep is not None else ""
         if note:
             decisions.reason[row] += f"; {note}"
+    if keep is not None:
+        _say_why_kept(decisions, removed, keep)
     exact = STAGES.index(StageName.EXACT)
     for row in removed:
         twin = int(first_keeper[row])

@@ -77,6 +77,29 @@ class KeepRule:
     def choose(self, members: Sequence[int]) -> int:
         return min(members, key=self.rank)
 
+    def kept_because(self, keeper: int, others: Sequence[int]) -> str:
+        """Why `keeper` stays rather than `others` (the files removed as its duplicates), in
+        words: what the settings chose by, else the first thing the best rule tells them apart
+        by against the strongest of them."""
+        chosen = self.why(keeper)
+        if chosen or not others:
+            return chosen
+        f = self.features[keeper]
+        runner_up = self.features[min(others, key=self.rank)]
+        mine, theirs = keep_rank(f, self.cfg.min_sharpness), keep_rank(runner_up, self.cfg.min_sharpness)
+        first = next((k for k, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b), len(mine) - 1)
+        return (
+            "kept: "
+            + [
+                f"sharp (Laplacian variance {f.sharpness:.0f}; its duplicates under {self.cfg.min_sharpness:g})",
+                f"the most pixels ({f.width}x{f.height})",
+                "lossless" if f.compression == 0 else "the least lossy encoding",
+                f"the most detail (edge density {f.edge_density:.3f})",
+                f"the largest file ({f.file_size:,} bytes)",
+                "alike in every way: the first by name",
+            ][first]
+        )
+
     def why(self, keeper: int) -> str:
         """What chose `keeper` when the settings did (a removed file's reason ends with it), else ""."""
         if self.prefix and self.features[keeper].path.startswith(self.prefix):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from refinery import install_hint
 from refinery.errors import CheckpointMismatch, CheckpointNotFound, ModelError, ParityError
 from refinery.export import onnx as onnx_export
 from refinery.export.parity import FP32, check_parity
@@ -92,7 +93,7 @@ def import_open_clip() -> Any:
     try:
         return _quiet_import("open_clip")
     except ImportError as e:
-        raise ModelError(f"CLIP export needs open_clip ({e.name} is missing): pip install 'refinery[clip]'") from None
+        raise ModelError(f"CLIP export needs open_clip ({e.name} is missing): {install_hint('clip')}") from None
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise

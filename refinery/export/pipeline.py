@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from refinery import install_hint
 from refinery.errors import ModelError, ParityError, UnreadableImage
 from refinery.export import coreml as coreml_export
 from refinery.export import onnx as onnx_export
@@ -170,7 +171,7 @@ def require_coremltools() -> None:
             import coremltools  # noqa: F401
     except ImportError:
         raise ModelError(
-            "--format coreml needs coremltools: pip install 'refinery[export]', or pass --format onnx"
+            f"--format coreml needs coremltools: {install_hint('export')}, or pass --format onnx"
         ) from None
 
 

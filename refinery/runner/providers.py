@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from refinery import install_hint
 from refinery.errors import ConfigError, ProviderUnavailable
 from refinery.io.fileio import cache_home
 
@@ -14,7 +15,7 @@ DEVICES = ("auto", "cpu", "cuda", "coreml")
 ProviderList = list[tuple[str, dict[str, Any]]]
 
 _INSTALL_HINT = {
-    "cuda": "install the GPU build: pip install 'refinery[gpu]' (and uninstall plain onnxruntime)",
+    "cuda": f"install the GPU build: {install_hint('gpu')} (and uninstall plain onnxruntime)",
     "coreml": "CoreML runs only on macOS with the standard onnxruntime wheel",
 }
 _PROVIDER = {

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
+from refinery import install_hint
 from refinery.errors import BadUpload, ModelError, NoFace, NoTextTower, UnreadableImage
 from refinery.pages import asset, csp_hash, render
 from refinery.serve.search import MAX_K, Searcher, Served, choose, thumbnail_jpeg
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NEEDS_EXTRA = "serve needs the [serve] extra: pip install 'refinery[serve]'"
+NEEDS_EXTRA = f"serve needs the [serve] extra: {install_hint('serve')}"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost"]
 
 

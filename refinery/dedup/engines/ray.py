@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery import install_hint
 from refinery.config import Config, QualityConfig
 from refinery.dedup.featurepass import CACHE_VECTORS_PER_WRITE, CacheLink, VectorWriter, file_findings, mark_unreached
 from refinery.dedup.stages import quality
@@ -127,7 +128,7 @@ def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, mod
         import ray
         import ray.data
     except ImportError as e:
-        raise RefineryError("--engine ray needs the [ray] extra: pip install 'refinery[ray]'") from e
+        raise RefineryError(f"--engine ray needs the [ray] extra: {install_hint('ray')}") from e
     if not rel_paths:  # all from the cache: no cluster needed
         return
     if not ray.is_initialized():
