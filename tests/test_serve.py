@@ -341,6 +341,23 @@ def test_an_empty_index_answers_with_no_results(server: Server) -> None:
     assert raw_get(server.port, "/image/1/0").status == 404
 
 
+def test_the_index_is_browsed_a_page_at_a_time(server: Server) -> None:
+    reply = fetch(f"{server.url}/api/pictures?index=0&page=1")
+    assert reply.status == 200
+    answer = reply.json()
+    assert (answer["page"], answer["pages"], answer["total"]) == (1, 1, PICTURES)
+    assert [p["path"] for p in answer["pictures"]] == server.paths
+    assert fetch(server.url + answer["pictures"][3]["url"]).body[:3] == b"\xff\xd8\xff"
+    for query, says in (
+        ("index=0&page=2", "page must be between 1 and 1"),
+        ("index=7", "no index number 7"),
+        ("index=0&page=x", "whole numbers"),
+        ("index=-1", "no index number -1"),
+    ):
+        reply = fetch(f"{server.url}/api/pictures?{query}")
+        assert reply.status == 400 and says in reply.json()["detail"], query
+
+
 def test_an_upload_over_the_limit_gets_413_and_a_clear_message(server: Server) -> None:
     reply = search(server, os.urandom(LIMIT_MB * 1024 * 1024 + 200_000))
     assert reply.status == 413
@@ -500,7 +517,7 @@ def test_words_find_pictures_on_a_clip_index(clip_server: Server, metric: str) -
     assert reply.status == 200, reply.body
     answer = reply.json()
     assert answer["query"] == WORDS and answer["model"] == "tiny.onnx" and answer["method"] == "embedding"
-    assert answer["metric"] == metric
+    assert answer["metric"] == metric and answer["closer"] == ("higher" if metric == "cosine" else "lower")
     results = answer["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     scores = [r["score"] for r in results]
@@ -721,6 +738,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_a_person_searches_in_a_browser(server: Server, browser: Any, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -747,12 +765,32 @@ def test_a_person_searches_in_a_browser(server: Server, browser: Any, tmp_path: 
     )
     shot = tmp_path / "serve.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 0
+    status = find(By.ID, "status").text
+    assert status.endswith("each score is a similarity: higher is closer. Click a picture for more like it.")
+
+    # More like a result: clicking it searches by it (its own thumbnail as the query).
+    third = hits[2].find_element(By.CLASS_NAME, "path").text
+    hits[2].click()
+    settled = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))  # the grid is redrawn
+    settled.until(lambda d: d.find_element(By.CSS_SELECTOR, "#grid figure.query .label").text == "more like")
+    assert find(By.CSS_SELECTOR, "#grid figure.query .path").text == third
+    assert find(By.CSS_SELECTOR, "#grid figure.hit .path").text == third  # itself, first
+    assert driver.save_screenshot(str(tmp_path / "more-like.png"))
+
+    # The index page by page, every picture clickable too.
+    find(By.NAME, "browse").click()
+    settled.until(lambda d: d.find_element(By.ID, "page").text == "page 1 of 1")
+    shown = find(By.ID, "grid").find_elements(By.CSS_SELECTOR, "figure.clickable")
+    assert driver.save_screenshot(str(tmp_path / "browse.png"))
+    assert [f.find_element(By.CLASS_NAME, "path").text for f in shown] == server.paths[:48]
+    assert find(By.ID, "page").text == "page 1 of 1" and find(By.ID, "status").text.startswith(f"{PICTURES} pictures")
 
     big = tmp_path / "big.jpg"  # refused by the page itself, before any upload
     big.write_bytes(os.urandom(LIMIT_MB * 1024 * 1024 + 1))
     find(By.NAME, "file").send_keys(str(big))
     find(By.NAME, "go").click()
     assert "larger than the upload limit of 1 MB" in find(By.ID, "status").text
+    assert not find(By.ID, "grid").find_elements(By.TAG_NAME, "figure")  # no results under an error
     problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems  # no script error, no Content-Security-Policy violation, no failed load
 
@@ -775,7 +813,8 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     assert len(hits) == 3 and hits[0].find_element(By.CLASS_NAME, "rank").text == "#1"
     assert find(By.CSS_SELECTOR, "#grid figure.query .words").text == WORDS
     assert not find(By.CSS_SELECTOR, "#grid figure.query").find_elements(By.TAG_NAME, "img")  # words, no picture
-    assert find(By.ID, "status").text == "3 results from tiny.onnx, embedding."
+    status = "3 results from tiny.onnx, embedding (cosine); each score is a similarity: higher is closer."
+    assert find(By.ID, "status").text == status
     wait.until(
         lambda d: d.execute_script(
             "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)"
@@ -794,6 +833,7 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     assert not box.is_enabled() and hint.is_displayed()
     find(By.NAME, "go").click()
     assert find(By.ID, "status").text == "Choose or take a picture first."
+    assert not find(By.ID, "grid").find_elements(By.TAG_NAME, "figure")  # the old results went with the error
     problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems  # no script error, no Content-Security-Policy violation, no failed load
 

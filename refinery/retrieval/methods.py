@@ -26,6 +26,14 @@ from PIL import Image
 PIXEL_SIZE = 32
 PIXEL_METHODS = ("pixel-l1", "pixel-l2", "pixel-cosine", "pixel-pearson")
 DISTANCES = {"pixel-l1", "pixel-l2"}  # lower is more alike
+
+
+def closer(method: str, metric: str = "cosine") -> str:
+    """Which way a score of `method` points: "higher" (a similarity, SIFT's matches) or
+    "lower" (a distance: the pixel L1/L2 methods, embeddings by squared L2)."""
+    return "lower" if method in DISTANCES or (method == "embedding" and metric == "l2") else "higher"
+
+
 SIFT_FEATURES = 200  # keypoints per picture (the strongest), at the stages' working size
 SIFT_CANDIDATES = 50  # images re-ranked by geometry after the vote
 SIFT_NEIGHBOURS = 5  # nearest gallery descriptors each query descriptor votes for

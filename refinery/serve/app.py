@@ -28,7 +28,7 @@ from refinery.serve.upload import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from fastapi import FastAPI, Request
     from starlette.responses import Response
@@ -63,7 +63,10 @@ def _image_route(served: list[Served]) -> Callable[[Request], Response]:
 def _answer(
     served: list[Served], number: int, upload: Upload, method: str, metric: str, hits: list[Hit]
 ) -> dict[str, Any]:
-    """A search's JSON answer: what was asked, and each hit with the URL of its thumbnail."""
+    """A search's JSON answer: what was asked, which way a score points, and each hit with the
+    URL of its thumbnail."""
+    from refinery.retrieval.methods import closer
+
     rows = served[number].rows
     return {
         "query": upload.query,
@@ -71,10 +74,40 @@ def _answer(
         "model": served[number].index.meta["model"]["name"],
         "method": method,
         "metric": metric,
+        "closer": closer(method, metric),  # which way a score points: "higher" or "lower"
         "results": [
             {"rank": h.rank, "score": h.score, "path": h.path, "url": f"/image/{number}/{rows[h.path]}"} for h in hits
         ],
     }
+
+
+PAGE_SIZE = 48  # pictures a page of the index shows
+
+
+def _pictures_route(served: list[Served]) -> Callable[[Request], Awaitable[Response]]:
+    """GET /api/pictures?index=N&page=P: the index's pictures, PAGE_SIZE a page in path order,
+    each with the URL of its thumbnail (what a person browses before searching)."""
+    from starlette.responses import JSONResponse
+
+    async def pictures(request: Request) -> Response:
+        try:
+            number, page = int(request.query_params.get("index", "0")), int(request.query_params.get("page", "1"))
+        except ValueError:
+            return JSONResponse({"detail": "index and page must be whole numbers"}, 400)
+        if not 0 <= number < len(served):
+            return JSONResponse({"detail": f"no index number {number}; there are {len(served)}"}, 400)
+        paths = served[number].index.paths
+        pages = max(1, -(-len(paths) // PAGE_SIZE))
+        if not 1 <= page <= pages:
+            return JSONResponse({"detail": f"page must be between 1 and {pages}"}, 400)
+        first = (page - 1) * PAGE_SIZE
+        shown = [
+            {"path": path, "url": f"/image/{number}/{row}"}
+            for row, path in enumerate(paths[first : first + PAGE_SIZE], start=first)
+        ]
+        return JSONResponse({"index": number, "page": page, "pages": pages, "total": len(paths), "pictures": shown})
+
+    return pictures
 
 
 async def _security_headers(request: Request, call_next: Any) -> Response:
@@ -146,6 +179,7 @@ def create_app(
     # row like `-1` or `../x` matches no route: 404.
     app.add_route("/", index_page, methods=["GET"])
     app.add_route("/api/search", search, methods=["POST"])
+    app.add_route("/api/pictures", _pictures_route(served), methods=["GET"])
     app.add_route("/image/{index_no:int}/{row:int}", _image_route(served), methods=["GET"])
     app.middleware("http")(_security_headers)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
