@@ -256,6 +256,12 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
     reasons = " | ".join(e.text for e in css(By.CSS_SELECTOR, ".reason"))
     for text in ("identical bytes to a.jpg", "same picture as b.png", "looks like c", "too dark", "cannot decode"):
         assert text in reasons
+    # scores in words, every figure on hover
+    evidence = tile("b_low.jpg").find_element(By.CSS_SELECTOR, ".scores")
+    assert "seen small" in evidence.text and "hashes" in evidence.text
+    assert "thumb correlation" in evidence.get_attribute("title") and "phash distance" in evidence.get_attribute(
+        "title"
+    )
     risks = [e.text for e in css(By.CSS_SELECTOR, "section.group .risk")]
     assert risks[-1] == "identical bytes" and risks[0].startswith(("cosine", "thumbnail correlation"))
 
@@ -314,6 +320,12 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
             f.update(decision="keep", kept_as=None)
     assert sorted(decisions["files"], key=lambda f: f["path"]) == sorted(expected, key=lambda f: f["path"])
     assert "1 file flipped, saved" in driver.find_element(By.ID, "changes").text
+    # The flips are kept in the browser: the page opened again resumes them.
+    driver.refresh()
+    wait.until(lambda d: d.execute_script("return document.documentElement.dataset.firstPageMs"))
+    assert "flipped" in tile("sub/a_copy.jpg").get_attribute("class")
+    assert "1 file flipped, saved" in driver.find_element(By.ID, "changes").text
+    assert tile("sub/a_copy.jpg").find_elements(By.CSS_SELECTOR, "button.undo")
     problems = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not problems  # no script error, no Content-Security-Policy violation
 

@@ -7,6 +7,11 @@ const groupOf = new Map();
 for (const g of data.groups) for (const i of [g.keeper, ...g.members]) groupOf.set(i, g);
 const flips = [];  // {by, changes: [[file, decision before, kept_as before], ...], active}
 let version = 0, saved = 0;  // changes made, and made when decisions were last saved
+// Every flip and undo, in order, kept in this browser under the report's id: a reload, or the
+// page opened again, replays them (until the report changes). [kind, path] each.
+const KEPT = "refinery-review " + data.report_id;
+const acts = [];
+let actsSaved = 0;
 const STAGES = [["exact", "exact copies"], ["near", "near copies"], ["semantic", "look-alikes"],
                 ["quality", "quality rejects"], ["error", "unreadable"]];
 const EVIDENCE = {exact: "identical bytes", near: "thumbnail correlation", semantic: "cosine",
@@ -129,8 +134,31 @@ function buttons(i, role) {
   return out;
 }
 
+// What the evidence says, in words; every figure on hover.
+function evidenceWords(s) {
+  const words = [];
+  if ("largest_move" in s) {
+    words.push(s.largest_move === 0 ? "nothing in it moved"
+      : "things in it moved up to " + Math.round(100 * s.largest_move) + "% of their size");
+  }
+  if ("cosine" in s) {
+    words.push(s.cosine >= 0.98 ? "near-identical to the model" : s.cosine >= 0.95 ? "very alike to the model"
+      : "alike to the model");
+  }
+  if ("thumb_correlation" in s) {
+    words.push(s.thumb_correlation >= 0.995 ? "the same picture, seen small"
+      : s.thumb_correlation >= 0.95 ? "much the same picture, seen small" : "another picture, seen small");
+  }
+  if ("phash_distance" in s || "dhash_distance" in s) {
+    const bits = Math.min(s.phash_distance ?? 64, s.dhash_distance ?? 64);
+    words.push(bits === 0 ? "identical hashes" : bits <= 6 ? "near-identical hashes" : "different hashes");
+  }
+  return words.join(" \u00b7 ");
+}
+
 function scores(s) {
-  return Object.entries(s || {}).map(([k, v]) => k.replace(/_/g, " ") + " " + v).join(" \u00b7 ");
+  const figures = Object.entries(s || {}).map(([k, v]) => k.replace(/_/g, " ") + " " + v).join("\n");
+  return el("div", {class: "scores", title: figures}, evidenceWords(s || {}) || (figures ? "figures on hover" : ""));
 }
 
 function tile(i, role) {
@@ -152,7 +180,7 @@ function tile(i, role) {
             el("figcaption", {}, el("div", {class: "path"}, f.path), el("div", {class: "decision"}, decision),
                was && el("div", {class: "was"}, was), stage && el("div", {class: "stage"}, stage),
                f.reason ? el("div", {class: "reason"}, f.reason) : null,
-               el("div", {class: "scores"}, scores(f.scores)), diffNote && el("div", {class: "stage"}, diffNote),
+               scores(f.scores), diffNote && el("div", {class: "stage"}, diffNote),
                buttons(i, role)));
 }
 
@@ -211,6 +239,47 @@ function render() {
     " flipped" + (version !== saved ? ", not saved yet" : ", saved") : "";
 }
 
+function remember() {
+  try {
+    localStorage.setItem(KEPT, JSON.stringify({acts, saved: actsSaved}));
+  } catch {  // storage refused (a private window, a full quota): the flips live as long as the page
+  }
+}
+
+function allowed(kind, i) {
+  const f = files[i];
+  if (kind === "keep-too") return f.decision === "remove" && Boolean(f.kept_as);
+  if (kind === "keep-instead") return f.decision === "remove" && indexOf.has(f.kept_as) && groupOf.has(i);
+  if (kind === "keep") return f.decision === "remove";
+  if (kind === "remove") return f.decision === "keep" && removedBy(i) === 0;
+  if (kind === "undo") {
+    const last = flips.filter(x => x.active && x.by === i).pop();
+    return Boolean(last) && !blocker(last);
+  }
+  return false;
+}
+
+function kept() {
+  try {
+    return JSON.parse(localStorage.getItem(KEPT) || "null");
+  } catch {  // storage refused, or not JSON: nothing to resume
+    return null;
+  }
+}
+
+function resume() {
+  const last = kept();
+  if (!last || !Array.isArray(last.acts)) return;
+  for (const [kind, path] of last.acts) {  // read back from storage: each act checked as its button would be
+    const i = indexOf.get(path);
+    if (i === undefined || !allowed(kind, i)) break;
+    act(kind, i);
+    acts.push([kind, path]);
+  }
+  actsSaved = last.saved;
+  if (actsSaved === acts.length) saved = version;
+}
+
 function save() {  // decisions.json, version 1 (docs/review.md); each `file` as the report wrote it
   const text = JSON.stringify;
   const lines = files.filter(f => f.decision === "keep" || f.decision === "remove").map(f =>
@@ -226,6 +295,8 @@ function save() {  // decisions.json, version 1 (docs/review.md); each `file` as
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
   saved = version;
+  actsSaved = acts.length;
+  remember();
   render();
 }
 
@@ -251,9 +322,14 @@ for (const b of document.querySelectorAll(".pager button")) {
 }
 list.addEventListener("click", e => {
   const b = e.target.closest("button[data-act]");
-  if (b && !b.disabled) act(b.dataset.act, Number(b.dataset.file));
+  if (b && !b.disabled) {
+    act(b.dataset.act, Number(b.dataset.file));
+    acts.push([b.dataset.act, files[Number(b.dataset.file)].path]);
+    remember();
+  }
 });
 window.addEventListener("beforeunload", e => { if (version !== saved) e.preventDefault(); });
+if (!data.note) resume();
 render();
 // When the first page's pictures are decoded: milliseconds since the file began to load.
 Promise.all([...list.querySelectorAll("img")].map(img => img.decode().catch(() => null))).then(() => {

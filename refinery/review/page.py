@@ -271,6 +271,8 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
         "follow_symlinks": report["summary"].get("follow_symlinks") is True,
         "counts": counts,
         "page_size": PAGE_SIZE,
+        # what the page's flips are kept under in the browser (across reloads): this report's decisions
+        "report_id": _report_id(report),
         "files": files,
         "groups": groups,
         "rejects": rejects,
@@ -278,6 +280,14 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
     }
     tasks = [[g["keeper"], *g["members"]] for g in groups] + [[i] for i in rejects]
     return data, tasks
+
+
+def _report_id(report: dict[str, Any]) -> str:
+    """A short digest of the report's root and every line's path, decision and keeper: a page
+    of another report (or of this folder judged again) never takes this one's flips."""
+    lines = [(line["path"], line["decision"], line.get("kept_as")) for line in report["files"]]
+    text = json.dumps([report["summary"]["root"], lines], ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _groups(files: list[dict[str, Any]], members: dict[Any, list[int]], rejects: list[int]) -> list[dict[str, Any]]:
