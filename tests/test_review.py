@@ -351,3 +351,42 @@ def test_the_page_ranks_a_duplicate_by_its_reason_code_and_an_older_report_by_it
     older = {"stage": "near", "reason": "looks like a.jpg (cosine 0.97)", "scores": near_scores}
     assert evidence(older) == ("semantic", 0.97)  # a report written before reason codes
     assert evidence(older | {"reason": "same picture as a.jpg"}) == ("near", 0.995)
+
+
+def test_a_review_resumes_from_its_saved_decisions(
+    reviewed: Reviewed, browser: tuple[Any, Path], tmp_path: Path
+) -> None:
+    report = json.loads(reviewed.report.read_text())
+    lines = [
+        {key: f[key] for key in ("path", "decision", "kept_as", "file")}
+        for f in report["files"]
+        if f["decision"] in ("keep", "remove")
+    ]
+    for f in lines:
+        if f["path"] == "sub/a_copy.jpg":
+            f.update(decision="keep", kept_as=None)
+    saved = tmp_path / "decisions.json"
+    root = report["summary"]["root"]
+    saved.write_text(json.dumps({"refinery_decisions": 1, "root": root, "follow_symlinks": False, "files": lines}))
+    page = tmp_path / "again.html"
+    alone = run_cli("review", str(saved), "--html", str(page))
+    assert alone.returncode == 1 and "is a decisions file" in alone.stderr
+    assert f"refinery review REPORT.json --decisions {saved} --html review.html" in alone.stderr
+    resumed = run_cli("review", str(reviewed.report), "--decisions", str(saved), "--html", str(page))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"1 flips of {saved} resumed" in resumed.stdout
+    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page.read_text()).group(1))
+    assert data["resume"] == [["sub/a_copy.jpg", "keep", None]]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, _ = browser
+    driver.get(page.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.documentElement.dataset.firstPageMs"))
+    copy = driver.find_element(By.CSS_SELECTOR, 'figure.tile[data-path="sub/a_copy.jpg"]')
+    assert "flipped" in copy.get_attribute("class") and "was remove" in copy.text
+    assert "1 file flipped, saved" in driver.find_element(By.ID, "changes").text
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"refinery_decisions": 1, "root": str(tmp_path), "files": []}))
+    refused = run_cli("review", str(reviewed.report), "--decisions", str(other), "--html", str(page))
+    assert refused.returncode == 1 and "give the report the decisions were saved from" in refused.stderr

@@ -19,23 +19,34 @@ from refinery.cli.common import ProgressBars, echo, handle_errors, main
     required=True,
     help="Write the review page here: one HTML file that opens from disk.",
 )
+@click.option(
+    "--decisions",
+    "decisions_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Resume a review: the page starts with the flips of this decisions file (saved from a page of REPORT).",
+)
 @click.pass_context
 @handle_errors
-def review_cmd(ctx: click.Context, report: Path, html_path: Path) -> None:
+def review_cmd(ctx: click.Context, report: Path, html_path: Path, decisions_path: Path | None) -> None:
     """Show a dedup report as one HTML page: every group, keeper beside duplicates, riskiest
     first; flip decisions there and save them as decisions.json for `refinery apply`.
 
     Example: refinery review report.json --html review.html
+    (resume: refinery review report.json --decisions decisions.json --html review.html)
     """
     from refinery.io.outputs import Kind, Output, check_outputs
-    from refinery.review.page import load_report, write_review
+    from refinery.review import decisions
+    from refinery.review.page import load_report, resumed, write_review
 
     data = load_report(report)
+    flips = resumed(data, decisions.load(decisions_path)) if decisions_path else None
     # The pictures the page shows are inputs too: a page written over one would lose it.
-    check_outputs([Output(html_path, "--html", Kind.PAGE)], inputs=[report, Path(data["summary"]["root"])])
+    inputs = [report, decisions_path, Path(data["summary"]["root"])]
+    check_outputs([Output(html_path, "--html", Kind.PAGE)], inputs=inputs)
     with ProgressBars(ctx) as bars:
-        stats = write_review(data, html_path, progress=bars)
-    echo(review_written(html_path, stats))
+        stats = write_review(data, html_path, progress=bars, resume=flips)
+    echo(review_written(html_path, stats) + (f"; {len(flips)} flips of {decisions_path} resumed" if flips else ""))
 
 
 def review_written(path: Path, stats: Any) -> str:

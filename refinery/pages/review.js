@@ -267,7 +267,17 @@ function kept() {
   }
 }
 
+// A decisions file given to `refinery review --decisions`: its flips, as they were saved.
+function resumeSaved() {
+  for (const [path, decision, keptAs] of data.resume) {
+    const i = indexOf.get(path);
+    if (i !== undefined) flip(i, [[i, decision, keptAs]]);
+  }
+  saved = version;
+}
+
 function resume() {
+  if (data.resume) return resumeSaved();
   const last = kept();
   if (!last || !Array.isArray(last.acts)) return;
   for (const [kind, path] of last.acts) {  // read back from storage: each act checked as its button would be

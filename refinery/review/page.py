@@ -40,6 +40,7 @@ from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.reasons import ReasonCode
+from refinery.review.decisions import DecisionsFile
 
 PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
 # Frames of one camera: a pixel differs where its gray level, each frame over its own mean
@@ -70,6 +71,11 @@ def load_report(path: Path) -> dict[str, Any]:
     """A dedup report (`refinery dedup --report`), checked to be one the page can show and
     save; else RefineryError in one line naming the file and what is wrong."""
     report = read_json(path, "a dedup report")  # its own line names the file
+    if isinstance(report, dict) and "refinery_decisions" in report:
+        raise RefineryError(
+            f"{path} is a decisions file (saved from a review page): resume it with the report it came from: "
+            f"refinery review REPORT.json --decisions {path} --html review.html"
+        )
     try:
         return check_report(report)
     except RefineryError as e:
@@ -184,18 +190,22 @@ def write_review(
     workers: int = 0,
     pictures: Mapping[str, bytes] | None = None,
     note: str = "",
+    resume: list[tuple[str, str, str | None]] | None = None,
 ) -> ReviewStats:
     """Write the review page of `report` (a dedup report's dict) to `out`, atomically.
 
     Every file is read again from the report's root for its thumbnail, unless `pictures`
     has one for its path (a JPEG); one that cannot be read any more gets a placeholder
     saying why. `progress` is told of each file done. With a `note`, the page says it instead
-    of how to flip decisions, and has no buttons: what it shows cannot be applied.
+    of how to flip decisions, and has no buttons: what it shows cannot be applied. `resume`:
+    (path, decision, kept_as) of files a saved decisions file flipped, flipped again on the page.
     """
     check_report(report)
     root = Path(report["summary"]["root"])
     follow = report["summary"].get("follow_symlinks", False)  # through links only as the run went
     data, tasks = _plan(report)
+    if resume:
+        data["resume"] = [list(flip) for flip in resume]
     if note:
         data["note"], data["summary"] = note, report["summary"].get("text")
     advance = progress("thumbnails", sum(len(t) for t in tasks)) if progress else None
@@ -280,6 +290,22 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
     }
     tasks = [[g["keeper"], *g["members"]] for g in groups] + [[i] for i in rejects]
     return data, tasks
+
+
+def resumed(report: dict[str, Any], decisions: DecisionsFile) -> list[tuple[str, str, str | None]]:
+    """The flips a decisions file saved from this report's page holds: (path, decision,
+    kept_as) of each file it decides otherwise. RefineryError when it is another folder's."""
+    if str(decisions.root) != report["summary"]["root"]:
+        raise RefineryError(
+            f"the decisions are of {decisions.root}, the report of {report['summary']['root']}: give the report "
+            "the decisions were saved from"
+        )
+    lines = {line["path"]: (line["decision"], line.get("kept_as")) for line in report["files"]}
+    return [
+        (d.path, d.decision, d.kept_as)
+        for d in decisions.files
+        if d.path in lines and lines[d.path] != (d.decision, d.kept_as)
+    ]
 
 
 def _report_id(report: dict[str, Any]) -> str:
