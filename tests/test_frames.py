@@ -235,7 +235,15 @@ def test_html_shows_each_kept_frame_beside_its_skipped_spans(tmp_path: Path) -> 
     assert proc.returncode == 3 and f"wrote {page}" in proc.stdout, proc.stderr
     data = page_data(page)
     assert data["note"] and "4 written" in data["summary"]  # no buttons, no decisions to save: a note instead
-    [group] = data["groups"]
+    # every frame written, in time order, each with the spans skipped as its duplicates
+    group, *alone = data["groups"]
+    assert [data["files"][g["keeper"]]["path"] for g in data["groups"]] == [
+        "cam_t000000.000.jpg",
+        "cam_t000002.000.jpg",
+        "cam_t000002.100.jpg",
+        "cam_t000002.200.jpg",
+    ]
+    assert data["video"] and all(g["members"] == [] for g in alone)
     keeper, [span] = data["files"][group["keeper"]], [data["files"][i] for i in group["members"]]
     assert (out / keeper["path"]).is_file() and span["kept_as"] == keeper["path"]
     assert span["path"].startswith("cam ") and span["path"].endswith("19 frames skipped")
@@ -259,9 +267,14 @@ def test_the_html_page_shows_spans_without_buttons(tmp_path: Path, browser: tupl
     assert [t.get_attribute("data-path") for t in tiles] == [
         "cam_t000000.000.jpg",
         "cam 0.100-1.900 s: 19 frames skipped",
-    ]
+        "cam_t000002.000.jpg",
+        "cam_t000002.100.jpg",
+        "cam_t000002.200.jpg",
+    ]  # every frame written, in time order
     assert driver.execute_script("return [...document.querySelectorAll('#list img')].every(i => i.naturalWidth > 0)")
-    assert len(driver.find_elements(By.CSS_SELECTOR, "#list img")) == 3  # keeper, span, where the span differs
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#list img")) == 6  # 4 frames, a span, where the span differs
+    decisions = [t.find_element(By.CLASS_NAME, "decision").text for t in tiles[:3]]
+    assert decisions == ["written", "skipped: the same frame as cam_t000000.000.jpg", "written"]  # worded for video
     assert not driver.find_elements(By.CSS_SELECTOR, "button[data-act]")
     assert not driver.find_element(By.ID, "save").is_displayed()
     assert "never written" in driver.find_element(By.ID, "help").text

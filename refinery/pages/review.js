@@ -169,7 +169,9 @@ function tile(i, role) {
     pics.append(picture(f.diff, "where it differs from " + f.kept_as, "diff"));
   }
   let decision = f.decision;
-  if (role === "keeper") decision = "keep: the keeper";
+  if (data.video) {  // refinery frames: frames written, spans never written
+    decision = role === "keeper" ? "written" : f.kept_as ? "skipped: the same frame as " + f.kept_as : "skipped";
+  } else if (role === "keeper") decision = "keep: the keeper";
   else if (f.decision === "remove" && f.kept_as) decision = "remove: a duplicate of " + f.kept_as;
   const was = changed(i) ? "flipped; was " + original[i][0] + (original[i][1] ? " (a duplicate of " +
                                                                 original[i][1] + ")" : "") : null;
@@ -188,9 +190,13 @@ function groupCard(g) {
   const k = keeperOf(g);
   const others = [g.keeper, ...g.members].filter(i => i !== k);
   const risk = g.evidence === "exact" ? "identical bytes" : EVIDENCE[g.evidence] + " " + g.risk;
-  return el("section", {class: "group", data: {group: g.id}},
-            el("h3", {}, "group " + g.id + " \u00b7 " + (others.length + 1) + " files \u00b7 weakest evidence: ",
-               el("span", {class: "risk"}, risk)),
+  const title = !data.video ? ["group " + g.id + " \u00b7 " + (others.length + 1) + " files \u00b7 weakest evidence: ",
+                               el("span", {class: "risk"}, risk)]
+    : others.length ? [files[k].path + " \u00b7 " + others.length + " span" + (others.length > 1 ? "s" : "") +
+                       " skipped as its duplicate" + (others.length > 1 ? "s" : "") + " \u00b7 weakest evidence: ",
+                       el("span", {class: "risk"}, risk)]
+      : [files[k].path + " \u00b7 nothing skipped as its duplicate"];
+  return el("section", {class: "group", data: {group: g.id}}, el("h3", {}, ...title),
             el("div", {class: "row"}, tile(k, "keeper"),
                el("div", {class: "members"}, ...others.map(i => tile(i, "member")))));
 }
@@ -198,7 +204,7 @@ function groupCard(g) {
 function filter() {
   const stages = new Set([...fieldset.querySelectorAll("input:checked")].map(c => c.value));
   const words = search.value.trim().toLowerCase();
-  shown = items.filter(it => [...it.stages].some(s => stages.has(s)) &&
+  shown = items.filter(it => (it.stages.size === 0 || [...it.stages].some(s => stages.has(s))) &&
                              (!words || it.names.some(n => n.includes(words))));
   page = 0;
   render();
@@ -210,8 +216,11 @@ function render() {
   const slice = shown.slice(page * data.page_size, (page + 1) * data.page_size);
   const parts = [];
   let section = null, box = null;
-  const titles = {group: "Groups: each keeper beside the files removed as its duplicates, riskiest first",
-                  reject: "Quality rejects", error: "Unreadable files"};
+  const titles = data.video
+    ? {group: "Frames written, in time order, each beside the spans skipped as its duplicates",
+       reject: "Spans skipped for their quality, in time order", error: "Videos that could not be read to the end"}
+    : {group: "Groups: each keeper beside the files removed as its duplicates, riskiest first",
+       reject: "Quality rejects", error: "Unreadable files"};
   for (const it of slice) {
     if (it.kind !== section) {
       section = it.kind;
@@ -229,7 +238,7 @@ function render() {
   list.replaceChildren(...parts);
   for (const where of document.querySelectorAll(".pager .where")) {
     where.textContent = "page " + (page + 1) + " of " + pages + " \u00b7 " + shown.length + " of " + items.length +
-      " groups, rejects and errors";
+      (data.video ? " frames written, quality spans and errors" : " groups, rejects and errors");
   }
   for (const b of document.querySelectorAll(".pager button")) {
     b.disabled = b.dataset.page === "-1" ? page === 0 : page >= pages - 1;

@@ -270,8 +270,10 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
             members.setdefault(group, []).append(index)
         else:
             rejects.append(index)
-    groups = _groups(files, members, rejects)
-    rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
+    video = report["summary"].get("video") is True  # refinery frames: in time order, every frame written
+    groups = _groups(files, members, rejects, video)
+    if not video:  # a video's spans stay in time order
+        rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
     counts = {
         d: sum(1 for line in report["files"] if line["decision"] == d) for d in ("keep", "remove", "error", "skip")
     }
@@ -281,6 +283,7 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
         "follow_symlinks": report["summary"].get("follow_symlinks") is True,
         "counts": counts,
         "page_size": PAGE_SIZE,
+        "video": video,
         # what the page's flips are kept under in the browser (across reloads): this report's decisions
         "report_id": _report_id(report),
         "files": files,
@@ -308,6 +311,14 @@ def resumed(report: dict[str, Any], decisions: DecisionsFile) -> list[tuple[str,
     ]
 
 
+def _frame_group(files: list[dict[str, Any]], group: Any, indexes: list[int]) -> dict[str, Any]:
+    """A frame written and the spans skipped as its duplicates, in time order."""
+    keeper = next(i for i in indexes if files[i]["decision"] == "keep")
+    spans = [i for i in indexes if i != keeper]
+    weakest = min((evidence(files[i]) for i in spans), key=lambda e: e[1], default=("none", 1.0))
+    return {"id": group, "keeper": keeper, "members": spans, "risk": weakest[1], "evidence": weakest[0]}
+
+
 def _report_id(report: dict[str, Any]) -> str:
     """A short digest of the report's root and every line's path, decision and keeper: a page
     of another report (or of this folder judged again) never takes this one's flips."""
@@ -316,10 +327,17 @@ def _report_id(report: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _groups(files: list[dict[str, Any]], members: dict[Any, list[int]], rejects: list[int]) -> list[dict[str, Any]]:
+def _groups(
+    files: list[dict[str, Any]], members: dict[Any, list[int]], rejects: list[int], video: bool = False
+) -> list[dict[str, Any]]:
     """Each group as the page shows it - its keeper, then its removed files from the weakest
     evidence up, then its other kept files - riskiest first; a group without a keeper or
-    without a removed file goes to `rejects`, each shown on its own."""
+    without a removed file goes to `rejects`, each shown on its own. A video's (`video`):
+    every frame written with the spans skipped as its duplicates, in time order."""
+    if video:
+        return [
+            _frame_group(files, group, indexes) for group, indexes in members.items() if indexes
+        ]  # report order: by video, then time
     groups = []
     for group, indexes in members.items():
         removed = [i for i in indexes if files[i]["decision"] == "remove"]

@@ -76,13 +76,18 @@ def review_report(results: list[VideoResult], out: Path) -> tuple[dict[str, Any]
                 pictures[label] = result.pictures[number]
         if result.error:
             files.append(FileDecision(result.video, "error", reason=result.error, reason_code=ReasonCode.UNREADABLE))
-    kept = [FileDecision(w.name, "keep", group=groups.get(w.name)) for result in results for w in result.written]
+    # every frame written is shown, in time order, with the spans skipped as its duplicates (if any)
+    kept = [
+        FileDecision(w.name, "keep", group=groups.setdefault(w.name, len(groups)), reason=f"written: {w.t:.3f} s")
+        for result in results
+        for w in result.written
+    ]
     text = (
         f"{len(results)} video{'s' if len(results) > 1 else ''}: {sum(r.sampled for r in results)} frames "
         f"looked at, {len(kept)} written to {Path(out).resolve()}, "
         f"{sum(s.frames for r in results for s in r.skipped)} skipped in {len(files)} spans"
     )
     return {
-        "summary": {"root": str(Path(out).resolve()), "text": text},
+        "summary": {"root": str(Path(out).resolve()), "text": text, "video": True},
         "files": [line.as_dict() for line in kept + files],
     }, pictures
