@@ -265,6 +265,27 @@ def test_a_person_reviews_in_a_browser(reviewed: Reviewed, browser: tuple[Any, P
     risks = [e.text for e in css(By.CSS_SELECTOR, "section.group .risk")]
     assert risks[-1] == "identical bytes" and risks[0].startswith(("cosine", "thumbnail correlation"))
 
+    # A picture clicked: its original, large (the page sits beside the photos); a duplicate
+    # flickers with its keeper; Escape closes it.
+    from PIL import Image as PILImage
+
+    tile("b_low.jpg").find_element(By.CSS_SELECTOR, ".pics img").click()
+    viewer = driver.find_element(By.ID, "viewer")
+    assert viewer.is_displayed()
+    with PILImage.open(reviewed.root / "b_low.jpg") as im:
+        width = im.width
+    wait.until(lambda d: d.execute_script("return document.getElementById('large').naturalWidth") == width)
+    assert driver.find_element(By.ID, "large-caption").text == "b_low.jpg"
+    driver.find_element(By.ID, "flicker").click()
+    wait.until(lambda d: d.find_element(By.ID, "large-caption").text == "b.png - the keeper")
+    shot = tmp_path / "viewer.png"
+    assert driver.save_screenshot(str(shot))
+    driver.find_element(By.ID, "flicker").click()  # stop
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    assert not viewer.is_displayed()
+
     # A stage filter: near copies only.
     for stage in ("exact", "semantic", "quality", "error"):
         driver.find_element(By.CSS_SELECTOR, f'#stages input[value="{stage}"]').click()

@@ -45,6 +45,62 @@ function picture(thumb, alt, cls) {
   return el("img", {src: "data:image/jpeg;base64," + data.thumbs[thumb], alt, class: cls || "", loading: "eager"});
 }
 
+// A picture clicked: its original, large (the page opened from disk, where it was written), else
+// its preview; a removed duplicate flickers with its keeper on demand.
+const viewer = document.getElementById("viewer");
+const large = document.getElementById("large");
+const caption = document.getElementById("large-caption");
+const flickerButton = document.getElementById("flicker");
+let showing = null, flickering = null;
+
+function originalUrl(i) {
+  return data.originals + files[i].path.split("/").map(encodeURIComponent).join("/");
+}
+
+function show(i, note) {
+  const f = files[i];
+  large.onerror = () => {  // the original is not reachable from here: its preview
+    large.onerror = null;
+    if (f.thumb !== null && f.thumb !== undefined) large.src = "data:image/jpeg;base64," + data.thumbs[f.thumb];
+    caption.textContent = f.path + " (its preview: the original is not reachable from this page)" + note;
+  };
+  large.src = data.video && f.decision === "remove" ? "data:image/jpeg;base64," + data.thumbs[f.thumb] : originalUrl(i);
+  large.alt = f.path;
+  caption.textContent = f.path + note;
+}
+
+function openViewer(i) {
+  showing = i;
+  stopFlicker();
+  const keeper = indexOf.get(files[i].kept_as);
+  flickerButton.hidden = keeper === undefined;
+  show(i, "");
+  viewer.hidden = false;
+}
+
+function stopFlicker() {
+  if (flickering !== null) clearInterval(flickering);
+  flickering = null;
+  flickerButton.textContent = "flicker with its keeper";
+}
+
+function flicker() {
+  if (flickering !== null) { stopFlicker(); return show(showing, ""); }
+  const keeper = indexOf.get(files[showing].kept_as);
+  let onKeeper = false;
+  flickerButton.textContent = "stop flickering";
+  flickering = setInterval(() => {
+    onKeeper = !onKeeper;
+    show(onKeeper ? keeper : showing, onKeeper ? " - the keeper" : " - the duplicate");
+  }, 600);
+}
+
+function closeViewer() {
+  stopFlicker();
+  viewer.hidden = true;
+  large.removeAttribute("src");
+}
+
 function changed(i) {
   return files[i].decision !== original[i][0] || files[i].kept_as !== original[i][1];
 }
@@ -339,7 +395,17 @@ document.getElementById("save").addEventListener("click", save);
 for (const b of document.querySelectorAll(".pager button")) {
   b.addEventListener("click", () => { page += Number(b.dataset.page); render(); window.scrollTo(0, 0); });
 }
+flickerButton.addEventListener("click", flicker);
+document.getElementById("close").addEventListener("click", closeViewer);
+viewer.addEventListener("click", e => { if (e.target === viewer) closeViewer(); });
+document.addEventListener("keydown", e => { if (e.key === "Escape" && !viewer.hidden) closeViewer(); });
 list.addEventListener("click", e => {
+  const img = e.target.closest(".pics img");
+  if (img) {
+    const tile = img.closest("figure.tile");
+    if (tile) openViewer(indexOf.get(tile.dataset.path));
+    return;
+  }
   const b = e.target.closest("button[data-act]");
   if (b && !b.disabled) {
     act(b.dataset.act, Number(b.dataset.file));

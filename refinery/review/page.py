@@ -204,6 +204,8 @@ def write_review(
     root = Path(report["summary"]["root"])
     follow = report["summary"].get("follow_symlinks", False)  # through links only as the run went
     data, tasks = _plan(report)
+    # Where the originals are seen from the page's folder (a picture clicked shows its original)
+    data["originals"] = Path(os.path.relpath(root, Path(out).resolve().parent)).as_posix() + "/"
     if resume:
         data["resume"] = [list(flip) for flip in resume]
     if note:
@@ -480,6 +482,7 @@ def render_page(data: dict[str, Any]) -> str:
     style, script = asset("review.css"), asset("review.js")
     csp = (
         f"default-src 'none'; script-src {csp_hash(script)}; style-src {csp_hash(style)}; "
-        "img-src data:; base-uri 'none'; form-action 'none'"
+        # data: the inlined previews; file: the originals, when the page is opened from disk beside them
+        "img-src data: file:; base-uri 'none'; form-action 'none'"
     )
     return render("review.html", mark=PAGE_MARK, csp=csp, style=style, payload=payload, script=script)
