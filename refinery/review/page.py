@@ -204,8 +204,8 @@ def write_review(
     root = Path(report["summary"]["root"])
     follow = report["summary"].get("follow_symlinks", False)  # through links only as the run went
     data, tasks = _plan(report)
-    # Where the originals are seen from the page's folder (a picture clicked shows its original)
-    data["originals"] = Path(os.path.relpath(root, Path(out).resolve().parent)).as_posix() + "/"
+    # The originals' address (a picture clicked shows its original): the same page wherever it is written
+    data["originals"] = root.as_uri().rstrip("/") + "/"
     if resume:
         data["resume"] = [list(flip) for flip in resume]
     if note:
