@@ -121,7 +121,7 @@ def test_the_version_is_written_once() -> None:
     import refinery
 
     assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()
-    assert version("refinery") == refinery.__version__
+    assert version(refinery.DISTRIBUTION) == refinery.__version__  # image-refinery on the package index
 
 
 MAX_MODULE_LINES = 500  # a module a reader holds in mind at once
