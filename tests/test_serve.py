@@ -813,7 +813,10 @@ def test_a_person_searches_by_words_in_a_browser(clip_server: Server, browser: A
     assert len(hits) == 3 and hits[0].find_element(By.CLASS_NAME, "rank").text == "#1"
     assert find(By.CSS_SELECTOR, "#grid figure.query .words").text == WORDS
     assert not find(By.CSS_SELECTOR, "#grid figure.query").find_elements(By.TAG_NAME, "img")  # words, no picture
-    status = "3 results from tiny.onnx, embedding (cosine); each score is a similarity: higher is closer."
+    status = (
+        "3 results from tiny.onnx, embedding (cosine); each score is a similarity: higher is closer. "
+        "Click a picture for more like it."
+    )
     assert find(By.ID, "status").text == status
     wait.until(
         lambda d: d.execute_script(

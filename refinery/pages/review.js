@@ -12,8 +12,10 @@ let version = 0, saved = 0;  // changes made, and made when decisions were last 
 const KEPT = "refinery-review " + data.report_id;
 const acts = [];
 let actsSaved = 0;
-const STAGES = [["exact", "exact copies"], ["near", "near copies"], ["semantic", "look-alikes"],
-                ["quality", "quality rejects"], ["error", "unreadable"]];
+const STAGES = data.video
+  ? [["near", "spans of the same frame"], ["quality", "quality spans"], ["error", "videos not read to the end"]]
+  : [["exact", "exact copies"], ["near", "near copies"], ["semantic", "look-alikes"], ["quality", "quality rejects"],
+     ["error", "unreadable"]];
 const EVIDENCE = {exact: "identical bytes", near: "thumbnail correlation", semantic: "cosine",
                   scene: "things in place (1 - largest move)", overlap: "foreground overlap"};
 const lowerName = i => files[i].path.toLowerCase();
