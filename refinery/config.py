@@ -443,11 +443,16 @@ def user_sets(section: str, key: str, path: Path | None, assignments: list[str] 
 
 
 def to_toml(cfg: Config) -> str:
-    """The settings as TOML text, every key written out."""
+    """The settings as TOML text, every key written out, each with what it is and what it
+    takes as a comment above it (docs/dedup.md and refinery/configs/refinery.toml say more)."""
     lines = []
     for section in dataclasses.fields(cfg):
         lines.append(f"[{section.name}]")
-        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
-            lines.append(f"{key} = {toml_value(value)}")
+        current = getattr(cfg, section.name)
+        for key, _, meta in _keys(type(current)):
+            said = "; ".join(filter(None, (meta.get("doc", ""), _allowed(meta))))
+            if said:
+                lines.append(f"# {said}")
+            lines.append(f"{key} = {toml_value(getattr(current, key))}")
         lines.append("")
     return "\n".join(lines)

@@ -172,7 +172,7 @@ def test_a_bool_is_no_number_and_a_number_no_bool() -> None:
         validate(dataclasses.replace(Config(), model=dataclasses.replace(Config().model, batch_size=True)))
 
 
-def test_the_default_config_validates_and_show_prints_every_key() -> None:
+def test_the_default_config_validates_and_show_prints_every_key(tmp_path: Path) -> None:
     cfg = load_config()
     assert cfg == Config() == validate(Config())
     assert cfg.run.scratch_dir == ""
@@ -181,6 +181,12 @@ def test_the_default_config_validates_and_show_prints_every_key() -> None:
         for key in dataclasses.asdict(getattr(cfg, section.name)):
             assert f"\n{key} = " in text, key
     assert 'scratch_dir = ""' in text
+    # each key with what it is and what it takes, as a comment above it
+    assert "# cosine similarity above which two pictures are one; between 0.5 and 1.0\nthreshold = 0.955" in text
+    assert '# which member of a group stays; one of "best", "largest", "oldest", "newest"\npolicy = "best"' in text
+    shown = tmp_path / "shown.toml"
+    shown.write_text(text)
+    assert load_config(shown) == cfg  # what --show prints, comments and all, reads back as the same settings
 
 
 def test_model_override_is_checked_too() -> None:
