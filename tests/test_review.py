@@ -180,7 +180,7 @@ def test_groups_come_riskiest_first_and_a_lost_file_gets_a_placeholder(tmp_path:
 
 
 def test_a_scene_frame_shows_where_it_differs_from_its_keeper() -> None:
-    from refinery.review.page import difference
+    from refinery.review.difference import difference
 
     background = draw_picture(3, (160, 120))
     keeper, removed = frame(background, (20, 20)), frame(background, (100, 70))
@@ -411,3 +411,30 @@ def test_a_review_resumes_from_its_saved_decisions(
     other.write_text(json.dumps({"refinery_decisions": 1, "root": str(tmp_path), "files": []}))
     refused = run_cli("review", str(reviewed.report), "--decisions", str(other), "--html", str(page))
     assert refused.returncode == 1 and "give the report the decisions were saved from" in refused.stderr
+
+
+def test_large_previews_show_when_the_originals_are_out_of_reach(tmp_path: Path, browser: tuple[Any, Path]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    big = draw_picture(9, (800, 600))
+    big.save(photos / "big.png")
+    big.resize((400, 300)).save(photos / "small.jpg", quality=90)
+    report, page = tmp_path / "r.json", tmp_path / "page.html"
+    assert run_cli("dedup", str(photos), "--report", str(report), "--device", "cpu").returncode == 0
+    proc = run_cli("review", str(report), "--html", str(page), "--large-previews")
+    assert proc.returncode == 0, proc.stderr
+    data = page_data(page)
+    small = next(f for f in data["files"] if f["path"] == "small.jpg")
+    assert small["large"] is not None and small["thumb"] != small["large"]
+    photos.rename(tmp_path / "moved")  # the originals out of the page's reach
+    driver, _ = browser
+    driver.get(page.as_uri())
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.execute_script("return document.documentElement.dataset.firstPageMs"))
+    driver.find_element(By.CSS_SELECTOR, 'figure.tile[data-path="small.jpg"] .pics img').click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('large').naturalWidth") == 400)
+    caption = driver.find_element(By.ID, "large-caption").text
+    assert caption == "small.jpg (its preview: the original is not reachable from this page)"

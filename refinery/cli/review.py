@@ -26,9 +26,17 @@ from refinery.cli.common import ProgressBars, echo, handle_errors, main
     default=None,
     help="Resume a review: the page starts with the flips of this decisions file (saved from a page of REPORT).",
 )
+@click.option(
+    "--large-previews",
+    is_flag=True,
+    help="Embed each picture at 640 px too, shown when it is clicked and its original is out of reach "
+    "(a page ~5x as heavy).",
+)
 @click.pass_context
 @handle_errors
-def review_cmd(ctx: click.Context, report: Path, html_path: Path, decisions_path: Path | None) -> None:
+def review_cmd(
+    ctx: click.Context, report: Path, html_path: Path, decisions_path: Path | None, large_previews: bool
+) -> None:
     """Show a dedup report as one HTML page: every group, keeper beside duplicates, riskiest
     first; flip decisions there and save them as decisions.json for `refinery apply`.
 
@@ -45,7 +53,7 @@ def review_cmd(ctx: click.Context, report: Path, html_path: Path, decisions_path
     inputs = [report, decisions_path, Path(data["summary"]["root"])]
     check_outputs([Output(html_path, "--html", Kind.PAGE)], inputs=inputs)
     with ProgressBars(ctx) as bars:
-        stats = write_review(data, html_path, progress=bars, resume=flips)
+        stats = write_review(data, html_path, progress=bars, resume=flips, large_previews=large_previews)
     echo(review_written(html_path, stats) + (f"; {len(flips)} flips of {decisions_path} resumed" if flips else ""))
 
 

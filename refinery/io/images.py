@@ -68,6 +68,7 @@ class ThumbSize:
 REVIEW_THUMB = ThumbSize(160, 70)  # the review page, frames' skipped spans included: ~5 KB a thumbnail
 SHEET_THUMB = ThumbSize(160, 80)  # the contact sheet of `refinery search --html`
 SEARCH_THUMB = ThumbSize(256, 85)  # `refinery serve`'s results
+LARGE_PREVIEW = ThumbSize(640, 80)  # `refinery review --large-previews`: a picture clicked, its original out of reach
 
 # refinery checks the declared size itself (decode), before Pillow allocates anything.
 Image.MAX_IMAGE_PIXELS = None

@@ -61,10 +61,12 @@ function originalUrl(i) {
 
 function show(i, note) {
   const f = files[i];
-  large.onerror = () => {  // the original is not reachable from here: its preview
+  large.onerror = () => {  // the original is not reachable from here: its largest preview
     large.onerror = null;
-    if (f.thumb !== null && f.thumb !== undefined) large.src = "data:image/jpeg;base64," + data.thumbs[f.thumb];
-    caption.textContent = f.path + " (its preview: the original is not reachable from this page)" + note;
+    const preview = f.large ?? f.thumb;
+    if (preview !== null && preview !== undefined) large.src = "data:image/jpeg;base64," + data.thumbs[preview];
+    caption.textContent = f.path + " (its preview: the original is not reachable from this page" +
+      (f.large === undefined ? "; `refinery review --large-previews` embeds bigger ones" : "") + ")" + note;
   };
   large.src = data.video && f.decision === "remove" ? "data:image/jpeg;base64," + data.thumbs[f.thumb] : originalUrl(i);
   large.alt = f.path;

@@ -28,26 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from refinery.dedup.checks import Judged
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
-from refinery.io.images import REVIEW_THUMB, read_opened, thumbnail
+from refinery.io.images import LARGE_PREVIEW, REVIEW_THUMB, jpeg_bytes, read_opened, thumbnail
 from refinery.io.names import is_plain_path, printable
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.reasons import ReasonCode
 from refinery.review.decisions import DecisionsFile
+from refinery.review.difference import difference
 
 PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
-# Frames of one camera: a pixel differs where its gray level, each frame over its own mean
-# level, differs by more than this (0.15: a person on a square; JPEG noise and a 5% change of
-# light stay under it).
-DIFF_THRESHOLD = 0.15
-DIFF_MIN_PIXELS = 3  # smaller specks of difference get no box
 DECISIONS = ("keep", "remove", "error", "skip")
 
 
@@ -65,6 +60,7 @@ class _Shown:
     thumb: bytes | None  # JPEG
     unreadable: str | None  # why there is no thumbnail
     diff: bytes | None = None  # JPEG: where a scene frame differs from its keeper
+    large: bytes | None = None  # JPEG: LARGE_PREVIEW's size, when asked for
 
 
 def load_report(path: Path) -> dict[str, Any]:
@@ -191,6 +187,7 @@ def write_review(
     pictures: Mapping[str, bytes] | None = None,
     note: str = "",
     resume: list[tuple[str, str, str | None]] | None = None,
+    large_previews: bool = False,
 ) -> ReviewStats:
     """Write the review page of `report` (a dedup report's dict) to `out`, atomically.
 
@@ -199,6 +196,8 @@ def write_review(
     saying why. `progress` is told of each file done. With a `note`, the page says it instead
     of how to flip decisions, and has no buttons: what it shows cannot be applied. `resume`:
     (path, decision, kept_as) of files a saved decisions file flipped, flipped again on the page.
+    `large_previews`: each picture shown also at LARGE_PREVIEW's size, for a click when its
+    original is out of reach (a page ~5x as heavy).
     """
     check_report(report)
     root = Path(report["summary"]["root"])
@@ -225,11 +224,14 @@ def write_review(
 
     files = data["files"]
     workers = workers or cpu_count()
-    rendered = ordered_map(functools.partial(_render, root, follow, files, pictures or {}), tasks, workers, 4 * workers)
+    make = functools.partial(_render, root, follow, files, pictures or {}, large_previews)
+    rendered = ordered_map(make, tasks, workers, 4 * workers)
     for task, shown in zip(tasks, rendered, strict=True):
         for index, one in zip(task, shown, strict=True):
             files[index]["thumb"] = store(one.thumb)
             files[index]["diff"] = store(one.diff)
+            if one.large is not None:
+                files[index]["large"] = store(one.large)
             if one.unreadable:
                 files[index]["unreadable"] = one.unreadable
         if advance:
@@ -359,42 +361,54 @@ def _groups(
 
 
 def _render(
-    root: Path, follow: bool, files: list[dict[str, Any]], pictures: Mapping[str, bytes], task: list[int]
+    root: Path,
+    follow: bool,
+    files: list[dict[str, Any]],
+    pictures: Mapping[str, bytes],
+    large: bool,
+    task: list[int],
 ) -> list[_Shown]:
     """Thumbnails of a group's files (a file's bytes read once for its copies; `pictures`
-    made already), and for each scene frame where it differs from its keeper."""
-    images: dict[str, Image.Image | str] = {}
-    by_path: dict[str, Image.Image | str] = {}
+    made already), with `large` a LARGE_PREVIEW each too, and for each scene frame where it
+    differs from its keeper."""
+    images: dict[str, tuple[Image.Image, Image.Image | None] | str] = {}
+    by_path: dict[str, tuple[Image.Image, Image.Image | None] | str] = {}
     for index in task:
         line = files[index]
         judged = json.loads(line["file"]) or {}
         key = judged.get("sha256") or line["path"]
         if key not in images:
             made = pictures.get(line["path"])
-            images[key] = Image.open(io.BytesIO(made)) if made else _thumbnail(root, line["path"], follow)
+            images[key] = (
+                (Image.open(io.BytesIO(made)), None) if made else _thumbnail(root, line["path"], follow, large)
+            )
         by_path[line["path"]] = images[key]
     shown = []
     for index in task:
         line = files[index]
-        image = by_path[line["path"]]
-        if isinstance(image, str):
-            shown.append(_Shown(None, image))
+        pictured = by_path[line["path"]]
+        if isinstance(pictured, str):
+            shown.append(_Shown(None, pictured))
             continue
-        one = _Shown(_jpeg(image), None)
+        image, bigger = pictured
+        one = _Shown(_jpeg(image), None, large=jpeg_bytes(bigger, LARGE_PREVIEW.quality) if bigger else None)
         keeper = by_path.get(line.get("kept_as") or "")
-        if line.get("test") == "scene" and isinstance(keeper, Image.Image):
-            one.diff = _jpeg(difference(image, keeper))
+        if line.get("test") == "scene" and isinstance(keeper, tuple):
+            one.diff = _jpeg(difference(image, keeper[0]))
         shown.append(one)
     return shown
 
 
-def _thumbnail(root: Path, path: str, follow: bool) -> Image.Image | str:
-    """The picture at root/path (a plain path), its longer side REVIEW_THUMB's at most; or why it
-    is not shown. Reached one step at a time without following a symbolic link, unless the
-    run followed them, so neither a report edited by hand nor a folder changed since can
-    show a picture from outside root."""
+def _thumbnail(
+    root: Path, path: str, follow: bool, large: bool = False
+) -> tuple[Image.Image, Image.Image | None] | str:
+    """The picture at root/path (a plain path), its longer side REVIEW_THUMB's at most (and, if
+    `large`, LARGE_PREVIEW's too, from the same read); or why it is not shown. Reached one step
+    at a time without following a symbolic link, unless the run followed them, so neither a
+    report edited by hand nor a folder changed since can show a picture from outside root."""
     try:
-        image = thumbnail(_read_below(root, path, follow), path, REVIEW_THUMB.side)
+        data = _read_below(root, path, follow)
+        image = thumbnail(data, path, REVIEW_THUMB.side), thumbnail(data, path, LARGE_PREVIEW.side) if large else None
     except UnreadableImage as e:  # missing, no longer a picture, ...
         return e.reason
     except UnsafePath:
@@ -445,34 +459,6 @@ def _jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=REVIEW_THUMB.quality)
     return out.getvalue()
-
-
-def _level(image: Image.Image) -> np.ndarray:
-    """Gray levels, lightly smoothed, over their mean: two frames of one camera under a little
-    more or less light compare equal."""
-    gray = np.asarray(image.convert("L").filter(ImageFilter.BoxBlur(1)), dtype=np.float32)
-    return gray / max(float(gray.mean()), 1.0)
-
-
-def difference(removed: Image.Image, keeper: Image.Image) -> Image.Image:
-    """`removed` dimmed to gray, red where it differs from `keeper` (another frame of the same
-    camera; resized to match if it is not the same size), each such region boxed in red."""
-    import cv2
-
-    if keeper.size != removed.size:
-        keeper = keeper.resize(removed.size, Image.Resampling.BILINEAR)
-    mask = (np.abs(_level(removed) - _level(keeper)) > DIFF_THRESHOLD).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))  # JPEG specks out
-    gray = np.asarray(removed.convert("L"), dtype=np.float32) * 0.55 + 60
-    pixels = np.repeat(gray[:, :, None], 3, axis=2).astype(np.uint8)
-    pixels[mask > 0] = (235, 30, 30)
-    out = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(out)
-    count, _, boxes, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    for x, y, w, h, area in boxes[1:count].tolist():
-        if area >= DIFF_MIN_PIXELS:
-            draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=(255, 0, 0))
-    return out
 
 
 def render_page(data: dict[str, Any]) -> str:
