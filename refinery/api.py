@@ -24,7 +24,7 @@ from pathlib import Path
 
 from refinery.config import Config, apply_overrides, load_config
 from refinery.dedup.decisions import FileDecision
-from refinery.dedup.plan import Acted, act_on
+from refinery.dedup.plan import Acted, act_on, check_destinations, destination_journal
 from refinery.dedup.run import DedupResult, run_dedup
 from refinery.errors import RefineryError
 from refinery.io.cache import open_cache
@@ -99,22 +99,12 @@ def act(
     """Move the removed files to `move_rejects_to` (journaled and locked; `refinery undo DEST`
     puts them back) and/or copy the kept ones to `copy_keepers_to`, each file checked first to
     be what the run judged, as `refinery dedup --move-rejects-to` does."""
-    from refinery.dedup.actions import check_destination
-    from refinery.dedup.journal import open_journal
-    from refinery.io.fileio import check_writable_folder
-
     if isinstance(result.root, str):
         raise RefineryError(f"{result.root} is a URI: moving or copying files needs a local folder")
-    for flag, dest in (("move_rejects_to", move_rejects_to), ("copy_keepers_to", copy_keepers_to)):
-        if dest is not None:
-            check_destination(Path(result.root), Path(dest), flag)
+    moves = Path(move_rejects_to) if move_rejects_to is not None else None
     copies = Path(copy_keepers_to) if copy_keepers_to is not None else None
-    if copies is not None:
-        check_writable_folder(copies)
-    if move_rejects_to is None:
-        return act_on(result, copy_keepers_to=copies, progress=progress)
-    with open_journal(Path(move_rejects_to), create=True) as journal:
-        journal.read()  # a journal that cannot be trusted is refused before anything moves
+    check_destinations(Path(result.root), moves, copies)
+    with destination_journal(moves) as journal:
         return act_on(result, journal=journal, copy_keepers_to=copies, progress=progress)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from refinery.cli.common import EXIT_FILE_ERRORS, EXIT_INTERRUPTED, echo, handle_errors, main, stop_on_signal
-from refinery.cli.dedup import act_on, destination_journal, preflight
+from refinery.cli.dedup import act_on
 
 if TYPE_CHECKING:
     from refinery.dedup.checks import Planned
@@ -69,13 +69,14 @@ def apply_cmd(
     Example: refinery apply decisions.json --move-rejects-to rejects/
     """
     from refinery.dedup.actions import check_moves
+    from refinery.dedup.plan import check_destinations, destination_journal
     from refinery.errors import RefineryError
     from refinery.review.decisions import load
 
     decisions = load(decisions_path)
     if not decisions.root.is_dir():
         raise RefineryError(f"{decisions_path}: its folder {decisions.root} is not there")
-    preflight(decisions.root, move_rejects_to, copy_keepers_to)
+    check_destinations(decisions.root, move_rejects_to, copy_keepers_to)
     reviewed = _Reviewed(decisions.root, decisions)
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
         if journal is None and copy_keepers_to is None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +130,7 @@ def dedup_cmd(
     Example: refinery dedup photos/ --report report.json --move-rejects-to rejects/
     """
     from refinery.config import apply_overrides, user_sets
+    from refinery.dedup.plan import destination_journal
     from refinery.dedup.report import write_csv, write_json
     from refinery.dedup.run import run_dedup
     from refinery.io.outputs import Kind, Output, check_outputs
@@ -140,8 +140,7 @@ def dedup_cmd(
         flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer),
     )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
-    # Everything that can be checked before a long run is checked now: where the results
-    # go, and that the destination is free (its lock is held until the moves are done).
+    # Checked before the long run: where the results go, and that the destination is free (locked till the moves end).
     if html_path and not isinstance(root, Path):
         raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
     check_outputs(
@@ -219,33 +218,16 @@ def write_page(ctx: click.Context, result: DedupResult, html_path: Path) -> None
     echo(review_written(html_path, stats))
 
 
-def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None, prefer: str = "") -> None:
-    """Refuse now, in one line, a destination that would fail or do harm after the whole scan
-    (the files a command writes are checked by refinery.io.outputs.check_outputs), and a
-    preferred folder (keep.prefer) that is not there."""
-    from refinery.dedup.actions import check_destination
-    from refinery.io.fileio import check_writable_folder
+def preflight(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None, prefer: str) -> None:
+    """Refuse now, in one line, what would fail or do harm after the whole scan: a preferred
+    folder (keep.prefer) that is not in the judged one, a destination
+    (refinery.dedup.plan.check_destinations; the files a command writes are checked by
+    refinery.io.outputs.check_outputs)."""
+    from refinery.dedup.plan import check_destinations
 
     if prefer and isinstance(root, Path) and not (root / prefer).is_dir():
         raise click.BadParameter(f"no folder {prefer} in {root}", param_hint="--prefer / keep.prefer")
-    for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
-        if dest is not None and isinstance(root, Path):
-            check_destination(root, dest, flag)
-    if copy_keepers_to is not None:
-        check_writable_folder(copy_keepers_to)
-
-
-@contextmanager
-def destination_journal(dest: Path | None) -> Iterator[Journal | None]:
-    """The journal of --move-rejects-to, its lock held for the whole run (None for no moves)."""
-    if dest is None:
-        yield None
-        return
-    from refinery.dedup.journal import open_journal
-
-    with open_journal(dest, create=True) as journal:
-        journal.read()  # a journal that cannot be trusted is refused now, not after the scan
-        yield journal
+    check_destinations(root, move_rejects_to, copy_keepers_to)
 
 
 def dedup_root(folder: str, engine: str, acting: Path | None) -> Path | str:

@@ -5,14 +5,17 @@ file; `refinery dedup` and `refinery apply` both act through `act_on`."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from refinery.dedup import actions
 from refinery.dedup.actions import move_out
 from refinery.dedup.checks import Planned
 from refinery.dedup.copies import copy_out
-from refinery.dedup.journal import Journal
+from refinery.dedup.journal import Journal, open_journal
 from refinery.dedup.transfer import ActionResult
 from refinery.parallel import Progress
 
@@ -41,6 +44,30 @@ class Acted:
     @property
     def failed(self) -> int:
         return sum(step.failed for step in (self.moved, self.copied) if step is not None)
+
+
+def check_destinations(root: Path | str, move_rejects_to: Path | None, copy_keepers_to: Path | None) -> None:
+    """Refuse now, in one line, a destination that would fail or do harm after the whole scan:
+    one inside the judged folder or holding it, or a copy destination that cannot be written."""
+    from refinery.io.fileio import check_writable_folder
+
+    for flag, dest in (("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)):
+        if dest is not None and isinstance(root, Path):
+            actions.check_destination(root, dest, flag)
+    if copy_keepers_to is not None:
+        check_writable_folder(copy_keepers_to)
+
+
+@contextmanager
+def destination_journal(dest: Path | None) -> Iterator[Journal | None]:
+    """The journal of the moves' destination, its lock held for the whole block (None for no
+    moves); a journal that cannot be trusted is refused now, before anything is judged."""
+    if dest is None:
+        yield None
+        return
+    with open_journal(dest, create=True) as journal:
+        journal.read()
+        yield journal
 
 
 def act_on(
