@@ -407,15 +407,19 @@ def _thumbnail(
     at a time without following a symbolic link, unless the run followed them, so neither a
     report edited by hand nor a folder changed since can show a picture from outside root."""
     try:
-        data = _read_below(root, path, follow)
-        image = thumbnail(data, path, REVIEW_THUMB.side), thumbnail(data, path, LARGE_PREVIEW.side) if large else None
+        # decoded once: with `large`, at that size, and the small one made from it
+        picture = thumbnail(_read_below(root, path, follow), path, LARGE_PREVIEW.side if large else REVIEW_THUMB.side)
     except UnreadableImage as e:  # missing, no longer a picture, ...
         return e.reason
     except UnsafePath:
         return _not_below(root, path)
     except (OSError, ValueError) as e:
         return f"cannot read: {e}"
-    return image
+    if not large:
+        return picture, None
+    small = picture.copy()
+    small.thumbnail((REVIEW_THUMB.side, REVIEW_THUMB.side), Image.Resampling.BILINEAR)
+    return small, picture
 
 
 def _read_below(root: Path, path: str, follow: bool) -> bytes:
