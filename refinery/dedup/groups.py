@@ -64,15 +64,15 @@ class KeepRule:
 
     def rank(self, row: int) -> tuple[Any, ...]:
         """The sort key of `row`, best first."""
-        f = self.features[row]
+        f, policy = self.features[row], self.cfg.policy
         preferred = bool(self.prefix) and f.path.startswith(self.prefix)
-        policy = {
-            "best": (),
-            "largest": (-f.pixels, -f.file_size),
-            "oldest": (self.mtime_ns[row],),
-            "newest": (-self.mtime_ns[row],),
-        }[self.cfg.policy]
-        return (not preferred, *policy, *keep_rank(f, self.cfg.min_sharpness))
+        if policy == "largest":
+            first: tuple[int, ...] = (-f.pixels, -f.file_size)
+        elif policy in ("oldest", "newest"):
+            first = (self.mtime_ns[row] if policy == "oldest" else -self.mtime_ns[row],)
+        else:  # best: the rule alone
+            first = ()
+        return (not preferred, *first, *keep_rank(f, self.cfg.min_sharpness))
 
     def choose(self, members: Sequence[int]) -> int:
         return min(members, key=self.rank)
