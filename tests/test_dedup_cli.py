@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -61,8 +62,13 @@ def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, 
     assert "cosine" in removed["scores"]
     assert kept["scores"]["edge_density"] >= removed["scores"]["edge_density"]  # the keep rule
     assert data["summary"]["removed_by_stage"]["quality"] >= 2
-    header = "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code"
-    assert csv_path.read_text().splitlines()[0] == header
+    header = "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code,scores.sharpness,"
+    assert csv_path.read_text().splitlines()[0].startswith(header)
+    with open(csv_path, newline="") as f:  # each score in a column of its own, as the report has it
+        rows = {row["path"]: row for row in csv.DictReader(f)}
+    for line in data["files"]:
+        named = {key[len("scores.") :]: value for key, value in rows[line["path"]].items() if key.startswith("scores.")}
+        assert {key: float(value) for key, value in named.items() if value} == line["scores"], line["path"]
 
 
 def test_move_then_undo_restores_every_byte(dup_folder: tuple[Path, dict], tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from refinery.dedup.checks import Judged
-from refinery.dedup.table import FeatureTable
+from refinery.dedup.table import QUALITY_SCORES, FeatureTable
 from refinery.reasons import ReasonCode
 
 
@@ -68,17 +68,24 @@ class FileDecision:
         return line
 
     def csv_row(self) -> list[object]:
-        """The report's CSV row: None as an empty cell, the scores and the file as JSON text."""
+        """The report's CSV row (CSV_FIELDS): None as an empty cell, the scores and the file as
+        JSON text, then each score in its own column (empty where the line has none)."""
 
         def cell(value: object) -> object:
             return json.dumps(value) if isinstance(value, dict) else "" if value is None else value
 
-        return [cell(value) for value in self.as_dict().values()]
+        return [cell(value) for value in self.as_dict().values()] + [cell(self.scores.get(n)) for n in SCORE_NAMES]
 
 
 # The report line's fields, in order (new fields are added last: readers of the earlier ones
 # are unaffected).
 FIELDS = tuple(f.name for f in fields(FileDecision))
+# What explain() measures of a removed duplicate against its keeper (dedup/evidence.py).
+PAIR_SCORES = ("phash_distance", "dhash_distance", "thumb_correlation", "cosine", "largest_move")
+SCORE_NAMES = (*QUALITY_SCORES, *PAIR_SCORES)
+# The CSV's columns: the report line's fields, then each score on its own ("scores.cosine"), so
+# a spreadsheet can sort and filter by it without reading JSON text.
+CSV_FIELDS = FIELDS + tuple(f"scores.{name}" for name in SCORE_NAMES)
 
 
 class Decisions(Sequence[FileDecision]):

@@ -1,7 +1,8 @@
 """The dedup report: JSON (summary + one entry per file) and CSV. Other tools read these;
 the schema is stable: a line is a FileDecision (dedup/decisions.py; FIELDS in order: path,
 decision, stage, reason, group, kept_as, scores, test, file, reason_code; new fields are
-added last, so readers of the earlier columns are unaffected)."""
+added last, so readers of the earlier columns are unaffected). The CSV has the same columns,
+then one per score (decisions.CSV_FIELDS)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from refinery.dedup.decisions import FIELDS
+from refinery.dedup.decisions import CSV_FIELDS
 from refinery.dedup.run import DedupResult
 from refinery.io.outputs import JSON_MARKS, Kind, output_path
 
@@ -33,7 +34,7 @@ def write_csv(result: DedupResult, path: Path) -> None:
         open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as out,
     ):
         writer = csv.writer(out)
-        writer.writerow(FIELDS)
+        writer.writerow(CSV_FIELDS)
         for f in result.files:
             writer.writerow(f.csv_row())
 

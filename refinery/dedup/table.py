@@ -30,6 +30,10 @@ SCALARS: dict[str, type] = {
 }
 
 
+# A report line's quality scores (every kept or removed file has them), with their decimals.
+QUALITY_SCORES = {"sharpness": 2, "brightness": 2, "edge_density": 5, **dict.fromkeys(QUALITY_FIGURES, 3)}
+
+
 class FeatureTable(Sequence[Features]):
     """Features of `len(paths)` files by row; row i belongs to paths[i]. Rows without
     features (unreadable, not reached) have `filled[i]` False."""
@@ -69,12 +73,7 @@ class FeatureTable(Sequence[Features]):
     def scores(self, row: int) -> dict[str, float]:
         """The quality scores of a report line (Features.scores) without building the record."""
         c = self.columns
-        return {
-            "sharpness": round(float(c["sharpness"][row]), 2),
-            "brightness": round(float(c["brightness"][row]), 2),
-            "edge_density": round(float(c["edge_density"][row]), 5),
-            **{name: round(float(c[name][row]), 3) for name in QUALITY_FIGURES},
-        }
+        return {name: round(float(c[name][row]), digits) for name, digits in QUALITY_SCORES.items()}
 
     def digests(self, rows: np.ndarray) -> np.ndarray:
         """SHA-256 of `rows` as one 32-byte value each, comparable and sortable by numpy."""
