@@ -74,6 +74,10 @@ def test_index_and_search_by_path_or_bytes(photos: Path, tmp_path: Path) -> None
     assert api.search(tmp_path / "photos.index", query.read_bytes(), k=3) == by_path  # loaded from disk
     with pytest.raises(ValueError, match="not both"):
         api.search(index, query, text="a red truck")
+    # a folder of other files is never written into; the refusal speaks of folders, not flags
+    with pytest.raises(RefineryError, match="not a refinery index") as refused:
+        api.index(photos, photos, device="cpu")
+    assert "--" not in str(refused.value)
 
 
 def test_the_api_never_imports_torch(photos: Path, tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ def check_index_folder(out: Path) -> set[str]:
             raise RefineryError(f"{out} is a broken symbolic link; give a folder for the index")
         return set()
     if not out.is_dir():
-        raise RefineryError(f"{out} is a file, not a folder; give a new or empty folder, or an index, for --out")
+        raise RefineryError(
+            f"{out} is a file, not a folder; give a new or empty folder for the index, or an index to build again"
+        )
     names = set(os.listdir(out))
     if not names:
         return set()
@@ -53,7 +55,7 @@ def check_index_folder(out: Path) -> set[str]:
         raise RefineryError(
             f"{out} already holds files and is not a refinery index (no index.json of refinery's); "
             "refinery writes an index only into a new or empty folder, or over an index it made: "
-            "choose another --out"
+            "choose another folder for it"
         )
     parts = meta.get("parts")
     listed = set(parts) & set(INDEX_FILES) if isinstance(parts, dict) else set(INDEX_FILES)  # version 1: all of them
