@@ -10,7 +10,7 @@ import pytest
 
 import refinery.io.images  # noqa: F401 - registers the HEIF plugin, which the fixture saves with
 from conftest import draw_picture, run_cli
-from refinery.io.scan import scan
+from refinery.io.scan import holds_a_picture, scan
 
 
 @pytest.fixture
@@ -31,6 +31,17 @@ def formats(tmp_path: Path) -> Path:
 def test_every_format_is_found(formats: Path) -> None:
     found = {p.name for p in scan(formats).files}
     assert found == {p.name for p in formats.iterdir()}
+
+
+def test_holds_a_picture_answers_as_scan_does_without_reading_it_all(formats: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    (folder / "deep" / ".hidden").mkdir(parents=True)
+    (folder / "notes.txt").write_text("no picture")
+    (folder / ".seen.jpg").write_bytes((formats / "no_suffix").read_bytes())
+    (folder / "deep" / ".hidden" / "a.jpg").write_bytes((formats / "no_suffix").read_bytes())
+    assert not holds_a_picture(folder) and not scan(folder).files  # hidden ones are not read
+    (folder / "deep" / "no_suffix").write_bytes((formats / "no_suffix").read_bytes())  # known by its bytes
+    assert holds_a_picture(folder) and scan(folder).files
 
 
 def test_every_format_is_judged_and_a_broken_one_is_an_error(formats: Path, tmp_path: Path) -> None:

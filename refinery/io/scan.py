@@ -130,6 +130,25 @@ def find_images(root: Path) -> list[Path]:
     return scan(root).files
 
 
+def holds_a_picture(root: Path) -> bool:
+    """Whether `scan` would find a picture under `root`, stopping at the first (links are not
+    followed: enough to word a message without reading a large folder through)."""
+    folders = [str(root)]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                folders.append(entry.path)
+            elif entry.is_file() and _is_image(entry.path, entry.name):
+                return True
+    return False
+
+
 def scan(root: Path, follow_symlinks: bool = False) -> Scan:
     """Every file under `root` that is an image by content or by suffix, and what was left out.
 

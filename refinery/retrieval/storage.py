@@ -15,7 +15,7 @@ import numpy as np
 
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256, read_json, write_all, write_new
-from refinery.io.scan import scan
+from refinery.io.scan import holds_a_picture
 from refinery.retrieval.methods import SiftFeatures
 
 INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
@@ -150,7 +150,7 @@ def not_an_index(path: Path) -> str:
     """Why `path` (a folder without index.json) is no index, and what to run instead: a folder
     of pictures is indexed into a folder of its own, never into itself."""
     index = path.with_name(path.name + ".index")
-    if scan(path).files:
+    if holds_a_picture(path):
         return (
             f"{path}: a folder of pictures, not a refinery index; index it first: "
             f"`refinery index {path} --out {index}`, then `refinery search {index} QUERY`"
