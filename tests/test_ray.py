@@ -74,3 +74,21 @@ def test_a_uri_is_listed_and_read_by_ray_data(dup_folder: tuple[Path, dict], tmp
     from_uri = decisions(uri)
     assert set(from_uri) == set(expected)  # no hidden folder, no text file
     assert from_uri == {path: d for path, d in decisions(local).items() if path in expected}
+
+
+def test_a_uri_without_pictures_says_what_it_holds(tmp_path: Path) -> None:
+    from refinery.dedup.engines.ray import list_files
+    from refinery.errors import NoPictures
+
+    (tmp_path / "notes.txt").write_text("no picture")
+    (tmp_path / "clip.avi").write_bytes(b"RIFF")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(NoPictures) as found:
+        list_files(tmp_path.as_uri())
+    assert str(found.value) == (
+        f"{tmp_path.as_uri()}: no picture found - 1 file, none a picture (1 .txt); "
+        "1 video (refinery frames reads it); 1 hidden entry not read"
+    )
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    assert list_files(tmp_path.as_uri()) == ["a.jpg"]

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,13 @@ from refinery.dedup.featurepass import CACHE_VECTORS_PER_WRITE, CacheLink, Vecto
 from refinery.dedup.stages import quality
 from refinery.dedup.state import Picture, Run, StageStats
 from refinery.dedup.vectors import VectorStore
-from refinery.errors import RefineryError, UnreadableImage
+from refinery.errors import NoPictures, RefineryError, UnreadableImage
 from refinery.features import Features
 from refinery.io.cache import FeatureCache
 from refinery.io.images import read_bytes, size_problem
+from refinery.io.scan import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Scan, Skipped
 from refinery.parallel import Progress
+from refinery.reasons import ReasonCode
 from refinery.runner.session import Embedder
 
 log = logging.getLogger(__name__)
@@ -100,22 +103,36 @@ def is_local(root: str | Path) -> bool:
 def list_files(uri: str) -> list[str]:
     """The pictures under a URI Ray Data can read (s3://, gs://, ...), relative and sorted:
     files with an image suffix, hidden files and folders left out (as the local scan does;
-    reading a remote file's first bytes to sniff its type would cost a request per file)."""
+    reading a remote file's first bytes to sniff its type would cost a request per file).
+    NoPictures, saying what is there instead, when there is none."""
     import pyarrow.fs as pafs
-
-    from refinery.io.scan import IMAGE_SUFFIXES
 
     try:
         fs, base = pafs.FileSystem.from_uri(uri)
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     except (OSError, ValueError) as e:
         raise RefineryError(f"{uri}: cannot list it ({e})") from None
-    rels = (_relative(info.path, base) for info in infos if info.type == pafs.FileType.File)
-    return sorted(
-        rel
-        for rel in rels
-        if Path(rel).suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in rel.split("/"))
-    )
+    rels = [_relative(info.path, base) for info in infos if info.type == pafs.FileType.File]
+    pictures = sorted(rel for rel in rels if _kind(rel) == "picture")
+    if not pictures:
+        raise NoPictures(f"{uri}: no picture found - {_listed_instead(rels).without_pictures()}")
+    return pictures
+
+
+def _kind(rel: str) -> str:
+    """What the listing makes of a file by its name: picture, hidden, video or other."""
+    suffix = Path(rel).suffix.lower()
+    if any(part.startswith(".") for part in rel.split("/")):
+        return "hidden"
+    return "picture" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else "other"
+
+
+def _listed_instead(rels: list[str]) -> Scan:
+    """A listing without pictures as the local scan words it (its others, videos, hidden)."""
+    kinds = {"hidden": (ReasonCode.HIDDEN, "hidden"), "video": (ReasonCode.VIDEO, "a video")}
+    skipped = [Skipped(rel, "skip", kinds[_kind(rel)][1], kinds[_kind(rel)][0]) for rel in rels if _kind(rel) in kinds]
+    others = Counter(Path(rel).suffix.lower() for rel in rels if _kind(rel) == "other")
+    return Scan([], skipped, others)
 
 
 def feature_records(root: str | Path, rel_paths: Sequence[str], cfg: Config, model: Path) -> Iterator[dict[str, Any]]:
