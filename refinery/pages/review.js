@@ -170,27 +170,33 @@ function button(kind, i, text, refused) {
   return b;
 }
 
-function buttons(i, role) {
-  if (data.note) return null;
+// What may be done to file i now: each act with its button's words and why it is refused
+// ("" when it may) - the buttons shown and the flips replayed from storage both ask here.
+function choices(i) {
   const f = files[i];
-  const out = el("div", {class: "buttons"});
+  const out = [];
   if (f.decision === "remove" && f.kept_as) {
-    const k = indexOf.get(f.kept_as);
-    const why = k === undefined ? f.kept_as + " is not in the report" : groupOf.has(i) ? "" : "not in a group";
-    out.append(button("keep-too", i, "keep too"), button("keep-instead", i, "keep instead", why));
+    const why = !indexOf.has(f.kept_as) ? f.kept_as + " is not in the report" : groupOf.has(i) ? "" : "not in a group";
+    out.push(["keep-too", "keep too", ""], ["keep-instead", "keep instead", why]);
   } else if (f.decision === "remove") {
-    out.append(button("keep", i, "keep"));
-  } else if (role !== "error") {
+    out.push(["keep", "keep", ""]);
+  } else if (f.decision === "keep") {
     const n = removedBy(i);
-    out.append(button("remove", i, "remove", n ? "the keeper of " + n + " removed file" + (n > 1 ? "s" : "") +
-                      ": keep them too, or keep one of them instead, first" : ""));
+    out.push(["remove", "remove", n ? "the keeper of " + n + " removed file" + (n > 1 ? "s" : "") +
+              ": keep them too, or keep one of them instead, first" : ""]);
   }
   const last = flips.filter(x => x.active && x.by === i).pop();
   if (last) {
     const later = blocker(last);
-    out.append(button("undo", i, "undo this flip", later ? "undo the later flip of " + files[later.by].path +
-                      " first" : ""));
+    out.push(["undo", "undo this flip", later ? "undo the later flip of " + files[later.by].path + " first" : ""]);
   }
+  return out;
+}
+
+function buttons(i) {
+  if (data.note) return null;
+  const out = el("div", {class: "buttons"});
+  out.append(...choices(i).map(([kind, text, refused]) => button(kind, i, text, refused)));
   return out;
 }
 
@@ -243,7 +249,7 @@ function tile(i, role) {
                was && el("div", {class: "was"}, was), stage && el("div", {class: "stage"}, stage),
                f.reason ? el("div", {class: "reason"}, f.reason) : null,
                scores(f.scores), diffNote && el("div", {class: "stage"}, diffNote),
-               buttons(i, role)));
+               buttons(i)));
 }
 
 function groupCard(g) {
@@ -316,16 +322,7 @@ function remember() {
 }
 
 function allowed(kind, i) {
-  const f = files[i];
-  if (kind === "keep-too") return f.decision === "remove" && Boolean(f.kept_as);
-  if (kind === "keep-instead") return f.decision === "remove" && indexOf.has(f.kept_as) && groupOf.has(i);
-  if (kind === "keep") return f.decision === "remove";
-  if (kind === "remove") return f.decision === "keep" && removedBy(i) === 0;
-  if (kind === "undo") {
-    const last = flips.filter(x => x.active && x.by === i).pop();
-    return Boolean(last) && !blocker(last);
-  }
-  return false;
+  return choices(i).some(([k, , refused]) => k === kind && !refused);
 }
 
 function kept() {
