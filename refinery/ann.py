@@ -136,6 +136,17 @@ def within(codes: np.ndarray, radius: int) -> np.ndarray:
     return np.stack([rows[keep], found[keep].astype(np.int64)], axis=1)
 
 
+def across(queries: np.ndarray, codes: np.ndarray, radius: int) -> np.ndarray:
+    """Pairs (query row, code row) at Hamming distance <= radius between two sets of hash codes."""
+    import faiss
+
+    index = faiss.IndexBinaryFlat(64)
+    index.add(codes)
+    lims, _, found = index.range_search(queries, radius + 1)  # FAISS's radius is exclusive
+    rows = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+    return np.stack([rows, found.astype(np.int64)], axis=1)
+
+
 def make_faiss_index(vectors: np.ndarray, exact_up_to: int = EXACT_UP_TO) -> faiss.Index:
     """Exact inner product for up to `exact_up_to` rows, HNSW beyond."""
     import faiss

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from refinery.config import Config, apply_overrides, load_config
 from refinery.dedup.decisions import FileDecision
 from refinery.dedup.plan import Acted, act_on, check_destinations, destination_journal
+from refinery.dedup.reference import check_references
 from refinery.dedup.run import DedupResult, run_dedup
 from refinery.errors import RefineryError
 from refinery.io.cache import open_cache
@@ -53,11 +55,17 @@ def dedup(
     device: str | None = None,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    against: PathLike | Sequence[PathLike] = (),
 ) -> DedupResult:
     """Judge every picture under `folder` as `refinery dedup` does, moving nothing: a result
     with a FileDecision per file (`result.files`) and the run's figures (`result.summary()`).
     The model's calibrated semantic threshold applies unless `config` sets another; the
-    feature cache is used as the command uses it (run.cache)."""
+    feature cache is used as the command uses it (run.cache).
+
+    `against`: a reference, or several (folders, or indexes made by `index`), as `refinery
+    dedup FOLDER --against REF`: their pictures are keepers never judged, and a picture of
+    `folder` that one holds goes, its line's `kept_as` the reference picture's full path and
+    `against` the reference."""
     if not Path(folder).is_dir():
         raise RefineryError(f"{folder} is not a folder")
     cfg = _config(config, model, device)
@@ -66,8 +74,17 @@ def dedup(
     # a Config made in code: its threshold is the caller's when it is not the default
     threshold_set = None if isinstance(config, Config) else config is not None and _sets_threshold(config)
     try:
+        references = [Path(against)] if isinstance(against, (str, Path)) else [Path(p) for p in against]
+        check_references(Path(folder), references, [])
         return run_dedup(
-            Path(folder), cfg, embedder, progress=progress, cache=cache, stop=stop, threshold_set=threshold_set
+            Path(folder),
+            cfg,
+            embedder,
+            progress=progress,
+            cache=cache,
+            stop=stop,
+            threshold_set=threshold_set,
+            against=references,
         )
     finally:
         if cache:

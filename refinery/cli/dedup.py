@@ -94,6 +94,16 @@ log = logging.getLogger("refinery")
     help="Files under FOLDER (inside the judged one) stay before any other (config: keep.prefer).",
 )
 @click.option(
+    "--against",
+    "against",
+    multiple=True,
+    metavar="REF",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Judge FOLDER against REF (a folder, or an index made by `refinery index`; repeatable): REF's "
+    "pictures are keepers that are never judged, moved or written, and a picture of FOLDER that REF holds "
+    "goes.",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default=None,
@@ -116,6 +126,7 @@ def dedup_cmd(
     follow_symlinks: bool,
     keep_policy: str | None,
     prefer: str | None,
+    against: tuple[Path, ...],
     engine: str | None,
     config_path: Path | None,
     assignments: tuple[str, ...],
@@ -131,6 +142,7 @@ def dedup_cmd(
     """
     from refinery.config import apply_overrides, user_sets
     from refinery.dedup.plan import destination_journal
+    from refinery.dedup.reference import check_references
     from refinery.dedup.report import write_csv, write_json
     from refinery.dedup.run import run_dedup
     from refinery.io.outputs import Kind, Output, check_outputs
@@ -152,6 +164,17 @@ def dedup_cmd(
         inputs=[root if isinstance(root, Path) else None, config_path],
         destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)],
     )
+    check_references(
+        root,
+        list(against),
+        [
+            ("--report", report),
+            ("--csv", csv_path),
+            ("--html", html_path),
+            ("--move-rejects-to", move_rejects_to),
+            ("--copy-keepers-to", copy_keepers_to),
+        ],
+    )
     preflight(root, move_rejects_to, copy_keepers_to, cfg.keep.prefer)
     embedder = make_embedder(cfg)
     threshold_set = user_sets("semantic", "threshold", config_path, assignments)  # else the model's own
@@ -160,7 +183,14 @@ def dedup_cmd(
         try:
             with ProgressBars(ctx) as bars:
                 result = run_dedup(
-                    root, cfg, embedder, progress=bars, cache=cache, stop=stop, threshold_set=threshold_set
+                    root,
+                    cfg,
+                    embedder,
+                    progress=bars,
+                    cache=cache,
+                    stop=stop,
+                    threshold_set=threshold_set,
+                    against=against,
                 )
         finally:
             if cache:
@@ -308,7 +338,9 @@ def summary_table(result: DedupResult) -> str:
     s = result.stages
     lines = [f"{'stage':10s} {'in':>7s} {'kept':>7s} {'removed':>8s} {'seconds':>8s}"]
     lines.append(f"{'read+embed':10s} {len(result.files):7d} {'':7s} {'':8s} {s['pass'].seconds:8.1f}")
-    for name in STAGES:
+    # the reference's line (--against) where it runs: after the exact copies, before the near ones
+    order = [*STAGES[:2], "against", *STAGES[2:]] if "against" in s else list(STAGES)
+    for name in order:
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
     if result.scenes:

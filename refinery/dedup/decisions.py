@@ -60,6 +60,9 @@ class FileDecision:
     file: Judged | None = None
     # `reason` as a code for programs (refinery/reasons.py); None for a kept file
     reason_code: str | None = None
+    # the reference (`dedup --against REF`, resolved) that holds `kept_as`; None when the keeper
+    # is in the judged folder, or there is none
+    against: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report's JSON line: every field, in FIELDS order."""
@@ -105,6 +108,8 @@ class Decisions(Sequence[FileDecision]):
         self.reason_code: dict[int, ReasonCode] = {}  # the reason as a code, likewise
         self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
         self.test: dict[int, str] = {}  # "picture" or "scene": which test made a duplicate of it
+        # a row removed as the same as a reference picture: (that picture's path, the reference)
+        self.in_reference: dict[int, tuple[str, str]] = {}
         self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns) of each file when it was read
         self._order: np.ndarray | None = None
 
@@ -139,9 +144,16 @@ class Decisions(Sequence[FileDecision]):
             final = np.where(later, self.keeper[final], final)
         self.keeper[removed] = final
         paths = self.table.paths
-        for gid, keeper in enumerate(sorted(set(final.tolist()), key=paths.__getitem__), start=1):
-            self.group[keeper] = gid
+        # a group a keeper, in the folder (its row) or in a reference (its path), numbered by path
+        keepers: list[tuple[str, int | None]] = [(paths[row], row) for row in set(final.tolist())]
+        keepers += [(path, None) for path in {path for path, _ in self.in_reference.values()}]
+        number = {key: gid for gid, key in enumerate(sorted(keepers, key=lambda k: k[0]), start=1)}
+        for (_, row), gid in number.items():
+            if row is not None:
+                self.group[row] = gid
         self.group[removed] = self.group[final]
+        for row, (path, _) in self.in_reference.items():
+            self.group[row] = number[(path, None)]
 
     def line(self, row: int) -> FileDecision:
         """The report line of `row`."""
@@ -149,17 +161,19 @@ class Decisions(Sequence[FileDecision]):
         scores = self.table.scores(row) if code in (KEEP, REMOVE) and self.table.filled[row] else {}
         scores.update(self.extra_scores.get(row, {}))
         keeper = int(self.keeper[row])
+        kept_in, against = self.in_reference.get(row, (None, None))
         return FileDecision(
             self.table.paths[row],
             DECISIONS[code],
             STAGES[self.stage[row]].value if self.stage[row] >= 0 else None,
             self.reason.get(row, ""),
             int(self.group[row]) or None,
-            self.table.paths[keeper] if keeper >= 0 else None,
+            self.table.paths[keeper] if keeper >= 0 else kept_in,
             scores,
             self.test.get(row),
             self.file_as_judged(row),
             self._reason_code(row),
+            against,
         )
 
     def _reason_code(self, row: int) -> str | None:

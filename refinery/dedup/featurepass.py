@@ -22,6 +22,7 @@ from refinery.dedup.decisions import ERROR, KEEP, SKIP
 from refinery.dedup.grays import GrayStore
 from refinery.dedup.stages import quality
 from refinery.dedup.state import NOT_REACHED, Picture, Run, StageStats
+from refinery.dedup.table import PictureKeys
 from refinery.dedup.vectors import VectorStore
 from refinery.errors import NoPictures, UnreadableImage
 from refinery.features import Features, gray_work, measure
@@ -99,6 +100,7 @@ class FolderVectors:
     left_out: list[tuple[str, str]]  # (path, why): unreadable, no face, a link, a hidden folder
     cached: int  # files taken from the cache
     errors: int = 0  # of left_out, the files that could not be read (each logged as an error)
+    keys: PictureKeys | None = None  # each row's bytes' SHA-256, hashes and thumbnail
 
 
 def embed_every_picture(
@@ -138,7 +140,9 @@ def embed_every_picture(
         if entry.decision == "error":
             log.error("%s: %s", Path(root) / entry.path, entry.reason)
     errors = int(np.count_nonzero(run.decisions.code == ERROR)) + sum(e.decision == "error" for e in skipped)
-    return FolderVectors([files[row] for row in kept], vectors, sorted(left_out), int(run.cached.sum()), errors)
+    return FolderVectors(
+        [files[row] for row in kept], vectors, sorted(left_out), int(run.cached.sum()), errors, run.table.keys(kept)
+    )
 
 
 def scratch_dir(cfg: Config) -> Path:

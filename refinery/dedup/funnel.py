@@ -16,6 +16,7 @@ from typing import Protocol
 from refinery.config import Config
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import KeepRule
+from refinery.dedup.reference import Reference
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run, StageStats
@@ -40,6 +41,7 @@ class Funnel:
     moving: MovingCamera | None = None  # likewise
     frame_pairs: list[tuple[int, int]] = field(default_factory=list)  # near and semantic candidates in a scene
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
+    references: list[Reference] = field(default_factory=list)  # judged against, never judged (--against)
 
     @cached_property
     def keep(self) -> KeepRule:

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
+from refinery.dedup.reference import load_references
+from refinery.dedup.stages.against import Against
 from refinery.dedup.stages.exact import Exact
 from refinery.dedup.stages.near import Near
 from refinery.dedup.stages.quality import Quality
@@ -39,7 +42,17 @@ log = logging.getLogger(__name__)
 # The funnel, in order: each stage sees only what the one before kept. The scene finder looks
 # at what reaches the near stage; the scene grouping judges the pairs both picture stages
 # proposed inside one scene.
-STAGES_IN_ORDER: tuple[Stage, ...] = (Quality(), Exact(), FindScenes(), Near(), Semantic(), SceneFrames())
+# The reference stage (--against) comes before the picture stages: a picture a reference holds
+# goes against it, not against another picture of the folder.
+STAGES_IN_ORDER: tuple[Stage, ...] = (
+    Quality(),
+    Exact(),
+    FindScenes(),
+    Against(),
+    Near(),
+    Semantic(),
+    SceneFrames(),
+)
 
 NOT_LOADED = "not loaded"  # the provider of a run that found every vector in the cache
 
@@ -61,6 +74,7 @@ class DedupResult:
     scene_frames: int = 0  # frames judged by what stands in front of their scene's background
     semantic_threshold: float = 0.0  # the cosine the semantic stage used (the model's own, or the setting)
     follow_symlinks: bool = False  # the run went through symbolic links (`refinery apply` may do the same)
+    against: list[str] = field(default_factory=list)  # the references judged against (--against), resolved
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
@@ -100,6 +114,7 @@ class DedupResult:
             "scenes": {"found": self.scenes, "frames": self.scene_frames},
             "peak_memory_mb": round(self.peak_memory_mb),
             "follow_symlinks": self.follow_symlinks,
+            "against": self.against,
         }
 
 
@@ -112,8 +127,13 @@ def run_dedup(
     cache: FeatureCache | None = None,
     stop: threading.Event | None = None,
     threshold_set: bool | None = None,
+    against: Sequence[Path] = (),
 ) -> DedupResult:
     """Decide keep/remove for every image under `root`; touches no file there.
+
+    `against`: references (folders, or indexes made by `refinery index`) whose pictures are
+    keepers that are never judged: a picture under `root` that one of them holds goes against
+    it (dedup/reference.py). They are read (or loaded) before `root`.
 
     The semantic stage uses the cosine calibrated for the model (recorded in its spec) unless
     the caller set semantic.threshold (`threshold_set`; None: set when it is not the default,
@@ -129,6 +149,7 @@ def run_dedup(
     cfg = with_model_threshold(cfg, embedder.path, embedder.spec, threshold_set)
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
+    references = load_references(list(against), root, cfg, embedder, progress)
     run, count = _listed(root, cfg)
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
@@ -162,7 +183,7 @@ def run_dedup(
             log.warning(
                 "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
             )
-        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers))
+        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers, references=references))
     return _result(root, funnel, embedder, time.perf_counter() - start)
 
 
@@ -186,6 +207,7 @@ def _result(root: Path | str, funnel: Funnel, embedder: Embedder, seconds: float
         scene_frames=len(scenes.frames),
         semantic_threshold=cfg.semantic.threshold,
         follow_symlinks=cfg.run.follow_symlinks,
+        against=[str(ref.source) for ref in funnel.references],
     )
 
 

@@ -9,7 +9,8 @@ few rows a keep rule or a report line needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +33,34 @@ SCALARS: dict[str, type] = {
 
 # A report line's quality scores (every kept or removed file has them), with their decimals.
 QUALITY_SCORES = {"sharpness": 2, "brightness": 2, "edge_density": 5, **dict.fromkeys(QUALITY_FIGURES, 3)}
+
+
+@dataclass
+class PictureKeys:
+    """What the picture tests compare, a row per picture: its bytes' SHA-256, its hashes and
+    its gray thumbnail (a reference keeps these for each of its pictures)."""
+
+    sha256: np.ndarray  # (N, 32) uint8
+    phash: np.ndarray  # (N,) uint64
+    dhash: np.ndarray  # (N,) uint64
+    thumb: np.ndarray  # (N, THUMB * THUMB) uint8
+
+    def digests(self) -> np.ndarray:
+        """One comparable 32-byte value a row, as FeatureTable.digests."""
+        return np.ascontiguousarray(self.sha256).view("V32").ravel()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"sha256": self.sha256, "phash": self.phash, "dhash": self.dhash, "thumb": self.thumb}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], rows: int) -> PictureKeys:
+        """Checked: read back from disk, each array must have its shape and type."""
+        shapes = {"sha256": ((rows, 32), np.uint8), "phash": ((rows,), np.uint64), "dhash": ((rows,), np.uint64)}
+        shapes["thumb"] = ((rows, THUMB * THUMB), np.uint8)
+        for name, (shape, dtype) in shapes.items():
+            if name not in arrays or arrays[name].shape != shape or arrays[name].dtype != dtype:
+                raise ValueError(f"{name} is not {dtype.__name__} of shape {shape}")
+        return cls(*(np.asarray(arrays[name]) for name in shapes))
 
 
 class FeatureTable(Sequence[Features]):
@@ -74,6 +103,11 @@ class FeatureTable(Sequence[Features]):
         """The quality scores of a report line (Features.scores) without building the record."""
         c = self.columns
         return {name: round(float(c[name][row]), digits) for name, digits in QUALITY_SCORES.items()}
+
+    def keys(self, rows: np.ndarray) -> PictureKeys:
+        """The picture keys of `rows`."""
+        c = self.columns
+        return PictureKeys(self.sha256[rows], c["phash"][rows], c["dhash"][rows], self.thumb[rows])
 
     def digests(self, rows: np.ndarray) -> np.ndarray:
         """SHA-256 of `rows` as one 32-byte value each, comparable and sortable by numpy."""

@@ -19,10 +19,13 @@ const STAGES = data.video
 const EVIDENCE = {exact: "identical bytes", near: "thumbnail correlation", semantic: "cosine",
                   scene: "things in place (1 - largest move)", overlap: "foreground overlap"};
 const lowerName = i => files[i].path.toLowerCase();
+// A file removed as a copy of a reference's picture (dedup --against) is shown first, on its own.
+const one = kind => i => ({kind, i, stages: new Set([files[i].stage || "quality"]), names: [lowerName(i)]});
 const items = [
+  ...data.rejects.filter(i => files[i].against).map(one("reference")),
   ...data.groups.map(g => ({kind: "group", g, stages: new Set(g.members.map(i => files[i].stage)),
                             names: [g.keeper, ...g.members].map(lowerName)})),
-  ...data.rejects.map(i => ({kind: "reject", i, stages: new Set([files[i].stage || "quality"]), names: [lowerName(i)]})),
+  ...data.rejects.filter(i => !files[i].against).map(one("reject")),
   ...data.errors.map(i => ({kind: "error", i, stages: new Set(["error"]), names: [lowerName(i)]})),
 ];
 const list = document.getElementById("list");
@@ -286,7 +289,8 @@ function render() {
     ? {group: "Frames written, in time order, each beside the spans skipped as its duplicates",
        reject: "Spans skipped for their quality, in time order", error: "Videos that could not be read to the end"}
     : {group: "Groups: each keeper beside the files removed as its duplicates, riskiest first",
-       reject: "Quality rejects", error: "Unreadable files"};
+       reject: "Quality rejects", error: "Unreadable files",
+       reference: "Already in the reference: each file removed as a copy of a reference picture (--against)"};
   for (const it of slice) {
     if (it.kind !== section) {
       section = it.kind;
@@ -296,7 +300,7 @@ function render() {
       if (box) parts.push(box);
     }
     if (it.kind === "group") parts.push(groupCard(it.g));
-    else if (it.kind === "reject") box.append(tile(it.i, "reject"));
+    else if (it.kind === "reject" || it.kind === "reference") box.append(tile(it.i, "reject"));
     else box.append(el("tr", {class: "error", data: {path: files[it.i].path}}, el("td", {class: "path"},
                        files[it.i].path), el("td", {class: "reason"}, files[it.i].reason)));
   }
@@ -358,9 +362,11 @@ function resume() {
 
 function save() {  // decisions.json, version 1 (docs/review.md); each `file` as the report wrote it
   const text = JSON.stringify;
+  // a duplicate of a reference's picture (dedup --against) says which reference holds its keeper
+  const against = f => f.against && f.decision === "remove" && f.kept_as ? ', "against": ' + text(f.against) : "";
   const lines = files.filter(f => f.decision === "keep" || f.decision === "remove").map(f =>
     '{"path": ' + text(f.path) + ', "decision": ' + text(f.decision) + ', "kept_as": ' + text(f.kept_as) +
-    ', "file": ' + f.file + "}");
+    ', "file": ' + f.file + against(f) + "}");
   const out = '{"refinery_decisions": 1, "root": ' + text(data.root) + ', "follow_symlinks": ' +
     text(data.follow_symlinks) + ', "files": [\n' + lines.join(",\n") +
     "\n]}\n";

@@ -10,6 +10,8 @@ there: a folder that holds anything else and no index is refused):
     embedding.faiss  the embeddings: exact inner product (flat) up to `exact_up_to` pictures,
                      HNSW beyond (benchmarks/README.md, "Retrieval index", has the recall)
     pixels.npy       PIXEL_SIZE x PIXEL_SIZE RGB thumbnails, uint8, for the pixel baselines
+    keys.npz         each picture's SHA-256, pHash, dHash and gray thumbnail: what `refinery
+                     dedup NEW --against INDEX` compares (absent in an index made before)
     sift.npz         SIFT descriptors and keypoints per picture, for the SIFT baseline
 
 Each file is written under a new random name, flushed, and renamed over its old version;
@@ -37,6 +39,7 @@ from PIL import Image
 from refinery.ann import EXACT_UP_TO, HNSW_EF_SEARCH, make_faiss_index
 from refinery.config import Config
 from refinery.dedup.featurepass import Crop, embed_every_picture
+from refinery.dedup.table import PictureKeys
 from refinery.errors import NoFace, RefineryError, UnreadableImage
 from refinery.io.cache import FeatureCache
 from refinery.io.fileio import file_sha256, read_json
@@ -58,6 +61,8 @@ from refinery.retrieval.storage import (
     check_index_folder,
     check_meta,
     check_parts,
+    keys_bytes,
+    load_keys,
     load_sift,
     not_an_index,
     sift_bytes,
@@ -96,6 +101,7 @@ class Gallery:
     pixels: np.ndarray
     sift: list[SiftFeatures] | None = None
     index: faiss.Index | None = None
+    keys: PictureKeys | None = None  # each picture's SHA-256, hashes and thumbnail (`dedup --against`)
     _sift_gallery: SiftGallery | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +183,10 @@ class RetrievalIndex:
         return self.gallery.paths
 
     @property
+    def keys(self) -> PictureKeys | None:
+        return self.gallery.keys
+
+    @property
     def query_maker(self) -> QueryMaker:
         return QueryMaker(self.embedder, self.meta["faces"], self.gallery.sift is not None)
 
@@ -227,6 +237,8 @@ class RetrievalIndex:
             }
             if sift is not None:
                 writers["sift.npz"] = lambda f: f.write(sift_bytes(sift))
+            if (keys := self.keys) is not None:
+                writers["keys.npz"] = lambda f: f.write(keys_bytes(keys))
             written = {name: write_part(folder, name, write) for name, write in writers.items()}
             meta = {**self.meta, "parts": {name: part for name, (_, part) in written.items()}}
             index_json = write_part(folder, "index.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
@@ -270,6 +282,7 @@ class RetrievalIndex:
             index = faiss.read_index(str(path / "embedding.faiss"))
             sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
             pixels = np.load(path / "pixels.npy", allow_pickle=False)
+            keys = load_keys(path / "keys.npz", len(meta["files"])) if "keys.npz" in meta["parts"] else None
         except (RuntimeError, ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
             text = str(e).strip()  # faiss' messages end with what went wrong, after its source location
             why = text.rsplit(" failed: ", 1)[-1].splitlines()[-1][-160:] if text else type(e).__name__
@@ -284,7 +297,7 @@ class RetrievalIndex:
                 f"{path}: damaged index: its files hold different numbers of pictures; build it "
                 "again with `refinery index`"
             )
-        gallery = Gallery(paths, np.zeros((0, index.d), np.float32), pixels, sift, index)
+        gallery = Gallery(paths, np.zeros((0, index.d), np.float32), pixels, sift, index, keys)
         return cls(Path(meta["root"]), gallery, meta, Embedder(model, device=device), device)
 
 
@@ -340,7 +353,8 @@ def build_index(
         "left_out": sorted(left_out),
         "cached": folder.cached,
     }
-    gallery = Gallery([folder.paths[i] for i in ok], vectors, pixels, sift, index)  # type: ignore[arg-type]
+    keys = PictureKeys(**{name: a[ok] for name, a in folder.keys.arrays().items()}) if folder.keys else None
+    gallery = Gallery([folder.paths[i] for i in ok], vectors, pixels, sift, index, keys)  # type: ignore[arg-type]
     return RetrievalIndex(root, gallery, meta, embedder)
 
 

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from refinery.dedup.table import PictureKeys
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256, read_json, write_all, write_new
 from refinery.io.scan import holds_a_picture
 from refinery.retrieval.methods import SiftFeatures
 
 INDEX_VERSION = 2  # 2: index.json lists its files' sizes and hashes
-INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz")  # besides index.json, all an index owns
+INDEX_FILES = ("embedding.faiss", "pixels.npy", "sift.npz", "keys.npz")  # besides index.json, all an index owns
 
 
 def sift_bytes(features: list[SiftFeatures]) -> bytes:
@@ -163,6 +164,19 @@ def unlink_quietly(folder: int, name: str) -> None:
         os.unlink(name, dir_fd=folder)
     except FileNotFoundError:
         pass
+
+
+def keys_bytes(keys: PictureKeys) -> bytes:
+    """Picture keys as the bytes of an .npz file."""
+    out = io.BytesIO()
+    np.savez(out, sha256=keys.sha256, phash=keys.phash, dhash=keys.dhash, thumb=keys.thumb)
+    return out.getvalue()
+
+
+def load_keys(path: Path, rows: int) -> PictureKeys:
+    """keys.npz, checked: an array of the wrong shape or type is a damaged index."""
+    with np.load(path, allow_pickle=False) as data:
+        return PictureKeys.from_arrays({name: data[name] for name in data.files}, rows)
 
 
 def load_sift(path: Path) -> list[SiftFeatures]:

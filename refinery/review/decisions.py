@@ -8,7 +8,9 @@ Version 1, JSON (written by the review page's "Save decisions"; docs/review.md):
      "files": [{"path": "sub/a.jpg",            relative to root
                 "decision": "keep" | "remove",
                 "kept_as": "b.jpg" | null,       the file that stays in its place (a duplicate)
-                "file": {"bytes": N, "mtime_ns": N, "sha256": HEX} | null}, ...]}   as judged
+                "file": {"bytes": N, "mtime_ns": N, "sha256": HEX} | null,   as judged
+                "against": "/absolute/reference"}, ...]}   only where kept_as is a reference's
+                                                  picture (dedup --against): its absolute path
 
 A dedup report (`--report`) is read the same way: its summary's root and follow_symlinks,
 its keep and remove lines. A file without follow_symlinks (saved before it was recorded)
@@ -20,6 +22,7 @@ checked against `file` again before anything moves (refinery/dedup/actions.py).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ class Decision:
     decision: str  # keep | remove
     kept_as: str | None
     file: Judged | None  # what was judged of it; None: nothing (it cannot be acted on)
+    against: str | None = None  # the reference holding kept_as (an absolute path), if it is one's
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class DecisionsFile:
             keeper = kept.get(d.kept_as) if d.kept_as else None
             if d.file is None:
                 refused.append((d.path, "nothing was judged of it (an error line?)"))
+            elif d.against and d.kept_as:  # a reference's picture: never moved, but it must be there
+                if os.path.isfile(d.kept_as):
+                    planned.append(Planned(d.path, d.file))
+                else:
+                    refused.append((d.path, f"its keeper {d.kept_as} (in the reference {d.against}) is gone; left"))
             elif d.kept_as and (keeper is None or keeper.file is None):
                 refused.append(
                     (d.path, f"its keeper {d.kept_as} is not kept in the decisions; left, so the picture is not lost")
@@ -115,11 +124,19 @@ def _line(line: object) -> Decision | None:
         return None
     if decision not in DECIDED:
         raise ValueError(f"decision {decision!r} is not keep or remove")
-    kept_as = line.get("kept_as")
-    if kept_as is not None:
+    kept_as, against = line.get("kept_as"), line.get("against")
+    if against is not None:  # kept as a reference's picture (dedup --against): both absolute
+        if not (_absolute(against) and _absolute(kept_as)):
+            raise ValueError("against and kept_as are not absolute paths")
+    elif kept_as is not None:
         kept_as = _relative(kept_as)
     file = line.get("file")
-    return Decision(_relative(line["path"]), decision, kept_as, None if file is None else Judged.from_json(file))
+    judged = None if file is None else Judged.from_json(file)
+    return Decision(_relative(line["path"]), decision, kept_as, judged, against)
+
+
+def _absolute(value: object) -> bool:
+    return isinstance(value, str) and os.path.isabs(value) and "\x00" not in value
 
 
 def _relative(value: object) -> str:

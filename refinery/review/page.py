@@ -120,8 +120,10 @@ def _unfit(line: object) -> str:
     for key in ("stage", "reason", "test"):
         if line.get(key) is not None and not isinstance(line[key], str):
             return f"{where}{key} is neither text nor null"
-    kept_as = line.get("kept_as")
-    if kept_as is not None and not is_plain_path(kept_as):
+    kept_as, against = line.get("kept_as"), line.get("against")
+    if against is not None and not (_absolute(against) and _absolute(kept_as)):
+        return where + "against is neither null nor an absolute path beside an absolute kept_as"
+    if kept_as is not None and against is None and not is_plain_path(kept_as):
         return where + "kept_as is neither a plain path below the root nor null"
     group = line.get("group")
     if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
@@ -132,6 +134,11 @@ def _unfit(line: object) -> str:
     if line.get("file") is not None and not _judged(line["file"]):
         return where + "file is neither {bytes, mtime_ns, sha256} as dedup writes it nor null"
     return ""
+
+
+def _absolute(value: object) -> bool:
+    """A reference's path (`dedup --against`): absolute, and text a path can be."""
+    return isinstance(value, str) and os.path.isabs(value) and "\x00" not in value
 
 
 def _judged(value: object) -> bool:
@@ -267,6 +274,7 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
                 for key in ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
             }
             | {"file": judged}
+            | ({"against": line["against"]} if line.get("against") else {})  # its keeper is in a reference
         )
         if decision == "error":
             errors.append(index)

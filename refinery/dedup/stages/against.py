@@ -1,0 +1,162 @@
+"""The reference stage (`--against REF`): each picture still kept that is the same as a
+reference picture goes, with that picture as its keeper (refinery/dedup/reference.py).
+
+The same tests as the stages within the folder, asked of each picture against the whole
+reference, best first: the same bytes (SHA-256), a near copy (pHash or dHash close and the
+thumbnails correlating, evidence.near_copy), alike to the model (cosine at or over the
+semantic threshold, an exact search of the reference's embeddings). A frame of a fixed
+camera's scene goes only as a byte copy: two frames of one background look alike to every
+picture test (the scene test, which tells them apart, needs the reference's frames).
+
+Searches run from the judged pictures into the reference - a weekly batch against a
+million reference pictures costs a batch's worth of queries, not a million's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refinery import ann
+from refinery.config import NearConfig
+from refinery.dedup.decisions import REMOVE, Decisions, StageName
+from refinery.dedup.evidence import near_copy
+from refinery.dedup.funnel import Funnel
+from refinery.dedup.reference import Reference
+from refinery.dedup.state import StageStats
+from refinery.dedup.table import FeatureTable
+from refinery.features import normalized_thumbs
+from refinery.reasons import ReasonCode
+from refinery.runner.session import l2_normalize
+
+NAME = "against"  # its line in the stage table
+
+
+@dataclass
+class Match:
+    """A judged picture found to be the same as one reference picture, and by which test."""
+
+    ref: Reference
+    ref_row: int
+    stage: StageName
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def reason(self) -> tuple[str, ReasonCode]:
+        path, s = self.ref.path(self.ref_row), self.scores
+        if self.stage == StageName.EXACT:
+            return f"identical bytes to {path} (SHA-256), in the reference", ReasonCode.IDENTICAL_BYTES
+        if self.stage == StageName.NEAR:
+            return (
+                f"same picture as {path} (pHash {s['phash_distance']:g}, dHash {s['dhash_distance']:g} bits, "
+                f"thumbnail correlation {s['thumb_correlation']:g}), in the reference",
+                ReasonCode.SAME_PICTURE,
+            )
+        return f"looks like {path} (cosine {s['cosine']:g}), in the reference", ReasonCode.LOOKS_LIKE
+
+
+class Against:
+    """The reference stage: the judged pictures that a reference already holds."""
+
+    name = NAME
+
+    def run(self, funnel: Funnel) -> None:
+        if not funnel.references:
+            return
+        t = time.perf_counter()
+        run, stats = funnel.run, funnel.stats.setdefault(self.name, StageStats(self.name))
+        rows = run.kept_rows()
+        stats.seen = len(rows)
+        scenes, _ = funnel.found_scenes()
+        matches: dict[int, Match] = {}
+        for ref in funnel.references:
+            _exact(run.table.digests(rows), rows, ref, matches)
+        pictures = np.array([r for r in rows.tolist() if r not in matches and scenes.of(r) < 0], np.int64)
+        for ref in funnel.references:
+            _near(pictures, run.table, ref, funnel.cfg.near, matches)
+        pictures = np.array([r for r in pictures.tolist() if r not in matches and run.vector_row[r] >= 0], np.int64)
+        if len(pictures):
+            vectors = l2_normalize(funnel.store.rows(run.vector_row[pictures]))
+            for ref in funnel.references:
+                _alike(pictures, vectors, ref, funnel.cfg.semantic.threshold, matches)
+        _mark(funnel, matches)
+        stats.removed = len(matches)
+        stats.seconds = time.perf_counter() - t
+
+
+def _exact(digests: np.ndarray, rows: np.ndarray, ref: Reference, matches: dict[int, Match]) -> None:
+    held = {d: k for k, d in enumerate(ref.keys.digests().tolist())}
+    for row, digest in zip(rows.tolist(), digests.tolist(), strict=True):
+        if row not in matches and digest in held:
+            matches[row] = Match(ref, held[digest], StageName.EXACT)
+
+
+def _near(rows: np.ndarray, table: FeatureTable, ref: Reference, cfg: NearConfig, matches: dict[int, Match]) -> None:
+    """Near copies: candidates by either hash within its radius, confirmed by the thumbnails;
+    each picture's best-correlated one."""
+    rows = np.array([r for r in rows.tolist() if r not in matches], np.int64)
+    if not len(rows) or not len(ref):
+        return
+    phash, dhash = table.columns["phash"][rows], table.columns["dhash"][rows]
+    pairs = np.concatenate(
+        [
+            ann.across(ann.hash_codes(phash), ann.hash_codes(ref.keys.phash), cfg.max_phash),
+            ann.across(ann.hash_codes(dhash), ann.hash_codes(ref.keys.dhash), cfg.max_dhash),
+        ]
+    )
+    if not len(pairs):
+        return
+    pairs = np.unique(pairs, axis=0)
+    i, j = pairs[:, 0], pairs[:, 1]
+    dp = _bits(phash[i] ^ ref.keys.phash[j])
+    dd = _bits(dhash[i] ^ ref.keys.dhash[j])
+    ours, theirs = table.thumb[rows][i], ref.keys.thumb[j]
+    a, b = normalized_thumbs(ours), normalized_thumbs(theirs)
+    flat = ~a.any(axis=1) | ~b.any(axis=1)  # no shape to correlate: equal or not
+    corr = np.where(flat, (ours == theirs).all(axis=1), np.einsum("ij,ij->i", a, b)).astype(np.float32)
+    confirmed = near_copy(dp, dd, corr, cfg)
+    for k in np.argsort(-corr, kind="stable").tolist():  # the best-correlated first
+        row = int(rows[i[k]])
+        if confirmed[k] and row not in matches:
+            scores = {
+                "phash_distance": int(dp[k]),
+                "dhash_distance": int(dd[k]),
+                "thumb_correlation": round(float(corr[k]), 4),
+            }
+            matches[row] = Match(ref, int(j[k]), StageName.NEAR, scores)
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    counted: np.ndarray = np.unpackbits(x.astype(np.uint64).view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+    return counted
+
+
+def _alike(rows: np.ndarray, vectors: np.ndarray, ref: Reference, threshold: float, matches: dict[int, Match]) -> None:
+    """Alike to the model: the reference picture nearest in cosine, if at or over `threshold`."""
+    if not len(ref):
+        return
+    sims, found = ref.exact_index().search(np.ascontiguousarray(vectors, np.float32), 1)
+    for row, sim, k in zip(rows.tolist(), sims[:, 0].tolist(), found[:, 0].tolist(), strict=True):
+        if k >= 0 and sim >= threshold and row not in matches:
+            matches[row] = Match(ref, int(k), StageName.SEMANTIC, {"cosine": round(sim, 4)})
+
+
+def _mark(funnel: Funnel, matches: dict[int, Match]) -> None:
+    """Each match removed, against its reference picture; an exact copy inside the folder whose
+    keeper went goes against the same reference picture."""
+    decisions = funnel.run.decisions
+    for row, match in matches.items():
+        _remove(decisions, row, match)
+    copies = np.flatnonzero((decisions.code == REMOVE) & np.isin(decisions.keeper, list(matches)))
+    for row in copies.tolist():
+        _remove(decisions, row, matches[int(decisions.keeper[row])])
+
+
+def _remove(decisions: Decisions, row: int, match: Match) -> None:
+    reason, code = match.reason()
+    decisions.remove(row, match.stage, reason, reason_code=code)
+    decisions.keeper[row] = -1
+    decisions.in_reference[row] = (match.ref.path(match.ref_row), str(match.ref.source))
+    decisions.extra_scores[row] = match.scores
+    decisions.test[row] = "picture"
