@@ -139,7 +139,7 @@ def draw(rng: np.random.Generator, size: int = 128) -> Image.Image:
 def batch(ref_size: int, new_size: int, work: Path) -> None:
     ref, new = work / "ref", work / "new"
     rng = np.random.default_rng(29)
-    if not (work / "ref.index" / "index.json").exists():
+    if not (new / f"n{new_size - 1:05d}.jpg").exists():
         shutil.rmtree(work, ignore_errors=True)
         for folder in (ref, new):
             folder.mkdir(parents=True)
@@ -153,8 +153,9 @@ def batch(ref_size: int, new_size: int, work: Path) -> None:
                 Image.open(src).save(new / f"n{k:05d}.jpg", quality=60)
             else:
                 draw(rng).save(new / f"n{k:05d}.jpg", quality=90)
+    if not (work / "ref.index" / "index.json").exists():
         t = time.perf_counter()
-        out = refinery("index", str(ref), "--out", str(work / "ref.index"), "--no-cache")
+        out = refinery("index", str(ref), "--out", str(work / "ref.index"))
         assert out.returncode == 0, out.stderr
         print(f"indexed REF ({ref_size} pictures) in {time.perf_counter() - t:.0f} s")
     print(f"CPU: {cpu()}; NEW {new_size} pictures, REF {ref_size} (an index)")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from refinery.config import Config
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import KeepRule
 from refinery.dedup.reference import Reference
+
+if TYPE_CHECKING:
+    from refinery.dedup.stages.against import Match
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run, StageStats
@@ -42,6 +45,9 @@ class Funnel:
     frame_pairs: list[tuple[int, int]] = field(default_factory=list)  # near and semantic candidates in a scene
     chain_splits: dict[str, int] = field(default_factory=dict)  # stage -> groups the star guard cut
     references: list[Reference] = field(default_factory=list)  # judged against, never judged (--against)
+    # rows a reference holds (set by the reference stage): they stand in for their reference
+    # picture - the keeper of any group they are in - and go once every stage has run
+    proxies: dict[int, Match] = field(default_factory=dict)
 
     @cached_property
     def keep(self) -> KeepRule:
@@ -49,8 +55,10 @@ class Funnel:
         return KeepRule(self.run.table, self.run.stat[:, 1].tolist(), self.cfg.keep)
 
     def choose(self, members: list[int]) -> int:
-        """The keeper of `members` (rows of one group), by the keep rule."""
-        return self.keep.choose(members)
+        """The keeper of `members` (rows of one group), by the keep rule; a row a reference
+        holds first (its reference picture is what stays)."""
+        held = [row for row in members if row in self.proxies]
+        return self.keep.choose(held or members)
 
     def found_scenes(self) -> tuple[Scenes, MovingCamera]:
         """The scenes and moving cameras the scene finder found (a stage after it asks)."""

@@ -24,6 +24,7 @@ from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
 from refinery.dedup.reference import load_references
 from refinery.dedup.stages.against import Against
+from refinery.dedup.stages.against import settle as settle_references
 from refinery.dedup.stages.exact import Exact
 from refinery.dedup.stages.near import Near
 from refinery.dedup.stages.quality import Quality
@@ -260,6 +261,7 @@ def decide(funnel: Funnel) -> Funnel:
     decisions = funnel.run.decisions
     for stage in STAGES_IN_ORDER:
         stage.run(funnel)
+    settle_references(funnel)
     scenes, _ = funnel.found_scenes()
     first_keeper = decisions.keeper.copy()
     decisions.assign_groups()

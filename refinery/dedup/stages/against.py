@@ -21,8 +21,8 @@ import numpy as np
 
 from refinery import ann
 from refinery.config import NearConfig
-from refinery.dedup.decisions import REMOVE, Decisions, StageName
-from refinery.dedup.evidence import near_copy
+from refinery.dedup.decisions import REMOVE, STAGES, Decisions, StageName
+from refinery.dedup.evidence import Evidence, near_copy
 from refinery.dedup.funnel import Funnel
 from refinery.dedup.reference import Reference
 from refinery.dedup.state import StageStats
@@ -80,7 +80,7 @@ class Against:
             vectors = l2_normalize(funnel.store.rows(run.vector_row[pictures]))
             for ref in funnel.references:
                 _alike(pictures, vectors, ref, funnel.cfg.semantic.threshold, matches)
-        _mark(funnel, matches)
+        funnel.proxies = matches  # they go at the end (settle), standing in for their reference pictures till then
         stats.removed = len(matches)
         stats.seconds = time.perf_counter() - t
 
@@ -142,15 +142,52 @@ def _alike(rows: np.ndarray, vectors: np.ndarray, ref: Reference, threshold: flo
             matches[row] = Match(ref, int(k), StageName.SEMANTIC, {"cosine": round(sim, 4)})
 
 
-def _mark(funnel: Funnel, matches: dict[int, Match]) -> None:
-    """Each match removed, against its reference picture; an exact copy inside the folder whose
-    keeper went goes against the same reference picture."""
-    decisions = funnel.run.decisions
-    for row, match in matches.items():
+def settle(funnel: Funnel) -> None:
+    """After every stage: each picture a reference holds goes against its reference picture,
+    and so does every file removed as its duplicate (the same bytes: for the same reason; a
+    near copy or a look-alike: by its own evidence, then the picture's reason). Till now it
+    stood in for its reference picture: the keeper of any group it was in, so the picture's
+    own copies in the folder follow it instead of staying behind."""
+    decisions, proxies = funnel.run.decisions, funnel.proxies
+    if not proxies:
+        return
+    evidence = Evidence(funnel.run.table, funnel.store, funnel.cfg.near, funnel.run.vector_row)
+    followers = []
+    for row in np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist():
+        final = int(decisions.keeper[row])
+        while decisions.keeper[final] >= 0 and final not in proxies:
+            final = int(decisions.keeper[final])
+        if final in proxies and row not in proxies:
+            followers.append((row, final))
+    for row, match in proxies.items():
         _remove(decisions, row, match)
-    copies = np.flatnonzero((decisions.code == REMOVE) & np.isin(decisions.keeper, list(matches)))
-    for row in copies.tolist():
-        _remove(decisions, row, matches[int(decisions.keeper[row])])
+    paths = funnel.run.table.paths
+    for row, proxy in followers:
+        match = proxies[proxy]
+        if funnel.run.table.sha256[row].tobytes() == funnel.run.table.sha256[proxy].tobytes():
+            _remove(decisions, row, match)  # the same bytes: the same relation to the reference picture
+            continue
+        own, code, scores = _against_proxy(evidence, row, proxy, paths[proxy], funnel.cfg.near)
+        stage = STAGES[decisions.stage[row]]
+        _remove(decisions, row, Match(match.ref, match.ref_row, stage, scores))
+        decisions.reason[row] = f"{own}, which goes too: {decisions.reason[proxy]}"
+        decisions.reason_code[row] = code
+
+
+def _against_proxy(
+    evidence: Evidence, row: int, proxy: int, name: str, near: NearConfig
+) -> tuple[str, ReasonCode, dict[str, float]]:
+    """A file's own evidence against the picture it was removed as a duplicate of, in words."""
+    dp, dd = evidence.hash_distances(row, proxy)
+    corr = round(evidence.correlation(row, proxy), 4)
+    cos = evidence.cosine(row, proxy)
+    scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
+    if cos is not None:
+        scores["cosine"] = round(cos, 4)
+    if evidence.near_copy(row, proxy) or cos is None:
+        words = f"same picture as {name} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
+        return words, ReasonCode.SAME_PICTURE, scores
+    return f"looks like {name} (cosine {round(cos, 4)})", ReasonCode.LOOKS_LIKE, scores
 
 
 def _remove(decisions: Decisions, row: int, match: Match) -> None:
