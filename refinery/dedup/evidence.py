@@ -47,6 +47,21 @@ class Evidence:
     def near_copy(self, i: int, keeper: int) -> bool:
         return bool(near_copy(*self.hash_distances(i, keeper), self.correlation(i, keeper), self.near))
 
+    def worded(self, i: int, keeper: int, name: str, semantic: bool) -> tuple[str, ReasonCode, dict[str, float]]:
+        """Why `i` is a duplicate of `keeper` (called `name`), by what holds against it - a near
+        copy of it, or alike in its embedding (`semantic`: the semantic stage found it) - with
+        the scores measured."""
+        dp, dd = self.hash_distances(i, keeper)
+        corr = round(self.correlation(i, keeper), 4)
+        cos = self.cosine(i, keeper)
+        scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
+        if cos is not None:
+            scores["cosine"] = round(cos, 4)
+        if cos is not None and (semantic or not self.near_copy(i, keeper)):
+            return f"looks like {name} (cosine {round(cos, 4)})", ReasonCode.LOOKS_LIKE, scores
+        text = f"same picture as {name} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
+        return text, ReasonCode.SAME_PICTURE, scores
+
     def cosine(self, i: int, j: int) -> float | None:
         if self.store is None or self.vector_row is None or self.vector_row[i] < 0 or self.vector_row[j] < 0:
             return None
@@ -98,20 +113,7 @@ def explain(
             decisions.extra_scores[row] = {"largest_move": moved}
             decisions.test[row] = "scene"
             continue
-        dp, dd = evidence.hash_distances(row, keeper)
-        corr = round(evidence.correlation(row, keeper), 4)
-        cos = evidence.cosine(row, keeper)
-        scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
-        if cos is not None:
-            scores["cosine"] = round(cos, 4)
-        # Worded by what holds against the keeper: a near copy of it, or alike in its embedding.
-        if cos is not None and (stage == StageName.SEMANTIC or not evidence.near_copy(row, keeper)):
-            code, text = ReasonCode.LOOKS_LIKE, f"looks like {paths[keeper]} (cosine {round(cos, 4)})"
-        else:
-            code, text = (
-                ReasonCode.SAME_PICTURE,
-                (f"same picture as {paths[keeper]} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"),
-            )
+        text, code, scores = evidence.worded(row, keeper, paths[keeper], stage == StageName.SEMANTIC)
         decisions.reason[row], decisions.reason_code[row] = text + through, code
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"

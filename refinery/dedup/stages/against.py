@@ -167,27 +167,11 @@ def settle(funnel: Funnel) -> None:
         if funnel.run.table.sha256[row].tobytes() == funnel.run.table.sha256[proxy].tobytes():
             _remove(decisions, row, match)  # the same bytes: the same relation to the reference picture
             continue
-        own, code, scores = _against_proxy(evidence, row, proxy, paths[proxy], funnel.cfg.near)
         stage = STAGES[decisions.stage[row]]
+        own, code, scores = evidence.worded(row, proxy, paths[proxy], stage == StageName.SEMANTIC)
         _remove(decisions, row, Match(match.ref, match.ref_row, stage, scores))
         decisions.reason[row] = f"{own}, which goes too: {decisions.reason[proxy]}"
         decisions.reason_code[row] = code
-
-
-def _against_proxy(
-    evidence: Evidence, row: int, proxy: int, name: str, near: NearConfig
-) -> tuple[str, ReasonCode, dict[str, float]]:
-    """A file's own evidence against the picture it was removed as a duplicate of, in words."""
-    dp, dd = evidence.hash_distances(row, proxy)
-    corr = round(evidence.correlation(row, proxy), 4)
-    cos = evidence.cosine(row, proxy)
-    scores: dict[str, float] = {"phash_distance": dp, "dhash_distance": dd, "thumb_correlation": corr}
-    if cos is not None:
-        scores["cosine"] = round(cos, 4)
-    if evidence.near_copy(row, proxy) or cos is None:
-        words = f"same picture as {name} (pHash {dp}, dHash {dd} bits, thumbnail correlation {corr})"
-        return words, ReasonCode.SAME_PICTURE, scores
-    return f"looks like {name} (cosine {round(cos, 4)})", ReasonCode.LOOKS_LIKE, scores
 
 
 def _remove(decisions: Decisions, row: int, match: Match) -> None:
