@@ -56,6 +56,7 @@ def dedup(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     against: PathLike | Sequence[PathLike] = (),
+    splits: Sequence[str] = (),
 ) -> DedupResult:
     """Judge every picture under `folder` as `refinery dedup` does, moving nothing: a result
     with a FileDecision per file (`result.files`) and the run's figures (`result.summary()`).
@@ -65,10 +66,16 @@ def dedup(
     `against`: a reference, or several (folders, or indexes made by `index`), as `refinery
     dedup FOLDER --against REF`: their pictures are keepers never judged, and a picture of
     `folder` that one holds goes, its line's `kept_as` the reference picture's full path and
-    `against` the reference."""
+    `against` the reference.
+
+    `splits`: dataset splits, earliest first (["train", "val", "test"]), as `--splits`: a
+    group keeps the earliest split's copy, and `result.summary()["splits"]` counts the
+    duplicates across and within splits (keep.splits)."""
     if not Path(folder).is_dir():
         raise RefineryError(f"{folder} is not a folder")
     cfg = _config(config, model, device)
+    if splits:
+        cfg = apply_overrides(cfg, [f"keep.splits={_toml(','.join(splits))}"])
     embedder = embedder_for(cfg.model)
     cache = open_cache(cfg, embedder, Path(folder))
     # a Config made in code: its threshold is the caller's when it is not the default

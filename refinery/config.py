@@ -155,6 +155,13 @@ class KeepConfig:
     policy: str = one_of("best", "best", "largest", "oldest", "newest", doc="which member of a group stays")
     # A folder (relative to the judged one) whose files stay before any other; "" for none.
     prefer: str = ""
+    # Dataset splits, earliest first, e.g. "train,val,test": a file's split is the first folder
+    # of its path named as one (train/cat/1.jpg, images/train/1.jpg); a group keeps the earliest
+    # split's copy, and the run counts duplicates across and within splits; "" for none.
+    splits: str = ""
+
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.splits.split(",") if name)
 
 
 @dataclass(frozen=True)
@@ -356,7 +363,13 @@ def validate(cfg: Config) -> Config:
     prefer = sections["keep"].prefer.strip("/")
     if prefer and not is_plain_path(prefer):
         raise ConfigError(f"keep.prefer = {toml_value(prefer)}: must be a folder inside the judged one, e.g. originals")
-    sections["keep"] = dataclasses.replace(sections["keep"], prefer=prefer)
+    names = [name.strip() for name in sections["keep"].splits.split(",")] if sections["keep"].splits.strip() else []
+    if any(not name or "/" in name or name in (".", "..") for name in names) or len(set(names)) != len(names):
+        raise ConfigError(
+            f"keep.splits = {toml_value(sections['keep'].splits)}: must be folder names, each once, "
+            'earliest first, e.g. "train,val,test"'
+        )
+    sections["keep"] = dataclasses.replace(sections["keep"], prefer=prefer, splits=",".join(names))
     return Config(**sections)
 
 

@@ -94,6 +94,14 @@ log = logging.getLogger("refinery")
     help="Files under FOLDER (inside the judged one) stay before any other (config: keep.prefer).",
 )
 @click.option(
+    "--splits",
+    metavar="NAMES",
+    default=None,
+    help="Dataset splits, earliest first (e.g. train,val,test; folders of those names anywhere in a path): "
+    "a group keeps the earliest split's copy, and duplicates across and within splits are counted "
+    "(config: keep.splits).",
+)
+@click.option(
     "--against",
     "against",
     multiple=True,
@@ -126,6 +134,7 @@ def dedup_cmd(
     follow_symlinks: bool,
     keep_policy: str | None,
     prefer: str | None,
+    splits: str | None,
     against: tuple[Path, ...],
     engine: str | None,
     config_path: Path | None,
@@ -149,7 +158,7 @@ def dedup_cmd(
 
     cfg = apply_overrides(
         settings(config_path, assignments, model, device, batch_size),
-        flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer),
+        flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer, splits),
     )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
     # Checked before the long run: where the results go, and that the destination is free (locked till the moves end).
@@ -222,6 +231,7 @@ def flag_settings(
     engine: str | None,
     keep_policy: str | None = None,
     prefer: str | None = None,
+    splits: str | None = None,
 ) -> list[str]:
     """dedup's own flags as the settings they stand for (`--set` assignments)."""
     import json
@@ -229,6 +239,7 @@ def flag_settings(
     flags = [
         (bool(keep_policy), f"keep.policy={keep_policy}"),
         (prefer is not None, f"keep.prefer={json.dumps(prefer)}"),
+        (splits is not None, f"keep.splits={json.dumps(splits)}"),
         (no_cache, "run.cache=false"),
         (no_quality, "quality.enabled=false"),
         (follow_symlinks, "run.follow_symlinks=true"),
@@ -343,6 +354,10 @@ def summary_table(result: DedupResult) -> str:
     for name in order:
         st = s[name]
         lines.append(f"{name:10s} {st.seen:7d} {st.kept:7d} {st.removed:8d} {st.seconds:8.1f}")
+    if result.splits:
+        from refinery.dedup.splits import matrix_table
+
+        lines.append(matrix_table(result.splits))
     if result.scenes:
         lines.append(
             f"scenes: {result.scenes} fixed-camera views; {result.scene_frames} frames judged by what stands "

@@ -118,7 +118,7 @@ def explain(
         decisions.extra_scores[row] = scores
         decisions.test[row] = "picture"
     for row in removed:  # what chose the keeper, where the settings did: "; kept: the oldest of its group"
-        note = keep.why(int(decisions.keeper[row])) if keep is not None else ""
+        note = keep.why(int(decisions.keeper[row]), row) if keep is not None else ""
         if note:
             decisions.reason[row] += f"; {note}"
     if keep is not None:

@@ -53,6 +53,14 @@ def choose_keeper(members: Sequence[int], features: Sequence[Features], min_shar
     return min(members, key=lambda i: keep_rank(features[i], min_sharpness))
 
 
+def split_of(path: str, splits: Sequence[str]) -> int:
+    """The index in `splits` of the first folder of `path` named as one; len(splits) for none."""
+    for folder in path.split("/")[:-1]:
+        if folder in splits:
+            return splits.index(folder)
+    return len(splits)
+
+
 class KeepRule:
     """Which member of a group stays, by the settings (keep.policy, keep.prefer): files under
     the preferred folder first, then the policy, then the best rule (keep_rank) for ties.
@@ -61,6 +69,11 @@ class KeepRule:
     def __init__(self, features: Sequence[Features], mtime_ns: Sequence[int], cfg: KeepConfig):
         self.features, self.mtime_ns, self.cfg = features, mtime_ns, cfg
         self.prefix = cfg.prefer + "/" if cfg.prefer else ""
+        self.splits = cfg.split_names()
+
+    def split(self, row: int) -> int:
+        """The index of `row`'s split in keep.splits (len(splits): in none)."""
+        return split_of(self.features[row].path, self.splits)
 
     def rank(self, row: int) -> tuple[Any, ...]:
         """The sort key of `row`, best first."""
@@ -72,7 +85,8 @@ class KeepRule:
             first = (self.mtime_ns[row] if policy == "oldest" else -self.mtime_ns[row],)
         else:  # best: the rule alone
             first = ()
-        return (not preferred, *first, *keep_rank(f, self.cfg.min_sharpness))
+        split = split_of(f.path, self.splits) if self.splits else 0
+        return (not preferred, split, *first, *keep_rank(f, self.cfg.min_sharpness))
 
     def choose(self, members: Sequence[int]) -> int:
         return min(members, key=self.rank)
@@ -81,7 +95,7 @@ class KeepRule:
         """Why `keeper` stays rather than `others` (the files removed as its duplicates), in
         words: what the settings chose by, else the first thing the best rule tells them apart
         by against the strongest of them."""
-        chosen = self.why(keeper)
+        chosen = self.why(keeper, max(others, key=self.split) if others else None)
         if chosen or not others:
             return chosen
         f = self.features[keeper]
@@ -100,10 +114,13 @@ class KeepRule:
             ][first]
         )
 
-    def why(self, keeper: int) -> str:
-        """What chose `keeper` when the settings did (a removed file's reason ends with it), else ""."""
+    def why(self, keeper: int, other: int | None = None) -> str:
+        """What chose `keeper` when the settings did (a removed file's reason ends with it;
+        `other`: that file), else ""."""
         if self.prefix and self.features[keeper].path.startswith(self.prefix):
             return f"kept: in the preferred folder {self.cfg.prefer}/"
+        if self.splits and other is not None and self.split(keeper) < self.split(other):
+            return f"kept: in the earlier split {self.splits[self.split(keeper)]}"
         words = {"largest": "the largest", "oldest": "the oldest", "newest": "the newest"}
         return f"kept: {words[self.cfg.policy]} of its group" if self.cfg.policy in words else ""
 

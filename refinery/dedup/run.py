@@ -23,6 +23,7 @@ from refinery.dedup.evidence import explain
 from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
 from refinery.dedup.reference import load_references
+from refinery.dedup.splits import split_matrix
 from refinery.dedup.stages.against import Against
 from refinery.dedup.stages.against import settle as settle_references
 from refinery.dedup.stages.exact import Exact
@@ -76,6 +77,7 @@ class DedupResult:
     semantic_threshold: float = 0.0  # the cosine the semantic stage used (the model's own, or the setting)
     follow_symlinks: bool = False  # the run went through symbolic links (`refinery apply` may do the same)
     against: list[str] = field(default_factory=list)  # the references judged against (--against), resolved
+    splits: dict[str, Any] | None = None  # duplicates across and within splits (keep.splits; dedup/splits.py)
 
     def planned(self, decision: str) -> list[Planned]:
         """The files with `decision` ("remove" or "keep"), in path order, each with what was
@@ -116,6 +118,7 @@ class DedupResult:
             "peak_memory_mb": round(self.peak_memory_mb),
             "follow_symlinks": self.follow_symlinks,
             "against": self.against,
+            **({"splits": self.splits} if self.splits else {}),
         }
 
 
@@ -209,6 +212,7 @@ def _result(root: Path | str, funnel: Funnel, embedder: Embedder, seconds: float
         semantic_threshold=cfg.semantic.threshold,
         follow_symlinks=cfg.run.follow_symlinks,
         against=[str(ref.source) for ref in funnel.references],
+        splits=split_matrix(run.decisions, names) if (names := cfg.keep.split_names()) else None,
     )
 
 

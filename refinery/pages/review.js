@@ -259,8 +259,9 @@ function groupCard(g) {
   const k = keeperOf(g);
   const others = [g.keeper, ...g.members].filter(i => i !== k);
   const risk = g.evidence === "exact" ? "identical bytes" : EVIDENCE[g.evidence] + " " + g.risk;
-  const title = !data.video ? ["group " + g.id + " \u00b7 " + (others.length + 1) + " files \u00b7 weakest evidence: ",
-                               el("span", {class: "risk"}, risk)]
+  const across = g.across ? "across splits " + g.across.join(", ") + " \u00b7 " : "";  // dedup --splits
+  const title = !data.video ? ["group " + g.id + " \u00b7 " + (others.length + 1) + " files \u00b7 " + across +
+                               "weakest evidence: ", el("span", {class: "risk"}, risk)]
     : others.length ? [files[k].path + " \u00b7 " + others.length + " span" + (others.length > 1 ? "s" : "") +
                        " skipped as its duplicate" + (others.length > 1 ? "s" : "") + " \u00b7 weakest evidence: ",
                        el("span", {class: "risk"}, risk)]

@@ -23,7 +23,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 from PIL import Image
 
 from refinery.dedup.checks import Judged
+from refinery.dedup.splits import split_names, splits_of
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
 from refinery.io.fileio import open_folder, read_json
 from refinery.io.images import LARGE_PREVIEW, REVIEW_THUMB, jpeg_bytes, read_opened, thumbnail
@@ -283,7 +284,7 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
         else:
             rejects.append(index)
     video = report["summary"].get("video") is True  # refinery frames: in time order, every frame written
-    groups = _groups(files, members, rejects, video)
+    groups = _groups(files, members, rejects, video, split_names(report["summary"]))
     if not video:  # a video's spans stay in time order
         rejects.sort(key=lambda i: (files[i]["stage"] or "", files[i]["path"]))
     counts = {
@@ -340,7 +341,11 @@ def _report_id(report: dict[str, Any]) -> str:
 
 
 def _groups(
-    files: list[dict[str, Any]], members: dict[Any, list[int]], rejects: list[int], video: bool = False
+    files: list[dict[str, Any]],
+    members: dict[Any, list[int]],
+    rejects: list[int],
+    video: bool = False,
+    splits: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Each group as the page shows it - its keeper, then its removed files from the weakest
     evidence up, then its other kept files - riskiest first; a group without a keeper or
@@ -364,7 +369,9 @@ def _groups(
         others += [i for i in kept if i != keeper]
         kind, risk = strength[others[0]]
         groups.append({"id": group, "keeper": keeper, "members": others, "risk": risk, "evidence": kind})
-    groups.sort(key=lambda g: (g["risk"], files[g["keeper"]]["path"]))
+        if splits and len(across := splits_of([files[i]["path"] for i in [keeper, *others]], splits)) > 1:
+            groups[-1]["across"] = across  # dedup --splits: a group across splits is shown first
+    groups.sort(key=lambda g: ("across" not in g, g["risk"], files[g["keeper"]]["path"]))
     return groups
 
 
