@@ -27,9 +27,11 @@ from refinery.cli.common import (
 from refinery.io.names import printable
 
 if TYPE_CHECKING:
+    from refinery.config import Config
     from refinery.dedup.journal import Journal
     from refinery.dedup.plan import Plan
     from refinery.dedup.run import DedupResult
+    from refinery.runner.session import Embedder
 
 log = logging.getLogger("refinery")
 
@@ -151,59 +153,21 @@ def dedup_cmd(
     """
     from refinery.config import apply_overrides, user_sets
     from refinery.dedup.plan import destination_journal
-    from refinery.dedup.reference import check_references
     from refinery.dedup.report import write_csv, write_json
-    from refinery.dedup.run import run_dedup
-    from refinery.io.outputs import Kind, Output, check_outputs
 
     cfg = apply_overrides(
         settings(config_path, assignments, model, device, batch_size),
         flag_settings(no_cache, no_quality, follow_symlinks, engine, keep_policy, prefer, splits),
     )
     root = dedup_root(folder, cfg.run.engine, move_rejects_to or copy_keepers_to)
-    # Checked before the long run: where the results go, and that the destination is free (locked till the moves end).
-    if html_path and not isinstance(root, Path):
-        raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
-    check_outputs(
-        [
-            Output(report, "--report", Kind.REPORT) if report else None,
-            Output(csv_path, "--csv", Kind.CSV) if csv_path else None,
-            Output(html_path, "--html", Kind.PAGE) if html_path else None,
-        ],
-        inputs=[root if isinstance(root, Path) else None, config_path],
-        destinations=[("--move-rejects-to", move_rejects_to), ("--copy-keepers-to", copy_keepers_to)],
-    )
-    check_references(
-        root,
-        list(against),
-        [
-            ("--report", report),
-            ("--csv", csv_path),
-            ("--html", html_path),
-            ("--move-rejects-to", move_rejects_to),
-            ("--copy-keepers-to", copy_keepers_to),
-        ],
-    )
+    outputs = {"--report": report, "--csv": csv_path, "--html": html_path}
+    destinations = {"--move-rejects-to": move_rejects_to, "--copy-keepers-to": copy_keepers_to}
+    check_where_results_go(root, outputs, destinations, config_path, against)
     preflight(root, move_rejects_to, copy_keepers_to, cfg.keep.prefer)
     embedder = make_embedder(cfg)
     threshold_set = user_sets("semantic", "threshold", config_path, assignments)  # else the model's own
     with stop_on_signal() as stop, destination_journal(move_rejects_to) as journal:
-        cache = open_cache(cfg, embedder, Path(folder)) if isinstance(root, Path) else None
-        try:
-            with ProgressBars(ctx) as bars:
-                result = run_dedup(
-                    root,
-                    cfg,
-                    embedder,
-                    progress=bars,
-                    cache=cache,
-                    stop=stop,
-                    threshold_set=threshold_set,
-                    against=against,
-                )
-        finally:
-            if cache:
-                cache.close()
+        result = judge(ctx, root, cfg, embedder, stop=stop, threshold_set=threshold_set, against=against)
         if report:
             write_json(result, report)
         if csv_path:
@@ -222,6 +186,60 @@ def dedup_cmd(
             ctx.exit(EXIT_INTERRUPTED)
     if failed or any(f.decision == "error" for f in result.files):
         ctx.exit(EXIT_FILE_ERRORS)
+
+
+def check_where_results_go(
+    root: Path | str,
+    outputs: dict[str, Path | None],
+    destinations: dict[str, Path | None],
+    config_path: Path | None,
+    against: tuple[Path, ...],
+) -> None:
+    """Checked before the long run: where the results go (never over an input, never into a
+    reference) and that the destinations are free (locked till the moves end)."""
+    from refinery.dedup.reference import check_references
+    from refinery.io.outputs import Kind, Output, check_outputs
+
+    if outputs["--html"] and not isinstance(root, Path):
+        raise click.UsageError("--html reads the pictures again: it needs a local FOLDER")
+    kinds = {"--report": Kind.REPORT, "--csv": Kind.CSV, "--html": Kind.PAGE}
+    check_outputs(
+        [Output(path, flag, kinds[flag]) if path else None for flag, path in outputs.items()],
+        inputs=[root if isinstance(root, Path) else None, config_path],
+        destinations=list(destinations.items()),
+    )
+    check_references(root, list(against), [*outputs.items(), *destinations.items()])
+
+
+def judge(
+    ctx: click.Context,
+    root: Path | str,
+    cfg: Config,
+    embedder: Embedder,
+    *,
+    stop: threading.Event,
+    threshold_set: bool,
+    against: tuple[Path, ...],
+) -> DedupResult:
+    """The run itself, with progress bars and the folder's feature cache."""
+    from refinery.dedup.run import run_dedup
+
+    cache = open_cache(cfg, embedder, Path(root)) if isinstance(root, Path) else None
+    try:
+        with ProgressBars(ctx) as bars:
+            return run_dedup(
+                root,
+                cfg,
+                embedder,
+                progress=bars,
+                cache=cache,
+                stop=stop,
+                threshold_set=threshold_set,
+                against=against,
+            )
+    finally:
+        if cache:
+            cache.close()
 
 
 def flag_settings(

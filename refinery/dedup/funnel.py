@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from refinery.config import Config
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import KeepRule
-from refinery.dedup.reference import Reference
-
-if TYPE_CHECKING:
-    from refinery.dedup.stages.against import Match
+from refinery.dedup.reference import Match, Reference
 from refinery.dedup.stages.moving import MovingCamera
 from refinery.dedup.stages.scenes import Scenes
 from refinery.dedup.state import Run, StageStats

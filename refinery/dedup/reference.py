@@ -5,7 +5,7 @@ joins. Every reference picture is a keeper that is never removed, moved or writt
 picture that is the same as one of them - the same bytes, a near copy, or alike to the model
 - goes, with that reference picture as its keeper.
 
-A reference is a folder (read and embedded here, through its own feature cache, so a second
+A reference is a folder (read and embedded by dedup/reference_io.py, through its own feature cache: a second
 run reads nothing) or an index made by `refinery index` (read from disk: a million-picture
 reference is embedded once). Both hold the same things - each picture's SHA-256, hashes,
 thumbnail and unit embedding - made by the same pass, so both give the same decisions.
@@ -13,26 +13,18 @@ thumbnail and unit embedding - made by the same pass, so both give the same deci
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from refinery.dedup.decisions import StageName
 from refinery.dedup.table import PictureKeys
 from refinery.errors import RefineryError
-from refinery.io.fileio import file_sha256
+from refinery.reasons import ReasonCode
 
 if TYPE_CHECKING:
     import faiss
-
-    from refinery.config import Config
-    from refinery.parallel import Progress
-    from refinery.runner.session import Embedder
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,19 +55,26 @@ class Reference:
         return self.vectors
 
 
-def load_references(
-    sources: list[Path], judged: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None
-) -> list[Reference]:
-    """Each `--against` source as a Reference (a folder read, an index loaded); refused in one
-    line where it is the judged folder, holds it or lies inside it (its pictures would be
-    judged against themselves)."""
-    references = []
-    for source in sources:
-        ref = _load(Path(source), cfg, embedder, progress)
-        check_apart(judged, ref)
-        log.info("against %s: %d pictures", ref.source, len(ref))
-        references.append(ref)
-    return references
+@dataclass
+class Match:
+    """A judged picture found to be the same as one reference picture, and by which test."""
+
+    ref: Reference
+    ref_row: int
+    stage: StageName
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def reason(self) -> tuple[str, ReasonCode]:
+        path, s = self.ref.path(self.ref_row), self.scores
+        if self.stage == StageName.EXACT:
+            return f"identical bytes to {path} (SHA-256), in the reference", ReasonCode.IDENTICAL_BYTES
+        if self.stage == StageName.NEAR:
+            return (
+                f"same picture as {path} (pHash {s['phash_distance']:g}, dHash {s['dhash_distance']:g} bits, "
+                f"thumbnail correlation {s['thumb_correlation']:g}), in the reference",
+                ReasonCode.SAME_PICTURE,
+            )
+        return f"looks like {path} (cosine {s['cosine']:g}), in the reference", ReasonCode.LOOKS_LIKE
 
 
 def check_apart(judged: Path | str, ref: Reference) -> None:
@@ -130,61 +129,3 @@ def _check_apart(judged: Path | str, source: Path, pictures: Path) -> None:
 
 def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _load(source: Path, cfg: Config, embedder: Embedder, progress: Progress | None) -> Reference:
-    if not source.is_dir():
-        raise RefineryError(f"--against {source}: not a folder or an index")
-    if (source / "index.json").exists():
-        return _from_index(source, embedder)
-    return _from_folder(source, cfg, embedder, progress)
-
-
-def _from_folder(folder: Path, cfg: Config, embedder: Embedder, progress: Progress | None) -> Reference:
-    """Read and embed a folder as `refinery index` would (every readable picture, quality
-    failures too: a blurred training picture is still in the training set)."""
-    from refinery.dedup.featurepass import embed_every_picture
-    from refinery.io.cache import open_cache
-    from refinery.runner.session import l2_normalize
-
-    cache = open_cache(cfg, embedder, folder)
-    try:
-        found = embed_every_picture(folder, cfg, embedder, progress, cache)
-    finally:
-        if cache:
-            cache.close()
-    for path, why in found.left_out:
-        log.info("--against %s: %s left out: %s", folder, path, why)
-    assert found.keys is not None  # embed_every_picture gives them
-    return Reference(folder.resolve(), folder.resolve(), found.paths, found.keys, _flat(l2_normalize(found.vectors)))
-
-
-def _from_index(path: Path, embedder: Embedder) -> Reference:
-    """An index made by `refinery index` with the model this run uses, of whole pictures."""
-    from refinery.retrieval.index import RetrievalIndex
-
-    index = RetrievalIndex.load(path, device="cpu")
-    meta = index.meta
-    if meta.get("faces"):
-        raise RefineryError(f"--against {path}: an index of faces (--faces); give an index of whole pictures")
-    if meta["model"]["sha256"] != file_sha256(embedder.path):
-        raise RefineryError(
-            f"--against {path}: indexed with {meta['model']['path']}, and this run uses {embedder.path}; "
-            f"run with --model {meta['model']['path']}, or index it again with this model"
-        )
-    if index.keys is None:
-        raise RefineryError(
-            f"--against {path}: indexed before refinery kept each picture's hashes in an index; "
-            f"index it again (`refinery index {meta['root']} --out {path}`: the embeddings come from the cache)"
-        )
-    assert index.gallery.index is not None  # a loaded index has its FAISS index
-    return Reference(path.resolve(), Path(meta["root"]), index.paths, index.keys, index.gallery.index)
-
-
-def _flat(vectors: np.ndarray) -> faiss.Index:
-    import faiss
-
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, np.float32))
-    return index

@@ -22,7 +22,7 @@ from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
-from refinery.dedup.reference import load_references
+from refinery.dedup.reference_io import load_references
 from refinery.dedup.splits import split_matrix
 from refinery.dedup.stages.against import Against
 from refinery.dedup.stages.against import settle as settle_references

@@ -15,7 +15,6 @@ million reference pictures costs a batch's worth of queries, not a million's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,36 +23,13 @@ from refinery.config import NearConfig
 from refinery.dedup.decisions import REMOVE, STAGES, Decisions, StageName
 from refinery.dedup.evidence import Evidence, near_copy
 from refinery.dedup.funnel import Funnel
-from refinery.dedup.reference import Reference
+from refinery.dedup.reference import Match, Reference
 from refinery.dedup.state import StageStats
 from refinery.dedup.table import FeatureTable
 from refinery.features import normalized_thumbs
-from refinery.reasons import ReasonCode
 from refinery.runner.session import l2_normalize
 
 NAME = "against"  # its line in the stage table
-
-
-@dataclass
-class Match:
-    """A judged picture found to be the same as one reference picture, and by which test."""
-
-    ref: Reference
-    ref_row: int
-    stage: StageName
-    scores: dict[str, float] = field(default_factory=dict)
-
-    def reason(self) -> tuple[str, ReasonCode]:
-        path, s = self.ref.path(self.ref_row), self.scores
-        if self.stage == StageName.EXACT:
-            return f"identical bytes to {path} (SHA-256), in the reference", ReasonCode.IDENTICAL_BYTES
-        if self.stage == StageName.NEAR:
-            return (
-                f"same picture as {path} (pHash {s['phash_distance']:g}, dHash {s['dhash_distance']:g} bits, "
-                f"thumbnail correlation {s['thumb_correlation']:g}), in the reference",
-                ReasonCode.SAME_PICTURE,
-            )
-        return f"looks like {path} (cosine {s['cosine']:g}), in the reference", ReasonCode.LOOKS_LIKE
 
 
 class Against:
