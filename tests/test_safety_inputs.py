@@ -110,7 +110,8 @@ def strict_json(text: str) -> Any:
 def review_in_process(report: Path, page: Path) -> tuple[str, str]:
     """("refused", the one line) or ("shown", "") as `refinery review` does it, in this process."""
     from refinery.errors import RefineryError
-    from refinery.review.page import load_report, write_review
+    from refinery.review.page import write_review
+    from refinery.review.report import load_report
 
     try:
         data = load_report(report)

@@ -45,7 +45,8 @@ def review_cmd(
     """
     from refinery.io.outputs import Kind, Output, check_outputs
     from refinery.review import decisions
-    from refinery.review.page import load_report, resumed, write_review
+    from refinery.review.page import resumed, write_review
+    from refinery.review.report import load_report
 
     data = load_report(report)
     flips = resumed(data, decisions.load(decisions_path)) if decisions_path else None

@@ -104,6 +104,20 @@ def check_references(judged: Path | str, sources: list[Path], outputs: list[tupl
                 )
 
 
+def pictures_folder(source: Path) -> Path | None:
+    """Where a reference's pictures are: the folder itself, or the folder an index was made of
+    (read from its index.json); None when `source` is neither any more."""
+    from refinery.retrieval.storage import index_json
+
+    if not source.is_dir():
+        return None
+    meta = index_json(source)
+    if meta is None:
+        return None if (source / "index.json").exists() else source
+    root = meta.get("root")
+    return Path(root) if isinstance(root, str) and os.path.isabs(root) else None
+
+
 def _guarded(sources: list[Path]) -> list[tuple[Path, Path]]:
     """(source, folder) for each reference: the source itself, and an index's pictures' folder."""
     from refinery.retrieval.storage import index_json

@@ -234,9 +234,11 @@ function tile(i, role) {
   const f = files[i];
   const pics = el("div", {class: "pics"},
                   picture(f.thumb, f.path) || el("div", {class: "missing"}, "no picture: " + (f.unreadable || "?")));
-  if (f.diff !== null && f.diff !== undefined && f.decision === "remove" && f.kept_as === original[i][1]) {
-    pics.append(picture(f.diff, "where it differs from " + f.kept_as, "diff"));
-  }
+  const asJudged = f.decision === "remove" && f.kept_as === original[i][1];
+  const differs = f.diff !== null && f.diff !== undefined && asJudged;
+  if (differs) pics.append(picture(f.diff, "where it differs from " + f.kept_as, "diff"));
+  const reference = f.ref !== null && f.ref !== undefined && asJudged;  // dedup --against: its keeper, beside it
+  if (reference) pics.append(picture(f.ref, "the reference picture " + f.kept_as, "ref"));
   let decision = f.decision;
   if (data.video) {  // refinery frames: frames written, spans never written
     decision = role === "keeper" ? "written" : f.kept_as ? "skipped: the same frame as " + f.kept_as : "skipped";
@@ -245,8 +247,8 @@ function tile(i, role) {
   const was = changed(i) ? "flipped; was " + original[i][0] + (original[i][1] ? " (a duplicate of " +
                                                                 original[i][1] + ")" : "") : null;
   const stage = f.stage ? f.stage + (f.test ? " \u00b7 " + f.test + " test" : "") : null;
-  const diffNote = pics.children.length > 1 ? "red: where it differs from its keeper" : null;
-  const cls = ["tile", f.decision, role, changed(i) ? "flipped" : "", diffNote ? "scene" : ""].join(" ");
+  const diffNote = differs ? "red: where it differs from its keeper" : reference ? "right: the reference picture" : null;
+  const cls = ["tile", f.decision, role, changed(i) ? "flipped" : "", differs || reference ? "scene" : ""].join(" ");
   return el("figure", {class: cls, data: {path: f.path}}, pics,
             el("figcaption", {}, el("div", {class: "path"}, f.path), el("div", {class: "decision"}, decision),
                was && el("div", {class: "was"}, was), stage && el("div", {class: "stage"}, stage),

@@ -21,9 +21,8 @@ import functools
 import hashlib
 import io
 import json
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,18 @@ from PIL import Image
 from refinery.dedup.checks import Judged
 from refinery.dedup.splits import split_names, splits_of
 from refinery.errors import RefineryError, UnreadableImage, UnsafePath
-from refinery.io.fileio import open_folder, read_json
+from refinery.io.fileio import open_folder
 from refinery.io.images import LARGE_PREVIEW, REVIEW_THUMB, jpeg_bytes, read_opened, thumbnail
-from refinery.io.names import is_plain_path, printable
+from refinery.io.names import is_plain_path
 from refinery.io.outputs import PAGE_MARK, Kind, write_output
 from refinery.pages import asset, csp_hash, render
 from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.reasons import ReasonCode
 from refinery.review.decisions import DecisionsFile
 from refinery.review.difference import difference
+from refinery.review.report import check_report
 
 PAGE_SIZE = 50  # groups (or quality rejects, or errors) a page shows
-DECISIONS = ("keep", "remove", "error", "skip")
 
 
 @dataclass(frozen=True)
@@ -62,107 +61,6 @@ class _Shown:
     unreadable: str | None  # why there is no thumbnail
     diff: bytes | None = None  # JPEG: where a scene frame differs from its keeper
     large: bytes | None = None  # JPEG: LARGE_PREVIEW's size, when asked for
-
-
-def load_report(path: Path) -> dict[str, Any]:
-    """A dedup report (`refinery dedup --report`), checked to be one the page can show and
-    save; else RefineryError in one line naming the file and what is wrong."""
-    report = read_json(path, "a dedup report")  # its own line names the file
-    if isinstance(report, dict) and "refinery_decisions" in report:
-        raise RefineryError(
-            f"{path} is a decisions file (saved from a review page): resume it with the report it came from: "
-            f"refinery review REPORT.json --decisions {path} --html review.html"
-        )
-    try:
-        return check_report(report)
-    except RefineryError as e:
-        raise RefineryError(f"{path}: {e}") from None
-
-
-def check_report(report: object) -> dict[str, Any]:
-    """`report`, if it is a dedup report whose every line the page can show and save as it is:
-    a summary whose root is an absolute folder, and a list of lines, each a keep, remove, error
-    or skip of a path, every value the page uses of the type dedup writes (docs/review.md, "A
-    report edited by hand"); else RefineryError in one line. Keys the page does not use are
-    not looked at."""
-    if (
-        not isinstance(report, dict)
-        or not isinstance(report.get("summary"), dict)
-        or not isinstance(report.get("files"), list)
-    ):
-        raise RefineryError(
-            "not a dedup report (it needs a summary and a list of files); write one with refinery dedup --report"
-        )
-    root = report["summary"].get("root")
-    if not isinstance(root, str) or not os.path.isabs(root) or "\x00" in root:
-        raise RefineryError("the report's summary names no root folder (an absolute path)")
-    if not isinstance(report["summary"].get("follow_symlinks", False), bool):
-        raise RefineryError("the report's summary.follow_symlinks is neither true nor false")
-    for number, line in enumerate(report["files"], start=1):
-        if why := _unfit(line):
-            raise RefineryError(f"file entry {number} is not a report line: {why}")
-    return report
-
-
-def _unfit(line: object) -> str:
-    """Why the page cannot show and save this line of a report as it is; "" if it can."""
-    if not isinstance(line, dict):
-        return "not a JSON object"
-    path, decision = line.get("path"), line.get("decision")
-    if not isinstance(path, str) or not path:
-        return "its path is not a file's name"
-    where = _cut(printable(path)) + ": "
-    if not isinstance(decision, str) or decision not in DECISIONS:
-        return where + "its decision is not keep, remove, error or skip"
-    if decision == "skip":  # counted, never shown
-        return ""
-    if decision != "error" and not is_plain_path(path):  # an error's path is only shown, never read
-        return where + "its path is not a plain path below the root (like sub/a.jpg)"
-    for key in ("stage", "reason", "test"):
-        if line.get(key) is not None and not isinstance(line[key], str):
-            return f"{where}{key} is neither text nor null"
-    kept_as, against = line.get("kept_as"), line.get("against")
-    if against is not None and not (_absolute(against) and _absolute(kept_as)):
-        return where + "against is neither null nor an absolute path beside an absolute kept_as"
-    if kept_as is not None and against is None and not is_plain_path(kept_as):
-        return where + "kept_as is neither a plain path below the root nor null"
-    group = line.get("group")
-    if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
-        return where + "group is neither a whole number nor null"
-    scores = line.get("scores")
-    if scores is not None and not (isinstance(scores, dict) and all(map(_number, scores.values()))):
-        return where + "scores is neither an object of numbers nor null"
-    if line.get("file") is not None and not _judged(line["file"]):
-        return where + "file is neither {bytes, mtime_ns, sha256} as dedup writes it nor null"
-    return ""
-
-
-def _absolute(value: object) -> bool:
-    """A reference's path (`dedup --against`): absolute, and text a path can be."""
-    return isinstance(value, str) and os.path.isabs(value) and "\x00" not in value
-
-
-def _judged(value: object) -> bool:
-    """A line's `file` as dedup writes it and apply checks it: what was judged of the file."""
-    try:
-        Judged.from_json(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _number(value: object) -> bool:
-    """A number a float holds: NaN and Infinity are not JSON, nor would a browser read them."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer past a float's range
-        return False
-
-
-def _cut(text: str, most: int = 80) -> str:
-    return text if len(text) <= most else text[:most] + "..."
 
 
 def evidence(line: dict[str, Any]) -> tuple[str, float]:
@@ -244,6 +142,7 @@ def write_review(
                 files[index]["unreadable"] = one.unreadable
         if advance:
             advance(len(task))
+    _reference_pictures(files, store)
     data["thumbs"] = thumbs
     page = render_page(data)
     write_output(out, Kind.PAGE, page)
@@ -373,6 +272,25 @@ def _groups(
             groups[-1]["across"] = across  # dedup --splits: a group across splits is shown first
     groups.sort(key=lambda g: ("across" not in g, g["risk"], files[g["keeper"]]["path"]))
     return groups
+
+
+def _reference_pictures(files: list[dict[str, Any]], store: Callable[[bytes | None], int | None]) -> None:
+    """Beside each file removed as a copy of a reference's picture (dedup --against), that
+    picture's thumbnail (`ref`) - read only from inside its reference (the folder, or the folder
+    an index was made of), as a report's own pictures are read only from inside its root."""
+    from refinery.dedup.reference import pictures_folder
+
+    made: dict[str, int | None] = {}
+    for line in files:
+        against, kept_as = line.get("against"), line.get("kept_as")
+        if not against or not kept_as:
+            continue
+        if kept_as not in made:
+            folder = pictures_folder(Path(against))
+            rel = os.path.relpath(kept_as, folder) if folder else ""
+            pictured = _thumbnail(folder, rel, False) if folder and is_plain_path(rel) else None
+            made[kept_as] = store(_jpeg(pictured[0])) if isinstance(pictured, tuple) else None
+        line["ref"] = made[kept_as]
 
 
 def _render(
