@@ -83,24 +83,39 @@ def _near(rows: np.ndarray, table: FeatureTable, ref: Reference, cfg: NearConfig
     )
     if not len(pairs):
         return
-    pairs = np.unique(pairs, axis=0)
-    i, j = pairs[:, 0], pairs[:, 1]
+    keys = np.unique(pairs[:, 0] * len(ref) + pairs[:, 1])  # one key a pair, sorted by (i, j)
+    i, j = keys // len(ref), keys % len(ref)
     dp = _bits(phash[i] ^ ref.keys.phash[j])
     dd = _bits(dhash[i] ^ ref.keys.dhash[j])
-    ours, theirs = table.thumb[rows][i], ref.keys.thumb[j]
-    a, b = normalized_thumbs(ours), normalized_thumbs(theirs)
-    flat = ~a.any(axis=1) | ~b.any(axis=1)  # no shape to correlate: equal or not
-    corr = np.where(flat, (ours == theirs).all(axis=1), np.einsum("ij,ij->i", a, b)).astype(np.float32)
-    confirmed = near_copy(dp, dd, corr, cfg)
-    for k in np.argsort(-corr, kind="stable").tolist():  # the best-correlated first
+    corr = _correlations(table.thumb[rows], ref.keys.thumb, i, j)
+    confirmed = np.flatnonzero(near_copy(dp, dd, corr, cfg))
+    for k in confirmed[np.argsort(-corr[confirmed], kind="stable")].tolist():  # the best-correlated first
         row = int(rows[i[k]])
-        if confirmed[k] and row not in matches:
+        if row not in matches:
             scores = {
                 "phash_distance": int(dp[k]),
                 "dhash_distance": int(dd[k]),
                 "thumb_correlation": round(float(corr[k]), 4),
             }
             matches[row] = Match(ref, int(j[k]), StageName.NEAR, scores)
+
+
+def _correlations(ours: np.ndarray, theirs: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 65536) -> np.ndarray:
+    """features.thumb_correlation of each pair (ours[i], theirs[j]): each thumbnail normalised
+    once, the pairs a block at a time (hashes close on a smooth background propose millions)."""
+    a = normalized_thumbs(ours)
+    used, at = np.unique(j, return_inverse=True)
+    b = normalized_thumbs(theirs[used])
+    out = np.empty(len(i), np.float32)
+    for start in range(0, len(i), block):
+        ii, jj = i[start : start + block], at[start : start + block]
+        x, y = a[ii], b[jj]
+        corr = np.einsum("ij,ij->i", x, y)
+        flat = ~x.any(axis=1) | ~y.any(axis=1)  # no shape to correlate: equal or not
+        if flat.any():
+            corr[flat] = (ours[ii[flat]] == theirs[used[jj[flat]]]).all(axis=1)
+        out[start : start + block] = corr
+    return out
 
 
 def _bits(x: np.ndarray) -> np.ndarray:
