@@ -173,3 +173,13 @@ def test_the_api_judges_against_a_reference(split: tuple[Path, Path], tmp_path: 
     assert result.summary()["against"] == [str(ref.resolve())]
     with pytest.raises(RefineryError, match="a reference must be apart"):
         api.dedup(new, against=[new], device="cpu")
+
+
+def test_a_reference_link_to_a_judged_file_is_no_keeper_of_it(split: tuple[Path, Path], tmp_path: Path) -> None:
+    new, ref = split
+    (ref / "linked.jpg").symlink_to(new / "e.jpg")  # the reference reaches into the batch
+    report = tmp_path / "r.json"
+    proc = run_cli("dedup", str(new), "--against", str(ref), "--follow-symlinks", "--report", str(report), *CPU)
+    assert proc.returncode == 3, proc.stderr
+    files = lines(report)
+    assert files["e.jpg"]["decision"] == "keep", files["e.jpg"]  # else moving it would take it from both

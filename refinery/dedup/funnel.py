@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Protocol
 
 from refinery.config import Config
@@ -45,6 +46,7 @@ class Funnel:
     # rows a reference holds (set by the reference stage): they stand in for their reference
     # picture - the keeper of any group they are in - and go once every stage has run
     proxies: dict[int, Match] = field(default_factory=dict)
+    root: Path | None = None  # the judged folder (None: a URI), for what must be checked on disk
 
     @cached_property
     def keep(self) -> KeepRule:

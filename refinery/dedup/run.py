@@ -187,7 +187,8 @@ def run_dedup(
             log.warning(
                 "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
             )
-        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers, references=references))
+        here = None if isinstance(root, str) else root
+        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers, references=references, root=here))
     return _result(root, funnel, embedder, time.perf_counter() - start)
 
 

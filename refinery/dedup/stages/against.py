@@ -14,6 +14,7 @@ million reference pictures costs a batch's worth of queries, not a million's.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -56,9 +57,24 @@ class Against:
             vectors = l2_normalize(funnel.store.rows(run.vector_row[pictures]))
             for ref in funnel.references:
                 _alike(pictures, vectors, ref, funnel.cfg.semantic.threshold, matches)
+        _drop_the_same_files(funnel, matches)
         funnel.proxies = matches  # they go at the end (settle), standing in for their reference pictures till then
         stats.removed = len(matches)
         stats.seconds = time.perf_counter() - t
+
+
+def _drop_the_same_files(funnel: Funnel, matches: dict[int, Match]) -> None:
+    """A reference picture that is the judged file itself (a link from the reference into the
+    folder, followed) is no keeper of it: moving the file would take the picture from both."""
+    if funnel.root is None:
+        return
+    paths = funnel.run.table.paths
+    for row, match in list(matches.items()):
+        try:
+            if os.path.samefile(funnel.root / paths[row], match.ref.path(match.ref_row)):
+                del matches[row]
+        except OSError:
+            continue
 
 
 def _exact(digests: np.ndarray, rows: np.ndarray, ref: Reference, matches: dict[int, Match]) -> None:
