@@ -86,6 +86,7 @@ def split(corpus: Path, work: Path) -> None:
         reports[given.name] = lines
         score(lines, truth, in_ref, f"--against {given.name}", seconds)
         assert listing(ref) == before
+    whole_run(corpus, work, truth, reports["ref"])
     same = [{**f, "against": None} for f in reports["ref"]] == [{**f, "against": None} for f in reports["ref.index"]]
     print(f"decisions against the folder and against its index: {'the same, line for line' if same else 'DIFFER'}")
     rejects = work / "rejects"
@@ -96,6 +97,20 @@ def split(corpus: Path, work: Path) -> None:
     print("undo:", out.stdout.strip().splitlines()[-1])
     same = "unchanged" if listing(ref) == before else "CHANGED"
     print(f"REF's SHA-256 listing after index, two dedups, a move and an undo: {same}")
+
+
+def whole_run(corpus: Path, work: Path, truth: dict, lines: list[dict]) -> None:
+    """The whole corpus judged as one folder: of the NEW pictures it puts in one group with a
+    REF picture, the share --against removes."""
+    report = work / "whole.json"
+    out = refinery("dedup", str(corpus / "images"), "--report", str(report))
+    assert out.returncode in (0, 3), out.stderr
+    whole = {Path(f["path"]).name: f for f in json.loads(report.read_text())["files"]}
+    ref_groups = {whole[n]["group"] for n in truth if to_ref(n) and whole[n]["group"] is not None}
+    linked = [n for n in truth if not to_ref(n) and whole[n]["group"] in ref_groups]
+    removed = {f["path"] for f in lines if f["decision"] == "remove"}
+    found = sum(n in removed for n in linked)
+    print(f"the whole corpus as one folder groups {len(linked)} NEW pictures with a REF one: --against removes {found}")
 
 
 def score(lines: list[dict], truth: dict, in_ref: set[int], label: str, seconds: float) -> None:
