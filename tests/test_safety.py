@@ -104,7 +104,13 @@ def test_index_replaces_only_its_own_files(photos: Path, tmp_path: Path) -> None
     assert run_cli("index", str(photos), "--out", str(out), "--sift", *CPU).returncode == 0
     (out / "notes.txt").write_text("mine")
     assert run_cli("index", str(photos), "--out", str(out), *CPU).returncode == 0  # without SIFT now
-    assert sorted(p.name for p in out.iterdir()) == ["embedding.faiss", "index.json", "notes.txt", "pixels.npy"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "embedding.faiss",
+        "index.json",
+        "keys.npz",
+        "notes.txt",
+        "pixels.npy",
+    ]
     assert (out / "notes.txt").read_text() == "mine"
     found = run_cli("search", str(out), str(photos / "e.jpg"), "-k", "1", "--device", "cpu")
     assert found.returncode == 0 and "e.jpg" in found.stdout.splitlines()[1]
