@@ -99,13 +99,13 @@ def _near(rows: np.ndarray, table: FeatureTable, ref: Reference, cfg: NearConfig
     )
     if not len(pairs):
         return
-    keys = np.unique(pairs[:, 0] * len(ref) + pairs[:, 1])  # one key a pair, sorted by (i, j)
-    i, j = keys // len(ref), keys % len(ref)
+    i, j = pairs[:, 0], pairs[:, 1]  # a pair both hashes propose comes twice: judged alike, taken once
     dp = _bits(phash[i] ^ ref.keys.phash[j])
     dd = _bits(dhash[i] ^ ref.keys.dhash[j])
     corr = _correlations(table.thumb[rows], ref.keys.thumb, i, j)
     confirmed = np.flatnonzero(near_copy(dp, dd, corr, cfg))
-    for k in confirmed[np.argsort(-corr[confirmed], kind="stable")].tolist():  # the best-correlated first
+    # the best-correlated first; ties by position, so the order the searches return is not a choice
+    for k in confirmed[np.lexsort((j[confirmed], i[confirmed], -corr[confirmed]))].tolist():
         row = int(rows[i[k]])
         if row not in matches:
             scores = {
