@@ -13,7 +13,8 @@ from conftest import draw_dup_folder, draw_picture, run_cli, snapshot
 from refinery.errors import RefineryError
 
 CPU = ("--device", "cpu")
-IN_REF = ("a.jpg", "b.png", "c.jpg", "d.jpg")  # the rest of draw_dup_folder's files are the batch
+IN_REF = ("a.jpg", "b.png", "c.jpg", "d.jpg")
+STAGE_LINES = ("exact", "against", "near", "semantic")  # the rest of draw_dup_folder's files are the batch
 
 
 @pytest.fixture
@@ -64,7 +65,11 @@ def test_the_batch_goes_where_the_reference_holds_it(split: tuple[Path, Path], t
     assert files["d_dark.jpg"]["stage"] == "quality"
     summary = json.loads(report.read_text())["summary"]
     assert summary["against"] == [str(ref.resolve())]
-    assert "against" in proc.stdout  # the stage table's line
+    # the stage table reads as a funnel: what each stage kept is what the next one judged
+    table = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] and line.split()[0] in STAGE_LINES]
+    assert [row[0] for row in table] == list(STAGE_LINES)
+    assert all(int(a[2]) == int(b[1]) for a, b in zip(table, table[1:], strict=False)), table
+    assert int(table[1][3]) == 5  # against: a_copy, b_small, b_low, c_next, d_blur
     assert snapshot(ref) == before
 
 

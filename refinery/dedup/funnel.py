@@ -14,6 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from refinery.config import Config
 from refinery.dedup.grays import Grays
 from refinery.dedup.groups import KeepRule
@@ -58,6 +60,10 @@ class Funnel:
         holds first (its reference picture is what stays)."""
         held = [row for row in members if row in self.proxies]
         return self.keep.choose(held or members)
+
+    def judged(self, rows: np.ndarray) -> int:
+        """How many of `rows` a stage judges: a picture a reference holds only stands in for it."""
+        return len(rows) - sum(1 for row in rows.tolist() if row in self.proxies) if self.proxies else len(rows)
 
     def found_scenes(self) -> tuple[Scenes, MovingCamera]:
         """The scenes and moving cameras the scene finder found (a stage after it asks)."""

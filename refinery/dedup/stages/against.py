@@ -166,8 +166,13 @@ def settle(funnel: Funnel) -> None:
             final = int(decisions.keeper[final])
         if final in proxies and row not in proxies:
             followers.append((row, final))
+    stats = funnel.stats
     for row, match in proxies.items():
+        if decisions.code[row] == REMOVE and decisions.stage[row] >= 0:  # a later stage took it: it goes against REF
+            stats[STAGES[decisions.stage[row]]].removed -= 1
         _remove(decisions, row, match)
+    # what the semantic stage judged, counted as the scene grouping counts it, less the stand-ins
+    stats[StageName.SEMANTIC].seen = stats[StageName.NEAR].seen - stats[StageName.NEAR].removed
     paths = funnel.run.table.paths
     for row, proxy in followers:
         match = proxies[proxy]

@@ -100,7 +100,7 @@ class Near:
         scenes, moving = funnel.found_scenes()
         table = run.table
         rows = run.kept_rows()
-        stats.seen = len(rows)
+        stats.seen = funnel.judged(rows)
         phash, dhash = table.columns["phash"], table.columns["dhash"]
         found = near_pairs(phash[rows], dhash[rows], table.thumb[rows], near)
         evidence = Evidence(table, None, near)

@@ -28,7 +28,7 @@ class Semantic:
         run, stats, cfg = funnel.run, funnel.stats[self.name], funnel.cfg.semantic
         scenes, moving = funnel.found_scenes()
         rows = run.kept_rows()
-        stats.seen = len(rows)
+        stats.seen = funnel.judged(rows)
         vector_rows = run.vector_row[rows]
         found = ann.similar_pairs(
             lambda start, stop: funnel.store.rows(vector_rows[start:stop]),
