@@ -78,7 +78,9 @@ def _drop_the_same_files(funnel: Funnel, matches: dict[int, Match]) -> None:
 
 
 def _exact(digests: np.ndarray, rows: np.ndarray, ref: Reference, matches: dict[int, Match]) -> None:
-    held = {d: k for k, d in enumerate(ref.keys.digests().tolist())}
+    held: dict[bytes, int] = {}
+    for k, digest in enumerate(ref.keys.digests().tolist()):
+        held.setdefault(digest, k)  # bytes the reference holds twice: its first picture of them
     for row, digest in zip(rows.tolist(), digests.tolist(), strict=True):
         if row not in matches and digest in held:
             matches[row] = Match(ref, held[digest], StageName.EXACT)
