@@ -188,3 +188,34 @@ def test_a_reference_link_to_a_judged_file_is_no_keeper_of_it(split: tuple[Path,
     assert proc.returncode == 3, proc.stderr
     files = lines(report)
     assert files["e.jpg"]["decision"] == "keep", files["e.jpg"]  # else moving it would take it from both
+
+
+def test_a_fixed_cameras_frame_goes_by_the_scene_test_when_the_reference_holds_it(tmp_path: Path) -> None:
+    from test_scenes import scene_folder, standing
+
+    everything = tmp_path / "camera"
+    truth = scene_folder(everything, 3, 48, extra=standing(3, 4))  # people passing; a person standing, 4 times
+    ref, new = tmp_path / "last week", tmp_path / "this week"
+    ref.mkdir()
+    new.mkdir()
+    stills = sorted(name for name in truth if "_still_" in name)
+    passing = sorted(name for name in truth if "_still_" not in name)
+    for k, name in enumerate(passing):
+        shutil.copy2(everything / name, (ref if k % 2 else new) / name)
+    for name in stills[:2]:
+        shutil.copy2(everything / name, ref / name)
+    for name in stills[2:]:
+        shutil.copy2(everything / name, new / name)
+    report = tmp_path / "r.json"
+    proc = run_cli("dedup", str(new), "--against", str(ref), "--report", str(report), *CPU)
+    assert proc.returncode == 0, proc.stderr
+    files = lines(report)
+    # the person standing: the same frame as last week's, under fresh noise (other bytes)
+    against = {path for path, f in files.items() if f["against"]}
+    assert set(stills[2:]) <= against, {p: files[p]["reason"] for p in stills[2:]}
+    for path in stills[2:]:
+        line = files[path]
+        assert line["test"] == "scene" and line["reason_code"] == "same_frame", line
+        assert Path(line["kept_as"]).name in stills[:2] and line["scores"]["largest_move"] <= 0.15, line
+    # a frame where people stand elsewhere is another frame, whatever last week holds
+    assert not (against - set(stills)), {p: files[p]["reason"] for p in against - set(stills)}

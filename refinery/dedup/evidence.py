@@ -29,6 +29,11 @@ def near_copy(phash_distance: Any, dhash_distance: Any, correlation: Any, cfg: N
     return hashes_close & (correlation >= cfg.min_correlation)
 
 
+def same_frame_words(name: str, moved: float) -> str:
+    """Why a fixed camera's frame is the same as frame `name`, in words."""
+    return f"the same frame as {name}: the same things at the same places (moved at most {moved:g} of their size)"
+
+
 class Evidence:
     """What the stages measure between two pictures, from the run's columns."""
 
@@ -105,10 +110,7 @@ def explain(
             continue
         if scenes.judged_by_scene(row, keeper):
             moved = round(scenes.shift(row, keeper), 4)
-            decisions.reason[row] = (
-                f"the same frame as {paths[keeper]}: the same things at the same places "
-                f"(moved at most {moved:g} of their size){through}"
-            )
+            decisions.reason[row] = same_frame_words(paths[keeper], moved) + through
             decisions.reason_code[row] = ReasonCode.SAME_FRAME
             decisions.extra_scores[row] = {"largest_move": moved}
             decisions.test[row] = "scene"

@@ -61,6 +61,10 @@ class Funnel:
         held = [row for row in members if row in self.proxies]
         return self.keep.choose(held or members)
 
+    def rank(self, row: int) -> tuple[object, ...]:
+        """The keep rule's sort key, best first; a row a reference holds before any other."""
+        return (row not in self.proxies, *self.keep.rank(row))
+
     def judged(self, rows: np.ndarray) -> int:
         """How many of `rows` a stage judges: a picture a reference holds only stands in for it."""
         return len(rows) - sum(1 for row in rows.tolist() if row in self.proxies) if self.proxies else len(rows)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from refinery.dedup.decisions import StageName
+from refinery.dedup.evidence import same_frame_words
 from refinery.dedup.table import PictureKeys
 from refinery.errors import RefineryError
 from refinery.reasons import ReasonCode
@@ -64,8 +65,16 @@ class Match:
     stage: StageName
     scores: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def test(self) -> str:
+        """Which test found it: "scene" (a fixed camera's frame, by what stands in front of its
+        background) or "picture"."""
+        return "scene" if "largest_move" in self.scores else "picture"
+
     def reason(self) -> tuple[str, ReasonCode]:
         path, s = self.ref.path(self.ref_row), self.scores
+        if self.test == "scene":
+            return same_frame_words(path, s["largest_move"]) + ", in the reference", ReasonCode.SAME_FRAME
         if self.stage == StageName.EXACT:
             return f"identical bytes to {path} (SHA-256), in the reference", ReasonCode.IDENTICAL_BYTES
         if self.stage == StageName.NEAR:

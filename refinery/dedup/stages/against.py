@@ -5,8 +5,9 @@ The same tests as the stages within the folder, asked of each picture against th
 reference, best first: the same bytes (SHA-256), a near copy (pHash or dHash close and the
 thumbnails correlating, evidence.near_copy), alike to the model (cosine at or over the
 semantic threshold, an exact search of the reference's embeddings). A frame of a fixed
-camera's scene goes only as a byte copy: two frames of one background look alike to every
-picture test (the scene test, which tells them apart, needs the reference's frames).
+camera's scene is put to the scene test instead (two frames of one background look alike to
+every picture test): the reference pictures nearest to it are measured against its scene's
+background, and it goes when every thing stands where it stands in one of them.
 
 Searches run from the judged pictures into the reference - a weekly batch against a
 million reference pictures costs a batch's worth of queries, not a million's.
@@ -14,21 +15,31 @@ million reference pictures costs a batch's worth of queries, not a million's.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 from refinery import ann
-from refinery.config import NearConfig
+from refinery.config import NearConfig, ScenesConfig
 from refinery.dedup.decisions import REMOVE, STAGES, Decisions, StageName
-from refinery.dedup.evidence import Evidence, near_copy
+from refinery.dedup.evidence import Evidence, near_copy, same_frame_words
 from refinery.dedup.funnel import Funnel
 from refinery.dedup.reference import Match, Reference
+from refinery.dedup.stages.background import Background, Front
+from refinery.dedup.stages.scenes import shift
 from refinery.dedup.state import StageStats
 from refinery.dedup.table import FeatureTable
-from refinery.features import normalized_thumbs
+from refinery.errors import UnreadableImage
+from refinery.features import gray_work, normalized_thumbs
+from refinery.io.images import decode_for_stages, read_bytes
+from refinery.reasons import ReasonCode
 from refinery.runner.session import l2_normalize
+from refinery.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 NAME = "against"  # its line in the stage table
 
@@ -49,6 +60,11 @@ class Against:
         matches: dict[int, Match] = {}
         for ref in funnel.references:
             _exact(run.table.digests(rows), rows, ref, matches)
+        frames = np.array([r for r in rows.tolist() if r not in matches and scenes.of(r) >= 0], np.int64)
+        frames = frames[run.vector_row[frames] >= 0]
+        if len(frames) and funnel.grays is not None:
+            for ref in funnel.references:
+                _same_frames(frames, funnel, ref, matches)
         pictures = np.array([r for r in rows.tolist() if r not in matches and scenes.of(r) < 0], np.int64)
         for ref in funnel.references:
             _near(pictures, run.table, ref, funnel.cfg.near, matches)
@@ -75,6 +91,54 @@ def _drop_the_same_files(funnel: Funnel, matches: dict[int, Match]) -> None:
                 del matches[row]
         except OSError:
             continue
+
+
+SCENE_CANDIDATES = 16  # a frame's nearest reference pictures to the model, each put to the scene test
+
+
+def _same_frames(frames: np.ndarray, funnel: Funnel, ref: Reference, matches: dict[int, Match]) -> None:
+    """Frames of a fixed camera: the scene test against the reference pictures nearest to the
+    model (at or over the semantic threshold, as the frame pairs inside a folder are proposed):
+    each read, and what stands in front of the frame's scene background measured in it; the
+    same frame when every thing is at the same place (moved at most scenes.max_shift). A
+    reference picture of another view has most of itself in front: never the same frame."""
+    assert funnel.grays is not None
+    run, cfg, spec = funnel.run, funnel.cfg, funnel.grays.spec
+    scenes, _ = funnel.found_scenes()
+    vectors = l2_normalize(funnel.store.rows(run.vector_row[frames]))
+    sims, found = ref.exact_index().search(np.ascontiguousarray(vectors, np.float32), min(SCENE_CANDIDATES, len(ref)))
+    fronts: dict[tuple[int, int], Front | None] = {}  # (scene, reference row): what stands in front
+    for frame, near_sims, candidates in zip(frames.tolist(), sims.tolist(), found.tolist(), strict=True):
+        if frame in matches or (background := scenes.backgrounds.get(scenes.of(frame))) is None:
+            continue
+        best: tuple[float, int] | None = None
+        for sim, k in zip(near_sims, candidates, strict=True):
+            if k < 0 or sim < cfg.semantic.threshold:
+                break  # best first
+            key = (scenes.of(frame), k)
+            if key not in fronts:
+                fronts[key] = _front(ref, k, background, cfg.scenes, spec)
+            if (theirs := fronts[key]) is not None:
+                moved = shift(scenes.frames[frame], theirs, cfg.scenes.max_shift)
+                if moved <= cfg.scenes.max_shift and (best is None or moved < best[0]):
+                    best = (moved, k)
+        if best is not None:
+            matches[frame] = Match(ref, best[1], StageName.SEMANTIC, {"largest_move": round(best[0], 4)})
+
+
+def _front(ref: Reference, k: int, background: Background, cfg: ScenesConfig, spec: ModelSpec) -> Front | None:
+    """What of reference picture `k` stands in front of `background`; None if it cannot be
+    read now, is of another size, or is mostly in front (another view)."""
+    path = Path(ref.path(k))
+    try:
+        gray = gray_work(decode_for_stages(read_bytes(path), path, spec).image).astype(np.float32)
+    except UnreadableImage as e:
+        log.debug("%s: %s; not put to the scene test", path, e.reason)
+        return None
+    if gray.shape != background.median.shape:
+        return None
+    front = background.frame(gray, cfg)
+    return front if front.foreground <= cfg.max_foreground else None
 
 
 def _exact(digests: np.ndarray, rows: np.ndarray, ref: Reference, matches: dict[int, Match]) -> None:
@@ -161,6 +225,7 @@ def settle(funnel: Funnel) -> None:
     if not proxies:
         return
     evidence = Evidence(funnel.run.table, funnel.store, funnel.cfg.near, funnel.run.vector_row)
+    scenes, _ = funnel.found_scenes()
     followers = []
     for row in np.flatnonzero((decisions.code == REMOVE) & (decisions.keeper >= 0)).tolist():
         final = int(decisions.keeper[row])
@@ -182,7 +247,12 @@ def settle(funnel: Funnel) -> None:
             _remove(decisions, row, match)  # the same bytes: the same relation to the reference picture
             continue
         stage = STAGES[decisions.stage[row]]
-        own, code, scores = evidence.worded(row, proxy, paths[proxy], stage == StageName.SEMANTIC)
+        if decisions.test.get(row) == "scene" and scenes.judged_by_scene(row, proxy):
+            moved = round(scenes.shift(row, proxy), 4)
+            own = same_frame_words(paths[proxy], moved)
+            code, scores = ReasonCode.SAME_FRAME, {"largest_move": moved}
+        else:
+            own, code, scores = evidence.worded(row, proxy, paths[proxy], stage == StageName.SEMANTIC)
         _remove(decisions, row, Match(match.ref, match.ref_row, stage, scores))
         decisions.reason[row] = f"{own}, which goes too: {decisions.reason[proxy]}"
         decisions.reason_code[row] = code
@@ -194,4 +264,4 @@ def _remove(decisions: Decisions, row: int, match: Match) -> None:
     decisions.keeper[row] = -1
     decisions.in_reference[row] = (match.ref.path(match.ref_row), str(match.ref.source))
     decisions.extra_scores[row] = match.scores
-    decisions.test[row] = "picture"
+    decisions.test[row] = match.test

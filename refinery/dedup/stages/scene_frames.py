@@ -69,7 +69,7 @@ class SceneFrames:
         edges = sorted({(a, b) if a < b else (b, a) for a, b in funnel.frame_pairs if alive[a] and alive[b]})
         same = [(a, b) for a, b in edges if scenes.same(a, b)]
         evidence = Evidence(run.table, None, funnel.cfg.near)
-        for keeper, subjects in cover_groups(same, funnel.keep.rank):
+        for keeper, subjects in cover_groups(same, funnel.rank):
             for i in subjects:
                 stage = StageName.NEAR if evidence.near_copy(i, keeper) else StageName.SEMANTIC
                 run.decisions.remove(i, stage, "", keeper)

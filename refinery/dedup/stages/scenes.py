@@ -297,8 +297,15 @@ class Scenes:
     Built by `analyse`; `Scenes.none(n)` has no scenes (every pair goes to the picture test).
     """
 
-    def __init__(self, scene: np.ndarray, frames: dict[int, Front], cfg: ScenesConfig):
+    def __init__(
+        self,
+        scene: np.ndarray,
+        frames: dict[int, Front],
+        cfg: ScenesConfig,
+        backgrounds: dict[int, Background] | None = None,
+    ):
         self.scene, self.frames, self.cfg = scene, frames, cfg
+        self.backgrounds = backgrounds or {}  # scene number -> its background (a reference's frames are judged on it)
         self._judging = {row: int(scene[row]) for row in frames}  # `of`, asked for every pair of the run
         self._shifts: dict[tuple[int, int], float] = {}
 
@@ -366,6 +373,7 @@ def analyse(
         return Background.learn(list(sample.values()), cfg), sample
 
     frames: dict[int, Front] = {}
+    backgrounds: dict[int, Background] = {}
     # the backgrounds of the next views are learnt while the frames of this one are judged
     for members, (background, read) in zip(views, ordered_map(learn, views, workers, ahead=workers), strict=True):
         if background is not None:
@@ -375,10 +383,11 @@ def analyse(
                 or footage(table.thumb[members])
             ):
                 frames.update(fronts)  # else: big objects in front of a shared window are crops
+                backgrounds[int(scene[members[0]])] = background
         else:
             advance(len(members))
     log.debug("%d scenes, %d frames judged by what stands in front of them", len(views), len(frames))
-    return Scenes(scene, frames, cfg)
+    return Scenes(scene, frames, cfg, backgrounds)
 
 
 FRONTS_AT_ONCE = 16  # frames a thread measures in one stack
