@@ -14,7 +14,15 @@ from refinery.errors import RefineryError
 
 CPU = ("--device", "cpu")
 IN_REF = ("a.jpg", "b.png", "c.jpg", "d.jpg")
-STAGE_LINES = ("exact", "against", "near", "semantic")  # the rest of draw_dup_folder's files are the batch
+STAGE_LINES = ("exact", "against", "near", "semantic")
+SAVED = (
+    "path",
+    "decision",
+    "kept_as",
+    "file",
+    "against",
+    "kept_as_sha256",
+)  # a decisions file's line  # the rest of draw_dup_folder's files are the batch
 
 
 @pytest.fixture
@@ -146,23 +154,24 @@ def test_apply_acts_on_a_reviewed_batch_and_leaves_a_copy_whose_reference_pictur
         "refinery_decisions": 1,
         "root": saved["summary"]["root"],
         "files": [
-            {
-                key: line[key]
-                for key in ("path", "decision", "kept_as", "file", "against")
-                if line.get(key) or key != "against"
-            }
+            {key: line[key] for key in SAVED if line.get(key) or key in SAVED[:4]}
             for line in saved["files"]
             if line["decision"] in ("keep", "remove")
         ],
     }
     path = tmp_path / "decisions.json"
     path.write_text(json.dumps(decisions))
-    (ref / "b.png").rename(tmp_path / "b.png")  # the reference changed since: b.png's copies stay
+    (ref / "b.png").rename(tmp_path / "b.png")  # the reference changed since: b.png's copies stay,
+    (ref / "d.jpg").write_bytes((ref / "a.jpg").read_bytes())  # and so does d.jpg's (other bytes now)
     rejects = tmp_path / "rejects"
     proc = run_cli("apply", str(path), "--move-rejects-to", str(rejects))
     assert proc.returncode == 3, proc.stderr
     gone = [line for line in proc.stderr.splitlines() if "b.png (in the reference" in line]
     assert len(gone) == 2 and all("is gone; left" in line for line in gone), proc.stderr
+    assert any(
+        "d.jpg (in the reference" in line and "changed since it was judged" in line for line in proc.stderr.splitlines()
+    )
+    assert (new / "d_blur.jpg").exists()
     assert (new / "b_small.jpg").exists() and (new / "b_low.jpg").exists()
     assert not (new / "sub" / "a_copy.jpg").exists() and (rejects / "sub" / "a_copy.jpg").exists()
 

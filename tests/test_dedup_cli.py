@@ -22,6 +22,7 @@ REPORT_KEYS = {
     "file",
     "reason_code",
     "against",
+    "kept_as_sha256",
 }
 
 
@@ -74,7 +75,9 @@ def test_dry_run_decides_every_file_and_touches_nothing(dup_folder: tuple[Path, 
     assert "cosine" in removed["scores"]
     assert kept["scores"]["edge_density"] >= removed["scores"]["edge_density"]  # the keep rule
     assert data["summary"]["removed_by_stage"]["quality"] >= 2
-    header = "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code,against,scores.sharpness,"
+    header = (
+        "path,decision,stage,reason,group,kept_as,scores,test,file,reason_code,against,kept_as_sha256,scores.sharpness,"
+    )
     assert csv_path.read_text().splitlines()[0].startswith(header)
     with open(csv_path, newline="") as f:  # each score in a column of its own, as the report has it
         rows = {row["path"]: row for row in csv.DictReader(f)}

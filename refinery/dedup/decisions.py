@@ -63,6 +63,8 @@ class FileDecision:
     # the reference (`dedup --against REF`, resolved) that holds `kept_as`; None when the keeper
     # is in the judged folder, or there is none
     against: str | None = None
+    # that reference picture's SHA-256 as judged: `refinery apply` checks it is still that picture
+    kept_as_sha256: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report's JSON line: every field, in FIELDS order."""
@@ -108,8 +110,9 @@ class Decisions(Sequence[FileDecision]):
         self.reason_code: dict[int, ReasonCode] = {}  # the reason as a code, likewise
         self.extra_scores: dict[int, dict[str, float]] = {}  # what a stage measured against the keeper
         self.test: dict[int, str] = {}  # "picture" or "scene": which test made a duplicate of it
-        # a row removed as the same as a reference picture: (that picture's path, the reference)
-        self.in_reference: dict[int, tuple[str, str]] = {}
+        # a row removed as the same as a reference picture: (that picture's path, the reference,
+        # its SHA-256)
+        self.in_reference: dict[int, tuple[str, str, str]] = {}
         self.stat = np.full((n, 2), -1, np.int64)  # (size, mtime_ns) of each file when it was read
         self._order: np.ndarray | None = None
 
@@ -146,13 +149,13 @@ class Decisions(Sequence[FileDecision]):
         paths = self.table.paths
         # a group a keeper, in the folder (its row) or in a reference (its path), numbered by path
         keepers: list[tuple[str, int | None]] = [(paths[row], row) for row in set(final.tolist())]
-        keepers += [(path, None) for path in {path for path, _ in self.in_reference.values()}]
+        keepers += [(path, None) for path in {path for path, _, _ in self.in_reference.values()}]
         number = {key: gid for gid, key in enumerate(sorted(keepers, key=lambda k: k[0]), start=1)}
         for (_, row), gid in number.items():
             if row is not None:
                 self.group[row] = gid
         self.group[removed] = self.group[final]
-        for row, (path, _) in self.in_reference.items():
+        for row, (path, _, _) in self.in_reference.items():
             self.group[row] = number[(path, None)]
 
     def line(self, row: int) -> FileDecision:
@@ -161,7 +164,7 @@ class Decisions(Sequence[FileDecision]):
         scores = self.table.scores(row) if code in (KEEP, REMOVE) and self.table.filled[row] else {}
         scores.update(self.extra_scores.get(row, {}))
         keeper = int(self.keeper[row])
-        kept_in, against = self.in_reference.get(row, (None, None))
+        kept_in, against, kept_sha256 = self.in_reference.get(row, (None, None, None))
         return FileDecision(
             self.table.paths[row],
             DECISIONS[code],
@@ -174,6 +177,7 @@ class Decisions(Sequence[FileDecision]):
             self.file_as_judged(row),
             self._reason_code(row),
             against,
+            kept_sha256,
         )
 
     def _reason_code(self, row: int) -> str | None:

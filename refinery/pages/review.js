@@ -366,7 +366,8 @@ function resume() {
 function save() {  // decisions.json, version 1 (docs/review.md); each `file` as the report wrote it
   const text = JSON.stringify;
   // a duplicate of a reference's picture (dedup --against) says which reference holds its keeper
-  const against = f => f.against && f.decision === "remove" && f.kept_as ? ', "against": ' + text(f.against) : "";
+  const against = f => f.against && f.decision === "remove" && f.kept_as
+    ? ', "against": ' + text(f.against) + ', "kept_as_sha256": ' + text(f.kept_as_sha256 ?? null) : "";
   const lines = files.filter(f => f.decision === "keep" || f.decision === "remove").map(f =>
     '{"path": ' + text(f.path) + ', "decision": ' + text(f.decision) + ', "kept_as": ' + text(f.kept_as) +
     ', "file": ' + f.file + against(f) + "}");

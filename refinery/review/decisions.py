@@ -9,8 +9,9 @@ Version 1, JSON (written by the review page's "Save decisions"; docs/review.md):
                 "decision": "keep" | "remove",
                 "kept_as": "b.jpg" | null,       the file that stays in its place (a duplicate)
                 "file": {"bytes": N, "mtime_ns": N, "sha256": HEX} | null,   as judged
-                "against": "/absolute/reference"}, ...]}   only where kept_as is a reference's
-                                                  picture (dedup --against): its absolute path
+                "against": "/absolute/reference",   only where kept_as is a reference's picture
+                "kept_as_sha256": HEX}, ...]}        (dedup --against): its absolute path, and
+                                                  that picture's SHA-256 as judged
 
 A dedup report (`--report`) is read the same way: its summary's root and follow_symlinks,
 its keep and remove lines. A file without follow_symlinks (saved before it was recorded)
@@ -28,8 +29,8 @@ from pathlib import Path
 
 from refinery.dedup.checks import Judged, Planned
 from refinery.errors import RefineryError
-from refinery.io.fileio import read_json
-from refinery.io.names import is_plain_path
+from refinery.io.fileio import file_sha256, read_json
+from refinery.io.names import is_plain_path, is_sha256_hex
 
 VERSION = 1
 DECIDED = ("keep", "remove")
@@ -42,6 +43,7 @@ class Decision:
     kept_as: str | None
     file: Judged | None  # what was judged of it; None: nothing (it cannot be acted on)
     against: str | None = None  # the reference holding kept_as (an absolute path), if it is one's
+    kept_as_sha256: str | None = None  # that reference picture's SHA-256 as judged
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,11 @@ class DecisionsFile:
             keeper = kept.get(d.kept_as) if d.kept_as else None
             if d.file is None:
                 refused.append((d.path, "nothing was judged of it (an error line?)"))
-            elif d.against and d.kept_as:  # a reference's picture: never moved, but it must be there
-                if os.path.isfile(d.kept_as):
-                    planned.append(Planned(d.path, d.file))
+            elif d.against and d.kept_as:  # a reference's picture: never moved, but it must be there, as judged
+                if why := _reference_keeper_problem(d.kept_as, d.kept_as_sha256):
+                    refused.append((d.path, f"its keeper {d.kept_as} (in the reference {d.against}) {why}; left"))
                 else:
-                    refused.append((d.path, f"its keeper {d.kept_as} (in the reference {d.against}) is gone; left"))
+                    planned.append(Planned(d.path, d.file))
             elif d.kept_as and (keeper is None or keeper.file is None):
                 refused.append(
                     (d.path, f"its keeper {d.kept_as} is not kept in the decisions; left, so the picture is not lost")
@@ -76,6 +78,18 @@ class DecisionsFile:
             else:
                 planned.append(Planned(d.path, d.file, d.kept_as, keeper.file if keeper else None))
         return planned, refused
+
+
+def _reference_keeper_problem(path: str, sha256: str | None) -> str:
+    """Why a reference's picture is no longer the keeper that was judged, or ""."""
+    try:
+        if not os.path.isfile(path):
+            return "is gone"
+        if sha256 is not None and file_sha256(Path(path)) != sha256:
+            return "changed since it was judged"
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    return ""
 
 
 def load(path: Path) -> DecisionsFile:
@@ -124,15 +138,17 @@ def _line(line: object) -> Decision | None:
         return None
     if decision not in DECIDED:
         raise ValueError(f"decision {decision!r} is not keep or remove")
-    kept_as, against = line.get("kept_as"), line.get("against")
+    kept_as, against, kept_sha256 = line.get("kept_as"), line.get("against"), line.get("kept_as_sha256")
     if against is not None:  # kept as a reference's picture (dedup --against): both absolute
         if not (_absolute(against) and _absolute(kept_as)):
             raise ValueError("against and kept_as are not absolute paths")
+        if kept_sha256 is not None and not is_sha256_hex(kept_sha256):
+            raise ValueError("kept_as_sha256 is not a SHA-256 in hex")
     elif kept_as is not None:
         kept_as = _relative(kept_as)
     file = line.get("file")
     judged = None if file is None else Judged.from_json(file)
-    return Decision(_relative(line["path"]), decision, kept_as, judged, against)
+    return Decision(_relative(line["path"]), decision, kept_as, judged, against, kept_sha256 if against else None)
 
 
 def _absolute(value: object) -> bool:

@@ -174,7 +174,11 @@ def _plan(report: dict[str, Any]) -> tuple[dict[str, Any], list[list[int]]]:
                 for key in ("path", "decision", "stage", "reason", "group", "kept_as", "scores", "test")
             }
             | {"file": judged}
-            | ({"against": line["against"]} if line.get("against") else {})  # its keeper is in a reference
+            | (  # its keeper is in a reference
+                {"against": line["against"], "kept_as_sha256": line.get("kept_as_sha256")}
+                if line.get("against")
+                else {}
+            )
         )
         if decision == "error":
             errors.append(index)

@@ -12,7 +12,7 @@ from typing import Any
 from refinery.dedup.checks import Judged
 from refinery.errors import RefineryError
 from refinery.io.fileio import read_json
-from refinery.io.names import is_plain_path, printable
+from refinery.io.names import is_plain_path, is_sha256_hex, printable
 
 DECISIONS = ("keep", "remove", "error", "skip")
 
@@ -77,6 +77,8 @@ def _unfit(line: object) -> str:
     kept_as, against = line.get("kept_as"), line.get("against")
     if against is not None and not (_absolute(against) and _absolute(kept_as)):
         return where + "against is neither null nor an absolute path beside an absolute kept_as"
+    if line.get("kept_as_sha256") is not None and not is_sha256_hex(line["kept_as_sha256"]):
+        return where + "kept_as_sha256 is neither a SHA-256 in hex nor null"
     if kept_as is not None and against is None and not is_plain_path(kept_as):
         return where + "kept_as is neither a plain path below the root nor null"
     group = line.get("group")

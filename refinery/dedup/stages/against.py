@@ -262,6 +262,7 @@ def _remove(decisions: Decisions, row: int, match: Match) -> None:
     reason, code = match.reason()
     decisions.remove(row, match.stage, reason, reason_code=code)
     decisions.keeper[row] = -1
-    decisions.in_reference[row] = (match.ref.path(match.ref_row), str(match.ref.source))
+    digest = match.ref.keys.sha256[match.ref_row].tobytes().hex()
+    decisions.in_reference[row] = (match.ref.path(match.ref_row), str(match.ref.source), digest)
     decisions.extra_scores[row] = match.scores
     decisions.test[row] = match.test
