@@ -153,7 +153,7 @@ def draw(rng: np.random.Generator, size: int = 128) -> Image.Image:
     return im
 
 
-def batch(ref_size: int, new_size: int, work: Path, new_from: Path | None = None) -> None:
+def batch(ref_size: int, new_size: int, work: Path, new_from: Path | None = None, rounds: int = 5) -> None:
     ref, new = work / "ref", work / "new"
     rng = np.random.default_rng(29)
     if not (new / f"n{new_size - 1:05d}.jpg").exists():
@@ -182,12 +182,14 @@ def batch(ref_size: int, new_size: int, work: Path, new_from: Path | None = None
         for path in sorted(new_from.iterdir())[:new_size]:
             os.link(path, new / path.name)
     print(f"CPU: {cpu()}; NEW {new_size} pictures ({new_from or 'drawn here'}), REF {ref_size} (an index)")
-    for run in range(2):
+    seconds_by: dict[str, list[float]] = {"plain": [], "against": []}
+    for run in range(rounds):
         for label, extra in (("plain", []), ("against", ["--against", str(work / "ref.index")])):
             report = work / f"{label}.json"
             t = time.perf_counter()
             out = refinery("dedup", str(new), "--no-cache", "--report", str(report), *extra)
             seconds = time.perf_counter() - t
+            seconds_by[label].append(seconds)
             assert out.returncode in (0, 3), out.stderr
             lines = json.loads(report.read_text())["files"]
             gone = sum(1 for f in lines if f.get("against"))
@@ -196,6 +198,8 @@ def batch(ref_size: int, new_size: int, work: Path, new_from: Path | None = None
                 f"run {run + 1} {label:8s} {seconds:6.1f} s, {1000 * seconds / new_size:.2f} ms per NEW picture; "
                 f"removed against REF {gone}; stage seconds {stages}"
             )
+    plain, against = (float(np.median(seconds_by[k])) for k in ("plain", "against"))
+    print(f"median of {rounds} rounds: plain {plain:.2f} s, against {against:.2f} s: {against / plain:.2f}x")
 
 
 def main() -> None:
@@ -209,11 +213,12 @@ def main() -> None:
     two.add_argument("--new", type=int, default=1_000)
     two.add_argument("--work", type=Path, required=True)
     two.add_argument("--new-from", type=Path, default=None, help="take NEW from this folder of photos instead")
+    two.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if args.job == "split":
         split(args.corpus, args.work)
     else:
-        batch(args.ref, args.new, args.work, args.new_from)
+        batch(args.ref, args.new, args.work, args.new_from, args.rounds)
 
 
 if __name__ == "__main__":

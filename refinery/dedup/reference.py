@@ -86,11 +86,6 @@ class Match:
         return f"looks like {path} (cosine {s['cosine']:g}), in the reference", ReasonCode.LOOKS_LIKE
 
 
-def check_apart(judged: Path | str, ref: Reference) -> None:
-    """The judged folder and a reference's pictures must not overlap."""
-    _check_apart(judged, ref.source, ref.root)
-
-
 def check_references(judged: Path | str, sources: list[Path], outputs: list[tuple[str, Path | None]]) -> None:
     """Before anything is read or written: refuse, in one line, a reference that overlaps the
     judged folder, and an output or destination in a reference (the folder, the index, or
@@ -98,9 +93,9 @@ def check_references(judged: Path | str, sources: list[Path], outputs: list[tupl
     guarded = _guarded(sources)
     for source, folder in guarded:
         if folder != source:  # an index: the folder it was made of
-            _check_apart(judged, source, folder)
+            check_apart_at(judged, source, folder)
     for source in sources:
-        _check_apart(judged, Path(source), Path(source))
+        check_apart_at(judged, Path(source), Path(source))
     for flag, target in outputs:
         if target is None:
             continue
@@ -138,7 +133,8 @@ def _guarded(sources: list[Path]) -> list[tuple[Path, Path]]:
     return guarded
 
 
-def _check_apart(judged: Path | str, source: Path, pictures: Path) -> None:
+def check_apart_at(judged: Path | str, source: Path, pictures: Path) -> None:
+    """The judged folder and the pictures of the reference `source` (in `pictures`) must not overlap."""
     if not isinstance(judged, Path):
         return
     new, theirs = os.path.realpath(judged), os.path.realpath(pictures)

@@ -4,12 +4,13 @@ and embedded through its own feature cache, or an index made by `refinery index`
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from refinery.dedup.reference import Reference, check_apart
+from refinery.dedup.reference import Reference, check_apart_at
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256
 
@@ -23,27 +24,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def load_references(
-    sources: list[Path], judged: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None = None
-) -> list[Reference]:
-    """Each `--against` source as a Reference (a folder read, an index loaded); refused in one
-    line where it is the judged folder, holds it or lies inside it (its pictures would be
-    judged against themselves)."""
-    references = []
-    for source in sources:
-        ref = _load(Path(source), cfg, embedder, progress)
-        check_apart(judged, ref)
-        log.info("against %s: %d pictures", ref.source, len(ref))
-        references.append(ref)
-    return references
+class LoadingReferences:
+    """The `--against` sources made ready while the judged folder is read: each folder read
+    and embedded now (it needs the cores the judged folder's pass would take); each index
+    checked now - its model, its kind, where its pictures are - and its parts read and verified
+    in a thread while the pass runs (a hundred thousand embeddings read and hashed: a second
+    the pass need not wait for). A context manager; `result()` after the pass. Refused in one
+    line, before anything is read, where a reference overlaps the judged folder (its pictures
+    would be judged against themselves)."""
 
+    def __init__(
+        self, sources: list[Path], judged: Path | str, cfg: Config, embedder: Embedder, progress: Progress | None
+    ):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="refinery-reference")
+        self._items: list[Reference | Future[Reference]] = []
+        try:
+            for source in map(Path, sources):
+                if not source.is_dir():
+                    raise RefineryError(f"--against {source}: not a folder or an index")
+                if (source / "index.json").exists():
+                    meta = _index_meta(source, embedder)
+                    check_apart_at(judged, source, Path(meta["root"]))
+                    self._items.append(self._pool.submit(_index_parts, source, meta))
+                else:
+                    check_apart_at(judged, source, source)
+                    self._items.append(_from_folder(source, cfg, embedder, progress))
+        except BaseException:
+            self._pool.shutdown(cancel_futures=True)
+            raise
 
-def _load(source: Path, cfg: Config, embedder: Embedder, progress: Progress | None) -> Reference:
-    if not source.is_dir():
-        raise RefineryError(f"--against {source}: not a folder or an index")
-    if (source / "index.json").exists():
-        return _from_index(source, embedder)
-    return _from_folder(source, cfg, embedder, progress)
+    def __enter__(self) -> LoadingReferences:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    def result(self) -> list[Reference]:
+        """Every reference, ready (an index's parts checked against its index.json)."""
+        references = [item.result() if isinstance(item, Future) else item for item in self._items]
+        for ref in references:
+            log.info("against %s: %d pictures", ref.source, len(ref))
+        return references
 
 
 def _from_folder(folder: Path, cfg: Config, embedder: Embedder, progress: Progress | None) -> Reference:
@@ -65,12 +86,12 @@ def _from_folder(folder: Path, cfg: Config, embedder: Embedder, progress: Progre
     return Reference(folder.resolve(), folder.resolve(), found.paths, found.keys, _flat(l2_normalize(found.vectors)))
 
 
-def _from_index(path: Path, embedder: Embedder) -> Reference:
-    """An index made by `refinery index` with the model this run uses, of whole pictures."""
-    from refinery.retrieval.index import RetrievalIndex
+def _index_meta(path: Path, embedder: Embedder) -> dict[str, Any]:
+    """An index's index.json, checked to be one a reference can be: made by `refinery index`
+    with the model this run uses, of whole pictures, with each picture's keys."""
+    from refinery.retrieval.storage import read_index_meta
 
-    index = RetrievalIndex.load(path, device="cpu")
-    meta = index.meta
+    meta = read_index_meta(path)
     if meta.get("faces"):
         raise RefineryError(f"--against {path}: an index of faces (--faces); give an index of whole pictures")
     if meta["model"]["sha256"] != file_sha256(embedder.path):
@@ -78,13 +99,31 @@ def _from_index(path: Path, embedder: Embedder) -> Reference:
             f"--against {path}: indexed with {meta['model']['path']}, and this run uses {embedder.path}; "
             f"run with --model {meta['model']['path']}, or index it again with this model"
         )
-    if index.keys is None:
+    if "keys.npz" not in (meta.get("parts") or {}):
         raise RefineryError(
             f"--against {path}: indexed before refinery kept each picture's hashes in an index; "
             f"index it again (`refinery index {meta['root']} --out {path}`: the embeddings come from the cache)"
         )
-    assert index.gallery.index is not None  # a loaded index has its FAISS index
-    return Reference(path.resolve(), Path(meta["root"]), index.paths, index.keys, index.gallery.index)
+    return meta
+
+
+def _index_parts(path: Path, meta: dict[str, Any]) -> Reference:
+    """The parts of a checked index a reference needs - the embeddings, each picture's keys -
+    each verified against the size and SHA-256 its index.json lists."""
+    import faiss
+
+    from refinery.retrieval.storage import UNREADABLE, check_parts, load_keys, unreadable
+
+    check_parts(path, meta, only=("embedding.faiss", "keys.npz"))
+    paths = [f[0] for f in meta["files"]]
+    try:
+        index = faiss.read_index(str(path / "embedding.faiss"))
+        keys = load_keys(path / "keys.npz", len(paths))
+    except UNREADABLE as e:
+        raise unreadable(path, e) from None
+    if index.ntotal != len(paths):
+        raise RefineryError(f"{path}: damaged index: its files hold different numbers of pictures; index it again")
+    return Reference(path.resolve(), Path(meta["root"]), paths, keys, index)
 
 
 def _flat(vectors: np.ndarray) -> faiss.Index:

@@ -1,8 +1,8 @@
 """The dedup report: JSON (summary + one entry per file) and CSV. Other tools read these;
 the schema is stable: a line is a FileDecision (dedup/decisions.py; FIELDS in order: path,
 decision, stage, reason, group, kept_as, scores, test, file, reason_code, against,
-kept_as_sha256; new fields are added last, so readers of the earlier columns are unaffected). The CSV has the same columns,
-then one per score (decisions.CSV_FIELDS)."""
+kept_as_sha256; new fields are added last, so readers of the earlier columns are
+unaffected). The CSV has the same columns, then one per score (decisions.CSV_FIELDS)."""
 
 from __future__ import annotations
 

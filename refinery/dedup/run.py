@@ -22,7 +22,7 @@ from refinery.dedup.decisions import DECISIONS, ERROR, SKIP, STAGES, Decisions
 from refinery.dedup.evidence import explain
 from refinery.dedup.funnel import Funnel, Stage
 from refinery.dedup.grays import Grays, GrayStore
-from refinery.dedup.reference_io import load_references
+from refinery.dedup.reference_io import LoadingReferences
 from refinery.dedup.splits import split_matrix
 from refinery.dedup.stages.against import Against
 from refinery.dedup.stages.against import settle as settle_references
@@ -153,34 +153,31 @@ def run_dedup(
     cfg = with_model_threshold(cfg, embedder.path, embedder.spec, threshold_set)
     uri = isinstance(root, str) and "://" in root
     root = root if uri else Path(root)
-    references = load_references(list(against), root, cfg, embedder, progress)
     run, count = _listed(root, cfg)
     # "pass" is the wall time of reading and embedding; "features" and "embed" are the thread
     # time spent on each inside it (they overlap on several threads).
     stages = {name: StageStats(name) for name in ("pass", "features", "embed", "scenes", *STAGES)}
     workers = cfg.run.workers or cpu_count()
     scratch = featurepass.scratch_dir(cfg)
-    with VectorStore(embedder.spec.output_dim, scratch) as store, GrayStore(scratch, cfg.run.scratch_grays_mb) as kept:
-        if cfg.run.engine == "ray":
-            from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
-
-            ray_pass(root, run, count, cfg, embedder, stages, store=store, cache=cache, progress=progress)
-        else:
-            with feats.opencv_single_threaded():
-                featurepass.feature_pass(
-                    Path(root),
-                    run,
-                    count,
-                    cfg,
-                    embedder,
-                    stages,
-                    store=store,
-                    cache=cache,
-                    progress=progress,
-                    workers=workers,
-                    stop=stop,
-                    grays=kept,
-                )
+    with (
+        LoadingReferences(list(against), root, cfg, embedder, progress) as references,  # an index loads during the pass
+        VectorStore(embedder.spec.output_dim, scratch) as store,
+        GrayStore(scratch, cfg.run.scratch_grays_mb) as kept,
+    ):
+        _read_and_embed(
+            root,
+            run,
+            count,
+            cfg,
+            embedder,
+            stages,
+            store=store,
+            grays=kept,
+            cache=cache,
+            progress=progress,
+            workers=workers,
+            stop=stop,
+        )
         # the stages that look at pixels again read local files only
         grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
         if grays is None and cfg.scenes.mode != "crops":
@@ -188,8 +185,47 @@ def run_dedup(
                 "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
             )
         here = None if isinstance(root, str) else root
-        funnel = decide(Funnel(run, store, cfg, stages, grays, progress, workers, references=references, root=here))
+        funnel = Funnel(run, store, cfg, stages, grays, progress, workers, references=references.result(), root=here)
+        decide(funnel)
     return _result(root, funnel, embedder, time.perf_counter() - start)
+
+
+def _read_and_embed(
+    root: Path | str,
+    run: Run,
+    count: int,
+    cfg: Config,
+    embedder: Embedder,
+    stages: dict[str, StageStats],
+    *,
+    store: VectorStore,
+    grays: GrayStore,
+    cache: FeatureCache | None,
+    progress: Progress | None,
+    workers: int,
+    stop: threading.Event | None,
+) -> None:
+    """The one pass over the files: here on threads, or on a Ray cluster (`run.engine`)."""
+    if cfg.run.engine == "ray":
+        from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
+
+        ray_pass(root, run, count, cfg, embedder, stages, store=store, cache=cache, progress=progress)
+        return
+    with feats.opencv_single_threaded():
+        featurepass.feature_pass(
+            Path(root),
+            run,
+            count,
+            cfg,
+            embedder,
+            stages,
+            store=store,
+            cache=cache,
+            progress=progress,
+            workers=workers,
+            stop=stop,
+            grays=grays,
+        )
 
 
 def _result(root: Path | str, funnel: Funnel, embedder: Embedder, seconds: float) -> DedupResult:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from refinery.dedup.featurepass import Crop, embed_every_picture
 from refinery.dedup.table import PictureKeys
 from refinery.errors import NoFace, RefineryError, UnreadableImage
 from refinery.io.cache import FeatureCache
-from refinery.io.fileio import file_sha256, read_json
+from refinery.io.fileio import file_sha256
 from refinery.io.images import decode_for_stages, read_bytes, to_input
 from refinery.parallel import Progress, cpu_count, ordered_map
 from refinery.retrieval import faces as face_finder
@@ -57,16 +56,17 @@ from refinery.retrieval.methods import (
 )
 from refinery.retrieval.storage import (
     INDEX_VERSION,
+    UNREADABLE,
     HashingWriter,
     check_index_folder,
-    check_meta,
     check_parts,
     keys_bytes,
     load_keys,
     load_sift,
-    not_an_index,
+    read_index_meta,
     sift_bytes,
     unlink_quietly,
+    unreadable,
     write_part,
 )
 from refinery.runner.session import Embedder, l2_normalize
@@ -258,20 +258,8 @@ class RetrievalIndex:
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> RetrievalIndex:
         path = Path(path)
-        if not (path / "index.json").exists():
-            raise RefineryError(not_an_index(path))
-        try:
-            meta = read_json(path / "index.json", "an index's index.json")
-        except RefineryError as e:
-            raise RefineryError(f"{path}: not a refinery index ({e})") from None
-        if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
-            version = meta.get("version") if isinstance(meta, dict) else None
-            raise RefineryError(
-                f"{path}: index version {version}, this refinery reads "
-                f"{INDEX_VERSION}; build it again with `refinery index`"
-            )
+        meta = read_index_meta(path)
         check_parts(path, meta)
-        check_meta(path, meta)
         model = Path(meta["model"]["path"])
         if not model.is_file() or file_sha256(model) != meta["model"]["sha256"]:
             raise RefineryError(
@@ -283,12 +271,8 @@ class RetrievalIndex:
             sift = load_sift(path / "sift.npz") if "sift.npz" in meta["parts"] else None
             pixels = np.load(path / "pixels.npy", allow_pickle=False)
             keys = load_keys(path / "keys.npz", len(meta["files"])) if "keys.npz" in meta["parts"] else None
-        except (RuntimeError, ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            text = str(e).strip()  # faiss' messages end with what went wrong, after its source location
-            why = text.rsplit(" failed: ", 1)[-1].splitlines()[-1][-160:] if text else type(e).__name__
-            raise RefineryError(
-                f"{path}: damaged index: its files cannot be read ({why}); build it again with `refinery index`"
-            ) from None
+        except UNREADABLE as e:
+            raise unreadable(path, e) from None
         if isinstance(index, faiss.IndexHNSWFlat):
             index.hnsw.efSearch = HNSW_EF_SEARCH
         paths = [f[0] for f in meta["files"]]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,41 @@ def index_json(folder: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_parts(path: Path, meta: dict[str, Any]) -> None:
-    """Every file index.json lists is there with the size and SHA-256 it lists."""
+def read_index_meta(path: Path) -> dict[str, Any]:
+    """An index's index.json, checked: this refinery's version, fields of the types it writes."""
+    if not (path / "index.json").exists():
+        raise RefineryError(not_an_index(path))
+    try:
+        meta = read_json(path / "index.json", "an index's index.json")
+    except RefineryError as e:
+        raise RefineryError(f"{path}: not a refinery index ({e})") from None
+    if not isinstance(meta, dict) or meta.get("version") != INDEX_VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise RefineryError(
+            f"{path}: index version {version}, this refinery reads {INDEX_VERSION}; "
+            "build it again with `refinery index`"
+        )
+    check_meta(path, meta)
+    return meta
+
+
+# what reading an index's files raises when they are not what refinery wrote
+UNREADABLE = (RuntimeError, ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def unreadable(path: Path, e: Exception) -> RefineryError:
+    """The one line for an index whose files cannot be read (their hashes agree with an
+    index.json a hand can edit too)."""
+    text = str(e).strip()  # faiss' messages end with what went wrong, after its source location
+    why = text.rsplit(" failed: ", 1)[-1].splitlines()[-1][-160:] if text else type(e).__name__
+    return RefineryError(
+        f"{path}: damaged index: its files cannot be read ({why}); build it again with `refinery index`"
+    )
+
+
+def check_parts(path: Path, meta: dict[str, Any], only: Collection[str] | None = None) -> None:
+    """Every file index.json lists (or those of them in `only`: the ones to be read) is there
+    with the size and SHA-256 it lists."""
     parts = meta.get("parts")
     if (
         not isinstance(parts, dict)
@@ -88,6 +122,8 @@ def check_parts(path: Path, meta: dict[str, Any]) -> None:
     ):
         raise RefineryError(f"{path}: index.json does not list the index's files; build it again with `refinery index`")
     for name, part in parts.items():
+        if only is not None and name not in only:
+            continue
         try:
             size, digest = (path / name).stat().st_size, file_sha256(path / name)
         except OSError as e:
