@@ -164,68 +164,42 @@ def run_dedup(
         VectorStore(embedder.spec.output_dim, scratch) as store,
         GrayStore(scratch, cfg.run.scratch_grays_mb) as kept,
     ):
-        _read_and_embed(
-            root,
-            run,
-            count,
-            cfg,
-            embedder,
-            stages,
-            store=store,
-            grays=kept,
-            cache=cache,
-            progress=progress,
-            workers=workers,
-            stop=stop,
-        )
-        # the stages that look at pixels again read local files only
-        grays = None if isinstance(root, str) else Grays(root, run.table, embedder.spec, kept)
-        if grays is None and cfg.scenes.mode != "crops":
-            log.warning(
-                "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
-            )
+        if cfg.run.engine == "ray":
+            from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
+
+            ray_pass(root, run, count, cfg, embedder, stages, store=store, cache=cache, progress=progress)
+        else:
+            with feats.opencv_single_threaded():
+                featurepass.feature_pass(
+                    Path(root),
+                    run,
+                    count,
+                    cfg,
+                    embedder,
+                    stages,
+                    store=store,
+                    cache=cache,
+                    progress=progress,
+                    workers=workers,
+                    stop=stop,
+                    grays=kept,
+                )
+        grays = _grays(root, run, embedder, kept, cfg)
         here = None if isinstance(root, str) else root
         funnel = Funnel(run, store, cfg, stages, grays, progress, workers, references=references.result(), root=here)
         decide(funnel)
     return _result(root, funnel, embedder, time.perf_counter() - start)
 
 
-def _read_and_embed(
-    root: Path | str,
-    run: Run,
-    count: int,
-    cfg: Config,
-    embedder: Embedder,
-    stages: dict[str, StageStats],
-    *,
-    store: VectorStore,
-    grays: GrayStore,
-    cache: FeatureCache | None,
-    progress: Progress | None,
-    workers: int,
-    stop: threading.Event | None,
-) -> None:
-    """The one pass over the files: here on threads, or on a Ray cluster (`run.engine`)."""
-    if cfg.run.engine == "ray":
-        from refinery.dedup.engines.ray import ray_pass  # the [ray] extra, only for this engine
-
-        ray_pass(root, run, count, cfg, embedder, stages, store=store, cache=cache, progress=progress)
-        return
-    with feats.opencv_single_threaded():
-        featurepass.feature_pass(
-            Path(root),
-            run,
-            count,
-            cfg,
-            embedder,
-            stages,
-            store=store,
-            cache=cache,
-            progress=progress,
-            workers=workers,
-            stop=stop,
-            grays=grays,
-        )
+def _grays(root: Path | str, run: Run, embedder: Embedder, kept: GrayStore, cfg: Config) -> Grays | None:
+    """The pictures in gray for the stages that look at pixels again: local files only."""
+    if isinstance(root, str):
+        if cfg.scenes.mode != "crops":
+            log.warning(
+                "frames of fixed cameras are judged as whole pictures in a URI folder (the scene test reads files here)"
+            )
+        return None
+    return Grays(root, run.table, embedder.spec, kept)
 
 
 def _result(root: Path | str, funnel: Funnel, embedder: Embedder, seconds: float) -> DedupResult:
