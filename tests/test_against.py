@@ -228,3 +228,15 @@ def test_a_fixed_cameras_frame_goes_by_the_scene_test_when_the_reference_holds_i
         assert Path(line["kept_as"]).name in stills[:2] and line["scores"]["largest_move"] <= 0.15, line
     # a frame where people stand elsewhere is another frame, whatever last week holds
     assert not (against - set(stills)), {p: files[p]["reason"] for p in against - set(stills)}
+
+
+def test_a_reference_given_twice_is_read_once_and_an_empty_one_is_named(
+    split: tuple[Path, Path], tmp_path: Path
+) -> None:
+    new, ref = split
+    report = tmp_path / "r.json"
+    run_cli("dedup", str(new), "--against", str(ref), "--against", str(ref / "."), "--report", str(report), *CPU)
+    assert json.loads(report.read_text())["summary"]["against"] == [str(ref.resolve())]
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("dedup", str(new), "--against", str(tmp_path / "empty"), *CPU)
+    assert proc.returncode == 1 and "--against" in proc.stderr and "no picture found" in proc.stderr, proc.stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from refinery.dedup.reference import Reference, check_apart_at
-from refinery.errors import RefineryError
+from refinery.errors import NoPictures, RefineryError
 from refinery.io.fileio import file_sha256
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class LoadingReferences:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="refinery-reference")
         self._items: list[Reference | Future[Reference]] = []
         try:
-            for source in map(Path, sources):
+            for source in dict.fromkeys(Path(s).resolve() for s in sources):  # each reference once
                 if not source.is_dir():
                     raise RefineryError(f"--against {source}: not a folder or an index")
                 if (source / "index.json").exists():
@@ -77,6 +77,8 @@ def _from_folder(folder: Path, cfg: Config, embedder: Embedder, progress: Progre
     cache = open_cache(cfg, embedder, folder)
     try:
         found = embed_every_picture(folder, cfg, embedder, progress, cache)
+    except NoPictures as e:
+        raise NoPictures(f"--against {e}") from None
     finally:
         if cache:
             cache.close()
