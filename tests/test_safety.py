@@ -130,9 +130,10 @@ def test_a_malformed_index_json_is_one_line(photos: Path, tmp_path: Path) -> Non
     out = tmp_path / "idx"
     assert run_cli("index", str(photos), "--out", str(out), *CPU).returncode == 0
     meta = json.loads((out / "index.json").read_text())
-    (out / "index.json").write_text(json.dumps({**meta, "files": [[5, "x", None]]}))
-    proc = run_cli("search", str(out), str(photos / "e.jpg"), "--device", "cpu")
-    assert proc.returncode == 1 and "index.json is malformed" in one_error_line(proc)
+    for files in ([[5, "x", None]], [["../outside.jpg", 1, 1]], [["/etc/passwd", 1, 1]]):
+        (out / "index.json").write_text(json.dumps({**meta, "files": files}))
+        proc = run_cli("search", str(out), str(photos / "e.jpg"), "--device", "cpu")
+        assert proc.returncode == 1 and "index.json is malformed" in one_error_line(proc), files
 
 
 # --- 2. the journal is read, never trusted -------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 from refinery.dedup.table import PictureKeys
 from refinery.errors import RefineryError
 from refinery.io.fileio import file_sha256, read_json, write_all, write_new
+from refinery.io.names import is_plain_path
 from refinery.io.scan import holds_a_picture
 from refinery.retrieval.methods import SiftFeatures
 
@@ -138,17 +139,19 @@ def check_parts(path: Path, meta: dict[str, Any], only: Collection[str] | None =
 
 
 def check_meta(path: Path, meta: dict[str, Any]) -> None:
-    """index.json's fields have the types refinery wrote (it is read back, not trusted)."""
+    """index.json's fields have the types refinery wrote, each picture's path below the indexed
+    folder (it is read back, not trusted: a reference's pictures are read from those paths)."""
     model, files = meta.get("model"), meta.get("files")
     ok = (
         isinstance(model, dict)
         and all(isinstance(model.get(k), str) for k in ("path", "sha256", "name"))
         and isinstance(files, list)
         and all(
-            isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and all(isinstance(x, int) for x in f[1:])
+            isinstance(f, list) and len(f) == 3 and is_plain_path(f[0]) and all(isinstance(x, int) for x in f[1:])
             for f in files
         )
         and isinstance(meta.get("root"), str)
+        and os.path.isabs(meta["root"])
         and isinstance(meta.get("faces"), bool)
     )
     if not ok:
