@@ -113,6 +113,16 @@ def whole_run(corpus: Path, work: Path, truth: dict, lines: list[dict]) -> None:
     removed = {f["path"] for f in lines if f["decision"] == "remove"}
     found = sum(n in removed for n in linked)
     print(f"the whole corpus as one folder groups {len(linked)} NEW pictures with a REF one: --against removes {found}")
+    # the same yardstick for both: of the NEW pictures whose group has a REF picture, those the
+    # whole-corpus run removes or keeps as the keeper of a REF picture's group
+    in_ref = {truth[n]["group"] for n in truth if to_ref(n)}
+    must = [n for n in truth if not to_ref(n) and truth[n]["group"] in in_ref]
+    seen = [n for n in must if whole[n]["decision"] == "remove" or whole[n]["group"] in ref_groups]
+    print(
+        f"of the {len(must)} that must go, the whole-corpus run removes or groups with REF {len(seen)} "
+        f"({len(seen) / len(must):.4f}); --against removes {sum(n in removed for n in must)}, "
+        f"{sum(n in removed for n in seen)} of those {len(seen)}"
+    )
 
 
 def score(lines: list[dict], truth: dict, in_ref: set[int], label: str, seconds: float) -> None:
