@@ -83,10 +83,15 @@ class Grays:
         """Row `row`'s picture, or None (logged) if it cannot be read now."""
         gray = self.kept.get(row) if self.kept is not None else None
         if gray is None:
-            path = self.root / self.table.paths[row]
             try:
-                gray = gray_work(decode_for_stages(read_bytes(path), path, self.spec).image)
+                return decoded_gray(self.root / self.table.paths[row], self.spec)
             except UnreadableImage as e:
                 log.debug("%s: %s; judged as a picture", self.table.paths[row], e.reason)
                 return None
         return gray.astype(np.float32)
+
+
+def decoded_gray(path: Path, spec: ModelSpec) -> np.ndarray:
+    """The picture at `path` in gray at the stages' size (float32), decoded as the pass decodes
+    it; UnreadableImage if it cannot be."""
+    return gray_work(decode_for_stages(read_bytes(path), path, spec).image).astype(np.float32)

@@ -27,14 +27,14 @@ from refinery.config import NearConfig, ScenesConfig
 from refinery.dedup.decisions import REMOVE, STAGES, Decisions, StageName
 from refinery.dedup.evidence import Evidence, near_copy, same_frame_words
 from refinery.dedup.funnel import Funnel
+from refinery.dedup.grays import decoded_gray
 from refinery.dedup.reference import Match, Reference
 from refinery.dedup.stages.background import Background, Front
 from refinery.dedup.stages.scenes import shift
 from refinery.dedup.state import StageStats
 from refinery.dedup.table import FeatureTable
 from refinery.errors import UnreadableImage
-from refinery.features import gray_work, normalized_thumbs
-from refinery.io.images import decode_for_stages, read_bytes
+from refinery.features import normalized_thumbs
 from refinery.reasons import ReasonCode
 from refinery.runner.session import l2_normalize
 from refinery.spec import ModelSpec
@@ -58,8 +58,9 @@ class Against:
         stats.seen = len(rows)
         scenes, _ = funnel.found_scenes()
         matches: dict[int, Match] = {}
+        digests = run.table.digests(rows)
         for ref in funnel.references:
-            _exact(run.table.digests(rows), rows, ref, matches)
+            _exact(digests, rows, ref, matches)
         frames = np.array([r for r in rows.tolist() if r not in matches and scenes.of(r) >= 0], np.int64)
         frames = frames[run.vector_row[frames] >= 0]
         if len(frames) and funnel.grays is not None:
@@ -117,7 +118,7 @@ def _same_frames(frames: np.ndarray, funnel: Funnel, ref: Reference, matches: di
                 break  # best first
             key = (scenes.of(frame), k)
             if key not in fronts:
-                fronts[key] = _front(ref, k, background, cfg.scenes, spec)
+                fronts[key] = _front(_gray(ref, k, spec), background, cfg.scenes)
             if (theirs := fronts[key]) is not None:
                 moved = shift(scenes.frames[frame], theirs, cfg.scenes.max_shift)
                 if moved <= cfg.scenes.max_shift and (best is None or moved < best[0]):
@@ -126,16 +127,20 @@ def _same_frames(frames: np.ndarray, funnel: Funnel, ref: Reference, matches: di
             matches[frame] = Match(ref, best[1], StageName.SEMANTIC, {"largest_move": round(best[0], 4)})
 
 
-def _front(ref: Reference, k: int, background: Background, cfg: ScenesConfig, spec: ModelSpec) -> Front | None:
-    """What of reference picture `k` stands in front of `background`; None if it cannot be
-    read now, is of another size, or is mostly in front (another view)."""
+def _gray(ref: Reference, k: int, spec: ModelSpec) -> np.ndarray | None:
+    """Reference picture `k` in gray at the stages' size; None if it cannot be read now."""
     path = Path(ref.path(k))
     try:
-        gray = gray_work(decode_for_stages(read_bytes(path), path, spec).image).astype(np.float32)
+        return decoded_gray(path, spec)
     except UnreadableImage as e:
         log.debug("%s: %s; not put to the scene test", path, e.reason)
         return None
-    if gray.shape != background.median.shape:
+
+
+def _front(gray: np.ndarray | None, background: Background, cfg: ScenesConfig) -> Front | None:
+    """What of `gray` stands in front of `background`; None if there is no gray, it is of
+    another size, or it is mostly in front (another view)."""
+    if gray is None or gray.shape != background.median.shape:
         return None
     front = background.frame(gray, cfg)
     return front if front.foreground <= cfg.max_foreground else None
